@@ -1,0 +1,146 @@
+"""The aggregate base: commands validate and emit events; state changes only by applying them.
+
+An aggregate keeps its state in a pydantic model (``State``), so the same model serves
+snapshots, audit output and diffs. Handlers that apply events are marked with
+:func:`applies`; commands call :meth:`Aggregate._emit`, which applies the event and keeps
+it pending until a repository saves it::
+
+    class Counter(Aggregate, stream_type="counter"):
+        class State(AggregateState):
+            total: int = 0
+
+        def add(self, n: int) -> None:
+            if n <= 0:
+                raise DomainError(f"counter {self.id}: cannot add {n}")
+            self._emit(Added(n=n))
+
+        @applies(Added)
+        def _added(self, event: Added) -> None:
+            self.state.total += event.n
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import DomainError, EventRegistryError
+from .events import DomainEvent
+
+__all__ = ["Aggregate", "AggregateState", "PendingEvent", "applies"]
+
+E = TypeVar("E", bound=DomainEvent)
+_HANDLER_ATTR = "__facta_applies__"
+
+
+class AggregateState(BaseModel):
+    """Base for an aggregate's state: validated on assignment, serialisable for snapshots."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event emitted but not yet stored, with the identity that makes retries idempotent."""
+
+    event: DomainEvent
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def applies(event_cls: type[E]) -> Callable[[Callable[[Any, E], None]], Callable[[Any, E], None]]:
+    """Mark a method as the handler that applies ``event_cls`` to the aggregate's state."""
+
+    def mark(fn: Callable[[Any, E], None]) -> Callable[[Any, E], None]:
+        setattr(fn, _HANDLER_ATTR, event_cls)
+        return fn
+
+    return mark
+
+
+class Aggregate:
+    """Base class of aggregates. Subclasses set ``stream_type`` and a ``State`` model."""
+
+    stream_type: ClassVar[str]
+    State: ClassVar[type[AggregateState]] = AggregateState
+    #: Bump when ``State`` changes shape: snapshots of other state versions are ignored.
+    state_version: ClassVar[int] = 1
+    _handlers: ClassVar[dict[type[DomainEvent], Callable[[Any, Any], None]]] = {}
+
+    def __init_subclass__(cls, *, stream_type: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if stream_type is not None:
+            cls.stream_type = stream_type
+        own: dict[type[DomainEvent], Callable[[Any, Any], None]] = {}
+        for value in vars(cls).values():
+            event_cls = getattr(value, _HANDLER_ATTR, None)
+            if event_cls is not None:
+                if event_cls in own:
+                    raise EventRegistryError(f"{cls.__name__} has two handlers for {event_cls.__name__}")
+                own[event_cls] = value
+        cls._handlers = {**cls._handlers, **own}
+
+    def __init__(self, id: str) -> None:
+        if not isinstance(id, str) or not id:
+            raise DomainError(f"{type(self).__name__}: id must be a non-empty string, got {id!r}")
+        self.id = id
+        self.version = 0
+        self.state: Any = self.State()
+        self._pending: list[PendingEvent] = []
+
+    # -- commands use these -------------------------------------------------------------
+
+    def _emit(self, event: DomainEvent) -> None:
+        """Apply ``event`` now and keep it pending until the aggregate is saved."""
+        self._apply(event)
+        self._pending.append(PendingEvent(event))
+
+    def _apply(self, event: DomainEvent) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise EventRegistryError(f"{type(self).__name__} has no handler for {type(event).__name__}")
+        handler(self, event)
+        self.version += 1
+
+    # -- repositories use these ---------------------------------------------------------
+
+    @property
+    def pending_events(self) -> list[PendingEvent]:
+        """Events emitted since the aggregate was loaded or last saved."""
+        return list(self._pending)
+
+    def mark_saved(self) -> None:
+        """Forget the pending events: the store has them now."""
+        self._pending.clear()
+
+    @property
+    def saved_version(self) -> int:
+        """The stream version the store holds: the current version less what is pending."""
+        return self.version - len(self._pending)
+
+    @classmethod
+    def rehydrate(
+        cls,
+        id: str,
+        events: Iterable[DomainEvent],
+        *,
+        state: AggregateState | None = None,
+        version: int = 0,
+    ) -> Self:
+        """Rebuild an aggregate from stored events, optionally starting from a snapshot."""
+        agg = cls.__new__(cls)
+        agg.id = id
+        agg.version = version
+        agg.state = state.model_copy(deep=True) if state is not None else cls.State()
+        agg._pending = []
+        for event in events:
+            agg._apply(event)
+        return agg
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, version={self.version}, state={self.state!r})"

@@ -1,0 +1,142 @@
+"""Domain events: frozen pydantic models registered under a stable name and version.
+
+A class becomes a registered event type by naming itself::
+
+    class AccountOpened(DomainEvent, name="account.opened", version=1):
+        owner: str
+        currency: str
+
+The name and version are what the store records; the Python class name can change
+freely. When a payload's shape changes, bump ``version`` and register upcasters that
+turn each older stored version into the next one; reads then apply the chain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import EventDecodeError, EventRegistryError, UnknownEventType
+
+__all__ = ["DomainEvent", "EventRegistry", "Upcaster", "default_registry"]
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class EventRegistry:
+    """Maps stored (type name, schema version) pairs to event classes.
+
+    Holds one current class per type name and the upcasters that lift older stored
+    versions of that type to the current one, one version at a time.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[DomainEvent]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, cls: type[DomainEvent]) -> type[DomainEvent]:
+        name = cls.event_type
+        existing = self._classes.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise EventRegistryError(
+                f"event type {name!r} is already registered to {existing.__module__}.{existing.__qualname__}"
+            )
+        self._classes[name] = cls
+        return cls
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register ``fn`` as the step that turns ``from_version`` into ``from_version + 1``."""
+
+        def decorate(fn: Upcaster) -> Upcaster:
+            key = (event_type, from_version)
+            if key in self._upcasters:
+                raise EventRegistryError(f"upcaster {event_type!r} v{from_version} -> v{from_version + 1} is registered twice")
+            self._upcasters[key] = fn
+            return fn
+
+        return decorate
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self._classes
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._classes.values())
+
+    def get(self, event_type: str, position: int | None = None) -> type[DomainEvent]:
+        try:
+            return self._classes[event_type]
+        except KeyError:
+            raise UnknownEventType(event_type, position) from None
+
+    def decode(
+        self,
+        event_type: str,
+        schema_version: int,
+        payload: str | bytes | Mapping[str, Any],
+        position: int | None = None,
+    ) -> DomainEvent:
+        """Turn a stored payload into the current class of its type, upcasting on the way."""
+        cls = self.get(event_type, position)
+        try:
+            if schema_version == cls.schema_version:
+                if isinstance(payload, (str, bytes)):
+                    return cls.model_validate_json(payload)
+                return cls.model_validate(payload)
+            if schema_version > cls.schema_version:
+                raise EventDecodeError(
+                    event_type, schema_version, position,
+                    f"stored version is newer than the registered class (v{cls.schema_version})",
+                )
+            data = dict(json.loads(payload)) if isinstance(payload, (str, bytes)) else dict(payload)
+            for version in range(schema_version, cls.schema_version):
+                step = self._upcasters.get((event_type, version))
+                if step is None:
+                    raise EventDecodeError(
+                        event_type, schema_version, position,
+                        f"no upcaster from v{version} to v{version + 1}",
+                    )
+                data = step(data)
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "payload"
+            raise EventDecodeError(event_type, schema_version, position, f"{loc}: {first['msg']}") from None
+        except ValueError as exc:  # malformed JSON
+            raise EventDecodeError(event_type, schema_version, position, str(exc).splitlines()[0]) from None
+
+
+default_registry = EventRegistry()
+
+
+class DomainEvent(BaseModel):
+    """Base class of every domain event: immutable, validated, registered by name.
+
+    Subclasses pass ``name`` (the stable type name stored with each event) and optionally
+    ``version`` (the payload's schema version, default 1) and ``registry`` (default: the
+    process-wide :data:`default_registry`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        registry: EventRegistry | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is None:
+            return  # an abstract intermediate base
+        if not name or not isinstance(version, int) or version < 1:
+            raise EventRegistryError(f"event {cls.__qualname__}: need a non-empty name and version >= 1, got {name!r} v{version!r}")
+        cls.event_type = name
+        cls.schema_version = version
+        (registry if registry is not None else default_registry).register(cls)

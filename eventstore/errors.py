@@ -1,0 +1,67 @@
+"""Errors of the event store. Each message is one line naming the values involved."""
+
+from __future__ import annotations
+
+import uuid
+
+from facta.domain.errors import FactaError
+
+__all__ = [
+    "ConcurrencyError",
+    "DatabaseURLError",
+    "DatabaseUnavailable",
+    "DuplicateEventError",
+    "SchemaNotReady",
+    "StoreError",
+    "StreamNotFound",
+    "StreamTypeMismatch",
+]
+
+
+class StoreError(FactaError):
+    """Base class of event store errors."""
+
+
+class ConcurrencyError(StoreError):
+    """An append named a version the stream is no longer (or not yet) at. Nothing was written."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+        super().__init__(
+            f"concurrency conflict on stream {stream_id!r}: expected version {expected}, actual version {actual}"
+        )
+
+
+class DuplicateEventError(StoreError):
+    """An event id is already stored, but not as part of an identical earlier append."""
+
+    def __init__(self, event_id: uuid.UUID, stream_id: str, version: int, position: int) -> None:
+        self.event_id, self.stream_id, self.version, self.position = event_id, stream_id, version, position
+        super().__init__(
+            f"event {event_id} is already stored as {stream_id!r} version {version} at position {position}"
+            " and this append is not an identical retry"
+        )
+
+
+class DatabaseURLError(StoreError):
+    """The database URL cannot be used."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database server could not be reached or refused the connection."""
+
+
+class SchemaNotReady(StoreError):
+    """The database has no facta schema, or an older one: run ``facta db upgrade``."""
+
+
+class StreamNotFound(StoreError):
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} does not exist")
+
+
+class StreamTypeMismatch(StoreError):
+    def __init__(self, stream_id: str, expected: str, actual: str) -> None:
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+        super().__init__(f"stream {stream_id!r} holds a {actual!r}, not a {expected!r}")

@@ -1,0 +1,86 @@
+"""What goes into the store and what comes out of it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from facta.domain import DomainEvent, EventRegistry, PendingEvent, default_registry
+
+__all__ = ["AppendResult", "RecordedEvent", "Snapshot", "StreamAppend", "as_pending"]
+
+
+@dataclass(slots=True, eq=False)
+class RecordedEvent:
+    """A stored event with its metadata. ``payload`` is the JSON text as stored;
+    ``event`` decodes it (upcasting older versions) on first access."""
+
+    position: int
+    event_id: uuid.UUID
+    stream_id: str
+    stream_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    payload: str
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    registry: EventRegistry = field(default=default_registry, repr=False)
+    _decoded: DomainEvent | None = field(default=None, repr=False)
+
+    @property
+    def event(self) -> DomainEvent:
+        if self._decoded is None:
+            self._decoded = self.registry.decode(self.event_type, self.schema_version, self.payload, self.position)
+        return self._decoded
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RecordedEvent) and (self.position, self.event_id) == (other.position, other.event_id)
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+
+def as_pending(event: DomainEvent | PendingEvent) -> PendingEvent:
+    return event if isinstance(event, PendingEvent) else PendingEvent(event)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events for one stream, appended only if the stream is at ``expected_version``.
+
+    ``expected_version`` 0 means the stream must not exist yet; ``None`` skips the check.
+    """
+
+    stream_id: str
+    stream_type: str
+    events: Sequence[DomainEvent | PendingEvent]
+    expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an append's events landed. A retry of an append returns the original result."""
+
+    stream_id: str
+    positions: tuple[int, ...]
+    first_version: int
+    last_version: int
+    recorded_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's state at a stream version, as JSON text."""
+
+    stream_id: str
+    stream_type: str
+    version: int
+    state: str
+    state_schema: str
+    recorded_at: datetime | None = None

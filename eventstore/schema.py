@@ -1,0 +1,103 @@
+"""The store's tables as SQLAlchemy Core objects, used to build queries.
+
+These objects never create anything: the schema is created and changed only by the
+alembic migrations in ``facta.migrations``. Keep the two in step (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.dialects import postgresql
+
+__all__ = ["POSITION_TYPE", "JSONText", "UTCDateTime", "events", "metadata", "snapshots"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect (SQLite stores them as naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given: facta stores aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JSONText(TypeDecorator[str]):
+    """An event payload as JSON text: JSONB on PostgreSQL, TEXT on SQLite.
+
+    Values cross the driver as the JSON text pydantic wrote (and is fastest to read back);
+    SQLAlchemy's own JSON encoding and decoding are switched off.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB())
+        return dialect.type_descriptor(Text())
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:
+        return None
+
+
+POSITION_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+events = Table(
+    "facta_events",
+    metadata,
+    Column("position", POSITION_TYPE, primary_key=True, autoincrement=True),
+    Column("event_id", Uuid(), nullable=False, unique=True),
+    Column("stream_id", String(255), nullable=False),
+    Column("stream_type", String(100), nullable=False),
+    Column("version", Integer(), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("schema_version", Integer(), nullable=False),
+    Column("payload", JSONText(), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("actor", String(255)),
+    Column("correlation_id", String(255)),
+    Column("causation_id", String(255)),
+)
+
+snapshots = Table(
+    "facta_snapshots",
+    metadata,
+    Column("stream_id", String(255), primary_key=True),
+    Column("version", Integer(), primary_key=True),
+    Column("stream_type", String(100), nullable=False),
+    Column("state", JSONText(), nullable=False),
+    Column("state_schema", String(200), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,432 @@
+"""The permanent event store: appends with optimistic concurrency, stream and log reads.
+
+Global order. Every event gets an integer ``position``. On PostgreSQL a sequence value is
+taken at insert time but becomes visible at commit time, so two writers could make a
+later position visible before an earlier one, and a reader tailing the log would skip the
+earlier one for good. facta closes that gap by taking a transaction-scoped advisory lock
+immediately before the insert: the lock is released only by the commit, so positions
+are taken and made visible in one order. Everything that can run before the lock (the
+version check, encoding) does, so the lock covers only the insert and the commit. On
+SQLite, writers queue for the file's write lock with ``BEGIN IMMEDIATE``, which gives the
+same order. ARCHITECTURE.md explains the choice; tests/eventstore/test_log_ordering.py
+and the torture test prove it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Self
+
+from facta import migrations
+from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
+from sqlalchemy import Select, Text, cast, func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .database import Database, database_url_from_env, translate_connect_errors
+from .errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    SchemaNotReady,
+    StoreError,
+)
+from .errors import StreamTypeMismatch as _StreamTypeMismatch
+from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
+from .schema import events, snapshots
+
+__all__ = ["EventStore"]
+
+# Key of the transaction-scoped advisory lock that orders appends on PostgreSQL ("facta").
+APPEND_LOCK_KEY = 0x6661637461
+_MAX_ANY_VERSION_RETRIES = 5
+
+
+class EventStore:
+    """An asyncio event store on SQLAlchemy 2 (SQLite via aiosqlite, PostgreSQL via asyncpg).
+
+    Open one with :meth:`open` (it checks the schema is migrated), use it as an async
+    context manager or call :meth:`close`.
+    """
+
+    def __init__(self, database: Database, registry: EventRegistry = default_registry) -> None:
+        self.database = database
+        self.registry = registry
+        self._postgres = database.dialect == "postgresql"
+        payload = cast(events.c.payload, Text).label("payload") if self._postgres else events.c.payload
+        self._columns = [payload if c.name == "payload" else c for c in events.c]
+        self._insert = events.insert().returning(
+            events.c.position, events.c.recorded_at, sort_by_parameter_order=True
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        url: str | None = None,
+        *,
+        registry: EventRegistry = default_registry,
+        check_schema: bool = True,
+        **engine_options: Any,
+    ) -> EventStore:
+        """Connect to ``url`` (default: ``FACTA_DATABASE_URL`` or the embedded SQLite file)."""
+        store = cls(Database.create(url or database_url_from_env(), **engine_options), registry)
+        if check_schema:
+            try:
+                await store.check_schema()
+            except BaseException:
+                await store.close()
+                raise
+        return store
+
+    async def check_schema(self) -> None:
+        """Raise :class:`SchemaNotReady` unless the database is at facta's newest revision."""
+        with translate_connect_errors(self.database.url):
+            revision = await migrations.current(self.database.reader)
+        where = self.database.url.render_as_string(hide_password=True)
+        if revision is None:
+            raise SchemaNotReady(f"{where} has no facta schema: run `facta db upgrade`")
+        if revision != migrations.head():
+            raise SchemaNotReady(
+                f"{where} is at schema revision {revision}, this facta needs {migrations.head()}: run `facta db upgrade`"
+            )
+
+    async def close(self) -> None:
+        await self.database.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- appends --------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        stream_type: str,
+        events: Sequence[DomainEvent | PendingEvent],
+        *,
+        expected_version: int | None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> AppendResult:
+        """Append ``events`` to one stream if it is at ``expected_version`` (0: new stream,
+        None: any). Raises :class:`ConcurrencyError` and writes nothing on a conflict."""
+        (result,) = await self.append_many(
+            [StreamAppend(stream_id, stream_type, events, expected_version)],
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        return result
+
+    async def append_many(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        snapshots: Sequence[Snapshot] = (),
+    ) -> list[AppendResult]:
+        """Append to several streams in one transaction: all of it is written, or none.
+
+        Snapshots given here are written in the same transaction. Repeating an append
+        whose events are all stored already (a retry) writes nothing and returns the
+        original positions.
+        """
+        batch = [(a, [as_pending(e) for e in a.events]) for a in appends]
+        _validate(batch)
+        rows = _rows(batch, actor, correlation_id, causation_id)
+        for _ in range(_MAX_ANY_VERSION_RETRIES):
+            try:
+                with translate_connect_errors(self.database.url):
+                    return await self._try_append(batch, rows, snapshots)
+            except IntegrityError:
+                # A concurrent writer won a version or an event id between our check and
+                # our insert. The transaction rolled back; find out which case this is.
+                settled = await self._settle(batch)
+                if settled is not None:
+                    return settled
+        raise StoreError(f"append to {[a.stream_id for a, _ in batch]} lost {_MAX_ANY_VERSION_RETRIES} races in a row")
+
+    async def _try_append(
+        self,
+        batch: list[tuple[StreamAppend, list[PendingEvent]]],
+        rows: list[dict[str, Any]],
+        snaps: Sequence[Snapshot],
+    ) -> list[AppendResult]:
+        async with self.database.writer.begin() as conn:
+            current = await self._stream_heads(conn, [a.stream_id for a, _ in batch])
+            if any(a.expected_version is not None and current.get(a.stream_id, ("", 0))[1] != a.expected_version
+                   for a, _ in batch):
+                retried = await self._original_results(conn, batch)
+                if retried is not None:
+                    return retried
+                raise _conflict(batch, current)
+            if self._postgres:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+                if any(a.expected_version is None for a, _ in batch):
+                    current = await self._stream_heads(conn, [a.stream_id for a, _ in batch])
+            _check_types(batch, current)
+            starts = [current.get(a.stream_id, ("", 0))[1] for a, _ in batch]
+            i = 0
+            for (append, pending), start in zip(batch, starts):
+                for n in range(len(pending)):
+                    rows[i]["version"] = start + n + 1
+                    i += 1
+            stored = (await conn.execute(self._insert, rows)).all()
+            if snaps:
+                await self._insert_snapshots(conn, snaps)
+        results, i = [], 0
+        for (append, pending), start in zip(batch, starts):
+            mine = stored[i : i + len(pending)]
+            i += len(pending)
+            results.append(
+                AppendResult(append.stream_id, tuple(p for p, _ in mine), start + 1, start + len(pending), mine[0][1])
+            )
+        return results
+
+    async def _settle(self, batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> list[AppendResult] | None:
+        """After a lost race: the original results (a retry), a conflict error, or None to try again."""
+        async with self.database.reader.connect() as conn:
+            retried = await self._original_results(conn, batch)
+            if retried is not None:
+                return retried
+            current = await self._stream_heads(conn, [a.stream_id for a, _ in batch])
+        if any(a.expected_version is not None and current.get(a.stream_id, ("", 0))[1] != a.expected_version
+               for a, _ in batch):
+            raise _conflict(batch, current)
+        return None
+
+    async def _original_results(
+        self, conn: AsyncConnection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
+    ) -> list[AppendResult] | None:
+        """If every event of the batch is stored already, as this batch, return where."""
+        ids = [p.event_id for _, pending in batch for p in pending]
+        found = {
+            row.event_id: row
+            for row in await conn.execute(
+                select(events.c.event_id, events.c.stream_id, events.c.version, events.c.position, events.c.recorded_at)
+                .where(events.c.event_id.in_(ids))
+            )
+        }
+        if not found:
+            return None
+        results = []
+        for append, pending in batch:
+            rows = [found.get(p.event_id) for p in pending]
+            first = rows[0]
+            for offset, row in enumerate(rows):
+                if first is None or row is None or row.stream_id != append.stream_id or row.version != first.version + offset:
+                    known = row or first or next(iter(found.values()))
+                    raise DuplicateEventError(known.event_id, known.stream_id, known.version, known.position)
+            assert first is not None
+            results.append(
+                AppendResult(append.stream_id, tuple(r.position for r in rows if r is not None), first.version,
+                             first.version + len(rows) - 1, first.recorded_at)
+            )
+        return results
+
+    async def _stream_heads(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[str, int]]:
+        query = (
+            select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
+            .where(events.c.stream_id.in_(stream_ids))
+            .group_by(events.c.stream_id)
+        )
+        return {sid: (stype, version) for sid, stype, version in await conn.execute(query)}
+
+    async def _insert_snapshots(self, conn: AsyncConnection, snaps: Sequence[Snapshot]) -> None:
+        insert = pg_insert(snapshots) if self._postgres else sqlite_insert(snapshots)
+        await conn.execute(
+            insert.on_conflict_do_nothing(),
+            [
+                {"stream_id": s.stream_id, "version": s.version, "stream_type": s.stream_type,
+                 "state": s.state, "state_schema": s.state_schema}
+                for s in snaps
+            ],
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _select(self) -> Select[Any]:
+        return select(*self._columns)
+
+    def _records(self, rows: Sequence[Any]) -> list[RecordedEvent]:
+        registry = self.registry
+        return [RecordedEvent(*row, registry) for row in rows]
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of one stream with ``from_version <= version <= to_version``, in version
+        order (or reverse order with ``backwards``), at most ``limit`` of them."""
+        query = self._select().where(events.c.stream_id == stream_id, events.c.version >= from_version)
+        if to_version is not None:
+            query = query.where(events.c.version <= to_version)
+        query = query.order_by(events.c.version.desc() if backwards else events.c.version)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.database.reader.connect() as conn:
+            with translate_connect_errors(self.database.url):
+                return self._records((await conn.execute(query)).all())
+
+    async def read_log(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        event_types: Sequence[str] | None = None,
+        stream_types: Sequence[str] | None = None,
+    ) -> list[RecordedEvent]:
+        """Up to ``limit`` events of the global log with position > ``after``, in order,
+        optionally only those of some event types or stream types."""
+        query = self._select().where(events.c.position > after)
+        if event_types is not None:
+            query = query.where(events.c.event_type.in_(list(event_types)))
+        if stream_types is not None:
+            query = query.where(events.c.stream_type.in_(list(stream_types)))
+        query = query.order_by(events.c.position).limit(limit)
+        async with self.database.reader.connect() as conn:
+            with translate_connect_errors(self.database.url):
+                return self._records((await conn.execute(query)).all())
+
+    async def iter_log(
+        self,
+        after: int = 0,
+        *,
+        page_size: int = 1000,
+        until: int | None = None,
+        event_types: Sequence[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after ``after`` (up to position ``until``), read in pages."""
+        while True:
+            page = await self.read_log(after, page_size, event_types=event_types)
+            for record in page:
+                if until is not None and record.position > until:
+                    return
+                yield record
+            if len(page) < page_size:
+                return
+            after = page[-1].position
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version; 0 when it has no events."""
+        async with self.database.reader.connect() as conn:
+            head = await self._stream_heads(conn, [stream_id])
+        return head.get(stream_id, ("", 0))[1]
+
+    async def stream_type(self, stream_id: str) -> str | None:
+        """The type of the stream's aggregate, or None when the stream has no events."""
+        async with self.database.reader.connect() as conn:
+            head = await self._stream_heads(conn, [stream_id])
+        return head[stream_id][0] if stream_id in head else None
+
+    async def head_position(self) -> int:
+        """The highest position in the log; 0 when the log is empty."""
+        async with self.database.reader.connect() as conn:
+            return int((await conn.execute(select(func.coalesce(func.max(events.c.position), 0)))).scalar_one())
+
+    async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        async with self.database.reader.connect() as conn:
+            rows = (await conn.execute(self._select().where(events.c.event_id == event_id))).all()
+        return self._records(rows)[0] if rows else None
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a snapshot (a cache: one at the same stream version is kept as it is)."""
+        async with self.database.writer.begin() as conn:
+            await self._insert_snapshots(conn, [snapshot])
+
+    async def latest_snapshot(self, stream_id: str, *, max_version: int | None = None) -> Snapshot | None:
+        """The newest snapshot of a stream, or the newest at or below ``max_version``."""
+        query = select(
+            snapshots.c.stream_id, snapshots.c.stream_type, snapshots.c.version,
+            cast(snapshots.c.state, Text) if self._postgres else snapshots.c.state,
+            snapshots.c.state_schema, snapshots.c.recorded_at,
+        ).where(snapshots.c.stream_id == stream_id)
+        if max_version is not None:
+            query = query.where(snapshots.c.version <= max_version)
+        query = query.order_by(snapshots.c.version.desc()).limit(1)
+        async with self.database.reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return Snapshot(*row) if row is not None else None
+
+
+def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
+    seen: set[str] = set()
+    for append, pending in batch:
+        if not isinstance(append.stream_id, str) or not append.stream_id or len(append.stream_id) > 255:
+            raise StoreError(f"invalid stream id {append.stream_id!r}: need a non-empty string of at most 255 characters")
+        if not append.stream_type:
+            raise StoreError(f"stream {append.stream_id!r}: stream type must be a non-empty string")
+        if append.stream_id in seen:
+            raise StoreError(f"stream {append.stream_id!r} appears twice in one append")
+        seen.add(append.stream_id)
+        if not pending:
+            raise StoreError(f"append to stream {append.stream_id!r} has no events")
+        if append.expected_version is not None and (
+            not isinstance(append.expected_version, int) or append.expected_version < 0
+        ):
+            raise StoreError(f"stream {append.stream_id!r}: invalid expected version {append.expected_version!r}")
+        for p in pending:
+            if not isinstance(p.event, DomainEvent) or "event_type" not in vars(type(p.event)):
+                raise EventRegistryError(
+                    f"{type(p.event).__qualname__} is not a registered event class: declare it with name=..."
+                )
+
+
+def _rows(
+    batch: list[tuple[StreamAppend, list[PendingEvent]]],
+    actor: str | None,
+    correlation_id: str | None,
+    causation_id: str | None,
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_id": p.event_id,
+            "stream_id": append.stream_id,
+            "stream_type": append.stream_type,
+            "version": 0,
+            "event_type": p.event.event_type,
+            "schema_version": p.event.schema_version,
+            "payload": p.event.model_dump_json(),
+            "occurred_at": p.occurred_at,
+            "actor": actor,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+        }
+        for append, pending in batch
+        for p in pending
+    ]
+
+
+def _check_types(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> None:
+    for append, _ in batch:
+        if append.stream_id in current and current[append.stream_id][0] != append.stream_type:
+            raise _StreamTypeMismatch(append.stream_id, append.stream_type, current[append.stream_id][0])
+
+
+def _conflict(
+    batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]
+) -> ConcurrencyError:
+    for append, _ in batch:
+        actual = current.get(append.stream_id, ("", 0))[1]
+        if append.expected_version is not None and actual != append.expected_version:
+            return ConcurrencyError(append.stream_id, append.expected_version, actual)
+    raise AssertionError("no conflicting stream in batch")  # pragma: no cover
+
+

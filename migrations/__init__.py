@@ -1,0 +1,58 @@
+"""facta's schema, managed by alembic: the only way any facta table is created or changed.
+
+``upgrade`` and ``current`` run alembic against an open async engine, so they work from
+inside a running event loop (the CLI, the demo, test fixtures).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["VERSION_TABLE", "alembic_config", "current", "head", "upgrade"]
+
+VERSION_TABLE = "facta_alembic_version"
+_HERE = Path(__file__).resolve().parent
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_HERE))
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def head() -> str:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert len(heads) == 1, f"facta migrations must have one head, found {heads}"
+    return heads[0]
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
+
+
+def _current(connection: Connection) -> str | None:
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the database's facta schema to ``revision`` (default: the newest)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade, revision)
+
+
+async def current(engine: AsyncEngine) -> str | None:
+    """The revision the database is at, or None when facta's schema is not there."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)

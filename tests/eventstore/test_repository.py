@@ -1,0 +1,189 @@
+"""Repository: loads through snapshots, as-of-version loads, atomic saves. Both backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from facta.domain import Aggregate, AggregateState, DomainError, DomainEvent, applies
+from facta.eventstore import (
+    ConcurrencyError,
+    EventStore,
+    Repository,
+    StreamNotFound,
+    StreamTypeMismatch,
+    VersionNotFound,
+)
+
+
+class Counted(DomainEvent, name="test.counted"):
+    n: int
+
+
+class Counter(Aggregate, stream_type="counter"):
+    class State(AggregateState):
+        total: int = 0
+        count: int = 0
+
+    @classmethod
+    def create(cls, counter_id: str) -> Counter:
+        return cls(counter_id)
+
+    def add(self, n: int) -> None:
+        if n <= 0:
+            raise DomainError(f"counter {self.id}: cannot add {n}")
+        self._emit(Counted(n=n))
+
+    @applies(Counted)
+    def _counted(self, event: Counted) -> None:
+        self.state.total += event.n
+        self.state.count += 1
+
+
+class Spy:
+    """Records how many events each read_stream call returned."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.reads: list[int] = []
+        original = store.read_stream
+
+        async def read_stream(*args: object, **kwargs: object) -> object:
+            result = await original(*args, **kwargs)  # type: ignore[arg-type]
+            self.reads.append(len(result))
+            return result
+
+        store.read_stream = read_stream  # type: ignore[method-assign]
+
+
+async def test_save_and_load_round_trip(store: EventStore) -> None:
+    repo = Repository(store)
+    counter = Counter.create("c-1")
+    for n in (1, 2, 3):
+        counter.add(n)
+    await repo.save(counter, actor="tester")
+    assert counter.pending_events == [] and counter.saved_version == 3
+    loaded = await repo.get(Counter, "c-1")
+    assert (loaded.version, loaded.state.total, loaded.state.count) == (3, 6, 3)
+    loaded.add(4)
+    await repo.save(loaded)
+    assert (await repo.get(Counter, "c-1")).state.total == 10
+
+
+async def test_stale_aggregate_save_conflicts_and_writes_nothing(store: EventStore) -> None:
+    repo = Repository(store)
+    counter = Counter.create("c-2")
+    counter.add(1)
+    await repo.save(counter)
+    a, b = await repo.get(Counter, "c-2"), await repo.get(Counter, "c-2")
+    a.add(5)
+    await repo.save(a)
+    b.add(7)
+    with pytest.raises(ConcurrencyError, match="expected version 1, actual version 2"):
+        await repo.save(b)
+    assert (await repo.get(Counter, "c-2")).state.total == 6
+
+
+async def test_saving_several_aggregates_is_atomic(store: EventStore) -> None:
+    repo = Repository(store)
+    first, second = Counter.create("c-a"), Counter.create("c-b")
+    first.add(1)
+    second.add(1)
+    await repo.save(first, second)
+    stale = await repo.get(Counter, "c-b")
+    fresh = await repo.get(Counter, "c-b")
+    fresh.add(1)
+    await repo.save(fresh)
+    one = await repo.get(Counter, "c-a")
+    one.add(10)
+    stale.add(10)
+    with pytest.raises(ConcurrencyError):
+        await repo.save(one, stale)
+    assert (await repo.get(Counter, "c-a")).state.total == 1
+
+
+async def test_load_missing_stream_and_wrong_type(store: EventStore) -> None:
+    repo = Repository(store)
+    with pytest.raises(StreamNotFound, match="'nope' does not exist"):
+        await repo.get(Counter, "nope")
+
+    class Other(Aggregate, stream_type="other"):
+        @applies(Counted)
+        def _c(self, event: Counted) -> None:
+            pass
+
+    counter = Counter.create("c-3")
+    counter.add(1)
+    await repo.save(counter)
+    with pytest.raises(StreamTypeMismatch, match="holds a 'counter', not a 'other'"):
+        await repo.get(Other, "c-3")
+
+
+async def test_load_as_of_version(store: EventStore) -> None:
+    repo = Repository(store, snapshot_every=4)
+    counter = Counter.create("c-4")
+    for n in range(1, 11):
+        counter.add(n)
+        await repo.save(counter)
+    for version in (1, 3, 4, 5, 8, 10):
+        past = await repo.get(Counter, "c-4", at_version=version)
+        assert (past.version, past.state.total) == (version, sum(range(1, version + 1)))
+    with pytest.raises(VersionNotFound, match="'c-4' has 10 events; there is no version 11"):
+        await repo.get(Counter, "c-4", at_version=11)
+    with pytest.raises(VersionNotFound):
+        await repo.get(Counter, "c-4", at_version=0)
+
+
+async def test_a_long_stream_loads_from_its_snapshot(store: EventStore) -> None:
+    repo = Repository(store, snapshot_every=1000)
+    counter = Counter.create("c-long")
+    for _batch in range(10):
+        for _ in range(1000):
+            counter.add(1)
+        await repo.save(counter)
+    counter.add(5)
+    await repo.save(counter)
+    snapshot = await store.latest_snapshot("c-long")
+    assert snapshot is not None and snapshot.version == 10_000
+
+    spy = Spy(store)
+    loaded = await repo.get(Counter, "c-long")
+    assert (loaded.version, loaded.state.total, loaded.state.count) == (10_001, 10_005, 10_001)
+    assert spy.reads == [1], "only the event after the snapshot is read"
+
+    spy.reads.clear()
+    past = await repo.get(Counter, "c-long", at_version=9_500)
+    assert (past.version, past.state.total) == (9_500, 9_500)
+    assert spy.reads == [500], "an as-of load starts from the newest snapshot at or below it"
+
+
+async def test_snapshot_of_another_state_version_is_ignored(store: EventStore) -> None:
+    repo = Repository(store, snapshot_every=2)
+    counter = Counter.create("c-5")
+    for n in (1, 2, 3):
+        counter.add(n)
+    await repo.save(counter)
+    assert (await store.latest_snapshot("c-5")) is not None
+
+    class CounterV2(Counter, stream_type="counter"):
+        state_version = 2
+
+    spy = Spy(store)
+    loaded = await repo.get(CounterV2, "c-5")
+    assert (loaded.version, loaded.state.total) == (3, 6)
+    assert spy.reads == [3]
+
+
+async def test_snapshot_is_written_with_the_events_or_not_at_all(store: EventStore) -> None:
+    repo = Repository(store, snapshot_every=2)
+    counter = Counter.create("c-6")
+    counter.add(1)
+    await repo.save(counter)
+    rival = await repo.get(Counter, "c-6")
+    rival.add(1)
+    await repo.save(rival)
+    counter.add(1)
+    counter.add(1)  # version 3 would snapshot at 3, but the stream moved on
+    with pytest.raises(ConcurrencyError):
+        await repo.save(counter)
+    snapshot = await store.latest_snapshot("c-6")
+    assert snapshot is not None and snapshot.version == 2
+    assert Counter.State.model_validate_json(snapshot.state).total == 2
