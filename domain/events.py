@@ -40,7 +40,7 @@ class EventRegistry:
     def register(self, cls: type[DomainEvent]) -> type[DomainEvent]:
         name = cls.event_type
         existing = self._classes.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
+        if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
             raise EventRegistryError(
                 f"event type {name!r} is already registered to {existing.__module__}.{existing.__qualname__}"
             )
