@@ -1,24 +1,29 @@
 """Database URLs and engines: which URLs facta accepts and how it connects to each dialect.
 
-SQLite gets two engines on one file: writers begin with ``BEGIN IMMEDIATE`` so they queue
-for the file's single write lock before reading anything, readers begin a plain deferred
-transaction and run beside them in WAL mode.
+facta's URLs name async drivers (``sqlite+aiosqlite``, ``postgresql+asyncpg``); plain
+``sqlite://`` and ``postgresql://`` URLs are accepted and mapped to them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import URL, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .errors import DatabaseUnavailable, DatabaseURLError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = ["DEFAULT_DATABASE_URL", "Database", "database_url_from_env", "resolve_url", "translate_connect_errors"]
 
@@ -77,11 +82,26 @@ def _describe_unavailable(url: URL, exc: BaseException) -> str:
 
 @dataclass(eq=False)
 class Database:
-    """The engines facta uses for one database URL."""
+    """Runs facta's database work on one URL, one whole transaction at a time.
+
+    Store code is written as plain functions of a SQLAlchemy :class:`Connection`;
+    :meth:`write` and :meth:`read` run such a function inside a transaction:
+
+    - PostgreSQL: on the asyncio engine (asyncpg) through ``AsyncConnection.run_sync``,
+      so every statement still awaits the driver, with one greenlet per transaction.
+    - SQLite: on the stdlib driver in one hop to a worker thread per transaction
+      (writes on a single thread, beginning with ``BEGIN IMMEDIATE`` so writers queue
+      for the file's write lock before reading; reads on a small pool, in WAL mode).
+      aiosqlite would make every statement its own thread hop, about eight per append;
+      ARCHITECTURE.md has the measurement behind this choice.
+    """
 
     url: URL
-    writer: AsyncEngine
-    reader: AsyncEngine
+    engine: AsyncEngine | None = None
+    _sync_writer: Engine | None = None
+    _sync_reader: Engine | None = None
+    _write_thread: ThreadPoolExecutor | None = None
+    _read_threads: ThreadPoolExecutor | None = None
 
     @property
     def dialect(self) -> str:
@@ -91,23 +111,68 @@ class Database:
     def create(cls, url: str | URL, **engine_options: Any) -> Database:
         resolved = resolve_url(url)
         if resolved.get_backend_name() == "sqlite":
-            return cls(resolved, _sqlite_engine(resolved, "IMMEDIATE"), _sqlite_engine(resolved, "DEFERRED"))
-        engine = create_async_engine(resolved, pool_pre_ping=False, **engine_options)
-        return cls(resolved, engine, engine)
+            sync_url = resolved.set(drivername="sqlite+pysqlite")
+            return cls(
+                resolved,
+                _sync_writer=_sqlite_engine(sync_url, "IMMEDIATE"),
+                _sync_reader=_sqlite_engine(sync_url, "DEFERRED"),
+                _write_thread=ThreadPoolExecutor(1, thread_name_prefix="facta-sqlite-write"),
+                _read_threads=ThreadPoolExecutor(4, thread_name_prefix="facta-sqlite-read"),
+            )
+        return cls(resolved, engine=create_async_engine(resolved, **engine_options))
+
+    async def write(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``work(connection, ...)`` in a write transaction; commit if it returns."""
+        with translate_connect_errors(self.url):
+            if self.engine is not None:
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(work, *args, **kwargs)
+            assert self._sync_writer is not None
+            return await asyncio.get_running_loop().run_in_executor(
+                self._write_thread, partial(_in_transaction, self._sync_writer, work, *args, **kwargs)
+            )
+
+    async def read(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``work(connection, ...)`` in a read transaction (rolled back afterwards)."""
+        with translate_connect_errors(self.url):
+            if self.engine is not None:
+                async with self.engine.connect() as conn:
+                    return await conn.run_sync(work, *args, **kwargs)
+            assert self._sync_reader is not None
+            return await asyncio.get_running_loop().run_in_executor(
+                self._read_threads, partial(_read_only, self._sync_reader, work, *args, **kwargs)
+            )
 
     async def dispose(self) -> None:
-        await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        if self.engine is not None:
+            await self.engine.dispose()
+        for engine in (self._sync_writer, self._sync_reader):
+            if engine is not None:
+                engine.dispose()
+        for pool in (self._write_thread, self._read_threads):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
 
-def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
+def _in_transaction(engine: Engine, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    with engine.begin() as conn:
+        return work(conn, *args, **kwargs)
+
+
+def _read_only(engine: Engine, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    with engine.connect() as conn:
+        return work(conn, *args, **kwargs)
+
+
+def _sqlite_engine(url: URL, begin: str) -> Engine:
     path = Path(url.database or "")
     if not path.parent.exists():
         raise DatabaseURLError(f"cannot open SQLite database {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    engine = create_async_engine(url, connect_args={"timeout": 60})
+    engine = create_engine(
+        url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=5, max_overflow=10
+    )
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so BEGIN is ours to issue.
         dbapi_connection.isolation_level = None
@@ -117,7 +182,7 @@ def _sqlite_engine(url: URL, begin: str) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql(f"BEGIN {begin}")
 

@@ -20,13 +20,12 @@ from typing import Any, Self
 
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
-from sqlalchemy import Select, Text, cast, func, select, text
+from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .database import Database, database_url_from_env, translate_connect_errors
+from .database import Database, database_url_from_env
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -84,8 +83,7 @@ class EventStore:
 
     async def check_schema(self) -> None:
         """Raise :class:`SchemaNotReady` unless the database is at facta's newest revision."""
-        with translate_connect_errors(self.database.url):
-            revision = await migrations.current(self.database.reader)
+        revision = await migrations.current(self.database)
         where = self.database.url.render_as_string(hide_password=True)
         if revision is None:
             raise SchemaNotReady(f"{where} has no facta schema: run `facta db upgrade`")
@@ -146,44 +144,44 @@ class EventStore:
         rows = _rows(batch, actor, correlation_id, causation_id)
         for _ in range(_MAX_ANY_VERSION_RETRIES):
             try:
-                with translate_connect_errors(self.database.url):
-                    return await self._try_append(batch, rows, snapshots)
+                return await self.database.write(self._append_tx, batch, rows, snapshots)
             except IntegrityError:
                 # A concurrent writer won a version or an event id between our check and
                 # our insert. The transaction rolled back; find out which case this is.
-                settled = await self._settle(batch)
+                settled = await self.database.read(self._settle_tx, batch)
                 if settled is not None:
                     return settled
         raise StoreError(f"append to {[a.stream_id for a, _ in batch]} lost {_MAX_ANY_VERSION_RETRIES} races in a row")
 
-    async def _try_append(
+    def _append_tx(
         self,
+        conn: Connection,
         batch: list[tuple[StreamAppend, list[PendingEvent]]],
         rows: list[dict[str, Any]],
         snaps: Sequence[Snapshot],
     ) -> list[AppendResult]:
-        async with self.database.writer.begin() as conn:
-            current = await self._stream_heads(conn, [a.stream_id for a, _ in batch])
-            if any(a.expected_version is not None and current.get(a.stream_id, ("", 0))[1] != a.expected_version
-                   for a, _ in batch):
-                retried = await self._original_results(conn, batch)
-                if retried is not None:
-                    return retried
-                raise _conflict(batch, current)
-            if self._postgres:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
-                if any(a.expected_version is None for a, _ in batch):
-                    current = await self._stream_heads(conn, [a.stream_id for a, _ in batch])
-            _check_types(batch, current)
-            starts = [current.get(a.stream_id, ("", 0))[1] for a, _ in batch]
-            i = 0
-            for (append, pending), start in zip(batch, starts):
-                for n in range(len(pending)):
-                    rows[i]["version"] = start + n + 1
-                    i += 1
-            stored = (await conn.execute(self._insert, rows)).all()
-            if snaps:
-                await self._insert_snapshots(conn, snaps)
+        """The append transaction: check versions, take the order lock, insert."""
+        ids = [a.stream_id for a, _ in batch]
+        current = self._stream_heads(conn, ids)
+        if _conflicting(batch, current):
+            retried = self._original_results(conn, batch)
+            if retried is not None:
+                return retried
+            raise _conflict(batch, current)
+        if self._postgres:
+            conn.execute(_LOCK, {"key": APPEND_LOCK_KEY})
+            if any(a.expected_version is None for a, _ in batch):
+                current = self._stream_heads(conn, ids)
+        _check_types(batch, current)
+        starts = [current.get(a.stream_id, ("", 0))[1] for a, _ in batch]
+        i = 0
+        for (_, pending), start in zip(batch, starts):
+            for n in range(len(pending)):
+                rows[i]["version"] = start + n + 1
+                i += 1
+        stored = conn.execute(self._insert, rows[0] if len(rows) == 1 else rows).all()
+        if snaps:
+            self._insert_snapshots(conn, snaps)
         results, i = [], 0
         for (append, pending), start in zip(batch, starts):
             mine = stored[i : i + len(pending)]
@@ -193,29 +191,26 @@ class EventStore:
             )
         return results
 
-    async def _settle(self, batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> list[AppendResult] | None:
+    def _settle_tx(
+        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
+    ) -> list[AppendResult] | None:
         """After a lost race: the original results (a retry), a conflict error, or None to try again."""
-        async with self.database.reader.connect() as conn:
-            retried = await self._original_results(conn, batch)
-            if retried is not None:
-                return retried
-            current = await self._stream_heads(conn, [a.stream_id for a, _ in batch])
-        if any(a.expected_version is not None and current.get(a.stream_id, ("", 0))[1] != a.expected_version
-               for a, _ in batch):
+        retried = self._original_results(conn, batch)
+        if retried is not None:
+            return retried
+        current = self._stream_heads(conn, [a.stream_id for a, _ in batch])
+        if _conflicting(batch, current):
             raise _conflict(batch, current)
         return None
 
-    async def _original_results(
-        self, conn: AsyncConnection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
+    def _original_results(
+        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
     ) -> list[AppendResult] | None:
         """If every event of the batch is stored already, as this batch, return where."""
         ids = [p.event_id for _, pending in batch for p in pending]
         found = {
             row.event_id: row
-            for row in await conn.execute(
-                select(events.c.event_id, events.c.stream_id, events.c.version, events.c.position, events.c.recorded_at)
-                .where(events.c.event_id.in_(ids))
-            )
+            for row in conn.execute(_STORED_BY_ID, {"event_ids": ids})
         }
         if not found:
             return None
@@ -234,17 +229,17 @@ class EventStore:
             )
         return results
 
-    async def _stream_heads(self, conn: AsyncConnection, stream_ids: list[str]) -> dict[str, tuple[str, int]]:
-        query = (
-            select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
-            .where(events.c.stream_id.in_(stream_ids))
-            .group_by(events.c.stream_id)
-        )
-        return {sid: (stype, version) for sid, stype, version in await conn.execute(query)}
+    @staticmethod
+    def _stream_heads(conn: Connection, stream_ids: list[str]) -> dict[str, tuple[str, int]]:
+        if len(stream_ids) == 1:
+            rows = conn.execute(_HEAD_OF_ONE, {"stream_id": stream_ids[0]})
+        else:
+            rows = conn.execute(_HEADS_OF_MANY, {"stream_ids": stream_ids})
+        return {sid: (stype, version) for sid, stype, version in rows if version is not None}
 
-    async def _insert_snapshots(self, conn: AsyncConnection, snaps: Sequence[Snapshot]) -> None:
+    def _insert_snapshots(self, conn: Connection, snaps: Sequence[Snapshot]) -> None:
         insert = pg_insert(snapshots) if self._postgres else sqlite_insert(snapshots)
-        await conn.execute(
+        conn.execute(
             insert.on_conflict_do_nothing(),
             [
                 {"stream_id": s.stream_id, "version": s.version, "stream_type": s.stream_type,
@@ -258,7 +253,8 @@ class EventStore:
     def _select(self) -> Select[Any]:
         return select(*self._columns)
 
-    def _records(self, rows: Sequence[Any]) -> list[RecordedEvent]:
+    async def _fetch(self, query: Select[Any]) -> list[RecordedEvent]:
+        rows = await self.database.read(_all_rows, query)
         registry = self.registry
         return [RecordedEvent(*row, registry) for row in rows]
 
@@ -279,9 +275,7 @@ class EventStore:
         query = query.order_by(events.c.version.desc() if backwards else events.c.version)
         if limit is not None:
             query = query.limit(limit)
-        async with self.database.reader.connect() as conn:
-            with translate_connect_errors(self.database.url):
-                return self._records((await conn.execute(query)).all())
+        return await self._fetch(query)
 
     async def read_log(
         self,
@@ -299,9 +293,7 @@ class EventStore:
         if stream_types is not None:
             query = query.where(events.c.stream_type.in_(list(stream_types)))
         query = query.order_by(events.c.position).limit(limit)
-        async with self.database.reader.connect() as conn:
-            with translate_connect_errors(self.database.url):
-                return self._records((await conn.execute(query)).all())
+        return await self._fetch(query)
 
     async def iter_log(
         self,
@@ -324,32 +316,27 @@ class EventStore:
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version; 0 when it has no events."""
-        async with self.database.reader.connect() as conn:
-            head = await self._stream_heads(conn, [stream_id])
+        head = await self.database.read(self._stream_heads, [stream_id])
         return head.get(stream_id, ("", 0))[1]
 
     async def stream_type(self, stream_id: str) -> str | None:
         """The type of the stream's aggregate, or None when the stream has no events."""
-        async with self.database.reader.connect() as conn:
-            head = await self._stream_heads(conn, [stream_id])
+        head = await self.database.read(self._stream_heads, [stream_id])
         return head[stream_id][0] if stream_id in head else None
 
     async def head_position(self) -> int:
         """The highest position in the log; 0 when the log is empty."""
-        async with self.database.reader.connect() as conn:
-            return int((await conn.execute(select(func.coalesce(func.max(events.c.position), 0)))).scalar_one())
+        return int(await self.database.read(_scalar, select(func.coalesce(func.max(events.c.position), 0))))
 
     async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
-        async with self.database.reader.connect() as conn:
-            rows = (await conn.execute(self._select().where(events.c.event_id == event_id))).all()
-        return self._records(rows)[0] if rows else None
+        found = await self._fetch(self._select().where(events.c.event_id == event_id))
+        return found[0] if found else None
 
     # -- snapshots ------------------------------------------------------------------------
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot (a cache: one at the same stream version is kept as it is)."""
-        async with self.database.writer.begin() as conn:
-            await self._insert_snapshots(conn, [snapshot])
+        await self.database.write(self._insert_snapshots, [snapshot])
 
     async def latest_snapshot(self, stream_id: str, *, max_version: int | None = None) -> Snapshot | None:
         """The newest snapshot of a stream, or the newest at or below ``max_version``."""
@@ -361,9 +348,40 @@ class EventStore:
         if max_version is not None:
             query = query.where(snapshots.c.version <= max_version)
         query = query.order_by(snapshots.c.version.desc()).limit(1)
-        async with self.database.reader.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return Snapshot(*row) if row is not None else None
+        rows = await self.database.read(_all_rows, query)
+        return Snapshot(*rows[0]) if rows else None
+
+
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# Built once: statement construction costs more than executing these small queries.
+_HEAD_OF_ONE = (
+    select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
+    .where(events.c.stream_id == bindparam("stream_id"))
+    .group_by(events.c.stream_id)
+)
+_HEADS_OF_MANY = (
+    select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
+    .where(events.c.stream_id.in_(bindparam("stream_ids", expanding=True)))
+    .group_by(events.c.stream_id)
+)
+_STORED_BY_ID = select(
+    events.c.event_id, events.c.stream_id, events.c.version, events.c.position, events.c.recorded_at
+).where(events.c.event_id.in_(bindparam("event_ids", expanding=True)))
+
+
+def _all_rows(conn: Connection, query: Select[Any]) -> Sequence[Any]:
+    return conn.execute(query).all()
+
+
+def _scalar(conn: Connection, query: Select[Any]) -> Any:
+    return conn.execute(query).scalar_one()
+
+
+def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> bool:
+    return any(
+        a.expected_version is not None and current.get(a.stream_id, ("", 0))[1] != a.expected_version
+        for a, _ in batch
+    )
 
 
 def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:

@@ -1,19 +1,22 @@
 """facta's schema, managed by alembic: the only way any facta table is created or changed.
 
-``upgrade`` and ``current`` run alembic against an open async engine, so they work from
-inside a running event loop (the CLI, the demo, test fixtures).
+``upgrade`` and ``current`` run alembic on a connection of a :class:`Database`, so they
+work from inside a running event loop (the CLI, the demo, test fixtures).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from facta.eventstore.database import Database
 
 __all__ = ["VERSION_TABLE", "alembic_config", "current", "head", "upgrade"]
 
@@ -46,13 +49,11 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(database: Database, revision: str = "head") -> None:
     """Bring the database's facta schema to ``revision`` (default: the newest)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade, revision)
+    await database.write(_upgrade, revision)
 
 
-async def current(engine: AsyncEngine) -> str | None:
+async def current(database: Database) -> str | None:
     """The revision the database is at, or None when facta's schema is not there."""
-    async with engine.connect() as conn:
-        return await conn.run_sync(_current)
+    return await database.read(_current)

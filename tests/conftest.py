@@ -67,7 +67,7 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 async def migrate(url: str) -> None:
     db = Database.create(url)
     try:
-        await migrations.upgrade(db.writer)
+        await migrations.upgrade(db)
     finally:
         await db.dispose()
 

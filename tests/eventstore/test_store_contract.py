@@ -37,8 +37,7 @@ def sid() -> str:
 
 
 async def count_rows(store: EventStore) -> int:
-    async with store.database.reader.connect() as conn:
-        return int((await conn.execute(text("SELECT count(*) FROM facta_events"))).scalar_one())
+    return int(await store.database.read(lambda conn: conn.execute(text("SELECT count(*) FROM facta_events")).scalar_one()))
 
 
 # -- 1. events are facts ------------------------------------------------------------------
@@ -51,8 +50,7 @@ async def count_rows(store: EventStore) -> int:
 async def test_stored_events_cannot_be_updated_or_deleted(store: EventStore, statement: str) -> None:
     result = await store.append(sid(), "note", noted(1), expected_version=0)
     with pytest.raises(DBAPIError, match="append-only"):
-        async with store.database.writer.begin() as conn:
-            await conn.execute(text(statement.format(p=result.positions[0])))
+        await store.database.write(lambda conn: conn.execute(text(statement.format(p=result.positions[0]))))
     assert await count_rows(store) == 1
     (record,) = await store.read_log()
     assert record.event == Noted(text="note 0", amount=0)
@@ -63,8 +61,7 @@ async def test_events_table_cannot_be_truncated_on_postgres(store: EventStore) -
         pytest.skip("SQLite has no TRUNCATE; its DELETE trigger covers `DELETE FROM` without WHERE")
     await store.append(sid(), "note", noted(2), expected_version=0)
     with pytest.raises(DBAPIError, match="append-only"):
-        async with store.database.writer.begin() as conn:
-            await conn.execute(text("TRUNCATE facta_events"))
+        await store.database.write(lambda conn: conn.execute(text("TRUNCATE facta_events")))
     assert await count_rows(store) == 2
 
 
@@ -263,14 +260,11 @@ async def test_read_stream_forwards_backwards_and_ranges(store: EventStore) -> N
 
 
 async def _insert_raw(store: EventStore, event_type: str, version: int, payload: str) -> int:
-    async with store.database.writer.begin() as conn:
-        row = await conn.execute(
-            events_table.insert().returning(events_table.c.position),
-            {"event_id": uuid.uuid4(), "stream_id": sid(), "stream_type": "raw", "version": 1,
-             "event_type": event_type, "schema_version": version, "payload": payload,
-             "occurred_at": datetime.now(UTC)},
-        )
-        return int(row.scalar_one())
+    row = {"event_id": uuid.uuid4(), "stream_id": sid(), "stream_type": "raw", "version": 1,
+           "event_type": event_type, "schema_version": version, "payload": payload, "occurred_at": datetime.now(UTC)}
+    return int(await store.database.write(
+        lambda conn: conn.execute(events_table.insert().returning(events_table.c.position), row).scalar_one()
+    ))
 
 
 async def test_unknown_event_type_names_type_and_position(store: EventStore) -> None:
@@ -330,8 +324,7 @@ async def test_core_tables_match_the_migrated_schema(store: EventStore) -> None:
         insp = inspect(sync_conn)
         return {t: [c["name"] for c in insp.get_columns(t)] for t in ("facta_events", "facta_snapshots")}
 
-    async with store.database.reader.connect() as conn:
-        actual = await conn.run_sync(columns)
+    actual = await store.database.read(columns)
     assert actual == {
         "facta_events": [c.name for c in events_table.c],
         "facta_snapshots": [c.name for c in snapshots_table.c],
