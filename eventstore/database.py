@@ -66,7 +66,9 @@ def translate_connect_errors(url: URL) -> Iterator[None]:
     except (OSError, OperationalError, InterfaceError) as exc:
         raise DatabaseUnavailable(_describe_unavailable(url, exc)) from None
     except DBAPIError as exc:
-        if exc.connection_invalidated or "connect" in str(exc.orig).lower():
+        # An error raised while connecting carries no statement (a missing database,
+        # a refused login); one raised by a statement is not ours to rename.
+        if exc.statement is None or exc.connection_invalidated:
             raise DatabaseUnavailable(_describe_unavailable(url, exc)) from None
         raise
 

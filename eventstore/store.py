@@ -8,8 +8,8 @@ immediately before the insert: the lock is released only by the commit, so posit
 are taken and made visible in one order. Everything that can run before the lock (the
 version check, encoding) does, so the lock covers only the insert and the commit. On
 SQLite, writers queue for the file's write lock with ``BEGIN IMMEDIATE``, which gives the
-same order. ARCHITECTURE.md explains the choice; tests/eventstore/test_log_ordering.py
-and the torture test prove it.
+same order. ARCHITECTURE.md explains the choice; tests/eventstore/test_log_torture.py
+(the torture test and a deterministic lock test) proves it.
 """
 
 from __future__ import annotations
