@@ -68,13 +68,20 @@ class EventStore:
         url: str | None = None,
         *,
         registry: EventRegistry = default_registry,
+        migrate: bool = False,
         check_schema: bool = True,
         **engine_options: Any,
     ) -> EventStore:
-        """Connect to ``url`` (default: ``FACTA_DATABASE_URL`` or the embedded SQLite file)."""
+        """Connect to ``url`` (default: ``FACTA_DATABASE_URL`` or the embedded SQLite file).
+
+        ``migrate=True`` first brings the schema to the newest revision (what
+        ``facta db upgrade`` does); otherwise an unmigrated database is an error.
+        """
         store = cls(Database.create(url or database_url_from_env(), **engine_options), registry)
-        if check_schema:
+        if migrate or check_schema:
             try:
+                if migrate:
+                    await migrations.upgrade(store.database)
                 await store.check_schema()
             except BaseException:
                 await store.close()

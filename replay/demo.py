@@ -15,11 +15,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from facta import migrations
 from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
 from facta.eventstore import EventStore, Repository, StreamNotFound
-from facta.eventstore.database import Database
 
 __all__ = ["TARIFF", "DemoSummary", "run_demo"]
 
@@ -75,15 +73,9 @@ async def run_demo(
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoSummary:
     """Run ``rides`` rides through the store at ``url`` (migrated first) and summarise them."""
-    database = Database.create(url)
-    try:
-        await migrations.upgrade(database)
-    finally:
-        await database.dispose()
-
     summary = DemoSummary()
     started = time.perf_counter()
-    async with await EventStore.open(url) as store:
+    async with await EventStore.open(url, migrate=True) as store:
         repo = Repository(store, snapshot_every=50)
         head_before = await store.head_position()
         # Same seed, same store: same run. A store that has moved on gets new rides.

@@ -1,0 +1,49 @@
+"""The README's examples run, and its set-up commands are the ones CI uses."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+SH_BLOCKS = re.findall(r"```sh\n(.*?)```", README, flags=re.S)
+
+
+def run_block(code: str, cwd: Path) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_readme_opens_with_the_demo_and_the_test_command() -> None:
+    demo, tests = (block.strip() for block in SH_BLOCKS[:2])
+    assert demo.endswith("facta demo")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests in ci.splitlines(), "the README's test command must be the one .ci/run runs"
+
+
+def test_the_tour_runs_and_prints_what_its_comments_say(tmp_path: Path) -> None:
+    out = run_block(PYTHON_BLOCKS[0], tmp_path)
+    assert "concurrency conflict on stream 'cart-1': expected version 1, actual version 2" in out
+    assert "2 {'apple': 3, 'pear': 1}" in out
+    assert "{'apple': 3}\n" in out
+    assert re.search(r"^1 1 cart\.item_added sku='apple' quantity=3 alice$", out, flags=re.M)
+    assert (tmp_path / "tour.db").exists()
+
+
+def test_the_ride_example_runs(tmp_path: Path) -> None:
+    status, fare, rider_balance, driver_balance = run_block(PYTHON_BLOCKS[1], tmp_path).split()
+    assert status == "ended"
+    assert int(fare) >= 700
+    assert int(rider_balance) == 50_00 - int(fare) and int(driver_balance) == int(fare)
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_every_python_block_is_covered(index: int) -> None:
+    assert index < 2, "a new README example needs a test above"
