@@ -18,12 +18,13 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
-from facta import migrations
-from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+
+from facta import migrations
+from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 
 from .database import Database, database_url_from_env
 from .errors import (
@@ -182,7 +183,7 @@ class EventStore:
         _check_types(batch, current)
         starts = [current.get(a.stream_id, ("", 0))[1] for a, _ in batch]
         i = 0
-        for (_, pending), start in zip(batch, starts):
+        for (_, pending), start in zip(batch, starts, strict=True):
             for n in range(len(pending)):
                 rows[i]["version"] = start + n + 1
                 i += 1
@@ -190,7 +191,7 @@ class EventStore:
         if snaps:
             self._insert_snapshots(conn, snaps)
         results, i = [], 0
-        for (append, pending), start in zip(batch, starts):
+        for (append, pending), start in zip(batch, starts, strict=True):
             mine = stored[i : i + len(pending)]
             i += len(pending)
             results.append(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from facta.migrations import VERSION_TABLE
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from facta.migrations import VERSION_TABLE
 
 
 def _run(connection: Connection) -> None:

@@ -14,6 +14,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
+
 from facta import __version__, migrations
 from facta.domain import FactaError
 from facta.eventstore.database import DEFAULT_DATABASE_URL, Database, translate_connect_errors

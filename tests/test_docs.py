@@ -16,7 +16,7 @@ SH_BLOCKS = re.findall(r"```sh\n(.*?)```", README, flags=re.S)
 
 
 def run_block(code: str, cwd: Path) -> str:
-    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

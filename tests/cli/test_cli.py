@@ -17,7 +17,7 @@ FACTA = shutil.which("facta") or ""
 def facta(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [FACTA] if FACTA else [sys.executable, "-m", "facta.replay.cli"]
     full_env = {k: v for k, v in os.environ.items() if k != "FACTA_DATABASE_URL"} | (env or {})
-    return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

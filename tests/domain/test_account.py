@@ -6,6 +6,10 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from facta.domain import (
     Account,
     AccountClosed,
@@ -20,9 +24,6 @@ from facta.domain import (
     default_registry,
     transfer,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
 
 def opened(account_id: str = "acc-1", balance: int = 0, currency: str = "EUR") -> Account:

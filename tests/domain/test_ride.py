@@ -8,6 +8,10 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from facta.domain import (
     DomainError,
     DomainEvent,
@@ -26,9 +30,6 @@ from facta.domain import (
     default_registry,
     haversine_m,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
 PICKUP = Location(lat=52.5200, lon=13.4050)
 DROPOFF = Location(lat=52.5000, lon=13.4000)

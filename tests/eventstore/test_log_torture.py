@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+
 from facta.eventstore.store import APPEND_LOCK_KEY, EventStore
 
 from ..conftest import migrate

@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from facta.domain import DomainEvent, EventDecodeError, EventRegistry, EventRegistryError, PendingEvent, UnknownEventType
+from facta.domain import (
+    DomainEvent,
+    EventDecodeError,
+    EventRegistry,
+    EventRegistryError,
+    PendingEvent,
+    UnknownEventType,
+)
 from facta.eventstore import (
     ConcurrencyError,
     DuplicateEventError,
