@@ -264,7 +264,8 @@ class EventStore:
     async def _fetch(self, query: Select[Any]) -> list[RecordedEvent]:
         rows = await self.database.read(_all_rows, query)
         registry = self.registry
-        return [RecordedEvent(*row, registry) for row in rows]
+        # Rows come in RecordedEvent's field order (self._columns); mypy cannot count them.
+        return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
 
     async def read_stream(
         self,

@@ -90,7 +90,8 @@ async def run_demo(
             rider = rng.choice(rider_ids)
             ride_id = f"ride-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
             correlation = ride_id
-            ride = Ride.request(ride_id, rider, _point(rng), _point(rng), rider_account=f"acct-{rider}")
+            pickup, dropoff = _point(rng), _point(rng)
+            ride = Ride.request(ride_id, rider, pickup, dropoff, rider_account=f"acct-{rider}")
             await repo.save(ride, actor=rider, correlation_id=correlation)
             candidates = rng.sample(driver_ids, k=min(3, len(driver_ids)))
             ride.offer(candidates)
@@ -106,13 +107,11 @@ async def run_demo(
             ride.driver_arrived()
             ride.start_trip()
             await repo.save(ride, actor=driver, correlation_id=correlation)
-            position = ride.state.pickup
-            target = ride.state.dropoff
             for step in range(1, telemetry + 1):
                 f = step / telemetry
                 here = Location(
-                    lat=position.lat + (target.lat - position.lat) * f,
-                    lon=position.lon + (target.lon - position.lon) * f,
+                    lat=pickup.lat + (dropoff.lat - pickup.lat) * f,
+                    lon=pickup.lon + (dropoff.lon - pickup.lon) * f,
                 )
                 ride.record_telemetry(here, speed_kmh=round(rng.uniform(15, 55), 1))
                 if step % 4 == 0:
@@ -120,6 +119,7 @@ async def run_demo(
             summary.telemetry_points += telemetry
             ride.end_trip(TARIFF, duration_s=rng.randint(300, 2400))
             fare = ride.state.fare
+            assert fare is not None, "an ended trip has a fare"
             payer, payee = accounts[rider], accounts[driver]
             if payer.state.balance < fare:
                 payer.deposit(TOP_UP, reference="top-up")
