@@ -1,0 +1,208 @@
+"""Shared helpers for facta's benchmarks: fresh databases, the benchmark event, machine
+facts and the result table.
+
+Every contender in a benchmark gets a database of its own, created just before it runs
+and dropped right after, so no contender writes into a bigger table than another.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import psycopg
+
+from facta import migrations
+from facta.domain import DomainEvent, EventRegistry
+from facta.eventstore.database import Database
+
+__all__ = [
+    "BENCH_REGISTRY",
+    "PG_ADMIN",
+    "Fresh",
+    "Result",
+    "Telemetry",
+    "fresh_database",
+    "load_average",
+    "machine_facts",
+    "make_events",
+    "median",
+    "migrate",
+]
+
+PG_ADMIN = os.environ.get("FACTA_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+# A private registry, so the benchmark event never shows up in the application's registry.
+BENCH_REGISTRY = EventRegistry()
+
+
+class Telemetry(DomainEvent, name="bench.ride_telemetry", version=1, registry=BENCH_REGISTRY):
+    """A flat five-field telemetry point, the most frequent event of a ride."""
+
+    ride_id: str
+    lat: float
+    lon: float
+    speed_kmh: float
+    distance_m: int
+
+
+def make_events(n: int, ride: str = "ride-0") -> list[Telemetry]:
+    """``n`` distinct telemetry events (values vary so payloads differ like real ones)."""
+    return [
+        Telemetry(
+            ride_id=ride,
+            lat=52.520008 + i * 1e-5,
+            lon=13.404954 - i * 1e-5,
+            speed_kmh=30.0 + (i % 40) * 0.5,
+            distance_m=i * 11,
+        )
+        for i in range(n)
+    ]
+
+
+# -- databases --------------------------------------------------------------------------
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(PG_ADMIN, autocommit=True)
+
+
+def postgres_server_facts() -> str:
+    try:
+        with _admin() as conn:
+            row = conn.execute(
+                "SELECT current_setting('server_version'), current_setting('fsync'),"
+                " current_setting('synchronous_commit'), current_setting('shared_buffers')"
+            ).fetchone()
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL unreachable at {PG_ADMIN} ({str(exc).splitlines()[0]})"
+    assert row is not None
+    version, fsync, sync_commit, buffers = row
+    return f"PostgreSQL {version} at {PG_ADMIN.rsplit('@', 1)[-1]}, fsync={fsync}, synchronous_commit={sync_commit}, shared_buffers={buffers}"
+
+
+@dataclass
+class Fresh:
+    """A new, empty database: ``url`` for facta (SQLAlchemy), ``dsn``/``path`` for drivers."""
+
+    backend: str
+    url: str
+    dsn: str = ""  # libpq DSN (PostgreSQL)
+    dbname: str = ""  # database name (PostgreSQL)
+    path: str = ""  # file (SQLite)
+    _tmpdir: str = field(default="", repr=False)
+
+    def drop(self) -> None:
+        if self.backend == "postgresql":
+            with _admin() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+        elif self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def fresh_database(backend: str, label: str) -> Fresh:
+    if backend == "postgresql":
+        name = f"facta_bench_{label}_{uuid.uuid4().hex[:8]}"
+        with _admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        dsn = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+        return Fresh(backend, dsn.replace("postgresql://", "postgresql+asyncpg://", 1), dsn=dsn, dbname=name)
+    tmpdir = tempfile.mkdtemp(prefix=f"facta_bench_{label}_")
+    path = str(Path(tmpdir) / "bench.db")
+    return Fresh(backend, f"sqlite+aiosqlite:///{path}", path=path, _tmpdir=tmpdir)
+
+
+async def migrate(url: str) -> None:
+    """Create facta's schema the only supported way: the migrations."""
+    db = Database.create(url)
+    try:
+        # facta.migrations.upgrade takes the Database (older trees: its writer engine).
+        writer = getattr(db, "writer", None)
+        await migrations.upgrade(writer if writer is not None else db)  # type: ignore[arg-type]
+    finally:
+        await db.dispose()
+
+
+# -- facts and results ------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def machine_facts(backends: Iterable[str]) -> list[str]:
+    import sqlite3
+
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    lines = [
+        f"machine: {cores} cores ({usable} usable by this process), {_cpu_model()}, {platform.system()} {platform.release()}",
+        (
+            f"python {platform.python_version()}; facta {_version('facta')}, eventsourcing {_version('eventsourcing')},"
+            f" sqlalchemy {_version('sqlalchemy')}, asyncpg {_version('asyncpg')}, aiosqlite {_version('aiosqlite')},"
+            f" psycopg {_version('psycopg')}, pydantic {_version('pydantic')}"
+        ),
+    ]
+    if "sqlite" in backends:
+        lines.append(
+            f"SQLite {sqlite3.sqlite_version}, files in {tempfile.gettempdir()}, WAL, synchronous=FULL (the default)"
+        )
+    if "postgresql" in backends:
+        lines.append(postgres_server_facts())
+    lines.append(load_average())
+    lines.append(
+        "note: absolute figures drift from run to run on a shared machine; the ratios between contenders"
+        " run side by side in this invocation are what matter."
+    )
+    return lines
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load average: anything well above 0 means other work shared the CPUs."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average: unknown"
+    return f"load average (1/5/15 min): {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+@dataclass
+class Result:
+    contender: str
+    events: int
+    seconds: float
+    retries: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,693 @@
+"""Append throughput: facta beside the raw driver and eventsourcing 9.5, in one run.
+
+Two workloads, each run on SQLite (a WAL file, synchronous=FULL) and PostgreSQL:
+
+(a) batch    1,000 events per transaction, one stream per transaction, the expected
+             version set correctly (each stream takes three batches: 0, 1000, 2000).
+(b) single   one event per transaction from 8 writer processes at once (multiprocessing
+             spawn, so the GIL is never the limit), each writer on its own 4 streams,
+             expected version set; events / wall time from a start barrier.
+
+Contenders, each on a fresh database (or file) of its own:
+
+raw            the fastest raw path of the driver into facta's own table, schema made by
+               facta's migrations (same columns, indexes and JSON payloads):
+               (a) asyncpg COPY (``copy_records_to_table``) in a transaction / sqlite3
+               ``executemany`` in BEGIN IMMEDIATE; (b) asyncpg BEGIN; INSERT; COMMIT /
+               sqlite3 BEGIN IMMEDIATE; INSERT; COMMIT. No version check, no lock.
+               Rows are fully built (ids, times, JSON) before the clock starts.
+eventsourcing  eventsourcing 9.5's application recorder (psycopg / sqlite3), StoredEvent
+               objects with the same JSON bytes as state, pre-built; ``insert_events`` with
+               1,000 events (a) or one (b). No aggregates.
+facta          ``EventStore.append`` with DomainEvent instances (a flat five-field ride
+               telemetry event); the clock includes facta's own work: event ids, times,
+               JSON encoding, the version check, the append lock (PostgreSQL).
+
+Each contender runs ``--rounds`` times, in rotated order, and does one untimed warm-up
+write first (its rows are counted when the rows are checked). Figures are medians over
+rounds; ratios are medians of the per-round ratios.
+
+    python bench/append.py                       # both backends, a few minutes
+    python bench/append.py --backend postgresql
+    python bench/append.py --quick               # smoke run, < 30 s
+    python bench/append.py --profile --backend sqlite   # cProfile facta's batch append
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import multiprocessing as mp
+import pstats
+import queue
+import sqlite3
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from _common import (
+    BENCH_REGISTRY,
+    Fresh,
+    Result,
+    Telemetry,
+    fresh_database,
+    load_average,
+    machine_facts,
+    make_events,
+    median,
+    migrate,
+    now_utc,
+)
+from eventsourcing.persistence import OperationalError as ESOperationalError
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+
+from facta.eventstore.store import EventStore
+
+CONTENDERS = ("raw", "eventsourcing", "facta")
+BACKENDS = ("sqlite", "postgresql")
+WRITERS = 8
+BATCH = 1000
+BATCHES_PER_STREAM = 3
+STREAMS_PER_WRITER = 4
+STREAM_TYPE = "ride"
+TOPIC = "bench:Telemetry"  # eventsourcing's topic column, the counterpart of event_type
+COLUMNS = (
+    "event_id",
+    "stream_id",
+    "stream_type",
+    "version",
+    "event_type",
+    "schema_version",
+    "payload",
+    "occurred_at",
+    "actor",
+    "correlation_id",
+    "causation_id",
+)
+PG_INSERT = (
+    f"INSERT INTO facta_events ({', '.join(COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))})"
+)
+SQLITE_INSERT = f"INSERT INTO facta_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+AIM_RAW = 0.6
+AIM_ES_PG = 3.0
+BARRIER_TIMEOUT = 300.0
+
+
+# -- rows as each contender takes them ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tx:
+    """One transaction of the plan: events for one stream at a known version."""
+
+    stream: str
+    expected_version: int
+    events: Sequence[Telemetry]
+
+
+def _sqlite_time(t: datetime) -> str:
+    # What SQLAlchemy's DateTime writes on SQLite: naive UTC text with microseconds.
+    return t.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def raw_rows(tx: Tx, backend: str) -> list[tuple[Any, ...]]:
+    """The rows facta would write for ``tx``, ready for the driver."""
+    occurred = now_utc()
+    rows = []
+    for n, event in enumerate(tx.events):
+        eid = uuid.uuid4()
+        rows.append(
+            (
+                eid if backend == "postgresql" else eid.hex,
+                tx.stream,
+                STREAM_TYPE,
+                tx.expected_version + n + 1,
+                event.event_type,
+                event.schema_version,
+                event.model_dump_json(),
+                occurred if backend == "postgresql" else _sqlite_time(occurred),
+                None,
+                None,
+                None,
+            )
+        )
+    return rows
+
+
+def stored_events(tx: Tx, originators: dict[str, uuid.UUID]) -> list[StoredEvent]:
+    """eventsourcing's StoredEvent objects for ``tx``, state = the same JSON as bytes."""
+    oid = originators.setdefault(tx.stream, uuid.uuid4())
+    return [
+        StoredEvent(
+            originator_id=oid,
+            originator_version=tx.expected_version + n + 1,
+            topic=TOPIC,
+            state=event.model_dump_json().encode(),
+        )
+        for n, event in enumerate(tx.events)
+    ]
+
+
+def _pg_parts(dsn: str) -> dict[str, Any]:
+    u = urlsplit(dsn)
+    return {
+        "dbname": u.path.lstrip("/"),
+        "host": u.hostname or "127.0.0.1",
+        "port": u.port or 5432,
+        "user": u.username or "postgres",
+        "password": u.password or "",
+    }
+
+
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    # The same settings facta's SQLite engine uses (synchronous stays at its default, FULL).
+    conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=60000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _es_recorder(fresh: Fresh, pool_size: int = 1) -> tuple[Any, Any]:
+    if fresh.backend == "postgresql":
+        pg_ds = PostgresDatastore(**_pg_parts(fresh.dsn), pool_size=pool_size)
+        return pg_ds, PostgresApplicationRecorder(pg_ds)
+    lite_ds = SQLiteDatastore(fresh.path, lock_timeout=60, pool_size=pool_size)
+    return lite_ds, SQLiteApplicationRecorder(lite_ds)
+
+
+def count_rows(fresh: Fresh, table: str) -> int:
+    import psycopg
+
+    if fresh.backend == "postgresql":
+        with psycopg.connect(fresh.dsn) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    else:
+        with sqlite3.connect(fresh.path) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def table_of(contender: str) -> str:
+    return "stored_events" if contender == "eventsourcing" else "facta_events"
+
+
+# -- (a) batch appends, one process -------------------------------------------------------
+
+
+def batch_plan(total: int) -> tuple[Tx, list[Tx]]:
+    """A warm-up transaction and the timed ones: ``total`` events in 1,000-event batches."""
+    n_tx = max(1, total // BATCH)
+    events = make_events((n_tx + 1) * BATCH)
+    warmup = Tx("warmup", 0, events[:BATCH])
+    n_streams = max(1, -(-n_tx // BATCHES_PER_STREAM))
+    txs = [
+        Tx(f"ride-{i % n_streams}", (i // n_streams) * BATCH, events[(i + 1) * BATCH : (i + 2) * BATCH])
+        for i in range(n_tx)
+    ]
+    return warmup, txs
+
+
+async def _batch_raw_pg(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
+    prepared = [raw_rows(tx, "postgresql") for tx in [warmup, *txs]]
+    conn = await asyncpg.connect(fresh.dsn)
+    try:
+        first, *timed = prepared
+        async with conn.transaction():
+            await conn.copy_records_to_table("facta_events", records=first, columns=COLUMNS)
+        t0 = time.perf_counter()
+        for rows in timed:
+            async with conn.transaction():
+                await conn.copy_records_to_table("facta_events", records=rows, columns=COLUMNS)
+        return time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
+def _batch_raw_sqlite(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
+    first, *timed = [raw_rows(tx, "sqlite") for tx in [warmup, *txs]]
+    conn = _sqlite_connect(fresh.path)
+
+    def write(rows: list[tuple[Any, ...]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(SQLITE_INSERT, rows)
+        conn.execute("COMMIT")
+
+    try:
+        write(first)
+        t0 = time.perf_counter()
+        for rows in timed:
+            write(rows)
+        return time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+def _batch_es(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
+    originators: dict[str, uuid.UUID] = {}
+    first, *timed = [stored_events(tx, originators) for tx in [warmup, *txs]]
+    datastore, recorder = _es_recorder(fresh)
+    try:
+        recorder.insert_events(first)
+        t0 = time.perf_counter()
+        for batch in timed:
+            recorder.insert_events(batch)
+        return time.perf_counter() - t0
+    finally:
+        datastore.close()
+
+
+async def _batch_facta(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
+    store = await EventStore.open(fresh.url, registry=BENCH_REGISTRY)
+    try:
+        await store.append(warmup.stream, STREAM_TYPE, warmup.events, expected_version=warmup.expected_version)
+        t0 = time.perf_counter()
+        for tx in txs:
+            await store.append(tx.stream, STREAM_TYPE, tx.events, expected_version=tx.expected_version)
+        return time.perf_counter() - t0
+    finally:
+        await store.close()
+
+
+def run_batch(backend: str, contender: str, warmup: Tx, txs: list[Tx]) -> Result:
+    fresh = fresh_database(backend, f"a_{contender[:5]}")
+    try:
+        if contender == "eventsourcing":
+            datastore, recorder = _es_recorder(fresh)
+            recorder.create_table()
+            datastore.close()
+        else:
+            asyncio.run(migrate(fresh.url))
+        if contender == "raw":
+            seconds = (
+                asyncio.run(_batch_raw_pg(fresh, warmup, txs))
+                if backend == "postgresql"
+                else _batch_raw_sqlite(fresh, warmup, txs)
+            )
+        elif contender == "eventsourcing":
+            seconds = _batch_es(fresh, warmup, txs)
+        else:
+            seconds = asyncio.run(_batch_facta(fresh, warmup, txs))
+        timed = sum(len(tx.events) for tx in txs)
+        _check_rows(fresh, contender, timed + len(warmup.events))
+        return Result(contender, timed, seconds)
+    finally:
+        fresh.drop()
+
+
+def _check_rows(fresh: Fresh, contender: str, expected: int) -> None:
+    found = count_rows(fresh, table_of(contender))
+    if found != expected:
+        raise SystemExit(f"{contender} on {fresh.backend}: expected {expected} rows, found {found}")
+
+
+# -- (b) single-event appends from 8 processes ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriterTask:
+    contender: str
+    fresh: Fresh
+    writer: int
+    appends: int
+
+
+def writer_plan(writer: int, appends: int) -> list[Tx]:
+    """The writer's transactions, the first one being the untimed warm-up: one event each,
+    round robin over the writer's own streams, each at its current version."""
+    events = make_events(appends + 1, ride=f"w{writer}")
+    versions = [0] * STREAMS_PER_WRITER
+    plan = []
+    for i, event in enumerate(events):
+        s = i % STREAMS_PER_WRITER
+        plan.append(Tx(f"w{writer}-s{s}", versions[s], [event]))
+        versions[s] += 1
+    return plan
+
+
+Timing = tuple[float, float, int, int]  # start, end, timed events, retries
+
+
+async def _single_raw_pg(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
+    rows = [raw_rows(tx, "postgresql")[0] for tx in plan]
+    conn = await asyncpg.connect(task.fresh.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(PG_INSERT, *rows[0])
+        barrier.wait(BARRIER_TIMEOUT)
+        t0 = time.perf_counter()
+        for row in rows[1:]:
+            async with conn.transaction():
+                await conn.execute(PG_INSERT, *row)
+        return t0, time.perf_counter(), len(rows) - 1, 0
+    finally:
+        await conn.close()
+
+
+def _single_raw_sqlite(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
+    rows = [raw_rows(tx, "sqlite")[0] for tx in plan]
+    conn = _sqlite_connect(task.fresh.path)
+    retries = 0
+
+    def one(row: tuple[Any, ...]) -> None:
+        nonlocal retries
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # busy beyond the timeout: try again
+                retries += 1
+                continue
+            conn.execute(SQLITE_INSERT, row)
+            conn.execute("COMMIT")
+            return
+
+    try:
+        one(rows[0])
+        barrier.wait(BARRIER_TIMEOUT)
+        t0 = time.perf_counter()
+        for row in rows[1:]:
+            one(row)
+        return t0, time.perf_counter(), len(rows) - 1, retries
+    finally:
+        conn.close()
+
+
+def _single_es(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
+    originators: dict[str, uuid.UUID] = {}
+    batches = [stored_events(tx, originators) for tx in plan]
+    datastore, recorder = _es_recorder(task.fresh)
+    retries = 0
+
+    def one(batch: list[StoredEvent]) -> None:
+        nonlocal retries
+        while True:
+            try:
+                recorder.insert_events(batch)
+                return
+            except ESOperationalError:  # SQLite "database is locked" after its timeout
+                retries += 1
+
+    try:
+        one(batches[0])
+        barrier.wait(BARRIER_TIMEOUT)
+        t0 = time.perf_counter()
+        for batch in batches[1:]:
+            one(batch)
+        return t0, time.perf_counter(), len(batches) - 1, retries
+    finally:
+        datastore.close()
+
+
+async def _single_facta(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
+    store = await EventStore.open(task.fresh.url, registry=BENCH_REGISTRY)
+    try:
+        first, *rest = plan
+        await store.append(first.stream, STREAM_TYPE, first.events, expected_version=first.expected_version)
+        barrier.wait(BARRIER_TIMEOUT)
+        t0 = time.perf_counter()
+        for tx in rest:
+            await store.append(tx.stream, STREAM_TYPE, tx.events, expected_version=tx.expected_version)
+        return t0, time.perf_counter(), len(rest), 0
+    finally:
+        await store.close()
+
+
+def _run_writer_task(task: WriterTask, barrier: Any) -> Timing:
+    plan = writer_plan(task.writer, task.appends)
+    pg = task.fresh.backend == "postgresql"
+    if task.contender == "raw":
+        return asyncio.run(_single_raw_pg(task, plan, barrier)) if pg else _single_raw_sqlite(task, plan, barrier)
+    if task.contender == "eventsourcing":
+        return _single_es(task, plan, barrier)
+    return asyncio.run(_single_facta(task, plan, barrier))
+
+
+def _writer_main(tasks: Any, results: Any, barrier: Any) -> None:
+    """A writer process: says it is ready (imports done), then runs tasks until it gets None."""
+    results.put(("ready", None))
+    while (task := tasks.get()) is not None:
+        try:
+            results.put(("ok", _run_writer_task(task, barrier)))
+        except BaseException:
+            barrier.abort()
+            results.put(("error", f"writer {task.writer} ({task.contender}):\n{traceback.format_exc()}"))
+
+
+class WriterPool:
+    """``WRITERS`` spawned processes, started once and reused for every contender."""
+
+    def __init__(self, size: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.size = size
+        self.barrier = ctx.Barrier(size)
+        self.results: Any = ctx.Queue()
+        self.tasks: list[Any] = [ctx.Queue() for _ in range(size)]
+        self.procs = [
+            ctx.Process(
+                target=_writer_main, args=(q, self.results, self.barrier), name=f"bench-writer-{i}", daemon=True
+            )
+            for i, q in enumerate(self.tasks)
+        ]
+        for p in self.procs:
+            p.start()
+        # Wait until every writer has imported everything, so that no process start-up
+        # competes for the CPU with the first measurements.
+        for _ in range(size):
+            kind, _detail = self.results.get(timeout=300)
+            assert kind == "ready", kind
+
+    def run(self, contender: str, fresh: Fresh, appends: int) -> list[Timing]:
+        for i, q in enumerate(self.tasks):
+            q.put(WriterTask(contender, fresh, i, appends))
+        replies = []
+        for _ in range(self.size):
+            try:
+                replies.append(self.results.get(timeout=BARRIER_TIMEOUT + 600))
+            except queue.Empty:
+                raise SystemExit(f"{contender} on {fresh.backend}: writers did not finish") from None
+        errors = [r[1] for r in replies if r[0] == "error"]
+        if errors:
+            self.barrier.reset()
+            raise SystemExit("\n".join(errors))
+        return [r[1] for r in replies]
+
+    def close(self) -> None:
+        for q in self.tasks:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+
+
+def run_single(pool: WriterPool, backend: str, contender: str, appends: int) -> Result:
+    fresh = fresh_database(backend, f"b_{contender[:5]}")
+    try:
+        if contender == "eventsourcing":
+            datastore, recorder = _es_recorder(fresh)
+            recorder.create_table()
+            datastore.close()
+        else:
+            asyncio.run(migrate(fresh.url))
+        timings = pool.run(contender, fresh, appends)
+        start = min(t[0] for t in timings)
+        end = max(t[1] for t in timings)
+        timed = sum(t[2] for t in timings)
+        _check_rows(fresh, contender, timed + pool.size)
+        return Result(contender, timed, end - start, retries=sum(t[3] for t in timings))
+    finally:
+        fresh.drop()
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+LABELS = {
+    ("raw", "postgresql", "a"): "raw asyncpg COPY",
+    ("raw", "sqlite", "a"): "raw sqlite3 executemany",
+    ("raw", "postgresql", "b"): "raw asyncpg INSERT",
+    ("raw", "sqlite", "b"): "raw sqlite3 INSERT",
+    ("eventsourcing", "postgresql", "a"): "eventsourcing 9.5",
+    ("eventsourcing", "sqlite", "a"): "eventsourcing 9.5",
+    ("eventsourcing", "postgresql", "b"): "eventsourcing 9.5",
+    ("eventsourcing", "sqlite", "b"): "eventsourcing 9.5",
+    ("facta", "postgresql", "a"): "facta",
+    ("facta", "sqlite", "a"): "facta",
+    ("facta", "postgresql", "b"): "facta",
+    ("facta", "sqlite", "b"): "facta",
+}
+
+
+def _ratio(runs: dict[str, list[Result]], other: str) -> float:
+    pairs = zip(runs["facta"], runs[other], strict=True)
+    return median([f.rate / o.rate for f, o in pairs])
+
+
+def _aims(workload: str, backend: str, vs_raw: float, vs_es: float) -> str:
+    parts = [f">= {AIM_RAW}x raw: {'ok' if vs_raw >= AIM_RAW else 'MISS'}"]
+    if workload == "b" and backend == "postgresql":
+        parts.append(f">= {AIM_ES_PG:g}x es: {'ok' if vs_es >= AIM_ES_PG else 'MISS'}")
+    return "; ".join(parts)
+
+
+def render(all_runs: dict[tuple[str, str], dict[str, list[Result]]], titles: dict[str, str]) -> str:
+    head = (
+        "workload",
+        "backend",
+        "contender",
+        "events",
+        "events/s",
+        "min-max events/s",
+        "facta/raw",
+        "facta/es",
+        "aim",
+    )
+    lines: list[tuple[str, ...]] = []
+    for (workload, backend), runs in all_runs.items():
+        vs_raw, vs_es = _ratio(runs, "raw"), _ratio(runs, "eventsourcing")
+        for i, contender in enumerate(CONTENDERS):
+            rs = runs[contender]
+            rates = [r.rate for r in rs]
+            retries = sum(r.retries for r in rs)
+            label = LABELS[(contender, backend, workload)] + (f" ({retries} retries)" if retries else "")
+            row = [
+                titles[workload] if i == 0 else "",
+                backend if i == 0 else "",
+                label,
+                f"{rs[0].events:,}",
+                f"{median(rates):,.0f}",
+                f"{min(rates):,.0f}-{max(rates):,.0f}",
+                "",
+                "",
+                "",
+            ]
+            if contender == "facta":
+                row[6:] = [f"{vs_raw:.2f}x", f"{vs_es:.2f}x", _aims(workload, backend, vs_raw, vs_es)]
+            lines.append(tuple(row))
+        lines.append(("",) * len(head))
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
+    numeric = {3, 4, 5, 6, 7}
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    out = [fmt(head), fmt(["-" * w for w in widths])]
+    out += [fmt(r) for r in lines[:-1]]
+    return "\n".join(out)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def profile_facta_batch(backends: Sequence[str], warmup: Tx, txs: list[Tx]) -> None:
+    for backend in backends:
+        fresh = fresh_database(backend, "prof")
+        try:
+            asyncio.run(migrate(fresh.url))
+            profiler = cProfile.Profile()
+            profiler.enable()
+            seconds = asyncio.run(_batch_facta(fresh, warmup, txs))
+            profiler.disable()
+        finally:
+            fresh.drop()
+        events = sum(len(tx.events) for tx in txs)
+        print(
+            f"\n== cProfile, facta batch append on {backend}: {events:,} events in {seconds:.2f} s"
+            f" ({events / seconds:,.0f} events/s under the profiler) =="
+        )
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=30_000,
+        help="events per contender and round in (a), in 1,000-event transactions; (b) writes a tenth"
+        " of it, split over the 8 writers (default 30000: 30 batches, 8 x 375 single appends)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="rounds per contender, order rotated (default 3)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 8 x 25 single appends, one round")
+    p.add_argument("--profile", action="store_true", help="instead of the comparison, cProfile facta's batch append")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.events, args.rounds = 3_000, 1
+    if args.events < BATCH or args.rounds < 1:
+        p.error(f"--events must be >= {BATCH} and --rounds >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    backends = list(BACKENDS) if args.backend == "all" else [args.backend]
+    warmup, txs = batch_plan(args.events)
+    appends = max(1, args.events // 10 // WRITERS)
+    if args.quick:
+        appends = 25
+    if args.profile:
+        profile_facta_batch(backends, warmup, txs)
+        return
+
+    titles = {
+        "a": f"(a) {BATCH:,} events/tx, {len(txs)} tx",
+        "b": f"(b) 1 event/tx, {WRITERS} procs x {appends}",
+    }
+    for line in machine_facts(backends):
+        print(line)
+    print(
+        f"rounds: {args.rounds} per contender, order rotated each round; figures are medians, ratios are"
+        f" medians of per-round ratios; every contender on a fresh database, rows counted after each run\n",
+        flush=True,
+    )
+
+    started = time.perf_counter()
+    pool = WriterPool(WRITERS)
+    print(f"  {WRITERS} writer processes spawned and ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    all_runs: dict[tuple[str, str], dict[str, list[Result]]] = {}
+    try:
+        for backend in backends:
+            for workload in ("a", "b"):
+                all_runs[(workload, backend)] = {c: [] for c in CONTENDERS}
+            for r in range(args.rounds):
+                order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]
+                jobs: list[tuple[str, str, Callable[[], Result]]] = []
+                for c in order:
+                    jobs.append(("a", c, lambda c=c, b=backend: run_batch(b, c, warmup, txs)))
+                for c in order:
+                    jobs.append(("b", c, lambda c=c, b=backend: run_single(pool, b, c, appends)))
+                for workload, contender, job in jobs:
+                    t_job = time.perf_counter()
+                    result = job()
+                    t_job = time.perf_counter() - t_job
+                    all_runs[(workload, backend)][contender].append(result)
+                    print(
+                        f"  {backend:<10} ({workload}) round {r + 1}  {contender:<13} {result.events:>7,} events"
+                        f"  {result.seconds:7.2f} s  {result.rate:>10,.0f} events/s  (with set-up and checks {t_job:.1f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        pool.close()
+    print(render(all_runs, titles))
+    print(f"\n(total wall time {time.perf_counter() - started:.0f} s; at the end, {load_average()})")
+
+
+if __name__ == "__main__":
+    main()
