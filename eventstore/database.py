@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -58,12 +59,22 @@ def resolve_url(url: str | URL) -> URL:
     return parsed
 
 
+try:  # asyncpg raises its own errors on the driver-level hot path
+    from asyncpg.exceptions import InterfaceError as _AsyncpgInterfaceError
+    from asyncpg.exceptions import PostgresConnectionError as _AsyncpgConnectionError
+
+    _DRIVER_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (_AsyncpgInterfaceError, _AsyncpgConnectionError)
+except ImportError:  # pragma: no cover - asyncpg is a dependency
+    _DRIVER_CONNECTION_ERRORS = ()
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError, InterfaceError, *_DRIVER_CONNECTION_ERRORS)
+
+
 @contextmanager
 def translate_connect_errors(url: URL) -> Iterator[None]:
     """Turn a failure to reach the database into one line naming the server."""
     try:
         yield
-    except (OSError, OperationalError, InterfaceError) as exc:
+    except _CONNECT_ERRORS as exc:
         raise DatabaseUnavailable(_describe_unavailable(url, exc)) from None
     except DBAPIError as exc:
         # An error raised while connecting carries no statement (a missing database,
@@ -104,6 +115,7 @@ class Database:
     _sync_reader: Engine | None = None
     _write_thread: ThreadPoolExecutor | None = None
     _read_threads: ThreadPoolExecutor | None = None
+    _raw_writer: sqlite3.Connection | None = None
 
     @property
     def dialect(self) -> str:
@@ -145,7 +157,42 @@ class Database:
                 self._read_threads, partial(_read_only, self._sync_reader, work, *args, **kwargs)
             )
 
+    @asynccontextmanager
+    async def driver_connection(self) -> AsyncIterator[Any]:
+        """PostgreSQL only: the asyncpg connection of a pooled SQLAlchemy connection, with
+        no transaction open, for hot paths written as single statements."""
+        assert self.engine is not None, "driver_connection is for PostgreSQL"
+        with translate_connect_errors(self.url):
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                yield raw.driver_connection
+
+    async def sqlite_write(self, work: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """SQLite only: run ``work(connection, ...)`` inside ``BEGIN IMMEDIATE`` on the
+        writer thread's own stdlib connection; commit if it returns, roll back if not."""
+        assert self._write_thread is not None, "sqlite_write is for SQLite"
+        with translate_connect_errors(self.url):
+            return await asyncio.get_running_loop().run_in_executor(
+                self._write_thread, partial(self._raw_write, work, *args, **kwargs)
+            )
+
+    def _raw_write(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._raw_writer is None:
+            self._raw_writer = _sqlite_connect(self.url.database or "")
+        conn = self._raw_writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn, *args, **kwargs)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
     async def dispose(self) -> None:
+        if self._raw_writer is not None and self._write_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._write_thread, self._raw_writer.close)
+            self._raw_writer = None
         if self.engine is not None:
             await self.engine.dispose()
         for engine in (self._sync_writer, self._sync_reader):
@@ -176,16 +223,24 @@ def _sqlite_engine(url: URL, begin: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver so BEGIN is ours to issue.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        _configure_sqlite(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql(f"BEGIN {begin}")
 
     return engine
+
+
+def _configure_sqlite(connection: sqlite3.Connection) -> None:
+    # Take transaction control from the driver so BEGIN is ours to issue.
+    connection.isolation_level = None
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA busy_timeout=60000")
+    connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    _configure_sqlite(connection)
+    return connection

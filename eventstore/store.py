@@ -3,13 +3,13 @@
 Global order. Every event gets an integer ``position``. On PostgreSQL a sequence value is
 taken at insert time but becomes visible at commit time, so two writers could make a
 later position visible before an earlier one, and a reader tailing the log would skip the
-earlier one for good. facta closes that gap by taking a transaction-scoped advisory lock
-immediately before the insert: the lock is released only by the commit, so positions
-are taken and made visible in one order. Everything that can run before the lock (the
-version check, encoding) does, so the lock covers only the insert and the commit. On
-SQLite, writers queue for the file's write lock with ``BEGIN IMMEDIATE``, which gives the
-same order. ARCHITECTURE.md explains the choice; tests/eventstore/test_log_torture.py
-(the torture test and a deterministic lock test) proves it.
+earlier one for good. facta closes that gap with a transaction-scoped advisory lock,
+taken inside the append statement right before its insert takes sequence values and
+released by the commit that ends it: positions are taken and made visible in one order.
+On SQLite, writers queue for the file's write lock with ``BEGIN IMMEDIATE``, which gives
+the same order. The appends themselves live in :mod:`.appenders`; ARCHITECTURE.md
+explains the choice; tests/eventstore/test_log_torture.py (the torture test and a
+deterministic lock test) proves it.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
-from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select, text
+from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 
+from .appenders import APPEND_LOCK_KEY, AppendPlan, LostRace, Rejected, append_postgres, append_sqlite
 from .database import Database, database_url_from_env
 from .errors import (
     ConcurrencyError,
@@ -37,10 +37,8 @@ from .errors import StreamTypeMismatch as _StreamTypeMismatch
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .schema import events, snapshots
 
-__all__ = ["EventStore"]
+__all__ = ["APPEND_LOCK_KEY", "EventStore"]
 
-# Key of the transaction-scoped advisory lock that orders appends on PostgreSQL ("facta").
-APPEND_LOCK_KEY = 0x6661637461
 _MAX_ANY_VERSION_RETRIES = 5
 
 
@@ -57,9 +55,6 @@ class EventStore:
         self._postgres = database.dialect == "postgresql"
         payload = cast(events.c.payload, Text).label("payload") if self._postgres else events.c.payload
         self._columns = [payload if c.name == "payload" else c for c in events.c]
-        self._insert = events.insert().returning(
-            events.c.position, events.c.recorded_at, sort_by_parameter_order=True
-        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -149,55 +144,36 @@ class EventStore:
         """
         batch = [(a, [as_pending(e) for e in a.events]) for a in appends]
         _validate(batch)
-        rows = _rows(batch, actor, correlation_id, causation_id)
+        plan = AppendPlan(
+            streams=[a for a, _ in batch],
+            pending=[pending for _, pending in batch],
+            payloads=[[p.event.model_dump_json() for p in pending] for _, pending in batch],
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            snapshots=snapshots,
+        )
         for _ in range(_MAX_ANY_VERSION_RETRIES):
             try:
-                return await self.database.write(self._append_tx, batch, rows, snapshots)
-            except IntegrityError:
+                if self._postgres:
+                    async with self.database.driver_connection() as conn:
+                        return await append_postgres(conn, plan)
+                return await self.database.sqlite_write(append_sqlite, plan)
+            except Rejected as rejected:
+                # Nothing was written. An identical earlier append explains it (a retry);
+                # otherwise a stream has another type or moved on.
+                retried = await self.database.read(self._original_results, batch)
+                if retried is not None:
+                    return retried
+                _check_types(batch, rejected.heads)
+                raise _conflict(batch, rejected.heads) from None
+            except LostRace:
                 # A concurrent writer won a version or an event id between our check and
-                # our insert. The transaction rolled back; find out which case this is.
+                # our insert; find out which case this is.
                 settled = await self.database.read(self._settle_tx, batch)
                 if settled is not None:
                     return settled
         raise StoreError(f"append to {[a.stream_id for a, _ in batch]} lost {_MAX_ANY_VERSION_RETRIES} races in a row")
-
-    def _append_tx(
-        self,
-        conn: Connection,
-        batch: list[tuple[StreamAppend, list[PendingEvent]]],
-        rows: list[dict[str, Any]],
-        snaps: Sequence[Snapshot],
-    ) -> list[AppendResult]:
-        """The append transaction: check versions, take the order lock, insert."""
-        ids = [a.stream_id for a, _ in batch]
-        current = self._stream_heads(conn, ids)
-        if _conflicting(batch, current):
-            retried = self._original_results(conn, batch)
-            if retried is not None:
-                return retried
-            raise _conflict(batch, current)
-        if self._postgres:
-            conn.execute(_LOCK, {"key": APPEND_LOCK_KEY})
-            if any(a.expected_version is None for a, _ in batch):
-                current = self._stream_heads(conn, ids)
-        _check_types(batch, current)
-        starts = [current.get(a.stream_id, ("", 0))[1] for a, _ in batch]
-        i = 0
-        for (_, pending), start in zip(batch, starts, strict=True):
-            for n in range(len(pending)):
-                rows[i]["version"] = start + n + 1
-                i += 1
-        stored = conn.execute(self._insert, rows[0] if len(rows) == 1 else rows).all()
-        if snaps:
-            self._insert_snapshots(conn, snaps)
-        results, i = [], 0
-        for (append, pending), start in zip(batch, starts, strict=True):
-            mine = stored[i : i + len(pending)]
-            i += len(pending)
-            results.append(
-                AppendResult(append.stream_id, tuple(p for p, _ in mine), start + 1, start + len(pending), mine[0][1])
-            )
-        return results
 
     def _settle_tx(
         self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
@@ -361,7 +337,6 @@ class EventStore:
         return Snapshot(*rows[0]) if rows else None
 
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # Built once: statement construction costs more than executing these small queries.
 _HEAD_OF_ONE = (
     select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
@@ -414,31 +389,6 @@ def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
                 raise EventRegistryError(
                     f"{type(p.event).__qualname__} is not a registered event class: declare it with name=..."
                 )
-
-
-def _rows(
-    batch: list[tuple[StreamAppend, list[PendingEvent]]],
-    actor: str | None,
-    correlation_id: str | None,
-    causation_id: str | None,
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_id": p.event_id,
-            "stream_id": append.stream_id,
-            "stream_type": append.stream_type,
-            "version": 0,
-            "event_type": p.event.event_type,
-            "schema_version": p.event.schema_version,
-            "payload": p.event.model_dump_json(),
-            "occurred_at": p.occurred_at,
-            "actor": actor,
-            "correlation_id": correlation_id,
-            "causation_id": causation_id,
-        }
-        for append, pending in batch
-        for p in pending
-    ]
 
 
 def _check_types(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> None:

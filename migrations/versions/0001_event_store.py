@@ -24,11 +24,76 @@ def _json() -> sa.types.TypeEngine[Any]:
 
 
 def _now() -> sa.TextClause:
-    # Recorded-at comes from the database clock at insert. On PostgreSQL the insert runs
-    # after the append lock is taken, so recorded-at never goes backwards as positions grow.
+    # Recorded-at comes from the database clock at insert. facta's appends set it
+    # themselves after taking the order lock; this default serves other inserts.
     if op.get_bind().dialect.name == "postgresql":
-        return sa.text("statement_timestamp()")
+        return sa.text("clock_timestamp()")
     return sa.text("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')")
+
+
+# The append, as one function call: see facta.eventstore.appenders for what it does and
+# why. Changing it later takes a new revision (CREATE OR REPLACE FUNCTION).
+_FACTA_APPEND = """
+CREATE FUNCTION facta_append(
+    stream_ids text[], stream_types text[], expected_versions int[], lock_key bigint,
+    actor text, correlation_id text, causation_id text,
+    event_streams int[], event_offsets int[], event_ids uuid[], event_types text[], schema_versions int[],
+    payloads text[], occurred timestamptz[],
+    snapshot_streams text[], snapshot_versions int[], snapshot_types text[], snapshot_states text[],
+    snapshot_schemas text[],
+    OUT appended bigint, OUT inserted_ids uuid[], OUT positions bigint[], OUT first_recorded_at timestamptz,
+    OUT head_versions int[], OUT head_types text[]
+) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
+BEGIN
+    WITH streams AS (
+        SELECT * FROM unnest($1, $2, $3) WITH ORDINALITY AS s(stream_id, stream_type, expected, k)
+    ),
+    heads AS MATERIALIZED (
+        SELECT s.k, s.stream_id, s.stream_type, s.expected,
+               coalesce(h.version, 0) AS version, h.stream_type AS actual_type
+        FROM streams s
+        LEFT JOIN LATERAL (
+            SELECT e.version, e.stream_type FROM facta_events e
+            WHERE e.stream_id = s.stream_id ORDER BY e.version DESC LIMIT 1
+        ) h ON true
+    ),
+    go AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock($4) AS locked
+        WHERE NOT EXISTS (
+            SELECT 1 FROM heads
+            WHERE (expected IS NOT NULL AND expected <> version)
+               OR (actual_type IS NOT NULL AND actual_type <> stream_type)
+        )
+    ),
+    inserted AS (
+        INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,
+                                  payload, occurred_at, recorded_at, actor, correlation_id, causation_id)
+        SELECT e.event_id, h.stream_id, h.stream_type, h.version + e.n, e.event_type, e.schema_version,
+               e.payload::jsonb, e.occurred_at, clock_timestamp(), $5, $6, $7
+        FROM go
+        CROSS JOIN unnest($8, $9, $10, $11, $12, $13, $14)
+             WITH ORDINALITY AS e(k, n, event_id, event_type, schema_version, payload, occurred_at, ord)
+        JOIN heads h ON h.k = e.k
+        ORDER BY e.ord
+        RETURNING facta_events.event_id, facta_events.position, facta_events.recorded_at
+    ),
+    snapshotted AS (
+        INSERT INTO facta_snapshots (stream_id, version, stream_type, state, state_schema)
+        SELECT x.stream_id, x.version, x.stream_type, x.state::jsonb, x.state_schema
+        FROM go
+        CROSS JOIN unnest($15, $16, $17, $18, $19) AS x(stream_id, version, stream_type, state, state_schema)
+        ON CONFLICT DO NOTHING
+    )
+    SELECT (SELECT count(*) FROM go),
+           (SELECT array_agg(i.event_id) FROM inserted i),
+           (SELECT array_agg(i.position) FROM inserted i),
+           (SELECT min(i.recorded_at) FROM inserted i),
+           (SELECT array_agg(h.version ORDER BY h.k) FROM heads h),
+           (SELECT array_agg(h.actual_type ORDER BY h.k) FROM heads h)
+    INTO appended, inserted_ids, positions, first_recorded_at, head_versions, head_types;
+END
+$fn$
+"""
 
 
 def upgrade() -> None:
@@ -56,8 +121,10 @@ def upgrade() -> None:
     op.create_index("ix_facta_events_recorded_at", "facta_events", ["recorded_at", "position"])
     op.create_index("ix_facta_events_type", "facta_events", ["event_type", "position"])
     op.create_index("ix_facta_events_stream_type", "facta_events", ["stream_type", "position"])
-    op.create_index("ix_facta_events_actor", "facta_events", ["actor", "position"])
-    op.create_index("ix_facta_events_correlation", "facta_events", ["correlation_id", "position"])
+    # Actor and correlation id are often NULL: index only the rows that have them.
+    for name, column in (("ix_facta_events_actor", "actor"), ("ix_facta_events_correlation", "correlation_id")):
+        present = sa.text(f"{column} IS NOT NULL")
+        op.create_index(name, "facta_events", [column, "position"], postgresql_where=present, sqlite_where=present)
 
     op.create_table(
         "facta_snapshots",
@@ -70,6 +137,7 @@ def upgrade() -> None:
     )
 
     if dialect == "postgresql":
+        op.execute(_FACTA_APPEND)
         op.execute(
             """
             CREATE FUNCTION facta_events_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -99,6 +167,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
+        op.execute("DROP FUNCTION facta_append")
         op.execute("DROP TRIGGER facta_events_no_truncate ON facta_events")
         op.execute("DROP TRIGGER facta_events_append_only ON facta_events")
         op.execute("DROP FUNCTION facta_events_reject_change()")

@@ -112,6 +112,24 @@ async def test_multi_stream_append_is_all_or_nothing(store: EventStore) -> None:
     assert [r.position for r in log] == sorted({r.position for r in log})
 
 
+async def test_positions_follow_versions_within_every_stream_of_a_batch(store: EventStore) -> None:
+    a, b, c = sid(), sid(), sid()
+    await store.append(b, "note", noted(2), expected_version=0)
+    results = await store.append_many([
+        StreamAppend(a, "note", noted(5), 0),
+        StreamAppend(b, "note", noted(3), 2),
+        StreamAppend(c, "note", noted(4), 0),
+    ])
+    for result, stream in zip(results, (a, b, c), strict=True):
+        records = await store.read_stream(stream)
+        assert [r.position for r in records][-len(result.positions):] == list(result.positions)
+        assert list(result.positions) == sorted(result.positions)
+        assert [r.version for r in records] == list(range(1, len(records) + 1))
+        assert [r.event.amount for r in records[-len(result.positions):]] == list(range(len(result.positions)))  # type: ignore[attr-defined]
+    batch_positions = [p for r in results for p in r.positions]
+    assert batch_positions == sorted(batch_positions), "a batch's events take positions in the order given"
+
+
 async def test_concurrent_appends_at_the_same_version_let_exactly_one_win(store: EventStore) -> None:
     stream = sid()
     await store.append(stream, "note", noted(1), expected_version=0)
