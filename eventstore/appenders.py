@@ -1,12 +1,11 @@
 """The append hot path, written once per dialect as plain SQL on the driver.
 
-An append is the hottest path in the store and the one that holds the log's order lock,
-so it bypasses SQLAlchemy's statement machinery (which cost more than the statements
+An append is the hottest path in the store, so it bypasses SQLAlchemy's statement machinery (which cost more than the statements
 themselves, see ARCHITECTURE.md) while everything else in the store uses Core.
 
 Both appenders take an :class:`AppendPlan` (validated and encoded before any I/O) and
 either return the new positions, raise :class:`Rejected` with the streams' current heads
-(a version or type mismatch: nothing was written, no lock was taken), or raise
+(a version or type mismatch: nothing was written), or raise
 :class:`LostRace` (a unique constraint fired: a concurrent writer won a version or an
 event id between the check and the insert; nothing was written).
 """
@@ -24,10 +23,12 @@ from facta.domain import PendingEvent
 
 from .records import AppendResult, Snapshot, StreamAppend
 
-__all__ = ["APPEND_LOCK_KEY", "AppendPlan", "LostRace", "Rejected", "append_postgres", "append_sqlite"]
+__all__ = ["WRITER_MARKER", "AppendPlan", "LostRace", "Rejected", "append_postgres", "append_sqlite"]
 
-# Key of the transaction-scoped advisory lock that orders appends on PostgreSQL ("facta").
-APPEND_LOCK_KEY = 0x6661637461
+# The advisory lock every append holds, shared, from before it takes sequence values
+# until it commits: the "writer in flight" marker readers wait on (see store.py). As a
+# two-key advisory lock it shows in pg_locks as classid 0x66616374 ("fact"), objid 1.
+WRITER_MARKER = (0x66616374, 1)
 
 
 class Rejected(Exception):
@@ -69,17 +70,16 @@ class AppendPlan:
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 #
-# One autocommit call of facta_append() (created by migration 0001) does the
-# whole append. It reads each stream's head, takes the order lock only if every expected
-# version and stream type matches, inserts the events (and any snapshots), and reports
-# the heads either way. The lock is taken right before the insert takes its sequence
-# values and is released by the commit that ends the call: no network round trip happens
-# while it is held. recorded_at is clock_timestamp() read per row after the lock (the
-# statement's own timestamp predates the lock), so it never goes backwards along the log.
-# The function runs with plan_cache_mode = force_generic_plan: PostgreSQL otherwise
-# re-plans the statement for every call, which cost more than executing it.
+# One autocommit call of facta_append() (created by migration 0001) does the whole
+# append. It takes the shared writer marker first, reads each stream's head, inserts the
+# events (and any snapshots) only if every expected version and stream type matches, and
+# reports the heads either way. Writers never wait for each other (except two racing for
+# the same stream version), so their commits share WAL flushes; readers hold the log's
+# order instead (EventStore.read_log). The function runs with plan_cache_mode =
+# force_generic_plan: PostgreSQL otherwise re-plans the statement for every call, which
+# cost more than executing it.
 
-_POSTGRES_APPEND = "SELECT * FROM facta_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+_POSTGRES_APPEND = "SELECT * FROM facta_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
 
 
 def _postgres_args(plan: AppendPlan) -> list[Any]:
@@ -104,7 +104,6 @@ def _postgres_args(plan: AppendPlan) -> list[Any]:
         [s.stream_id for s in plan.streams],
         [s.stream_type for s in plan.streams],
         [s.expected_version for s in plan.streams],
-        APPEND_LOCK_KEY,
         plan.actor,
         plan.correlation_id,
         plan.causation_id,

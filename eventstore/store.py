@@ -1,19 +1,31 @@
 """The permanent event store: appends with optimistic concurrency, stream and log reads.
 
-Global order. Every event gets an integer ``position``. On PostgreSQL a sequence value is
-taken at insert time but becomes visible at commit time, so two writers could make a
-later position visible before an earlier one, and a reader tailing the log would skip the
-earlier one for good. facta closes that gap with a transaction-scoped advisory lock,
-taken inside the append statement right before its insert takes sequence values and
-released by the commit that ends it: positions are taken and made visible in one order.
-On SQLite, writers queue for the file's write lock with ``BEGIN IMMEDIATE``, which gives
-the same order. The appends themselves live in :mod:`.appenders`; ARCHITECTURE.md
-explains the choice; tests/eventstore/test_log_torture.py (the torture test and a
-deterministic lock test) proves it.
+Global order. Every event gets an integer ``position``, and a reader that tails the log
+with :meth:`EventStore.read_log` never skips one.
+
+On PostgreSQL a sequence value is taken at insert time but becomes visible at commit
+time: writer A takes 10, writer B takes 11 and commits first, and a naive reader sees 11,
+moves past 10, and never sees it. facta lets writers commit concurrently and makes the
+reader wait instead. Every append holds a shared advisory lock, the writer marker, from
+before it takes positions until it ends. ``read_log`` only returns positions up to a
+*settled horizon*: it reads ``max(position)`` = M, lists the transactions holding the
+marker at that moment, waits until exactly those have ended, and then reads with a new
+snapshot. Any position below M was taken before M's writer took M (a sequence only goes
+up), so its writer held the marker before M committed: it had ended by the time the
+marker was listed, or it was listed and waited for. Either way it is committed (and
+visible to the new snapshot) or rolled back (a gap that can never fill). The wait is
+bounded by the appends in flight at that moment; nothing else holds the marker.
+
+On SQLite, writers queue for the file's write lock with ``BEGIN IMMEDIATE``, so positions
+are taken and made visible in one order and no horizon is needed.
+
+ARCHITECTURE.md explains the choice; tests/eventstore/test_log_torture.py (a torture
+test with 8 writer processes and a deterministic in-flight-writer test) proves it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
@@ -25,7 +37,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 
-from .appenders import APPEND_LOCK_KEY, AppendPlan, LostRace, Rejected, append_postgres, append_sqlite
+from .appenders import WRITER_MARKER, AppendPlan, LostRace, Rejected, append_postgres, append_sqlite
 from .database import Database, database_url_from_env
 from .errors import (
     ConcurrencyError,
@@ -37,7 +49,7 @@ from .errors import StreamTypeMismatch as _StreamTypeMismatch
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .schema import events, snapshots
 
-__all__ = ["APPEND_LOCK_KEY", "EventStore"]
+__all__ = ["EventStore"]
 
 _MAX_ANY_VERSION_RETRIES = 5
 
@@ -55,6 +67,8 @@ class EventStore:
         self._postgres = database.dialect == "postgresql"
         payload = cast(events.c.payload, Text).label("payload") if self._postgres else events.c.payload
         self._columns = [payload if c.name == "payload" else c for c in events.c]
+        # PostgreSQL: every position at or below this is committed or will never exist.
+        self._horizon = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -271,14 +285,42 @@ class EventStore:
         stream_types: Sequence[str] | None = None,
     ) -> list[RecordedEvent]:
         """Up to ``limit`` events of the global log with position > ``after``, in order,
-        optionally only those of some event types or stream types."""
-        query = self._select().where(events.c.position > after)
+        optionally only those of some event types or stream types.
+
+        Tailing the log with this never skips an event: a later call returns nothing
+        that sorts before what an earlier call returned.
+        """
+        query = self._select()
         if event_types is not None:
             query = query.where(events.c.event_type.in_(list(event_types)))
         if stream_types is not None:
             query = query.where(events.c.stream_type.in_(list(stream_types)))
-        query = query.order_by(events.c.position).limit(limit)
-        return await self._fetch(query)
+        if not self._postgres:
+            return await self._fetch(query.where(events.c.position > after).order_by(events.c.position).limit(limit))
+        records: list[RecordedEvent] = []
+        settled = self._horizon
+        if settled > after:
+            records = await self._fetch(_log_slice(query, after, settled, limit))
+        if len(records) < limit:
+            newer = await self._settle_horizon()
+            start = max(after, settled)
+            if newer > start:
+                records += await self._fetch(_log_slice(query, start, newer, limit - len(records)))
+        return records
+
+    async def _settle_horizon(self) -> int:
+        """Advance and return the settled horizon (see the module's docstring)."""
+        async with self.database.driver_connection() as conn:
+            head = int(await conn.fetchval(_PG_HEAD))
+            if head > self._horizon:
+                in_flight = await conn.fetchval(_PG_MARKER_HOLDERS, *WRITER_MARKER, None)
+                delay = 0.0002
+                while in_flight:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    in_flight = await conn.fetchval(_PG_MARKER_HOLDERS, *WRITER_MARKER, in_flight)
+                self._horizon = max(self._horizon, head)
+        return self._horizon
 
     async def iter_log(
         self,
@@ -310,7 +352,9 @@ class EventStore:
         return head[stream_id][0] if stream_id in head else None
 
     async def head_position(self) -> int:
-        """The highest position in the log; 0 when the log is empty."""
+        """The highest position a reader can read up to now; 0 when the log is empty."""
+        if self._postgres:
+            return await self._settle_horizon()
         return int(await self.database.read(_scalar, select(func.coalesce(func.max(events.c.position), 0))))
 
     async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
@@ -351,6 +395,22 @@ _HEADS_OF_MANY = (
 _STORED_BY_ID = select(
     events.c.event_id, events.c.stream_id, events.c.version, events.c.position, events.c.recorded_at
 ).where(events.c.event_id.in_(bindparam("event_ids", expanding=True)))
+
+
+_PG_HEAD = "SELECT coalesce(max(position), 0) FROM facta_events"
+# The transactions holding the writer marker in this database (of those in $3, if given).
+_PG_MARKER_HOLDERS = """
+SELECT array_agg(virtualtransaction) FROM pg_locks
+WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND ($3::text[] IS NULL OR virtualtransaction = ANY($3::text[]))
+"""
+
+
+def _log_slice(query: Select[Any], after: int, upto: int, limit: int) -> Select[Any]:
+    return (
+        query.where(events.c.position > after, events.c.position <= upto).order_by(events.c.position).limit(limit)
+    )
 
 
 def _all_rows(conn: Connection, query: Select[Any]) -> Sequence[Any]:

@@ -24,8 +24,8 @@ def _json() -> sa.types.TypeEngine[Any]:
 
 
 def _now() -> sa.TextClause:
-    # Recorded-at comes from the database clock at insert. facta's appends set it
-    # themselves after taking the order lock; this default serves other inserts.
+    # Recorded-at comes from the database clock at insert (facta's appends set it to the
+    # same clock themselves; this default serves other inserts).
     if op.get_bind().dialect.name == "postgresql":
         return sa.text("clock_timestamp()")
     return sa.text("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')")
@@ -35,7 +35,7 @@ def _now() -> sa.TextClause:
 # why. Changing it later takes a new revision (CREATE OR REPLACE FUNCTION).
 _FACTA_APPEND = """
 CREATE FUNCTION facta_append(
-    stream_ids text[], stream_types text[], expected_versions int[], lock_key bigint,
+    stream_ids text[], stream_types text[], expected_versions int[],
     actor text, correlation_id text, causation_id text,
     event_streams int[], event_offsets int[], event_ids uuid[], event_types text[], schema_versions int[],
     payloads text[], occurred timestamptz[],
@@ -45,6 +45,9 @@ CREATE FUNCTION facta_append(
     OUT head_versions int[], OUT head_types text[]
 ) LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
 BEGIN
+    -- The writer-in-flight marker, taken before any sequence value: readers wait for the
+    -- holders they see before reading past the log's head (facta.eventstore.store).
+    PERFORM pg_advisory_xact_lock_shared(1717658484, 1);
     WITH streams AS (
         SELECT * FROM unnest($1, $2, $3) WITH ORDINALITY AS s(stream_id, stream_type, expected, k)
     ),
@@ -58,7 +61,7 @@ BEGIN
         ) h ON true
     ),
     go AS MATERIALIZED (
-        SELECT pg_advisory_xact_lock($4) AS locked
+        SELECT true AS ok
         WHERE NOT EXISTS (
             SELECT 1 FROM heads
             WHERE (expected IS NOT NULL AND expected <> version)
@@ -69,9 +72,9 @@ BEGIN
         INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,
                                   payload, occurred_at, recorded_at, actor, correlation_id, causation_id)
         SELECT e.event_id, h.stream_id, h.stream_type, h.version + e.n, e.event_type, e.schema_version,
-               e.payload::jsonb, e.occurred_at, clock_timestamp(), $5, $6, $7
+               e.payload::jsonb, e.occurred_at, clock_timestamp(), $4, $5, $6
         FROM go
-        CROSS JOIN unnest($8, $9, $10, $11, $12, $13, $14)
+        CROSS JOIN unnest($7, $8, $9, $10, $11, $12, $13)
              WITH ORDINALITY AS e(k, n, event_id, event_type, schema_version, payload, occurred_at, ord)
         JOIN heads h ON h.k = e.k
         ORDER BY e.ord
@@ -81,7 +84,7 @@ BEGIN
         INSERT INTO facta_snapshots (stream_id, version, stream_type, state, state_schema)
         SELECT x.stream_id, x.version, x.stream_type, x.state::jsonb, x.state_schema
         FROM go
-        CROSS JOIN unnest($15, $16, $17, $18, $19) AS x(stream_id, version, stream_type, state, state_schema)
+        CROSS JOIN unnest($14, $15, $16, $17, $18) AS x(stream_id, version, stream_type, state, state_schema)
         ON CONFLICT DO NOTHING
     )
     SELECT (SELECT count(*) FROM go),

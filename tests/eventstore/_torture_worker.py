@@ -19,6 +19,7 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 from facta.domain import DomainEvent, PendingEvent
+from facta.eventstore.appenders import AppendPlan, LostRace, Rejected, append_postgres
 from facta.eventstore.errors import ConcurrencyError
 from facta.eventstore.records import AppendResult, StreamAppend
 from facta.eventstore.store import EventStore
@@ -39,6 +40,7 @@ class WriterPlan:
     shared_streams: int
     seed: int
     out_path: str
+    slow_commits: bool = False
 
 
 def shared_stream(n: int) -> str:
@@ -105,13 +107,40 @@ async def _write(plan: WriterPlan, ready: Queue[int], start: Event, log: list[di
             if rng.random() < 0.5:
                 await asyncio.sleep(rng.random() * 0.003)  # think time widens the race window
             try:
-                results = await store.append_many(appends)
+                if plan.slow_commits and rng.random() < 0.25:
+                    results = await _append_with_slow_commit(store, appends, rng)
+                else:
+                    results = await store.append_many(appends)
             except ConcurrencyError as exc:
                 log.append({"kind": "rejected", "conflict_on": exc.stream_id, "streams": _describe(appends, None)})
                 continue
             described = _describe(appends, results)
             log.append({"kind": "ok", "streams": described})
             last_ok = (appends, described)
+
+
+async def _append_with_slow_commit(store: EventStore, appends: list[StreamAppend], rng: random.Random) -> list[AppendResult]:
+    """PostgreSQL: facta's own append (facta_append), run inside an explicit transaction
+    that waits a few milliseconds before COMMIT. This stands in for a commit whose WAL
+    flush stalls: the append holds its positions, invisible, while later appends commit
+    around it, which is the moment a tailing reader could skip it."""
+    plan = AppendPlan(
+        streams=appends,
+        pending=[[e for e in a.events if isinstance(e, PendingEvent)] for a in appends],
+        payloads=[[e.event.model_dump_json() for e in a.events if isinstance(e, PendingEvent)] for a in appends],
+        actor=None, correlation_id=None, causation_id=None, snapshots=(),
+    )
+    async with store.database.driver_connection() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            results = await append_postgres(conn, plan)
+        except (Rejected, LostRace):
+            await tx.rollback()
+            raise ConcurrencyError(appends[0].stream_id, appends[0].expected_version or 0, -1) from None
+        await asyncio.sleep(rng.random() * 0.006)
+        await tx.commit()
+    return results
 
 
 def _describe(appends: list[StreamAppend], results: list[AppendResult] | None) -> list[dict[str, Any]]:

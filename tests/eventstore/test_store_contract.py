@@ -259,12 +259,6 @@ async def test_every_event_records_its_metadata(store: EventStore) -> None:
     assert record.event == Noted(text="hello", amount=7)
 
 
-async def test_recorded_at_never_goes_backwards_along_the_log(store: EventStore) -> None:
-    await asyncio.gather(*(store.append(sid(), "note", noted(2), expected_version=0) for _ in range(20)))
-    times = [r.recorded_at for r in await store.read_log(limit=1000)]
-    assert times == sorted(times)
-
-
 # -- stream reads ----------------------------------------------------------------------------------
 
 
