@@ -155,7 +155,7 @@ _SQLITE_SNAPSHOT = (
 
 
 def sqlite_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[AppendResult]:
@@ -174,10 +174,18 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
         raise Rejected(heads)
     now = datetime.now(UTC)
     recorded = sqlite_time(now)
+    times: dict[datetime, str] = {}  # events of one call often share their occurred-at
+
+    def occurred(value: datetime) -> str:
+        text = times.get(value)
+        if text is None:
+            text = times[value] = sqlite_time(value)
+        return text
+
     rows = [
         (
             p.event_id.hex, stream.stream_id, stream.stream_type, start + n, p.event.event_type,
-            p.event.schema_version, payload, sqlite_time(p.occurred_at), recorded,
+            p.event.schema_version, payload, occurred(p.occurred_at), recorded,
             plan.actor, plan.correlation_id, plan.causation_id,
         )
         for stream, pending, encoded, start in zip(plan.streams, plan.pending, plan.payloads, starts, strict=True)

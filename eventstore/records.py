@@ -46,8 +46,10 @@ class RecordedEvent:
         return hash(self.event_id)
 
 
-def as_pending(event: DomainEvent | PendingEvent) -> PendingEvent:
-    return event if isinstance(event, PendingEvent) else PendingEvent(event)
+def as_pending(event: DomainEvent | PendingEvent, occurred_at: datetime) -> PendingEvent:
+    """``event`` itself if it is pending already; else a new pending event with a fresh id
+    that occurred at ``occurred_at`` (the moment it was handed to the store)."""
+    return event if isinstance(event, PendingEvent) else PendingEvent(event, uuid.uuid4(), occurred_at)
 
 
 @dataclass(frozen=True, slots=True)

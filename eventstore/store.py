@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select
@@ -156,7 +157,8 @@ class EventStore:
         whose events are all stored already (a retry) writes nothing and returns the
         original positions.
         """
-        batch = [(a, [as_pending(e) for e in a.events]) for a in appends]
+        now = datetime.now(UTC)
+        batch = [(a, [as_pending(e, now) for e in a.events]) for a in appends]
         _validate(batch)
         plan = AppendPlan(
             streams=[a for a, _ in batch],
