@@ -125,9 +125,7 @@ async def migrate(url: str) -> None:
     """Create facta's schema the only supported way: the migrations."""
     db = Database.create(url)
     try:
-        # facta.migrations.upgrade takes the Database (older trees: its writer engine).
-        writer = getattr(db, "writer", None)
-        await migrations.upgrade(writer if writer is not None else db)  # type: ignore[arg-type]
+        await migrations.upgrade(db)
     finally:
         await db.dispose()
 

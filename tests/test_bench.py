@@ -1,0 +1,25 @@
+"""The benchmarks still run: a quick smoke run of each (its figures are not checked)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
+    pytest.importorskip("eventsourcing")
+    backend = "all" if postgres_available else "sqlite"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "append.py"), "--quick", "--backend", backend],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for workload in ("(a) 1,000 events/tx", "(b) 1 event/tx"):
+        assert workload in result.stdout
+    assert result.stdout.count("facta/raw") >= 1 and "facta " in result.stdout
