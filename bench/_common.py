@@ -23,7 +23,6 @@ import psycopg
 
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry
-from facta.eventstore.database import Database
 
 __all__ = [
     "BENCH_REGISTRY",
@@ -123,11 +122,7 @@ def fresh_database(backend: str, label: str) -> Fresh:
 
 async def migrate(url: str) -> None:
     """Create facta's schema the only supported way: the migrations."""
-    db = Database.create(url)
-    try:
-        await migrations.upgrade(db)
-    finally:
-        await db.dispose()
+    await migrations.upgrade_url(url)
 
 
 # -- facts and results ------------------------------------------------------------------

@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -373,14 +373,22 @@ def _single_raw_sqlite(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing
             return
 
     try:
-        one(rows[0])
-        barrier.wait(BARRIER_TIMEOUT)
-        t0 = time.perf_counter()
-        for row in rows[1:]:
-            one(row)
-        return t0, time.perf_counter(), len(rows) - 1, retries
+        return (*_timed(one, rows, barrier), retries)
     finally:
         conn.close()
+
+
+T = TypeVar("T")
+
+
+def _timed(one: Callable[[T], None], items: Sequence[T], barrier: Any) -> tuple[float, float, int]:
+    """Write the first item untimed (warm-up), meet the other writers, time the rest."""
+    one(items[0])
+    barrier.wait(BARRIER_TIMEOUT)
+    t0 = time.perf_counter()
+    for item in items[1:]:
+        one(item)
+    return t0, time.perf_counter(), len(items) - 1
 
 
 def _single_es(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
@@ -399,12 +407,7 @@ def _single_es(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
                 retries += 1
 
     try:
-        one(batches[0])
-        barrier.wait(BARRIER_TIMEOUT)
-        t0 = time.perf_counter()
-        for batch in batches[1:]:
-            one(batch)
-        return t0, time.perf_counter(), len(batches) - 1, retries
+        return (*_timed(one, batches, barrier), retries)
     finally:
         datastore.close()
 

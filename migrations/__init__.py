@@ -57,3 +57,14 @@ async def upgrade(database: Database, revision: str = "head") -> None:
 async def current(database: Database) -> str | None:
     """The revision the database is at, or None when facta's schema is not there."""
     return await database.read(_current)
+
+
+async def upgrade_url(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision``, connecting just for that."""
+    from facta.eventstore.database import Database  # the store imports this package
+
+    database = Database.create(url)
+    try:
+        await upgrade(database, revision)
+    finally:
+        await database.dispose()

@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from facta import migrations
-from facta.eventstore.database import Database
 from facta.eventstore.store import EventStore
 
 POSTGRES_ADMIN = os.environ.get("FACTA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -65,11 +64,7 @@ def backend_url(request: pytest.FixtureRequest) -> str:
 
 
 async def migrate(url: str) -> None:
-    db = Database.create(url)
-    try:
-        await migrations.upgrade(db)
-    finally:
-        await db.dispose()
+    await migrations.upgrade_url(url)
 
 
 @pytest.fixture
