@@ -101,3 +101,11 @@ snapshots = Table(
     Column("state_schema", String(200), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
 )
+
+relay_checkpoints = Table(
+    "facta_relay_checkpoints",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", POSITION_TYPE, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)

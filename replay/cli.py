@@ -173,6 +173,167 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
             click.echo(f"  {driver}  EUR {amount / 100:,.2f}")
 
 
+# -- dev ------------------------------------------------------------------------------------
+
+
+# -- relay ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def relay() -> None:
+    """Stream the store's events to Kafka (outbox relay)."""
+
+
+def kafka_option(fn: F) -> F:
+    return click.option(
+        "--kafka-bootstrap",
+        envvar="FACTA_KAFKA_BOOTSTRAP",
+        default=None,
+        help="Kafka bootstrap servers, host:port[,host:port] (env: FACTA_KAFKA_BOOTSTRAP).",
+    )(fn)
+
+
+def _relay_config(kafka_bootstrap: str | None, **options: Any) -> Any:
+    from facta.eventstore.relay import RelayConfig, RelayError
+
+    if not kafka_bootstrap:
+        raise RelayError("no Kafka bootstrap address: set FACTA_KAFKA_BOOTSTRAP or pass --kafka-bootstrap")
+    return RelayConfig(bootstrap=kafka_bootstrap, **options)
+
+
+@relay.command("run")
+@database_option
+@kafka_option
+@click.option("--once", is_flag=True, help="Publish until caught up, then exit 0.")
+@click.option("--name", default="default", show_default=True, help="Relay name (one checkpoint and lock each).")
+@click.option("--topic-prefix", default="facta", show_default=True, help="Topics are <prefix>.<stream type>.")
+@click.option("--partitions", default=3, show_default=True, type=click.IntRange(1, 10_000),
+              help="Partitions of topics the relay creates.")
+@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1, 100))
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--no-idempotence", is_flag=True, help="Turn off the idempotent producer (brokers that lack it).")
+@click.option("--kafka-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
+              help="With --once: give up after Kafka was unreachable this many seconds.")
+@click.option("-v", "--verbose", is_flag=True, help="With --once: log progress and retries too.")
+@_async_command
+async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, name: str, topic_prefix: str,
+                    partitions: int, replication_factor: int, batch_size: int, no_idempotence: bool,
+                    kafka_timeout: float, verbose: bool) -> None:
+    """Publish every stored event to Kafka, from the relay's checkpoint on.
+
+    Runs until SIGINT or SIGTERM (finishing the page in flight), or with --once until
+    caught up. A second relay on the same store waits and takes over when the first stops.
+
+    \b
+    Examples:
+      facta relay run --kafka-bootstrap 127.0.0.1:9092
+      FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta relay run --once
+    """
+    import logging
+    import signal
+
+    from facta.eventstore import EventStore
+    from facta.eventstore.relay import Relay
+
+    config = _relay_config(kafka_bootstrap, name=name, topic_prefix=topic_prefix, partitions=partitions,
+                           replication_factor=replication_factor, batch_size=batch_size,
+                           idempotence=not no_idempotence)
+    # A long-running relay logs what it does and waits for; --once stays quiet unless asked,
+    # so a mistake ends in one line. aiokafka's connection noise repeats facta's own warning.
+    logging.basicConfig(level=logging.INFO if verbose or not once else logging.ERROR,
+                        format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with await EventStore.open(database_url) as store:
+        published = await Relay(store, config).run(
+            once=once, stop=stop, give_up_after=kafka_timeout if once else None
+        )
+    click.echo(f"relay {name!r}: published {published} events", err=True)
+
+
+@relay.command("status")
+@database_option
+@click.option("--name", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_async_command
+async def relay_status(database_url: str, name: str, as_json: bool) -> None:
+    """Show the relay's checkpoint, the log's head and the lag (events not yet published)."""
+    from facta.eventstore import EventStore
+    from facta.eventstore.relay import Relay, RelayConfig
+
+    async with await EventStore.open(database_url) as store:
+        status = await Relay(store, RelayConfig(bootstrap="unused:0", name=name)).status()
+    if as_json:
+        click.echo(json.dumps({
+            "name": status.name, "checkpoint": status.checkpoint, "head": status.head, "lag": status.lag,
+            "updated_at": status.updated_at.isoformat() if status.updated_at else None,
+        }))
+    else:
+        updated = status.updated_at.isoformat() if status.updated_at else "never"
+        click.echo(f"relay {status.name!r}: checkpoint {status.checkpoint}, head {status.head}, "
+                   f"lag {status.lag} events, updated {updated}")
+
+
+@cli.group()
+def dev() -> None:
+    """Tools for development: a local Kafka-protocol broker."""
+
+
+@dev.command("broker")
+@click.option("--kind", type=click.Choice(["noida", "tansu"]), default="noida", show_default=True,
+              help="noida-db (keeps data on disk) or Tansu (memory only).")
+@click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=".facta-broker", show_default=True,
+              help="Where the broker keeps its data and its log.")
+def dev_broker(kind: str, port: int, data_dir: str) -> None:
+    """Run a Kafka-protocol broker in the foreground until Ctrl-C.
+
+    \b
+    Examples:
+      facta dev broker
+      facta dev broker --kind tansu --port 19092
+    """
+    import signal
+    import threading
+
+    from .devbroker import BrokerError, port_is_free, start_broker
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if not port_is_free(port):
+            raise BrokerError(f"port {port} on 127.0.0.1 is in use: pick another with --port")
+        broker = start_broker("noida" if kind == "noida" else "tansu", data_dir=data_dir, port=port)
+    except FactaError as exc:
+        click.echo(f"facta: error: {exc}", err=True)
+        sys.exit(1)
+    try:
+        keeps = "keeps data in" if broker.keeps_data else "keeps data in memory only; logs to"
+        click.echo(f"{kind} broker listening on {broker.bootstrap} (pid {broker.pid}; {keeps} {data_dir})")
+        click.echo(f"export FACTA_KAFKA_BOOTSTRAP={broker.bootstrap}")
+        click.echo("press Ctrl-C to stop", err=True)
+        while not stop.wait(0.2):
+            if not broker.running:
+                click.echo(f"facta: error: the {kind} broker exited with code {broker.returncode} "
+                           f"(log: {broker.log_path})", err=True)
+                sys.exit(1)
+    finally:
+        code = broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"{kind} broker stopped (exit code {code})", err=True)
+
+
 def main() -> None:
     cli(prog_name="facta")
 

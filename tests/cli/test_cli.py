@@ -32,9 +32,10 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> N
 def test_help_lists_commands_and_every_command_has_help() -> None:
     top = facta("--help")
     assert top.returncode == 0
-    for name in ("demo", "db"):
+    for name in ("demo", "db", "relay", "dev"):
         assert name in top.stdout
-    for command in (["demo"], ["db"], ["db", "upgrade"], ["db", "current"]):
+    for command in (["demo"], ["db"], ["db", "upgrade"], ["db", "current"], ["relay"], ["relay", "run"],
+                    ["relay", "status"], ["dev"], ["dev", "broker"]):
         result = facta(*command, "--help")
         assert result.returncode == 0 and "Usage: facta" in result.stdout, command
     assert facta("--version").stdout.strip().startswith("facta, version ")
@@ -43,11 +44,11 @@ def test_help_lists_commands_and_every_command_has_help() -> None:
 def test_db_upgrade_then_current(tmp_path: Path, postgres_url: str) -> None:
     for url in (f"sqlite:///{tmp_path / 'x.db'}", postgres_url):
         before = facta("db", "current", "--json", "--database-url", url)
-        assert json.loads(before.stdout) == {"current": None, "head": "0001", "up_to_date": False}
+        assert json.loads(before.stdout) == {"current": None, "head": "0002", "up_to_date": False}
         first = facta("db", "upgrade", "--database-url", url)
-        assert first.returncode == 0 and "upgraded from nothing to revision 0001" in first.stdout
+        assert first.returncode == 0 and "upgraded from nothing to revision 0002" in first.stdout
         again = facta("db", "upgrade", "--database-url", url)
-        assert again.returncode == 0 and "already at revision 0001" in again.stdout
+        assert again.returncode == 0 and "already at revision 0002" in again.stdout
         assert json.loads(facta("db", "current", "--json", "--database-url", url).stdout)["up_to_date"] is True
 
 
@@ -67,6 +68,21 @@ def test_database_url_comes_from_the_environment(tmp_path: Path) -> None:
 ])
 def test_bad_database_urls_give_one_line(url: str, needles: list[str]) -> None:
     one_line_error(facta("db", "upgrade", "--database-url", url), *needles)
+
+
+def test_relay_without_or_with_a_bad_bootstrap_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    assert facta("db", "upgrade", "--database-url", url).returncode == 0
+    one_line_error(facta("relay", "run", "--once", "--database-url", url), "no Kafka bootstrap address")
+    one_line_error(facta("relay", "run", "--once", "--database-url", url, "--kafka-bootstrap", "nohost"),
+                   "invalid Kafka bootstrap address 'nohost'")
+    one_line_error(
+        facta("relay", "run", "--once", "--database-url", url, "--kafka-bootstrap", "127.0.0.1:1",
+              "--kafka-timeout", "0.5"),
+        "cannot reach Kafka at 127.0.0.1:1",
+    )
+    status = facta("relay", "status", "--json", "--database-url", url)
+    assert json.loads(status.stdout)["lag"] == 0
 
 
 def test_usage_errors_exit_2() -> None:

@@ -27,6 +27,7 @@ from facta.eventstore import (
     StreamTypeMismatch,
 )
 from facta.eventstore.schema import events as events_table
+from facta.eventstore.schema import relay_checkpoints as relay_checkpoints_table
 from facta.eventstore.schema import snapshots as snapshots_table
 
 
@@ -341,10 +342,12 @@ async def test_upcasting_chain_v1_to_v3_on_read(migrated_url: str) -> None:
 async def test_core_tables_match_the_migrated_schema(store: EventStore) -> None:
     def columns(sync_conn: object) -> dict[str, list[str]]:
         insp = inspect(sync_conn)
-        return {t: [c["name"] for c in insp.get_columns(t)] for t in ("facta_events", "facta_snapshots")}
+        return {t: [c["name"] for c in insp.get_columns(t)]
+                for t in ("facta_events", "facta_snapshots", "facta_relay_checkpoints")}
 
     actual = await store.database.read(columns)
     assert actual == {
         "facta_events": [c.name for c in events_table.c],
         "facta_snapshots": [c.name for c in snapshots_table.c],
+        "facta_relay_checkpoints": [c.name for c in relay_checkpoints_table.c],
     }

@@ -1,0 +1,447 @@
+"""The relay: streams every stored event to Kafka, with outbox semantics.
+
+The store is the outbox. The relay reads the global log from its own checkpoint (kept in
+``facta_relay_checkpoints``), publishes a page of events, waits until the broker has
+acknowledged every record of it, and only then moves the checkpoint past the page. So an
+event reaches Kafka if and only if it committed in the store (the log holds nothing
+else), delivery is at least once (a crash between the acknowledgements and the
+checkpoint republishes that page; the event id header is the dedupe key), and a broker
+outage delays publishing but never loses anything.
+
+Records: key = stream id (so one aggregate's events share a partition, in order), value =
+the event's JSON payload, headers = the metadata (see :func:`kafka_record`), timestamp =
+recorded-at. Topics: one per stream type under a prefix (``facta.ride``), created with the
+configured partitions and replication factor when missing; a custom router may map a
+record to any topic.
+
+One relay is active per store and relay name: the others wait on a lock (a PostgreSQL
+session advisory lock, or a file lock beside a SQLite database) and take over when the
+active one dies, from its last checkpoint.
+
+Waking up: the relay polls the log every ``poll_interval`` seconds when idle. It does
+not use LISTEN/NOTIFY: a notifying transaction takes a database-wide lock at commit,
+which would serialise every append's commit again (ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from .errors import StoreError
+from .records import RecordedEvent
+from .schema import events, relay_checkpoints
+from .store import EventStore
+
+__all__ = ["Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "topic_per_stream_type"]
+
+log = logging.getLogger("facta.relay")
+
+Router = Callable[[RecordedEvent], str]
+
+
+class RelayError(StoreError):
+    """The relay cannot go on: a record was rejected, or its configuration is wrong."""
+
+
+def topic_per_stream_type(prefix: str) -> Router:
+    """The default router: ``<prefix>.<stream type>``, e.g. ``facta.ride``."""
+
+    def route(record: RecordedEvent) -> str:
+        return f"{prefix}.{record.stream_type}"
+
+    return route
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """How a relay publishes. ``idempotence`` turns on the idempotent producer (and with
+    it acks=all); turn it off only for brokers that lack it."""
+
+    bootstrap: str
+    name: str = "default"
+    topic_prefix: str = "facta"
+    partitions: int = 3
+    replication_factor: int = 1
+    router: Router | None = None
+    batch_size: int = 1000
+    idempotence: bool = True
+    acks: str = "all"
+    compression: str | None = None
+    poll_interval: float = 0.02
+    max_backoff: float = 5.0
+    request_timeout_ms: int = 15_000
+    lock_poll_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap or not isinstance(self.bootstrap, str):
+            raise RelayError(f"invalid Kafka bootstrap address {self.bootstrap!r}: expected host:port[,host:port]")
+        for part in self.bootstrap.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise RelayError(f"invalid Kafka bootstrap address {self.bootstrap!r}: expected host:port[,host:port]")
+        if self.batch_size < 1 or self.partitions < 1 or self.replication_factor < 1:
+            raise RelayError(
+                f"relay {self.name!r}: batch size, partitions and replication factor must be >= 1"
+            )
+
+    def route(self, record: RecordedEvent) -> str:
+        return (self.router or topic_per_stream_type(self.topic_prefix))(record)
+
+
+@dataclass(frozen=True)
+class RelayStatus:
+    name: str
+    checkpoint: int
+    head: int
+    lag: int
+    updated_at: datetime | None
+
+
+def kafka_record(record: RecordedEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]], int]:
+    """The Kafka key, value, headers and timestamp (ms) of a stored event.
+
+    Headers (UTF-8 text): ``event-type``, ``schema-version``, ``event-id``, ``stream-id``,
+    ``stream-type``, ``stream-version``, ``position``, ``occurred-at``, ``recorded-at``
+    (ISO 8601, UTC), and ``actor``, ``correlation-id``, ``causation-id`` when present.
+    """
+    headers = [
+        ("event-type", record.event_type.encode()),
+        ("schema-version", str(record.schema_version).encode()),
+        ("event-id", str(record.event_id).encode()),
+        ("stream-id", record.stream_id.encode()),
+        ("stream-type", record.stream_type.encode()),
+        ("stream-version", str(record.version).encode()),
+        ("position", str(record.position).encode()),
+        ("occurred-at", record.occurred_at.isoformat().encode()),
+        ("recorded-at", record.recorded_at.isoformat().encode()),
+    ]
+    for name, value in (("actor", record.actor), ("correlation-id", record.correlation_id),
+                        ("causation-id", record.causation_id)):
+        if value is not None:
+            headers.append((name, value.encode()))
+    timestamp_ms = int(record.recorded_at.timestamp() * 1000)
+    return record.stream_id.encode(), record.payload.encode(), headers, timestamp_ms
+
+
+class _Transient(Exception):
+    """Kafka is unreachable or slow: back off and publish the page again."""
+
+
+class Relay:
+    """Publishes the store's log to Kafka. ``run()`` until stopped, or ``run(once=True)``
+    to publish until caught up."""
+
+    def __init__(self, store: EventStore, config: RelayConfig) -> None:
+        self.store = store
+        self.config = config
+        self._lock = _active_lock(store, config.name)
+        self._topics: set[str] = set()
+
+    # -- status -------------------------------------------------------------------------
+
+    async def status(self) -> RelayStatus:
+        row = await self.store.database.read(_checkpoint_row, self.config.name)
+        checkpoint, updated = (row[0], row[1]) if row is not None else (0, None)
+        head = await self.store.head_position()
+        lag = int(await self.store.database.read(_count_after, checkpoint))
+        return RelayStatus(self.config.name, checkpoint, head, lag, updated)
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run(
+        self, *, once: bool = False, stop: asyncio.Event | None = None, give_up_after: float | None = None
+    ) -> int:
+        """Publish until ``stop`` is set (or, with ``once``, until caught up). Returns the
+        number of events published. Raises :class:`RelayError` when Kafka rejects a record,
+        or when Kafka stays unreachable for ``give_up_after`` seconds (default: never)."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        failing_since: float | None = None
+        if not await self._lock.acquire(stop, self.config.lock_poll_interval):
+            return 0
+        producer: Any = None
+        published = 0
+        backoff = 0.1
+        try:
+            checkpoint = await self._checkpoint()
+            log.info("relay %r publishing from position %d to %s", self.config.name, checkpoint, self.config.bootstrap)
+            page: list[RecordedEvent] = []
+            while not stop.is_set():
+                try:
+                    if producer is None:  # connect first, so a bad broker shows before any work
+                        producer = await self._start_producer()
+                    page = await self.store.read_log(after=checkpoint, limit=self.config.batch_size)
+                    if not page:
+                        if once:
+                            break
+                        await _sleep(stop, self.config.poll_interval)
+                        continue
+                    await self._ensure_topics(page)
+                    await self._publish(producer, page)
+                except _Transient as exc:
+                    failing_since = failing_since if failing_since is not None else loop.time()
+                    if give_up_after is not None and loop.time() - failing_since >= give_up_after:
+                        raise RelayError(
+                            f"cannot reach Kafka at {self.config.bootstrap} for {give_up_after:g} s: {exc}"
+                        ) from None
+                    log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
+                                self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
+                    await _stop_quietly(producer)
+                    producer = None
+                    await _sleep(stop, backoff)
+                    backoff = min(backoff * 2, self.config.max_backoff)
+                    continue
+                backoff, failing_since = 0.1, None
+                await self._lock.verify()
+                checkpoint = page[-1].position
+                await self.store.database.write(_save_checkpoint, self.config.name, checkpoint)
+                published += len(page)
+            return published
+        finally:
+            await _stop_quietly(producer)
+            await self._lock.release()
+
+    async def _checkpoint(self) -> int:
+        row = await self.store.database.read(_checkpoint_row, self.config.name)
+        if row is not None:
+            return int(row[0])
+        await self.store.database.write(_save_checkpoint, self.config.name, 0)
+        return 0
+
+    async def _start_producer(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.config.bootstrap,
+            acks=self.config.acks,
+            enable_idempotence=self.config.idempotence,
+            compression_type=self.config.compression,
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            request_timeout_ms=self.config.request_timeout_ms,
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            await _stop_quietly(producer)
+            raise _Transient(_describe(exc)) from None
+        return producer
+
+    async def _ensure_topics(self, page: Sequence[RecordedEvent]) -> None:
+        wanted = {self.config.route(r) for r in page} - self._topics
+        if not wanted:
+            return
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.config.bootstrap,
+                                    request_timeout_ms=self.config.request_timeout_ms)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = sorted(wanted - existing)
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):  # someone made it meanwhile
+                    await admin.create_topics([
+                        NewTopic(name, self.config.partitions, self.config.replication_factor) for name in missing
+                    ])
+                log.info("relay %r created topics %s", self.config.name, ", ".join(missing))
+        except (KafkaError, OSError) as exc:
+            raise _Transient(_describe(exc)) from None
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        self._topics |= wanted
+
+    async def _publish(self, producer: Any, page: Sequence[RecordedEvent]) -> None:
+        """Send a page and wait for every acknowledgement; raise on the first failure."""
+        from aiokafka.errors import KafkaError
+
+        sent: list[tuple[RecordedEvent, asyncio.Future[Any]]] = []
+        try:
+            for record in page:
+                key, value, headers, timestamp_ms = kafka_record(record)
+                try:
+                    future = await producer.send(
+                        self.config.route(record), value=value, key=key, headers=headers, timestamp_ms=timestamp_ms
+                    )
+                except KafkaError as exc:
+                    raise self._failure(record, exc) from None
+                sent.append((record, future))
+            for record, future in sent:
+                try:
+                    await future
+                except KafkaError as exc:
+                    raise self._failure(record, exc) from None
+        finally:
+            for _, future in sent:
+                if not future.done():
+                    future.cancel()
+
+    def _failure(self, record: RecordedEvent, exc: BaseException) -> Exception:
+        if _is_transient(exc):
+            return _Transient(_describe(exc))
+        return RelayError(
+            f"Kafka rejected event {record.event_id} ({record.event_type}, stream {record.stream_id!r}"
+            f" version {record.version}) at position {record.position}: {_describe(exc)};"
+            f" relay {self.config.name!r} stopped, checkpoint not moved"
+        )
+
+
+# -- Kafka errors ---------------------------------------------------------------------------
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, RequestTimedOutError
+
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, OSError)):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _stop_quietly(producer: Any) -> None:
+    if producer is not None:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def _checkpoint_row(conn: Connection, name: str) -> Any:
+    return conn.execute(
+        select(relay_checkpoints.c.position, relay_checkpoints.c.updated_at).where(relay_checkpoints.c.name == name)
+    ).first()
+
+
+def _save_checkpoint(conn: Connection, name: str, position: int) -> None:
+    now = datetime.now(UTC)
+    updated = conn.execute(
+        relay_checkpoints.update().where(relay_checkpoints.c.name == name).values(position=position, updated_at=now)
+    )
+    if updated.rowcount == 0:
+        conn.execute(relay_checkpoints.insert().values(name=name, position=position, updated_at=now))
+
+
+def _count_after(conn: Connection, position: int) -> int:
+    return int(conn.execute(select(func.count()).select_from(events).where(events.c.position > position)).scalar_one())
+
+
+# -- one active relay per store and name ----------------------------------------------------
+
+
+class _ActiveLock:
+    async def acquire(self, stop: asyncio.Event, poll: float) -> bool:
+        raise NotImplementedError
+
+    async def verify(self) -> None:
+        """Raise if the lock was lost (another relay may be active now)."""
+
+    async def release(self) -> None:
+        raise NotImplementedError
+
+
+def _active_lock(store: EventStore, name: str) -> _ActiveLock:
+    if store.database.dialect == "postgresql":
+        return _PostgresLock(store, name)
+    return _FileLock(Path(f"{store.database.url.database}.relay-{name}.lock"), name)
+
+
+class _PostgresLock(_ActiveLock):
+    """A session advisory lock held on a connection of its own for the relay's life; the
+    server drops it when that session ends, however the relay died."""
+
+    def __init__(self, store: EventStore, name: str) -> None:
+        self._store, self._name = store, name
+        self._key = (0x66616374, 2 + zlib.crc32(f"relay:{name}".encode()) % 0x7FFFFFF0)
+        self._conn: Any = None
+
+    async def acquire(self, stop: asyncio.Event, poll: float) -> bool:
+        engine = self._store.database.engine
+        assert engine is not None
+        self._conn = await engine.connect()
+        raw = (await self._conn.get_raw_connection()).driver_connection
+        waited = False
+        while not stop.is_set():
+            if await raw.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._key):
+                if waited:
+                    log.info("relay %r: the previous relay is gone; taking over", self._name)
+                return True
+            if not waited:
+                log.info("relay %r: another relay is active on this store; waiting to take over", self._name)
+                waited = True
+            await _sleep(stop, poll)
+        await self.release()
+        return False
+
+    async def verify(self) -> None:
+        raw = (await self._conn.get_raw_connection()).driver_connection
+        try:
+            await raw.fetchval("SELECT 1")
+        except Exception as exc:
+            raise RelayError(f"relay {self._name!r} lost its lock connection ({_describe(exc)}); stopping") from None
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                raw = (await self._conn.get_raw_connection()).driver_connection
+                await raw.fetchval("SELECT pg_advisory_unlock($1, $2)", *self._key)
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+
+class _FileLock(_ActiveLock):
+    """flock on a file beside the SQLite database; the kernel drops it when the process dies."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self._path, self._name = path, name
+        self._fd: int | None = None
+
+    async def acquire(self, stop: asyncio.Event, poll: float) -> bool:
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        waited = False
+        while not stop.is_set():
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    log.info("relay %r: another relay holds %s; waiting to take over", self._name, self._path)
+                    waited = True
+                await _sleep(stop, poll)
+                continue
+            if waited:
+                log.info("relay %r: the previous relay is gone; taking over", self._name)
+            return True
+        await self.release()
+        return False
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

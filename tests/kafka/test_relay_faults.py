@@ -1,0 +1,101 @@
+"""The relay under SIGKILL: a real `facta relay run` process, killed at random moments
+while a writer appends, never skips an event and republishes at most the page it had in
+flight (at least once, never lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facta.domain import DomainEvent
+from facta.eventstore import EventStore
+
+from .test_relay import consume_all, headers_of
+
+BATCH = 25
+KILLS = 5
+
+
+class Step(DomainEvent, name="test.step"):
+    n: int
+
+
+def relay_command(url: str, broker: Any, *extra: str) -> list[str]:
+    facta = shutil.which("facta")
+    base = [facta] if facta else [sys.executable, "-m", "facta.replay.cli"]
+    args = [*base, "relay", "run", "--database-url", url, "--kafka-bootstrap", broker.bootstrap,
+            "--batch-size", str(BATCH), *extra]
+    if not broker.supports_idempotence:
+        args.append("--no-idempotence")
+    return args
+
+
+@pytest.mark.slow
+async def test_relay_killed_repeatedly_loses_nothing_and_repeats_at_most_a_page(
+    migrated_url: str, kafka_broker: Any, tmp_path: Path
+) -> None:
+    rng = random.Random(11)
+    env = {k: v for k, v in os.environ.items() if k not in ("FACTA_DATABASE_URL", "FACTA_KAFKA_BOOTSTRAP")}
+    async with await EventStore.open(migrated_url) as store:
+        stop_writing = asyncio.Event()
+
+        async def write() -> int:
+            n = 0
+            while not stop_writing.is_set():
+                n += 1
+                await store.append(f"s-{n % 7}", "step", [Step(n=n)], expected_version=None)
+                await asyncio.sleep(0.002)
+            return n
+
+        writer = asyncio.create_task(write())
+        kills = 0
+        for _ in range(KILLS):
+            process = await asyncio.create_subprocess_exec(
+                *relay_command(migrated_url, kafka_broker), env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            await asyncio.sleep(rng.uniform(0.8, 2.0))
+            assert process.returncode is None, "the relay exited by itself"
+            process.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(process.wait(), 30)
+            kills += 1
+        stop_writing.set()
+        written = await writer
+
+        caught_up = await asyncio.create_subprocess_exec(
+            *relay_command(migrated_url, kafka_broker, "--once"), env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(caught_up.communicate(), 120)
+        assert caught_up.returncode == 0, stderr.decode()[-2000:]
+        log = [r async for r in store.iter_log()]
+    assert len(log) == written and kills == KILLS
+
+    records = await consume_all(kafka_broker.bootstrap, ["facta.step"], len(log), within=60)
+    seen_ids = [headers_of(r)["event-id"] for r in records]
+    assert set(seen_ids) == {str(e.event_id) for e in log}, "an event committed in the store is missing on Kafka"
+    duplicates = len(seen_ids) - len(set(seen_ids))
+    assert duplicates <= kills * BATCH, f"{duplicates} duplicates after {kills} kills of a {BATCH}-event page"
+
+    first_seen: dict[str, list[int]] = defaultdict(list)
+    seen: set[str] = set()
+    for record in records:
+        h = headers_of(record)
+        if h["event-id"] in seen:
+            continue
+        seen.add(h["event-id"])
+        first_seen[h["stream-id"]].append(int(h["stream-version"]))
+    for stream, versions in first_seen.items():
+        assert versions == list(range(1, len(versions) + 1)), f"{stream}: versions out of order on Kafka"
+    assert sum(json.loads(r.value)["n"] > 0 for r in records) == len(records)
