@@ -237,7 +237,10 @@ class Relay:
             await producer.start()
         except (KafkaError, OSError) as exc:
             await _stop_quietly(producer)
-            raise _Transient(_describe(exc)) from None
+            if _is_transient(exc):
+                raise _Transient(_describe(exc)) from None
+            hint = "; if the broker lacks the idempotent producer, turn idempotence off" if self.config.idempotence else ""
+            raise RelayError(f"Kafka at {self.config.bootstrap} refused the producer: {_describe(exc)}{hint}") from None
         return producer
 
     async def _ensure_topics(self, page: Sequence[RecordedEvent]) -> None:

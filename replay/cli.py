@@ -35,6 +35,15 @@ def database_option(fn: F) -> F:
     )(fn)
 
 
+def kafka_option(fn: F) -> F:
+    return click.option(
+        "--kafka-bootstrap",
+        envvar="FACTA_KAFKA_BOOTSTRAP",
+        default=None,
+        help="Kafka bootstrap servers, host:port[,host:port] (env: FACTA_KAFKA_BOOTSTRAP).",
+    )(fn)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; turn facta's errors into one line on stderr and exit code 1."""
     try:
@@ -131,8 +140,14 @@ async def db_current(database_url: str, as_json: bool) -> None:
 @click.option("--drivers", default=12, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--seed", type=int, default=None, help="Fix the random choices for a reproducible run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--kafka", is_flag=True,
+              help="Also stream the store to Kafka: FACTA_KAFKA_BOOTSTRAP / --kafka-bootstrap, "
+                   "or a local broker started for the run (data in ./.facta-broker).")
+@kafka_option
+@click.option("--no-idempotence", is_flag=True, help="With --kafka: for brokers without the idempotent producer.")
 @_async_command
-async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: int | None, as_json: bool) -> None:
+async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: int | None, as_json: bool,
+               kafka: bool, kafka_bootstrap: str | None, no_idempotence: bool) -> None:
     """Run a small taxi city through the event store and summarise it.
 
     \b
@@ -140,6 +155,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
       facta demo
       facta demo --rides 50 --seed 7
       facta demo --database-url postgresql+asyncpg://localhost/facta
+      facta demo --kafka
     """
     from .demo import run_demo
 
@@ -153,12 +169,14 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
     if not as_json:
         click.echo(f"facta demo: {rides} rides, {riders} riders, {drivers} drivers", err=True)
     s = await run_demo(database_url, rides=rides, riders=riders, drivers=drivers, seed=seed, progress=progress)
+    streamed = await _demo_kafka(database_url, kafka_bootstrap, as_json, not no_idempotence) if kafka else None
     if as_json:
         click.echo(json.dumps({
             "rides_completed": s.rides_completed, "rides_cancelled": s.rides_cancelled,
             "telemetry_points": s.telemetry_points, "fares_total_minor": s.fares_total,
             "events_appended": s.events_appended, "log_head": s.log_head,
             "elapsed_s": round(s.elapsed_s, 3), "driver_earnings_minor": s.earnings,
+            "kafka": streamed,
         }, sort_keys=True))
         return
     click.echo(f"rides completed   {s.rides_completed}")
@@ -171,6 +189,28 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
         click.echo("top drivers")
         for driver, amount in sorted(s.earnings.items(), key=lambda kv: -kv[1])[:5]:
             click.echo(f"  {driver}  EUR {amount / 100:,.2f}")
+    if streamed is not None:
+        click.echo(f"kafka             {streamed['bootstrap']}: published {streamed['published']} events")
+        for topic, count in streamed["topics"].items():
+            click.echo(f"  {topic}  {count} records")
+
+
+async def _demo_kafka(database_url: str, bootstrap: str | None, quiet: bool, idempotence: bool) -> dict[str, Any]:
+    """Relay the demo's store to Kafka: the given cluster, or a local broker for the run."""
+    from .demo import publish_to_kafka
+    from .devbroker import start_broker
+
+    if bootstrap:
+        published, topics = await publish_to_kafka(database_url, bootstrap, idempotence=idempotence)
+        return {"bootstrap": bootstrap, "published": published, "topics": topics}
+    if not quiet:
+        click.echo("starting a local Kafka-protocol broker (noida-db, data in ./.facta-broker)", err=True)
+    broker = await asyncio.to_thread(start_broker, "noida", ".facta-broker")
+    try:
+        published, topics = await publish_to_kafka(database_url, broker.bootstrap)
+    finally:
+        await asyncio.to_thread(broker.stop)
+    return {"bootstrap": broker.bootstrap, "published": published, "topics": topics}
 
 
 # -- dev ------------------------------------------------------------------------------------
@@ -182,15 +222,6 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
 @cli.group()
 def relay() -> None:
     """Stream the store's events to Kafka (outbox relay)."""
-
-
-def kafka_option(fn: F) -> F:
-    return click.option(
-        "--kafka-bootstrap",
-        envvar="FACTA_KAFKA_BOOTSTRAP",
-        default=None,
-        help="Kafka bootstrap servers, host:port[,host:port] (env: FACTA_KAFKA_BOOTSTRAP).",
-    )(fn)
 
 
 def _relay_config(kafka_bootstrap: str | None, **options: Any) -> Any:

@@ -19,7 +19,7 @@ from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
 from facta.eventstore import EventStore, Repository, StreamNotFound
 
-__all__ = ["TARIFF", "DemoSummary", "run_demo"]
+__all__ = ["TARIFF", "DemoSummary", "publish_to_kafka", "run_demo"]
 
 TARIFF = Tariff(currency="EUR", base=250, per_km=120, per_minute=30, minimum=700)
 TOP_UP = 50_00
@@ -138,3 +138,29 @@ async def run_demo(
         summary.events_appended = summary.log_head - head_before
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+async def publish_to_kafka(url: str, bootstrap: str, *, idempotence: bool = True) -> tuple[int, dict[str, int]]:
+    """Relay the store at ``url`` to Kafka until caught up. Returns the number of events
+    published by this call and, per facta topic, how many records it holds now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from facta.eventstore.relay import Relay, RelayConfig
+
+    async with await EventStore.open(url) as store:
+        published = await Relay(store, RelayConfig(bootstrap=bootstrap, idempotence=idempotence)).run(
+            once=True, give_up_after=30
+        )
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topics = sorted(t for t in await consumer.topics() if t.startswith("facta."))
+        counts: dict[str, int] = {}
+        for topic in topics:
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            starts = await consumer.beginning_offsets(partitions)
+            ends = await consumer.end_offsets(partitions)
+            counts[topic] = sum(ends[tp] - starts[tp] for tp in partitions)
+    finally:
+        await consumer.stop()
+    return published, counts
