@@ -97,7 +97,9 @@ class RelayConfig:
             )
 
     def route(self, record: RecordedEvent) -> str:
-        return (self.router or topic_per_stream_type(self.topic_prefix))(record)
+        if self.router is not None:
+            return self.router(record)
+        return f"{self.topic_prefix}.{record.stream_type}"
 
 
 @dataclass(frozen=True)
@@ -109,13 +111,23 @@ class RelayStatus:
     updated_at: datetime | None
 
 
-def kafka_record(record: RecordedEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]], int]:
+def kafka_record(
+    record: RecordedEvent, times: dict[datetime, bytes] | None = None
+) -> tuple[bytes, bytes, list[tuple[str, bytes]], int]:
     """The Kafka key, value, headers and timestamp (ms) of a stored event.
 
     Headers (UTF-8 text): ``event-type``, ``schema-version``, ``event-id``, ``stream-id``,
     ``stream-type``, ``stream-version``, ``position``, ``occurred-at``, ``recorded-at``
     (ISO 8601, UTC), and ``actor``, ``correlation-id``, ``causation-id`` when present.
+    ``times`` memoises encoded timestamps across a page (an append's events share them).
     """
+    times = {} if times is None else times
+    occurred = times.get(record.occurred_at)
+    if occurred is None:
+        occurred = times[record.occurred_at] = record.occurred_at.isoformat().encode()
+    recorded = times.get(record.recorded_at)
+    if recorded is None:
+        recorded = times[record.recorded_at] = record.recorded_at.isoformat().encode()
     headers = [
         ("event-type", record.event_type.encode()),
         ("schema-version", str(record.schema_version).encode()),
@@ -124,8 +136,8 @@ def kafka_record(record: RecordedEvent) -> tuple[bytes, bytes, list[tuple[str, b
         ("stream-type", record.stream_type.encode()),
         ("stream-version", str(record.version).encode()),
         ("position", str(record.position).encode()),
-        ("occurred-at", record.occurred_at.isoformat().encode()),
-        ("recorded-at", record.recorded_at.isoformat().encode()),
+        ("occurred-at", occurred),
+        ("recorded-at", recorded),
     ]
     for name, value in (("actor", record.actor), ("correlation-id", record.correlation_id),
                         ("causation-id", record.causation_id)):
@@ -274,12 +286,14 @@ class Relay:
         from aiokafka.errors import KafkaError
 
         sent: list[tuple[RecordedEvent, asyncio.Future[Any]]] = []
+        times: dict[datetime, bytes] = {}
+        route = self.config.route
         try:
             for record in page:
-                key, value, headers, timestamp_ms = kafka_record(record)
+                key, value, headers, timestamp_ms = kafka_record(record, times)
                 try:
                     future = await producer.send(
-                        self.config.route(record), value=value, key=key, headers=headers, timestamp_ms=timestamp_ms
+                        route(record), value=value, key=key, headers=headers, timestamp_ms=timestamp_ms
                     )
                 except KafkaError as exc:
                     raise self._failure(record, exc) from None

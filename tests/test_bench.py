@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,23 @@ def test_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) ->
     for workload in ("(a) 1,000 events/tx", "(b) 1 event/tx"):
         assert workload in result.stdout
     assert result.stdout.count("facta/raw") >= 1 and "facta " in result.stdout
+
+
+@pytest.mark.slow
+def test_relay_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
+    from facta.replay.devbroker import BrokerError, broker_binary
+
+    kind = "tansu" if os.environ.get("FACTA_TEST_KAFKA", "").strip() == "tansu" else "noida"
+    try:
+        broker_binary(kind)
+    except BrokerError as exc:
+        pytest.skip(str(exc))
+    backend = "all" if postgres_available else "sqlite"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "relay.py"), "--quick", "--backend", backend, "--broker", kind],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for measure in (f"(1) store -> {kind}", "(2) append -> readable"):
+        assert measure in result.stdout
+    assert "relay/raw" in result.stdout and "facta relay" in result.stdout and "p99 ms" in result.stdout
