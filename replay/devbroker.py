@@ -51,6 +51,7 @@ __all__ = [
     "BrokerError",
     "BrokerKind",
     "Capabilities",
+    "CapabilityFlags",
     "broker_binary",
     "free_port",
     "port_is_free",
@@ -87,6 +88,29 @@ CAPABILITIES: dict[str, Capabilities] = {
     # A real Kafka cluster, for FACTA_TEST_KAFKA=host:port.
     "kafka": Capabilities(supports_idempotence=True, supports_transactions=True, reliable_end_offsets=True, keeps_data=True),
 }
+
+
+class CapabilityFlags:
+    """What a broker can do, as attributes (``broker.supports_idempotence``, ...)."""
+
+    capabilities: Capabilities
+
+    @property
+    def supports_idempotence(self) -> bool:
+        return self.capabilities.supports_idempotence
+
+    @property
+    def supports_transactions(self) -> bool:
+        return self.capabilities.supports_transactions
+
+    @property
+    def reliable_end_offsets(self) -> bool:
+        return self.capabilities.reliable_end_offsets
+
+    @property
+    def keeps_data(self) -> bool:
+        """Keeps what it saved across a restart."""
+        return self.capabilities.keeps_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +303,7 @@ def _harmless(line: str) -> bool:
     return "weak version" in line and "GLIBC_" in line
 
 
-class Broker:
+class Broker(CapabilityFlags):
     """A Kafka-protocol broker running as a child process on ``127.0.0.1``.
 
     Create one with :func:`start_broker`. It is stopped by its process id: :meth:`stop`
@@ -324,26 +348,9 @@ class Broker:
         return None if self._process is None else self._process.poll()
 
     @property
-    def supports_idempotence(self) -> bool:
-        return self.capabilities.supports_idempotence
-
-    @property
-    def supports_transactions(self) -> bool:
-        return self.capabilities.supports_transactions
-
-    @property
-    def reliable_end_offsets(self) -> bool:
-        return self.capabilities.reliable_end_offsets
-
-    @property
     def can_restart(self) -> bool:
         """Always True: this process is ours to stop, kill and restart (unlike an external cluster)."""
         return True
-
-    @property
-    def keeps_data(self) -> bool:
-        """Whether data the broker saved survives :meth:`kill` and :meth:`restart`."""
-        return self.capabilities.keeps_data
 
     def __repr__(self) -> str:
         return f"<Broker {self.kind} {self.bootstrap} pid={self.pid} data_dir={str(self.data_dir)!r}>"

@@ -26,7 +26,15 @@ from pathlib import Path
 
 import pytest
 
-from facta.replay.devbroker import BROKER_KINDS, CAPABILITIES, Broker, Capabilities, start_broker, wait_for_kafka
+from facta.replay.devbroker import (
+    BROKER_KINDS,
+    CAPABILITIES,
+    Broker,
+    Capabilities,
+    CapabilityFlags,
+    start_broker,
+    wait_for_kafka,
+)
 
 KAFKA = os.environ.get("FACTA_TEST_KAFKA", "").strip() or "noida"
 CAPABILITY_NAMES = tuple(f.name for f in fields(Capabilities))
@@ -39,7 +47,7 @@ DESCRIPTIONS = {
 
 
 @dataclass(frozen=True)
-class ExternalKafka:
+class ExternalKafka(CapabilityFlags):
     """A cluster we did not start (FACTA_TEST_KAFKA=host:port): same attributes as a Broker, no process."""
 
     bootstrap: str
@@ -50,22 +58,6 @@ class ExternalKafka:
     @property
     def can_restart(self) -> bool:
         return False
-
-    @property
-    def supports_idempotence(self) -> bool:
-        return self.capabilities.supports_idempotence
-
-    @property
-    def supports_transactions(self) -> bool:
-        return self.capabilities.supports_transactions
-
-    @property
-    def reliable_end_offsets(self) -> bool:
-        return self.capabilities.reliable_end_offsets
-
-    @property
-    def keeps_data(self) -> bool:
-        return self.capabilities.keeps_data
 
 
 KafkaTarget = Broker | ExternalKafka
@@ -136,3 +128,10 @@ def topic_name(request: pytest.FixtureRequest) -> str:
     """A topic name no other test (or earlier run on a shared cluster) uses."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:60].strip("-_")
     return f"facta-{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix of this test's own, so tests never read each other's records (on a
+    shared cluster too)."""
+    return f"t{uuid.uuid4().hex[:10]}"

@@ -30,9 +30,10 @@ class Blob(DomainEvent, name="test.blob"):
     data: str
 
 
-def relay_config(broker: Any, **overrides: Any) -> RelayConfig:
+def relay_config(broker: Any, prefix: str, **overrides: Any) -> RelayConfig:
     options: dict[str, Any] = {
         "bootstrap": broker.bootstrap,
+        "topic_prefix": prefix,
         "idempotence": broker.supports_idempotence,
         "poll_interval": 0.01,
         "max_backoff": 0.5,
@@ -82,19 +83,19 @@ async def city(store: EventStore, rides: int = 6) -> None:
             await repo.save(account)
 
 
-async def test_every_committed_event_reaches_kafka_once_in_stream_order(migrated_url: str, kafka_broker: Any) -> None:
+async def test_every_committed_event_reaches_kafka_once_in_stream_order(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
     async with await EventStore.open(migrated_url) as store:
         await city(store)
         with pytest.raises(ConcurrencyError):  # a rejected append: never on Kafka
             await store.append("acct-0", "account", [Blob(data="rejected")], expected_version=0)
-        relay = Relay(store, relay_config(kafka_broker, partitions=3))
+        relay = Relay(store, relay_config(kafka_broker, prefix, partitions=3))
         published = await relay.run(once=True)
         log = await store.read_log(limit=10_000)
         assert published == len(log) > 0
         status = await relay.status()
         assert (status.checkpoint, status.lag) == (log[-1].position, 0)
 
-    records = await consume_all(kafka_broker.bootstrap, ["facta.account", "facta.ride"], len(log))
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.account", f"{prefix}.ride"], len(log))
     assert sorted(headers_of(r)["event-id"] for r in records) == sorted(str(e.event_id) for e in log)
     by_id = {str(e.event_id): e for e in log}
     per_stream: dict[str, list[int]] = defaultdict(list)
@@ -102,7 +103,7 @@ async def test_every_committed_event_reaches_kafka_once_in_stream_order(migrated
     for record in records:
         h = headers_of(record)
         event = by_id[h["event-id"]]
-        assert record.topic == f"facta.{event.stream_type}"
+        assert record.topic == f"{prefix}.{event.stream_type}"
         assert record.key == event.stream_id.encode()
         assert json.loads(record.value) == json.loads(event.payload)
         assert h["event-type"] == event.event_type and h["schema-version"] == str(event.schema_version)
@@ -120,30 +121,30 @@ async def test_every_committed_event_reaches_kafka_once_in_stream_order(migrated
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics(["facta.account"])
+        described = await admin.describe_topics([f"{prefix}.account"])
         assert len(described[0]["partitions"]) == 3
     finally:
         await admin.close()
 
 
-async def test_relay_resumes_from_its_checkpoint(migrated_url: str, kafka_broker: Any) -> None:
+async def test_relay_resumes_from_its_checkpoint(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
     async with await EventStore.open(migrated_url) as store:
         await store.append("a", "thing", [Blob(data="1"), Blob(data="2")], expected_version=0)
-        config = relay_config(kafka_broker)
+        config = relay_config(kafka_broker, prefix)
         assert await Relay(store, config).run(once=True) == 2
         await store.append("a", "thing", [Blob(data="3")], expected_version=2)
         assert await Relay(store, config).run(once=True) == 1
         assert await Relay(store, config).run(once=True) == 0
-    records = await consume_all(kafka_broker.bootstrap, ["facta.thing"], 3)
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], 3)
     assert [json.loads(r.value)["data"] for r in records] == ["1", "2", "3"]
 
 
-async def test_a_record_kafka_rejects_stops_the_relay_naming_it(migrated_url: str, kafka_broker: Any) -> None:
+async def test_a_record_kafka_rejects_stops_the_relay_naming_it(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
     async with await EventStore.open(migrated_url) as store:
         await store.append("ok", "thing", [Blob(data="small")], expected_version=0)
         huge = await store.append("big", "thing", [Blob(data="x" * 1_500_000)], expected_version=0)
         await store.append("after", "thing", [Blob(data="small")], expected_version=0)
-        relay = Relay(store, relay_config(kafka_broker))
+        relay = Relay(store, relay_config(kafka_broker, prefix))
         with pytest.raises(RelayError) as info:
             await relay.run(once=True)
         message = str(info.value)
@@ -152,13 +153,13 @@ async def test_a_record_kafka_rejects_stops_the_relay_naming_it(migrated_url: st
         assert (await relay.status()).checkpoint < huge.positions[0]
 
 
-async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, kafka_broker: Any) -> None:
+async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
     if not kafka_broker.can_restart:
         pytest.skip("an external cluster cannot be stopped by the test")
     kafka_broker.stop()
     async with await EventStore.open(migrated_url) as store:
         await city(store, rides=2)
-        relay = Relay(store, relay_config(kafka_broker))
+        relay = Relay(store, relay_config(kafka_broker, prefix))
         stop = asyncio.Event()
         task = asyncio.create_task(relay.run(stop=stop))
         await asyncio.sleep(1.5)
@@ -169,15 +170,15 @@ async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, 
         await _wait_for(lambda: relay.status(), lambda s: s.lag == 0, 60)
         stop.set()
         assert await asyncio.wait_for(task, 30) == total
-    records = await consume_all(kafka_broker.bootstrap, ["facta.account", "facta.ride"], total)
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.account", f"{prefix}.ride"], total)
     assert len({headers_of(r)["event-id"] for r in records}) == total
 
 
-async def test_broker_restart_mid_stream_loses_nothing(migrated_url: str, kafka_broker: Any) -> None:
+async def test_broker_restart_mid_stream_loses_nothing(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
     if not kafka_broker.can_restart or not kafka_broker.keeps_data:
         pytest.skip(f"{kafka_broker.kind} cannot restart with its data kept")
     async with await EventStore.open(migrated_url) as store:
-        relay = Relay(store, relay_config(kafka_broker, batch_size=20))
+        relay = Relay(store, relay_config(kafka_broker, prefix, batch_size=20))
         stop = asyncio.Event()
         task = asyncio.create_task(relay.run(stop=stop))
         for i in range(40):
@@ -190,13 +191,13 @@ async def test_broker_restart_mid_stream_loses_nothing(migrated_url: str, kafka_
         await _wait_for(lambda: relay.status(), lambda s: s.lag == 0, 60)
         stop.set()
         await asyncio.wait_for(task, 30)
-    records = await consume_all(kafka_broker.bootstrap, ["facta.thing"], 40)
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], 40)
     assert sorted({int(json.loads(r.value)["data"]) for r in records}) == list(range(40))
 
 
-async def test_two_relays_never_publish_at_once(migrated_url: str, kafka_broker: Any) -> None:
+async def test_two_relays_never_publish_at_once(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
     async with await EventStore.open(migrated_url) as store:
-        first, second = Relay(store, relay_config(kafka_broker)), Relay(store, relay_config(kafka_broker))
+        first, second = Relay(store, relay_config(kafka_broker, prefix)), Relay(store, relay_config(kafka_broker, prefix))
         stop_first, stop_second = asyncio.Event(), asyncio.Event()
         first_task = asyncio.create_task(first.run(stop=stop_first))
         await asyncio.sleep(0.3)
@@ -211,7 +212,7 @@ async def test_two_relays_never_publish_at_once(migrated_url: str, kafka_broker:
         await _wait_for(lambda: second.status(), lambda s: s.lag == 0, 30)
         stop_second.set()
         assert await asyncio.wait_for(second_task, 30) == 5, "the waiting relay published only after taking over"
-    records = await consume_all(kafka_broker.bootstrap, ["facta.thing"], 15)
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], 15)
     assert sorted(int(json.loads(r.value)["data"]) for r in records) == list(range(15))
 
 
@@ -222,7 +223,7 @@ async def test_bad_bootstrap_is_a_one_line_error() -> None:
         assert "\n" not in str(info.value)
 
 
-async def test_rolled_back_append_never_reaches_kafka_postgres(postgres_url: str, kafka_broker: Any) -> None:
+async def test_rolled_back_append_never_reaches_kafka_postgres(postgres_url: str, kafka_broker: Any, prefix: str) -> None:
     """An append that took positions and then rolled back (in flight while the relay
     read the log) leaves nothing on Kafka."""
     import asyncpg
@@ -242,13 +243,13 @@ async def test_rolled_back_append_never_reaches_kafka_postgres(postgres_url: str
                 uuid.uuid4(),
             )
             await store.append("real", "thing", [Blob(data="real")], expected_version=0)
-            relay_task = asyncio.create_task(Relay(store, relay_config(kafka_broker)).run(once=True))
+            relay_task = asyncio.create_task(Relay(store, relay_config(kafka_broker, prefix)).run(once=True))
             await asyncio.sleep(0.5)
             await tx.rollback()
             assert await asyncio.wait_for(relay_task, 30) == 1
         finally:
             await raw.close()
-    records = await consume_all(kafka_broker.bootstrap, ["facta.thing"], 1, within=5)
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], 1, within=5)
     assert [json.loads(r.value)["data"] for r in records] == ["real"]
 
 

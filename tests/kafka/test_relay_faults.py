@@ -31,11 +31,11 @@ class Step(DomainEvent, name="test.step"):
     n: int
 
 
-def relay_command(url: str, broker: Any, *extra: str) -> list[str]:
+def relay_command(url: str, broker: Any, prefix: str, *extra: str) -> list[str]:
     facta = shutil.which("facta")
     base = [facta] if facta else [sys.executable, "-m", "facta.replay.cli"]
     args = [*base, "relay", "run", "--database-url", url, "--kafka-bootstrap", broker.bootstrap,
-            "--batch-size", str(BATCH), *extra]
+            "--batch-size", str(BATCH), "--topic-prefix", prefix, *extra]
     if not broker.supports_idempotence:
         args.append("--no-idempotence")
     return args
@@ -43,7 +43,7 @@ def relay_command(url: str, broker: Any, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 async def test_relay_killed_repeatedly_loses_nothing_and_repeats_at_most_a_page(
-    migrated_url: str, kafka_broker: Any, tmp_path: Path
+    migrated_url: str, kafka_broker: Any, tmp_path: Path, prefix: str
 ) -> None:
     rng = random.Random(11)
     env = {k: v for k, v in os.environ.items() if k not in ("FACTA_DATABASE_URL", "FACTA_KAFKA_BOOTSTRAP")}
@@ -62,7 +62,7 @@ async def test_relay_killed_repeatedly_loses_nothing_and_repeats_at_most_a_page(
         kills = 0
         for _ in range(KILLS):
             process = await asyncio.create_subprocess_exec(
-                *relay_command(migrated_url, kafka_broker), env=env,
+                *relay_command(migrated_url, kafka_broker, prefix), env=env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             await asyncio.sleep(rng.uniform(0.8, 2.0))
@@ -74,7 +74,7 @@ async def test_relay_killed_repeatedly_loses_nothing_and_repeats_at_most_a_page(
         written = await writer
 
         caught_up = await asyncio.create_subprocess_exec(
-            *relay_command(migrated_url, kafka_broker, "--once"), env=env,
+            *relay_command(migrated_url, kafka_broker, prefix, "--once"), env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         _, stderr = await asyncio.wait_for(caught_up.communicate(), 120)
@@ -82,7 +82,7 @@ async def test_relay_killed_repeatedly_loses_nothing_and_repeats_at_most_a_page(
         log = [r async for r in store.iter_log()]
     assert len(log) == written and kills == KILLS
 
-    records = await consume_all(kafka_broker.bootstrap, ["facta.step"], len(log), within=60)
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.step"], len(log), within=60)
     seen_ids = [headers_of(r)["event-id"] for r in records]
     assert set(seen_ids) == {str(e.event_id) for e in log}, "an event committed in the store is missing on Kafka"
     duplicates = len(seen_ids) - len(set(seen_ids))
