@@ -8,6 +8,12 @@ else), delivery is at least once (a crash between the acknowledgements and the
 checkpoint republishes that page; the event id header is the dedupe key), and a broker
 outage delays publishing but never loses anything.
 
+Pages are pipelined: the next page is read while one is sent, and page k+1 is sent
+before page k's acknowledgements are awaited, with at most two pages in flight.
+Checkpoints are saved strictly in log order, each only after every record up to it was
+acknowledged, and before a further page is sent; so a crash republishes at most two
+pages.
+
 Records: key = stream id (so one aggregate's events share a partition, in order), value =
 the event's JSON payload, headers = the metadata (see :func:`kafka_record`), timestamp =
 recorded-at. Topics: one per stream type under a prefix (``facta.ride``), created with the
@@ -30,9 +36,11 @@ import contextlib
 import fcntl
 import logging
 import os
+import uuid
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -160,6 +168,9 @@ class Relay:
         self.config = config
         self._lock = _active_lock(store, config.name)
         self._topics: set[str] = set()
+        self._topic_names: dict[str, str] = {}
+        self._partition_cache: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._saving: asyncio.Future[None] | None = None  # the checkpoint save in progress
 
     # -- status -------------------------------------------------------------------------
 
@@ -177,7 +188,11 @@ class Relay:
     ) -> int:
         """Publish until ``stop`` is set (or, with ``once``, until caught up). Returns the
         number of events published. Raises :class:`RelayError` when Kafka rejects a record,
-        or when Kafka stays unreachable for ``give_up_after`` seconds (default: never)."""
+        or when Kafka stays unreachable for ``give_up_after`` seconds (default: never).
+
+        Pages are pipelined: page k+1 is read and sent before page k's acknowledgements
+        are awaited, with at most two pages in flight. Checkpoints still move strictly in
+        log order, each only after every record up to it was acknowledged."""
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         failing_since: float | None = None
@@ -186,23 +201,41 @@ class Relay:
         producer: Any = None
         published = 0
         backoff = 0.1
+        in_flight: deque[_Page] = deque()
+        reading: asyncio.Future[list[Sequence[Any]]] | None = None  # the next page's read
         try:
             checkpoint = await self._checkpoint()
+            after = checkpoint  # the read cursor: ahead of the checkpoint by the pages in flight
             log.info("relay %r publishing from position %d to %s", self.config.name, checkpoint, self.config.bootstrap)
-            page: list[RecordedEvent] = []
             while not stop.is_set():
                 try:
                     if producer is None:  # connect first, so a bad broker shows before any work
                         producer = await self._start_producer()
-                    page = await self.store.read_log(after=checkpoint, limit=self.config.batch_size)
-                    if not page:
+                    if reading is None:
+                        reading = asyncio.ensure_future(self.store.read_log_rows(after, self.config.batch_size))
+                    rows, reading = await reading, None
+                    if rows:
+                        after = rows[-1][0]
+                        # Read the next page while this one is built and sent.
+                        reading = asyncio.ensure_future(self.store.read_log_rows(after, self.config.batch_size))
+                        # The previous page's checkpoint is saved before another page goes out,
+                        # so a crash republishes at most the two pages sent since it.
+                        await self._saved()
+                        in_flight.append(await self._send_page(producer, rows))
+                    # Settle the oldest page once two are in flight, or all when caught up.
+                    while in_flight and (len(in_flight) >= _MAX_PAGES_IN_FLIGHT or not rows):
+                        checkpoint = await self._settle(in_flight[0], checkpoint)
+                        published += len(in_flight.popleft().rows)
+                    if not rows:
                         if once:
                             break
                         await _sleep(stop, self.config.poll_interval)
                         continue
-                    await self._ensure_topics(page)
-                    await self._publish(producer, page)
                 except _Transient as exc:
+                    _abandon(in_flight)
+                    await _cancel(reading)
+                    reading = None
+                    after = checkpoint
                     failing_since = failing_since if failing_since is not None else loop.time()
                     if give_up_after is not None and loop.time() - failing_since >= give_up_after:
                         raise RelayError(
@@ -216,14 +249,49 @@ class Relay:
                     backoff = min(backoff * 2, self.config.max_backoff)
                     continue
                 backoff, failing_since = 0.1, None
-                await self._lock.verify()
-                checkpoint = page[-1].position
-                await self.store.database.write(_save_checkpoint, self.config.name, checkpoint)
-                published += len(page)
+            await _cancel(reading)
+            reading = None
+            # Stopped: settle what is in flight, if Kafka lets us (else it is republished).
+            with contextlib.suppress(_Transient):
+                while in_flight:
+                    checkpoint = await self._settle(in_flight[0], checkpoint)
+                    published += len(in_flight.popleft().rows)
+            await self._saved()
             return published
         finally:
+            _abandon(in_flight)
+            await _cancel(reading)
+            if self._saving is not None:  # let a save in progress end (an error is already raised)
+                await asyncio.wait([self._saving])
+                if not self._saving.cancelled():
+                    self._saving.exception()
+                self._saving = None
             await _stop_quietly(producer)
             await self._lock.release()
+
+    async def _settle(self, page: _Page, checkpoint: int) -> int:
+        """Wait for every acknowledgement of ``page`` (raise on the first failure), then
+        move the checkpoint past it. Returns the new checkpoint."""
+        from aiokafka.errors import KafkaError
+
+        for index, future in enumerate(page.futures):
+            try:
+                await future
+            except KafkaError as exc:
+                raise self._failure(page.rows[page.firsts[index]], exc) from None
+        await self._lock.verify()
+        # Save in the background, strictly in order: the previous save has ended first.
+        await self._saved()
+        self._saving = asyncio.ensure_future(
+            self.store.database.write(_save_checkpoint, self.config.name, page.last)
+        )
+        return max(checkpoint, page.last)
+
+    async def _saved(self) -> None:
+        """Wait for the checkpoint save in progress, if any (raise what it raised)."""
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            await saving
 
     async def _checkpoint(self) -> int:
         row = await self.store.database.read(_checkpoint_row, self.config.name)
@@ -255,8 +323,8 @@ class Relay:
             raise RelayError(f"Kafka at {self.config.bootstrap} refused the producer: {_describe(exc)}{hint}") from None
         return producer
 
-    async def _ensure_topics(self, page: Sequence[RecordedEvent]) -> None:
-        wanted = {self.config.route(r) for r in page} - self._topics
+    async def _ensure_topics(self, wanted: set[str]) -> None:
+        wanted = wanted - self._topics
         if not wanted:
             return
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -281,41 +349,209 @@ class Relay:
                 await admin.close()
         self._topics |= wanted
 
-    async def _publish(self, producer: Any, page: Sequence[RecordedEvent]) -> None:
-        """Send a page and wait for every acknowledgement; raise on the first failure."""
+    def _topics_of(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """The topic of every row, in order (the default router memoised per stream type)."""
+        if self.config.router is not None:
+            router = self.config.router
+            return [router(_recorded(row, self.store)) for row in rows]
+        names = self._topic_names
+        prefix = self.config.topic_prefix
+        topics = []
+        for row in rows:
+            stream_type = row[3]
+            topic = names.get(stream_type)
+            if topic is None:
+                topic = names[stream_type] = f"{prefix}.{stream_type}"
+            topics.append(topic)
+        return topics
+
+    async def _partitions(self, producer: Any, topics: set[str]) -> dict[str, tuple[list[int], dict[bytes, int]]]:
+        """Per topic: its sorted partitions and the key -> partition cache, which is
+        emptied when the topic's partition count changes."""
         from aiokafka.errors import KafkaError
 
-        sent: list[tuple[RecordedEvent, asyncio.Future[Any]]] = []
-        times: dict[datetime, bytes] = {}
-        route = self.config.route
-        try:
-            for record in page:
-                key, value, headers, timestamp_ms = kafka_record(record, times)
+        cluster = producer.client.cluster
+        result = {}
+        for topic in topics:
+            current = cluster.partitions_for_topic(topic)
+            if not current:
                 try:
-                    future = await producer.send(
-                        route(record), value=value, key=key, headers=headers, timestamp_ms=timestamp_ms
-                    )
-                except KafkaError as exc:
-                    raise self._failure(record, exc) from None
-                sent.append((record, future))
-            for record, future in sent:
-                try:
-                    await future
-                except KafkaError as exc:
-                    raise self._failure(record, exc) from None
-        finally:
-            for _, future in sent:
-                if not future.done():
-                    future.cancel()
+                    current = await producer.partitions_for(topic)
+                except (KafkaError, OSError) as exc:
+                    raise _Transient(_describe(exc)) from None
+            cached = self._partition_cache.get(topic)
+            if cached is None or len(cached[0]) != len(current):
+                cached = self._partition_cache[topic] = (sorted(current), {})
+            result[topic] = cached
+        return result
 
-    def _failure(self, record: RecordedEvent, exc: BaseException) -> Exception:
+    async def _send_page(self, producer: Any, rows: Sequence[Sequence[Any]]) -> _Page:
+        """Build and send every record of a page, one batch per partition at a time; the
+        acknowledgements are awaited later (:meth:`_settle`). A record refused at send
+        time raises at once.
+
+        Each key goes to the partition aiokafka's own partitioner picks for it, and a
+        partition's batches are queued in log order, so one stream's events reach the
+        topic in version order, as with ``send()`` per record."""
+        from aiokafka.errors import KafkaError
+        from aiokafka.partitioner import DefaultPartitioner
+
+        topics = self._topics_of(rows)
+        wanted = set(topics)
+        await self._ensure_topics(wanted)
+        partitions = await self._partitions(producer, wanted)
+        partitioner = DefaultPartitioner()  # the producer's own, so keys land where they always did
+        times: dict[Any, tuple[bytes, int]] = {}
+        # (topic, partition) -> [open batch, index of its first row, records in it]
+        open_batches: dict[tuple[str, int], list[Any]] = {}
+        sent: list[tuple[int, asyncio.Future[Any]]] = []  # (index of the first row carried, future)
+
+        async def flush(where: tuple[str, int]) -> None:
+            batch, first, count = open_batches.pop(where)
+            batch.close()
+            if count:
+                try:
+                    sent.append((first, await producer.send_batch(batch, where[0], partition=where[1])))
+                except KafkaError as exc:
+                    raise self._failure(rows[first], exc) from None
+
+        try:
+            for index, (row, topic) in enumerate(zip(rows, topics, strict=True)):
+                (position, event_id, stream_id, stream_type, version, event_type, schema_version, payload,
+                 occurred_at, recorded_at, actor, correlation_id, causation_id) = row
+                occurred = times.get(occurred_at)
+                if occurred is None:
+                    occurred = times[occurred_at] = _encode_time(occurred_at)
+                recorded = times.get(recorded_at)
+                if recorded is None:
+                    recorded = times[recorded_at] = _encode_time(recorded_at)
+                key = stream_id.encode()
+                value = payload.encode()
+                headers = [
+                    ("event-type", event_type.encode()),
+                    ("schema-version", str(schema_version).encode()),
+                    ("event-id", _encode_event_id(event_id)),
+                    ("stream-id", key),
+                    ("stream-type", stream_type.encode()),
+                    ("stream-version", str(version).encode()),
+                    ("position", str(position).encode()),
+                    ("occurred-at", occurred[0]),
+                    ("recorded-at", recorded[0]),
+                ]
+                if actor is not None:
+                    headers.append(("actor", actor.encode()))
+                if correlation_id is not None:
+                    headers.append(("correlation-id", correlation_id.encode()))
+                if causation_id is not None:
+                    headers.append(("causation-id", causation_id.encode()))
+                ordered, by_key = partitions[topic]
+                partition = by_key.get(key)
+                if partition is None:
+                    partition = by_key[key] = partitioner(key, ordered, ordered)
+                where = (topic, partition)
+                if len(value) + len(key) > _SOLO_BYTES:
+                    # A big record goes alone through send(), which checks its size and
+                    # so names it if it is too large; the partition's batch goes first.
+                    if where in open_batches:
+                        await flush(where)
+                    try:
+                        future = await producer.send(topic, value=value, key=key, headers=headers,
+                                                     timestamp_ms=recorded[1], partition=partition)
+                    except KafkaError as exc:
+                        raise self._failure(row, exc) from None
+                    sent.append((index, future))
+                    continue
+                entry = open_batches.get(where)
+                if entry is None:
+                    entry = open_batches[where] = [producer.create_batch(), index, 0]
+                if entry[0].append(key=key, value=value, timestamp=recorded[1], headers=headers) is None:
+                    await flush(where)  # full: queue it and start the next one
+                    entry = open_batches[where] = [producer.create_batch(), index, 0]
+                    if entry[0].append(key=key, value=value, timestamp=recorded[1], headers=headers) is None:
+                        raise RelayError(f"relay {self.config.name!r}: event at position {position} does not fit"
+                                         " in an empty batch")
+                entry[2] += 1
+            for where in list(open_batches):
+                await flush(where)
+        except BaseException:
+            _abandon([_Page(rows, [future for _, future in sent], rows[-1][0])])
+            raise
+        sent.sort(key=lambda item: item[0])  # settle in log order: a failure names the earliest record
+        return _Page(rows, [future for _, future in sent], rows[-1][0], [first for first, _ in sent])
+
+    def _failure(self, row: Sequence[Any], exc: BaseException) -> Exception:
         if _is_transient(exc):
             return _Transient(_describe(exc))
+        record = _recorded(row, self.store)
         return RelayError(
             f"Kafka rejected event {record.event_id} ({record.event_type}, stream {record.stream_id!r}"
             f" version {record.version}) at position {record.position}: {_describe(exc)};"
             f" relay {self.config.name!r} stopped, checkpoint not moved"
         )
+
+
+@dataclass
+class _Page:
+    """A page sent to Kafka: its rows (as :meth:`EventStore.read_log_rows` returns them),
+    the futures of its batches, and its last position."""
+
+    rows: Sequence[Sequence[Any]]
+    futures: list[asyncio.Future[Any]]
+    last: int
+    firsts: list[int] = field(default_factory=list)  # per future, the index of the first row it carries
+
+
+_MAX_PAGES_IN_FLIGHT = 2
+_SOLO_BYTES = 256 * 1024  # records larger than this are sent alone, by send()
+
+
+def _abandon(pages: Iterable[_Page]) -> None:
+    for page in pages:
+        for future in page.futures:
+            if not future.done():
+                future.cancel()
+    if isinstance(pages, deque):
+        pages.clear()
+
+
+async def _cancel(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a pending read and wait until it has ended (its result or error is dropped)."""
+    if task is not None:
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it
+
+
+def _as_datetime(value: Any) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite gives naive UTC text)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _encode_time(value: Any) -> tuple[bytes, int]:
+    """A stored time's header text (as :func:`kafka_record` writes it) and epoch ms."""
+    moment = _as_datetime(value)
+    return moment.isoformat().encode(), int(moment.timestamp() * 1000)
+
+
+def _encode_event_id(value: Any) -> bytes:
+    if isinstance(value, str) and len(value) == 32:  # SQLite: hex digits
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}".encode()
+    return str(value).encode()
+
+
+def _recorded(row: Sequence[Any], store: EventStore) -> RecordedEvent:
+    """The :class:`RecordedEvent` of a raw log row (for custom routers and error messages)."""
+    (position, event_id, stream_id, stream_type, version, event_type, schema_version, payload,
+     occurred_at, recorded_at, actor, correlation_id, causation_id) = row
+    return RecordedEvent(
+        position, uuid.UUID(str(event_id)), stream_id, stream_type, version, event_type, schema_version, payload,
+        _as_datetime(occurred_at), _as_datetime(recorded_at), actor, correlation_id, causation_id,
+        registry=store.registry,
+    )
 
 
 # -- Kafka errors ---------------------------------------------------------------------------

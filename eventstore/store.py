@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,6 +51,8 @@ from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pen
 from .schema import events, snapshots
 
 __all__ = ["EventStore"]
+
+R = TypeVar("R")
 
 _MAX_ANY_VERSION_RETRIES = 5
 
@@ -299,16 +301,42 @@ class EventStore:
             query = query.where(events.c.stream_type.in_(list(stream_types)))
         if not self._postgres:
             return await self._fetch(query.where(events.c.position > after).order_by(events.c.position).limit(limit))
-        records: list[RecordedEvent] = []
+
+        async def fetch(start: int, upto: int, n: int) -> list[RecordedEvent]:
+            return await self._fetch(_log_slice(query, start, upto, n))
+
+        return await self._read_settled(after, limit, fetch)
+
+    async def _read_settled(
+        self, after: int, limit: int, fetch: Callable[[int, int, int], Awaitable[list[R]]]
+    ) -> list[R]:
+        """PostgreSQL: up to ``limit`` rows after ``after``, never past the settled horizon.
+        ``fetch(after, upto, n)`` reads at most n rows with after < position <= upto."""
+        rows: list[R] = []
         settled = self._horizon
         if settled > after:
-            records = await self._fetch(_log_slice(query, after, settled, limit))
-        if len(records) < limit:
+            rows = await fetch(after, settled, limit)
+        if len(rows) < limit:
             newer = await self._settle_horizon()
             start = max(after, settled)
             if newer > start:
-                records += await self._fetch(_log_slice(query, start, newer, limit - len(records)))
-        return records
+                rows += await fetch(start, newer, limit - len(rows))
+        return rows
+
+    async def read_log_rows(self, after: int = 0, limit: int = 1000) -> list[Sequence[Any]]:
+        """Like :meth:`read_log` (same order, same settled horizon, never skips an event),
+        but the rows as the database driver returns them, for hot paths that build their
+        own output (the relay). Columns in :class:`RecordedEvent`'s field order, the payload
+        as JSON text. On SQLite ``event_id`` is 32 hex digits and the two times are naive
+        UTC text (``YYYY-MM-DD HH:MM:SS.ffffff``); on PostgreSQL ``event_id`` is a UUID and
+        the times are aware datetimes."""
+        if not self._postgres:
+            return await self.database.read(_sqlite_log_rows, after, limit)
+        return await self._read_settled(after, limit, self._pg_log_rows)
+
+    async def _pg_log_rows(self, after: int, upto: int, limit: int) -> list[Sequence[Any]]:
+        async with self.database.driver_connection() as conn:
+            return list(await conn.fetch(_PG_LOG_ROWS, after, upto, limit))
 
     async def _settle_horizon(self) -> int:
         """Advance and return the settled horizon (see the module's docstring)."""
@@ -407,6 +435,20 @@ WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND ($3::text[] IS NULL OR virtualtransaction = ANY($3::text[]))
 """
+
+
+_LOG_COLUMNS = ", ".join(c.name for c in events.c)
+_PG_LOG_ROWS = (
+    f"SELECT {_LOG_COLUMNS.replace('payload', 'payload::text')} FROM facta_events"
+    " WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
+)
+_SQLITE_LOG_ROWS = f"SELECT {_LOG_COLUMNS} FROM facta_events WHERE position > ? ORDER BY position LIMIT ?"
+
+
+def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Sequence[Any]]:
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    return list(driver.execute(_SQLITE_LOG_ROWS, (after, limit)).fetchall())
 
 
 def _log_slice(query: Select[Any], after: int, upto: int, limit: int) -> Select[Any]:
