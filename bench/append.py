@@ -280,15 +280,20 @@ async def _batch_facta(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
         await store.close()
 
 
+def _create_schema(contender: str, fresh: Fresh) -> None:
+    """eventsourcing makes its own table; facta and raw share facta's migrated schema."""
+    if contender == "eventsourcing":
+        datastore, recorder = _es_recorder(fresh)
+        recorder.create_table()
+        datastore.close()
+    else:
+        asyncio.run(migrate(fresh.url))
+
+
 def run_batch(backend: str, contender: str, warmup: Tx, txs: list[Tx]) -> Result:
     fresh = fresh_database(backend, f"a_{contender[:5]}")
     try:
-        if contender == "eventsourcing":
-            datastore, recorder = _es_recorder(fresh)
-            recorder.create_table()
-            datastore.close()
-        else:
-            asyncio.run(migrate(fresh.url))
+        _create_schema(contender, fresh)
         if contender == "raw":
             seconds = (
                 asyncio.run(_batch_raw_pg(fresh, warmup, txs))
@@ -497,12 +502,7 @@ class WriterPool:
 def run_single(pool: WriterPool, backend: str, contender: str, appends: int) -> Result:
     fresh = fresh_database(backend, f"b_{contender[:5]}")
     try:
-        if contender == "eventsourcing":
-            datastore, recorder = _es_recorder(fresh)
-            recorder.create_table()
-            datastore.close()
-        else:
-            asyncio.run(migrate(fresh.url))
+        _create_schema(contender, fresh)
         timings = pool.run(contender, fresh, appends)
         start = min(t[0] for t in timings)
         end = max(t[1] for t in timings)

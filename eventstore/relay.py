@@ -136,23 +136,39 @@ def kafka_record(
     recorded = times.get(record.recorded_at)
     if recorded is None:
         recorded = times[record.recorded_at] = record.recorded_at.isoformat().encode()
+    key = record.stream_id.encode()
+    headers = _headers(
+        record.event_type, record.schema_version, str(record.event_id).encode(), key, record.stream_type,
+        record.version, record.position, occurred, recorded, record.actor, record.correlation_id, record.causation_id,
+    )
+    timestamp_ms = int(record.recorded_at.timestamp() * 1000)
+    return key, record.payload.encode(), headers, timestamp_ms
+
+
+def _headers(
+    event_type: str, schema_version: int, event_id: bytes, stream_id: bytes, stream_type: str, version: int,
+    position: int, occurred: bytes, recorded: bytes,
+    actor: str | None, correlation_id: str | None, causation_id: str | None,
+) -> list[tuple[str, bytes]]:
+    """The record headers: the one definition of the format the README documents."""
     headers = [
-        ("event-type", record.event_type.encode()),
-        ("schema-version", str(record.schema_version).encode()),
-        ("event-id", str(record.event_id).encode()),
-        ("stream-id", record.stream_id.encode()),
-        ("stream-type", record.stream_type.encode()),
-        ("stream-version", str(record.version).encode()),
-        ("position", str(record.position).encode()),
+        ("event-type", event_type.encode()),
+        ("schema-version", str(schema_version).encode()),
+        ("event-id", event_id),
+        ("stream-id", stream_id),
+        ("stream-type", stream_type.encode()),
+        ("stream-version", str(version).encode()),
+        ("position", str(position).encode()),
         ("occurred-at", occurred),
         ("recorded-at", recorded),
     ]
-    for name, value in (("actor", record.actor), ("correlation-id", record.correlation_id),
-                        ("causation-id", record.causation_id)):
-        if value is not None:
-            headers.append((name, value.encode()))
-    timestamp_ms = int(record.recorded_at.timestamp() * 1000)
-    return record.stream_id.encode(), record.payload.encode(), headers, timestamp_ms
+    if actor is not None:
+        headers.append(("actor", actor.encode()))
+    if correlation_id is not None:
+        headers.append(("correlation-id", correlation_id.encode()))
+    if causation_id is not None:
+        headers.append(("causation-id", causation_id.encode()))
+    return headers
 
 
 class _Transient(Exception):
@@ -427,23 +443,10 @@ class Relay:
                     recorded = times[recorded_at] = _encode_time(recorded_at)
                 key = stream_id.encode()
                 value = payload.encode()
-                headers = [
-                    ("event-type", event_type.encode()),
-                    ("schema-version", str(schema_version).encode()),
-                    ("event-id", _encode_event_id(event_id)),
-                    ("stream-id", key),
-                    ("stream-type", stream_type.encode()),
-                    ("stream-version", str(version).encode()),
-                    ("position", str(position).encode()),
-                    ("occurred-at", occurred[0]),
-                    ("recorded-at", recorded[0]),
-                ]
-                if actor is not None:
-                    headers.append(("actor", actor.encode()))
-                if correlation_id is not None:
-                    headers.append(("correlation-id", correlation_id.encode()))
-                if causation_id is not None:
-                    headers.append(("causation-id", causation_id.encode()))
+                headers = _headers(
+                    event_type, schema_version, _encode_event_id(event_id), key, stream_type, version, position,
+                    occurred[0], recorded[0], actor, correlation_id, causation_id,
+                )
                 ordered, by_key = partitions[topic]
                 partition = by_key.get(key)
                 if partition is None:
