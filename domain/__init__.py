@@ -11,7 +11,7 @@ from .account import (
     Withdrawn,
     transfer,
 )
-from .aggregate import Aggregate, AggregateState, PendingEvent, applies
+from .aggregate import Aggregate, AggregateState, PendingEvent, UnknownAggregateType, aggregate_class, applies
 from .errors import (
     DomainError,
     EventDecodeError,
@@ -64,9 +64,11 @@ __all__ = [
     "TransferredOut",
     "TripEnded",
     "TripStarted",
+    "UnknownAggregateType",
     "UnknownEventType",
     "Upcaster",
     "Withdrawn",
+    "aggregate_class",
     "applies",
     "default_registry",
     "haversine_m",

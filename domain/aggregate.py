@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import DomainError, EventRegistryError
+from .errors import DomainError, EventRegistryError, FactaError
 from .events import DomainEvent
 
-__all__ = ["Aggregate", "AggregateState", "PendingEvent", "applies"]
+__all__ = ["Aggregate", "AggregateState", "PendingEvent", "UnknownAggregateType", "aggregate_class", "applies"]
 
 E = TypeVar("E", bound=DomainEvent)
 _HANDLER_ATTR = "__facta_applies__"
@@ -71,11 +71,15 @@ class Aggregate:
     #: Bump when ``State`` changes shape: snapshots of other state versions are ignored.
     state_version: ClassVar[int] = 1
     _handlers: ClassVar[dict[type[DomainEvent], Callable[[Any, Any], None]]] = {}
+    #: Every class declared with ``stream_type=...``, by that stream type (the newest
+    #: declaration wins): audit queries find a stream's aggregate class here.
+    _by_stream_type: ClassVar[dict[str, type[Aggregate]]] = {}
 
     def __init_subclass__(cls, *, stream_type: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if stream_type is not None:
             cls.stream_type = stream_type
+            Aggregate._by_stream_type[stream_type] = cls
         own: dict[type[DomainEvent], Callable[[Any, Any], None]] = {}
         for value in vars(cls).values():
             event_cls = getattr(value, _HANDLER_ATTR, None)
@@ -114,6 +118,16 @@ class Aggregate:
         """Events emitted since the aggregate was loaded or last saved."""
         return list(self._pending)
 
+    def assign_event_ids(self, *event_ids: uuid.UUID) -> None:
+        """Give the newest pending events these ids, oldest first. A process that reacts
+        to an event derives them from that event's id, so retrying its command stores
+        nothing new: the store keeps the first events with those ids."""
+        if not 0 < len(event_ids) <= len(self._pending):
+            raise ValueError(f"{len(event_ids)} ids given for {len(self._pending)} pending events")
+        start = len(self._pending) - len(event_ids)
+        for i, event_id in enumerate(event_ids, start):
+            self._pending[i] = replace(self._pending[i], event_id=event_id)
+
     def mark_saved(self) -> None:
         """Forget the pending events: the store has them now."""
         self._pending.clear()
@@ -144,3 +158,23 @@ class Aggregate:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, version={self.version}, state={self.state!r})"
+
+
+class UnknownAggregateType(FactaError):
+    """No aggregate class is declared for a stream type (its module is not imported)."""
+
+    def __init__(self, stream_type: str) -> None:
+        self.stream_type = stream_type
+        known = ", ".join(sorted(Aggregate._by_stream_type)) or "none"
+        super().__init__(
+            f"no aggregate class for stream type {stream_type!r} (known: {known}): import the module that declares it"
+        )
+
+
+def aggregate_class(stream_type: str) -> type[Aggregate]:
+    """The aggregate class declared with ``stream_type=...``; importing a module declares
+    its classes (``facta.domain`` declares ``Account`` and ``Ride``)."""
+    try:
+        return Aggregate._by_stream_type[stream_type]
+    except KeyError:
+        raise UnknownAggregateType(stream_type) from None

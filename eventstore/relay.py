@@ -33,21 +33,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import uuid
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from .errors import StoreError
+from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints
 from .store import EventStore
@@ -182,7 +179,7 @@ class Relay:
     def __init__(self, store: EventStore, config: RelayConfig) -> None:
         self.store = store
         self.config = config
-        self._lock = _active_lock(store, config.name)
+        self._lock = active_lock(store, "relay", config.name, RelayError)
         self._topics: set[str] = set()
         self._topic_names: dict[str, str] = {}
         self._partition_cache: dict[str, tuple[list[int], dict[bytes, int]]] = {}
@@ -604,100 +601,3 @@ def _save_checkpoint(conn: Connection, name: str, position: int) -> None:
 
 def _count_after(conn: Connection, position: int) -> int:
     return int(conn.execute(select(func.count()).select_from(events).where(events.c.position > position)).scalar_one())
-
-
-# -- one active relay per store and name ----------------------------------------------------
-
-
-class _ActiveLock:
-    async def acquire(self, stop: asyncio.Event, poll: float) -> bool:
-        raise NotImplementedError
-
-    async def verify(self) -> None:
-        """Raise if the lock was lost (another relay may be active now)."""
-
-    async def release(self) -> None:
-        raise NotImplementedError
-
-
-def _active_lock(store: EventStore, name: str) -> _ActiveLock:
-    if store.database.dialect == "postgresql":
-        return _PostgresLock(store, name)
-    return _FileLock(Path(f"{store.database.url.database}.relay-{name}.lock"), name)
-
-
-class _PostgresLock(_ActiveLock):
-    """A session advisory lock held on a connection of its own for the relay's life; the
-    server drops it when that session ends, however the relay died."""
-
-    def __init__(self, store: EventStore, name: str) -> None:
-        self._store, self._name = store, name
-        self._key = (0x66616374, 2 + zlib.crc32(f"relay:{name}".encode()) % 0x7FFFFFF0)
-        self._conn: Any = None
-
-    async def acquire(self, stop: asyncio.Event, poll: float) -> bool:
-        engine = self._store.database.engine
-        assert engine is not None
-        self._conn = await engine.connect()
-        raw = (await self._conn.get_raw_connection()).driver_connection
-        waited = False
-        while not stop.is_set():
-            if await raw.fetchval("SELECT pg_try_advisory_lock($1, $2)", *self._key):
-                if waited:
-                    log.info("relay %r: the previous relay is gone; taking over", self._name)
-                return True
-            if not waited:
-                log.info("relay %r: another relay is active on this store; waiting to take over", self._name)
-                waited = True
-            await _sleep(stop, poll)
-        await self.release()
-        return False
-
-    async def verify(self) -> None:
-        raw = (await self._conn.get_raw_connection()).driver_connection
-        try:
-            await raw.fetchval("SELECT 1")
-        except Exception as exc:
-            raise RelayError(f"relay {self._name!r} lost its lock connection ({_describe(exc)}); stopping") from None
-
-    async def release(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                raw = (await self._conn.get_raw_connection()).driver_connection
-                await raw.fetchval("SELECT pg_advisory_unlock($1, $2)", *self._key)
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-
-
-class _FileLock(_ActiveLock):
-    """flock on a file beside the SQLite database; the kernel drops it when the process dies."""
-
-    def __init__(self, path: Path, name: str) -> None:
-        self._path, self._name = path, name
-        self._fd: int | None = None
-
-    async def acquire(self, stop: asyncio.Event, poll: float) -> bool:
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        waited = False
-        while not stop.is_set():
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not waited:
-                    log.info("relay %r: another relay holds %s; waiting to take over", self._name, self._path)
-                    waited = True
-                await _sleep(stop, poll)
-                continue
-            if waited:
-                log.info("relay %r: the previous relay is gone; taking over", self._name)
-            return True
-        await self.release()
-        return False
-
-    async def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None

@@ -26,9 +26,11 @@ test with 8 writer processes and a deterministic in-flight-writer test) proves i
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeVar
 
 from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select
@@ -54,7 +56,13 @@ __all__ = ["EventStore"]
 
 R = TypeVar("R")
 
-_MAX_ANY_VERSION_RETRIES = 5
+# An append without an expected version that loses the race for a stream's next version
+# (another writer took it between facta_append's head read and its insert) tries again
+# after a short random pause, for up to this long: every lost race means another append
+# committed, so a hot stream keeps moving, and the pause spreads the losers apart.
+_LOST_RACE_BUDGET = 10.0
+_LOST_RACE_PAUSE = 0.002  # doubled per attempt, up to _LOST_RACE_PAUSE_MAX, then jittered
+_LOST_RACE_PAUSE_MAX = 0.1
 
 
 class EventStore:
@@ -171,7 +179,10 @@ class EventStore:
             causation_id=causation_id,
             snapshots=snapshots,
         )
-        for _ in range(_MAX_ANY_VERSION_RETRIES):
+        deadline = time.monotonic() + _LOST_RACE_BUDGET
+        attempts = 0
+        while True:
+            attempts += 1
             try:
                 if self._postgres:
                     async with self.database.driver_connection() as conn:
@@ -191,7 +202,13 @@ class EventStore:
                 settled = await self.database.read(self._settle_tx, batch)
                 if settled is not None:
                     return settled
-        raise StoreError(f"append to {[a.stream_id for a, _ in batch]} lost {_MAX_ANY_VERSION_RETRIES} races in a row")
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"append to {[a.stream_id for a, _ in batch]} lost {attempts} races in a row"
+                        f" over {_LOST_RACE_BUDGET:g} s"
+                    ) from None
+                pause = min(_LOST_RACE_PAUSE * 2 ** min(attempts - 1, 10), _LOST_RACE_PAUSE_MAX)
+                await asyncio.sleep(pause * random.random())
 
     def _settle_tx(
         self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
@@ -307,21 +324,90 @@ class EventStore:
 
         return await self._read_settled(after, limit, fetch)
 
+    async def read_log_window(
+        self, after: int = 0, limit: int = 1000, *, event_types: Sequence[str] | None = None
+    ) -> tuple[list[RecordedEvent], int]:
+        """Like :meth:`read_log`, and also how far the read looked: every event of the
+        given types with ``after < position <= covered`` is in the list. A consumer that
+        handles only some types moves its checkpoint to ``covered``, past the rest."""
+        query = self._select()
+        if event_types is not None:
+            query = query.where(events.c.event_type.in_(list(event_types)))
+        if not self._postgres:
+            rows, covered = await self.database.read(_sqlite_window, query, after, limit)
+            registry = self.registry
+            return [RecordedEvent(*row, registry=registry) for row in rows], covered  # type: ignore[misc]
+
+        registry = self.registry
+        types = None if event_types is None else list(event_types)
+
+        async def fetch(start: int, upto: int, n: int) -> list[RecordedEvent]:
+            # The driver's rows straight into records: Core's result machinery cost more
+            # than the query on this hot path (projection catch-up and rebuilds).
+            async with self.database.driver_connection() as conn:
+                rows = await conn.fetch(_PG_WINDOW_ROWS, start, upto, n, types)
+            # Rows come in RecordedEvent's field order; mypy cannot count them.
+            return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+
+        return await self._read_settled_window(after, limit, fetch, lambda r: r.position)
+
     async def _read_settled(
         self, after: int, limit: int, fetch: Callable[[int, int, int], Awaitable[list[R]]]
     ) -> list[R]:
         """PostgreSQL: up to ``limit`` rows after ``after``, never past the settled horizon.
         ``fetch(after, upto, n)`` reads at most n rows with after < position <= upto."""
+        rows, _ = await self._read_settled_window(after, limit, fetch, None)
+        return rows
+
+    async def _read_settled_window(
+        self,
+        after: int,
+        limit: int,
+        fetch: Callable[[int, int, int], Awaitable[list[R]]],
+        position_of: Callable[[R], int] | None,
+    ) -> tuple[list[R], int]:
         rows: list[R] = []
         settled = self._horizon
+        covered = after
         if settled > after:
             rows = await fetch(after, settled, limit)
+            covered = settled
         if len(rows) < limit:
             newer = await self._settle_horizon()
             start = max(after, settled)
             if newer > start:
                 rows += await fetch(start, newer, limit - len(rows))
-        return rows
+                covered = newer
+        if len(rows) >= limit and position_of is not None:
+            covered = position_of(rows[-1])
+        return rows, covered
+
+    async def positions_around(
+        self, since: datetime | None, until: datetime | None
+    ) -> tuple[int | None, int | None]:
+        """Exclusive position bounds of the events recorded in [since, until] (None: no
+        bound), each found as one row of the (recorded_at, position) index, so that a
+        query by time can walk the log from near the window (see :func:`_window_bounds`)."""
+        return await self.database.read(_window_bounds, since, until)
+
+    async def first_position_at(self, when: datetime) -> int:
+        """The position just before the first event recorded at or after ``when``: a
+        replay "from a time" starts after it. Concurrent appends can make recorded-at
+        times interleave along the log by their overlap, so this is the smallest such
+        position, and the replay includes every event recorded at or after ``when``."""
+        if when.tzinfo is None:
+            raise ValueError(f"naive datetime {when.isoformat()} given: use an aware time")
+        low, _ = await self.positions_around(when, None)
+        query = (
+            select(events.c.position)
+            .where(events.c.recorded_at >= when, events.c.position > (low or 0))
+            .order_by(events.c.position)
+            .limit(1)
+        )
+        first = await self.database.read(_scalar, query)
+        if first is None:
+            return await self.head_position()
+        return int(first) - 1
 
     async def read_log_rows(self, after: int = 0, limit: int = 1000) -> list[Sequence[Any]]:
         """Like :meth:`read_log` (same order, same settled horizon, never skips an event),
@@ -442,6 +528,11 @@ _PG_LOG_ROWS = (
     f"SELECT {_LOG_COLUMNS.replace('payload', 'payload::text')} FROM facta_events"
     " WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
 )
+_PG_WINDOW_ROWS = (
+    f"SELECT {_LOG_COLUMNS.replace('payload', 'payload::text')} FROM facta_events"
+    " WHERE position > $1 AND position <= $2 AND ($4::text[] IS NULL OR event_type = ANY($4::text[]))"
+    " ORDER BY position LIMIT $3"
+)
 _SQLITE_LOG_ROWS = f"SELECT {_LOG_COLUMNS} FROM facta_events WHERE position > ? ORDER BY position LIMIT ?"
 
 
@@ -449,6 +540,45 @@ def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Sequence[
     driver = conn.connection.driver_connection
     assert driver is not None
     return list(driver.execute(_SQLITE_LOG_ROWS, (after, limit)).fetchall())
+
+
+# How long an append may take from the start of its transaction (its recorded_at) to
+# taking its positions. facta's appends take them in their first statement, so this is a
+# wide margin; it only makes the bounds below looser, never wrong.
+_CLOCK_MARGIN = timedelta(minutes=5)
+
+
+def _window_bounds(
+    conn: Connection, since: datetime | None, until: datetime | None
+) -> tuple[int | None, int | None]:
+    """Exclusive position bounds for events recorded in [since, until], found with the
+    (recorded_at, position) index. recorded_at is the start of the appending transaction,
+    and positions are taken within _CLOCK_MARGIN of it, in increasing order over time:
+
+    - the newest event recorded before ``since - margin`` took its position before
+      ``since``, so every event recorded at or after ``since`` is past it;
+    - the oldest event recorded after ``until + margin`` took its position after
+      ``until + margin``, so every event recorded at or before ``until`` is before it.
+    """
+    c = events.c
+    low = high = None
+    if since is not None:
+        low = conn.execute(
+            select(c.position).where(c.recorded_at < since - _CLOCK_MARGIN)
+            .order_by(c.recorded_at.desc(), c.position.desc()).limit(1)
+        ).scalar()
+    if until is not None:
+        high = conn.execute(
+            select(c.position).where(c.recorded_at > until + _CLOCK_MARGIN)
+            .order_by(c.recorded_at, c.position).limit(1)
+        ).scalar()
+    return low, high
+
+
+def _sqlite_window(conn: Connection, query: Select[Any], after: int, limit: int) -> tuple[Sequence[Any], int]:
+    head = int(conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one())
+    rows = conn.execute(_log_slice(query, after, head, limit)).all()
+    return rows, (rows[-1][0] if len(rows) >= limit else max(head, after))
 
 
 def _log_slice(query: Select[Any], after: int, upto: int, limit: int) -> Select[Any]:
