@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     Integer,
     MetaData,
     String,
@@ -24,7 +25,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["POSITION_TYPE", "JSONText", "UTCDateTime", "events", "metadata", "snapshots"]
+__all__ = [
+    "POSITION_TYPE",
+    "JSONText",
+    "UTCDateTime",
+    "events",
+    "metadata",
+    "projection_checkpoints",
+    "projection_skips",
+    "projections",
+    "relay_checkpoints",
+    "snapshots",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -108,4 +120,40 @@ relay_checkpoints = Table(
     Column("name", String(200), primary_key=True),
     Column("position", POSITION_TYPE, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+projections = Table(
+    "facta_projections",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("generation", Integer(), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("schema_hash", String(64), nullable=False),
+    Column("last_error", Text()),
+    Column("events_per_second", Float()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+projection_checkpoints = Table(
+    "facta_projection_checkpoints",
+    metadata,
+    Column("projection", String(200), primary_key=True),
+    Column("slot", String(20), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer(), primary_key=True),
+    Column("position", POSITION_TYPE, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+projection_skips = Table(
+    "facta_projection_skips",
+    metadata,
+    Column("projection", String(200), primary_key=True),
+    Column("position", POSITION_TYPE, primary_key=True),
+    Column("event_id", Uuid()),
+    Column("event_type", String(200)),
+    Column("reason", Text(), nullable=False),
+    Column("skipped_by", String(200)),
+    Column("skipped_at", UTCDateTime(), nullable=False),
+    Column("applied_at", UTCDateTime()),
 )
