@@ -199,3 +199,27 @@ def median(values: Sequence[float]) -> float:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def render_table(head: Sequence[str], lines: list[tuple[str, ...]], numeric: set[int]) -> str:
+    """A plain-text table: columns padded, those in ``numeric`` right-aligned; a trailing
+    empty row (a separator the caller added) is dropped."""
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    out = [fmt(head), fmt(["-" * w for w in widths])]
+    out += [fmt(r) for r in (lines[:-1] if lines and not any(lines[-1]) else lines)]
+    return "\n".join(out)

@@ -73,6 +73,8 @@ from _common import (
     make_events,
     median,
     migrate,
+    percentile,
+    render_table,
 )
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -395,32 +397,10 @@ def run_latency(backend: str, broker: Broker, rate: float, seconds: float, round
         fresh.drop()
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
-
-
 # -- report --------------------------------------------------------------------------------------
 
 
 LABELS = {"relay": "facta relay run(once=True)", "raw": "raw aiokafka send()"}
-
-
-def _table(head: Sequence[str], lines: list[tuple[str, ...]], numeric: set[int]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
-
-    def fmt(row: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-
-    out = [fmt(head), fmt(["-" * w for w in widths])]
-    out += [fmt(r) for r in (lines[:-1] if lines and not any(lines[-1]) else lines)]
-    return "\n".join(out)
 
 
 def render_throughput(runs: dict[str, dict[str, list[Throughput]]], title: str) -> str:
@@ -447,7 +427,7 @@ def render_throughput(runs: dict[str, dict[str, list[Throughput]]], title: str) 
                 row[7:] = [f"{ratio:.2f}x", f">= {AIM_RAW}x raw: {'ok' if ratio >= AIM_RAW else 'MISS'}"]
             lines.append(tuple(row))
         lines.append(("",) * len(head))
-    return _table(head, lines, {3, 4, 5, 6, 7})
+    return render_table(head, lines, {3, 4, 5, 6, 7})
 
 
 def render_latency(runs: dict[str, list[Latency]], title: str) -> str:
@@ -466,7 +446,7 @@ def render_latency(runs: dict[str, list[Latency]], title: str) -> str:
             f"{max(samples):.1f}",
             " / ".join(f"{p:.1f}" for p in p50s),
         ))
-    return _table(head, lines, {2, 3, 4, 5, 6})
+    return render_table(head, lines, {2, 3, 4, 5, 6})
 
 
 def header(backends: Sequence[str], broker: Broker) -> list[str]:

@@ -1,0 +1,233 @@
+"""`Applier`: applies batches of events to one projection's tables with its checkpoints.
+
+Both sources (the store log, Kafka) hand it batches of :class:`Delivery`. For each batch:
+
+1. events the projection does not handle, and events an operator skipped, are passed
+   over (they still move the checkpoint);
+2. effect handlers run, in order (not in a replay);
+3. one database transaction checks the projection's generation, runs the handlers on a
+   :class:`ReadModel`, flushes it, and moves the checkpoints by compare-and-set.
+
+A redelivered event therefore changes nothing: either its batch committed, and the
+checkpoint is past it, or nothing of it did. A failing handler stops the projection with
+one line naming the event; the events before it in the batch are committed, the
+checkpoint stays just before it, and a restart retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from facta.domain import DomainEvent
+from facta.eventstore import EventStore, RecordedEvent
+
+from . import tracking
+from .api import REBUILD_SUFFIX, EffectContext, EffectHandler, Handler, Projection
+from .errors import ProjectionError
+from .tracking import LIVE, Coord, Stale
+from .writer import ReadModel
+
+__all__ = ["Applier", "Delivery"]
+
+log = logging.getLogger("facta.projections")
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event as a source delivers it: the record, where it came from, and the value
+    its coordinate's checkpoint takes once it is applied."""
+
+    record: RecordedEvent
+    coord: Coord
+    next: int
+    offset: int | None = None  # the Kafka offset, for messages
+
+    def where(self) -> str:
+        if self.offset is None:
+            return f"position {self.record.position}"
+        topic, partition = self.coord
+        return f"position {self.record.position}, {topic}[{partition}] offset {self.offset}"
+
+
+@dataclass(slots=True)
+class _Work:
+    index: int
+    handler: Handler | None
+    effect: EffectHandler | None
+    event: DomainEvent
+    record: RecordedEvent
+
+
+class _HandlerFailed(Exception):
+    def __init__(self, index: int, cause: BaseException) -> None:
+        self.index, self.cause = index, cause
+
+
+class _FlushFailed(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+
+
+def advance_over(batch: Sequence[Delivery]) -> dict[Coord, int]:
+    """The checkpoints after applying ``batch``."""
+    out: dict[Coord, int] = {}
+    for d in batch:
+        out[d.coord] = max(out.get(d.coord, d.next), d.next)
+    return out
+
+
+class Applier:
+    def __init__(
+        self,
+        store: EventStore,
+        projection: type[Projection],
+        *,
+        source: str,
+        slot: str = LIVE,
+        replay: bool = False,
+    ) -> None:
+        self.store = store
+        self.projection = projection(table_suffix="" if slot == LIVE else REBUILD_SUFFIX)
+        self.name = projection.name
+        self.source = source
+        self.slot = slot
+        self.replay = replay
+        self.generation: int | None = None
+        self.checkpoints: dict[Coord, int] = {}
+        self.skips: set[int] = set()
+        self.applied = 0
+        self.effects_run = 0
+        self._failed_before = False
+        self._context = EffectContext(store=store, projection=self.name)
+
+    async def open(self) -> dict[Coord, int]:
+        """Make the live tables if needed; load generation, checkpoints and skips."""
+        return await self.store.database.write(self._open)
+
+    def _open(self, conn: Connection) -> dict[Coord, int]:
+        if self.slot == LIVE:
+            self.generation = tracking.ensure_live(conn, type(self.projection), self.source)
+            # A recorded error is cleared by the next commit (only then: that update takes
+            # the row's lock, which other runners' batches share).
+            self._failed_before = tracking.last_error(conn, self.name) is not None
+        self.checkpoints = tracking.load_checkpoints(conn, self.name, self.slot)
+        self.skips = tracking.skipped_positions(conn, self.name)
+        return dict(self.checkpoints)
+
+    async def apply(self, batch: Sequence[Delivery], advance: Mapping[Coord, int] | None = None) -> None:
+        """Apply ``batch`` and move the checkpoints to ``advance`` (default: just past the
+        batch). Raises :class:`Stale` if this runner's view is out of date (reload), and
+        :class:`ProjectionError` if a handler failed."""
+        done = self.checkpoints
+        # A delivery at or behind its checkpoint was applied already (a redelivery, a
+        # batch handed over twice): it changes nothing, and no checkpoint moves back.
+        if any(d.next <= done.get(d.coord, -1) for d in batch):
+            batch = [d for d in batch if d.next > done.get(d.coord, -1)]
+        advance = dict(advance) if advance is not None else advance_over(batch)
+        advance = {coord: value for coord, value in advance.items() if value > done.get(coord, -1)}
+        if not batch and not advance:
+            return
+        work: list[_Work] = []
+        skipped: list[int] = []
+        projection = self.projection
+        for i, delivery in enumerate(batch):
+            record = delivery.record
+            if record.position in self.skips:
+                skipped.append(record.position)
+                continue
+            handler = projection.handler_for(record.event_type)
+            effect = None if self.replay else projection.effect_for(record.event_type)
+            if handler is None and effect is None:
+                continue
+            try:
+                event = record.event
+            except Exception as exc:
+                await self._fail(batch, i, work, exc)
+            work.append(_Work(i, handler, effect, event, record))
+        if not self.replay:
+            for w in work:
+                if w.effect is not None:
+                    self.effects_run += 1
+                    try:
+                        await w.effect(projection, self._context, w.event, w.record)
+                    except Exception as exc:
+                        await self._fail(batch, w.index, work, exc)
+        try:
+            await self.store.database.write(self._commit, work, advance, skipped)
+        except _HandlerFailed as failed:
+            await self._fail(batch, failed.index, work, failed.cause)
+        except _FlushFailed as failed:
+            if len(batch) <= 1:
+                await self._fail(batch, 0, work, failed.cause)
+            # The flush does not say which event's change it choked on: apply one at a
+            # time to find it (the failing one then stops the projection, named).
+            for delivery in batch:
+                await self.apply([delivery])
+            await self.apply([], advance)
+            return
+        self.checkpoints.update(advance)
+        self.skips.difference_update(skipped)
+        self.applied += len(work)
+
+    def _commit(self, conn: Connection, work: list[_Work], advance: dict[Coord, int], skipped: list[int]) -> None:
+        if self.slot == LIVE and tracking.generation(conn, self.name, lock=True) != self.generation:
+            raise Stale
+        rm = ReadModel(conn)
+        projection = self.projection
+        for w in work:
+            if w.handler is not None:
+                try:
+                    w.handler(projection, rm, w.event, w.record)
+                except Exception as exc:
+                    raise _HandlerFailed(w.index, exc) from exc
+        try:
+            rm.flush()
+        except (SQLAlchemyError, ValueError, TypeError) as exc:
+            raise _FlushFailed(exc) from exc
+        tracking.move_checkpoints(conn, self.name, self.slot, self.checkpoints, advance)
+        if skipped:
+            tracking.mark_skips_applied(conn, self.name, skipped)
+        if self._failed_before and self.slot == LIVE:
+            tracking.record_error(conn, self.name, None)
+            self._failed_before = False
+
+    async def _fail(self, batch: Sequence[Delivery], index: int, work: list[_Work], cause: BaseException) -> NoReturn:
+        delivery = batch[index]
+        record = delivery.record
+        message = (
+            f"projection {self.name!r} stopped at {record.event_type} event {record.event_id}"
+            f" (stream {record.stream_id} v{record.version}, {delivery.where()}): {_describe(cause)};"
+            f" its checkpoint stays before this event: fix the cause and run it again, or skip it with"
+            f" `facta projections skip {self.name} --position {record.position}`"
+        )
+        if index > 0:  # keep what came before the poison event
+            before = [w for w in work if w.index < index]
+            prefix = batch[:index]
+            try:
+                await self.store.database.write(self._commit, before, advance_over(prefix), [])
+                self.checkpoints.update(advance_over(prefix))
+                self.applied += len(before)
+            except (Stale, _HandlerFailed, _FlushFailed, SQLAlchemyError):
+                log.warning("projection %r: could not commit the events before the failing one", self.name)
+        if self.slot == LIVE:
+            try:
+                await self.store.database.write(tracking.record_error, self.name, message)
+                self._failed_before = True
+            except SQLAlchemyError:
+                pass
+        raise ProjectionError(message) from cause
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

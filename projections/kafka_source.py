@@ -1,0 +1,716 @@
+"""Kafka as a projection source: the relay's topics, consumed into an :class:`Applier`.
+
+The database is the only source of truth for where a projection stands. Each Kafka
+partition ``(topic, partition)`` has a checkpoint row holding the *next* offset to read,
+moved in the same transaction as the read-model rows. So:
+
+- **Group consumption** (:func:`run_kafka`): a consumer group per projection, auto-commit
+  off. On every assignment the runner reloads its checkpoints and seeks each assigned
+  partition to its checkpoint (or to the beginning when it has none); it never resumes
+  from the offsets committed to Kafka, which it writes only so that lag tools work. On
+  revocation it waits until the batch in flight has committed. A batch that finds a
+  checkpoint moved under it (:class:`Stale`: another member committed first, or the
+  tables were swapped by a rebuild) commits nothing; the runner reloads and seeks again.
+- **Ranges** (:func:`consume_range`), for replays and rebuilds: no group, partitions
+  assigned by hand, from given start offsets to given end offsets.
+
+Messages are filtered by their ``event-type`` header before anything is decoded: a type
+the projection does not consume only moves the checkpoint. The others become
+:class:`RecordedEvent` objects rebuilt from the headers the relay writes
+(:func:`facta.eventstore.relay.kafka_record`), their payload the record's value.
+
+The relay delivers at least once: a copy it republished after a crash is recognised by
+its ``position`` header, which is not above the positions before it in its partition,
+and passed over (see :class:`_Seen`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    RequestTimedOutError,
+)
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+
+from facta.domain import EventRegistry, default_registry
+from facta.eventstore import RecordedEvent
+
+from . import tracking
+from .applier import Applier, Delivery
+from .errors import ProjectionError
+from .runner import KafkaSettings
+from .tracking import LIVE, Coord, Stale
+
+__all__ = ["consume_range", "kafka_offsets", "kafka_offsets_for_time", "record_from_message", "run_kafka"]
+
+log = logging.getLogger("facta.projections")
+
+REQUIRED_HEADERS = (
+    "event-type", "schema-version", "event-id", "stream-id", "stream-type", "stream-version", "position",
+    "occurred-at", "recorded-at",
+)
+OPTIONAL_HEADERS = ("actor", "correlation-id", "causation-id")
+
+_POLL_MS = 200
+_METADATA_MAX_AGE_MS = 5_000  # how soon a topic created after the runner started is consumed
+_KAFKA_COMMIT_TIMEOUT = 5.0
+_FIRST_BACKOFF, _MAX_BACKOFF = 0.2, 5.0
+# How far before a checkpoint a consumer looks for the positions a republished copy would
+# repeat: the relay republishes at most the two pages it had in flight (RelayConfig's
+# batch_size, 1000 by default, events each).
+_DUPLICATE_WINDOW = 2_000
+
+
+# -- records --------------------------------------------------------------------------------
+
+
+def _where(message: Any) -> str:
+    return f"Kafka record {message.topic}[{message.partition}] offset {message.offset}"
+
+
+def _peek(message: Any) -> tuple[str | None, int | None]:
+    """The ``event-type`` and ``position`` headers, read without decoding anything else
+    (None where absent or malformed: :func:`record_from_message` then says what is wrong)."""
+    event_type: str | None = None
+    position: int | None = None
+    for name, value in message.headers or ():
+        if name == "event-type" and event_type is None:
+            with contextlib.suppress(UnicodeDecodeError, TypeError):
+                event_type = bytes(value).decode()
+        elif name == "position" and position is None:
+            with contextlib.suppress(ValueError, TypeError):
+                position = int(bytes(value))
+    return event_type, position
+
+
+def record_from_message(message: Any, registry: EventRegistry = default_registry) -> RecordedEvent:
+    """The :class:`RecordedEvent` a relayed Kafka record carries: its metadata from the
+    headers, its payload the record's value. Headers other than the relay's are ignored;
+    a missing or malformed one is a :class:`ProjectionError` naming the record."""
+    # The hot path (rebuilds): one pass, no checks beyond what building the record does.
+    # Anything unusual (a missing, repeated or malformed header) takes the careful path,
+    # which says what is wrong.
+    try:
+        raw = message.headers
+        h = {name: bytes(value).decode() for name, value in raw}
+        if len(h) == len(raw):
+            return RecordedEvent(
+                int(h["position"]), uuid.UUID(h["event-id"]), h["stream-id"], h["stream-type"],
+                int(h["stream-version"]), h["event-type"], int(h["schema-version"]), bytes(message.value).decode(),
+                _utc(h["occurred-at"]), _utc(h["recorded-at"]),
+                h.get("actor"), h.get("correlation-id"), h.get("causation-id"), registry,
+            )
+    except Exception:  # the careful path below names the problem
+        pass
+    return _record_carefully(message, registry)
+
+
+def _record_carefully(message: Any, registry: EventRegistry) -> RecordedEvent:
+    where = _where(message)
+    headers: dict[str, str] = {}
+    for name, value in message.headers or ():
+        if name not in REQUIRED_HEADERS and name not in OPTIONAL_HEADERS:
+            continue
+        try:
+            text = bytes(value).decode()
+        except (UnicodeDecodeError, TypeError):
+            raise ProjectionError(f"{where} is not a facta event: its {name!r} header is not UTF-8 text") from None
+        if headers.setdefault(name, text) != text:
+            raise ProjectionError(f"{where} is not a facta event: it has two different {name!r} headers")
+    missing = [name for name in REQUIRED_HEADERS if name not in headers]
+    if missing:
+        raise ProjectionError(
+            f"{where} is not a facta event: it lacks the header{'s' if len(missing) > 1 else ''}"
+            f" {', '.join(repr(m) for m in missing)}"
+        )
+    if message.value is None:
+        raise ProjectionError(f"{where} is not a facta event: it has no value (payload)")
+    try:
+        payload = bytes(message.value).decode()
+    except UnicodeDecodeError:
+        raise ProjectionError(f"{where} is not a facta event: its value is not UTF-8 JSON") from None
+
+    def parsed(name: str, parse: Callable[[str], Any]) -> Any:
+        try:
+            return parse(headers[name])
+        except (ValueError, TypeError):
+            raise ProjectionError(f"{where} has a malformed {name!r} header: {headers[name]!r}") from None
+
+    return RecordedEvent(
+        position=parsed("position", int),
+        event_id=parsed("event-id", uuid.UUID),
+        stream_id=headers["stream-id"],
+        stream_type=headers["stream-type"],
+        version=parsed("stream-version", int),
+        event_type=headers["event-type"],
+        schema_version=parsed("schema-version", int),
+        payload=payload,
+        occurred_at=parsed("occurred-at", _utc),
+        recorded_at=parsed("recorded-at", _utc),
+        actor=headers.get("actor"),
+        correlation_id=headers.get("correlation-id"),
+        causation_id=headers.get("causation-id"),
+        registry=registry,
+    )
+
+
+@functools.lru_cache(maxsize=4096)  # an append's events share their times
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _coord(tp: Any) -> Coord:
+    return (str(tp.topic), int(tp.partition))
+
+
+class _Seen:
+    """Per partition, the highest store position among the records before some offset.
+
+    The relay delivers at least once: after a crash it republishes the pages it had in
+    flight, so a partition can hold an event twice, the copy later. Positions only grow
+    within a partition (the relay publishes in log order), so a record whose position is
+    not above every position before it is such a copy, and is passed over. To know the
+    positions before a checkpoint, a consumer that did not read up to it itself starts
+    :data:`_DUPLICATE_WINDOW` records earlier and only looks at those.
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[Coord, tuple[int, int]] = {}  # coord -> (highest position, up to offset)
+
+    def start(self, coord: Coord, checkpoint: int | None, begin: int) -> int:
+        """Where to seek a partition whose checkpoint is ``checkpoint``."""
+        known = self.known.get(coord)
+        if checkpoint is None or checkpoint <= begin:
+            self.known.pop(coord, None)
+            return begin if checkpoint is None else checkpoint
+        if known is not None and known[1] == checkpoint:
+            return checkpoint
+        self.known.pop(coord, None)
+        return max(begin, checkpoint - _DUPLICATE_WINDOW)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What one fetch gives the applier."""
+
+    batch: list[Delivery]  # the messages of handled types, as deliveries
+    advance: dict[Coord, int]  # the checkpoints past every message looked at
+    messages: int  # how many messages that was (not counting those below the checkpoints)
+    highest: dict[Coord, tuple[int, int]]  # what _Seen knows once this walk is committed
+    duplicates: int
+    failure: ProjectionError | None = None
+
+
+def _walk(
+    applier: Applier, fetched: Mapping[Any, Sequence[Any]], types: frozenset[str], floors: Mapping[Coord, int],
+    seen: _Seen, limits: Mapping[Coord, int] | None = None,
+) -> _Walk:
+    """Walk the messages of ``fetched``: those below a partition's floor (its checkpoint)
+    were applied already and only teach their positions; republished copies and
+    unhandled types are passed over; the rest become deliveries, built from their
+    headers. Messages at or past a partition's limit are left out. A message that is not
+    a facta event stops the walk: what came before it is returned with the error."""
+    registry = applier.store.registry
+    walk = _Walk([], {}, 0, {}, 0)
+    for tp, messages in fetched.items():
+        if not messages:
+            continue
+        coord = _coord(tp)
+        floor = floors.get(coord)
+        limit = None if limits is None else limits.get(coord)
+        known = seen.known.get(coord)
+        if known is not None and known[1] > int(messages[0].offset):
+            known = None  # not a continuation of what was seen: learn afresh
+        highest = -1 if known is None else known[0]
+        looked = None
+        for message in messages:
+            offset = int(message.offset)
+            if limit is not None and offset >= limit:
+                break
+            event_type, position = _peek(message)
+            looked = offset + 1
+            if floor is not None and offset < floor:
+                if position is not None:
+                    highest = max(highest, position)
+                continue
+            if position is not None and position <= highest:
+                walk.duplicates += 1
+            elif event_type is None or event_type in types:
+                try:
+                    record = record_from_message(message, registry)
+                except ProjectionError as exc:
+                    walk.failure = ProjectionError(
+                        f"projection {applier.name!r} stopped: {exc}; its checkpoint stays before this record"
+                    )
+                    return walk
+                walk.batch.append(Delivery(record, coord, offset + 1, offset))
+            if position is not None:
+                highest = max(highest, position)
+            walk.advance[coord] = offset + 1
+            walk.messages += 1
+        if looked is not None and highest >= 0:
+            walk.highest[coord] = (highest, looked)
+    return walk
+
+
+def _learn(seen: _Seen, walk: _Walk) -> None:
+    """Once ``walk`` is committed (or had nothing to commit): remember its positions."""
+    seen.known.update(walk.highest)
+    if walk.duplicates:
+        log.info("passed over %d republished cop%s of events applied already", walk.duplicates,
+                 "y" if walk.duplicates == 1 else "ies")
+
+
+# -- Kafka errors -----------------------------------------------------------------------------
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, OSError, TimeoutError)):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _start(consumer: Any) -> None:
+    """Start ``consumer``; if that fails, close what it opened before raising."""
+    try:
+        await consumer.start()
+    except BaseException:
+        await _stop_quietly(consumer)
+        raise
+
+
+async def _stop_quietly(consumer: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(consumer.stop(), 30)
+
+
+def _consumer(settings: KafkaSettings, **options: Any) -> Any:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        request_timeout_ms=settings.request_timeout_ms,
+        **options,
+    )
+
+
+async def _retrying(
+    what: str, stop: asyncio.Event, attempt: Callable[[], Any], give_up_after: float | None = None
+) -> None:
+    """Run ``attempt()`` until it returns without a transient Kafka error (or ``stop`` is
+    set), backing off between tries; any other Kafka error is a :class:`ProjectionError`,
+    and so is Kafka staying unreachable for ``give_up_after`` seconds, if given."""
+    backoff = _FIRST_BACKOFF
+    failing_since: float | None = None
+    while not stop.is_set():
+        try:
+            await attempt()
+            return
+        except (KafkaError, OSError, TimeoutError) as exc:
+            if not _is_transient(exc):
+                raise ProjectionError(f"{what}: Kafka failed: {_describe(exc)}") from None
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if give_up_after is not None and now - failing_since >= give_up_after:
+                raise ProjectionError(
+                    f"{what}: Kafka unreachable for {give_up_after:g} s ({_describe(exc)})"
+                ) from None
+            log.warning("%s: Kafka unavailable (%s); retrying in %.1fs", what, _describe(exc), backoff)
+        await _sleep(stop, backoff)
+        backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+# -- group consumption --------------------------------------------------------------------------
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, session: _GroupSession) -> None:
+        self.session = session
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Wait for the batch in flight: the partitions' next owner must find its commit.
+        async with self.session.lock:
+            self.session.ready = False
+            self.session.assigned = set()
+            self.session.may_commit = False
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        # aiokafka logs and drops what a listener raises: hand it to the consuming loop.
+        try:
+            async with self.session.lock:
+                await self.session.assign(set(assigned))
+        except Exception as exc:
+            self.session.failure = exc
+
+
+class _GroupSession:
+    """One consumer's life in the projection's group: from start to stop or a Kafka error."""
+
+    def __init__(self, applier: Applier, settings: KafkaSettings, *, batch_size: int, once: bool, stop: asyncio.Event) -> None:
+        projection = type(applier.projection)
+        self.applier = applier
+        self.settings = settings
+        self.topics = settings.topics(projection)
+        self.group = settings.group(projection)
+        self.types = frozenset(projection.event_types())
+        self.batch_size = batch_size
+        self.once = once
+        self.stop = stop
+        self.lock = asyncio.Lock()
+        self.consumer: Any = None
+        self.assigned: set[Any] = set()
+        self.ready = False
+        self.may_commit = False  # Kafka commits: only between an assignment and a failed commit
+        self.assignments = 0
+        self.begins: dict[Any, int] = {}
+        self.ends: dict[Any, int] = {}
+        self.failure: BaseException | None = None
+        self.seen = _Seen()
+        self.epoch = 0  # counts assignments: a fetch begun before the last one is stale
+        self.targets: dict[Any, int] = {}  # where the last assignment sought each partition
+
+    async def run(self) -> None:
+        consumer = self.consumer = _consumer(
+            self.settings,
+            group_id=self.group,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            metadata_max_age_ms=_METADATA_MAX_AGE_MS,
+        )
+        await _start(consumer)
+        try:
+            if self.once:
+                existing = await consumer.topics()
+                if not any(topic in existing for topic in self.topics):
+                    log.info("projection %r: no topic of %s exists yet; nothing to consume",
+                             self.applier.name, ", ".join(self.topics))
+                    return
+            # By pattern: a subscription by name asks for the topics' metadata in a way that
+            # makes a broker auto-create a missing one (with its default partition count,
+            # before the relay creates it with the configured one). A pattern reads the
+            # metadata of all topics, creates nothing, and picks up a topic the relay
+            # creates later (within the metadata refresh interval).
+            pattern = "^(" + "|".join(re.escape(topic) for topic in self.topics) + ")$"
+            consumer.subscribe(pattern=pattern, listener=_Listener(self))
+            await self._consume()
+        finally:
+            await _stop_quietly(consumer)
+
+    async def _consume(self) -> None:
+        consumer = self.consumer
+        while not self.stop.is_set():
+            self._raise_failure()
+            if self.once and await self._caught_up():
+                return
+            epoch = self.epoch
+            fetched = await consumer.getmany(timeout_ms=_POLL_MS, max_records=self.batch_size)
+            if not fetched:
+                continue
+            async with self.lock:
+                self._raise_failure()
+                if epoch != self.epoch:
+                    # Partitions were assigned while this fetch ran: it may have read from
+                    # positions of before the assignment's seeks (such as the offsets
+                    # committed to Kafka). Drop it and read again from the seeks.
+                    for tp in consumer.assignment():
+                        if tp in self.targets:
+                            consumer.seek(tp, self.targets[tp])
+                    continue
+                committed = await self._apply(fetched)
+            if committed and self.settings.commit_to_kafka:
+                await self._commit_to_kafka(committed)
+
+    def _raise_failure(self) -> None:
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+
+    async def assign(self, assigned: set[Any]) -> None:
+        """Under the lock: reload the checkpoints and seek every assigned partition to its
+        own (never to Kafka's committed offset), or to the beginning if it has none."""
+        consumer, applier = self.consumer, self.applier
+        checkpoints = await applier.open()
+        partitions = sorted(assigned)
+        if partitions:
+            self.begins.update(await consumer.beginning_offsets(partitions))
+            if self.once:
+                new = [tp for tp in partitions if tp not in self.ends]
+                if new:
+                    self.ends.update(await consumer.end_offsets(new))
+        self.targets = {
+            tp: self.seen.start(_coord(tp), checkpoints.get(_coord(tp)), self.begins[tp]) for tp in partitions
+        }
+        for tp, offset in self.targets.items():
+            consumer.seek(tp, offset)
+        self.epoch += 1
+        self.assigned = set(assigned)
+        self.ready = True
+        self.may_commit = True
+        self.assignments += 1
+        log.info("projection %r assigned %s", applier.name,
+                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "no partitions")
+
+    async def _reload(self) -> None:
+        """Under the lock, after :class:`Stale`: the checkpoints again, and seek to them."""
+        consumer = self.consumer
+        checkpoints = await self.applier.open()
+        partitions = sorted(consumer.assignment())
+        missing = [tp for tp in partitions if tp not in self.begins]
+        if missing:
+            self.begins.update(await consumer.beginning_offsets(missing))
+        self.targets = {
+            tp: self.seen.start(_coord(tp), checkpoints.get(_coord(tp)), self.begins[tp]) for tp in partitions
+        }
+        for tp, offset in self.targets.items():
+            consumer.seek(tp, offset)
+
+    async def _apply(self, fetched: Mapping[Any, Sequence[Any]]) -> dict[Any, int] | None:
+        """Under the lock: apply what was fetched for partitions still assigned, past the
+        checkpoints. Returns the offsets committed, by partition (None if nothing was)."""
+        applier = self.applier
+        assignment = self.consumer.assignment()
+        fetched = {tp: messages for tp, messages in fetched.items() if tp in assignment and tp in self.assigned}
+        if not fetched:
+            return None
+        walk = _walk(applier, fetched, self.types, applier.checkpoints, self.seen)
+        try:
+            if walk.advance:
+                await applier.apply(walk.batch, walk.advance)
+        except Stale:
+            log.info("projection %r: a checkpoint moved or the tables were swapped; reloading", applier.name)
+            await self._reload()
+            return None
+        if walk.failure is not None:
+            if applier.slot == LIVE:
+                with contextlib.suppress(SQLAlchemyError):
+                    await applier.store.database.write(tracking.record_error, applier.name, str(walk.failure))
+            raise walk.failure
+        _learn(self.seen, walk)
+        by_tp = {tp: walk.advance[_coord(tp)] for tp in fetched if _coord(tp) in walk.advance}
+        return by_tp or None
+
+    async def _commit_to_kafka(self, offsets: dict[Any, int]) -> None:
+        """Best effort: so that lag tools see the group's progress. Never read back."""
+        consumer = self.consumer
+        owned = {tp: offset for tp, offset in offsets.items() if tp in consumer.assignment()}
+        if not owned or not self.may_commit:
+            return
+        try:
+            await asyncio.wait_for(consumer.commit(owned), _KAFKA_COMMIT_TIMEOUT)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # A failed commit makes aiokafka rejoin the group; another one before the
+            # rejoin ends would send a second JoinGroup, which leaves a phantom member on
+            # some brokers (noida-db) and the group stuck. The next assignment resumes.
+            self.may_commit = False
+            log.debug("projection %r: offsets not committed to Kafka (%s)", self.applier.name, _describe(exc))
+
+    async def _caught_up(self) -> bool:
+        """With ``once``: every assigned partition has reached the end offset it had when
+        it was assigned (after at least one assignment)."""
+        if not self.ready or self.assignments == 0:
+            return False
+        for tp in self.assigned:
+            try:
+                position = await self.consumer.position(tp)
+            except IllegalStateError:
+                return False
+            done = max(self.applier.checkpoints.get(_coord(tp), self.begins.get(tp, 0)), position)
+            if done < self.ends.get(tp, 0):
+                return False
+        return True
+
+
+async def _first_open(applier: Applier) -> None:
+    """``applier.open()``, which creates the projection's row and tables the first time.
+    Several runners of one group may start together on a fresh database: the ones that
+    lose the race to create them see an integrity error, and the next try finds them."""
+    for attempt in range(5):
+        try:
+            await applier.open()
+            return
+        except (IntegrityError, ProgrammingError):  # the table or row made meanwhile
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
+
+
+async def run_kafka(applier: Applier, settings: KafkaSettings, *, batch_size: int, once: bool, stop: asyncio.Event) -> None:
+    """Keep ``applier``'s projection current from the relay's topics, as one member of
+    its consumer group, until ``stop`` is set (or, with ``once``, until the partitions it
+    was assigned are caught up with what they held when assigned)."""
+    await _first_open(applier)  # a wrong source or table shape stops here, before joining
+    what = f"projection {applier.name!r} on Kafka at {settings.bootstrap}"
+
+    async def attempt() -> None:
+        await _GroupSession(applier, settings, batch_size=batch_size, once=once, stop=stop).run()
+
+    await _retrying(what, stop, attempt, settings.give_up_after if once else None)
+
+
+# -- offsets and ranges ----------------------------------------------------------------------
+
+
+async def _partitions(settings: KafkaSettings, topics: Sequence[str]) -> list[Any]:
+    """Every partition of ``topics``; a missing topic is a :class:`ProjectionError`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=settings.request_timeout_ms)
+    try:
+        await admin.start()
+        # Every topic's metadata: asking for the named ones would create a missing one on
+        # a broker that auto-creates topics.
+        described = await admin.describe_topics(None)
+    except (KafkaError, OSError) as exc:
+        raise ProjectionError(f"cannot read the topics {', '.join(topics)} from Kafka at {settings.bootstrap}:"
+                              f" {_describe(exc)}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    found: dict[str, list[int]] = {}
+    for entry in described:
+        if entry.get("error_code", 0) == 0:
+            found[entry["topic"]] = sorted(int(p["partition"]) for p in entry.get("partitions", ()))
+    missing = [topic for topic in topics if not found.get(topic)]
+    if missing:
+        raise ProjectionError(
+            f"Kafka at {settings.bootstrap} has no topic {', '.join(missing)}: has the relay published"
+            f" with topic prefix {settings.topic_prefix!r}?"
+        )
+    return [TopicPartition(topic, partition) for topic in topics for partition in found[topic]]
+
+
+async def kafka_offsets(settings: KafkaSettings, topics: Sequence[str]) -> tuple[dict[Coord, int], dict[Coord, int]]:
+    """The beginning and end offsets of every partition of ``topics``."""
+    partitions = await _partitions(settings, topics)
+    consumer = _consumer(settings, group_id=None)
+    try:
+        await consumer.start()
+        begins = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+    except (KafkaError, OSError) as exc:
+        raise ProjectionError(f"cannot read the offsets of {', '.join(topics)} from Kafka at {settings.bootstrap}:"
+                              f" {_describe(exc)}") from None
+    finally:
+        await _stop_quietly(consumer)
+    return ({_coord(tp): int(o) for tp, o in begins.items()}, {_coord(tp): int(o) for tp, o in ends.items()})
+
+
+async def kafka_offsets_for_time(settings: KafkaSettings, topics: Sequence[str], when: datetime) -> dict[Coord, int]:
+    """Per partition of ``topics``, the first offset whose record was recorded at or after
+    ``when`` (the relay's record timestamp is the event's recorded-at); the end offset for
+    a partition with no such record."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    millis = max(0, int(when.timestamp() * 1000))
+    partitions = await _partitions(settings, topics)
+    consumer = _consumer(settings, group_id=None)
+    try:
+        await consumer.start()
+        found = await consumer.offsets_for_times(dict.fromkeys(partitions, millis))
+        ends = await consumer.end_offsets(partitions)
+    except (KafkaError, OSError) as exc:
+        raise ProjectionError(f"cannot look up offsets at {when.isoformat()} in {', '.join(topics)} on Kafka at"
+                              f" {settings.bootstrap}: {_describe(exc)}") from None
+    finally:
+        await _stop_quietly(consumer)
+    out: dict[Coord, int] = {}
+    for tp in partitions:
+        hit = found.get(tp)
+        out[_coord(tp)] = int(ends[tp]) if hit is None else int(hit.offset)
+    return out
+
+
+async def consume_range(
+    applier: Applier,
+    settings: KafkaSettings,
+    topics: Sequence[str],
+    start: dict[Coord, int],
+    end: dict[Coord, int],
+    *,
+    batch_size: int,
+    stop: asyncio.Event,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Apply every record from ``start`` (inclusive) to ``end`` (exclusive) of each
+    partition of ``topics`` named in ``end``, without a consumer group (for replays and
+    rebuilds). Calls ``on_batch(number of messages)`` after each batch committed. A
+    retry after a Kafka outage resumes from the applier's checkpoints."""
+    wanted = {coord for coord in end if coord[0] in set(topics)}
+    what = f"replay of projection {applier.name!r} from Kafka at {settings.bootstrap}"
+    types = frozenset(type(applier.projection).event_types())
+    seen = _Seen()
+
+    async def attempt() -> None:
+        begin = {coord: max(start.get(coord, 0), applier.checkpoints.get(coord, 0)) for coord in wanted}
+        todo = {TopicPartition(*coord) for coord in wanted if begin[coord] < end[coord]}
+        if not todo:
+            return
+        consumer = _consumer(settings, group_id=None)
+        await _start(consumer)
+        try:
+            consumer.assign(sorted(todo))
+            for tp in todo:  # (below a topic's first offset, the consumer resets to it)
+                consumer.seek(tp, seen.start(_coord(tp), begin[_coord(tp)], 0))
+            while todo and not stop.is_set():
+                fetched = await consumer.getmany(*sorted(todo), timeout_ms=_POLL_MS, max_records=batch_size)
+                walk = _walk(applier, fetched, types, begin, seen, end)
+                done = []
+                for tp in todo:
+                    coord = _coord(tp)
+                    position = int(await consumer.position(tp))
+                    if position >= end[coord]:  # past the range (control records and gaps too)
+                        if walk.failure is None:
+                            walk.advance[coord] = end[coord]
+                        done.append(tp)
+                if walk.advance:
+                    try:
+                        await applier.apply(walk.batch, walk.advance)
+                    except Stale:
+                        raise ProjectionError(
+                            f"projection {applier.name!r}: its {applier.slot} checkpoints moved during this replay:"
+                            " is another replay of it running?"
+                        ) from None
+                    begin.update(walk.advance)
+                if walk.failure is not None:
+                    raise walk.failure
+                _learn(seen, walk)
+                if walk.messages and on_batch is not None:
+                    on_batch(walk.messages)
+                for tp in done:
+                    consumer.pause(tp)
+                    todo.discard(tp)
+        finally:
+            await _stop_quietly(consumer)
+
+    await _retrying(what, stop, attempt, settings.give_up_after)

@@ -1,0 +1,356 @@
+"""`ReadModel`: how handlers write, batched.
+
+Handlers describe row changes; the runner flushes them at the end of each batch, one
+``executemany`` per table and shape of change, inside the batch's transaction. Changes
+to the same row within a batch merge first, so a rebuild touches each row once per batch
+however many events hit it:
+
+- ``upsert(table, key, set={...}, add={...})``: insert the row, or update it; ``set``
+  columns take the value, ``add`` columns are incremented (from 0 for a new row);
+- ``insert(table, row)``: a new row (a duplicate key is an error);
+- ``delete(table, key)``;
+- ``get(table, key)``: the row as it stands with this batch's pending changes applied;
+- ``execute(statement)``: anything else, after flushing what is pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import JSON, Connection, Executable, Result, Table, and_, bindparam, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.types import ARRAY
+
+__all__ = ["ReadModel"]
+
+Key = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class _Change:
+    set: dict[str, Any] = field(default_factory=dict)
+    add: dict[str, Any] = field(default_factory=dict)
+    replace: bool = False  # the row was deleted earlier in this batch: start from nothing
+
+
+@dataclass(slots=True)
+class _TableChanges:
+    table: Table
+    key_columns: tuple[str, ...]
+    upserts: dict[Key, _Change] = field(default_factory=dict)
+    deletes: dict[Key, None] = field(default_factory=dict)
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ReadModel:
+    """The write side a handler gets: buffered row changes on one transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._dialect = connection.dialect.name
+        self._tables: dict[str, _TableChanges] = {}
+        self._statements: dict[tuple[Any, ...], Any] = {}
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        table: Table,
+        key: Mapping[str, Any],
+        set: Mapping[str, Any] | None = None,
+        add: Mapping[str, Any] | None = None,
+    ) -> None:
+        changes = self._changes(table)
+        k = self._key(changes, key)
+        change = changes.upserts.get(k)
+        if change is None:
+            # After a delete in this batch, the delete stays pending (it is flushed
+            # first) and this row starts from nothing.
+            change = changes.upserts[k] = _Change(replace=k in changes.deletes)
+        if set:
+            for column, value in set.items():
+                change.add.pop(column, None)
+                change.set[column] = value
+        if add:
+            for column, value in add.items():
+                if column in change.set:
+                    change.set[column] = (change.set[column] or 0) + value
+                else:
+                    change.add[column] = change.add.get(column, 0) + value
+
+    def insert(self, table: Table, row: Mapping[str, Any]) -> None:
+        self._changes(table).inserts.append(dict(row))
+
+    def delete(self, table: Table, key: Mapping[str, Any]) -> None:
+        changes = self._changes(table)
+        if changes.inserts:
+            self._flush_table(changes)
+        k = self._key(changes, key)
+        changes.upserts.pop(k, None)
+        changes.deletes[k] = None
+
+    def get(self, table: Table, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The row with ``key`` as this batch has left it so far, or None."""
+        changes = self._changes(table)
+        if changes.inserts:
+            self._flush_table(changes)
+        k = self._key(changes, key)
+        change = changes.upserts.get(k)
+        if change is None and k in changes.deletes:
+            return None
+        row: dict[str, Any] | None = None
+        if change is None or not change.replace:
+            where = and_(*(table.c[c] == v for c, v in zip(changes.key_columns, k, strict=True)))
+            found = self.connection.execute(select(table).where(where)).mappings().first()
+            row = dict(found) if found is not None else None
+        if change is None:
+            return row
+        if row is None:
+            row = {c.name: None for c in table.c} | dict(zip(changes.key_columns, k, strict=True))
+        row.update(change.set)
+        for column, value in change.add.items():
+            row[column] = (row[column] or 0) + value
+        return row
+
+    def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
+        """Run any statement on the batch's transaction, after the pending changes."""
+        self.flush()
+        return self.connection.execute(statement, parameters)
+
+    # -- flushing ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        for changes in self._tables.values():
+            self._flush_table(changes)
+
+    def _flush_table(self, changes: _TableChanges) -> None:
+        conn, table = self.connection, changes.table
+        arrays = self._dialect == "postgresql" and _unnest_ok(table)
+        if changes.deletes:
+            cols = changes.key_columns
+            if arrays:
+                self._pg_delete(changes, list(changes.deletes))
+            else:
+                stmt = delete(table).where(*(table.c[c] == bindparam(f"k_{c}") for c in cols))
+                conn.execute(stmt, [dict(zip((f"k_{c}" for c in cols), k, strict=True)) for k in changes.deletes])
+            changes.deletes.clear()
+        if changes.inserts:
+            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for row in changes.inserts:
+                groups.setdefault(tuple(row), []).append(row)
+            for columns, rows in groups.items():
+                if arrays:
+                    self._pg_write(changes, columns, (), (), rows, conflict=False)
+                else:
+                    conn.execute(table.insert(), rows)
+            changes.inserts.clear()
+        if changes.upserts and arrays and len({(tuple(c.set), tuple(c.add)) for c in changes.upserts.values()}) > 1:
+            self._pg_upsert_mixed(changes)
+        if changes.upserts:
+            # A row deleted earlier in this batch (``replace``) was deleted above, so its
+            # upsert inserts it afresh, its ``add`` columns counting from 0.
+            shapes: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+            for k, change in changes.upserts.items():
+                row = dict(zip(changes.key_columns, k, strict=True))
+                row.update(change.set)
+                row.update(change.add)
+                shape = (tuple(sorted(change.set)), tuple(sorted(change.add)))
+                shapes.setdefault(shape, []).append(row)
+            for (set_cols, add_cols), rows in shapes.items():
+                if arrays:
+                    self._pg_write(changes, changes.key_columns + set_cols + add_cols, set_cols, add_cols, rows,
+                                   conflict=True)
+                else:
+                    conn.execute(self._upsert_statement(changes, set_cols, add_cols), rows)
+            changes.upserts.clear()
+
+    # PostgreSQL: one statement per table and shape, the rows passed as one array per
+    # column and turned back into rows by unnest(): a round trip per batch, not per row.
+
+    def _pg_write(
+        self,
+        changes: _TableChanges,
+        columns: tuple[str, ...],
+        set_cols: tuple[str, ...],
+        add_cols: tuple[str, ...],
+        rows: list[dict[str, Any]],
+        *,
+        conflict: bool,
+    ) -> None:
+        table = changes.table
+        # Python-side column defaults, which SQLAlchemy would have filled in.
+        defaulted = tuple(c.name for c in table.c if c.name not in columns and c.default is not None)
+        if defaulted:
+            for c in defaulted:
+                default: Any = table.c[c].default
+                for row in rows:
+                    row[c] = default.arg(None) if default.is_callable else default.arg
+            columns += defaulted
+        cache_key = ("pg", changes.table.name, columns, set_cols, add_cols, conflict)
+        sql = self._statements.get(cache_key)
+        if sql is None:
+            table, dialect = changes.table, self.connection.dialect
+            q = dialect.identifier_preparer.quote
+            name = q(table.name)
+            sql = (
+                f"INSERT INTO {name} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
+                + ", ".join(f"${i}::{table.c[c].type.compile(dialect=dialect)}[]" for i, c in enumerate(columns, 1))
+                + ")"
+            )
+            if conflict:
+                updates = [f"{q(c)} = excluded.{q(c)}" for c in set_cols]
+                updates += [f"{q(c)} = COALESCE({name}.{q(c)}, 0) + excluded.{q(c)}" for c in add_cols]
+                keys = ", ".join(q(c) for c in changes.key_columns)
+                sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
+            self._statements[cache_key] = sql
+        self.connection.exec_driver_sql(sql, self._pg_arrays(changes.table, columns, rows))
+
+    def _pg_upsert_mixed(self, changes: _TableChanges) -> None:
+        """Upserts of several shapes in two statements instead of one per shape: insert
+        the rows that are new (complete: set values, add values, defaults for the rest),
+        then update the others, each column only where its row set or added it."""
+        table, dialect = changes.table, self.connection.dialect
+        q = dialect.identifier_preparer.quote
+        keys = changes.key_columns
+        set_cols = sorted({c for change in changes.upserts.values() for c in change.set} - set(keys))
+        add_cols = sorted({c for change in changes.upserts.values() for c in change.add} - set(keys))
+        value_cols = [c.name for c in table.c if c.name not in keys]
+        defaults: dict[str, Any] = {}
+        for c in value_cols:
+            default: Any = table.c[c].default
+            defaults[c] = None if default is None else (default.arg(None) if default.is_callable else default.arg)
+        if any(table.c[c].server_default is not None for c in value_cols) or not all(
+            _python_type(table.c[c]) in (str, int) for c in keys
+        ):
+            # The per-shape statements let the server fill its defaults; and the new rows
+            # are told apart by the keys RETURNING gives back, compared as str or int.
+            return
+        new_rows: list[dict[str, Any]] = []
+        for k, change in changes.upserts.items():
+            row = dict(zip(keys, k, strict=True))
+            for c in value_cols:
+                if c in change.set:
+                    row[c] = change.set[c]
+                elif c in change.add:
+                    row[c] = change.add[c]
+                else:
+                    row[c] = defaults[c]
+            new_rows.append(row)
+        columns = (*keys, *value_cols)
+        types = [table.c[c].type.compile(dialect=dialect) for c in columns]
+        insert_sql = (
+            f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
+            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
+            + f") ON CONFLICT ({', '.join(q(c) for c in keys)}) DO NOTHING RETURNING {', '.join(q(c) for c in keys)}"
+        )
+        inserted = {tuple(r) for r in self.connection.exec_driver_sql(insert_sql, self._pg_arrays(table, columns, new_rows))}
+        rest = {k: change for k, change in changes.upserts.items() if k not in inserted}
+        changes.upserts.clear()
+        if not rest or not (set_cols or add_cols):
+            return
+        # u(keys..., c__s (set?), c__v (value set), c__a (amount added, NULL when none)...)
+        names: list[str] = list(keys)
+        arrays: list[list[Any]] = list(self._pg_arrays(table, keys, [dict(zip(keys, k, strict=True)) for k in rest]))
+        casts = [table.c[c].type.compile(dialect=dialect) for c in keys]
+        updates = []
+        for c in sorted({*set_cols, *add_cols}):
+            ctype = table.c[c].type.compile(dialect=dialect)
+            when = []
+            if c in set_cols:
+                names += [f"{c}__s", f"{c}__v"]
+                arrays.append([c in change.set for change in rest.values()])
+                arrays += self._pg_arrays(table, (c,), [{c: change.set.get(c)} for change in rest.values()])
+                casts += ["BOOLEAN", ctype]
+                when.append(f"WHEN u.{q(c + '__s')} THEN u.{q(c + '__v')}")
+            if c in add_cols:
+                names.append(f"{c}__a")
+                arrays += self._pg_arrays(table, (c,), [{c: change.add.get(c)} for change in rest.values()])
+                casts.append(ctype)
+                when.append(f"WHEN u.{q(c + '__a')} IS NOT NULL THEN COALESCE(t.{q(c)}, 0) + u.{q(c + '__a')}")
+            updates.append(f"{q(c)} = CASE {' '.join(when)} ELSE t.{q(c)} END")
+        update_sql = (
+            f"UPDATE {q(table.name)} AS t SET {', '.join(updates)} FROM unnest("
+            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(casts, 1))
+            + f") AS u({', '.join(q(n) for n in names)}) WHERE "
+            + " AND ".join(f"t.{q(c)} = u.{q(c)}" for c in keys)
+        )
+        self.connection.exec_driver_sql(update_sql, tuple(arrays))
+
+    def _pg_delete(self, changes: _TableChanges, keys: list[Key]) -> None:
+        table, dialect = changes.table, self.connection.dialect
+        q = dialect.identifier_preparer.quote
+        cols = changes.key_columns
+        sql = (
+            f"DELETE FROM {q(table.name)} WHERE ({', '.join(q(c) for c in cols)}) IN (SELECT * FROM unnest("
+            + ", ".join(f"${i}::{table.c[c].type.compile(dialect=dialect)}[]" for i, c in enumerate(cols, 1))
+            + "))"
+        )
+        rows = [dict(zip(cols, k, strict=True)) for k in keys]
+        self.connection.exec_driver_sql(sql, self._pg_arrays(table, cols, rows))
+
+    def _pg_arrays(self, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
+        dialect = self.connection.dialect
+        out = []
+        for c in columns:
+            process = table.c[c].type._cached_bind_processor(dialect)
+            values = [row[c] for row in rows]
+            out.append([process(v) for v in values] if process is not None else values)
+        return tuple(out)
+
+    def _upsert_statement(self, changes: _TableChanges, set_cols: tuple[str, ...], add_cols: tuple[str, ...]) -> Any:
+        cache_key = (changes.table.name, set_cols, add_cols)
+        stmt = self._statements.get(cache_key)
+        if stmt is None:
+            table = changes.table
+            insert = pg_insert(table) if self._dialect == "postgresql" else sqlite_insert(table)
+            updates: dict[str, Any] = {c: insert.excluded[c] for c in set_cols}
+            updates |= {c: func.coalesce(table.c[c], 0) + insert.excluded[c] for c in add_cols}
+            if updates:
+                stmt = insert.on_conflict_do_update(index_elements=list(changes.key_columns), set_=updates)
+            else:
+                stmt = insert.on_conflict_do_nothing(index_elements=list(changes.key_columns))
+            self._statements[cache_key] = stmt
+        return stmt
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _changes(self, table: Table) -> _TableChanges:
+        changes = self._tables.get(table.name)
+        if changes is None:
+            keys = tuple(c.name for c in table.primary_key.columns)
+            if not keys:
+                raise ValueError(f"read-model table {table.name!r} needs a primary key")
+            changes = self._tables[table.name] = _TableChanges(table, keys)
+        return changes
+
+    @staticmethod
+    def _key(changes: _TableChanges, key: Mapping[str, Any]) -> Key:
+        try:
+            k = tuple(key[c] for c in changes.key_columns)
+        except KeyError:
+            raise ValueError(
+                f"key for {changes.table.name!r} must give {list(changes.key_columns)}, got {sorted(key)}"
+            ) from None
+        if len(key) != len(k):
+            raise ValueError(f"key for {changes.table.name!r} must give only {list(changes.key_columns)}, got {sorted(key)}")
+        return k
+
+
+
+def _unnest_ok(table: Table) -> bool:
+    """Whether every column can travel as a PostgreSQL array (not arrays or JSON themselves)
+    and every Python-side default is a value or a function (not SQL)."""
+    return not any(
+        isinstance(c.type, ARRAY | JSON) or (c.default is not None and not (c.default.is_scalar or c.default.is_callable))
+        for c in table.c
+    )
+
+
+def _python_type(column: Any) -> Any:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return None
