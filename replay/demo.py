@@ -2,9 +2,10 @@
 
 Riders and drivers get accounts; rides go through the whole lifecycle (requested,
 offered, accepted, driver arrived, trip started, telemetry, trip ended) and a few are
-cancelled. When a trip ends, the ride, the rider's account and the driver's account are
-saved in one transaction: the fare moves from rider to driver atomically with the ride's
-end. Running it again continues the same city: accounts are reused, rides are new.
+cancelled. Fares are not moved by the demo: the ``billing`` projection charges each
+ended trip to the rider's account and pays the driver, exactly once, and the other
+reference projections bring their read models up to date. Running it again continues
+the same city: accounts are reused, rides are new.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from facta.domain import Aggregate
 from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
 from facta.eventstore import EventStore, Repository, StreamNotFound
+from facta.projections import ProjectionRunner
+from facta.projections.reference import REFERENCE_PROJECTIONS, Billing
 
-__all__ = ["TARIFF", "DemoSummary", "publish_to_kafka", "run_demo"]
+__all__ = ["TARIFF", "CityView", "DemoSummary", "city_view", "next_commands", "publish_to_kafka", "render_city", "run_demo"]
 
 TARIFF = Tariff(currency="EUR", base=250, per_km=120, per_minute=30, minimum=700)
 TOP_UP = 50_00
@@ -40,6 +45,7 @@ class DemoSummary:
     earnings: dict[str, int] = field(default_factory=dict)
     sample_ride: str | None = None
     sample_rider_account: str | None = None
+    projected: dict[str, int] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
@@ -71,6 +77,7 @@ async def run_demo(
     telemetry: int = 12,
     seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    project: bool = True,
 ) -> DemoSummary:
     """Run ``rides`` rides through the store at ``url`` (migrated first) and summarise them."""
     summary = DemoSummary()
@@ -85,6 +92,7 @@ async def run_demo(
         driver_ids = [f"driver-{i:03d}" for i in range(1, drivers + 1)]
         accounts = {rid: await _ensure_account(repo, f"acct-{rid}", rid, 100_00) for rid in rider_ids}
         accounts |= {did: await _ensure_account(repo, f"acct-{did}", did, 0) for did in driver_ids}
+        owed: dict[str, int] = {}
 
         for n in range(1, rides + 1):
             rider = rng.choice(rider_ids)
@@ -120,13 +128,15 @@ async def run_demo(
             ride.end_trip(TARIFF, duration_s=rng.randint(300, 2400))
             fare = ride.state.fare
             assert fare is not None, "an ended trip has a fare"
-            payer, payee = accounts[rider], accounts[driver]
-            if payer.state.balance < fare:
-                payer.deposit(TOP_UP, reference="top-up")
-            payer.transfer_out(payee.id, fare, transfer_id=ride_id)
-            payee.transfer_in(payer.id, fare, transfer_id=ride_id)
-            # The trip's end and the money it moves commit together or not at all.
-            await repo.save(ride, payer, payee, actor="billing", correlation_id=correlation, causation_id=ride_id)
+            # The billing projection will charge the fare: make sure the rider can pay it
+            # and every fare this run has left unbilled so far.
+            payer = accounts[rider]
+            owed[rider] = owed.get(rider, 0) + fare
+            saving: list[Aggregate] = [ride]
+            if payer.state.balance < owed[rider]:
+                payer.deposit(TOP_UP + owed[rider] - payer.state.balance, reference="top-up")
+                saving.append(payer)
+            await repo.save(*saving, actor=driver, correlation_id=correlation)
             summary.rides_completed += 1
             summary.fares_total += fare
             summary.earnings[driver] = summary.earnings.get(driver, 0) + fare
@@ -134,6 +144,13 @@ async def run_demo(
             summary.sample_rider_account = payer.id
             if progress is not None:
                 progress(n, rides)
+        # Billing first, so the read models see its charges. A projection that a running
+        # `facta projections run` keeps up to date is left to it.
+        for projection in sorted(REFERENCE_PROJECTIONS, key=lambda p: p is not Billing) if project else ():
+            runner = ProjectionRunner(store, projection)
+            applied = await runner.run(once=True, wait=False)
+            if not runner.busy:
+                summary.projected[projection.name] = applied
         summary.log_head = await store.head_position()
         summary.events_appended = summary.log_head - head_before
     summary.elapsed_s = time.perf_counter() - started
@@ -164,3 +181,96 @@ async def publish_to_kafka(url: str, bootstrap: str, *, idempotence: bool = True
     finally:
         await consumer.stop()
     return published, counts
+
+
+# -- what the demo shows at the end ---------------------------------------------------------
+
+
+@dataclass
+class CityView:
+    """The reference read models, as the demo prints them."""
+
+    rides: list[dict[str, Any]]
+    balances: list[dict[str, Any]]
+    earnings: list[dict[str, Any]]
+    ride_statuses: dict[str, int]
+
+
+async def city_view(store: EventStore, *, limit: int = 8) -> CityView:
+    """The newest rides, the biggest balances and the best-earning drivers, read from the
+    live read-model tables (what any reader of them would see)."""
+    from sqlalchemy import Connection, func, select
+
+    from facta.projections.reference import AccountBalances, DriverEarnings, RideBoard
+
+    def read(conn: Connection) -> CityView:
+        rides_t, balances_t, earnings_t = RideBoard.rides, AccountBalances.balances, DriverEarnings.earnings
+        rides = conn.execute(
+            select(rides_t.c.ride_id, rides_t.c.status, rides_t.c.driver_id, rides_t.c.eta_seconds, rides_t.c.fare,
+                   rides_t.c.currency).order_by(rides_t.c.updated_at.desc(), rides_t.c.ride_id).limit(limit)
+        ).mappings().all()
+        statuses: dict[Any, Any] = dict(conn.execute(select(rides_t.c.status, func.count()).group_by(rides_t.c.status)).all())
+        balances = conn.execute(
+            select(balances_t.c.account_id, balances_t.c.owner, balances_t.c.balance, balances_t.c.currency,
+                   balances_t.c.last_activity).order_by(balances_t.c.balance.desc(), balances_t.c.account_id)
+            .limit(limit)
+        ).mappings().all()
+        earnings = conn.execute(
+            select(earnings_t.c.driver_id, earnings_t.c.day, earnings_t.c.trips, earnings_t.c.earnings,
+                   earnings_t.c.currency).order_by(earnings_t.c.earnings.desc(), earnings_t.c.driver_id).limit(limit)
+        ).mappings().all()
+        return CityView([dict(r) for r in rides], [dict(r) for r in balances], [dict(r) for r in earnings],
+                        {str(k): int(v) for k, v in statuses.items()})
+
+    return await store.database.read(read)
+
+
+def money(minor: int | None, currency: str | None) -> str:
+    return "-" if minor is None else f"{currency or ''} {minor / 100:,.2f}".strip()
+
+
+def text_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """Rows padded into columns under ``head``."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(head), *(line(r) for r in rows)]
+
+
+def render_city(view: CityView) -> list[str]:
+    out = ["ride board (newest first; " + ", ".join(f"{n} {s}" for s, n in sorted(view.ride_statuses.items())) + ")"]
+    out += ["  " + s for s in text_table(
+        ["RIDE", "STATUS", "DRIVER", "ETA", "FARE"],
+        [[r["ride_id"], r["status"], r["driver_id"] or "-", f"{r['eta_seconds']}s" if r["status"] == "accepted" and r["eta_seconds"] is not None else "-",
+          money(r["fare"], r["currency"])] for r in view.rides],
+    )]
+    out.append("account balances (largest first)")
+    out += ["  " + s for s in text_table(
+        ["ACCOUNT", "OWNER", "BALANCE", "LAST ACTIVITY (UTC)"],
+        [[b["account_id"], b["owner"] or "-", money(b["balance"], b["currency"]),
+          b["last_activity"].strftime("%Y-%m-%d %H:%M:%S") if b["last_activity"] else "-"] for b in view.balances],
+    )]
+    out.append("driver earnings (best first)")
+    out += ["  " + s for s in text_table(
+        ["DRIVER", "DAY", "TRIPS", "EARNINGS"],
+        [[e["driver_id"], e["day"], str(e["trips"]), money(e["earnings"], e["currency"])] for e in view.earnings],
+    )]
+    return out
+
+
+def next_commands(summary: DemoSummary, database_url: str | None = None) -> list[str]:
+    """The commands to try next, with ids from this run."""
+    where = f" --database-url {database_url}" if database_url else ""
+    out = [
+        f"facta projections list{where}",
+        f"facta replay ride_board --from-position 0 --dry-run{where}",
+        f"facta replay account_balances --from-position 0{where}",
+    ]
+    if summary.sample_ride is not None:
+        out.append(f"facta audit history {summary.sample_ride}{where}")
+        out.append(f"facta audit trace {summary.sample_ride}{where}")
+    if summary.sample_rider_account is not None:
+        out.append(f"facta audit state {summary.sample_rider_account} --at-version 2{where}")
+    return out

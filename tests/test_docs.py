@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,13 @@ def test_the_tour_runs_and_prints_what_its_comments_say(tmp_path: Path) -> None:
     assert (tmp_path / "tour.db").exists()
 
 
-def test_the_ride_example_runs(tmp_path: Path) -> None:
-    status, fare, rider_balance, driver_balance = run_block(PYTHON_BLOCKS[1], tmp_path).split()
-    assert status == "ended"
-    assert int(fare) >= 700
-    assert int(rider_balance) == 50_00 - int(fare) and int(driver_balance) == int(fare)
+def test_the_ride_example_bills_once_and_replays(tmp_path: Path) -> None:
+    balances, replayed = run_block(PYTHON_BLOCKS[1], tmp_path).splitlines()
+    assert balances == "[('acct-ann', 4036), ('acct-dan', 964)]", "the comments in the README say so"
+    assert replayed == "5 2"
+    with sqlite3.connect(tmp_path / "rides.db") as conn:
+        moves = conn.execute("SELECT count(*) FROM facta_events WHERE event_type LIKE 'account.transferred%'")
+        assert moves.fetchone() == (2,), "billing charged once, and the replay charged nothing"
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))

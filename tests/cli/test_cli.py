@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -44,11 +46,11 @@ def test_help_lists_commands_and_every_command_has_help() -> None:
 def test_db_upgrade_then_current(tmp_path: Path, postgres_url: str) -> None:
     for url in (f"sqlite:///{tmp_path / 'x.db'}", postgres_url):
         before = facta("db", "current", "--json", "--database-url", url)
-        assert json.loads(before.stdout) == {"current": None, "head": "0002", "up_to_date": False}
+        assert json.loads(before.stdout) == {"current": None, "head": "0003", "up_to_date": False}
         first = facta("db", "upgrade", "--database-url", url)
-        assert first.returncode == 0 and "upgraded from nothing to revision 0002" in first.stdout
+        assert first.returncode == 0 and "upgraded from nothing to revision 0003" in first.stdout
         again = facta("db", "upgrade", "--database-url", url)
-        assert again.returncode == 0 and "already at revision 0002" in again.stdout
+        assert again.returncode == 0 and "already at revision 0003" in again.stdout
         assert json.loads(facta("db", "current", "--json", "--database-url", url).stdout)["up_to_date"] is True
 
 
@@ -96,9 +98,37 @@ def test_demo_runs_on_the_embedded_default_and_continues_the_city(tmp_path: Path
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "facta.db").exists()
     assert "rides completed" in first.stdout and "events appended" in first.stdout
+    for table in ("ride board", "account balances", "driver earnings"):
+        assert table in first.stdout, table
     second = facta("demo", "--rides", "20", "--seed", "1", "--json", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
     assert summary["rides_completed"] + summary["rides_cancelled"] == 20
     assert summary["events_appended"] > 20 * 3
     assert summary["log_head"] > summary["events_appended"], "the second run continued the same store"
+    # The commands it suggests, with ids from this run, all work.
+    suggested = first.stdout.split("try next:\n", 1)[1].split()
+    commands = " ".join(suggested).split("facta ")[1:]
+    assert len(commands) >= 5 and summary["next_commands"][0] == "facta projections list"
+    for command in commands:
+        tried = facta(*shlex.split(command), cwd=tmp_path)
+        assert tried.returncode == 0, (command, tried.stderr)
+    # After two runs, the read models equal a full replay of the log, and billing charged
+    # each completed trip once (a replay charges nothing).
+    models = ("account_balances", "ride_board", "driver_earnings", "billing_charges")
+
+    def read_models() -> dict[str, list[tuple[object, ...]]]:
+        with sqlite3.connect(tmp_path / "facta.db") as conn:
+            return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in models}
+
+    def charges() -> int:
+        with sqlite3.connect(tmp_path / "facta.db") as conn:
+            return int(conn.execute("SELECT count(*) FROM facta_events WHERE actor = 'billing'").fetchone()[0])
+
+    before, charged = read_models(), charges()
+    completed = len([r for r in before["ride_board"] if r[2] == "completed"])
+    assert charged == 2 * completed == 2 * len(before["billing_charges"])
+    for name in ("account_balances", "ride_board", "driver_earnings", "billing"):
+        replayed = facta("replay", name, "--from-position", "0", cwd=tmp_path)
+        assert replayed.returncode == 0, replayed.stderr
+    assert read_models() == before and charges() == charged
