@@ -67,7 +67,55 @@ def _async_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[...
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsageError(click.UsageError):
+    """A usage mistake, shown as one line (exit 2) like facta's other errors."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"facta: error: {self.format_message()}{hint}", err=True)
+
+
+def _one_line(exc: click.UsageError, ctx: click.Context) -> _OneLineUsageError:
+    if isinstance(exc, _OneLineUsageError):
+        return exc
+    return _OneLineUsageError(exc.format_message(), exc.ctx or ctx)
+
+
+class _OneLineCommand(click.Command):
+    """A command whose usage errors (bad option values, missing arguments) are one line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from exc
+
+
+class _OneLineGroup(click.Group):
+    """A group whose usage errors (an unknown command or option) are one line, as are
+    those of every command and group under it."""
+
+    command_class = _OneLineCommand
+    group_class = type  # subgroups are _OneLineGroups too
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from exc
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from exc
+
+
+def _usage_error(message: str) -> _OneLineUsageError:
+    return _OneLineUsageError(message, click.get_current_context(silent=True))
+
+
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="facta")
 def cli() -> None:
     """facta: event sourcing with a permanent SQL event store.
@@ -93,12 +141,14 @@ def db() -> None:
 @db.command("upgrade")
 @database_option
 @click.option("--revision", default="head", show_default=True, help="Revision to upgrade to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the revisions before and after as JSON.")
 @_async_command
-async def db_upgrade(database_url: str, revision: str) -> None:
+async def db_upgrade(database_url: str, revision: str, as_json: bool) -> None:
     """Create the schema or bring it to the newest revision.
 
     \b
-    Example:
+    Examples:
+      facta db upgrade
       facta db upgrade --database-url postgresql+asyncpg://localhost/facta
     """
     database = Database.create(database_url)
@@ -110,7 +160,9 @@ async def db_upgrade(database_url: str, revision: str) -> None:
     finally:
         await database.dispose()
     where = database.url.render_as_string(hide_password=True)
-    if before == after:
+    if as_json:
+        click.echo(json.dumps({"database": where, "before": before, "after": after, "upgraded": before != after}))
+    elif before == after:
         click.echo(f"{where}: schema already at revision {after}")
     else:
         click.echo(f"{where}: schema upgraded from {before or 'nothing'} to revision {after}")
@@ -121,7 +173,13 @@ async def db_upgrade(database_url: str, revision: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_async_command
 async def db_current(database_url: str, as_json: bool) -> None:
-    """Show the schema revision the database is at, and the newest one."""
+    """Show the schema revision the database is at, and the newest one.
+
+    \b
+    Examples:
+      facta db current
+      facta db current --json --database-url postgresql+asyncpg://localhost/facta
+    """
     database = Database.create(database_url)
     try:
         with translate_connect_errors(database.url):
@@ -142,8 +200,10 @@ async def db_current(database_url: str, as_json: bool) -> None:
 @cli.command()
 @database_option
 @click.option("--rides", default=300, show_default=True, type=click.IntRange(1, 1_000_000), help="Rides to run.")
-@click.option("--riders", default=40, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--drivers", default=12, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--riders", default=40, show_default=True, type=click.IntRange(1, 100_000),
+              help="Riders in the city (each with an account).")
+@click.option("--drivers", default=12, show_default=True, type=click.IntRange(1, 100_000),
+              help="Drivers in the city (each with an account).")
 @click.option("--seed", type=int, default=None, help="Fix the random choices for a reproducible run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--kafka", is_flag=True,
@@ -261,16 +321,19 @@ def _relay_config(kafka_bootstrap: str | None, **options: Any) -> Any:
 @click.option("--topic-prefix", default="facta", show_default=True, help="Topics are <prefix>.<stream type>.")
 @click.option("--partitions", default=3, show_default=True, type=click.IntRange(1, 10_000),
               help="Partitions of topics the relay creates.")
-@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1, 100))
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1, 100),
+              help="Replication factor of topics the relay creates.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Events read and published per page.")
 @click.option("--no-idempotence", is_flag=True, help="Turn off the idempotent producer (brokers that lack it).")
 @click.option("--kafka-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
               help="With --once: give up after Kafka was unreachable this many seconds.")
 @click.option("-v", "--verbose", is_flag=True, help="With --once: log progress and retries too.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was published as JSON when it ends.")
 @_async_command
 async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, name: str, topic_prefix: str,
                     partitions: int, replication_factor: int, batch_size: int, no_idempotence: bool,
-                    kafka_timeout: float, verbose: bool) -> None:
+                    kafka_timeout: float, verbose: bool, as_json: bool) -> None:
     """Publish every stored event to Kafka, from the relay's checkpoint on.
 
     Runs until SIGINT or SIGTERM (finishing the page in flight), or with --once until
@@ -304,16 +367,25 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
         published = await Relay(store, config).run(
             once=once, stop=stop, give_up_after=kafka_timeout if once else None
         )
-    click.echo(f"relay {name!r}: published {published} events", err=True)
+    if as_json:
+        click.echo(json.dumps({"name": name, "published": published}))
+    else:
+        click.echo(f"relay {name!r}: published {published} events", err=True)
 
 
 @relay.command("status")
 @database_option
-@click.option("--name", default="default", show_default=True)
+@click.option("--name", default="default", show_default=True, help="Relay name (one checkpoint each).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_async_command
 async def relay_status(database_url: str, name: str, as_json: bool) -> None:
-    """Show the relay's checkpoint, the log's head and the lag (events not yet published)."""
+    """Show the relay's checkpoint, the log's head and the lag (events not yet published).
+
+    \b
+    Examples:
+      facta relay status
+      facta relay status --name audit-feed --json
+    """
     from facta.eventstore import EventStore
     from facta.eventstore.relay import Relay, RelayConfig
 
@@ -331,34 +403,6 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
 
 
 # -- projections and replay -------------------------------------------------------------------
-
-
-class _OneLineUsageError(click.UsageError):
-    """A usage mistake, shown as one line (exit 2) like facta's other errors."""
-
-    def show(self, file: Any = None) -> None:
-        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(f"facta: error: {self.format_message()}{hint}", err=True)
-
-
-class _OneLineCommand(click.Command):
-    """A command whose usage errors (bad option values, missing arguments) are one line."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except _OneLineUsageError:
-            raise
-        except click.UsageError as exc:
-            raise _OneLineUsageError(exc.format_message(), exc.ctx or ctx) from exc
-
-
-class _OneLineGroup(click.Group):
-    command_class = _OneLineCommand
-
-
-def _usage_error(message: str) -> _OneLineUsageError:
-    return _OneLineUsageError(message, click.get_current_context(silent=True))
 
 
 def _iso_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -461,7 +505,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
 
 
-@cli.group("projections", cls=_OneLineGroup)
+@cli.group("projections")
 def projections_group() -> None:
     """Run read-model projections and see where they are.
 
@@ -800,7 +844,7 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-@cli.command("replay", cls=_OneLineCommand)
+@cli.command("replay")
 @click.argument("name")
 @click.option("--from-position", type=click.IntRange(0), default=None, metavar="P",
               help="Rebuild from the store log after position P (0: everything).")
@@ -909,7 +953,7 @@ def _print_plan(plan: Any, as_json: bool) -> None:
 # -- audit ----------------------------------------------------------------------------------
 
 
-@cli.group("audit", cls=_OneLineGroup)
+@cli.group("audit")
 def audit_group() -> None:
     """Answer questions about history: what happened to a stream, who did it, and what
     it looked like at a version or at a moment.

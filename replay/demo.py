@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +67,15 @@ async def _ensure_account(repo: Repository, account_id: str, owner: str, deposit
         return account
 
 
+async def _rides_so_far(store: EventStore) -> int:
+    from sqlalchemy import func, select
+
+    from facta.eventstore.schema import events
+
+    query = select(func.count()).where(events.c.stream_type == Ride.stream_type, events.c.version == 1)
+    return int(await store.database.read(lambda conn: conn.execute(query).scalar_one()))
+
+
 async def run_demo(
     url: str,
     *,
@@ -93,10 +101,13 @@ async def run_demo(
         accounts = {rid: await _ensure_account(repo, f"acct-{rid}", rid, 100_00) for rid in rider_ids}
         accounts |= {did: await _ensure_account(repo, f"acct-{did}", did, 0) for did in driver_ids}
         owed: dict[str, int] = {}
+        # Rides are numbered through the city's history (ride-00001, ...), so ids are
+        # easy to type into `facta audit` and a second run carries on from the first.
+        rides_before = await _rides_so_far(store)
 
         for n in range(1, rides + 1):
             rider = rng.choice(rider_ids)
-            ride_id = f"ride-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+            ride_id = f"ride-{rides_before + n:05d}"
             correlation = ride_id
             pickup, dropoff = _point(rng), _point(rng)
             ride = Ride.request(ride_id, rider, pickup, dropoff, rider_account=f"acct-{rider}")

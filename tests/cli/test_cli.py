@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -31,16 +32,50 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> N
         assert needle in lines[0], (needle, lines[0])
 
 
-def test_help_lists_commands_and_every_command_has_help() -> None:
+def command_paths() -> list[list[str]]:
+    """Every command of the `facta` tree, by the words that run it."""
+    import click
+
+    from facta.replay.cli import cli
+
+    def walk(command: click.Command, path: list[str]) -> list[list[str]]:
+        if isinstance(command, click.Group):
+            return [p for name, sub in sorted(command.commands.items()) for p in walk(sub, [*path, name])]
+        return [path]
+
+    return walk(cli, [])
+
+
+def test_help_lists_commands_and_every_command_has_help_with_examples() -> None:
     top = facta("--help")
     assert top.returncode == 0
-    for name in ("demo", "db", "relay", "dev"):
-        assert name in top.stdout
-    for command in (["demo"], ["db"], ["db", "upgrade"], ["db", "current"], ["relay"], ["relay", "run"],
-                    ["relay", "status"], ["dev"], ["dev", "broker"]):
-        result = facta(*command, "--help")
-        assert result.returncode == 0 and "Usage: facta" in result.stdout, command
-    assert facta("--version").stdout.strip().startswith("facta, version ")
+    paths = command_paths()
+    assert len(paths) >= 16, paths
+    for group in {p[0] for p in paths}:
+        assert f"  {group} " in top.stdout, group
+    for path in paths:
+        result = facta(*path, "--help")
+        assert result.returncode == 0 and f"Usage: facta {' '.join(path)}" in result.stdout, path
+        assert re.search(r"^  Examples?:$", result.stdout, flags=re.M), f"`facta {' '.join(path)} --help` has no example"
+    assert re.fullmatch(r"facta, version \d+\.\d+\.\d+\n", facta("--version").stdout)
+
+
+def test_every_option_has_help_and_every_command_that_prints_data_has_json() -> None:
+    """--json wherever data is printed: everything but the broker, which prints where it
+    listens and runs in the foreground."""
+    import click
+
+    from facta.replay.cli import cli
+
+    for path in command_paths():
+        command: click.Command = cli
+        for word in path:
+            assert isinstance(command, click.Group)
+            command = command.commands[word]
+        undocumented = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not p.help]
+        assert not undocumented, f"`facta {' '.join(path)}` options without help: {undocumented}"
+        if path != ["dev", "broker"]:
+            assert "--json" in {o for p in command.params for o in p.opts}, f"`facta {' '.join(path)}` has no --json"
 
 
 def test_db_upgrade_then_current(tmp_path: Path, postgres_url: str) -> None:
@@ -87,10 +122,17 @@ def test_relay_without_or_with_a_bad_bootstrap_is_one_line(tmp_path: Path) -> No
     assert json.loads(status.stdout)["lag"] == 0
 
 
-def test_usage_errors_exit_2() -> None:
+def test_usage_errors_exit_2_with_one_line_everywhere() -> None:
     result = facta("demo", "--rides", "0")
     assert result.returncode == 2 and "Invalid value for '--rides'" in result.stderr
-    assert facta("no-such-command").returncode == 2
+    mistakes = [["no-such-command"], ["db", "downgrade"], ["audit", "nothing"]]
+    mistakes += [[*path, "--no-such-option"] for path in command_paths()]
+    for words in mistakes:
+        result = facta(*words)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (words, result.returncode, result.stderr)
+        assert lines[0].startswith("facta: error: ") and words[-1] in lines[0], (words, lines[0])
+        assert "--help' " not in lines[0] and lines[0].endswith("--help')"), lines[0]
 
 
 def test_demo_runs_on_the_embedded_default_and_continues_the_city(tmp_path: Path) -> None:
