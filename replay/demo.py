@@ -282,6 +282,8 @@ def next_commands(summary: DemoSummary, database_url: str | None = None) -> list
     if summary.sample_ride is not None:
         out.append(f"facta audit history {summary.sample_ride}{where}")
         out.append(f"facta audit trace {summary.sample_ride}{where}")
+        out.append(f"facta audit diff {summary.sample_ride} --from-version 1 --to-version 3{where}")
     if summary.sample_rider_account is not None:
         out.append(f"facta audit state {summary.sample_rider_account} --at-version 2{where}")
+    out.append(f"facta audit events --stream-type account --actor billing --newest-first --limit 5{where}")
     return out
