@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.locks import active_lock
@@ -162,8 +160,15 @@ class LogPages:
             self._ahead = (covered, asyncio.ensure_future(self._read(covered)))
         return page
 
-    def _read(self, after: int) -> Coroutine[Any, Any, tuple[list[RecordedEvent], int]]:
-        return self.store.read_log_window(after, self.batch_size, event_types=self.event_types)
+    async def _read(self, after: int) -> tuple[list[RecordedEvent], int]:
+        records, covered = await self.store.read_log_window(after, self.batch_size, event_types=self.event_types)
+        # Decode the payloads here: for a page read ahead, this runs while the previous
+        # page's transaction waits on the database. A payload that does not decode is
+        # left for the applier, which decodes it again and stops naming the event.
+        for record in records:
+            with contextlib.suppress(Exception):
+                record.event  # noqa: B018 (decodes and keeps the event)
+        return records, covered
 
     async def close(self) -> None:
         if self._ahead is not None:

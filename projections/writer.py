@@ -71,15 +71,17 @@ class ReadModel:
             # first) and this row starts from nothing.
             change = changes.upserts[k] = _Change(replace=k in changes.deletes)
         if set:
-            for column, value in set.items():
-                change.add.pop(column, None)
-                change.set[column] = value
+            if change.add:
+                for column in set:
+                    change.add.pop(column, None)
+            change.set.update(set)
         if add:
+            sets, adds = change.set, change.add
             for column, value in add.items():
-                if column in change.set:
-                    change.set[column] = (change.set[column] or 0) + value
+                if column in sets:
+                    sets[column] = (sets[column] or 0) + value
                 else:
-                    change.add[column] = change.add.get(column, 0) + value
+                    adds[column] = adds.get(column, 0) + value
 
     def insert(self, table: Table, row: Mapping[str, Any]) -> None:
         self._changes(table).inserts.append(dict(row))
@@ -147,7 +149,7 @@ class ReadModel:
                 else:
                     conn.execute(table.insert(), rows)
             changes.inserts.clear()
-        if changes.upserts and arrays and len({(tuple(c.set), tuple(c.add)) for c in changes.upserts.values()}) > 1:
+        if changes.upserts and arrays and len({(tuple(c.set), tuple(c.add)) for c in changes.upserts.values()}) > 2:
             self._pg_upsert_mixed(changes)
         if changes.upserts:
             # A row deleted earlier in this batch (``replace``) was deleted above, so its
@@ -328,8 +330,9 @@ class ReadModel:
 
     @staticmethod
     def _key(changes: _TableChanges, key: Mapping[str, Any]) -> Key:
+        columns = changes.key_columns
         try:
-            k = tuple(key[c] for c in changes.key_columns)
+            k = (key[columns[0]],) if len(columns) == 1 else tuple(key[c] for c in columns)
         except KeyError:
             raise ValueError(
                 f"key for {changes.table.name!r} must give {list(changes.key_columns)}, got {sorted(key)}"
