@@ -193,8 +193,12 @@ def add_skip(conn: Connection, name: str, position: int, reason: str, actor: str
                 reason=reason, skipped_by=actor, skipped_at=now(),
             )
         )
+    live = load_checkpoints(conn, name, LIVE).get(LOG)
     return {"projection": name, "position": position, "event_id": str(found.event_id),
-            "event_type": found.event_type, "reason": reason}
+            "event_type": found.event_type, "reason": reason,
+            # On the store log: whether the live tables hold this event already (the
+            # skip then only keeps it out of rebuilds). Unknown for a Kafka checkpoint.
+            "already_applied": None if live is None else live >= position}
 
 
 def list_skips(conn: Connection, name: str | None = None) -> list[dict[str, Any]]:

@@ -715,6 +715,8 @@ async def projections_skip(name: str, position: int, reason: str, actor: str | N
 
     The projection passes over it the next time it starts (restart a running one), and
     `facta projections skipped` lists it. Skipping an event already recorded changes nothing.
+    An event the projection has applied already stays in its tables; the skip keeps it out
+    of rebuilds (a note on stderr says so).
 
     \b
     Example:
@@ -739,6 +741,9 @@ async def projections_skip(name: str, position: int, reason: str, actor: str | N
     else:
         click.echo(f"projection {name!r} will skip position {position} ({recorded['event_type']} event "
                    f"{recorded['event_id']}): {recorded['reason']}")
+    if recorded["already_applied"]:
+        click.echo(f"note: projection {name!r} has applied position {position} already; the skip keeps it "
+                   f"out of rebuilds (`facta replay {name} --from-position 0` to take it out now)", err=True)
 
 
 @projections_group.command("skipped")

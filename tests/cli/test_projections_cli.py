@@ -400,6 +400,7 @@ async def test_a_failing_handler_stops_with_one_line_then_skip_lets_it_through(t
                              cwd=tmp_path, env=env))
     assert recorded["position"] == poison and recorded["event_type"] == "account.deposited"
     assert recorded["reason"] == "bad deposit" and recorded["skipped_by"] == "ops"
+    assert recorded["already_applied"] is False, "the checkpoint stayed before the poison event"
     text = ok(facta("projections", "skip", "deposits", "--position", str(poison), "--database-url",
                     sqlite_url, cwd=tmp_path, env=env)).stdout  # again: changes nothing
     assert f"projection 'deposits' will skip position {poison} (account.deposited event" in text
@@ -434,6 +435,17 @@ def test_skipped_with_nothing_and_skip_of_a_missing_position(sqlite_url: str) ->
     assert as_json(facta("projections", "skipped", "ride_board", "--json", "--database-url", sqlite_url)) == []
     one_line_error(facta("projections", "skip", "ride_board", "--position", "999999", "--database-url", sqlite_url),
                    "no event at position 999999")
+    # Before the projection ever ran, nobody knows; once it is past the position, the
+    # skip says it only keeps the event out of rebuilds.
+    unknown = as_json(facta("projections", "skip", "ride_board", "--position", "2", "--json", "--database-url", sqlite_url))
+    assert unknown["already_applied"] is None
+    ok(facta("projections", "run", "ride_board", "--once", "--database-url", sqlite_url))
+    passed = facta("projections", "skip", "ride_board", "--position", "3", "--database-url", sqlite_url)
+    assert passed.returncode == 0 and "will skip position 3" in passed.stdout
+    assert passed.stderr.strip() == (
+        "note: projection 'ride_board' has applied position 3 already; the skip keeps it out of rebuilds"
+        " (`facta replay ride_board --from-position 0` to take it out now)"
+    )
 
 
 def test_billing_is_listed_but_not_run_here(sqlite_url: str) -> None:
