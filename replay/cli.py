@@ -67,6 +67,28 @@ def _async_command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[...
     return wrapper
 
 
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set: the work in flight finishes, then the command ends."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _quiet_logging(verbose: bool) -> None:
+    """Log what a long-running command does and waits for (``verbose``); otherwise only
+    errors, so a mistake ends in one line. aiokafka's connection noise repeats facta's own
+    warnings, so it stays quiet either way."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 class _OneLineUsageError(click.UsageError):
     """A usage mistake, shown as one line (exit 2) like facta's other errors."""
 
@@ -344,25 +366,15 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
       facta relay run --kafka-bootstrap 127.0.0.1:9092
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta relay run --once
     """
-    import logging
-    import signal
-
     from facta.eventstore import EventStore
     from facta.eventstore.relay import Relay
 
     config = _relay_config(kafka_bootstrap, name=name, topic_prefix=topic_prefix, partitions=partitions,
                            replication_factor=replication_factor, batch_size=batch_size,
                            idempotence=not no_idempotence)
-    # A long-running relay logs what it does and waits for; --once stays quiet unless asked,
-    # so a mistake ends in one line. aiokafka's connection noise repeats facta's own warning.
-    logging.basicConfig(level=logging.INFO if verbose or not once else logging.ERROR,
-                        format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # A long-running relay logs what it does and waits for; --once stays quiet unless asked.
+    _quiet_logging(verbose or not once)
+    stop = _stop_on_signals()
     async with await EventStore.open(database_url) as store:
         published = await Relay(store, config).run(
             once=once, stop=stop, give_up_after=kafka_timeout if once else None
@@ -439,25 +451,6 @@ def _kafka_settings(bootstrap: str | None, topic_prefix: str, give_up_after: flo
     if not bootstrap:
         return None
     return KafkaSettings(bootstrap=bootstrap, topic_prefix=topic_prefix, give_up_after=give_up_after)
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event SIGINT and SIGTERM set: the work in flight finishes, then the command ends."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-def _quiet_logging(verbose: bool) -> None:
-    import logging
-
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _coords_json(values: dict[tuple[str, int], int]) -> Any:
@@ -969,11 +962,11 @@ def audit_group() -> None:
 
     \b
     Examples:
-      facta audit history ride-42
-      facta audit state acct-rider-1 --as-of 2026-11-22T12:00:00+01:00
-      facta audit diff ride-42 --from-version 2 --to-version 6
+      facta audit history ride-00042
+      facta audit state acct-rider-001 --as-of 2026-11-22T12:00:00+01:00
+      facta audit diff ride-00042 --from-version 1 --to-version 3
       facta audit events --type account.transferred_out --actor billing --newest-first
-      facta audit trace ride-42
+      facta audit trace ride-00042
     """
 
 
@@ -1041,8 +1034,8 @@ async def audit_history(stream_id: str, database_url: str, as_json: bool) -> Non
 
     \b
     Examples:
-      facta audit history ride-42
-      facta audit history acct-rider-1 --json
+      facta audit history ride-00042
+      facta audit history acct-rider-001 --json
     """
     from facta.eventstore import EventStore
     from facta.eventstore.audit import history
@@ -1076,8 +1069,8 @@ async def audit_state(stream_id: str, at_version: int | None, as_of: datetime | 
 
     \b
     Examples:
-      facta audit state ride-42 --at-version 3
-      facta audit state acct-rider-1 --as-of 2026-11-22T12:00:00+01:00 --json
+      facta audit state ride-00042 --at-version 3
+      facta audit state acct-rider-001 --as-of 2026-11-22T12:00:00+01:00 --json
     """
     from facta.eventstore import EventStore
     from facta.eventstore.audit import state_at
@@ -1111,8 +1104,8 @@ async def audit_diff(stream_id: str, from_version: int, to_version: int, databas
 
     \b
     Examples:
-      facta audit diff ride-42 --from-version 2 --to-version 6
-      facta audit diff acct-rider-1 --from-version 0 --to-version 3 --json
+      facta audit diff ride-00042 --from-version 1 --to-version 3
+      facta audit diff acct-rider-001 --from-version 0 --to-version 3 --json
     """
     from facta.eventstore import EventStore
     from facta.eventstore.audit import diff
@@ -1209,8 +1202,8 @@ async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> 
 
     \b
     Examples:
-      facta audit trace ride-42
-      facta audit trace ride-42 --json
+      facta audit trace ride-00042
+      facta audit trace ride-00042 --json
     """
     from facta.eventstore import EventStore
     from facta.eventstore.audit import AuditError, trace
