@@ -149,15 +149,15 @@ async def state_at(
         as_of = _aware(as_of, "as_of")
         now = datetime.now(UTC)
         if as_of > now:
-            raise AuditError(f"time {_utc(as_of)} is in the future (now is {_utc(now)})")
+            raise AuditError(f"time {utc_text(as_of)} is in the future (now is {utc_text(now)})")
     stream_type, cls = await _stream_class(store, stream_id)
     if as_of is not None:
         found = await store.database.read(_last_version_at, stream_id, as_of)
         if found is None:
             first = (await store.read_stream(stream_id, limit=1))[0]
             raise AuditError(
-                f"stream {stream_id!r} did not exist at {_utc(as_of)}: its first event was recorded at "
-                f"{_utc(first.recorded_at)}"
+                f"stream {stream_id!r} did not exist at {utc_text(as_of)}: its first event was recorded at "
+                f"{utc_text(first.recorded_at)}"
             )
         at_version = found
     if at_version is None:
@@ -245,7 +245,7 @@ async def events(
     if until is not None:
         until = _aware(until, "until")
     if since is not None and until is not None and since > until:
-        raise AuditError(f"since ({_utc(since)}) is after until ({_utc(until)})")
+        raise AuditError(f"since ({utc_text(since)}) is after until ({utc_text(until)})")
     c = events_table.c
     query = store._select()
     if types is not None:
@@ -305,5 +305,3 @@ def utc_text(value: datetime) -> str:
     """A time as ISO 8601 in UTC with a ``Z``: ``2026-11-22T11:00:00.123456Z``."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
-
-_utc = utc_text
