@@ -49,7 +49,7 @@ from .records import RecordedEvent
 from .schema import events, relay_checkpoints
 from .store import EventStore
 
-__all__ = ["Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "topic_per_stream_type"]
+__all__ = ["OPTIONAL_HEADERS", "REQUIRED_HEADERS", "Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "topic_per_stream_type"]
 
 log = logging.getLogger("facta.relay")
 
@@ -142,29 +142,28 @@ def kafka_record(
     return key, record.payload.encode(), headers, timestamp_ms
 
 
+# The headers of every record the relay publishes, always present, then present when set.
+REQUIRED_HEADERS = (
+    "event-type", "schema-version", "event-id", "stream-id", "stream-type", "stream-version", "position",
+    "occurred-at", "recorded-at",
+)
+OPTIONAL_HEADERS = ("actor", "correlation-id", "causation-id")
+
+
 def _headers(
     event_type: str, schema_version: int, event_id: bytes, stream_id: bytes, stream_type: str, version: int,
     position: int, occurred: bytes, recorded: bytes,
     actor: str | None, correlation_id: str | None, causation_id: str | None,
 ) -> list[tuple[str, bytes]]:
-    """The record headers: the one definition of the format the README documents."""
-    headers = [
-        ("event-type", event_type.encode()),
-        ("schema-version", str(schema_version).encode()),
-        ("event-id", event_id),
-        ("stream-id", stream_id),
-        ("stream-type", stream_type.encode()),
-        ("stream-version", str(version).encode()),
-        ("position", str(position).encode()),
-        ("occurred-at", occurred),
-        ("recorded-at", recorded),
-    ]
-    if actor is not None:
-        headers.append(("actor", actor.encode()))
-    if correlation_id is not None:
-        headers.append(("correlation-id", correlation_id.encode()))
-    if causation_id is not None:
-        headers.append(("causation-id", causation_id.encode()))
+    """The record headers: the one definition of the format the README documents (the
+    names in :data:`REQUIRED_HEADERS` and :data:`OPTIONAL_HEADERS`, in that order)."""
+    headers = list(zip(REQUIRED_HEADERS, (
+        event_type.encode(), str(schema_version).encode(), event_id, stream_id, stream_type.encode(),
+        str(version).encode(), str(position).encode(), occurred, recorded,
+    ), strict=True))
+    for name, value in zip(OPTIONAL_HEADERS, (actor, correlation_id, causation_id), strict=True):
+        if value is not None:
+            headers.append((name, value.encode()))
     return headers
 
 

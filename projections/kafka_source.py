@@ -52,6 +52,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
 from facta.eventstore import RecordedEvent
+from facta.eventstore.relay import OPTIONAL_HEADERS, REQUIRED_HEADERS
 
 from . import tracking
 from .applier import Applier, Delivery
@@ -62,12 +63,6 @@ from .tracking import LIVE, Coord, Stale
 __all__ = ["consume_range", "kafka_offsets", "kafka_offsets_for_time", "record_from_message", "run_kafka"]
 
 log = logging.getLogger("facta.projections")
-
-REQUIRED_HEADERS = (
-    "event-type", "schema-version", "event-id", "stream-id", "stream-type", "stream-version", "position",
-    "occurred-at", "recorded-at",
-)
-OPTIONAL_HEADERS = ("actor", "correlation-id", "causation-id")
 
 _POLL_MS = 200
 _METADATA_MAX_AGE_MS = 5_000  # how soon a topic created after the runner started is consumed
