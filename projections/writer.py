@@ -149,7 +149,7 @@ class ReadModel:
                 else:
                     conn.execute(table.insert(), rows)
             changes.inserts.clear()
-        if changes.upserts and arrays and len({(tuple(c.set), tuple(c.add)) for c in changes.upserts.values()}) > 2:
+        if changes.upserts and arrays and len({_shape(c) for c in changes.upserts.values()}) > 2:
             self._pg_upsert_mixed(changes)
         if changes.upserts:
             # A row deleted earlier in this batch (``replace``) was deleted above, so its
@@ -159,8 +159,7 @@ class ReadModel:
                 row = dict(zip(changes.key_columns, k, strict=True))
                 row.update(change.set)
                 row.update(change.add)
-                shape = (tuple(sorted(change.set)), tuple(sorted(change.add)))
-                shapes.setdefault(shape, []).append(row)
+                shapes.setdefault(_shape(change), []).append(row)
             for (set_cols, add_cols), rows in shapes.items():
                 if arrays:
                     self._pg_write(changes, changes.key_columns + set_cols + add_cols, set_cols, add_cols, rows,
@@ -341,6 +340,12 @@ class ReadModel:
             raise ValueError(f"key for {changes.table.name!r} must give only {list(changes.key_columns)}, got {sorted(key)}")
         return k
 
+
+
+def _shape(change: _Change) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Which columns a row's change sets and which it adds to: rows of one shape share a
+    statement."""
+    return tuple(sorted(change.set)), tuple(sorted(change.add))
 
 
 def _unnest_ok(table: Table) -> bool:
