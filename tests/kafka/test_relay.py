@@ -24,6 +24,7 @@ from facta.eventstore import ConcurrencyError, EventStore, Repository
 from facta.eventstore.relay import Relay, RelayConfig, RelayError
 
 from ..conftest import migrate
+from ..polling import wait_for
 
 
 class Blob(DomainEvent, name="test.blob"):
@@ -167,7 +168,7 @@ async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, 
         assert not task.done()
         kafka_broker.restart()
         total = len(await store.read_log(limit=10_000))
-        await _wait_for(lambda: relay.status(), lambda s: s.lag == 0, 60)
+        await wait_for(lambda: relay.status(), lambda s: s.lag == 0, 60, "the relay to catch up")
         stop.set()
         assert await asyncio.wait_for(task, 30) == total
     records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.account", f"{prefix}.ride"], total)
@@ -184,11 +185,11 @@ async def test_broker_restart_mid_stream_loses_nothing(migrated_url: str, kafka_
         for i in range(40):
             await store.append(f"s-{i % 5}", "thing", [Blob(data=str(i))], expected_version=None)
             if i == 15:
-                await _wait_for(lambda: relay.status(), lambda s: s.checkpoint > 0, 30)
+                await wait_for(lambda: relay.status(), lambda s: s.checkpoint > 0, 30, "a first checkpoint")
                 kafka_broker.stop()  # a clean stop: the broker keeps what it acknowledged
             if i == 25:
                 kafka_broker.restart()
-        await _wait_for(lambda: relay.status(), lambda s: s.lag == 0, 60)
+        await wait_for(lambda: relay.status(), lambda s: s.lag == 0, 60, "the relay to catch up")
         stop.set()
         await asyncio.wait_for(task, 30)
     records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], 40)
@@ -204,12 +205,12 @@ async def test_two_relays_never_publish_at_once(migrated_url: str, kafka_broker:
         second_task = asyncio.create_task(second.run(stop=stop_second))
         for i in range(10):
             await store.append(f"s-{i}", "thing", [Blob(data=str(i))], expected_version=0)
-        await _wait_for(lambda: first.status(), lambda s: s.lag == 0, 30)
+        await wait_for(lambda: first.status(), lambda s: s.lag == 0, 30, "the relay to catch up")
         stop_first.set()
         assert await asyncio.wait_for(first_task, 30) == 10
         for i in range(10, 15):
             await store.append(f"s-{i}", "thing", [Blob(data=str(i))], expected_version=0)
-        await _wait_for(lambda: second.status(), lambda s: s.lag == 0, 30)
+        await wait_for(lambda: second.status(), lambda s: s.lag == 0, 30, "the relay to catch up")
         stop_second.set()
         assert await asyncio.wait_for(second_task, 30) == 5, "the waiting relay published only after taking over"
     records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], 15)
@@ -252,14 +253,3 @@ async def test_rolled_back_append_never_reaches_kafka_postgres(postgres_url: str
     records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], 1, within=5)
     assert [json.loads(r.value)["data"] for r in records] == ["real"]
 
-
-async def _wait_for(probe: Any, done: Any, within: float) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting; last value {value}")
-        await asyncio.sleep(0.05)

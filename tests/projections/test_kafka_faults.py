@@ -31,7 +31,8 @@ from facta.projections import KafkaSettings, ProjectionRunner, RunnerConfig, tra
 from facta.projections.applier import Applier, Delivery
 from facta.projections.tracking import LOG
 
-from .test_source_contract import Book, Source, Wallets, checkpoints, rows, wait_for, workload
+from ..polling import wait_for
+from .test_source_contract import Book, Source, Wallets, checkpoints, rows, workload
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 4

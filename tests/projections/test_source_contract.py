@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -57,6 +57,7 @@ from facta.projections.tracking import LIVE, LOG
 
 from ..conftest import migrate
 from ..kafka.conftest import require
+from ..polling import wait_for
 
 POISON = 666  # a credit of this amount fails while Wallets.broken is set
 
@@ -154,18 +155,6 @@ async def last_error(store: EventStore) -> str | None:
     described = await store.database.read(tracking.describe)
     value = described[Wallets.name]["last_error"]
     return None if value is None else str(value)
-
-
-async def wait_for(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], within: float, what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what}; last value {value!r}")
-        await asyncio.sleep(0.05)
 
 
 # -- the two sources --------------------------------------------------------------------------
