@@ -22,7 +22,8 @@ from facta.domain import DomainEvent
 from facta.eventstore import EventStore
 from facta.eventstore.relay import _MAX_PAGES_IN_FLIGHT, Relay, RelayConfig
 
-from .test_relay import _wait_for, consume_all, headers_of
+from ..polling import wait_for
+from .test_relay import consume_all, headers_of
 
 BATCH = 25
 KILLS = 8
@@ -70,7 +71,8 @@ async def test_relay_killed_repeatedly_loses_nothing_and_repeats_at_most_a_page(
             # Kill while it publishes: first see it move its checkpoint (the process takes
             # about a second to start), then kill at a random moment soon after.
             before = (await relay_status.status()).checkpoint
-            await _wait_for(relay_status.status, lambda status, before=before: status.checkpoint != before, 60)
+            await wait_for(relay_status.status, lambda status, before=before: status.checkpoint != before, 60,
+                           "the relay's checkpoint to move")
             await asyncio.sleep(rng.uniform(0.0, 0.3))
             assert process.returncode is None, "the relay exited by itself"
             process.send_signal(signal.SIGKILL)
