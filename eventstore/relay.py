@@ -44,6 +44,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from .errors import StoreError
+from .kafka_support import is_transient, pause
 from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints
@@ -241,7 +242,7 @@ class Relay:
                     if not rows:
                         if once:
                             break
-                        await _sleep(stop, self.config.poll_interval)
+                        await pause(stop, self.config.poll_interval)
                         continue
                 except _Transient as exc:
                     _abandon(in_flight)
@@ -257,7 +258,7 @@ class Relay:
                                 self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
                     await _stop_quietly(producer)
                     producer = None
-                    await _sleep(stop, backoff)
+                    await pause(stop, backoff)
                     backoff = min(backoff * 2, self.config.max_backoff)
                     continue
                 backoff, failing_since = 0.1, None
@@ -329,7 +330,7 @@ class Relay:
             await producer.start()
         except (KafkaError, OSError) as exc:
             await _stop_quietly(producer)
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise _Transient(_describe(exc)) from None
             hint = "; if the broker lacks the idempotent producer, turn idempotence off" if self.config.idempotence else ""
             raise RelayError(f"Kafka at {self.config.bootstrap} refused the producer: {_describe(exc)}{hint}") from None
@@ -479,7 +480,7 @@ class Relay:
         return _Page(rows, [future for _, future in sent], rows[-1][0], [first for first, _ in sent])
 
     def _failure(self, row: Sequence[Any], exc: BaseException) -> Exception:
-        if _is_transient(exc):
+        if is_transient(exc):
             return _Transient(_describe(exc))
         record = _recorded(row, self.store)
         return RelayError(
@@ -556,14 +557,6 @@ def _recorded(row: Sequence[Any], store: EventStore) -> RecordedEvent:
 # -- Kafka errors ---------------------------------------------------------------------------
 
 
-def _is_transient(exc: BaseException) -> bool:
-    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, RequestTimedOutError
-
-    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, OSError)):
-        return True
-    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
-
-
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -573,11 +566,6 @@ async def _stop_quietly(producer: Any) -> None:
     if producer is not None:
         with contextlib.suppress(Exception):
             await producer.stop()
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 # -- checkpoints ------------------------------------------------------------------------------

@@ -43,15 +43,13 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     IllegalStateError,
-    KafkaConnectionError,
     KafkaError,
-    KafkaTimeoutError,
-    RequestTimedOutError,
 )
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
 from facta.eventstore import RecordedEvent
+from facta.eventstore.kafka_support import is_transient, pause
 from facta.eventstore.relay import OPTIONAL_HEADERS, REQUIRED_HEADERS
 
 from . import tracking
@@ -278,23 +276,12 @@ def _learn(seen: _Seen, walk: _Walk) -> None:
 # -- Kafka errors -----------------------------------------------------------------------------
 
 
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, OSError, TimeoutError)):
-        return True
-    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
-
-
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     name = type(exc).__name__
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _start(consumer: Any) -> None:
@@ -335,7 +322,7 @@ async def _retrying(
             await attempt()
             return
         except (KafkaError, OSError, TimeoutError) as exc:
-            if not _is_transient(exc):
+            if not is_transient(exc):
                 raise ProjectionError(f"{what}: Kafka failed: {_describe(exc)}") from None
             now = time.monotonic()
             failing_since = now if failing_since is None else failing_since
@@ -344,7 +331,7 @@ async def _retrying(
                     f"{what}: Kafka unreachable for {give_up_after:g} s ({_describe(exc)})"
                 ) from None
             log.warning("%s: Kafka unavailable (%s); retrying in %.1fs", what, _describe(exc), backoff)
-        await _sleep(stop, backoff)
+        await pause(stop, backoff)
         backoff = min(backoff * 2, _MAX_BACKOFF)
 
 
