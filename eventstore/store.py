@@ -330,15 +330,14 @@ class EventStore:
         """Like :meth:`read_log`, and also how far the read looked: every event of the
         given types with ``after < position <= covered`` is in the list. A consumer that
         handles only some types moves its checkpoint to ``covered``, past the rest."""
-        query = self._select()
-        if event_types is not None:
-            query = query.where(events.c.event_type.in_(list(event_types)))
+        registry = self.registry
         if not self._postgres:
+            query = self._select()
+            if event_types is not None:
+                query = query.where(events.c.event_type.in_(list(event_types)))
             rows, covered = await self.database.read(_sqlite_window, query, after, limit)
-            registry = self.registry
             return [RecordedEvent(*row, registry=registry) for row in rows], covered  # type: ignore[misc]
 
-        registry = self.registry
         types = None if event_types is None else list(event_types)
 
         async def fetch(start: int, upto: int, n: int) -> list[RecordedEvent]:
