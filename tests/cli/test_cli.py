@@ -11,8 +11,11 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tests.conftest import POSTGRES_ADMIN
 
 FACTA = shutil.which("facta") or ""
 
@@ -95,13 +98,22 @@ def test_database_url_comes_from_the_environment(tmp_path: Path) -> None:
     assert (tmp_path / "env.db").exists()
 
 
+def _on_test_server(*, database: str | None = None, user: str | None = None) -> str:
+    """The test server's URL (FACTA_TEST_POSTGRES) with another database or user."""
+    parts = urlsplit(POSTGRES_ADMIN)
+    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.rpartition('@')[2]}"
+    path = parts.path if database is None else f"/{database}"
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
 @pytest.mark.parametrize(("url", "needles"), [
     ("nonsense", ["invalid database URL 'nonsense'"]),
     ("mysql://x/y", ["unsupported database 'mysql'"]),
     ("postgresql+psycopg2://localhost/x", ["driver 'psycopg2'", "use postgresql+asyncpg"]),
     ("sqlite:////no/such/folder/x.db", ["folder '/no/such/folder' does not exist"]),
     ("postgresql://127.0.0.1:1/facta", ["cannot reach PostgreSQL at 127.0.0.1:1/facta", "Connect call failed"]),
-    ("postgresql://127.0.0.1/facta_no_such_database", ['database "facta_no_such_database" does not exist']),
+    (_on_test_server(database="facta_no_such_database"), ['database "facta_no_such_database" does not exist']),
+    (_on_test_server(user="facta_no_such_role"), ['role "facta_no_such_role" does not exist']),
 ])
 def test_bad_database_urls_give_one_line(url: str, needles: list[str]) -> None:
     one_line_error(facta("db", "upgrade", "--database-url", url), *needles)

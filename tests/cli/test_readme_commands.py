@@ -58,7 +58,10 @@ SYNOPSES: dict[str, list[str]] = {
         "facta relay run --once --kafka-bootstrap {bootstrap} --name readme-plain --topic-prefix plain --no-idempotence --json",
     ],
     "facta relay status [--json]": ["facta relay status --json", "facta relay status --name readme"],
-    "facta dev broker [--kind noida|tansu] [--port 9092]": ["facta dev broker --kind tansu --port {port} &"],
+    "facta dev broker [--kind apache|noida|tansu] [--nodes N] [--port 9092] [--data-dir D] [--json]": [
+        "facta dev broker --nodes 3 --port 0 --data-dir cluster &",
+        "facta dev broker --kind tansu --port {port} --json &",
+    ],
     "facta projections list [--json]": ["facta projections list", "facta projections list --json"],
     "facta projections run NAME... [--once] [--batch-size N] [--kafka-timeout S]": [
         "facta projections run account_balances ride_board --once --batch-size 50 --kafka-timeout 10",
@@ -232,7 +235,8 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
                 for placeholder, value in substitutions.items():
                     concrete = concrete.replace(placeholder, value)
                 if concrete.startswith("facta dev broker"):
-                    session.interrupt(session.start(concrete, lambda p: first_line_says(p, "listening on")))
+                    ready = '"bootstrap"' if "--json" in concrete else "listening on"
+                    session.interrupt(session.start(concrete, lambda p, ready=ready: first_line_says(p, ready)))
                 elif concrete.startswith("facta projections run") and concrete.endswith("&"):
                     runner = session.start(concrete, lambda p: first_line_says(p, "running", stream="stderr"))
                     deadline = time.monotonic() + 60

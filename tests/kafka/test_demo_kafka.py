@@ -15,7 +15,8 @@ def demo_json(tmp_path: Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
-def test_demo_streams_to_a_given_cluster(tmp_path: Path, kafka_broker: Any) -> None:
+def test_demo_streams_to_a_given_cluster(tmp_path: Path, managed_kafka_broker: Any) -> None:
+    kafka_broker = managed_kafka_broker  # a broker of its own: the demo writes the default `facta.*` topics
     idempotence = [] if kafka_broker.supports_idempotence else ["--no-idempotence"]
     summary = demo_json(tmp_path, "--kafka-bootstrap", kafka_broker.bootstrap, *idempotence)
     kafka = summary["kafka"]

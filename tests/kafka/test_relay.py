@@ -154,9 +154,9 @@ async def test_a_record_kafka_rejects_stops_the_relay_naming_it(migrated_url: st
         assert (await relay.status()).checkpoint < huge.positions[0]
 
 
-async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
-    if not kafka_broker.can_restart:
-        pytest.skip("an external cluster cannot be stopped by the test")
+async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, managed_kafka_broker: Any,
+                                                             prefix: str) -> None:
+    kafka_broker = managed_kafka_broker
     kafka_broker.stop()
     async with await EventStore.open(migrated_url) as store:
         await city(store, rides=2)
@@ -175,9 +175,10 @@ async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, 
     assert len({headers_of(r)["event-id"] for r in records}) == total
 
 
-async def test_broker_restart_mid_stream_loses_nothing(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
-    if not kafka_broker.can_restart or not kafka_broker.keeps_data:
-        pytest.skip(f"{kafka_broker.kind} cannot restart with its data kept")
+@pytest.mark.kafka_requires("keeps_data")
+async def test_broker_restart_mid_stream_loses_nothing(migrated_url: str, managed_kafka_broker: Any,
+                                                       prefix: str) -> None:
+    kafka_broker = managed_kafka_broker
     async with await EventStore.open(migrated_url) as store:
         relay = Relay(store, relay_config(kafka_broker, prefix, batch_size=20))
         stop = asyncio.Event()

@@ -56,7 +56,7 @@ from facta.projections.kafka_source import (
 from facta.projections.tracking import LIVE, LOG
 
 from ..conftest import migrate
-from ..kafka.conftest import require
+from ..kafka_fixtures import require
 from ..polling import wait_for
 
 POISON = 666  # a credit of this amount fails while Wallets.broken is set
