@@ -60,6 +60,7 @@ __all__ = [
     "new_cluster_id",
     "node_command",
     "node_properties",
+    "tool_command",
 ]
 
 KAFKA_VERSION = "4.3.1"
@@ -96,6 +97,21 @@ logger.cleaner.name = kafka.log.LogCleaner
 logger.cleaner.level = WARN
 logger.config.name = org.apache.kafka.common.config.AbstractConfig
 logger.config.level = WARN
+"""
+
+
+# Kafka's command-line tools (the console consumer, ...) log warnings only, to stderr, so
+# that their stdout is the data.
+TOOLS_LOG4J2_PROPERTIES = """\
+status = error
+name = facta-kafka-tools
+appender.console.type = Console
+appender.console.name = STDERR
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
 """
 
 
@@ -285,6 +301,7 @@ def ensure_distribution(
                     f"exit code {result.returncode}): {_maven_failure(result.stdout + result.stderr)}; {FALLBACK}"
                 )
             (staging / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+            (staging / "tools-log4j2.properties").write_text(TOOLS_LOG4J2_PROPERTIES)
             (staging / MANIFEST).write_text(json.dumps({"version": version, "jars": jars}, indent=1) + "\n")
             if home.exists():  # an incomplete earlier fetch
                 shutil.rmtree(home)
@@ -371,6 +388,19 @@ def node_command(dist: KafkaDistribution, spec: NodeSpec) -> list[str]:
         "-cp", dist.classpath,
         "kafka.Kafka", str(spec.properties_path),
     ]
+
+
+def tool_command(dist: KafkaDistribution, main_class: str, *args: str) -> list[str]:
+    """The command line that runs one of Kafka's own tools from the cached jars.
+
+    ``main_class`` is the tool's class, e.g.
+    ``org.apache.kafka.tools.consumer.ConsoleConsumer`` (what ``kafka-console-consumer.sh``
+    runs). The tool logs warnings to stderr only, so its stdout is its output.
+    """
+    config = dist.home / "tools-log4j2.properties"
+    if not config.is_file():
+        config.write_text(TOOLS_LOG4J2_PROPERTIES)
+    return [dist.java, "-Xmx256m", f"-Dlog4j2.configurationFile={config}", "-cp", dist.classpath, main_class, *args]
 
 
 def format_storage(dist: KafkaDistribution, spec: NodeSpec) -> bool:
