@@ -6,8 +6,8 @@ which maps to the concrete commands below that exercise it. A new line in the RE
 without an entry here fails `test_every_readme_command_is_covered`, and so does an entry
 whose README line is gone.
 
-Two things are changed from the README, both named where they happen: the local broker
-gets a free port instead of 9092 (and the address follows it), and `--as-of` examples get
+Two things are changed from the README, both named where they happen: local brokers get
+free ports instead of 9092 and 19092 (and the address follows them), and `--as-of` examples get
 a time just after the demo ran (a fixed date would be "before the first event" or "in the
 future" depending on when the suite runs).
 """
@@ -59,8 +59,7 @@ SYNOPSES: dict[str, list[str]] = {
     ],
     "facta relay status [--json]": ["facta relay status --json", "facta relay status --name readme"],
     "facta dev broker [--kind apache|noida|tansu] [--nodes N] [--port 9092] [--data-dir D] [--json]": [
-        "facta dev broker --nodes 3 --port 0 --data-dir cluster &",
-        "facta dev broker --kind tansu --port {port} --json &",
+        "facta dev broker --kind tansu --port {port} --data-dir tansu --json &",
     ],
     "facta projections list [--json]": ["facta projections list", "facta projections list --json"],
     "facta projections run NAME... [--once] [--batch-size N] [--kafka-timeout S]": [
@@ -192,7 +191,7 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTA_")}
     session = Session(tmp_path, env)
     covered: list[str] = []
-    setup, streaming, audit, command_line, projections = readme_blocks()
+    setup, streaming, dev_broker, audit, command_line, projections = readme_blocks()
     try:
         # -- the set-up command: the demo on ./facta.db --------------------------------
         assert setup == ["facta demo"]
@@ -216,6 +215,14 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
                 session.interrupt(relay)
             else:
                 session.run(line, env=kafka_env)
+
+        # -- facta dev broker: each runs in the foreground until Ctrl-C (free ports here) --
+        for line in dev_broker:
+            covered.append(line)
+            concrete = line.replace("--port 19092", "--port 0") if "--port" in line else f"{line} --port {free_port()}"
+            ready = '"bootstrap"' if "--json" in concrete else "listening on"
+            session.interrupt(session.start(f"{concrete} --data-dir dev-{len(covered)}",
+                                            lambda p, ready=ready: first_line_says(p, ready)))
 
         # -- audit (ids from the demo; --as-of just after it) -----------------------------
         time.sleep(max(0.0, (after_demo - datetime.now(UTC)).total_seconds()))
