@@ -125,7 +125,7 @@ from facta.eventstore.relay import Relay, RelayConfig
 from facta.projections import KafkaSettings, Projection, ProjectionRunner, RunnerConfig
 from facta.projections.reference import AccountBalances, RideBoard
 from facta.projections.replay import ReplayFrom, replay
-from facta.replay.devbroker import Broker, BrokerError, start_broker
+from facta.replay.devbroker import Broker, BrokerError, default_kind, start_broker
 
 CONTENDERS = ("facta", "raw", "eventsourcing")
 PROJECTIONS: tuple[type[Projection], ...] = (AccountBalances, RideBoard)
@@ -1183,11 +1183,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     broker = None
     if "kafka" not in skipped:
         try:
-            broker = start_broker("noida")
+            broker = start_broker(default_kind())
         except BrokerError as exc:
             skipped["kafka"] = f"no broker: {exc}"
     if broker is not None:
-        print(f"  noida broker up on {broker.bootstrap} in {time.perf_counter() - started:.2f} s", file=sys.stderr,
+        print(f"  {broker.description} broker up on {broker.bootstrap} in {time.perf_counter() - started:.2f} s", file=sys.stderr,
               flush=True)
     setup: Setup | None = None
     try:
@@ -1203,7 +1203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"log: {setup.mix_events:,} events of an account/ride mix ({handled}); batches of {args.batch:,};"
               f" eventsourcing {metadata.version('eventsourcing')} commits each event")
         if broker is not None:
-            print(f"broker: noida-db on {broker.bootstrap}, topics of {PARTITIONS} partitions, aiokafka"
+            print(f"broker: {broker.description} on {broker.bootstrap}, topics of {PARTITIONS} partitions, aiokafka"
                   f" {metadata.version('aiokafka')}")
         print(f"rounds: {args.rounds} per contender, order rotated each round; figures are medians, ratios are"
               f" medians of per-round ratios; every read model checked against the others (rows and md5)\n",

