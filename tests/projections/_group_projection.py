@@ -5,11 +5,16 @@ Besides a total per stream, it writes one row per event it applies: which runner
 applied it (``FACTA_TEST_MEMBER``, else the pid), in which of that process's batches, and
 the event's store position. The rows commit in the batch's transaction, with its
 checkpoints, so only applications that counted are there; the test reads the topic to
-know each position's partition and offset.
+know each position's partition and offset. A runner's handler calls are numbered whether
+their batch commits or not, so a gap in its committed numbers is a batch rolled back.
+
+``FACTA_TEST_PACE_MS`` makes batches take longer (an async effect sleeps that long per
+event, before the batch's transaction), so that rebalances find batches in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import weakref
@@ -19,9 +24,11 @@ from sqlalchemy import BigInteger, Column, Integer, String
 
 from facta.domain import DomainEvent
 from facta.eventstore import RecordedEvent
-from facta.projections import Projection, ReadModel, handles, read_model_table
+from facta.projections import EffectContext, Projection, ReadModel, effect, handles, read_model_table
 
 MEMBER_ENV = "FACTA_TEST_MEMBER"
+PACE_ENV = "FACTA_TEST_PACE_MS"
+_PACE = float(os.environ.get(PACE_ENV) or 0) / 1000
 
 
 class Added(DomainEvent, name="tally.added"):
@@ -71,6 +78,11 @@ class Tally(Projection, name="tally"):
     def _added(self, rm: ReadModel, event: Added, record: RecordedEvent) -> None:
         rm.upsert(self.totals, {"stream_id": record.stream_id}, add={"total": event.amount, "events": 1})
         rm.insert(self.applications, _application(rm, record))
+
+    @effect(Added)
+    async def _pace(self, context: EffectContext, event: Added, record: RecordedEvent) -> None:
+        if _PACE:
+            await asyncio.sleep(_PACE)
 
 
 def _application(rm: ReadModel, record: RecordedEvent) -> dict[str, Any]:

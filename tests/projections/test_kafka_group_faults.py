@@ -2,6 +2,11 @@
 ``facta projections run`` processes (the projection is ``_group_projection.Tally``, which
 writes one row per event it applies, in the batch's transaction).
 
+Each test has been run against a broken version (ARCHITECTURE.md, Tests, lists what each
+said): runners in groups of their own, the revocation callback not waiting for the batch
+in flight, the checkpoints' compare-and-set off, a stop that waits for the join, a
+``--once`` that ignores end offsets.
+
 - Three runners of one projection share a 6-partition topic in one group while a writer
   appends and the relay publishes; one runner is SIGKILLed and a fourth joins. Every
   event is applied exactly once, the read model equals a full rebuild from the store, and
@@ -49,7 +54,7 @@ from facta.projections.tracking import LIVE, LOG
 
 from ..conftest import migrate
 from ..polling import wait_for
-from ._group_projection import MEMBER_ENV, Added, Noted, Tally
+from ._group_projection import MEMBER_ENV, PACE_ENV, Added, Noted, Tally
 from .test_source_contract import Source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +63,7 @@ COMMAND = [FACTA] if FACTA else [sys.executable, "-m", "facta.replay.cli"]
 PROJECTIONS = "tests.projections._group_projection:Tally"
 PARTITIONS = 6
 SESSION = 6  # seconds: the smallest session timeout Apache Kafka accepts by default
+PACE_MS = 20  # per event (an effect sleeps): rebalances find batches in flight
 HANG = 15  # seconds: a runner told to stop that is still running after this hangs
 ASSIGNED = re.compile(r"projection 'tally' assigned (.*)$")
 
@@ -188,15 +194,15 @@ class Group:
                 self.source.prefix, "--group-prefix", self.source.group_prefix, "--kafka-session-timeout",
                 f"{session:g}", *options]
 
-    def env(self, member: str) -> dict[str, str]:
+    def env(self, member: str, pace_ms: int = 0) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "FACTA_PROJECTIONS"}
         return env | {"FACTA_DATABASE_URL": self.url, "FACTA_KAFKA_BOOTSTRAP": self.source.broker.bootstrap,
-                      MEMBER_ENV: member}
+                      MEMBER_ENV: member, PACE_ENV: str(pace_ms)}
 
-    def start(self, member: str, *options: str, session: float = SESSION) -> Runner:
+    def start(self, member: str, *options: str, session: float = SESSION, pace_ms: int = 0) -> Runner:
         log = self.tmp / f"runner-{member}.log"
         with log.open("ab") as out:
-            process = subprocess.Popen(self.command(*options, session=session), cwd=ROOT, env=self.env(member),
+            process = subprocess.Popen(self.command(*options, session=session), cwd=ROOT, env=self.env(member, pace_ms),
                                        stdout=out, stderr=subprocess.STDOUT)
         runner = Runner(member, process, log)
         self.runners.append(runner)
@@ -223,6 +229,7 @@ async def group(postgres_url: str, broker: Any, prefix: str, tmp_path: Path) -> 
 @dataclass(frozen=True)
 class Application:
     member: str
+    call: int  # the runner's handler calls, counted whether their batch committed or not
     batch: int
     position: int
 
@@ -231,8 +238,9 @@ async def applications(store: EventStore) -> list[Application]:
     table = Tally.applications
 
     def query(conn: Any) -> list[Application]:
-        rows = conn.execute(select(table.c.member, table.c.batch, table.c.position).order_by(table.c.call))
-        return [Application(r.member, int(r.batch), int(r.position)) for r in rows]
+        rows = conn.execute(select(table.c.member, table.c.call, table.c.batch, table.c.position)
+                            .order_by(table.c.member, table.c.call))
+        return [Application(r.member, int(r.call), int(r.batch), int(r.position)) for r in rows]
 
     if Tally.name not in await store.database.read(tracking.describe):
         return []
@@ -330,8 +338,9 @@ def check_applications(apps: list[Application], records: list[Record], runners: 
     3. a runner's batches follow the offsets (it never goes back);
     4. a runner applies a partition again after another one did only after it was given
        the partition again: a new assignment in its log;
-    5. no batch ever found a checkpoint moved under it (no runner logged a reload): no
-       two runners ever read one partition at the same time.
+    5. no batch was ever rolled back (each runner's handler calls that committed are
+       numbered without a gap, a killed runner's batch in flight aside): no batch found
+       a checkpoint moved under it, so no two runners ever read one partition at once.
 
     Claims 4 and 5 hold because no runner here is frozen for a session timeout. One that
     is (a long GC pause, a stopped VM) is dropped from the group without knowing it, and
@@ -350,7 +359,6 @@ def check_applications(apps: list[Application], records: list[Record], runners: 
     twice = {p: [a.member for a in apps if a.position == p] for p, n in counts.items() if n > 1}
 
     assigned = {r.member: r.assignments() for r in runners}
-    reloads = {r.member: r.reloads() for r in runners}
     by_partition: dict[int, list[tuple[int, Application]]] = collections.defaultdict(list)
     for app in apps:
         record = handled[app.position]
@@ -387,10 +395,14 @@ def check_applications(apps: list[Application], records: list[Record], runners: 
                 problems.append(f"partition {partition}: runner {member} applied it in {n} separate stretches but"
                                 f" was assigned it {given} times: (runner, first offset, last offset, events)"
                                 f" {runs[:8]}{' ...' if len(runs) > 8 else ''}")
-    for member, n in reloads.items():
-        if n:
-            problems.append(f"runner {member} found a checkpoint moved under it {n} times: another runner read its"
-                            " partitions at the same time")
+    calls: dict[str, list[int]] = collections.defaultdict(list)
+    for app in apps:
+        calls[app.member].append(app.call)
+    for member, numbers in sorted(calls.items()):
+        rolled_back = max(numbers) - len(set(numbers))
+        if rolled_back:
+            problems.append(f"runner {member} had {rolled_back} handler calls rolled back (a batch found a checkpoint"
+                            " moved under it: another runner read its partitions at the same time)")
     return Findings(lost, twice, handovers, all_runs, problems)
 
 
@@ -436,11 +448,11 @@ async def test_three_runners_share_a_group_one_is_killed_and_a_fourth_joins(grou
 
             # One after the other, each joining while the others apply (a rebalance each).
             for name in ("m1", "m2", "m3"):
-                members[name] = group.start(name, "--batch-size", "20")
+                members[name] = group.start(name, "--batch-size", "20", pace_ms=PACE_MS)
                 await wait_for(lambda: applied(tuple(members)), lambda c, n=name: c[n] >= 30, 180,
                                f"runner {name} to apply; {context}")
             members["m2"].kill()  # while events stream in
-            members["m4"] = group.start("m4", "--batch-size", "20")
+            members["m4"] = group.start("m4", "--batch-size", "20", pace_ms=PACE_MS)
             live = ("m1", "m3", "m4")
             await wait_for(lambda: applied(live), lambda c: c["m4"] > 0, 180, f"the fourth runner to apply; {context}")
             after = (await applied(live))["m4"]
