@@ -43,6 +43,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     IllegalStateError,
+    InvalidSessionTimeoutError,
     KafkaError,
 )
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
@@ -63,6 +64,11 @@ __all__ = ["consume_range", "kafka_offsets", "kafka_offsets_for_time", "record_f
 log = logging.getLogger("facta.projections")
 
 _POLL_MS = 200
+# While the group rebalances, aiokafka's getmany waits for the new assignment however long
+# the join takes (for a member that died: until its session timeout). The consuming loop
+# gives it this long, then looks at its stop event (and, with once, its patience) again.
+_FETCH_WAIT = 0.5
+_LEAVE_WITHIN = 3.0  # how long a stopping group member may take to leave (see _stop_quietly)
 _METADATA_MAX_AGE_MS = 5_000  # how soon a topic created after the runner started is consumed
 _KAFKA_COMMIT_TIMEOUT = 5.0
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.2, 5.0
@@ -293,18 +299,33 @@ async def _start(consumer: Any) -> None:
         raise
 
 
-async def _stop_quietly(consumer: Any) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(consumer.stop(), 30)
+async def _stop_quietly(consumer: Any, within: float = 30.0) -> None:
+    """Stop ``consumer``: leave its group, close its connections. aiokafka leaves only once
+    a join in flight has completed, and Kafka completes a join when every member it knows
+    has rejoined, waiting for a dead one until its session timeout. So after ``within``
+    seconds the join is abandoned instead (the group then drops this member after its own
+    session timeout, as it would a killed one) and the connections are closed."""
+    stopping = asyncio.ensure_future(consumer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=within)
+    if not done:
+        stopping.cancel()  # cancels the join in flight
+        await asyncio.wait({stopping}, timeout=5)
+        # What consumer.stop() would have closed after leaving the group.
+        for part in (getattr(consumer, "_fetcher", None), getattr(consumer, "_client", None)):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(part.close(), 5)
+    if stopping.done() and not stopping.cancelled():
+        stopping.exception()  # retrieved: a failure to leave changes nothing here
 
 
 def _consumer(settings: KafkaSettings, **options: Any) -> Any:
+    options.setdefault("request_timeout_ms", settings.request_timeout_ms)
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        request_timeout_ms=settings.request_timeout_ms,
         **options,
     )
 
@@ -383,13 +404,18 @@ class _GroupSession:
         self.seen = _Seen()
         self.epoch = 0  # counts assignments: a fetch begun before the last one is stale
         self.targets: dict[Any, int] = {}  # where the last assignment sought each partition
+        self.unassigned_since: float | None = None  # with once: since when it waits for partitions
 
     async def run(self) -> None:
+        settings = self.settings
         consumer = self.consumer = _consumer(
-            self.settings,
+            settings,
             group_id=self.group,
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=self.settings.heartbeat_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            # A join waits up to the rebalance timeout (aiokafka's default: the session
+            # timeout) for the other members; the request must outlast that wait.
+            request_timeout_ms=max(settings.request_timeout_ms, settings.session_timeout_ms + 5_000),
             metadata_max_age_ms=_METADATA_MAX_AGE_MS,
         )
         await _start(consumer)
@@ -407,18 +433,27 @@ class _GroupSession:
             # creates later (within the metadata refresh interval).
             pattern = "^(" + "|".join(re.escape(topic) for topic in self.topics) + ")$"
             consumer.subscribe(pattern=pattern, listener=_Listener(self))
+            log.info("projection %r joining consumer group %s", self.applier.name, self.group)
             await self._consume()
+        except InvalidSessionTimeoutError:
+            raise ProjectionError(
+                f"Kafka at {settings.bootstrap} refused the session timeout of {settings.session_timeout_ms / 1000:g} s"
+                f" for consumer group {self.group!r}: brokers accept group.min.session.timeout.ms to"
+                " group.max.session.timeout.ms, 6 to 1800 s by default"
+            ) from None
         finally:
-            await _stop_quietly(consumer)
+            await _stop_quietly(consumer, _LEAVE_WITHIN)
 
     async def _consume(self) -> None:
         consumer = self.consumer
         while not self.stop.is_set():
             self._raise_failure()
-            if self.once and await self._caught_up():
-                return
+            if self.once:
+                if await self._caught_up():
+                    return
+                self._check_patience()
             epoch = self.epoch
-            fetched = await consumer.getmany(timeout_ms=_POLL_MS, max_records=self.batch_size)
+            fetched = await self._fetch()
             if not fetched:
                 continue
             async with self.lock:
@@ -434,6 +469,44 @@ class _GroupSession:
                 committed = await self._apply(fetched)
             if committed and self.settings.commit_to_kafka:
                 await self._commit_to_kafka(committed)
+
+    async def _fetch(self) -> Mapping[Any, Sequence[Any]]:
+        """The next messages; none if there were none within :data:`_FETCH_WAIT` seconds
+        (aiokafka's own timeout does not hold while the group rebalances)."""
+        fetching = asyncio.ensure_future(self.consumer.getmany(timeout_ms=_POLL_MS, max_records=self.batch_size))
+        try:
+            done, _ = await asyncio.wait({fetching}, timeout=_FETCH_WAIT)
+            if not done:
+                fetching.cancel()
+                await asyncio.wait({fetching})
+                if fetching.cancelled():
+                    return {}
+        except BaseException:
+            fetching.cancel()
+            raise
+        result: Mapping[Any, Sequence[Any]] = fetching.result()  # (done as it was cancelled: kept)
+        return result
+
+    def _check_patience(self) -> None:
+        """With once: stop if the group has given this runner no partitions for longer than
+        ``give_up_after`` plus the session timeout (a member that died holds its
+        partitions until its session timeout; one that never comes means the group is stuck)."""
+        if self.ready:
+            self.unassigned_since = None
+            return
+        now = time.monotonic()
+        if self.unassigned_since is None:
+            self.unassigned_since = now
+            return
+        settings = self.settings
+        limit = settings.give_up_after + settings.session_timeout_ms / 1000
+        if now - self.unassigned_since > limit:
+            raise ProjectionError(
+                f"projection {self.applier.name!r}: consumer group {self.group!r} on Kafka at {settings.bootstrap}"
+                f" gave it no partitions within {limit:g} s (the Kafka timeout {settings.give_up_after:g} s plus the"
+                f" session timeout {settings.session_timeout_ms / 1000:g} s): does a member that died hold them"
+                " with a longer session timeout?"
+            )
 
     def _raise_failure(self) -> None:
         failure, self.failure = self.failure, None

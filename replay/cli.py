@@ -452,13 +452,16 @@ def topic_prefix_option(fn: F) -> F:
                         help="With Kafka: the relay's topics are <prefix>.<stream type>.")(fn)
 
 
-def _kafka_settings(bootstrap: str | None, topic_prefix: str, give_up_after: float = 30.0) -> Any:
-    """KafkaSettings when Kafka is configured, else None (projections use the store log)."""
+def _kafka_settings(bootstrap: str | None, topic_prefix: str, give_up_after: float = 30.0, **group: Any) -> Any:
+    """KafkaSettings when Kafka is configured, else None (projections use the store log).
+    ``group``: a runner's consumer group options (group_prefix, session_timeout_ms)."""
     from facta.projections import KafkaSettings
 
     if not bootstrap:
         return None
-    return KafkaSettings(bootstrap=bootstrap, topic_prefix=topic_prefix, give_up_after=give_up_after)
+    if "session_timeout_ms" in group:  # heartbeats well inside the session (Kafka's rule of thumb: a third)
+        group["heartbeat_interval_ms"] = min(1_000, group["session_timeout_ms"] // 3)
+    return KafkaSettings(bootstrap=bootstrap, topic_prefix=topic_prefix, give_up_after=give_up_after, **group)
 
 
 def _coords_json(values: dict[tuple[str, int], int]) -> Any:
@@ -638,28 +641,39 @@ async def projections_list(database_url: str, kafka_bootstrap: str | None, topic
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="With --once: log what the runners do and wait for.")
 @click.option("--kafka-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
-              help="With --once and Kafka: give up after Kafka was unreachable this many seconds.")
+              help="With --once and Kafka: give up after Kafka was unreachable this many seconds, or after the "
+                   "group gave no partitions for this long plus the session timeout.")
+@click.option("--kafka-session-timeout", default=10.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="With Kafka: seconds the consumer group waits for a runner that stopped heartbeating (killed, "
+                   "frozen) before its partitions go to the others; brokers accept 6 to 1800 by default.")
+@click.option("--group-prefix", default="facta.projection.", show_default=True,
+              help="With Kafka: each projection consumes in the consumer group <prefix><name>.")
 @_async_command
 async def projections_run(names: tuple[str, ...], database_url: str, kafka_bootstrap: str | None, topic_prefix: str,
                           projection_modules: str | None, once: bool, batch_size: int, as_json: bool,
-                          verbose: bool, kafka_timeout: float) -> None:
+                          verbose: bool, kafka_timeout: float, kafka_session_timeout: float,
+                          group_prefix: str) -> None:
     """Keep the named projections up to date, side by side, from the store log or Kafka.
 
-    Runs until SIGINT or SIGTERM (finishing the batch in flight), or with --once until
-    caught up with what was there when it started. A second runner of the same projection
-    waits and takes over. A failing handler stops the run with one line naming the event.
+    Runs until SIGINT or SIGTERM (finishing the batch in flight, then exit 0), or with
+    --once until caught up with what was there when it started. On the store log a second
+    runner of the same projection waits and takes over; on Kafka the runners of a
+    projection share its partitions in one consumer group and take over each other's. A
+    failing handler stops the run with one line naming the event.
 
     \b
     Examples:
       facta projections run account_balances ride_board --once
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta projections run billing
+      facta projections run billing --kafka-bootstrap 127.0.0.1:9092 --kafka-session-timeout 30 --group-prefix staging.
     """
     from facta.eventstore import EventStore
     from facta.projections import ProjectionRunner, RunnerConfig, tracking
     from facta.projections.catalog import load_catalog
 
     classes = load_catalog(projection_modules).resolve(names)
-    kafka = _kafka_settings(kafka_bootstrap, topic_prefix, kafka_timeout)
+    kafka = _kafka_settings(kafka_bootstrap, topic_prefix, kafka_timeout, group_prefix=group_prefix,
+                            session_timeout_ms=round(kafka_session_timeout * 1000))
     _quiet_logging(verbose or not once)
     _freeze_heap()
     stop = _stop_on_signals()

@@ -62,8 +62,9 @@ SYNOPSES: dict[str, list[str]] = {
         "facta dev broker --kind tansu --port {port} --data-dir tansu --json &",
     ],
     "facta projections list [--json]": ["facta projections list", "facta projections list --json"],
-    "facta projections run NAME... [--once] [--batch-size N] [--kafka-timeout S]": [
+    "facta projections run NAME... [--once] [--batch-size N] [--kafka-timeout S] [--kafka-session-timeout S] [--group-prefix P]": [
         "facta projections run account_balances ride_board --once --batch-size 50 --kafka-timeout 10",
+        "facta projections run account_balances --once --kafka-session-timeout 6 --group-prefix readme.",
         "facta projections run driver_earnings billing &",
     ],
     "facta projections skip NAME --position P [--reason TEXT]": [

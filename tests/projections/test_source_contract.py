@@ -184,7 +184,9 @@ class Source:
         options: dict[str, Any] = {
             "bootstrap": self.broker.bootstrap,
             "topic_prefix": self.prefix,
-            "group_prefix": self.group_prefix,  # a fresh group per test (Tansu needs it)
+            "group_prefix": self.group_prefix,  # a fresh group per test: the session's broker is shared
+            # Kafka's smallest session timeout by default (a killed runner's partitions come
+            # free soonest); Tansu's joins need a shorter one.
             "session_timeout_ms": 3_000 if tansu else 6_000,
             "heartbeat_interval_ms": 500,
             "request_timeout_ms": 10_000,

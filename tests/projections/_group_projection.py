@@ -1,0 +1,90 @@
+"""The projection of the consumer-group fault tests (tests/projections/test_kafka_group_faults.py),
+run by the real ``facta projections run tally --projections tests.projections._group_projection:Tally``.
+
+Besides a total per stream, it writes one row per event it applies: which runner process
+applied it (``FACTA_TEST_MEMBER``, else the pid), in which of that process's batches, and
+the event's store position. The rows commit in the batch's transaction, with its
+checkpoints, so only applications that counted are there; the test reads the topic to
+know each position's partition and offset. A runner's handler calls are numbered whether
+their batch commits or not, so a gap in its committed numbers is a batch rolled back.
+
+``FACTA_TEST_PACE_MS`` makes batches take longer (an async effect sleeps that long per
+event, before the batch's transaction), so that rebalances find batches in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import weakref
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Integer, String
+
+from facta.domain import DomainEvent
+from facta.eventstore import RecordedEvent
+from facta.projections import EffectContext, Projection, ReadModel, effect, handles, read_model_table
+
+MEMBER_ENV = "FACTA_TEST_MEMBER"
+PACE_ENV = "FACTA_TEST_PACE_MS"
+_PACE = float(os.environ.get(PACE_ENV) or 0) / 1000
+
+
+class Added(DomainEvent, name="tally.added"):
+    amount: int
+
+
+class Noted(DomainEvent, name="tally.noted"):
+    """Not handled: it only moves the checkpoint."""
+
+    text: str
+
+
+class _Batches:
+    """Numbers this process's batches: a batch is one ReadModel (one transaction)."""
+
+    def __init__(self) -> None:
+        self.current: weakref.ref[ReadModel] | None = None
+        self.number = 0
+        self.calls = itertools.count(1)
+
+    def of(self, rm: ReadModel) -> int:
+        if self.current is None or self.current() is not rm:
+            self.current = weakref.ref(rm)
+            self.number += 1
+        return self.number
+
+
+_batches = _Batches()
+
+
+class Tally(Projection, name="tally"):
+    totals = read_model_table(
+        "tally_totals",
+        Column("stream_id", String(100), primary_key=True),
+        Column("total", BigInteger, nullable=False),
+        Column("events", Integer, nullable=False),
+    )
+    applications = read_model_table(
+        "tally_applications",
+        Column("member", String(100), primary_key=True),
+        Column("call", BigInteger, primary_key=True),  # this process's handler calls: never repeats
+        Column("batch", BigInteger, nullable=False),
+        Column("position", BigInteger, nullable=False),
+    )
+
+    @handles(Added)
+    def _added(self, rm: ReadModel, event: Added, record: RecordedEvent) -> None:
+        rm.upsert(self.totals, {"stream_id": record.stream_id}, add={"total": event.amount, "events": 1})
+        rm.insert(self.applications, _application(rm, record))
+
+    @effect(Added)
+    async def _pace(self, context: EffectContext, event: Added, record: RecordedEvent) -> None:
+        if _PACE:
+            await asyncio.sleep(_PACE)
+
+
+def _application(rm: ReadModel, record: RecordedEvent) -> dict[str, Any]:
+    return {"member": os.environ.get(MEMBER_ENV) or str(os.getpid()), "call": next(_batches.calls),
+            "batch": _batches.of(rm), "position": record.position}
