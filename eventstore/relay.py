@@ -20,6 +20,12 @@ recorded-at. Topics: one per stream type under a prefix (``facta.ride``), create
 configured partitions and replication factor when missing; a custom router may map a
 record to any topic.
 
+Kafka errors: a transient one (Kafka unreachable or slow) and one that says the producer's
+idempotence session is broken (a sequence or producer-id error, see
+:func:`~facta.eventstore.kafka_support.needs_new_producer`) both make the relay drop its
+producer, start a new one and publish again from its checkpoint; any other error (a record
+Kafka rejects) stops it, naming the event.
+
 One relay is active per store and relay name: the others wait on a lock (a PostgreSQL
 session advisory lock, or a file lock beside a SQLite database) and take over when the
 active one dies, from its last checkpoint.
@@ -44,7 +50,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from .errors import StoreError
-from .kafka_support import is_transient, pause
+from .kafka_support import is_transient, needs_new_producer, pause
 from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints
@@ -172,6 +178,11 @@ class _Transient(Exception):
     """Kafka is unreachable or slow: back off and publish the page again."""
 
 
+class _SessionBroken(_Transient):
+    """The producer's idempotence session is broken (a sequence or producer-id error):
+    drop the producer and publish again from the checkpoint with a new one."""
+
+
 class Relay:
     """Publishes the store's log to Kafka. ``run()`` until stopped, or ``run(once=True)``
     to publish until caught up."""
@@ -245,17 +256,27 @@ class Relay:
                         await pause(stop, self.config.poll_interval)
                         continue
                 except _Transient as exc:
+                    # Both kinds drop the producer and publish again from the checkpoint:
+                    # what was sent but not acknowledged may be on Kafka already, so this
+                    # repeats it (at least once; the event id is the dedupe key).
                     _abandon(in_flight)
                     await _cancel(reading)
                     reading = None
                     after = checkpoint
+                    broken = isinstance(exc, _SessionBroken)
                     failing_since = failing_since if failing_since is not None else loop.time()
                     if give_up_after is not None and loop.time() - failing_since >= give_up_after:
+                        what = "Kafka kept failing the producer" if broken else "cannot reach Kafka"
                         raise RelayError(
-                            f"cannot reach Kafka at {self.config.bootstrap} for {give_up_after:g} s: {exc}"
+                            f"{what} at {self.config.bootstrap} for {give_up_after:g} s: {exc}"
                         ) from None
-                    log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
-                                self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
+                    if broken:
+                        log.warning("relay %r: producer session error from Kafka at %s (%s); starting a new"
+                                    " producer and republishing from position %d in %.1f s",
+                                    self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
+                    else:
+                        log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
+                                    self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
                     await _stop_quietly(producer)
                     producer = None
                     await pause(stop, backoff)
@@ -332,6 +353,8 @@ class Relay:
             await _stop_quietly(producer)
             if is_transient(exc):
                 raise _Transient(_describe(exc)) from None
+            if needs_new_producer(exc):
+                raise _SessionBroken(_describe(exc)) from None
             hint = "; if the broker lacks the idempotent producer, turn idempotence off" if self.config.idempotence else ""
             raise RelayError(f"Kafka at {self.config.bootstrap} refused the producer: {_describe(exc)}{hint}") from None
         return producer
@@ -482,6 +505,8 @@ class Relay:
     def _failure(self, row: Sequence[Any], exc: BaseException) -> Exception:
         if is_transient(exc):
             return _Transient(_describe(exc))
+        if needs_new_producer(exc):
+            return _SessionBroken(_describe(exc))
         record = _recorded(row, self.store)
         return RelayError(
             f"Kafka rejected event {record.event_id} ({record.event_type}, stream {record.stream_id!r}"
