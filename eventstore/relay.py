@@ -17,8 +17,9 @@ pages.
 Records: key = stream id (so one aggregate's events share a partition, in order), value =
 the event's JSON payload, headers = the metadata (see :func:`kafka_record`), timestamp =
 recorded-at. Topics: one per stream type under a prefix (``facta.ride``), created with the
-configured partitions and replication factor when missing; a custom router may map a
-record to any topic.
+configured partitions when missing, and the configured replication factor or, by default,
+the cluster's own ``default.replication.factor``; a custom router may map a record to any
+topic.
 
 Kafka errors: a transient one (Kafka unreachable or slow) and one that says the producer's
 idempotence session is broken (a sequence or producer-id error, see
@@ -56,7 +57,10 @@ from .records import RecordedEvent
 from .schema import events, relay_checkpoints
 from .store import EventStore
 
-__all__ = ["OPTIONAL_HEADERS", "REQUIRED_HEADERS", "Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "topic_per_stream_type"]
+__all__ = [
+    "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "new_topic",
+    "topic_per_stream_type",
+]
 
 log = logging.getLogger("facta.relay")
 
@@ -79,13 +83,17 @@ def topic_per_stream_type(prefix: str) -> Router:
 @dataclass(frozen=True)
 class RelayConfig:
     """How a relay publishes. ``idempotence`` turns on the idempotent producer (and with
-    it acks=all); turn it off only for brokers that lack it."""
+    it acks=all); turn it off only for brokers that lack it. ``replication_factor`` None
+    (the default) creates topics with the cluster's ``default.replication.factor``.
+    ``request_timeout_ms`` bounds each Kafka request, and is also how long aiokafka keeps a
+    batch whose partition has no leader before it fails it (the relay then publishes
+    again from its checkpoint)."""
 
     bootstrap: str
     name: str = "default"
     topic_prefix: str = "facta"
     partitions: int = 3
-    replication_factor: int = 1
+    replication_factor: int | None = None
     router: Router | None = None
     batch_size: int = 1000
     idempotence: bool = True
@@ -103,10 +111,13 @@ class RelayConfig:
             host, sep, port = part.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise RelayError(f"invalid Kafka bootstrap address {self.bootstrap!r}: expected host:port[,host:port]")
-        if self.batch_size < 1 or self.partitions < 1 or self.replication_factor < 1:
-            raise RelayError(
-                f"relay {self.name!r}: batch size, partitions and replication factor must be >= 1"
-            )
+        for what, value in (("batch size", self.batch_size), ("partitions", self.partitions),
+                            ("replication factor", self.replication_factor)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise RelayError(f"relay {self.name!r}: invalid {what} {value!r}: expected an integer >= 1")
+        if not isinstance(self.request_timeout_ms, int) or self.request_timeout_ms < 1:
+            raise RelayError(f"relay {self.name!r}: invalid request timeout {self.request_timeout_ms!r} ms:"
+                             " expected an integer >= 1")
 
     def route(self, record: RecordedEvent) -> str:
         if self.router is not None:
@@ -363,8 +374,8 @@ class Relay:
         wanted = wanted - self._topics
         if not wanted:
             return
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-        from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.config.bootstrap,
                                     request_timeout_ms=self.config.request_timeout_ms)
@@ -373,17 +384,49 @@ class Relay:
             existing = set(await admin.list_topics())
             missing = sorted(wanted - existing)
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):  # someone made it meanwhile
-                    await admin.create_topics([
-                        NewTopic(name, self.config.partitions, self.config.replication_factor) for name in missing
-                    ])
-                log.info("relay %r created topics %s", self.config.name, ", ".join(missing))
+                response = await admin.create_topics([
+                    new_topic(name, self.config.partitions, self.config.replication_factor) for name in missing
+                ])
+                created = self._created(response)
+                if created:
+                    log.info("relay %r created topics %s", self.config.name, ", ".join(created))
         except (KafkaError, OSError) as exc:
             raise _Transient(_describe(exc)) from None
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
         self._topics |= wanted
+
+    def _created(self, response: Any) -> list[str]:
+        """The topics a CreateTopics response says were created. aiokafka returns the
+        per-topic errors rather than raising them: one that already exists (another relay
+        or a broker's auto-creation made it meanwhile) is fine, a retriable error is
+        transient, and any other (e.g. a replication factor larger than the cluster) stops
+        the relay, naming the topic."""
+        from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+        created = []
+        for entry in response.topic_errors:
+            name, code = entry[0], entry[1]
+            message = entry[2] if len(entry) > 2 and entry[2] else ""
+            if code == 0:
+                created.append(name)
+                continue
+            error = for_code(code)
+            if error is TopicAlreadyExistsError:
+                continue
+            detail = f"{error.__name__}" + (f": {' '.join(message.split())}" if message else "")
+            if getattr(error, "retriable", False):
+                raise _Transient(f"creating topic {name!r}: {detail}")
+            factor = self.config.replication_factor
+            wanted = f"replication factor {factor}" if factor is not None else "the cluster's default replication factor"
+            hint = ("; brokers older than Kafka 2.4 need an explicit replication factor"
+                    if factor is None and "REPLICATION" in error.__name__.upper() else "")
+            raise RelayError(
+                f"Kafka at {self.config.bootstrap} refused to create topic {name!r} ({self.config.partitions}"
+                f" partitions, {wanted}): {detail}{hint}; relay {self.config.name!r} stopped"
+            )
+        return created
 
     def _topics_of(self, rows: Sequence[Sequence[Any]]) -> list[str]:
         """The topic of every row, in order (the default router memoised per stream type)."""
@@ -513,6 +556,22 @@ class Relay:
             f" version {record.version}) at position {record.position}: {_describe(exc)};"
             f" relay {self.config.name!r} stopped, checkpoint not moved"
         )
+
+
+def new_topic(name: str, partitions: int, replication_factor: int | None) -> Any:
+    """The aiokafka ``NewTopic`` the relay creates a topic with. A ``replication_factor`` of
+    None asks for -1, which a broker (Kafka 2.4+, KIP-464) replaces with its own
+    ``default.replication.factor``."""
+    from aiokafka.admin import NewTopic
+
+    # aiokafka's NewTopic refuses a replication factor of -1 together with a partition count
+    # (it reads -1 as "replicas assigned by hand", which we do not do), yet the request it
+    # builds carries the two numbers as they are. So the topic is built with a placeholder
+    # factor of 1 and the attribute is then set to -1, which goes into the request as is.
+    topic = NewTopic(name, partitions, replication_factor if replication_factor is not None else 1)
+    if replication_factor is None:
+        topic.replication_factor = -1
+    return topic
 
 
 @dataclass

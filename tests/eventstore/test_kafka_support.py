@@ -8,6 +8,7 @@ import aiokafka.errors as errors
 import pytest
 
 from facta.eventstore.kafka_support import is_transient, needs_new_producer
+from facta.eventstore.relay import RelayConfig, RelayError, new_topic
 
 # Broker error codes (the Kafka protocol's) that say the producer's idempotence session is
 # broken, and aiokafka's own ProducerFenced, which it raises for INVALID_PRODUCER_EPOCH.
@@ -74,3 +75,26 @@ def test_connection_errors_and_timeouts_are_transient() -> None:
 def test_non_kafka_errors_are_neither() -> None:
     for exc in (ValueError("x"), RuntimeError("y")):
         assert not is_transient(exc) and not needs_new_producer(exc)
+
+
+# -- replication factor and other settings ----------------------------------------------------
+
+
+def test_replication_factor_defaults_to_the_clusters_own() -> None:
+    assert RelayConfig(bootstrap="127.0.0.1:9092").replication_factor is None
+    topic = new_topic("facta.ride", 3, None)
+    assert (topic.num_partitions, topic.replication_factor) == (3, -1), "-1: the broker's default.replication.factor"
+    topic = new_topic("facta.ride", 5, 2)
+    assert (topic.num_partitions, topic.replication_factor) == (5, 2)
+
+
+@pytest.mark.parametrize(("field", "value", "shown"), [
+    ("replication_factor", 0, "replication factor 0"),
+    ("partitions", -1, "partitions -1"),
+    ("batch_size", 0, "batch size 0"),
+    ("request_timeout_ms", 0, "request timeout 0 ms"),
+])
+def test_bad_settings_are_one_line_errors_naming_the_value(field: str, value: int, shown: str) -> None:
+    with pytest.raises(RelayError) as info:
+        RelayConfig(bootstrap="127.0.0.1:9092", **{field: value})
+    assert shown in str(info.value) and "\n" not in str(info.value)
