@@ -590,10 +590,15 @@ _SOLO_BYTES = 256 * 1024  # records larger than this are sent alone, by send()
 
 
 def _abandon(pages: Iterable[_Page]) -> None:
+    """Give up on the acknowledgements of ``pages``: cancel those still pending, and mark
+    the failures of those already failed as seen (the first one was raised; asyncio would
+    otherwise log each of the others as "never retrieved")."""
     for page in pages:
         for future in page.futures:
             if not future.done():
                 future.cancel()
+            elif not future.cancelled():
+                future.exception()
     if isinstance(pages, deque):
         pages.clear()
 
