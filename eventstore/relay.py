@@ -17,8 +17,15 @@ pages.
 Records: key = stream id (so one aggregate's events share a partition, in order), value =
 the event's JSON payload, headers = the metadata (see :func:`kafka_record`), timestamp =
 recorded-at. Topics: one per stream type under a prefix (``facta.ride``), created with the
-configured partitions and replication factor when missing; a custom router may map a
-record to any topic.
+configured partitions when missing, and the configured replication factor or, by default,
+the cluster's own ``default.replication.factor``; a custom router may map a record to any
+topic.
+
+Kafka errors: a transient one (Kafka unreachable or slow) and one that says the producer's
+idempotence session is broken (a sequence or producer-id error, see
+:func:`~facta.eventstore.kafka_support.needs_new_producer`) both make the relay drop its
+producer, start a new one and publish again from its checkpoint; any other error (a record
+Kafka rejects) stops it, naming the event.
 
 One relay is active per store and relay name: the others wait on a lock (a PostgreSQL
 session advisory lock, or a file lock beside a SQLite database) and take over when the
@@ -44,13 +51,16 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from .errors import StoreError
-from .kafka_support import is_transient, pause
+from .kafka_support import is_transient, needs_new_producer, pause
 from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints
 from .store import EventStore
 
-__all__ = ["OPTIONAL_HEADERS", "REQUIRED_HEADERS", "Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "topic_per_stream_type"]
+__all__ = [
+    "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "new_topic",
+    "topic_per_stream_type",
+]
 
 log = logging.getLogger("facta.relay")
 
@@ -73,13 +83,17 @@ def topic_per_stream_type(prefix: str) -> Router:
 @dataclass(frozen=True)
 class RelayConfig:
     """How a relay publishes. ``idempotence`` turns on the idempotent producer (and with
-    it acks=all); turn it off only for brokers that lack it."""
+    it acks=all); turn it off only for brokers that lack it. ``replication_factor`` None
+    (the default) creates topics with the cluster's ``default.replication.factor``.
+    ``request_timeout_ms`` bounds each Kafka request, and is also how long aiokafka keeps a
+    batch whose partition has no leader before it fails it (the relay then publishes
+    again from its checkpoint)."""
 
     bootstrap: str
     name: str = "default"
     topic_prefix: str = "facta"
     partitions: int = 3
-    replication_factor: int = 1
+    replication_factor: int | None = None
     router: Router | None = None
     batch_size: int = 1000
     idempotence: bool = True
@@ -97,10 +111,13 @@ class RelayConfig:
             host, sep, port = part.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise RelayError(f"invalid Kafka bootstrap address {self.bootstrap!r}: expected host:port[,host:port]")
-        if self.batch_size < 1 or self.partitions < 1 or self.replication_factor < 1:
-            raise RelayError(
-                f"relay {self.name!r}: batch size, partitions and replication factor must be >= 1"
-            )
+        for what, value in (("batch size", self.batch_size), ("partitions", self.partitions),
+                            ("replication factor", self.replication_factor)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise RelayError(f"relay {self.name!r}: invalid {what} {value!r}: expected an integer >= 1")
+        if not isinstance(self.request_timeout_ms, int) or self.request_timeout_ms < 1:
+            raise RelayError(f"relay {self.name!r}: invalid request timeout {self.request_timeout_ms!r} ms:"
+                             " expected an integer >= 1")
 
     def route(self, record: RecordedEvent) -> str:
         if self.router is not None:
@@ -170,6 +187,11 @@ def _headers(
 
 class _Transient(Exception):
     """Kafka is unreachable or slow: back off and publish the page again."""
+
+
+class _SessionBroken(_Transient):
+    """The producer's idempotence session is broken (a sequence or producer-id error):
+    drop the producer and publish again from the checkpoint with a new one."""
 
 
 class Relay:
@@ -245,17 +267,27 @@ class Relay:
                         await pause(stop, self.config.poll_interval)
                         continue
                 except _Transient as exc:
+                    # Both kinds drop the producer and publish again from the checkpoint:
+                    # what was sent but not acknowledged may be on Kafka already, so this
+                    # repeats it (at least once; the event id is the dedupe key).
                     _abandon(in_flight)
                     await _cancel(reading)
                     reading = None
                     after = checkpoint
+                    broken = isinstance(exc, _SessionBroken)
                     failing_since = failing_since if failing_since is not None else loop.time()
                     if give_up_after is not None and loop.time() - failing_since >= give_up_after:
+                        what = "Kafka kept failing the producer" if broken else "cannot reach Kafka"
                         raise RelayError(
-                            f"cannot reach Kafka at {self.config.bootstrap} for {give_up_after:g} s: {exc}"
+                            f"{what} at {self.config.bootstrap} for {give_up_after:g} s: {exc}"
                         ) from None
-                    log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
-                                self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
+                    if broken:
+                        log.warning("relay %r: producer session error from Kafka at %s (%s); starting a new"
+                                    " producer and republishing from position %d in %.1f s",
+                                    self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
+                    else:
+                        log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
+                                    self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
                     await _stop_quietly(producer)
                     producer = None
                     await pause(stop, backoff)
@@ -332,6 +364,8 @@ class Relay:
             await _stop_quietly(producer)
             if is_transient(exc):
                 raise _Transient(_describe(exc)) from None
+            if needs_new_producer(exc):
+                raise _SessionBroken(_describe(exc)) from None
             hint = "; if the broker lacks the idempotent producer, turn idempotence off" if self.config.idempotence else ""
             raise RelayError(f"Kafka at {self.config.bootstrap} refused the producer: {_describe(exc)}{hint}") from None
         return producer
@@ -340,8 +374,8 @@ class Relay:
         wanted = wanted - self._topics
         if not wanted:
             return
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-        from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.config.bootstrap,
                                     request_timeout_ms=self.config.request_timeout_ms)
@@ -350,17 +384,49 @@ class Relay:
             existing = set(await admin.list_topics())
             missing = sorted(wanted - existing)
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):  # someone made it meanwhile
-                    await admin.create_topics([
-                        NewTopic(name, self.config.partitions, self.config.replication_factor) for name in missing
-                    ])
-                log.info("relay %r created topics %s", self.config.name, ", ".join(missing))
+                response = await admin.create_topics([
+                    new_topic(name, self.config.partitions, self.config.replication_factor) for name in missing
+                ])
+                created = self._created(response)
+                if created:
+                    log.info("relay %r created topics %s", self.config.name, ", ".join(created))
         except (KafkaError, OSError) as exc:
             raise _Transient(_describe(exc)) from None
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
         self._topics |= wanted
+
+    def _created(self, response: Any) -> list[str]:
+        """The topics a CreateTopics response says were created. aiokafka returns the
+        per-topic errors rather than raising them: one that already exists (another relay
+        or a broker's auto-creation made it meanwhile) is fine, a retriable error is
+        transient, and any other (e.g. a replication factor larger than the cluster) stops
+        the relay, naming the topic."""
+        from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+        created = []
+        for entry in response.topic_errors:
+            name, code = entry[0], entry[1]
+            message = entry[2] if len(entry) > 2 and entry[2] else ""
+            if code == 0:
+                created.append(name)
+                continue
+            error = for_code(code)
+            if error is TopicAlreadyExistsError:
+                continue
+            detail = f"{error.__name__}" + (f": {' '.join(message.split())}" if message else "")
+            if getattr(error, "retriable", False):
+                raise _Transient(f"creating topic {name!r}: {detail}")
+            factor = self.config.replication_factor
+            wanted = f"replication factor {factor}" if factor is not None else "the cluster's default replication factor"
+            hint = ("; brokers older than Kafka 2.4 need an explicit replication factor"
+                    if factor is None and "REPLICATION" in error.__name__.upper() else "")
+            raise RelayError(
+                f"Kafka at {self.config.bootstrap} refused to create topic {name!r} ({self.config.partitions}"
+                f" partitions, {wanted}): {detail}{hint}; relay {self.config.name!r} stopped"
+            )
+        return created
 
     def _topics_of(self, rows: Sequence[Sequence[Any]]) -> list[str]:
         """The topic of every row, in order (the default router memoised per stream type)."""
@@ -482,12 +548,30 @@ class Relay:
     def _failure(self, row: Sequence[Any], exc: BaseException) -> Exception:
         if is_transient(exc):
             return _Transient(_describe(exc))
+        if needs_new_producer(exc):
+            return _SessionBroken(_describe(exc))
         record = _recorded(row, self.store)
         return RelayError(
             f"Kafka rejected event {record.event_id} ({record.event_type}, stream {record.stream_id!r}"
             f" version {record.version}) at position {record.position}: {_describe(exc)};"
             f" relay {self.config.name!r} stopped, checkpoint not moved"
         )
+
+
+def new_topic(name: str, partitions: int, replication_factor: int | None) -> Any:
+    """The aiokafka ``NewTopic`` the relay creates a topic with. A ``replication_factor`` of
+    None asks for -1, which a broker (Kafka 2.4+, KIP-464) replaces with its own
+    ``default.replication.factor``."""
+    from aiokafka.admin import NewTopic
+
+    # aiokafka's NewTopic refuses a replication factor of -1 together with a partition count
+    # (it reads -1 as "replicas assigned by hand", which we do not do), yet the request it
+    # builds carries the two numbers as they are. So the topic is built with a placeholder
+    # factor of 1 and the attribute is then set to -1, which goes into the request as is.
+    topic = NewTopic(name, partitions, replication_factor if replication_factor is not None else 1)
+    if replication_factor is None:
+        topic.replication_factor = -1
+    return topic
 
 
 @dataclass
@@ -506,10 +590,15 @@ _SOLO_BYTES = 256 * 1024  # records larger than this are sent alone, by send()
 
 
 def _abandon(pages: Iterable[_Page]) -> None:
+    """Give up on the acknowledgements of ``pages``: cancel those still pending, and mark
+    the failures of those already failed as seen (the first one was raised; asyncio would
+    otherwise log each of the others as "never retrieved")."""
     for page in pages:
         for future in page.futures:
             if not future.done():
                 future.cancel()
+            elif not future.cancelled():
+                future.exception()
     if isinstance(pages, deque):
         pages.clear()
 

@@ -351,19 +351,23 @@ def _relay_config(kafka_bootstrap: str | None, **options: Any) -> Any:
 @click.option("--topic-prefix", default="facta", show_default=True, help="Topics are <prefix>.<stream type>.")
 @click.option("--partitions", default=3, show_default=True, type=click.IntRange(1, 10_000),
               help="Partitions of topics the relay creates.")
-@click.option("--replication-factor", default=1, show_default=True, type=click.IntRange(1, 100),
+@click.option("--replication-factor", default=None, type=click.IntRange(1, 100),
+              show_default="the cluster's default.replication.factor",
               help="Replication factor of topics the relay creates.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
               help="Events read and published per page.")
 @click.option("--no-idempotence", is_flag=True, help="Turn off the idempotent producer (brokers that lack it).")
 @click.option("--kafka-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
               help="With --once: give up after Kafka was unreachable this many seconds.")
+@click.option("--kafka-request-timeout", default=15.0, show_default=True, type=click.FloatRange(1.0, 3600.0),
+              help="Seconds a Kafka request may take, and a batch may wait for a partition leader, before "
+                   "it fails and the relay publishes again from its checkpoint.")
 @click.option("-v", "--verbose", is_flag=True, help="With --once: log progress and retries too.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was published as JSON when it ends.")
 @_async_command
 async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, name: str, topic_prefix: str,
-                    partitions: int, replication_factor: int, batch_size: int, no_idempotence: bool,
-                    kafka_timeout: float, verbose: bool, as_json: bool) -> None:
+                    partitions: int, replication_factor: int | None, batch_size: int, no_idempotence: bool,
+                    kafka_timeout: float, kafka_request_timeout: float, verbose: bool, as_json: bool) -> None:
     """Publish every stored event to Kafka, from the relay's checkpoint on.
 
     Runs until SIGINT or SIGTERM (finishing the page in flight), or with --once until
@@ -379,7 +383,8 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
 
     config = _relay_config(kafka_bootstrap, name=name, topic_prefix=topic_prefix, partitions=partitions,
                            replication_factor=replication_factor, batch_size=batch_size,
-                           idempotence=not no_idempotence)
+                           idempotence=not no_idempotence,
+                           request_timeout_ms=round(kafka_request_timeout * 1000))
     # A long-running relay logs what it does and waits for; --once stays quiet unless asked.
     _quiet_logging(verbose or not once)
     stop = _stop_on_signals()

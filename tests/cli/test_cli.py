@@ -134,6 +134,14 @@ def test_relay_without_or_with_a_bad_bootstrap_is_one_line(tmp_path: Path) -> No
     assert json.loads(status.stdout)["lag"] == 0
 
 
+def test_relay_options_out_of_range_are_one_line_usage_errors_naming_the_value() -> None:
+    for option, value in (("--replication-factor", "0"), ("--kafka-request-timeout", "0.2"), ("--partitions", "0")):
+        result = facta("relay", "run", "--once", "--kafka-bootstrap", "127.0.0.1:1", option, value)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (option, result.stderr)
+        assert lines[0].startswith("facta: error: ") and option in lines[0] and value in lines[0], lines[0]
+
+
 def test_usage_errors_exit_2_with_one_line_everywhere() -> None:
     result = facta("demo", "--rides", "0")
     assert result.returncode == 2 and "Invalid value for '--rides'" in result.stderr

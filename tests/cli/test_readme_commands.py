@@ -53,8 +53,10 @@ SYNOPSES: dict[str, list[str]] = {
     ],
     "facta db upgrade [--revision R] [--json]": ["facta db upgrade --revision head", "facta db upgrade --json"],
     "facta db current [--json]": ["facta db current", "facta db current --json"],
-    "facta relay run [--once] [--kafka-bootstrap HOST:PORT] [--topic-prefix P] [--partitions N] [--no-idempotence] [--json]": [
+    "facta relay run [--once] [--kafka-bootstrap HOST:PORT] [--topic-prefix P] [--partitions N] [--replication-factor N] [--kafka-request-timeout S] [--no-idempotence] [--json]": [
         "facta relay run --once --kafka-bootstrap {bootstrap} --name readme --topic-prefix readme --partitions 2",
+        "facta relay run --once --kafka-bootstrap {bootstrap} --name readme-rf --topic-prefix rf --replication-factor 1"
+        " --kafka-request-timeout 10",
         "facta relay run --once --kafka-bootstrap {bootstrap} --name readme-plain --topic-prefix plain --no-idempotence --json",
     ],
     "facta relay status [--json]": ["facta relay status --json", "facta relay status --name readme"],

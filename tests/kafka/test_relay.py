@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -152,6 +153,64 @@ async def test_a_record_kafka_rejects_stops_the_relay_naming_it(migrated_url: st
         assert f"at position {huge.positions[0]}" in message and "stream 'big'" in message
         assert "MessageSizeTooLarge" in message and "checkpoint not moved" in message and "\n" not in message
         assert (await relay.status()).checkpoint < huge.positions[0]
+
+
+@pytest.mark.kafka_requires("supports_idempotence")
+async def test_a_producer_session_error_starts_a_new_producer_and_loses_nothing(
+    migrated_url: str, kafka_broker: Any, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker answers OUT_OF_ORDER_SEQUENCE_NUMBER (here because the producer's
+    sequence numbers were moved ahead, as after a broker that lost the producer's state):
+    the relay drops that producer, starts a new one and republishes from its checkpoint,
+    logging one warning that names the error. It does not stop."""
+    producers: list[Any] = []
+    start_producer = Relay._start_producer
+
+    async def recording(self: Relay) -> Any:
+        producer = await start_producer(self)
+        producers.append(producer)
+        return producer
+
+    monkeypatch.setattr(Relay, "_start_producer", recording)
+    caplog.set_level(logging.WARNING, logger="facta.relay")
+    async with await EventStore.open(migrated_url) as store:
+        for i in range(12):
+            await store.append(f"s-{i % 4}", "thing", [Blob(data=f"{i}a"), Blob(data=f"{i}b")], expected_version=None)
+        relay = Relay(store, relay_config(kafka_broker, prefix, batch_size=10))
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay.run(stop=stop))
+        await wait_for(relay.status, lambda s: s.lag == 0 or task.done(), 60, "the relay to catch up")
+        assert not task.done() and len(producers) == 1
+        # The broker expects each partition's next sequence number; skip ten ahead on every
+        # partition this producer wrote to, so its next batch there is out of order.
+        txn = producers[0]._txn_manager
+        partitions = list(txn._sequence_numbers)
+        assert partitions, "the producer wrote with sequence numbers (idempotence is on)"
+        for tp in partitions:
+            txn.increment_sequence_number(tp, 10)
+        for i in range(12, 24):
+            await store.append(f"s-{i % 4}", "thing", [Blob(data=f"{i}a"), Blob(data=f"{i}b")], expected_version=None)
+        await wait_for(relay.status, lambda s: s.lag == 0 or task.done(), 60, "the relay to catch up again")
+        if task.done():
+            raise AssertionError(f"the relay stopped: {task.exception()!r}")
+        stop.set()
+        assert await asyncio.wait_for(task, 30) >= 48
+        log = await store.read_log(limit=10_000)
+    assert len(producers) >= 2, "the relay went on with a new producer"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "facta.relay" and r.levelno == logging.WARNING]
+    session = [w for w in warnings if "OutOfOrderSequenceNumber" in w]
+    assert session and "new producer" in session[0] and "\n" not in session[0], warnings
+
+    records = await consume_all(kafka_broker.bootstrap, [f"{prefix}.thing"], len(log))
+    assert {headers_of(r)["event-id"] for r in records} == {str(e.event_id) for e in log}
+    first: dict[str, list[int]] = defaultdict(list)
+    seen: set[str] = set()
+    for record in records:
+        h = headers_of(record)
+        if h["event-id"] not in seen:
+            seen.add(h["event-id"])
+            first[h["stream-id"]].append(int(h["stream-version"]))
+    assert all(v == list(range(1, len(v) + 1)) for v in first.values()), dict(first)
 
 
 async def test_broker_down_at_start_delays_and_loses_nothing(migrated_url: str, managed_kafka_broker: Any,
