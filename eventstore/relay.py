@@ -64,6 +64,11 @@ __all__ = [
 
 log = logging.getLogger("facta.relay")
 
+# How long a stopping relay waits for acknowledgements in flight and for its producer's
+# flush before it leaves them to the next run (which republishes from the checkpoint): a
+# broker that is down answers nothing until the request timeout (15 s by default).
+STOP_GRACE_S = 5.0
+
 Router = Callable[[RecordedEvent], str]
 
 
@@ -185,6 +190,11 @@ def _headers(
     return headers
 
 
+class _Stopping(Exception):
+    """A stop was requested and Kafka did not acknowledge what is in flight within
+    :data:`STOP_GRACE_S`: leave it to the next run."""
+
+
 class _Transient(Exception):
     """Kafka is unreachable or slow: back off and publish the page again."""
 
@@ -206,6 +216,7 @@ class Relay:
         self._topic_names: dict[str, str] = {}
         self._partition_cache: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         self._saving: asyncio.Future[None] | None = None  # the checkpoint save in progress
+        self._leave_at: float | None = None  # once stopping: when to leave what Kafka has not acknowledged
 
     # -- status -------------------------------------------------------------------------
 
@@ -229,6 +240,7 @@ class Relay:
         are awaited, with at most two pages in flight. Checkpoints still move strictly in
         log order, each only after every record up to it was acknowledged."""
         stop = stop or asyncio.Event()
+        self._leave_at = None
         loop = asyncio.get_running_loop()
         failing_since: float | None = None
         if not await self._lock.acquire(stop, self.config.lock_poll_interval):
@@ -259,7 +271,7 @@ class Relay:
                         in_flight.append(await self._send_page(producer, rows))
                     # Settle the oldest page once two are in flight, or all when caught up.
                     while in_flight and (len(in_flight) >= _MAX_PAGES_IN_FLIGHT or not rows):
-                        checkpoint = await self._settle(in_flight[0], checkpoint)
+                        checkpoint = await self._settle(in_flight[0], checkpoint, stop)
                         published += len(in_flight.popleft().rows)
                     if not rows:
                         if once:
@@ -288,18 +300,21 @@ class Relay:
                     else:
                         log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
                                     self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
-                    await _stop_quietly(producer)
+                    await _stop_quietly(producer, stop)
                     producer = None
                     await pause(stop, backoff)
                     backoff = min(backoff * 2, self.config.max_backoff)
                     continue
+                except _Stopping:
+                    break
                 backoff, failing_since = 0.1, None
             await _cancel(reading)
             reading = None
-            # Stopped: settle what is in flight, if Kafka lets us (else it is republished).
-            with contextlib.suppress(_Transient):
+            # Stopped: settle what is in flight if Kafka acknowledges it within the grace
+            # period (else it is republished by the next run).
+            with contextlib.suppress(_Transient, _Stopping):
                 while in_flight:
-                    checkpoint = await self._settle(in_flight[0], checkpoint)
+                    checkpoint = await self._settle(in_flight[0], checkpoint, stop)
                     published += len(in_flight.popleft().rows)
             await self._saved()
             return published
@@ -311,17 +326,23 @@ class Relay:
                 if not self._saving.cancelled():
                     self._saving.exception()
                 self._saving = None
-            await _stop_quietly(producer)
+            # Leaving: what the producer still holds gets what is left of the grace period.
+            left = STOP_GRACE_S if self._leave_at is None else self._leave_at - asyncio.get_running_loop().time()
+            await _stop_quietly(producer, within=max(0.5, left))
             await self._lock.release()
 
-    async def _settle(self, page: _Page, checkpoint: int) -> int:
+    async def _settle(self, page: _Page, checkpoint: int, stop: asyncio.Event) -> int:
         """Wait for every acknowledgement of ``page`` (raise on the first failure), then
-        move the checkpoint past it. Returns the new checkpoint."""
+        move the checkpoint past it. Returns the new checkpoint. Once ``stop`` is set it
+        waits :data:`STOP_GRACE_S` at most, then raises :class:`_Stopping` (the page stays
+        unacknowledged: the next run republishes it)."""
         from aiokafka.errors import KafkaError
 
         for index, future in enumerate(page.futures):
+            if not future.done():
+                await self._acknowledged(future, stop)
             try:
-                await future
+                future.result()
             except KafkaError as exc:
                 raise self._failure(page.rows[page.firsts[index]], exc) from None
         await self._lock.verify()
@@ -331,6 +352,25 @@ class Relay:
             self.store.database.write(_save_checkpoint, self.config.name, page.last)
         )
         return max(checkpoint, page.last)
+
+    async def _acknowledged(self, future: asyncio.Future[Any], stop: asyncio.Event) -> None:
+        """Wait until ``future`` is done, or :class:`_Stopping` once ``stop`` has been set
+        for :data:`STOP_GRACE_S`. A broker that is down answers nothing until the request
+        timeout, and a stop request must not wait that long."""
+        loop = asyncio.get_running_loop()
+        if not stop.is_set():
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({future, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if future.done():
+                return
+        if self._leave_at is None:
+            self._leave_at = loop.time() + STOP_GRACE_S
+        await asyncio.wait({future}, timeout=max(0.0, self._leave_at - loop.time()))
+        if not future.done():
+            raise _Stopping
 
     async def _saved(self) -> None:
         """Wait for the checkpoint save in progress, if any (raise what it raised)."""
@@ -651,10 +691,35 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def _stop_quietly(producer: Any) -> None:
-    if producer is not None:
-        with contextlib.suppress(Exception):
-            await producer.stop()
+async def _stop_quietly(producer: Any, stop: asyncio.Event | None = None, within: float = STOP_GRACE_S) -> None:
+    """Stop ``producer``. aiokafka's ``stop()`` first waits until every record the producer
+    holds is acknowledged or has expired (the request timeout): that keeps a request of an
+    abandoned producer from landing after a new producer's, which could put a stream's
+    events out of order. Once ``stop`` is set (at once without one), it gets ``within``
+    seconds; then its records are left (the next run republishes them from
+    the checkpoint) and its connections closed."""
+    if producer is None:
+        return
+    stopping = asyncio.ensure_future(producer.stop())
+    if stop is not None and not stop.is_set():
+        waiting = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({stopping, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+    if not stopping.done():
+        await asyncio.wait({stopping}, timeout=within)
+    if not stopping.done():
+        stopping.cancel()  # leaves the flush; what it held is republished by the next run
+        await asyncio.wait({stopping}, timeout=1.0)
+        # What stop() does after its flush (aiokafka has no public way to skip the flush):
+        # end the sender task and close the connections.
+        for part in (getattr(producer, "_sender", None), getattr(producer, "client", None)):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(part.close(), 5.0)
+    if stopping.done() and not stopping.cancelled():
+        stopping.exception()  # retrieved: a failure to stop changes nothing here
 
 
 # -- checkpoints ------------------------------------------------------------------------------

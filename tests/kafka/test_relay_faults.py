@@ -108,3 +108,50 @@ async def test_relay_killed_repeatedly_loses_nothing_and_repeats_at_most_a_page(
     for stream, versions in first_seen.items():
         assert versions == list(range(1, len(versions) + 1)), f"{stream}: versions out of order on Kafka"
     assert sum(json.loads(r.value)["n"] > 0 for r in records) == len(records)
+
+
+async def test_sigterm_stops_a_relay_waiting_on_a_dead_broker_promptly_and_loses_nothing(
+    migrated_url: str, managed_kafka_broker: Any, prefix: str
+) -> None:
+    """With the broker SIGKILLed under it, the relay holds records aiokafka would flush for
+    up to the request timeout (60 s here); SIGTERM must still end it within seconds, with
+    its checkpoint where the acknowledgements left it, and a later run publishes the rest."""
+    broker = managed_kafka_broker
+    env = {k: v for k, v in os.environ.items() if k not in ("FACTA_DATABASE_URL", "FACTA_KAFKA_BOOTSTRAP")}
+    async with await EventStore.open(migrated_url) as store:
+        for n in range(200):
+            await store.append(f"s-{n % 7}", "step", [Step(n=3 * n + i) for i in range(3)], expected_version=None)
+        relay_status = Relay(store, RelayConfig(bootstrap=broker.bootstrap, topic_prefix=prefix))
+        process = await asyncio.create_subprocess_exec(
+            *relay_command(migrated_url, broker, prefix, "--kafka-request-timeout", "60"), env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        await wait_for(relay_status.status, lambda status: status.checkpoint > 0, 60, "the relay to publish")
+        broker.kill()
+        for n in range(200, 400):  # pages the relay reads and sends into the dead broker
+            await store.append(f"s-{n % 7}", "step", [Step(n=3 * n + i) for i in range(3)], expected_version=None)
+        await asyncio.sleep(2)
+        assert process.returncode is None, "the relay exited by itself"
+        loop = asyncio.get_running_loop()
+        signalled = loop.time()
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), 20)  # a hang detector, not a timing aim
+        except TimeoutError:
+            process.kill()
+            raise AssertionError("the relay still ran 20 s after SIGTERM while the broker was down") from None
+        stopped_after = loop.time() - signalled
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        assert "stopped" not in stderr.decode()
+        print(f"relay stopped {stopped_after:.1f} s after SIGTERM with the broker down")
+
+        broker.start()
+        caught_up = await asyncio.create_subprocess_exec(
+            *relay_command(migrated_url, broker, prefix, "--once"), env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(caught_up.communicate(), 120)
+        assert caught_up.returncode == 0, stderr.decode()[-2000:]
+        log = [r async for r in store.iter_log()]
+    records = await consume_all(broker.bootstrap, [f"{prefix}.step"], len(log), within=60)
+    assert {headers_of(r)["event-id"] for r in records} == {str(e.event_id) for e in log}
