@@ -565,7 +565,9 @@ class _GroupSession:
             if walk.advance:
                 await applier.apply(walk.batch, walk.advance)
         except Stale:
-            log.info("projection %r: a checkpoint moved or the tables were swapped; reloading", applier.name)
+            log.info("projection %r: a checkpoint moved or the tables were swapped; reloading (its batch of %d"
+                     " records, %d of them events it handles, committed nothing)", applier.name, walk.messages,
+                     len(walk.batch))
             await self._reload()
             return None
         if walk.failure is not None:

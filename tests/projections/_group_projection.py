@@ -10,14 +10,22 @@ their batch commits or not, so a gap in its committed numbers is a batch rolled 
 
 ``FACTA_TEST_PACE_MS`` makes batches take longer (an async effect sleeps that long per
 event, before the batch's transaction), so that rebalances find batches in flight.
+
+``FACTA_TEST_HOLD`` names a folder that makes the runner hold one batch in flight, for the
+zombie test: once a file ``arm`` is there, the effect holds at the next event it runs for
+(its batch fetched, its transaction not begun). It writes ``held`` (JSON: the member, the
+pid, the event's position) and waits, its event loop running (heartbeats go on), until a
+file ``release`` is there; then the batch goes on. Once per process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import weakref
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Integer, String
@@ -28,6 +36,7 @@ from facta.projections import EffectContext, Projection, ReadModel, effect, hand
 
 MEMBER_ENV = "FACTA_TEST_MEMBER"
 PACE_ENV = "FACTA_TEST_PACE_MS"
+HOLD_ENV = "FACTA_TEST_HOLD"
 _PACE = float(os.environ.get(PACE_ENV) or 0) / 1000
 
 
@@ -59,6 +68,28 @@ class _Batches:
 _batches = _Batches()
 
 
+class _Hold:
+    """The one batch this process holds in flight (see ``FACTA_TEST_HOLD`` above)."""
+
+    def __init__(self, folder: str | None) -> None:
+        self.folder = Path(folder) if folder else None
+        self.done = False
+
+    async def __call__(self, record: RecordedEvent) -> None:
+        folder = self.folder
+        if folder is None or self.done or not (folder / "arm").exists():
+            return
+        self.done = True
+        held = {"member": _member(), "pid": os.getpid(), "position": record.position}
+        (folder / "held.tmp").write_text(json.dumps(held))
+        (folder / "held.tmp").replace(folder / "held")  # whole, or not there
+        while not (folder / "release").exists():  # noqa: ASYNC110 (another process makes it)
+            await asyncio.sleep(0.02)
+
+
+_hold = _Hold(os.environ.get(HOLD_ENV))
+
+
 class Tally(Projection, name="tally"):
     totals = read_model_table(
         "tally_totals",
@@ -81,10 +112,14 @@ class Tally(Projection, name="tally"):
 
     @effect(Added)
     async def _pace(self, context: EffectContext, event: Added, record: RecordedEvent) -> None:
+        await _hold(record)
         if _PACE:
             await asyncio.sleep(_PACE)
 
 
 def _application(rm: ReadModel, record: RecordedEvent) -> dict[str, Any]:
-    return {"member": os.environ.get(MEMBER_ENV) or str(os.getpid()), "call": next(_batches.calls),
-            "batch": _batches.of(rm), "position": record.position}
+    return {"member": _member(), "call": next(_batches.calls), "batch": _batches.of(rm), "position": record.position}
+
+
+def _member() -> str:
+    return os.environ.get(MEMBER_ENV) or str(os.getpid())

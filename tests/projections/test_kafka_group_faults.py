@@ -4,8 +4,8 @@ writes one row per event it applies, in the batch's transaction).
 
 Each test has been run against a broken version (ARCHITECTURE.md, Tests, lists what each
 said): runners in groups of their own, the revocation callback not waiting for the batch
-in flight, the checkpoints' compare-and-set off, a stop that waits for the join, a
-``--once`` that ignores end offsets.
+in flight, the checkpoints' compare-and-set off (which only the zombie test notices), a
+stop that waits for the join, a ``--once`` that ignores end offsets.
 
 - Three runners of one projection share a 6-partition topic in one group while a writer
   appends and the relay publishes; one runner is SIGKILLed and a fourth joins. Every
@@ -16,6 +16,11 @@ in flight, the checkpoints' compare-and-set off, a stop that waits for the join,
   assigned); a ``--once`` that cannot get partitions within its bound says so (exit 1);
   then a successor ``--once`` gets the partitions once the session expired and ends
   caught up: the read model complete, its checkpoints the topic's end offsets.
+- A zombie: of two runners, one holds a batch in flight (``FACTA_TEST_HOLD``) and is
+  frozen there with SIGSTOP for longer than its session timeout; the other gets every
+  partition and applies everything; thawed, the zombie's batch fails the checkpoint's
+  compare-and-set and commits nothing (it logs so, once), and it rejoins. Every event is
+  applied exactly once and the read model equals a rebuild from the store.
 
 Runs on PostgreSQL. With FACTA_TEST_KAFKA=noida or tansu these tests skip: noida-db never
 drops a member that died without leaving (its group stalls), and Tansu's end offsets are
@@ -54,7 +59,7 @@ from facta.projections.tracking import LIVE, LOG
 
 from ..conftest import migrate
 from ..polling import wait_for
-from ._group_projection import MEMBER_ENV, PACE_ENV, Added, Noted, Tally
+from ._group_projection import HOLD_ENV, MEMBER_ENV, PACE_ENV, Added, Noted, Tally
 from .test_source_contract import Source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +71,8 @@ SESSION = 6  # seconds: the smallest session timeout Apache Kafka accepts by def
 PACE_MS = 20  # per event (an effect sleeps): rebalances find batches in flight
 HANG = 15  # seconds: a runner told to stop that is still running after this hangs
 ASSIGNED = re.compile(r"projection 'tally' assigned (.*)$")
+REFUSED = re.compile(r"a checkpoint moved or the tables were swapped; reloading \(its batch of (\d+) records, (\d+) of"
+                     r" them events it handles, committed nothing\)")
 
 
 STAND_INS = {
@@ -161,6 +168,10 @@ class Runner:
         """How often it found a checkpoint moved under it (and reloaded them all)."""
         return self.output().count("a checkpoint moved or the tables were swapped; reloading")
 
+    def refused(self) -> list[tuple[int, int]]:
+        """Each batch it found a checkpoint moved under: (records, events it handles)."""
+        return [(int(records), int(handled)) for records, handled in REFUSED.findall(self.output())]
+
     def alive(self) -> None:
         if self.process.poll() is not None:
             raise AssertionError(f"runner {self.member} exited with {self.process.returncode}:\n{self.tail()}")
@@ -200,16 +211,17 @@ class Group:
                 self.source.prefix, "--group-prefix", self.source.group_prefix, "--kafka-session-timeout",
                 f"{session:g}", *options]
 
-    def env(self, member: str, pace_ms: int = 0) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "FACTA_PROJECTIONS"}
+    def env(self, member: str, pace_ms: int = 0, hold: Path | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("FACTA_PROJECTIONS", HOLD_ENV)}
         return env | {"FACTA_DATABASE_URL": self.url, "FACTA_KAFKA_BOOTSTRAP": self.source.broker.bootstrap,
-                      MEMBER_ENV: member, PACE_ENV: str(pace_ms)}
+                      MEMBER_ENV: member, PACE_ENV: str(pace_ms)} | ({HOLD_ENV: str(hold)} if hold else {})
 
-    def start(self, member: str, *options: str, session: float = SESSION, pace_ms: int = 0) -> Runner:
+    def start(self, member: str, *options: str, session: float = SESSION, pace_ms: int = 0,
+              hold: Path | None = None) -> Runner:
         log = self.tmp / f"runner-{member}.log"
         with log.open("ab") as out:
-            process = subprocess.Popen(self.command(*options, session=session), cwd=ROOT, env=self.env(member, pace_ms),
-                                       stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(self.command(*options, session=session), cwd=ROOT,
+                                       env=self.env(member, pace_ms, hold), stdout=out, stderr=subprocess.STDOUT)
         runner = Runner(member, process, log)
         self.runners.append(runner)
         return runner
@@ -323,6 +335,7 @@ class Findings:
     twice: dict[int, list[str]]
     handovers: dict[int, int]  # per partition: how often another runner took over
     runs: dict[int, list[tuple[str, int, int, int]]]  # per partition: (member, first offset, last offset, events)
+    rolled_back: dict[str, int]  # per runner: handler calls whose batch committed nothing (claim 5)
     problems: list[str]  # claims 2 to 5 broken
 
     def summary(self) -> str:
@@ -348,11 +361,12 @@ def check_applications(apps: list[Application], records: list[Record], runners: 
        numbered without a gap, a killed runner's batch in flight aside): no batch found
        a checkpoint moved under it, so no two runners ever read one partition at once.
 
-    Claims 4 and 5 hold because no runner here is frozen for a session timeout. One that
-    is (a long GC pause, a stopped VM) is dropped from the group without knowing it, and
-    such a zombie may apply a batch in between the new owner's: its batch then fails the
-    checkpoint's compare-and-set, it reloads and reads on, so the effect stays exactly
-    once (claims 1 to 3), but the partition's applications alternate between two runners.
+    Claim 5 holds in a healthy group: the revocation callback waits for the batch in
+    flight. A runner frozen for longer than its session timeout (a long GC pause, a
+    stopped VM) is dropped from the group without knowing it; when it wakes, the batch it
+    had in flight fails the checkpoint's compare-and-set and commits nothing. That batch's
+    handler calls show as the one gap claim 5 reports for it (``rolled_back``), while
+    claims 1 to 4 still hold (the zombie test).
     """
     first: dict[int, Record] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
@@ -404,12 +418,14 @@ def check_applications(apps: list[Application], records: list[Record], runners: 
     calls: dict[str, list[int]] = collections.defaultdict(list)
     for app in apps:
         calls[app.member].append(app.call)
+    rolled: dict[str, int] = {}
     for member, numbers in sorted(calls.items()):
         rolled_back = max(numbers) - len(set(numbers))
         if rolled_back:
+            rolled[member] = rolled_back
             problems.append(f"runner {member} had {rolled_back} handler calls rolled back (a batch found a checkpoint"
                             " moved under it: another runner read its partitions at the same time)")
-    return Findings(lost, twice, handovers, all_runs, problems)
+    return Findings(lost, twice, handovers, all_runs, rolled, problems)
 
 
 async def kafka_checkpoints(store: EventStore) -> dict[tuple[str, int], int]:
@@ -609,3 +625,136 @@ async def test_a_session_timeout_kafka_refuses_is_one_line_naming_it(group: Grou
     assert result.returncode == 1 and len(lines) == 1, (result.returncode, result.stderr)
     assert lines[0].startswith("facta: error: Kafka at ") and "refused the session timeout of 2 s" in lines[0], lines
     assert f"consumer group '{group.source.group_prefix}tally'" in lines[0], lines
+
+
+# -- 3. a zombie: a runner frozen in the middle of a batch for longer than its session -----------------
+
+
+@pytest.mark.slow
+async def test_a_zombie_frozen_mid_batch_past_its_session_commits_nothing(group: Group) -> None:
+    started = time.monotonic()
+    seed = int(os.environ.get("FACTA_FAULT_SEED") or random.randrange(1 << 30))
+    context = f"seed {seed} (FACTA_FAULT_SEED); runner logs in {group.tmp}"
+    source = group.source
+    hold = group.tmp / "hold"
+    hold.mkdir()
+    async with await EventStore.open(group.url) as store:
+        ledger = Ledger()
+        relay_stop = asyncio.Event()
+        relay = asyncio.create_task(Relay(store, source.relay_config()).run(stop=relay_stop))
+        writer = Writer(store, ledger, seed)
+        try:
+            await wait_for(lambda: published(group), bool, 60, "the relay's topic")
+            zombie = group.start("zombie", "--batch-size", "20", pace_ms=PACE_MS, hold=hold)
+            other = group.start("other", "--batch-size", "20", pace_ms=PACE_MS)
+
+            async def applied(*runners: Runner) -> collections.Counter[str]:
+                for runner in runners:
+                    runner.alive()
+                return await applied_by(store)
+
+            async def every_applied(*runners: Runner) -> bool:
+                """Every handled event applied at least once (with a broken version, some twice)."""
+                for runner in runners:
+                    runner.alive()
+                return len({a.position for a in await applications(store)}) >= ledger.handled
+
+            # Both apply, sharing the partitions.
+            await wait_for(lambda: applied(zombie, other), lambda c: c["zombie"] >= 30 and c["other"] >= 30, 180,
+                           f"both runners to apply; {context}")
+            shared = (await applied(zombie, other))["zombie"]
+            await wait_for(lambda: applied(zombie, other), lambda c: c["zombie"] >= shared + 20, 180,
+                           f"the zombie-to-be to apply its share; {context}")
+            # Every partition has its checkpoint row, so the held batch moves its checkpoints
+            # by the compare-and-set update (a partition's first checkpoint is an insert,
+            # which another runner's insert of it would refuse as well).
+            await wait_for(lambda: kafka_checkpoints(store), lambda found: len(found) == PARTITIONS, 180,
+                           f"a checkpoint for every partition; {context}")
+
+            # Hold the zombie's next batch in flight (fetched, effects running, nothing
+            # committed), then freeze it there: no heartbeats, as in a long GC pause.
+            (hold / "arm").touch()
+            await wait_for(lambda: _held(hold, zombie), bool, 120, f"the zombie to hold a batch; {context}")
+            held = json.loads((hold / "held").read_text())
+            os.kill(zombie.process.pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            (hold / "release").touch()  # it sees this only once thawed
+            before = len(zombie.assignments())
+            had = (await applied_by(store))["zombie"]
+
+            # The group drops it after its session timeout; the other runner gets every
+            # partition and applies them, the zombie's batch included.
+            every = set(range(PARTITIONS))
+            await wait_for(lambda: _assigned(other), lambda a: a == every, 180,
+                           f"the other runner to take every partition from the frozen zombie; {context}")
+            took_over = time.monotonic() - frozen_at
+            taken = (await applied(other))["other"]
+            await wait_for(lambda: applied(other), lambda c: c["other"] >= taken + 20, 180,
+                           f"the other runner to apply after the take-over; {context}")
+            await writer.close()
+            await wait_for(lambda: relay_lag(store, source), lambda lag: lag == 0, 60, "the relay to catch up")
+            await wait_for(lambda: every_applied(other), bool, 180,
+                           f"the other runner to apply all {ledger.handled} events; {context}")
+            by_position = {a.position: a.member for a in await applications(store)}
+            assert by_position.get(held["position"]) == "other", (held, by_position.get(held["position"]))
+
+            # Thaw it: its batch in flight goes on to its transaction, which must commit nothing.
+            os.kill(zombie.process.pid, signal.SIGCONT)
+            frozen = time.monotonic() - frozen_at
+            await wait_for(lambda: _assignment_count(zombie), lambda n: n > before, 180,
+                           f"the thawed zombie to rejoin the group; {context}")
+            # Events again, until the zombie commits more (so its rolled-back handler calls
+            # show as a gap in its numbers).
+            writer = Writer(store, ledger, seed + 1)
+            await wait_for(lambda: applied(zombie, other), lambda c: c["zombie"] >= had + 20, 180,
+                           f"the rejoined zombie to apply again; {context}")
+            await writer.close()
+            await wait_for(lambda: relay_lag(store, source), lambda lag: lag == 0, 60, "the relay to catch up")
+            await wait_for(lambda: every_applied(zombie, other), bool, 180,
+                           f"the runners to apply all {ledger.handled} events; {context}")
+            for runner in (zombie, other):
+                await asyncio.to_thread(runner.terminate)
+                assert runner.process.returncode == 0, (runner.member, runner.tail())
+        finally:
+            writer.stop.set()
+            relay_stop.set()
+            await asyncio.wait_for(asyncio.gather(writer.task, relay, return_exceptions=True), 30)
+            group.close()
+
+        apps = await applications(store)
+        ends = (await kafka_offsets(source.settings(), [group.topic]))[1]
+        records = await read_topic(source.broker.bootstrap, group.topic, ends)
+        findings = check_applications(apps, records, group.runners)
+        assert not findings.lost and not findings.twice, f"{findings.summary()}; {context}"
+        # The zombie's batch was attempted and refused: once, and only its.
+        refused = zombie.refused()
+        assert len(refused) == 1 and not other.refused(), (refused, other.refused(), zombie.tail())
+        [(records_refused, handled_refused)] = refused
+        assert handled_refused >= 1, refused
+        # Its handlers ran in the refused transaction: their calls are the one gap in its numbers.
+        assert findings.rolled_back == {"zombie": handled_refused}, f"{findings.summary()}; {context}"
+        others = [p for p in findings.problems if "rolled back" not in p]
+        assert not others, f"{findings.summary()}; {context}"
+        assert len(apps) == ledger.handled
+        assert await kafka_checkpoints(store) == ends, context
+        assert await totals(store) == ledger.totals, context
+        assert await totals(store) == await rebuilt_totals(store), context
+        by_member = collections.Counter(a.member for a in apps)
+        print(f"zombie: {ledger.appended} events appended ({ledger.handled} handled); lost {len(findings.lost)},"
+              f" applied twice {len(findings.twice)}; the zombie held a batch at position {held['position']},"
+              f" frozen {frozen:.1f} s (session {SESSION} s; the other runner had every partition"
+              f" {took_over:.1f} s after the freeze); its refused batch: {records_refused} records,"
+              f" {handled_refused} events handled, {findings.rolled_back['zombie']} handler calls rolled back;"
+              f" applied by {dict(sorted(by_member.items()))}; assignments"
+              f" {({r.member: len(r.assignments()) for r in group.runners})}; {time.monotonic() - started:.0f} s;"
+              f" {context}")
+
+
+async def _held(hold: Path, runner: Runner) -> bool:
+    runner.alive()
+    return (hold / "held").exists()
+
+
+async def _assignment_count(runner: Runner) -> int:
+    runner.alive()
+    return len(runner.assignments())
