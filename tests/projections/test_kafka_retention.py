@@ -29,7 +29,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import Column, Integer, String
+from sqlalchemy import Column, Integer, String, select
 
 from facta.eventstore import EventStore, RecordedEvent
 from facta.projections import (
@@ -136,6 +136,48 @@ def fold(records: Sequence[RecordedEvent]) -> dict[str, tuple[int, int]]:
         if isinstance(event, (Credited, Debited)):
             balance, count = out.get(r.stream_id, (0, 0))
             out[r.stream_id] = (balance + (event.amount if isinstance(event, Credited) else -event.amount), count + 1)
+    return out
+
+
+class InOrder(Projection, name="wallet_order"):
+    """Fails on an event of a wallet that comes after a later one of the same wallet: the
+    per-stream order a replay must keep when it switches from the store to Kafka."""
+
+    versions = read_model_table(
+        "wallet_order",
+        Column("wallet_id", String(100), primary_key=True),
+        Column("last_version", Integer, nullable=False),
+        Column("events", Integer, nullable=False),
+    )
+
+    def _next(self, rm: ReadModel, record: RecordedEvent) -> None:
+        row = rm.get(self.versions, {"wallet_id": record.stream_id})
+        if row is not None and record.version <= row["last_version"]:
+            raise ValueError(f"{record.stream_id} v{record.version} came after v{row['last_version']}")
+        rm.upsert(self.versions, {"wallet_id": record.stream_id}, set={"last_version": record.version},
+                  add={"events": 1})
+
+    @handles(Credited)
+    def _credited(self, rm: ReadModel, event: Credited, record: RecordedEvent) -> None:
+        self._next(rm, record)
+
+    @handles(Debited)
+    def _debited(self, rm: ReadModel, event: Debited, record: RecordedEvent) -> None:
+        self._next(rm, record)
+
+
+async def in_order_rows(store: EventStore) -> dict[str, tuple[int, int]]:
+    def query(conn: Any) -> dict[str, tuple[int, int]]:
+        return {r.wallet_id: (int(r.last_version), int(r.events)) for r in conn.execute(select(InOrder.versions))}
+
+    return await store.database.read(query)
+
+
+def in_order_expected(log: Sequence[RecordedEvent]) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for r in log:
+        if r.event_type in HANDLED:
+            out[r.stream_id] = (r.version, out.get(r.stream_id, (0, 0))[1] + 1)
     return out
 
 
@@ -392,6 +434,9 @@ async def test_a_replay_from_a_position_reads_what_kafka_deleted_from_the_store(
     assert result.events == book.handled
     assert await checkpoints(store) == ends, "Kafka offsets: it stays a Kafka-source projection"
     assert await live_floors(store) == plan.floors
+    # Each stream's events in version order across the switch from the store to Kafka.
+    await replay(store, InOrder, ReplayFrom(position=0), kafka=settings, batch_size=7)
+    assert await in_order_rows(store) == in_order_expected(await store.read_log(limit=100_000))
 
     # The live runner goes on from the replay's checkpoints: it applies the new events
     # once, and passes over the copies of everything the relay publishes again.
