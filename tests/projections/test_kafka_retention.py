@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Column, Integer, String, select
@@ -623,3 +623,26 @@ async def test_a_topic_whose_partitions_changed_is_not_guessed_at(store: EventSt
         f" {coord[0]}[{now}] by its key: the topic's partitions changed after it was published, so the store"
         " cannot tell which events Kafka deleted from which partition"
     )
+
+
+async def test_a_first_retained_record_that_is_no_facta_event_is_named(store: EventStore, source: Source) -> None:
+    """The deleted range ends at the first retained record's position: a record without
+    one (not the relay's) cannot say where, and the replay refuses, naming it."""
+    book = Book()
+    await workload(store, book, rounds=10)
+    await source.publish(store)
+    coord = sorted(await layout(source, store))[0]
+    producer = AIOKafkaProducer(bootstrap_servers=source.broker.bootstrap)
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(coord[0], b"{}", partition=coord[1], headers=[("event-type", b"x.y")])
+    finally:
+        await producer.stop()
+    await delete_before(source.broker.bootstrap, {coord: sent.offset})
+    with pytest.raises(ProjectionError) as info:
+        await plan_replay(store, Wallets, ReplayFrom(position=0), kafka=source.settings())
+    assert str(info.value) == (
+        f"Kafka record {coord[0]}[{coord[1]}] offset {sent.offset} is not a facta event: it lacks a key or a"
+        " 'position' header"
+    )
+
