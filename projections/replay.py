@@ -281,8 +281,8 @@ def _refuse_unrun_effects(projection: type[Projection], live: dict[Coord, int], 
             raise ProjectionError(
                 f"projection {projection.name!r} runs effects and {at} on {topic}[{partition}], before the earliest"
                 f" retained offset {f.retained_from}: the effects of the events Kafka deleted there never ran, and a"
-                " replay runs no effects, so it would pass over them; run them first (the events are in the store,"
-                f" positions after {f.after} through {f.through})"
+                " replay runs no effects, so it would pass over them; run them first (they are among the partition's"
+                f" events in the store after position {f.after} through {f.through})"
             )
 
 

@@ -59,8 +59,8 @@ from .runner import KafkaSettings
 from .tracking import LOG, Coord
 
 __all__ = [
-    "RetentionGap", "StoreFill", "check_retained", "fill_from_store", "partition_of", "plan_fill",
-    "refuse_deleted_offsets",
+    "RetentionGap", "StoreFill", "check_retained", "describe_fills", "fill_from_store", "overtaken", "partition_of",
+    "plan_fill", "refuse_deleted_offsets",
 ]
 
 log = logging.getLogger("facta.projections")
@@ -387,6 +387,7 @@ async def fill_from_store(
 
 
 def describe_fills(fills: Mapping[Coord, StoreFill]) -> dict[str, dict[str, Any]]:
+    """``fills`` for ``--json``: by ``"topic[partition]"``."""
     return {
         _name(coord): {"after_position": f.after, "through_position": f.through, "events": f.events,
                        "deleted_before_offset": f.retained_from}

@@ -591,8 +591,8 @@ async def test_a_projection_with_effects_refuses_to_replay_over_effects_that_nev
     assert str(info.value) == (
         f"projection 'wallet_notices' runs effects and has its live checkpoint at offset {at[gap]} on"
         f" {gap[0]}[{gap[1]}], before the earliest retained offset {at[gap] + 1}: the effects of the events Kafka"
-        " deleted there never ran, and a replay runs no effects, so it would pass over them; run them first (the"
-        f" events are in the store, positions after 0 through {through})"
+        " deleted there never ran, and a replay runs no effects, so it would pass over them; run them first (they"
+        f" are among the partition's events in the store after position 0 through {through})"
     )
     assert len(Noticing.sent) == sent
 
