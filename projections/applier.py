@@ -100,6 +100,9 @@ class Applier:
         self.replay = replay
         self.generation: int | None = None
         self.checkpoints: dict[Coord, int] = {}
+        # Per Kafka partition: the store position up to which its events are applied (read
+        # from the store by a replay) or outside the replayed slice; see tracking.FLOORS.
+        self.position_floors: dict[Coord, int] = {}
         self.skips: set[int] = set()
         self.applied = 0
         self.effects_run = 0
@@ -107,7 +110,8 @@ class Applier:
         self._context = EffectContext(store=store, projection=self.name)
 
     async def open(self) -> dict[Coord, int]:
-        """Make the live tables if needed; load generation, checkpoints and skips."""
+        """Make the live tables if needed; load generation, checkpoints, position floors
+        and skips."""
         return await self.store.database.write(self._open)
 
     def _open(self, conn: Connection) -> dict[Coord, int]:
@@ -117,6 +121,7 @@ class Applier:
             # the row's lock, which other runners' batches share).
             self._failed_before = tracking.last_error(conn, self.name) is not None
         self.checkpoints = tracking.load_checkpoints(conn, self.name, self.slot)
+        self.position_floors = tracking.load_checkpoints(conn, self.name, tracking.FLOORS[self.slot])
         self.skips = tracking.skipped_positions(conn, self.name)
         return dict(self.checkpoints)
 

@@ -21,7 +21,13 @@ the projection does not consume only moves the checkpoint. The others become
 
 The relay delivers at least once: a copy it republished after a crash is recognised by
 its ``position`` header, which is not above the positions before it in its partition,
-and passed over (see :class:`_Seen`).
+and passed over (see :class:`_Seen`); so are records at or below a partition's position
+floor (events a replay read from the store).
+
+Kafka retention: the consumers never reset an offset by themselves
+(``auto_offset_reset="none"``). A checkpoint before a partition's earliest retained
+offset, found on an assignment or when Kafka deleted what a consumer was about to read,
+stops the runner or the replay with one line (:mod:`facta.projections.retention`).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from aiokafka.errors import (
     IllegalStateError,
     InvalidSessionTimeoutError,
     KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
 )
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
@@ -56,6 +64,7 @@ from facta.eventstore.relay import OPTIONAL_HEADERS, REQUIRED_HEADERS
 from . import tracking
 from .applier import Applier, Delivery
 from .errors import ProjectionError
+from .retention import RetentionGap, check_retained, overtaken
 from .runner import KafkaSettings
 from .tracking import LIVE, Coord, Stale
 
@@ -239,7 +248,7 @@ def _walk(
         known = seen.known.get(coord)
         if known is not None and known[1] > int(messages[0].offset):
             known = None  # not a continuation of what was seen: learn afresh
-        highest = -1 if known is None else known[0]
+        highest = max(applier.position_floors.get(coord, -1), -1 if known is None else known[0])
         looked = None
         for message in messages:
             offset = int(message.offset)
@@ -324,7 +333,7 @@ def _consumer(settings: KafkaSettings, **options: Any) -> Any:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset="none",  # never skip ahead past records Kafka deleted (retention)
         isolation_level="read_committed",
         **options,
     )
@@ -453,7 +462,12 @@ class _GroupSession:
                     return
                 self._check_patience()
             epoch = self.epoch
-            fetched = await self._fetch()
+            try:
+                fetched = await self._fetch()
+            except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
+                async with self.lock:
+                    await self._out_of_range(exc)
+                continue
             if not fetched:
                 continue
             async with self.lock:
@@ -521,6 +535,7 @@ class _GroupSession:
         partitions = sorted(assigned)
         if partitions:
             self.begins.update(await consumer.beginning_offsets(partitions))
+            check_retained(applier.name, checkpoints, {_coord(tp): self.begins[tp] for tp in partitions})
             if self.once:
                 new = [tp for tp in partitions if tp not in self.ends]
                 if new:
@@ -543,14 +558,30 @@ class _GroupSession:
         consumer = self.consumer
         checkpoints = await self.applier.open()
         partitions = sorted(consumer.assignment())
-        missing = [tp for tp in partitions if tp not in self.begins]
-        if missing:
-            self.begins.update(await consumer.beginning_offsets(missing))
+        if partitions:
+            self.begins.update(await consumer.beginning_offsets(partitions))
+            check_retained(self.applier.name, checkpoints, {_coord(tp): self.begins[tp] for tp in partitions})
         self.targets = {
             tp: self.seen.start(_coord(tp), checkpoints.get(_coord(tp)), self.begins[tp]) for tp in partitions
         }
         for tp, offset in self.targets.items():
             consumer.seek(tp, offset)
+
+    async def _out_of_range(self, exc: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
+        """Under the lock: Kafka has no record at a partition's fetch position (it deleted
+        the records there) or the partition had no position yet. Seek that partition to its
+        checkpoint again, if Kafka still retains it; the others keep what they fetched."""
+        consumer, applier = self.consumer, self.applier
+        stray = exc.args[0] if isinstance(exc, OffsetOutOfRangeError) else {exc.args[0]: None}
+        partitions = sorted(tp for tp in stray if tp in self.assigned and tp in consumer.assignment())
+        if not partitions:
+            return  # not (or no longer) this member's: the next assignment seeks it
+        checkpoints = await applier.open()
+        self.begins.update(await consumer.beginning_offsets(partitions))
+        check_retained(applier.name, checkpoints, {_coord(tp): self.begins[tp] for tp in partitions})
+        for tp in partitions:
+            self.targets[tp] = self.seen.start(_coord(tp), checkpoints.get(_coord(tp)), self.begins[tp])
+            consumer.seek(tp, self.targets[tp])
 
     async def _apply(self, fetched: Mapping[Any, Sequence[Any]]) -> dict[Any, int] | None:
         """Under the lock: apply what was fetched for partitions still assigned, past the
@@ -634,7 +665,12 @@ async def run_kafka(applier: Applier, settings: KafkaSettings, *, batch_size: in
     async def attempt() -> None:
         await _GroupSession(applier, settings, batch_size=batch_size, once=once, stop=stop).run()
 
-    await _retrying(what, stop, attempt, settings.give_up_after if once else None)
+    try:
+        await _retrying(what, stop, attempt, settings.give_up_after if once else None)
+    except RetentionGap as gap:  # kept for `facta projections list`, like a handler's failure
+        with contextlib.suppress(SQLAlchemyError):
+            await applier.store.database.write(tracking.record_error, applier.name, str(gap))
+        raise
 
 
 # -- offsets and ranges ----------------------------------------------------------------------
@@ -735,12 +771,25 @@ async def consume_range(
             return
         consumer = _consumer(settings, group_id=None)
         await _start(consumer)
+
+        async def seek(partitions: Sequence[Any]) -> None:
+            """Seek to where the range goes on, unless Kafka deleted it meanwhile."""
+            retained = await consumer.beginning_offsets(partitions)
+            for tp in partitions:
+                coord = _coord(tp)
+                if begin[coord] < retained[tp]:
+                    raise overtaken(applier.name, coord, begin[coord], int(retained[tp]))
+                consumer.seek(tp, seen.start(coord, begin[coord], int(retained[tp])))
+
         try:
             consumer.assign(sorted(todo))
-            for tp in todo:  # (below a topic's first offset, the consumer resets to it)
-                consumer.seek(tp, seen.start(_coord(tp), begin[_coord(tp)], 0))
+            await seek(sorted(todo))
             while todo and not stop.is_set():
-                fetched = await consumer.getmany(*sorted(todo), timeout_ms=_POLL_MS, max_records=batch_size)
+                try:
+                    fetched = await consumer.getmany(*sorted(todo), timeout_ms=_POLL_MS, max_records=batch_size)
+                except OffsetOutOfRangeError as exc:
+                    await seek(sorted(tp for tp in exc.args[0] if tp in todo))
+                    continue
                 walk = _walk(applier, fetched, types, begin, seen, end)
                 done = []
                 for tp in todo:

@@ -13,11 +13,16 @@ stops at the live checkpoint, so the live runner, not the replay, reaches every 
 event and runs its effects.
 
 Where a replay starts:
-- ``position=P``: the store log after position P (0 = everything);
+- ``position=P``: the store log after position P (0 = everything); on Kafka, each
+  partition's events after P;
 - ``offset=N`` (Kafka): every partition from offset N, or with ``partition=K`` partition
-  K from N and the others from their beginning;
+  K from N and the others from their beginning (offset 0);
 - ``time=T``: the store log from the first event recorded at or after T, or on Kafka each
   partition from its first record with a timestamp at or after T.
+
+Kafka retention (:mod:`facta.projections.retention`): where Kafka deleted part of what a
+replay from a position or a time reads, that part is read from the store first; a replay
+from an offset Kafka deleted refuses, naming the store position to replay from instead.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from . import tracking
 from .api import Projection
 from .applier import Applier, Delivery
 from .errors import ProjectionError
+from .retention import StoreFill, describe_fills
 from .runner import KafkaSettings, LogPages
 from .tracking import LOG, REBUILD, Coord
 
@@ -90,6 +96,12 @@ class ReplayPlan:
     last_position: int | None = None
     estimated_seconds: float | None = None
     rate_basis: str = ""
+    fill: dict[Coord, StoreFill] = field(default_factory=dict)
+    """Kafka: per partition whose records Kafka deleted, the events read from the store
+    before the partition's earliest retained offset (``start``)."""
+    floors: dict[Coord, int] = field(default_factory=dict)
+    """Kafka: per partition, the store position at or below which records are passed over
+    (read from the store, or before the replayed slice)."""
 
     def as_dict(self) -> dict[str, Any]:
         def coords(values: dict[Coord, int]) -> Any:
@@ -108,6 +120,7 @@ class ReplayPlan:
             "last_position": self.last_position,
             "estimated_seconds": None if self.estimated_seconds is None else round(self.estimated_seconds, 1),
             "estimate_basis": self.rate_basis,
+            "from_store": describe_fills(self.fill),
         }
 
 
@@ -213,20 +226,14 @@ async def _plan_kafka(
     store: EventStore, projection: type[Projection], start: ReplayFrom, kafka: KafkaSettings, info: dict[str, Any]
 ) -> ReplayPlan:
     from .kafka_source import kafka_offsets, kafka_offsets_for_time
+    from .retention import plan_fill, refuse_deleted_offsets
 
     topics = kafka.topics(projection)
     beginning, end = await kafka_offsets(kafka, topics)
-    if start.position is not None and start.position != 0:
-        raise ProjectionError(
-            f"projection {projection.name!r} consumes Kafka, where positions are not offsets:"
-            " replay from --from-position 0 (everything), --from-offset or --from-time"
-        )
-    if start.time is not None:
-        if start.time > datetime.now(UTC):
-            raise ProjectionError(f"time {start.time.astimezone(UTC).isoformat()} is in the future")
-        first = await kafka_offsets_for_time(kafka, topics, start.time)
-    elif start.offset is not None:
-        first = dict(beginning)
+    fill: dict[Coord, StoreFill] = {}
+    floors: dict[Coord, int] = {}
+    if start.offset is not None:
+        first = dict.fromkeys(end, 0)  # the other partitions from their beginning
         chosen = [tp for tp in end if start.partition is None or tp[1] == start.partition]
         if not chosen:
             known = sorted({p for _, p in end})
@@ -236,21 +243,47 @@ async def _plan_kafka(
                 raise ProjectionError(
                     f"offset {start.offset} is beyond the end of {tp[0]}[{tp[1]}] (its end offset is {end[tp]})"
                 )
-            if start.offset < beginning[tp]:
-                raise ProjectionError(
-                    f"offset {start.offset} is before the first retained offset {beginning[tp]} of {tp[0]}[{tp[1]}]"
-                )
             first[tp] = start.offset
+        await refuse_deleted_offsets(store, projection, kafka, start.describe(), first, beginning, end)
+    elif start.time is not None:
+        if start.time > datetime.now(UTC):
+            raise ProjectionError(f"time {start.time.astimezone(UTC).isoformat()} is in the future")
+        first = await kafka_offsets_for_time(kafka, topics, start.time)
+        first, fill, floors = await plan_fill(store, projection, kafka, first, beginning, end, since=start.time)
     else:
-        first = dict(beginning)
+        assert start.position is not None
+        head = await store.head_position()
+        if start.position > head:
+            raise ProjectionError(f"position {start.position} is beyond the end of the log (the last position is {head})")
+        first, fill, floors = await plan_fill(store, projection, kafka, dict(beginning), beginning, end,
+                                              after=start.position)
     last = dict(end)
     live = info.get("live", {})
     if projection.has_effects() and info.get("source") == "kafka":
+        _refuse_unrun_effects(projection, live, fill)
         for tp in last:
             if tp in live:
                 last[tp] = min(last[tp], max(live[tp], first[tp]))
-    count = sum(max(last[tp] - first[tp], 0) for tp in last)
-    return ReplayPlan(projection.name, "kafka", start.describe(), first, last, count)
+    count = sum(max(last[tp] - first[tp], 0) for tp in last) + sum(f.events for f in fill.values())
+    return ReplayPlan(projection.name, "kafka", start.describe(), first, last, count, fill=fill, floors=floors)
+
+
+def _refuse_unrun_effects(projection: type[Projection], live: dict[Coord, int], fill: dict[Coord, StoreFill]) -> None:
+    """A replay runs no effects: for a projection with effects, the live runner must have
+    passed every event the replay reads from the store (it did, where its checkpoint is
+    at or past the earliest retained offset)."""
+    if not live:
+        return  # never run live: a replay builds it without effects, as from the store log
+    for (topic, partition), f in sorted(fill.items()):
+        checkpoint = live.get((topic, partition))
+        if checkpoint is None or checkpoint < f.retained_from:
+            at = "has no live checkpoint" if checkpoint is None else f"has its live checkpoint at offset {checkpoint}"
+            raise ProjectionError(
+                f"projection {projection.name!r} runs effects and {at} on {topic}[{partition}], before the earliest"
+                f" retained offset {f.retained_from}: the effects of the events Kafka deleted there never ran, and a"
+                " replay runs no effects, so it would pass over them; run them first (they are among the partition's"
+                f" events in the store after position {f.after} through {f.through})"
+            )
 
 
 async def replay(
@@ -271,7 +304,7 @@ async def replay(
     try:
         plan = await plan_replay(store, projection, start, kafka=kafka)
         applier = Applier(store, projection, source=plan.source, slot=REBUILD, replay=True)
-        await store.database.write(tracking.start_rebuild, applier.projection, plan.start)
+        await store.database.write(tracking.start_rebuild, applier.projection, plan.start, plan.floors)
         await applier.open()
         started = _time.perf_counter()
         done = 0
@@ -287,7 +320,7 @@ async def replay(
                 await _replay_log(store, projection, applier, plan, batch_size, stop, batch_done)
             else:
                 assert kafka is not None
-                await _replay_kafka(projection, applier, plan, kafka, batch_size, stop, batch_done)
+                await _replay_kafka(store, projection, applier, plan, kafka, batch_size, stop, batch_done)
             if stop.is_set():
                 raise ProjectionError(f"replay of projection {projection.name!r} stopped before it finished")
             generation = await store.database.write(tracking.swap, applier.projection, plan.source)
@@ -333,6 +366,7 @@ async def _replay_log(
 
 
 async def _replay_kafka(
+    store: EventStore,
     projection: type[Projection],
     applier: Applier,
     plan: ReplayPlan,
@@ -342,8 +376,13 @@ async def _replay_kafka(
     batch_done: Callable[[int], None],
 ) -> None:
     from .kafka_source import consume_range, kafka_offsets
+    from .retention import fill_from_store
 
     topics = kafka.topics(projection)
+    # What Kafka deleted first, from the store: every stream's earlier events come before
+    # the first of its partition's records read below.
+    await fill_from_store(store, applier, kafka, plan.fill, plan.end, batch_size=batch_size, stop=stop,
+                          on_batch=batch_done)
     start, end = dict(plan.start), dict(plan.end)
     while not stop.is_set():
         if any(end[tp] > start.get(tp, 0) for tp in end):

@@ -4,7 +4,11 @@
   fingerprint of its tables, and a *generation* that every swap of rebuilt tables bumps.
 - ``facta_projection_checkpoints``: per projection and slot (``live``, ``rebuild``), one
   row per source coordinate: the store log is topic ``""`` partition ``-1`` holding the
-  last position applied; a Kafka partition holds the next offset to read.
+  last position applied; a Kafka partition holds the next offset to read. The slots
+  ``live-floor`` and ``rebuild-floor`` hold, per Kafka partition, a *position floor*: the
+  store position up to which the partition's events were read from the store (a replay
+  that filled a range Kafka deleted) or lie before the replayed slice; Kafka records at
+  or below it are passed over (see :mod:`facta.projections.retention`).
 - ``facta_projection_skips``: events an operator chose to skip, by store position.
 
 Every batch a runner commits checks its generation (under a share lock on PostgreSQL,
@@ -28,11 +32,12 @@ from facta.eventstore.schema import events, projection_checkpoints, projection_s
 from .api import REBUILD_SUFFIX, Projection, rename_index
 from .errors import ProjectionError
 
-__all__ = ["LIVE", "LOG", "REBUILD", "REBUILD_SUFFIX", "Coord", "Stale", "rename_index"]
+__all__ = ["FLOORS", "LIVE", "LOG", "REBUILD", "REBUILD_SUFFIX", "Coord", "Stale", "rename_index"]
 
 Coord = tuple[str, int]
 LOG: Coord = ("", -1)
 LIVE, REBUILD = "live", "rebuild"
+FLOORS = {LIVE: "live-floor", REBUILD: "rebuild-floor"}  # the position floors of each slot
 
 
 class Stale(Exception):
@@ -226,12 +231,16 @@ def _create_tables(conn: Connection, tables: Iterable[Table]) -> None:
         table.create(conn, checkfirst=True)
 
 
-def start_rebuild(conn: Connection, projection: Projection, start: Mapping[Coord, int]) -> None:
-    """Fresh, empty rebuild tables and the rebuild slot's starting checkpoints."""
+def start_rebuild(
+    conn: Connection, projection: Projection, start: Mapping[Coord, int], floors: Mapping[Coord, int] | None = None
+) -> None:
+    """Fresh, empty rebuild tables, the rebuild slot's starting checkpoints and its
+    position floors (Kafka partitions only)."""
     for table in projection:
         table.drop(conn, checkfirst=True)
     _create_tables(conn, projection)
     set_checkpoints(conn, projection.name, REBUILD, start)
+    set_checkpoints(conn, projection.name, FLOORS[REBUILD], floors or {})
 
 
 def drop_rebuild(conn: Connection, projection: Projection) -> None:
@@ -239,9 +248,17 @@ def drop_rebuild(conn: Connection, projection: Projection) -> None:
         table.drop(conn, checkfirst=True)
     conn.execute(
         delete(projection_checkpoints).where(
-            projection_checkpoints.c.projection == projection.name, projection_checkpoints.c.slot == REBUILD
+            projection_checkpoints.c.projection == projection.name,
+            projection_checkpoints.c.slot.in_([REBUILD, FLOORS[REBUILD]]),
         )
     )
+
+
+def drop_checkpoint(conn: Connection, name: str, slot: str, coord: Coord) -> None:
+    c = projection_checkpoints.c
+    conn.execute(delete(projection_checkpoints).where(
+        c.projection == name, c.slot == slot, c.topic == coord[0], c.partition == coord[1]
+    ))
 
 
 def swap(conn: Connection, projection: Projection, source: str) -> int:
@@ -281,8 +298,9 @@ def swap(conn: Connection, projection: Projection, source: str) -> int:
             for index in live.indexes:
                 conn.execute(CreateIndex(index))
     c = projection_checkpoints.c
-    conn.execute(delete(projection_checkpoints).where(c.projection == name, c.slot == LIVE))
-    conn.execute(update(projection_checkpoints).where(c.projection == name, c.slot == REBUILD).values(slot=LIVE))
+    conn.execute(delete(projection_checkpoints).where(c.projection == name, c.slot.in_([LIVE, FLOORS[LIVE]])))
+    for rebuilt, live_slot in ((REBUILD, LIVE), (FLOORS[REBUILD], FLOORS[LIVE])):
+        conn.execute(update(projection_checkpoints).where(c.projection == name, c.slot == rebuilt).values(slot=live_slot))
     return new
 
 

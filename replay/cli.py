@@ -872,14 +872,15 @@ def _freeze_heap() -> None:
 @cli.command("replay")
 @click.argument("name")
 @click.option("--from-position", type=click.IntRange(0), default=None, metavar="P",
-              help="Rebuild from the store log after position P (0: everything).")
+              help="Rebuild from the events after store position P (0: everything); on Kafka, the events "
+                   "Kafka deleted are read from the store.")
 @click.option("--from-offset", type=click.IntRange(0), default=None, metavar="N",
               help="Rebuild from Kafka offset N of every partition (or of --partition K).")
 @click.option("--partition", type=click.IntRange(0), default=None, metavar="K",
               help="With --from-offset: only partition K starts at N, the others at their beginning.")
 @click.option("--from-time", callback=_iso_time, default=None, metavar="TIME",
               help="Rebuild from the first event recorded at or after TIME (ISO 8601 with a time zone, "
-                   "e.g. 2026-11-22T12:00:00+01:00).")
+                   "e.g. 2026-11-22T12:00:00+01:00); on Kafka, the events Kafka deleted are read from the store.")
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed and how long it may take; change nothing.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
               help="Events applied per transaction.")
@@ -899,8 +900,11 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
     then swap them in: readers see the old read model until the new one is complete.
 
     Give exactly one of --from-position, --from-offset, --from-time. Offsets are Kafka's,
-    so --from-offset needs FACTA_KAFKA_BOOTSTRAP (or --kafka-bootstrap). Progress goes to
-    stderr; SIGINT or SIGTERM stops the replay and leaves the live tables as they were.
+    so --from-offset needs FACTA_KAFKA_BOOTSTRAP (or --kafka-bootstrap). Where Kafka's
+    retention deleted records a replay from a position or a time needs, they are read
+    from the store; an offset Kafka deleted is refused, naming the position to replay
+    from instead. Progress goes to stderr; SIGINT or SIGTERM stops the replay and leaves
+    the live tables as they were.
 
     \b
     Examples:
@@ -972,6 +976,9 @@ def _print_plan(plan: Any, as_json: bool) -> None:
                 for (t, p), end in sorted(plan.end.items())]
         for line in _table(["PARTITION", "START", "END", "RECORDS"], rows).splitlines():
             click.echo(f"  {line}")
+        for (t, p), fill in sorted(plan.fill.items()):
+            click.echo(f"  store     {t}[{p}]: {fill.events:,} events after position {fill.after:,} through"
+                       f" {fill.through:,}, which Kafka deleted (offsets before {fill.retained_from:,})")
     click.echo(f"  estimate  {_duration(plan.estimated_seconds)} ({plan.rate_basis})")
 
 
