@@ -315,8 +315,16 @@ def ensure_distribution(
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 characters).
+
+    Never one that starts with ``-``: command-line parsers (Kafka's storage tool among
+    them) read such a value as an option. Kafka's own ``Uuid.randomUuid`` draws again for
+    the same reason.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +430,8 @@ def format_storage(dist: KafkaDistribution, spec: NodeSpec) -> bool:
         return False
     command = [
         dist.java, "-Xmx256m", f"-Dlog4j2.configurationFile={dist.log_config}", "-cp", dist.classpath,
-        "kafka.tools.StorageTool", "format", "-t", spec.cluster_id, "-c", str(spec.properties_path),
+        # --cluster-id=ID: an id from an older layout may start with "-", which "-t ID" would misread
+        "kafka.tools.StorageTool", "format", f"--cluster-id={spec.cluster_id}", "-c", str(spec.properties_path),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     log_path = spec.data_dir / "format.log"

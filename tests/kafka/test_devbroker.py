@@ -443,3 +443,19 @@ def test_cli_nodes_need_the_apache_kind(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["facta: error: --nodes 3 needs --kind apache: the noida stand-in runs a single node"
                                                   " (see 'facta dev broker --help')"]
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A quarter of URL-safe base64 ids would begin with "-" or "_"; the storage tool took a
+    # leading "-" for an option ("argument --cluster-id/-t: expected one argument").
+    draws = iter([bytes([0xFB]) + bytes(15), bytes([0xF8]) + bytes(15), bytes([0x10]) + bytes(15)])
+    monkeypatch.setattr(apache_kafka.uuid, "uuid4", lambda: type("U", (), {"bytes": next(draws)})())
+    assert apache_kafka.new_cluster_id() == "EAAAAAAAAAAAAAAAAAAAAA"  # the third draw: the first two began with "-"
+    assert next(draws, None) is None
+
+
+def test_a_node_formats_with_a_stored_cluster_id_that_starts_with_a_dash(apache_only: None, tmp_path: Path) -> None:
+    port, controller = free_port(), free_port()
+    spec = apache_kafka.NodeSpec(1, port, controller, ((1, controller),), tmp_path / "node", "-" + "A" * 21)
+    assert apache_kafka.format_storage(apache_kafka.ensure_distribution(), spec)
+    assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA" in (spec.storage_dir / "meta.properties").read_text()
