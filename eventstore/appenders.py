@@ -70,12 +70,14 @@ class AppendPlan:
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 #
-# One autocommit call of facta_append() (created by migration 0001) does the whole
-# append. It takes the shared writer marker first, reads each stream's head, inserts the
-# events (and any snapshots) only if every expected version and stream type matches, and
-# reports the heads either way. Writers never wait for each other (except two racing for
-# the same stream version), so their commits share WAL flushes; readers hold the log's
-# order instead (EventStore.read_log). The function runs with plan_cache_mode =
+# One autocommit call of facta_append() (created by migration 0001, replaced by 0004) does
+# the whole append. It takes the shared writer marker first, then one lock per stream in
+# ascending key order (so appends sharing streams queue in one global order and never
+# deadlock), reads each stream's head, stamps one recorded_at for the whole append,
+# inserts the events (and any snapshots) only if every expected version and stream type
+# matches, and reports the heads either way. Writers to different streams never wait for
+# each other, so their commits share WAL flushes; readers hold the log's order instead
+# (EventStore.read_log). The function runs with plan_cache_mode =
 # force_generic_plan: PostgreSQL otherwise re-plans the statement for every call, which
 # cost more than executing it.
 
@@ -118,11 +120,13 @@ def _postgres_args(plan: AppendPlan) -> list[Any]:
 
 async def append_postgres(connection: Any, plan: AppendPlan) -> list[AppendResult]:
     """Append on an asyncpg connection with no transaction open (autocommit)."""
-    from asyncpg.exceptions import UniqueViolationError
+    from asyncpg.exceptions import DeadlockDetectedError, UniqueViolationError
 
     try:
         row = await connection.fetchrow(_POSTGRES_APPEND, *_postgres_args(plan))
-    except UniqueViolationError:
+    except (UniqueViolationError, DeadlockDetectedError):
+        # A deadlock is settled like a lost race: the appends take their stream locks in
+        # one order, so only event ids shared by appends to other streams can wait in a cycle.
         raise LostRace() from None
     if not row["appended"]:
         heads = {
@@ -141,6 +145,8 @@ async def append_postgres(connection: Any, plan: AppendPlan) -> list[AppendResul
 # file's write lock for the whole transaction. AUTOINCREMENT then hands out consecutive
 # positions to the rows of one executemany, so they follow from last_insert_rowid().
 # Times are stored as SQLAlchemy stores them on SQLite: naive UTC text with microseconds.
+# Every row of one append (events and snapshots) gets one recorded_at: the clock read once
+# the write lock is held, just before positions are taken (as facta_append does).
 
 _SQLITE_HEAD = "SELECT max(version), min(stream_type) FROM facta_events WHERE stream_id = ?"
 _SQLITE_INSERT = (

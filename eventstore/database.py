@@ -23,7 +23,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .errors import DatabaseUnavailable, DatabaseURLError
+from .errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -178,7 +178,16 @@ class Database:
         if self._raw_writer is None:
             self._raw_writer = _sqlite_connect(self.url.database or "")
         conn = self._raw_writer
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            waited = int(conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
+            raise DatabaseBusy(
+                f"SQLite database {self.url.database!r} is locked: another connection held its write lock"
+                f" for over {waited:g} s; nothing was written"
+            ) from None
         try:
             result = work(conn, *args, **kwargs)
         except BaseException:

@@ -8,6 +8,7 @@ from facta.domain.errors import FactaError
 
 __all__ = [
     "ConcurrencyError",
+    "DatabaseBusy",
     "DatabaseURLError",
     "DatabaseUnavailable",
     "DuplicateEventError",
@@ -35,11 +36,12 @@ class ConcurrencyError(StoreError):
 class DuplicateEventError(StoreError):
     """An event id is already stored, but not as part of an identical earlier append."""
 
-    def __init__(self, event_id: uuid.UUID, stream_id: str, version: int, position: int) -> None:
+    def __init__(self, event_id: uuid.UUID, stream_id: str, version: int, position: int, differs: str = "") -> None:
         self.event_id, self.stream_id, self.version, self.position = event_id, stream_id, version, position
+        self.differs = differs
         super().__init__(
             f"event {event_id} is already stored as {stream_id!r} version {version} at position {position}"
-            " and this append is not an identical retry"
+            " and this append is not an identical retry" + (f": {differs}" if differs else "")
         )
 
 
@@ -49,6 +51,11 @@ class DatabaseURLError(StoreError):
 
 class DatabaseUnavailable(StoreError):
     """The database server could not be reached or refused the connection."""
+
+
+class DatabaseBusy(StoreError):
+    """SQLite: another connection held the database's write lock for longer than the busy
+    timeout (60 s). Nothing was written; the call can be tried again."""
 
 
 class SchemaNotReady(StoreError):

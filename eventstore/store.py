@@ -31,9 +31,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select
+from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -50,7 +51,7 @@ from .errors import (
 )
 from .errors import StreamTypeMismatch as _StreamTypeMismatch
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
-from .schema import events, snapshots
+from .schema import UTCDateTime, events, snapshots
 
 __all__ = ["EventStore"]
 
@@ -191,7 +192,7 @@ class EventStore:
             except Rejected as rejected:
                 # Nothing was written. An identical earlier append explains it (a retry);
                 # otherwise a stream has another type or moved on.
-                retried = await self.database.read(self._original_results, batch)
+                retried = await self.database.read(self._original_results, batch, plan.payloads)
                 if retried is not None:
                     return retried
                 _check_types(batch, rejected.heads)
@@ -199,7 +200,7 @@ class EventStore:
             except LostRace:
                 # A concurrent writer won a version or an event id between our check and
                 # our insert; find out which case this is.
-                settled = await self.database.read(self._settle_tx, batch)
+                settled = await self.database.read(self._settle_tx, batch, plan.payloads)
                 if settled is not None:
                     return settled
                 if time.monotonic() >= deadline:
@@ -211,10 +212,10 @@ class EventStore:
                 await asyncio.sleep(pause * random.random())
 
     def _settle_tx(
-        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
+        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]], payloads: Sequence[Sequence[str]]
     ) -> list[AppendResult] | None:
         """After a lost race: the original results (a retry), a conflict error, or None to try again."""
-        retried = self._original_results(conn, batch)
+        retried = self._original_results(conn, batch, payloads)
         if retried is not None:
             return retried
         current = self._stream_heads(conn, [a.stream_id for a, _ in batch])
@@ -223,28 +224,49 @@ class EventStore:
         return None
 
     def _original_results(
-        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]]
+        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]], payloads: Sequence[Sequence[str]]
     ) -> list[AppendResult] | None:
-        """If every event of the batch is stored already, as this batch, return where."""
+        """If every event of the batch is stored already, as this batch, return where.
+
+        None when none of its event ids is stored. Raises :class:`DuplicateEventError`
+        when some are stored but the batch is not an identical retry: an event stored in
+        another stream, at another version (when the append names one), with another
+        stream type, event type, schema version or payload (compared as stored: the exact
+        JSON text on SQLite, the JSONB value's text on PostgreSQL), or only some events
+        stored. The events' occurred-at times and the append's metadata are not compared.
+        """
         ids = [p.event_id for _, pending in batch for p in pending]
-        found = {
-            row.event_id: row
-            for row in conn.execute(_STORED_BY_ID, {"event_ids": ids})
-        }
+        if self._postgres:
+            # The payload compared as stored: JSONB normalises key order and spacing.
+            texts = [t for encoded in payloads for t in encoded]
+            rows = conn.execute(_PG_STORED_BY_ID, {"event_ids": ids, "payloads": texts})
+        else:
+            ours = {p.event_id.hex: t for (_, pending), encoded in zip(batch, payloads, strict=True)
+                    for p, t in zip(pending, encoded, strict=True)}
+            rows = conn.execute(_SQLITE_STORED_BY_ID.bindparams(event_ids=list(ours)))
+        found: dict[uuid.UUID, SimpleNamespace] = {}
+        for row in rows:
+            stored = SimpleNamespace(**row._mapping)
+            if not self._postgres:
+                stored.event_id = uuid.UUID(row.event_id)
+                stored.same_payload = row.payload == ours[row.event_id]
+            found[stored.event_id] = stored
         if not found:
             return None
         results = []
         for append, pending in batch:
-            rows = [found.get(p.event_id) for p in pending]
-            first = rows[0]
-            for offset, row in enumerate(rows):
-                if first is None or row is None or row.stream_id != append.stream_id or row.version != first.version + offset:
-                    known = row or first or next(iter(found.values()))
-                    raise DuplicateEventError(known.event_id, known.stream_id, known.version, known.position)
+            rows_of = [found.get(p.event_id) for p in pending]
+            start = append.expected_version + 1 if append.expected_version is not None else None
+            for offset, (p, row) in enumerate(zip(pending, rows_of, strict=True)):
+                differs = _retry_difference(append, p, offset, row, rows_of[0], start)
+                if differs:
+                    known = row or rows_of[0] or next(iter(found.values()))
+                    raise DuplicateEventError(known.event_id, known.stream_id, known.version, known.position, differs)
+            first = rows_of[0]
             assert first is not None
             results.append(
-                AppendResult(append.stream_id, tuple(r.position for r in rows if r is not None), first.version,
-                             first.version + len(rows) - 1, first.recorded_at)
+                AppendResult(append.stream_id, tuple(r.position for r in rows_of if r is not None), first.version,
+                             first.version + len(rows_of) - 1, first.recorded_at)
             )
         return results
 
@@ -507,9 +529,15 @@ _HEADS_OF_MANY = (
     .where(events.c.stream_id.in_(bindparam("stream_ids", expanding=True)))
     .group_by(events.c.stream_id)
 )
-_STORED_BY_ID = select(
-    events.c.event_id, events.c.stream_id, events.c.version, events.c.position, events.c.recorded_at
-).where(events.c.event_id.in_(bindparam("event_ids", expanding=True)))
+_STORED = "event_id, stream_id, stream_type, version, position, recorded_at, event_type, schema_version"
+_PG_STORED_BY_ID = text(
+    f"SELECT {', '.join('e.' + c for c in _STORED.split(', '))}, e.payload::text = c.payload::jsonb::text AS same_payload"
+    " FROM unnest(CAST(:event_ids AS uuid[]), CAST(:payloads AS text[])) AS c(event_id, payload)"
+    " JOIN facta_events e ON e.event_id = c.event_id"
+).columns(recorded_at=UTCDateTime())
+_SQLITE_STORED_BY_ID = text(
+    f"SELECT {_STORED}, payload, NULL AS same_payload FROM facta_events WHERE event_id IN :event_ids"
+).bindparams(bindparam("event_ids", expanding=True)).columns(recorded_at=UTCDateTime())
 
 
 _PG_HEAD = "SELECT coalesce(max(position), 0) FROM facta_events"
@@ -603,6 +631,7 @@ def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: 
 
 def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
     seen: set[str] = set()
+    ids: dict[uuid.UUID, str] = {}  # event id -> the stream it was given for
     for append, pending in batch:
         if not isinstance(append.stream_id, str) or not append.stream_id or len(append.stream_id) > 255:
             raise StoreError(f"invalid stream id {append.stream_id!r}: need a non-empty string of at most 255 characters")
@@ -622,6 +651,34 @@ def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
                 raise EventRegistryError(
                     f"{type(p.event).__qualname__} is not a registered event class: declare it with name=..."
                 )
+            first = ids.get(p.event_id)
+            if first is not None:
+                where = f"stream {first!r}" if first == append.stream_id else f"streams {first!r} and {append.stream_id!r}"
+                raise StoreError(f"event id {p.event_id} is given twice in one append ({where}): every event needs its own id")
+            ids[p.event_id] = append.stream_id
+
+
+def _retry_difference(
+    append: StreamAppend, pending: PendingEvent, offset: int, row: Any, first: Any, start: int | None
+) -> str:
+    """What makes ``pending`` (the ``offset``-th event of ``append``) differ from its stored
+    ``row``; "" when it is stored as this append would have stored it."""
+    if row is None:
+        return f"its event {pending.event_id} is not stored"
+    if row.stream_id != append.stream_id:
+        return f"it is given for stream {append.stream_id!r}"
+    version = (start if start is not None else first.version) + offset
+    if row.version != version:
+        return f"it is given at version {version}"
+    if row.stream_type != append.stream_type:
+        return f"it is given with stream type {append.stream_type!r}, stored with {row.stream_type!r}"
+    event = pending.event
+    if (row.event_type, row.schema_version) != (event.event_type, event.schema_version):
+        return (f"it is given as {event.event_type!r} v{event.schema_version},"
+                f" stored as {row.event_type!r} v{row.schema_version}")
+    if not row.same_payload:
+        return "its payload differs from the stored one"
+    return ""
 
 
 def _check_types(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> None:
