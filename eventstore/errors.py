@@ -12,6 +12,7 @@ __all__ = [
     "DatabaseURLError",
     "DatabaseUnavailable",
     "DuplicateEventError",
+    "MigrationRefused",
     "SchemaNotReady",
     "StoreError",
     "StreamNotFound",
@@ -56,6 +57,10 @@ class DatabaseUnavailable(StoreError):
 class DatabaseBusy(StoreError):
     """SQLite: another connection held the database's write lock for longer than the busy
     timeout (60 s). Nothing was written; the call can be tried again."""
+
+
+class MigrationRefused(StoreError):
+    """A schema downgrade that would lose data or leave tables it cannot name. Nothing changed."""
 
 
 class SchemaNotReady(StoreError):

@@ -1,7 +1,13 @@
 """facta's schema, managed by alembic: the only way any facta table is created or changed.
 
-``upgrade`` and ``current`` run alembic on a connection of a :class:`Database`, so they
-work from inside a running event loop (the CLI, the demo, test fixtures).
+``upgrade``, ``downgrade`` and ``current`` run alembic on a connection of a
+:class:`Database`, so they work from inside a running event loop (the CLI, the demo,
+test fixtures).
+
+Downgrades leave a schema that upgrades cleanly: going below 0003 drops the read-model
+tables of the registered projections (found through the projection catalog), and going
+below 0001 drops the events themselves, which is refused unless asked for explicitly
+(``drop_events=True``, or ``alembic -x drop-events=yes downgrade ...``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from sqlalchemy import Connection, inspect
 if TYPE_CHECKING:
     from facta.eventstore.database import Database
 
-__all__ = ["VERSION_TABLE", "alembic_config", "current", "head", "upgrade"]
+__all__ = ["VERSION_TABLE", "alembic_config", "current", "downgrade", "head", "upgrade"]
 
 VERSION_TABLE = "facta_alembic_version"
 _HERE = Path(__file__).resolve().parent
@@ -43,6 +49,14 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
+def _downgrade(connection: Connection, revision: str, drop_events: bool, projections: str | list[str] | None) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    cfg.attributes["drop_events"] = drop_events
+    cfg.attributes["projections"] = projections
+    command.downgrade(cfg, revision)
+
+
 def _current(connection: Connection) -> str | None:
     if not inspect(connection).has_table(VERSION_TABLE):
         return None
@@ -52,6 +66,28 @@ def _current(connection: Connection) -> str | None:
 async def upgrade(database: Database, revision: str = "head") -> None:
     """Bring the database's facta schema to ``revision`` (default: the newest)."""
     await database.write(_upgrade, revision)
+
+
+async def downgrade(
+    database: Database, revision: str, *, drop_events: bool = False, projections: str | list[str] | None = None
+) -> None:
+    """Take the database's facta schema down to ``revision`` (``"base"``: no facta schema).
+
+    Below 0003 the read-model tables of every registered projection are dropped with
+    their checkpoints; ``projections`` names the modules of the user's own projections
+    (as ``FACTA_PROJECTIONS`` does, which is read when it is None). Raises
+    :class:`~facta.eventstore.errors.MigrationRefused`, changing nothing, when a
+    registered projection is not in the catalog (its tables could not be dropped), or
+    when the downgrade would drop stored events or snapshots and ``drop_events`` is False.
+    """
+    from alembic.util import CommandError
+
+    from facta.eventstore.errors import MigrationRefused
+
+    try:
+        await database.write(_downgrade, revision, drop_events, projections)
+    except CommandError as exc:
+        raise MigrationRefused(f"cannot downgrade to revision {revision!r}: {' '.join(str(exc).split())}") from None
 
 
 async def current(database: Database) -> str | None:

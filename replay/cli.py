@@ -190,6 +190,47 @@ async def db_upgrade(database_url: str, revision: str, as_json: bool) -> None:
         click.echo(f"{where}: schema upgraded from {before or 'nothing'} to revision {after}")
 
 
+@db.command("downgrade")
+@database_option
+@click.argument("revision")
+@click.option("--drop-events", is_flag=True,
+              help="Allow going below revision 0001, which drops every stored event and snapshot.")
+@click.option("--projections", "projection_modules", envvar="FACTA_PROJECTIONS", default=None, metavar="MODULES",
+              help="Modules of your own projections, whose read models a downgrade below 0003 drops"
+                   " (env: FACTA_PROJECTIONS).")
+@click.option("--json", "as_json", is_flag=True, help="Print the revisions before and after as JSON.")
+@_async_command
+async def db_downgrade(
+    database_url: str, revision: str, drop_events: bool, projection_modules: str | None, as_json: bool
+) -> None:
+    """Take the schema down to REVISION ("base": no facta schema at all).
+
+    Below 0003 the read models of every registered projection are dropped with their
+    checkpoints, so an upgrade afterwards rebuilds them from the log. Going below 0001
+    drops the events themselves and is refused without --drop-events.
+
+    \b
+    Examples:
+      facta db downgrade 0002
+      facta db downgrade base --drop-events
+    """
+    database = Database.create(database_url)
+    try:
+        with translate_connect_errors(database.url):
+            before = await migrations.current(database)
+            await migrations.downgrade(database, revision, drop_events=drop_events, projections=projection_modules)
+            after = await migrations.current(database)
+    finally:
+        await database.dispose()
+    where = database.url.render_as_string(hide_password=True)
+    if as_json:
+        click.echo(json.dumps({"database": where, "before": before, "after": after, "downgraded": before != after}))
+    elif before == after:
+        click.echo(f"{where}: schema already at revision {after or 'nothing'}")
+    else:
+        click.echo(f"{where}: schema downgraded from {before} to {after or 'nothing (no facta schema)'}")
+
+
 @db.command("current")
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 revision = "0001"
@@ -168,7 +168,20 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
+    from facta.eventstore.errors import MigrationRefused
+
+    bind = op.get_bind()
+    dialect = bind.dialect.name
+    asked = context.config.attributes.get("drop_events") or (
+        context.get_x_argument(as_dictionary=True).get("drop-events", "").lower() in ("yes", "true", "1")
+    )
+    if not asked:
+        for table in ("facta_events", "facta_snapshots"):
+            if bind.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None:
+                raise MigrationRefused(
+                    f"downgrading below revision 0001 drops {table} and every row in it:"
+                    " pass --drop-events (alembic: -x drop-events=yes) to do that"
+                )
     if dialect == "postgresql":
         op.execute("DROP FUNCTION facta_append")
         op.execute("DROP TRIGGER facta_events_no_truncate ON facta_events")

@@ -64,6 +64,39 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _drop_read_models()
     op.drop_table("facta_projection_skips")
     op.drop_table("facta_projection_checkpoints")
     op.drop_table("facta_projections")
+
+
+def _drop_read_models() -> None:
+    """Drop the live and rebuild tables of every registered projection: without their
+    registry rows and checkpoints, a later upgrade would apply every event to them again.
+    A registered projection the catalog does not know (its module not named) is refused."""
+    from alembic import context
+
+    from facta.eventstore.errors import MigrationRefused
+    from facta.projections.api import REBUILD_SUFFIX
+    from facta.projections.catalog import load_catalog
+
+    bind = op.get_bind()
+    names = [row[0] for row in bind.execute(sa.text("SELECT name FROM facta_projections ORDER BY name"))]
+    if not names:
+        return
+    modules = context.config.attributes.get("projections")
+    if modules is None:
+        modules = context.get_x_argument(as_dictionary=True).get("projections")
+    catalog = load_catalog(modules)
+    unknown = [name for name in names if name not in catalog]
+    if unknown:
+        raise MigrationRefused(
+            f"downgrading below revision 0003 drops the read models of projections {', '.join(map(repr, unknown))},"
+            " which are not in the projection catalog: name their modules with --projections"
+            " (or FACTA_PROJECTIONS; alembic: -x projections=MODULES)"
+        )
+    for name in names:
+        projection = catalog.get(name)
+        for instance in (projection(), projection(table_suffix=REBUILD_SUFFIX)):
+            for table in instance:
+                table.drop(bind, checkfirst=True)

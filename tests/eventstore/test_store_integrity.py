@@ -5,7 +5,9 @@ statement can change, and migration round trips. Every test runs on SQLite and P
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -392,3 +394,115 @@ async def test_no_sql_statement_changes_a_stored_event_or_snapshot(store: EventS
     assert kept is not None and kept.state.replace(" ", "") == '{"n":1}'
     await store.save_snapshot(Snapshot(stream, "note", 1, '{"n": "again"}', "note.state/v1"))
     assert await store.stream_version(stream) == 2
+
+
+# -- 22. migration round trips --------------------------------------------------------------
+
+
+async def _bank(store: EventStore) -> dict[str, int]:
+    from facta.domain.account import Account
+    from facta.eventstore import Repository
+
+    repo = Repository(store, snapshot_every=None)
+    expected = {}
+    for i in range(6):
+        account = Account.open(f"acct-{i}", f"owner-{i}", "EUR")
+        for amount in (1_000, 25, i):
+            if amount:
+                account.deposit(amount)
+        await repo.save(account)
+        expected[account.id] = 1_025 + i
+    return expected
+
+
+async def _balances(store: EventStore) -> dict[str, int]:
+    from facta.projections.reference import AccountBalances
+
+    rows = await store.database.read(
+        lambda conn: conn.execute(AccountBalances.balances.select()).mappings().all()
+    )
+    return {r["account_id"]: r["balance"] for r in rows}
+
+
+async def test_a_downgrade_and_upgrade_round_trip_keeps_read_models_exact(store: EventStore) -> None:
+    from facta import migrations
+    from facta.projections import ProjectionRunner
+    from facta.projections.reference import AccountBalances
+
+    expected = await _bank(store)
+    await ProjectionRunner(store, AccountBalances).run(once=True)
+    assert await _balances(store) == expected
+    await migrations.downgrade(store.database, "0002")
+    assert await migrations.current(store.database) == "0002"
+    assert not await store.database.read(lambda conn: conn.dialect.has_table(conn, "account_balances"))
+    await migrations.upgrade(store.database)
+    await ProjectionRunner(store, AccountBalances).run(once=True)
+    assert await _balances(store) == expected  # 1,025 (not 2,050) for acct-0
+    assert expected["acct-0"] == 1_025
+
+
+async def test_a_downgrade_that_cannot_name_a_read_model_is_refused(store: EventStore) -> None:
+    from sqlalchemy import insert
+
+    from facta import migrations
+    from facta.eventstore.errors import MigrationRefused
+    from facta.eventstore.schema import projections
+
+    await store.database.write(lambda conn: conn.execute(insert(projections).values(
+        name="somebody_elses", generation=1, source="log", schema_hash="x" * 32, updated_at=datetime.now(UTC))))
+    with pytest.raises(MigrationRefused) as info:
+        await migrations.downgrade(store.database, "0002")
+    assert str(info.value) == (
+        "downgrading below revision 0003 drops the read models of projections 'somebody_elses', which are not in"
+        " the projection catalog: name their modules with --projections (or FACTA_PROJECTIONS;"
+        " alembic: -x projections=MODULES)"
+    )
+    assert await migrations.current(store.database) == migrations.head()  # nothing changed
+
+
+async def test_a_downgrade_that_drops_events_needs_the_flag(store: EventStore) -> None:
+    from facta import migrations
+    from facta.eventstore.errors import MigrationRefused
+
+    await store.append(sid(), "note", noted(3), expected_version=0)
+    with pytest.raises(MigrationRefused) as info:
+        await migrations.downgrade(store.database, "base")
+    assert str(info.value) == (
+        "downgrading below revision 0001 drops facta_events and every row in it:"
+        " pass --drop-events (alembic: -x drop-events=yes) to do that"
+    )
+    assert await migrations.current(store.database) == migrations.head()
+    assert await count_events(store) == 3
+    with pytest.raises(MigrationRefused, match="cannot downgrade to revision 'nonsense'"):
+        await migrations.downgrade(store.database, "nonsense")
+    await migrations.downgrade(store.database, "base", drop_events=True)
+    assert await migrations.current(store.database) is None
+    await migrations.upgrade(store.database)
+    assert await count_events(store) == 0
+    assert (await store.append(sid(), "note", noted(1), expected_version=0)).positions == (1,)
+
+
+def test_db_downgrade_command(migrated_url: str) -> None:
+    from click.testing import CliRunner
+
+    from facta.replay.cli import cli
+
+    async def fill() -> None:
+        async with await EventStore.open(migrated_url) as store:
+            await store.append(sid(), "note", noted(2), expected_version=0)
+
+    asyncio.run(fill())
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["db", "downgrade", "base", "--database-url", migrated_url])
+    assert refused.exit_code == 1
+    assert refused.output.strip().splitlines() == [
+        "facta: error: downgrading below revision 0001 drops facta_events and every row in it:"
+        " pass --drop-events (alembic: -x drop-events=yes) to do that"
+    ]
+    done = runner.invoke(cli, ["db", "downgrade", "0002", "--json", "--database-url", migrated_url])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["after"] == "0002"
+    gone = runner.invoke(cli, ["db", "downgrade", "base", "--drop-events", "--json", "--database-url", migrated_url])
+    assert gone.exit_code == 0, gone.output
+    assert json.loads(gone.output) | {"database": ""} == {"database": "", "before": "0002", "after": None,
+                                                         "downgraded": True}
