@@ -245,11 +245,11 @@ class EventStore:
                     for p, t in zip(pending, encoded, strict=True)}
             rows = conn.execute(_SQLITE_STORED_BY_ID.bindparams(event_ids=list(ours)))
         found: dict[uuid.UUID, SimpleNamespace] = {}
-        for row in rows:
-            stored = SimpleNamespace(**row._mapping)
+        for raw in rows:
+            stored = SimpleNamespace(**raw._mapping)
             if not self._postgres:
-                stored.event_id = uuid.UUID(row.event_id)
-                stored.same_payload = row.payload == ours[row.event_id]
+                stored.event_id = uuid.UUID(raw.event_id)
+                stored.same_payload = raw.payload == ours[raw.event_id]
             found[stored.event_id] = stored
         if not found:
             return None
