@@ -133,6 +133,23 @@ async def test_payloads_compare_as_stored_not_as_python_values(store: EventStore
     assert again.first_version == 1
 
 
+
+async def test_a_repository_save_whose_reply_was_lost_is_an_identical_retry(store: EventStore) -> None:
+    """Repository.save has no retry of its own: saving again after a lost reply (the
+    events committed, the aggregate still holds them as pending) returns the original
+    positions through append_many's retry detection."""
+    from facta.domain.account import Account
+    from facta.eventstore import Repository
+
+    repo = Repository(store, snapshot_every=None)
+    account = Account.open("acct-lost-reply", "ada", "EUR")
+    account.deposit(500)
+    committed = await store.append_many([StreamAppend(account.id, account.stream_type, account.pending_events, 0)])
+    assert await repo.save(account) == committed
+    assert not account.pending_events
+    assert (await repo.get(Account, account.id)).state.balance == 500
+    assert await count_events(store) == 2
+
 # -- 20. one event id twice in one append ---------------------------------------------------
 
 
