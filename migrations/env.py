@@ -1,7 +1,9 @@
 """alembic environment for facta's schema.
 
 facta's commands hand alembic an open connection in ``config.attributes["connection"]``.
-Run without one (plain ``alembic -c ...``), it connects to ``sqlalchemy.url`` itself.
+Run without one (plain ``alembic -c ...``), it connects to ``sqlalchemy.url`` itself, the
+way facta does: one transaction for the whole run, on SQLite too (the stdlib driver would
+otherwise commit each DDL statement at once, so a refused downgrade would stop half-done).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import asyncio
 
 from alembic import context
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from facta.migrations import VERSION_TABLE
 
@@ -27,12 +28,13 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_standalone(url: str) -> None:
-    engine = create_async_engine(url)
+    from facta.eventstore.database import Database
+
+    database = Database.create(url)
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_run)
+        await database.write(_run)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 connection = context.config.attributes.get("connection")

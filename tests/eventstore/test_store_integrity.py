@@ -482,8 +482,14 @@ async def test_a_downgrade_that_drops_events_needs_the_flag(store: EventStore) -
     from facta.eventstore.errors import MigrationRefused
 
     await store.append(sid(), "note", noted(3), expected_version=0)
+    triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger'" if store.database.dialect == "sqlite" else (
+        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+    before = await store.database.read(lambda conn: sorted(conn.execute(text(triggers)).scalars()))
+    assert len(before) >= 4
     with pytest.raises(MigrationRefused) as info:
         await migrations.downgrade(store.database, "base")
+    # Refused as a whole: the steps above 0001 (0004 drops triggers) were rolled back too.
+    assert await store.database.read(lambda conn: sorted(conn.execute(text(triggers)).scalars())) == before
     assert str(info.value) == (
         "downgrading below revision 0001 drops facta_events and every row in it:"
         " pass --drop-events (alembic: -x drop-events=yes) to do that"
