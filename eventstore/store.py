@@ -164,9 +164,18 @@ class EventStore:
     ) -> list[AppendResult]:
         """Append to several streams in one transaction: all of it is written, or none.
 
-        Snapshots given here are written in the same transaction. Repeating an append
-        whose events are all stored already (a retry) writes nothing and returns the
-        original positions.
+        Snapshots given here are written in the same transaction. Every row of the
+        append gets one ``recorded_at`` (the results' ``recorded_at``). Repeating an
+        append whose events are all stored already, as this append would store them (a
+        retry), writes nothing and returns the original positions.
+
+        Raises, writing nothing: :class:`ConcurrencyError` (a stream is not at its
+        expected version), :class:`StreamTypeMismatch`, :class:`DuplicateEventError` (an
+        event id is stored already and this is not an identical retry: the message names
+        what differs), :class:`StoreError` before any I/O for a malformed append (one
+        event id given twice, a stream named twice, no events), and on SQLite
+        :class:`~facta.eventstore.errors.DatabaseBusy` when another connection holds the
+        write lock past the busy timeout.
         """
         now = datetime.now(UTC)
         batch = [(a, [as_pending(e, now) for e in a.events]) for a in appends]
