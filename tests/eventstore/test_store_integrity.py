@@ -202,7 +202,8 @@ async def test_opposite_order_multi_stream_appends_never_deadlock(store: EventSt
                StreamAppend(b, "note", noted(half, f"one-b-{round_}"), None)]
         two = [StreamAppend(b, "note", noted(half, f"two-b-{round_}"), None),
                StreamAppend(a, "note", noted(half, f"two-a-{round_}"), None)]
-        results = await asyncio.gather(store.append_many(one), store.append_many(two))
+        results = await _together(store, store.append_many(one), store.append_many(two))
+        assert not [r for r in results if isinstance(r, BaseException)], results
         for result in (r for pair in results for r in pair):
             assert result.last_version - result.first_version + 1 == half
             assert len(result.positions) == half
@@ -221,13 +222,52 @@ async def test_opposite_order_appends_at_a_named_version_let_exactly_one_win(sto
     a, b = sid(), sid()
     one = [StreamAppend(a, "note", noted(1500), 0), StreamAppend(b, "note", noted(1500), 0)]
     two = [StreamAppend(b, "note", noted(1500), 0), StreamAppend(a, "note", noted(1500), 0)]
-    outcomes = await asyncio.gather(store.append_many(one), store.append_many(two), return_exceptions=True)
+    outcomes = await _together(store, store.append_many(one), store.append_many(two))
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(errors) == 1 and isinstance(errors[0], ConcurrencyError), outcomes
     assert str(errors[0]).endswith("expected version 0, actual version 1500")
     assert await store.stream_version(a) == await store.stream_version(b) == 1500
     assert await count_events(store) == 3000
 
+
+
+async def test_one_set_of_ids_appended_to_two_streams_in_opposite_order_at_once(store: EventStore) -> None:
+    """No stream lock is shared, so on PostgreSQL the two inserts can wait for each other
+    on the event-id index: the deadlock is settled like a lost race, and the loser learns
+    the ids are stored in another stream."""
+    a, b = sid(), sid()
+    events = noted(1500)
+    one = store.append(a, "note", events, expected_version=0)
+    two = store.append(b, "note", list(reversed(events)), expected_version=0)
+    outcomes = await _together(store, one, two)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], DuplicateEventError), outcomes
+    assert "this append is not an identical retry: it is given for stream" in str(errors[0])
+    assert await count_events(store) == 1500
+    assert {await store.stream_version(a), await store.stream_version(b)} == {0, 1500}
+
+
+async def _together(store: EventStore, *appends: Any) -> list[Any]:
+    """Run appends started together; their results or errors. On PostgreSQL they start
+    inserting at the same moment: the writer marker is held exclusively until every
+    append waits for it, then let go."""
+    from facta.eventstore.appenders import WRITER_MARKER
+
+    if store.database.dialect != "postgresql":
+        return list(await asyncio.gather(*appends, return_exceptions=True))
+
+    async with store.database.driver_connection() as gate:
+        await gate.execute("SELECT pg_advisory_lock($1, $2)", *WRITER_MARKER)
+        try:
+            tasks = [asyncio.ensure_future(a) for a in appends]
+            while await gate.fetchval(  # noqa: ASYNC110 - polling the server's lock table
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1"
+                " AND objid = $2 AND objsubid = 2", *WRITER_MARKER
+            ) < len(appends):
+                await asyncio.sleep(0.01)
+        finally:
+            await gate.execute("SELECT pg_advisory_unlock($1, $2)", *WRITER_MARKER)
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
 
 async def test_sqlite_writer_locked_out_is_one_line_and_writes_nothing(store: EventStore, tmp_path: Any) -> None:
     if store.database.dialect != "sqlite":
