@@ -40,7 +40,7 @@ from facta.domain.ride import (
     TripEnded,
     TripStarted,
 )
-from facta.eventstore import ConcurrencyError, RecordedEvent, Repository
+from facta.eventstore import ConcurrencyError, DuplicateEventError, RecordedEvent, Repository
 from facta.eventstore.schema import UTCDateTime
 
 from .api import EffectContext, Projection, effect, handles, read_model_table
@@ -234,7 +234,9 @@ class Billing(Projection, name="billing"):
                     correlation_id=record.correlation_id, causation_id=str(record.event_id),
                 )
                 return
-            except ConcurrencyError:
+            except (ConcurrencyError, DuplicateEventError):
+                # Another runner charged it meanwhile: the charge's ids are stored (a
+                # DuplicateEventError when this try's accounts already held the charge).
                 if await ctx.store.get_event(out_id) is not None:
                     return
         raise ProjectionError(f"could not bill ride {record.stream_id}: its accounts kept changing")
