@@ -226,7 +226,7 @@ async def db_downgrade(
     if as_json:
         click.echo(json.dumps({"database": where, "before": before, "after": after, "downgraded": before != after}))
     elif before == after:
-        click.echo(f"{where}: schema already at revision {after or 'nothing'}")
+        click.echo(f"{where}: schema already at revision {after}" if after else f"{where}: no facta schema")
     else:
         click.echo(f"{where}: schema downgraded from {before} to {after or 'nothing (no facta schema)'}")
 
