@@ -71,7 +71,8 @@ async def upgrade(database: Database, revision: str = "head") -> None:
 async def downgrade(
     database: Database, revision: str, *, drop_events: bool = False, projections: str | list[str] | None = None
 ) -> None:
-    """Take the database's facta schema down to ``revision`` (``"base"``: no facta schema).
+    """Take the database's facta schema down to ``revision``: a revision id, or ``"base"``
+    for no facta schema at all.
 
     Below 0003 the read-model tables of every registered projection are dropped with
     their checkpoints; ``projections`` names the modules of the user's own projections
@@ -84,6 +85,9 @@ async def downgrade(
 
     from facta.eventstore.errors import MigrationRefused
 
+    known = [r.revision for r in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))]
+    if revision not in ("base", *known):
+        raise MigrationRefused(f"cannot downgrade to revision {revision!r}: give base or one of {', '.join(known)}")
     try:
         await database.write(_downgrade, revision, drop_events, projections)
     except CommandError as exc:
