@@ -550,7 +550,7 @@ def projections_option(fn: F) -> F:
 
 
 def topic_prefix_option(fn: F) -> F:
-    return click.option("--topic-prefix", default="facta", show_default=True,
+    return click.option("--topic-prefix", default="facta", show_default=True, callback=_topic_prefix,
                         help="With Kafka: the relay's topics are <prefix>.<stream type>.")(fn)
 
 

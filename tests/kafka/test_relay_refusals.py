@@ -148,11 +148,14 @@ def test_topic_prefixes_are_checked_when_given(tmp_path: Any) -> None:
         with pytest.raises(RelayError) as info:
             RelayConfig(bootstrap="127.0.0.1:9092", topic_prefix=bad)
         assert f"invalid topic prefix {bad!r}: it {shown}" in str(info.value) and "\n" not in str(info.value)
-        result = facta("relay", "run", "--once", "--kafka-bootstrap", "127.0.0.1:1", "--topic-prefix", bad,
-                       "--database-url", f"sqlite:///{tmp_path / 'never.db'}")
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1, result.stderr
-        assert "Invalid value for '--topic-prefix'" in lines[0] and shown in lines[0], lines[0]
+        # Every command that forms the relay's topic names from a prefix.
+        for command in (["relay", "run", "--once"], ["projections", "list"], ["projections", "run", "billing"],
+                        ["replay", "billing", "--from-position", "0"]):
+            result = facta(*command, "--kafka-bootstrap", "127.0.0.1:1", "--topic-prefix", bad,
+                           "--database-url", f"sqlite:///{tmp_path / 'never.db'}")
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 2 and len(lines) == 1, (command, result.stderr)
+            assert "Invalid value for '--topic-prefix'" in lines[0] and shown in lines[0], lines[0]
     assert not (tmp_path / "never.db").exists()  # refused before any I/O
     assert check_topic_prefix("p" * 247) == "p" * 247
 
