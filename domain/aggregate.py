@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import DomainError, EventRegistryError, FactaError
 from .events import DomainEvent
+from .names import stream_type_problem
 
 __all__ = ["Aggregate", "AggregateState", "PendingEvent", "UnknownAggregateType", "aggregate_class", "applies"]
 
@@ -78,6 +79,9 @@ class Aggregate:
     def __init_subclass__(cls, *, stream_type: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if stream_type is not None:
+            problem = stream_type_problem(stream_type)
+            if problem is not None:  # it names the relay's Kafka topic <prefix>.<stream type>
+                raise EventRegistryError(f"aggregate {cls.__qualname__}: stream type {stream_type!r} {problem}")
             cls.stream_type = stream_type
             Aggregate._by_stream_type[stream_type] = cls
         own: dict[type[DomainEvent], Callable[[Any, Any], None]] = {}

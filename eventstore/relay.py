@@ -21,11 +21,20 @@ configured partitions when missing, and the configured replication factor or, by
 the cluster's own ``default.replication.factor``; a custom router may map a record to any
 topic.
 
+Topic names follow Kafka's rule (:mod:`facta.domain.names`): the prefix is checked when
+the relay is configured, and every topic before it is used. An event whose topic is not a
+legal name, or collides with another in '.' versus '_', stops the relay before it, as a
+record Kafka refuses does.
+
 Kafka errors: a transient one (Kafka unreachable or slow) and one that says the producer's
 idempotence session is broken (a sequence or producer-id error, see
 :func:`~facta.eventstore.kafka_support.needs_new_producer`) both make the relay drop its
 producer, start a new one and publish again from its checkpoint; any other error (a record
-Kafka rejects) stops it, naming the event.
+Kafka rejects) stops it before that event (:class:`RecordRefused`), with everything before
+it published and the checkpoint just before it.
+
+Skips: ``facta relay skip --position P`` records (in ``facta_relay_skips``: who, when,
+why) that the relay passes over the event at P without publishing it; never automatic.
 
 One relay is active per store and relay name: the others wait on a lock (a PostgreSQL
 session advisory lock, or a file lock beside a SQLite database) and take over when the
@@ -41,26 +50,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import shlex
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, insert, select, update
+
+from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
 
 from .errors import StoreError
 from .kafka_support import is_transient, needs_new_producer, pause
 from .locks import active_lock
 from .records import RecordedEvent
-from .schema import events, relay_checkpoints
+from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
 
 __all__ = [
-    "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "Relay", "RelayConfig", "RelayError", "RelayStatus", "kafka_record", "new_topic",
-    "topic_per_stream_type",
+    "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "RecordRefused", "Relay", "RelayConfig", "RelayError", "RelaySkip",
+    "RelayStatus", "check_topic_prefix", "kafka_record", "new_topic", "topic_name", "topic_per_stream_type",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger("facta.relay")
 
@@ -68,6 +83,11 @@ log = logging.getLogger("facta.relay")
 # flush before it leaves them to the next run (which republishes from the checkpoint): a
 # broker that is down answers nothing until the request timeout (15 s by default).
 STOP_GRACE_S = 5.0
+# How long a relay that gives up (Kafka unanswered for ``give_up_after`` seconds) lets its
+# producer close: its records are unacknowledged anyway, and the next run republishes them.
+GIVE_UP_GRACE_S = 0.5
+# The largest store position (BIGINT), for a skip's position.
+MAX_POSITION = 2**63 - 1
 
 Router = Callable[[RecordedEvent], str]
 
@@ -76,11 +96,47 @@ class RelayError(StoreError):
     """The relay cannot go on: a record was rejected, or its configuration is wrong."""
 
 
+class RecordRefused(RelayError):
+    """The relay stopped before the event at ``position``: Kafka refused its record (too
+    large, say), or its topic is not a name Kafka allows. The relay published everything
+    up to ``checkpoint``; ``facta relay skip --position P`` (:meth:`Relay.skip`) lets it past."""
+
+    def __init__(self, message: str, *, relay: str, position: int, event_id: uuid.UUID, checkpoint: int) -> None:
+        super().__init__(message)
+        self.relay, self.position, self.event_id, self.checkpoint = relay, position, event_id, checkpoint
+
+
+def topic_name(prefix: str, stream_type: str) -> str:
+    """The topic of a stream type's events: ``<prefix>.<stream type>`` (``facta.ride``). The
+    one rule the relay routes by; it does not check the result (see :func:`check_topic_prefix`
+    and :func:`facta.domain.names.kafka_topic_problem`)."""
+    return f"{prefix}.{stream_type}"
+
+
+def check_topic_prefix(prefix: object) -> str:
+    """``prefix`` if topics ``<prefix>.<stream type>`` can be formed from it, else a one-line
+    :class:`RelayError` naming it. A prefix is 1 to 247 of Kafka's topic characters (ASCII
+    letters, digits, ``.``, ``_``, ``-``): an empty one is refused (it would make topics
+    ``.ride``), and a topic needs room for the dot and a stream type."""
+    problem = kafka_topic_problem(prefix)
+    if problem is None and isinstance(prefix, str) and len(prefix) > KAFKA_TOPIC_MAX_LENGTH - 2:
+        problem = (f"is {len(prefix)} characters long: a topic <prefix>.<stream type> is at most"
+                   f" {KAFKA_TOPIC_MAX_LENGTH}, so a prefix at most {KAFKA_TOPIC_MAX_LENGTH - 2}")
+    if problem == "is empty":
+        problem = "is empty: topics are <prefix>.<stream type>; give one, e.g. 'facta'"
+    if problem is not None:
+        raise RelayError(f"invalid topic prefix {prefix!r}: it {problem}")
+    assert isinstance(prefix, str)
+    return prefix
+
+
 def topic_per_stream_type(prefix: str) -> Router:
-    """The default router: ``<prefix>.<stream type>``, e.g. ``facta.ride``."""
+    """The default router: ``<prefix>.<stream type>``, e.g. ``facta.ride``. Raises
+    :class:`RelayError` for a prefix no topic can be formed from."""
+    check_topic_prefix(prefix)
 
     def route(record: RecordedEvent) -> str:
-        return f"{prefix}.{record.stream_type}"
+        return topic_name(prefix, record.stream_type)
 
     return route
 
@@ -92,7 +148,8 @@ class RelayConfig:
     (the default) creates topics with the cluster's ``default.replication.factor``.
     ``request_timeout_ms`` bounds each Kafka request, and is also how long aiokafka keeps a
     batch whose partition has no leader before it fails it (the relay then publishes
-    again from its checkpoint)."""
+    again from its checkpoint). ``topic_prefix``: see :func:`check_topic_prefix` (checked
+    here, even with a custom ``router``). Raises :class:`RelayError` for a bad setting."""
 
     bootstrap: str
     name: str = "default"
@@ -123,20 +180,42 @@ class RelayConfig:
         if not isinstance(self.request_timeout_ms, int) or self.request_timeout_ms < 1:
             raise RelayError(f"relay {self.name!r}: invalid request timeout {self.request_timeout_ms!r} ms:"
                              " expected an integer >= 1")
+        check_topic_prefix(self.topic_prefix)
 
     def route(self, record: RecordedEvent) -> str:
         if self.router is not None:
             return self.router(record)
-        return f"{self.topic_prefix}.{record.stream_type}"
+        return topic_name(self.topic_prefix, record.stream_type)
+
+
+@dataclass(frozen=True)
+class RelaySkip:
+    """An event an operator let the relay pass over (``facta relay skip``): who (``skipped_by``,
+    may be None), when and why; ``passed_at`` is when the relay's checkpoint moved past it
+    without publishing it (None: not yet)."""
+
+    relay: str
+    position: int
+    event_id: uuid.UUID
+    event_type: str
+    reason: str
+    skipped_by: str | None
+    skipped_at: datetime
+    passed_at: datetime | None
 
 
 @dataclass(frozen=True)
 class RelayStatus:
+    """A relay's checkpoint (the last position published), the log's head, the lag (events
+    after the checkpoint), when the checkpoint was last written (None: the relay never ran
+    on this store) and its recorded skips, by position."""
+
     name: str
     checkpoint: int
     head: int
     lag: int
     updated_at: datetime | None
+    skips: tuple[RelaySkip, ...] = ()
 
 
 def kafka_record(
@@ -204,6 +283,20 @@ class _SessionBroken(_Transient):
     drop the producer and publish again from the checkpoint with a new one."""
 
 
+class _NoAnswer(_Transient):
+    """Kafka did not answer before the relay's give-up deadline."""
+
+
+class _Refused(Exception):
+    """The event of ``row`` cannot be published (``why``): the relay stops before it.
+    ``checkpoint``: the checkpoint saved up to just before it, when that moved it."""
+
+    def __init__(self, row: Sequence[Any], why: str) -> None:
+        super().__init__(why)
+        self.row, self.why = row, why
+        self.checkpoint: int | None = None
+
+
 class Relay:
     """Publishes the store's log to Kafka. ``run()`` until stopped, or ``run(once=True)``
     to publish until caught up."""
@@ -214,18 +307,46 @@ class Relay:
         self._lock = active_lock(store, "relay", config.name, RelayError)
         self._topics: set[str] = set()
         self._topic_names: dict[str, str] = {}
+        # Per topic seen: why it cannot be used (None: it can); and the topics by their
+        # name with '.' read as '_', which Kafka holds must be unique.
+        self._topic_problems: dict[str, str | None] = {}
+        self._topics_by_collision_key: dict[str, str] = {}
         self._partition_cache: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         self._saving: asyncio.Future[None] | None = None  # the checkpoint save in progress
         self._leave_at: float | None = None  # once stopping: when to leave what Kafka has not acknowledged
+        self._give_up_after: float | None = None
+        self._deadline: float | None = None  # with give_up_after: give up unless Kafka answers by then
 
-    # -- status -------------------------------------------------------------------------
+    # -- status and skips -------------------------------------------------------------------
 
     async def status(self) -> RelayStatus:
+        """The relay's checkpoint, the log's head, the lag and the recorded skips."""
         row = await self.store.database.read(_checkpoint_row, self.config.name)
         checkpoint, updated = (row[0], row[1]) if row is not None else (0, None)
         head = await self.store.head_position()
         lag = int(await self.store.database.read(_count_after, checkpoint))
-        return RelayStatus(self.config.name, checkpoint, head, lag, updated)
+        return RelayStatus(self.config.name, checkpoint, head, lag, updated, tuple(await self.skips()))
+
+    async def skips(self) -> list[RelaySkip]:
+        """The events recorded as skipped by this relay, by position."""
+        rows = await self.store.database.read(_skip_rows, self.config.name)
+        return [_skip(row) for row in rows]
+
+    async def skip(self, position: int, reason: str, actor: str | None = None) -> tuple[RelaySkip, bool]:
+        """Record that this relay passes over the event at ``position`` without publishing
+        it (the next time it reads that position: restart a relay that stopped on it).
+        Returns the skip and whether it is new (a position skipped already keeps its first
+        record). Raises :class:`RelayError`, one line, when the relay never ran on this
+        store, when no event is at ``position``, or when the relay has published it
+        already (``position`` at or before its checkpoint)."""
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= MAX_POSITION:
+            raise RelayError(f"invalid position {position!r}: expected an integer from 1 to {MAX_POSITION}")
+        if not isinstance(reason, str) or not reason.strip() or "\x00" in reason:
+            raise RelayError(f"invalid reason {reason!r}: give a non-empty text without NUL characters")
+        if actor is not None and (not isinstance(actor, str) or not actor or len(actor) > 200 or "\x00" in actor):
+            raise RelayError(f"invalid actor {actor!r}: expected 1 to 200 characters without NUL")
+        row, new = await self.store.database.write(_add_skip, self.config.name, position, reason, actor)
+        return _skip(row), new
 
     # -- running ------------------------------------------------------------------------
 
@@ -233,51 +354,76 @@ class Relay:
         self, *, once: bool = False, stop: asyncio.Event | None = None, give_up_after: float | None = None
     ) -> int:
         """Publish until ``stop`` is set (or, with ``once``, until caught up). Returns the
-        number of events published. Raises :class:`RelayError` when Kafka rejects a record,
-        or when Kafka stays unreachable for ``give_up_after`` seconds (default: never).
+        number of events published (skipped events are not counted).
+
+        Raises :class:`RecordRefused` before an event that cannot be published (Kafka
+        refused its record, or its topic name is not one Kafka allows), after publishing
+        every event before it; and :class:`RelayError` when Kafka leaves the relay without
+        an answer for ``give_up_after`` seconds (default: never give up). Every wait on
+        Kafka is then bounded by that time, so the relay gives up within ``give_up_after``
+        plus :data:`GIVE_UP_GRACE_S` and the time to close its connections.
 
         Pages are pipelined: page k+1 is read and sent before page k's acknowledgements
         are awaited, with at most two pages in flight. Checkpoints still move strictly in
         log order, each only after every record up to it was acknowledged."""
+        if give_up_after is not None and (isinstance(give_up_after, bool) or not isinstance(give_up_after, (int, float))
+                                          or not math.isfinite(give_up_after) or give_up_after <= 0):
+            raise RelayError(f"relay {self.config.name!r}: invalid Kafka timeout {give_up_after!r} s:"
+                             " expected a finite number of seconds > 0")
         stop = stop or asyncio.Event()
         self._leave_at = None
-        loop = asyncio.get_running_loop()
-        failing_since: float | None = None
         if not await self._lock.acquire(stop, self.config.lock_poll_interval):
             return 0
+        self._give_up_after, self._deadline = give_up_after, None
         producer: Any = None
         published = 0
         backoff = 0.1
         in_flight: deque[_Page] = deque()
-        reading: asyncio.Future[list[Sequence[Any]]] | None = None  # the next page's read
+        reading: asyncio.Future[tuple[list[Sequence[Any]], set[int]]] | None = None  # the next page's read
+        last_failure: _Transient | None = None
         try:
             checkpoint = await self._checkpoint()
             after = checkpoint  # the read cursor: ahead of the checkpoint by the pages in flight
             log.info("relay %r publishing from position %d to %s", self.config.name, checkpoint, self.config.bootstrap)
+            self._answered()
             while not stop.is_set():
                 try:
                     if producer is None:  # connect first, so a bad broker shows before any work
                         producer = await self._start_producer()
+                        self._answered()
                     if reading is None:
-                        reading = asyncio.ensure_future(self.store.read_log_rows(after, self.config.batch_size))
-                    rows, reading = await reading, None
+                        reading = asyncio.ensure_future(self._read_page(after))
+                    (rows, skipped), reading = await reading, None
+                    page = None
                     if rows:
                         after = rows[-1][0]
-                        # Read the next page while this one is built and sent.
-                        reading = asyncio.ensure_future(self.store.read_log_rows(after, self.config.batch_size))
+                        page = self._plan(rows, skipped)
+                        if page.refused is None:  # read the next page while this one is sent
+                            reading = asyncio.ensure_future(self._read_page(after))
                         # The previous page's checkpoint is saved before another page goes out,
                         # so a crash republishes at most the two pages sent since it.
                         await self._saved()
-                        in_flight.append(await self._send_page(producer, rows))
-                    # Settle the oldest page once two are in flight, or all when caught up.
-                    while in_flight and (len(in_flight) >= _MAX_PAGES_IN_FLIGHT or not rows):
+                        in_flight.append(await self._send_page(producer, page))
+                    refused = page.refused if page is not None else None
+                    # Settle the oldest page once two are in flight, or all when caught up
+                    # or stopping before an event.
+                    while in_flight and (len(in_flight) >= _MAX_PAGES_IN_FLIGHT or not rows or refused):
                         checkpoint = await self._settle(in_flight[0], checkpoint, stop)
                         published += len(in_flight.popleft().rows)
+                        self._answered()
+                    if refused is not None:
+                        raise refused
                     if not rows:
+                        self._answered()  # idle: nothing waits on Kafka
                         if once:
                             break
                         await pause(stop, self.config.poll_interval)
                         continue
+                except _Refused as refused:
+                    await self._saved()
+                    if refused.checkpoint is not None:
+                        checkpoint = max(checkpoint, refused.checkpoint)
+                    raise self._stopped_before(refused, checkpoint) from None
                 except _Transient as exc:
                     # Both kinds drop the producer and publish again from the checkpoint:
                     # what was sent but not acknowledged may be on Kafka already, so this
@@ -287,12 +433,9 @@ class Relay:
                     reading = None
                     after = checkpoint
                     broken = isinstance(exc, _SessionBroken)
-                    failing_since = failing_since if failing_since is not None else loop.time()
-                    if give_up_after is not None and loop.time() - failing_since >= give_up_after:
-                        what = "Kafka kept failing the producer" if broken else "cannot reach Kafka"
-                        raise RelayError(
-                            f"{what} at {self.config.bootstrap} for {give_up_after:g} s: {exc}"
-                        ) from None
+                    if not isinstance(exc, _NoAnswer) or last_failure is None:
+                        last_failure = exc  # what the one-line error names when the relay gives up
+                    self._give_up_if_late(last_failure, broken)
                     if broken:
                         log.warning("relay %r: producer session error from Kafka at %s (%s); starting a new"
                                     " producer and republishing from position %d in %.1f s",
@@ -300,19 +443,21 @@ class Relay:
                     else:
                         log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
                                     self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
-                    await _stop_quietly(producer, stop)
+                    await _stop_quietly(producer, stop, until=self._deadline)
                     producer = None
-                    await pause(stop, backoff)
+                    self._give_up_if_late(last_failure, broken)
+                    left = self._remaining()
+                    await pause(stop, backoff if left is None else min(backoff, left))
                     backoff = min(backoff * 2, self.config.max_backoff)
                     continue
                 except _Stopping:
                     break
-                backoff, failing_since = 0.1, None
+                backoff, last_failure = 0.1, None
             await _cancel(reading)
             reading = None
             # Stopped: settle what is in flight if Kafka acknowledges it within the grace
             # period (else it is republished by the next run).
-            with contextlib.suppress(_Transient, _Stopping):
+            with contextlib.suppress(_Transient, _Stopping, _Refused):
                 while in_flight:
                     checkpoint = await self._settle(in_flight[0], checkpoint, stop)
                     published += len(in_flight.popleft().rows)
@@ -328,14 +473,97 @@ class Relay:
                 self._saving = None
             # Leaving: what the producer still holds gets what is left of the grace period.
             left = STOP_GRACE_S if self._leave_at is None else self._leave_at - asyncio.get_running_loop().time()
-            await _stop_quietly(producer, within=max(0.5, left))
+            await _stop_quietly(producer, within=max(GIVE_UP_GRACE_S, left))
             await self._lock.release()
+
+    # -- the Kafka timeout (give_up_after) ------------------------------------------------------
+
+    def _answered(self) -> None:
+        """Kafka answered (or nothing waits on it): the give-up clock starts again."""
+        if self._give_up_after is not None:
+            self._deadline = asyncio.get_running_loop().time() + self._give_up_after
+
+    def _remaining(self) -> float | None:
+        """Seconds left before the relay gives up on Kafka (None: it never does)."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    async def _bounded(self, awaitable: Awaitable[T]) -> T:
+        """Await a Kafka call, no longer than the time left before giving up."""
+        remaining = self._remaining()
+        if remaining is None:
+            return await awaitable
+        try:
+            return await asyncio.wait_for(awaitable, remaining)
+        except TimeoutError:
+            raise self._no_answer() from None
+
+    def _no_answer(self) -> _Transient:
+        return _NoAnswer("Kafka did not answer")
+
+    def _give_up_if_late(self, exc: Exception, broken: bool) -> None:
+        """Raise the one-line :class:`RelayError` once the Kafka timeout has run out."""
+        if self._deadline is None or asyncio.get_running_loop().time() < self._deadline:
+            return
+        self._leave_at = asyncio.get_running_loop().time() + GIVE_UP_GRACE_S
+        what = "Kafka kept failing the producer" if broken else "cannot reach Kafka"
+        raise RelayError(
+            f"{what} at {self.config.bootstrap}: gave up after the Kafka timeout of {self._give_up_after:g} s"
+            f" (last error: {exc}); relay {self.config.name!r} stopped"
+        ) from None
+
+    # -- pages ------------------------------------------------------------------------------
+
+    async def _read_page(self, after: int) -> tuple[list[Sequence[Any]], set[int]]:
+        """The next page of the log after ``after``, and the positions in it this relay skips."""
+        rows = list(await self.store.read_log_rows(after, self.config.batch_size))
+        if not rows:
+            return rows, set()
+        skipped = await self.store.database.read(_skipped_between, self.config.name, after, rows[-1][0])
+        return rows, skipped
+
+    def _plan(self, rows: Sequence[Sequence[Any]], skipped: set[int]) -> _Page:
+        """The page to send for ``rows``: without the skipped events, and cut before the
+        first event whose topic cannot be used (the page then carries the refusal)."""
+        send = [row for row in rows if row[0] not in skipped] if skipped else list(rows)
+        page = _Page(send, [], rows[-1][0], topics=self._topics_of(send), skipped=sorted(skipped))
+        self._cut_at_bad_topic(page)
+        return page
+
+    def _cut_at_bad_topic(self, page: _Page) -> None:
+        """Cut ``page`` before its first event whose topic cannot be used, if any."""
+        problems = {topic: self._topic_problem(topic) for topic in dict.fromkeys(page.topics)}  # in log order
+        if not any(problems.values()):
+            return
+        index = next(i for i, topic in enumerate(page.topics) if problems[topic])
+        page.cut(index, _Refused(page.rows[index], f"its topic {page.topics[index]!r} {problems[page.topics[index]]}"))
+
+    def _topic_problem(self, topic: Any) -> str | None:
+        """Why ``topic`` cannot be used (memoised): not a Kafka topic name, a name that
+        collides with another topic's in '.' versus '_', or a topic Kafka refused to create."""
+        if isinstance(topic, str) and topic in self._topic_problems:
+            return self._topic_problems[topic]
+        problem = kafka_topic_problem(topic)
+        if problem is None:
+            key = topic.replace(".", "_")
+            other = self._topics_by_collision_key.setdefault(key, topic)
+            if other != topic:
+                problem = (f"collides with topic {other!r}: Kafka refuses two topics whose names differ only in"
+                           " '.' versus '_'")
+        if isinstance(topic, str):
+            self._topic_problems[topic] = problem
+        return problem
 
     async def _settle(self, page: _Page, checkpoint: int, stop: asyncio.Event) -> int:
         """Wait for every acknowledgement of ``page`` (raise on the first failure), then
         move the checkpoint past it. Returns the new checkpoint. Once ``stop`` is set it
         waits :data:`STOP_GRACE_S` at most, then raises :class:`_Stopping` (the page stays
-        unacknowledged: the next run republishes it)."""
+        unacknowledged: the next run republishes it).
+
+        A record Kafka refused raises :class:`_Refused` once the checkpoint is saved just
+        before it: the page's futures are settled in the order of their first records, so
+        every record before the refused one is acknowledged by then."""
         from aiokafka.errors import KafkaError
 
         for index, future in enumerate(page.futures):
@@ -344,28 +572,42 @@ class Relay:
             try:
                 future.result()
             except KafkaError as exc:
-                raise self._failure(page.rows[page.firsts[index]], exc) from None
+                failure = self._failure(page.rows[page.firsts[index]], exc)
+                if isinstance(failure, _Refused):
+                    before = failure.row[0] - 1
+                    if before > checkpoint:
+                        await self._lock.verify()
+                        await self._saved()
+                        await self.store.database.write(
+                            _save_checkpoint, self.config.name, before, [p for p in page.skipped if p <= before]
+                        )
+                        failure.checkpoint = before
+                raise failure from None
         await self._lock.verify()
         # Save in the background, strictly in order: the previous save has ended first.
         await self._saved()
-        self._saving = asyncio.ensure_future(
-            self.store.database.write(_save_checkpoint, self.config.name, page.last)
-        )
+        if page.last > checkpoint or page.skipped:
+            self._saving = asyncio.ensure_future(
+                self.store.database.write(_save_checkpoint, self.config.name, page.last, page.skipped)
+            )
         return max(checkpoint, page.last)
 
     async def _acknowledged(self, future: asyncio.Future[Any], stop: asyncio.Event) -> None:
         """Wait until ``future`` is done, or :class:`_Stopping` once ``stop`` has been set
-        for :data:`STOP_GRACE_S`. A broker that is down answers nothing until the request
-        timeout, and a stop request must not wait that long."""
+        for :data:`STOP_GRACE_S`, or :class:`_Transient` once the Kafka timeout has run out.
+        A broker that is down answers nothing until the request timeout, and a stop
+        request must not wait that long."""
         loop = asyncio.get_running_loop()
         if not stop.is_set():
             stopping = asyncio.ensure_future(stop.wait())
             try:
-                await asyncio.wait({future, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({future, stopping}, timeout=self._remaining(), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
             if future.done():
                 return
+            if not stop.is_set():
+                raise self._no_answer()
         if self._leave_at is None:
             self._leave_at = loop.time() + STOP_GRACE_S
         await asyncio.wait({future}, timeout=max(0.0, self._leave_at - loop.time()))
@@ -399,7 +641,10 @@ class Relay:
             request_timeout_ms=self.config.request_timeout_ms,
         )
         try:
-            await producer.start()
+            await self._bounded(producer.start())
+        except _Transient:
+            await _stop_quietly(producer, within=GIVE_UP_GRACE_S)
+            raise
         except (KafkaError, OSError) as exc:
             await _stop_quietly(producer)
             if is_transient(exc):
@@ -411,6 +656,10 @@ class Relay:
         return producer
 
     async def _ensure_topics(self, wanted: set[str]) -> None:
+        """Create the topics of ``wanted`` that do not exist. A topic Kafka refuses to
+        create as a bad name (InvalidTopic, e.g. one colliding with an existing topic in
+        '.' versus '_') is remembered as a topic problem, so the events routed to it stop
+        the relay; any other refusal stops it at once (see :meth:`_created`)."""
         wanted = wanted - self._topics
         if not wanted:
             return
@@ -420,13 +669,13 @@ class Relay:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.config.bootstrap,
                                     request_timeout_ms=self.config.request_timeout_ms)
         try:
-            await admin.start()
-            existing = set(await admin.list_topics())
+            await self._bounded(admin.start())
+            existing = set(await self._bounded(admin.list_topics()))
             missing = sorted(wanted - existing)
             if missing:
-                response = await admin.create_topics([
+                response = await self._bounded(admin.create_topics([
                     new_topic(name, self.config.partitions, self.config.replication_factor) for name in missing
-                ])
+                ]))
                 created = self._created(response)
                 if created:
                     log.info("relay %r created topics %s", self.config.name, ", ".join(created))
@@ -435,15 +684,16 @@ class Relay:
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
-        self._topics |= wanted
+        self._topics |= {topic for topic in wanted if self._topic_problems.get(topic) is None}
 
     def _created(self, response: Any) -> list[str]:
         """The topics a CreateTopics response says were created. aiokafka returns the
         per-topic errors rather than raising them: one that already exists (another relay
         or a broker's auto-creation made it meanwhile) is fine, a retriable error is
-        transient, and any other (e.g. a replication factor larger than the cluster) stops
-        the relay, naming the topic."""
-        from aiokafka.errors import TopicAlreadyExistsError, for_code
+        transient, a name Kafka refuses (InvalidTopic) becomes that topic's problem, and
+        any other (e.g. a replication factor larger than the cluster) stops the relay,
+        naming the topic."""
+        from aiokafka.errors import InvalidTopicError, TopicAlreadyExistsError, for_code
 
         created = []
         for entry in response.topic_errors:
@@ -458,6 +708,9 @@ class Relay:
             detail = f"{error.__name__}" + (f": {' '.join(message.split())}" if message else "")
             if getattr(error, "retriable", False):
                 raise _Transient(f"creating topic {name!r}: {detail}")
+            if error is InvalidTopicError:
+                self._topic_problems[name] = f"was refused by Kafka: {detail}"
+                continue
             factor = self.config.replication_factor
             wanted = f"replication factor {factor}" if factor is not None else "the cluster's default replication factor"
             hint = ("; brokers older than Kafka 2.4 need an explicit replication factor"
@@ -480,7 +733,7 @@ class Relay:
             stream_type = row[3]
             topic = names.get(stream_type)
             if topic is None:
-                topic = names[stream_type] = f"{prefix}.{stream_type}"
+                topic = names[stream_type] = topic_name(prefix, stream_type)
             topics.append(topic)
         return topics
 
@@ -495,7 +748,7 @@ class Relay:
             current = cluster.partitions_for_topic(topic)
             if not current:
                 try:
-                    current = await producer.partitions_for(topic)
+                    current = await self._bounded(producer.partitions_for(topic))
                 except (KafkaError, OSError) as exc:
                     raise _Transient(_describe(exc)) from None
             cached = self._partition_cache.get(topic)
@@ -504,10 +757,11 @@ class Relay:
             result[topic] = cached
         return result
 
-    async def _send_page(self, producer: Any, rows: Sequence[Sequence[Any]]) -> _Page:
-        """Build and send every record of a page, one batch per partition at a time; the
-        acknowledgements are awaited later (:meth:`_settle`). A record refused at send
-        time raises at once.
+    async def _send_page(self, producer: Any, page: _Page) -> _Page:
+        """Build and send every record of ``page``, one batch per partition at a time; the
+        acknowledgements are awaited later (:meth:`_settle`). A record Kafka refuses at send
+        time (too large) cuts the page before it: the records before it are sent, and the
+        page carries the refusal.
 
         Each key goes to the partition aiokafka's own partitioner picks for it, and a
         partition's batches are queued in log order, so one stream's events reach the
@@ -515,22 +769,28 @@ class Relay:
         from aiokafka.errors import KafkaError
         from aiokafka.partitioner import DefaultPartitioner
 
-        topics = self._topics_of(rows)
+        if not page.rows:
+            return page
+        await self._ensure_topics(set(page.topics))
+        self._cut_at_bad_topic(page)  # a topic Kafka refused to create
+        if not page.rows:
+            return page
+        rows, topics = page.rows, page.topics
         wanted = set(topics)
-        await self._ensure_topics(wanted)
         partitions = await self._partitions(producer, wanted)
         partitioner = DefaultPartitioner()  # the producer's own, so keys land where they always did
         times: dict[Any, tuple[bytes, int]] = {}
         # (topic, partition) -> [open batch, index of its first row, records in it]
         open_batches: dict[tuple[str, int], list[Any]] = {}
         sent: list[tuple[int, asyncio.Future[Any]]] = []  # (index of the first row carried, future)
+        refused: tuple[int, _Refused] | None = None
 
         async def flush(where: tuple[str, int]) -> None:
             batch, first, count = open_batches.pop(where)
             batch.close()
             if count:
                 try:
-                    sent.append((first, await producer.send_batch(batch, where[0], partition=where[1])))
+                    sent.append((first, await self._bounded(producer.send_batch(batch, where[0], partition=where[1]))))
                 except KafkaError as exc:
                     raise self._failure(rows[first], exc) from None
 
@@ -561,10 +821,16 @@ class Relay:
                     if where in open_batches:
                         await flush(where)
                     try:
-                        future = await producer.send(topic, value=value, key=key, headers=headers,
-                                                     timestamp_ms=recorded[1], partition=partition)
+                        future = await self._bounded(producer.send(
+                            topic, value=value, key=key, headers=headers, timestamp_ms=recorded[1],
+                            partition=partition,
+                        ))
                     except KafkaError as exc:
-                        raise self._failure(row, exc) from None
+                        failure = self._failure(row, exc)
+                        if not isinstance(failure, _Refused):
+                            raise failure from None
+                        refused = (index, failure)  # the records before it still go out
+                        break
                     sent.append((index, future))
                     continue
                 entry = open_batches.get(where)
@@ -580,21 +846,33 @@ class Relay:
             for where in list(open_batches):
                 await flush(where)
         except BaseException:
-            _abandon([_Page(rows, [future for _, future in sent], rows[-1][0])])
+            _abandon([_Page(rows, [future for _, future in sent], page.last)])
             raise
+        if refused is not None:
+            page.cut(*refused)
         sent.sort(key=lambda item: item[0])  # settle in log order: a failure names the earliest record
-        return _Page(rows, [future for _, future in sent], rows[-1][0], [first for first, _ in sent])
+        page.futures = [future for _, future in sent]
+        page.firsts = [first for first, _ in sent]
+        return page
 
     def _failure(self, row: Sequence[Any], exc: BaseException) -> Exception:
         if is_transient(exc):
             return _Transient(_describe(exc))
         if needs_new_producer(exc):
             return _SessionBroken(_describe(exc))
-        record = _recorded(row, self.store)
-        return RelayError(
-            f"Kafka rejected event {record.event_id} ({record.event_type}, stream {record.stream_id!r}"
-            f" version {record.version}) at position {record.position}: {_describe(exc)};"
-            f" relay {self.config.name!r} stopped, checkpoint not moved"
+        return _Refused(row, f"Kafka rejected its record: {_describe(exc)}")
+
+    def _stopped_before(self, refused: _Refused, checkpoint: int) -> RecordRefused:
+        """The one-line error of a relay stopped before an event, with the skip command."""
+        record = _recorded(refused.row, self.store)
+        name = self.config.name
+        option = "" if name == "default" else f" --name {shlex.quote(name)}"
+        return RecordRefused(
+            f"relay {name!r} stopped before event {record.event_id} at position {record.position}"
+            f" ({record.event_type}, stream {record.stream_id!r} version {record.version}, stream type"
+            f" {record.stream_type!r}): {refused.why}; published up to position {checkpoint}; to publish past it:"
+            f" facta relay skip --position {record.position}{option} --reason TEXT",
+            relay=name, position=record.position, event_id=record.event_id, checkpoint=checkpoint,
         )
 
 
@@ -616,13 +894,25 @@ def new_topic(name: str, partitions: int, replication_factor: int | None) -> Any
 
 @dataclass
 class _Page:
-    """A page sent to Kafka: its rows (as :meth:`EventStore.read_log_rows` returns them),
-    the futures of its batches, and its last position."""
+    """A page sent to Kafka: the rows it publishes (as :meth:`EventStore.read_log_rows`
+    returns them), the futures of its batches, and the position the checkpoint moves to
+    once they are acknowledged; the positions it skips (``facta relay skip``), and, when
+    it stops before an event, the refusal."""
 
     rows: Sequence[Sequence[Any]]
     futures: list[asyncio.Future[Any]]
     last: int
     firsts: list[int] = field(default_factory=list)  # per future, the index of the first row it carries
+    topics: list[str] = field(default_factory=list)  # per row, its topic
+    skipped: list[int] = field(default_factory=list)  # skipped positions at or before ``last``
+    refused: _Refused | None = None
+
+    def cut(self, index: int, refused: _Refused) -> None:
+        """Stop the page before its row ``index``, which cannot be published."""
+        self.last = refused.row[0] - 1
+        self.rows, self.topics = self.rows[:index], self.topics[:index]
+        self.skipped = [p for p in self.skipped if p <= self.last]
+        self.refused = refused
 
 
 _MAX_PAGES_IN_FLIGHT = 2
@@ -691,22 +981,28 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def _stop_quietly(producer: Any, stop: asyncio.Event | None = None, within: float = STOP_GRACE_S) -> None:
+async def _stop_quietly(
+    producer: Any, stop: asyncio.Event | None = None, within: float = STOP_GRACE_S, until: float | None = None
+) -> None:
     """Stop ``producer``. aiokafka's ``stop()`` first waits until every record the producer
     holds is acknowledged or has expired (the request timeout): that keeps a request of an
     abandoned producer from landing after a new producer's, which could put a stream's
     events out of order. Once ``stop`` is set (at once without one), it gets ``within``
     seconds; then its records are left (the next run republishes them from
-    the checkpoint) and its connections closed."""
+    the checkpoint) and its connections closed. ``until`` (a loop time: the relay's
+    give-up deadline) ends the wait as ``stop`` would, with :data:`GIVE_UP_GRACE_S` after."""
     if producer is None:
         return
     stopping = asyncio.ensure_future(producer.stop())
     if stop is not None and not stop.is_set():
         waiting = asyncio.ensure_future(stop.wait())
+        timeout = None if until is None else max(0.0, until - asyncio.get_running_loop().time())
         try:
-            await asyncio.wait({stopping, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stopping, waiting}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
+        if not stopping.done() and not stop.is_set():  # the give-up deadline passed
+            within = min(within, GIVE_UP_GRACE_S)
     if not stopping.done():
         await asyncio.wait({stopping}, timeout=within)
     if not stopping.done():
@@ -731,13 +1027,67 @@ def _checkpoint_row(conn: Connection, name: str) -> Any:
     ).first()
 
 
-def _save_checkpoint(conn: Connection, name: str, position: int) -> None:
+def _save_checkpoint(conn: Connection, name: str, position: int, passed: Sequence[int] = ()) -> None:
+    """Move relay ``name``'s checkpoint to ``position``, and stamp the skips it ``passed``."""
     now = datetime.now(UTC)
     updated = conn.execute(
         relay_checkpoints.update().where(relay_checkpoints.c.name == name).values(position=position, updated_at=now)
     )
     if updated.rowcount == 0:
         conn.execute(relay_checkpoints.insert().values(name=name, position=position, updated_at=now))
+    if passed:
+        c = relay_skips.c
+        conn.execute(
+            update(relay_skips)
+            .where(c.relay == name, c.position.in_(list(passed)), c.passed_at.is_(None))
+            .values(passed_at=now)
+        )
+
+
+# -- skips ------------------------------------------------------------------------------------
+
+
+def _skipped_between(conn: Connection, name: str, after: int, last: int) -> set[int]:
+    """The positions in (``after``, ``last``] relay ``name`` skips."""
+    c = relay_skips.c
+    query = select(c.position).where(c.relay == name, c.position > after, c.position <= last)
+    return {int(p) for p in conn.execute(query).scalars()}
+
+
+def _skip_rows(conn: Connection, name: str) -> list[Any]:
+    return list(conn.execute(select(relay_skips).where(relay_skips.c.relay == name).order_by(relay_skips.c.position)))
+
+
+def _skip(row: Any) -> RelaySkip:
+    return RelaySkip(row.relay, int(row.position), uuid.UUID(str(row.event_id)), row.event_type, row.reason,
+                     row.skipped_by, row.skipped_at, row.passed_at)
+
+
+def _add_skip(conn: Connection, name: str, position: int, reason: str, actor: str | None) -> tuple[Any, bool]:
+    """Record that relay ``name`` skips ``position``; returns the skip's row and whether it is new."""
+    checkpoint = conn.execute(
+        select(relay_checkpoints.c.position).where(relay_checkpoints.c.name == name).with_for_update()
+    ).scalar()
+    if checkpoint is None:
+        known = ", ".join(repr(n) for n in conn.execute(
+            select(relay_checkpoints.c.name).order_by(relay_checkpoints.c.name)).scalars()) or "none"
+        raise RelayError(f"no relay named {name!r} has run on this store (relays: {known}): nothing to skip")
+    c = relay_skips.c
+    existing = conn.execute(select(relay_skips).where(c.relay == name, c.position == position)).first()
+    if existing is not None:
+        return existing, False
+    found = conn.execute(select(events.c.event_id, events.c.event_type).where(events.c.position == position)).first()
+    if found is None:
+        head = conn.execute(select(func.max(events.c.position))).scalar() or 0
+        raise RelayError(f"no event at position {position} (the log's head is {head}): nothing to skip")
+    if position <= checkpoint:
+        raise RelayError(f"relay {name!r} has published position {position} already (its checkpoint is"
+                         f" {checkpoint}): only an event after the checkpoint can be skipped")
+    conn.execute(insert(relay_skips).values(
+        relay=name, position=position, event_id=found.event_id, event_type=found.event_type, reason=reason,
+        skipped_by=actor, skipped_at=datetime.now(UTC),
+    ))
+    return conn.execute(select(relay_skips).where(c.relay == name, c.position == position)).one(), True
 
 
 def _count_after(conn: Connection, position: int) -> int:

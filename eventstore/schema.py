@@ -35,6 +35,7 @@ __all__ = [
     "projection_skips",
     "projections",
     "relay_checkpoints",
+    "relay_skips",
     "snapshots",
 ]
 
@@ -156,4 +157,17 @@ projection_skips = Table(
     Column("skipped_by", String(200)),
     Column("skipped_at", UTCDateTime(), nullable=False),
     Column("applied_at", UTCDateTime()),
+)
+
+relay_skips = Table(
+    "facta_relay_skips",
+    metadata,
+    Column("relay", String(200), primary_key=True),
+    Column("position", POSITION_TYPE, primary_key=True),
+    Column("event_id", Uuid(), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("reason", Text(), nullable=False),
+    Column("skipped_by", String(200)),
+    Column("skipped_at", UTCDateTime(), nullable=False),
+    Column("passed_at", UTCDateTime()),
 )

@@ -384,12 +384,52 @@ def _relay_config(kafka_bootstrap: str | None, **options: Any) -> Any:
     return RelayConfig(bootstrap=kafka_bootstrap, **options)
 
 
+def _topic_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A topic prefix topics ``<prefix>.<stream type>`` can be formed from (Kafka's rule)."""
+    from facta.eventstore.relay import RelayError, check_topic_prefix
+
+    try:
+        return check_topic_prefix(value)
+    except RelayError as exc:
+        raise click.BadParameter(str(exc).removeprefix("invalid topic prefix "), ctx, param) from None
+
+
+async def _relay_that_ran(store: Any, name: str) -> Any:
+    """The :class:`Relay` of ``name`` and its status, if it has run on this store (else a
+    one-line error naming the relays that have)."""
+    from facta.eventstore.relay import Relay, RelayConfig, RelayError
+
+    relay = Relay(store, RelayConfig(bootstrap="unused:0", name=name))
+    status = await relay.status()
+    if status.updated_at is None:
+        known = ", ".join(repr(n) for n in await store.database.read(_relay_names)) or "none"
+        raise RelayError(f"no relay named {name!r} has run on this store (relays: {known})")
+    return relay, status
+
+
+def _relay_names(conn: Any) -> list[str]:
+    from sqlalchemy import select
+
+    from facta.eventstore.schema import relay_checkpoints
+
+    return list(conn.execute(select(relay_checkpoints.c.name).order_by(relay_checkpoints.c.name)).scalars())
+
+
+def _skip_json(skip: Any) -> dict[str, Any]:
+    return {
+        "position": skip.position, "event_id": str(skip.event_id), "event_type": skip.event_type,
+        "reason": skip.reason, "skipped_by": skip.skipped_by, "skipped_at": _iso(skip.skipped_at),
+        "passed_at": _iso(skip.passed_at),
+    }
+
+
 @relay.command("run")
 @database_option
 @kafka_option
 @click.option("--once", is_flag=True, help="Publish until caught up, then exit 0.")
 @click.option("--name", default="default", show_default=True, help="Relay name (one checkpoint and lock each).")
-@click.option("--topic-prefix", default="facta", show_default=True, help="Topics are <prefix>.<stream type>.")
+@click.option("--topic-prefix", default="facta", show_default=True, callback=_topic_prefix,
+              help="Topics are <prefix>.<stream type>: ASCII letters, digits, '.', '_' and '-'.")
 @click.option("--partitions", default=3, show_default=True, type=click.IntRange(1, 10_000),
               help="Partitions of topics the relay creates.")
 @click.option("--replication-factor", default=None, type=click.IntRange(1, 100),
@@ -413,6 +453,8 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
 
     Runs until SIGINT or SIGTERM (finishing the page in flight), or with --once until
     caught up. A second relay on the same store waits and takes over when the first stops.
+    An event Kafka refuses (too large, say) or whose topic is not a legal Kafka name stops
+    it before that event, everything before it published; `facta relay skip` lets it past.
 
     \b
     Examples:
@@ -445,7 +487,8 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_async_command
 async def relay_status(database_url: str, name: str, as_json: bool) -> None:
-    """Show the relay's checkpoint, the log's head and the lag (events not yet published).
+    """Show the relay's checkpoint, the log's head, the lag (events not yet published) and
+    the events it was told to skip. A relay that never ran on this store is an error.
 
     \b
     Examples:
@@ -453,19 +496,73 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
       facta relay status --name audit-feed --json
     """
     from facta.eventstore import EventStore
-    from facta.eventstore.relay import Relay, RelayConfig
 
     async with await EventStore.open(database_url) as store:
-        status = await Relay(store, RelayConfig(bootstrap="unused:0", name=name)).status()
+        _, status = await _relay_that_ran(store, name)
     if as_json:
         click.echo(json.dumps({
             "name": status.name, "checkpoint": status.checkpoint, "head": status.head, "lag": status.lag,
-            "updated_at": status.updated_at.isoformat() if status.updated_at else None,
+            "updated_at": _iso(status.updated_at),
+            "skips": [_skip_json(skip) for skip in status.skips],
         }))
+        return
+    updated = _iso(status.updated_at) or "never"
+    click.echo(f"relay {status.name!r}: checkpoint {status.checkpoint}, head {status.head}, "
+               f"lag {status.lag} events, updated {updated}")
+    for skip in status.skips:
+        if skip.passed_at is not None:
+            state = f"passed over at {_iso(skip.passed_at)}"
+        elif skip.position <= status.checkpoint:
+            state = "published before the skip was recorded"
+        else:
+            state = "not reached yet"
+        click.echo(f"  skip position {skip.position} ({skip.event_type} event {skip.event_id}), recorded "
+                   f"{_iso(skip.skipped_at)} by {skip.skipped_by or '-'}: {skip.reason}; {state}")
+
+
+@relay.command("skip")
+@click.option("--position", required=True, type=click.IntRange(1, 2**63 - 1),
+              help="The store position of the event to pass over without publishing it.")
+@click.option("--name", default="default", show_default=True, help="Relay name.")
+@click.option("--reason", default="skipped by an operator", show_default=True, help="Why, for the record.")
+@click.option("--actor", default=None, help="Who skips it (default: the login name).")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was recorded as JSON.")
+@_async_command
+async def relay_skip(position: int, name: str, reason: str, actor: str | None, database_url: str,
+                     as_json: bool) -> None:
+    """Record that the relay passes over the event at a store position without publishing
+    it: the way past a record Kafka refuses, never taken automatically.
+
+    The position must hold an event the relay has not published (after its checkpoint).
+    The relay passes over it the next time it reads it (restart a relay that stopped on
+    it); `facta relay status` lists the skip, with who recorded it, when and why.
+    Skipping a position already recorded changes nothing.
+
+    \b
+    Example:
+      facta relay skip --position 1234 --reason "a 5 MB event over the broker's limit"
+    """
+    import getpass
+
+    from facta.eventstore import EventStore
+
+    if actor is None:
+        try:
+            actor = getpass.getuser()
+        except (KeyError, OSError):
+            actor = None
+    async with await EventStore.open(database_url) as store:
+        relay, _ = await _relay_that_ran(store, name)
+        skip, new = await relay.skip(position, reason, actor)
+    if as_json:
+        click.echo(json.dumps({"relay": name, "new": new, **_skip_json(skip)}))
+    elif new:
+        click.echo(f"relay {name!r} will pass over position {position} ({skip.event_type} event {skip.event_id})"
+                   f" without publishing it: {skip.reason}")
     else:
-        updated = status.updated_at.isoformat() if status.updated_at else "never"
-        click.echo(f"relay {status.name!r}: checkpoint {status.checkpoint}, head {status.head}, "
-                   f"lag {status.lag} events, updated {updated}")
+        click.echo(f"relay {name!r} skips position {position} already (recorded {_iso(skip.skipped_at)} by "
+                   f"{skip.skipped_by or '-'}: {skip.reason}); nothing changed")
 
 
 # -- projections and replay -------------------------------------------------------------------
@@ -494,7 +591,7 @@ def projections_option(fn: F) -> F:
 
 
 def topic_prefix_option(fn: F) -> F:
-    return click.option("--topic-prefix", default="facta", show_default=True,
+    return click.option("--topic-prefix", default="facta", show_default=True, callback=_topic_prefix,
                         help="With Kafka: the relay's topics are <prefix>.<stream type>.")(fn)
 
 

@@ -60,6 +60,11 @@ SYNOPSES: dict[str, list[str]] = {
         "facta relay run --once --kafka-bootstrap {bootstrap} --name readme-plain --topic-prefix plain --no-idempotence --json",
     ],
     "facta relay status [--json]": ["facta relay status --json", "facta relay status --name readme"],
+    "facta relay skip --position P [--name NAME] [--reason TEXT] [--json]": [
+        "facta demo --rides 2 --no-projections",  # events relay 'readme' has not published
+        "facta relay skip --name readme --position {readme_next} --reason 'a README example' --json",
+        "facta relay status --name readme",
+    ],
     "facta dev broker [--kind apache|noida|tansu] [--nodes N] [--port 9092] [--data-dir D] [--json]": [
         "facta dev broker --kind tansu --port {port} --data-dir tansu --json &",
     ],
@@ -244,6 +249,9 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
                 concrete = concrete.replace("{port}", str(free_port()))
                 for placeholder, value in substitutions.items():
                     concrete = concrete.replace(placeholder, value)
+                if "{readme_next}" in concrete:  # the first event relay 'readme' has not published
+                    status = json.loads(session.run("facta relay status --name readme --json").stdout)
+                    concrete = concrete.replace("{readme_next}", str(status["checkpoint"] + 1))
                 if concrete.startswith("facta dev broker"):
                     ready = '"bootstrap"' if "--json" in concrete else "listening on"
                     session.interrupt(session.start(concrete, lambda p, ready=ready: first_line_says(p, ready)))
