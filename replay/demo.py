@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, select
@@ -50,6 +51,8 @@ class DemoSummary:
     sample_ride: str | None = None
     sample_rider_account: str | None = None
     projected: dict[str, int] = field(default_factory=dict)
+    #: A time halfway through the run (the recorded time of an event then), for ``--as-of``.
+    midway_at: datetime | None = None
     #: The run's number in this city (1 for the first ``facta demo`` on a store).
     run: int = 0
     #: Set when this call continued an interrupted run: the ride it went on from (the
@@ -163,6 +166,15 @@ async def _finish(store: EventStore, plan: DemoPlan) -> None:
         lambda conn: conn.execute(DEMO_RUNS.update().where(DEMO_RUNS.c.run == plan.run).values(finished=True)))
 
 
+async def _recorded_at_or_before(store: EventStore, position: int) -> datetime | None:
+    from facta.eventstore.schema import events
+
+    query = (select(events.c.recorded_at).where(events.c.position <= position)
+             .order_by(events.c.position.desc()).limit(1))
+    found: datetime | None = await store.database.read(lambda conn: conn.execute(query).scalar())
+    return found
+
+
 async def _ride_versions(store: EventStore) -> dict[str, int]:
     """Every ride stream's stored version."""
     from facta.eventstore.schema import events
@@ -264,6 +276,7 @@ async def run_demo(
                 summary.projected[projection.name] = applied
         await _finish(store, plan)
         summary.log_head = await store.head_position()
+        summary.midway_at = await _recorded_at_or_before(store, (head_before + summary.log_head + 1) // 2)
         summary.events_appended = summary.log_head - head_before
     summary.elapsed_s = time.perf_counter() - started
     return summary
@@ -471,5 +484,8 @@ def next_commands(summary: DemoSummary, database_url: str | None = None) -> list
         out.append(f"facta audit diff {summary.sample_ride} --from-version 1 --to-version 3{where}")
     if summary.sample_rider_account is not None:
         out.append(f"facta audit state {summary.sample_rider_account} --at-version 2{where}")
+        if summary.midway_at is not None:  # the account as it was halfway through this run
+            at = summary.midway_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            out.append(f"facta audit state {summary.sample_rider_account} --as-of {at} --json{where}")
     out.append(f"facta audit events --stream-type account --actor billing --newest-first --limit 5{where}")
     return out
