@@ -53,6 +53,8 @@ class DemoSummary:
     projected: dict[str, int] = field(default_factory=dict)
     #: A time halfway through the run (the recorded time of an event then), for ``--as-of``.
     midway_at: datetime | None = None
+    #: Reference projections left alone because they read Kafka (rebuilt from it).
+    on_kafka: list[str] = field(default_factory=list)
     #: The run's number in this city (1 for the first ``facta demo`` on a store).
     run: int = 0
     #: Set when this call continued an interrupted run: the ride it went on from (the
@@ -175,6 +177,14 @@ async def _recorded_at_or_before(store: EventStore, position: int) -> datetime |
     return found
 
 
+async def _projection_sources(store: EventStore) -> dict[str, str]:
+    """Each projection's source (``log`` or ``kafka``), for those built already."""
+    from facta.eventstore.schema import projections
+
+    query = select(projections.c.name, projections.c.source)
+    return {name: source for name, source in await store.database.read(lambda conn: conn.execute(query).all())}
+
+
 async def _ride_versions(store: EventStore) -> dict[str, int]:
     """Every ride stream's stored version."""
     from facta.eventstore.schema import events
@@ -267,7 +277,15 @@ async def run_demo(
                 progress(i + 1, plan.rides)
         # Billing first, so the read models see its charges. A projection that a running
         # `facta projections run` keeps up to date is left to it.
+        sources = await _projection_sources(store)
         for projection in sorted(REFERENCE_PROJECTIONS, key=lambda p: p is not Billing) if plan.project else ():
+            if sources.get(projection.name) == "kafka":
+                # Rebuilt from Kafka (`facta replay NAME --from-offset 0`): its runner reads Kafka.
+                summary.on_kafka.append(projection.name)
+                if notice is not None:
+                    notice(f"  projection {projection.name}: reads Kafka, left to "
+                           f"`facta projections run {projection.name}` with FACTA_KAFKA_BOOTSTRAP set")
+                continue
             if notice is not None:
                 notice(f"  projection {projection.name}")
             runner = ProjectionRunner(store, projection)

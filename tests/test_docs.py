@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -53,6 +54,20 @@ def test_the_ride_example_bills_once_and_replays(tmp_path: Path) -> None:
         assert moves.fetchone() == (2,), "billing charged once, and the replay charged nothing"
 
 
+def test_the_testing_example_is_a_passing_test_module(tmp_path: Path) -> None:
+    block = PYTHON_BLOCKS[2]
+    assert block.startswith("# test_cart.py; your conftest.py has: pytest_plugins = [\"facta.testing\"]")
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["facta.testing"]\n')
+    (tmp_path / "test_cart.py").write_text(block)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto", "--rootdir",
+         str(tmp_path), str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FACTA_")},
+    )
+    assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_every_python_block_is_covered(index: int) -> None:
-    assert index < 2, "a new README example needs a test above"
+    assert index < 3, "a new README example needs a test above"

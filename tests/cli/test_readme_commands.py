@@ -82,8 +82,10 @@ SYNOPSES: dict[str, list[str]] = {
         "facta replay account_balances --from-position 0 --json",
         "facta replay driver_earnings --from-time {hour_ago}",
         "facta replay ride_board --from-offset 0 --partition 0 --dry-run --kafka-bootstrap {bootstrap}",
-        # last: it moves ride_board to Kafka as its source
+        # it moves ride_board to Kafka as its source (checked below) ...
         "facta replay ride_board --from-offset 0 --json --kafka-bootstrap {bootstrap}",
+        # ... and back to the store log, where the README's commands expect it on a second visit
+        "facta replay ride_board --from-position 0 --json",
     ],
 }
 
@@ -275,9 +277,12 @@ def follow_the_readme(session: Session, tmp_path: Path, visit: int) -> None:
                     session.interrupt(runner)
                 else:
                     session.run(concrete)
+                if concrete.startswith("facta replay ride_board --from-offset 0 --json"):
+                    listed = {p["name"]: p for p in json.loads(session.run("facta projections list --json").stdout)}
+                    assert listed["ride_board"]["source"] == "kafka", listed
 
         listed = {p["name"]: p for p in json.loads(session.run("facta projections list --json").stdout)}
-        assert listed["ride_board"]["source"] == "kafka" and listed["account_balances"]["lag"] == 0, listed
+        assert listed["ride_board"]["source"] == "log" and listed["account_balances"]["lag"] == 0, listed
         session.interrupt(broker)
     finally:
         session.close()
