@@ -143,3 +143,21 @@ async def test_twice_interrupted_then_finished_in_process(backend_url: str, tmp_
     assert (done.rides_completed, done.rides_cancelled, done.fares_total, done.earnings) == (
         whole.rides_completed, whole.rides_cancelled, whole.fares_total, whole.earnings)
     assert await _read_models(backend_url) == await _read_models(reference)
+
+
+async def test_a_reference_projection_rebuilt_from_kafka_is_left_to_its_runner(backend_url: str) -> None:
+    """After the README's `facta replay ride_board --from-offset 0`, ride_board reads Kafka:
+    the next demo leaves it (and says so) instead of stopping with an error."""
+    from facta.eventstore.schema import projections
+
+    first = await run_demo(backend_url, rides=3, riders=2, drivers=2, telemetry=2, seed=3)
+    assert "ride_board" in first.projected and first.on_kafka == []
+    async with await EventStore.open(backend_url) as store:
+        await store.database.write(lambda conn: conn.execute(
+            projections.update().where(projections.c.name == "ride_board").values(source="kafka")))
+    lines: list[str] = []
+    second = await run_demo(backend_url, rides=2, riders=2, drivers=2, telemetry=2, seed=3, notice=lines.append)
+    assert second.on_kafka == ["ride_board"] and "ride_board" not in second.projected
+    assert set(second.projected) == {"billing", "account_balances", "driver_earnings"}
+    assert "  projection ride_board: reads Kafka, left to `facta projections run ride_board` with " \
+           "FACTA_KAFKA_BOOTSTRAP set" in lines
