@@ -144,9 +144,13 @@ class _FileLock(ActiveLock):
         self._locked = False
 
     async def acquire(self, stop: asyncio.Event, poll: float, *, wait: bool = True) -> bool:
-        _ensure_dir(self._path.parent)
-        # Read-only is enough for flock, and works on a file another user created.
-        self._fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            _ensure_dir(self._path.parent)
+            # Read-only is enough for flock, and works on a file another user created.
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise self._error(f"{self._label}: cannot open its lock file {self._path} ({exc.strerror}): "
+                              f"set FACTA_LOCK_DIR to a folder you can write to") from None
         with contextlib.suppress(OSError):
             os.fchmod(self._fd, 0o666)  # others may take over after this process
         waited = False

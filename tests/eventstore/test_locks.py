@@ -72,3 +72,18 @@ async def test_a_lock_file_removed_by_a_tmp_cleaner_is_replaced(tmp_path: Path) 
         rival = active_lock(store, "relay", "default", RuntimeError)
         assert not await rival.acquire(stop, 0.01, wait=False)
         await lock.release()
+
+
+async def test_an_unwritable_lock_folder_is_one_line_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("FACTA_LOCK_DIR", str(blocked / "locks"))
+    async with await EventStore.open(f"sqlite:///{tmp_path / 'facta.db'}", migrate=True) as store:
+        lock = active_lock(store, "projection", "billing", RuntimeError)
+        with pytest.raises(RuntimeError) as error:
+            await lock.acquire(asyncio.Event(), 0.01, wait=False)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("projection 'billing': cannot open its lock file ")
+    assert message.endswith("set FACTA_LOCK_DIR to a folder you can write to")
