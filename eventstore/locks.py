@@ -2,8 +2,14 @@
 
 PostgreSQL: a session advisory lock on a connection held for the worker's life; the
 server drops it when the session ends, however the worker died. SQLite: ``flock`` on a
-file beside the database; the kernel drops it when the process dies. Others wait and
-take over.
+lock file; the kernel drops it when the process dies. Others wait and take over.
+
+SQLite's lock files live in one folder for the whole machine, :func:`lock_dir` (the
+system temp folder's ``facta-locks``, shared by every user like ``/tmp`` itself;
+``FACTA_LOCK_DIR`` names another), never beside the database in the user's working
+folder. A file is named after the database file's device and inode (the same file
+whatever path reaches it), the worker kind and its name; a worker removes its file as it
+lets go, while still holding it.
 """
 
 from __future__ import annotations
@@ -11,8 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
+import re
+import stat
+import tempfile
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .store import EventStore
 
-__all__ = ["ActiveLock", "active_lock"]
+__all__ = ["ActiveLock", "active_lock", "lock_dir", "lock_path"]
 
 log = logging.getLogger("facta.locks")
 
@@ -43,7 +53,40 @@ def active_lock(store: EventStore, kind: str, name: str, error: type[Exception])
     label = f"{kind} {name!r}"
     if store.database.dialect == "postgresql":
         return _PostgresLock(store, f"{kind}:{name}", label, error)
-    return _FileLock(Path(f"{store.database.url.database}.{kind}-{name}.lock"), label)
+    # (In-memory SQLite is refused when a store opens: every store has a file.)
+    return _FileLock(lock_path(store.database.url.database or "", kind, name), label, error)
+
+
+def lock_dir() -> Path:
+    """The folder that holds SQLite workers' lock files: ``FACTA_LOCK_DIR``, else
+    ``facta-locks`` in the system temp folder (created sticky and writable by all)."""
+    configured = os.environ.get("FACTA_LOCK_DIR", "").strip()
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / "facta-locks"
+
+
+def lock_path(database: str | os.PathLike[str], kind: str, name: str) -> Path:
+    """The lock file of the ``kind`` worker ``name`` on the SQLite file ``database``."""
+    where = Path(database)
+    try:
+        info = os.stat(where)
+        identity = f"{info.st_dev:x}-{info.st_ino:x}"
+    except OSError:  # not created yet: its resolved path, hashed
+        identity = hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{kind}-{name}")[:80]
+    digest = hashlib.sha256(f"{kind}\0{name}".encode()).hexdigest()[:12]
+    return lock_dir() / f"{identity}.{readable}.{digest}.lock"
+
+
+def _ensure_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        return
+    if "FACTA_LOCK_DIR" not in os.environ:  # the shared folder: every user may add files, like /tmp
+        with contextlib.suppress(OSError):
+            os.chmod(folder, stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO | stat.S_ISVTX)
 
 
 class _PostgresLock(ActiveLock):
@@ -93,34 +136,89 @@ class _PostgresLock(ActiveLock):
 
 
 class _FileLock(ActiveLock):
-    """flock on a file beside the SQLite database; the kernel drops it when the process dies."""
+    """flock on a file in :func:`lock_dir`; the kernel drops it when the process dies."""
 
-    def __init__(self, path: Path, label: str) -> None:
-        self._path, self._label = path, label
+    def __init__(self, path: Path, label: str, error: type[Exception]) -> None:
+        self._path, self._label, self._error = path, label, error
         self._fd: int | None = None
+        self._locked = False
 
     async def acquire(self, stop: asyncio.Event, poll: float, *, wait: bool = True) -> bool:
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _ensure_dir(self._path.parent)
+            # Read-only is enough for flock, and works on a file another user created.
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise self._error(f"{self._label}: cannot open its lock file {self._path} ({exc.strerror}): "
+                              f"set FACTA_LOCK_DIR to a folder you can write to") from None
+        with contextlib.suppress(OSError):
+            os.fchmod(self._fd, 0o666)  # others may take over after this process
         waited = False
         while not stop.is_set():
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not wait:
-                    break
-                if not waited:
-                    log.info("%s: another holds %s; waiting to take over", self._label, self._path)
-                    waited = True
-                await _sleep(stop, poll)
-                continue
-            if waited:
-                log.info("%s: the previous one is gone; taking over", self._label)
-            return True
+            if self._try():
+                if waited:
+                    log.info("%s: the previous one is gone; taking over", self._label)
+                return True
+            if not wait:
+                break
+            if not waited:
+                log.info("%s: another holds %s; waiting to take over", self._label, self._path)
+                waited = True
+            await _sleep(stop, poll)
         await self.release()
         return False
 
+    def _try(self) -> bool:
+        assert self._fd is not None
+        for _ in range(100):
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                if os.path.samestat(os.fstat(self._fd), os.stat(self._path)):
+                    self._locked = True
+                    return True
+            except FileNotFoundError:
+                pass
+            # The holder before us removed the file as it let go: lock the one at the path now.
+            os.close(self._fd)
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o666)
+        return False
+
+    async def verify(self) -> None:
+        """Keep the lock file from being aged out of the temp folder (tmp cleaners go by
+        modification time); if it was removed anyway, lock a new one in its place."""
+        if self._fd is None:
+            return
+        try:
+            same = os.path.samestat(os.fstat(self._fd), os.stat(self._path))
+        except OSError:
+            same = False
+        if same:
+            with contextlib.suppress(OSError):
+                os.utime(self._path)
+            return
+        _ensure_dir(self._path.parent)
+        fd = os.open(self._path, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._error(f"{self._label}: its lock file {self._path} was replaced and is held by another") from None
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = fd
     async def release(self) -> None:
         if self._fd is not None:
+            if self._locked:
+                # Removed while still held, so no lock files pile up; a waiter that then
+                # gets the removed file's lock sees that and locks the path's new file.
+                with contextlib.suppress(OSError):
+                    if os.path.samestat(os.fstat(self._fd), os.stat(self._path)):
+                        os.unlink(self._path)
+            self._locked = False
             with contextlib.suppress(OSError):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -70,7 +70,7 @@ DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 MIN_JAVA = 17  # Kafka 4 brokers need Java 17 (KIP-1013)
 HOST = "127.0.0.1"
 MANIFEST = "facta-distribution.json"
-FALLBACK = "or run a stand-in broker with --kind noida"
+FALLBACK = 'or run a stand-in broker with --kind noida (pip install "facta[noida]")'
 
 # Heap for one node. A dev node holds little; three of them fit a small machine.
 JVM_OPTIONS = (

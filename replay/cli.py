@@ -302,7 +302,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
     if not as_json:
         click.echo(f"facta demo: {rides} rides, {riders} riders, {drivers} drivers", err=True)
     s = await run_demo(database_url, rides=rides, riders=riders, drivers=drivers, seed=seed, progress=progress,
-                       project=not no_projections)
+                       project=not no_projections, notice=None if as_json else lambda line: click.echo(line, err=True))
     streamed = await _demo_kafka(database_url, kafka_bootstrap, as_json, not no_idempotence) if kafka else None
     if as_json:
         click.echo(json.dumps({
@@ -310,7 +310,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
             "telemetry_points": s.telemetry_points, "fares_total_minor": s.fares_total,
             "events_appended": s.events_appended, "log_head": s.log_head,
             "elapsed_s": round(s.elapsed_s, 3), "driver_earnings_minor": s.earnings,
-            "projected": s.projected, "kafka": streamed,
+            "projected": s.projected, "kafka": streamed, "run": s.run, "resumed_at_ride": s.resumed_at_ride,
             "next_commands": next_commands(s, None if database_url == database_url_from_env() else database_url),
         }, sort_keys=True))
         return

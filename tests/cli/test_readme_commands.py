@@ -6,10 +6,12 @@ which maps to the concrete commands below that exercise it. A new line in the RE
 without an entry here fails `test_every_readme_command_is_covered`, and so does an entry
 whose README line is gone.
 
-Two things are changed from the README, both named where they happen: local brokers get
-free ports instead of 9092 and 19092 (and the address follows them), and `--as-of` examples get
-a time just after the demo ran (a fixed date would be "before the first event" or "in the
-future" depending on when the suite runs).
+One thing is changed from the README, named where it happens: local brokers get free
+ports instead of 9092 and 19092 (and the address follows them). The `--as-of` example's
+`"$(date -u ...)"` is what a shell would make of it: `date` is run and its output put in.
+
+The whole README is followed twice in the same folder, as a newcomer who comes back to it
+would: every command must work on a second run too (issue 10, item 15).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ COMMAND = [FACTA] if FACTA else [sys.executable, "-m", "facta.replay.cli"]
 ROOT = Path(__file__).resolve().parent.parent.parent
 README = (ROOT / "README.md").read_text()
 README_BOOTSTRAP = "127.0.0.1:9092"
-README_AS_OF = "2026-11-22T12:00:00+01:00"
+README_AS_OF = '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'
 
 # Synopsis line (as in the README, comment stripped) -> the concrete commands run for it.
 # `{bootstrap}` is the broker the README's `facta dev broker &` started, `{port}` a free
@@ -85,8 +87,10 @@ SYNOPSES: dict[str, list[str]] = {
         "facta replay account_balances --from-position 0 --json",
         "facta replay driver_earnings --from-time {hour_ago}",
         "facta replay ride_board --from-offset 0 --partition 0 --dry-run --kafka-bootstrap {bootstrap}",
-        # last: it moves ride_board to Kafka as its source
+        # it moves ride_board to Kafka as its source (checked below) ...
         "facta replay ride_board --from-offset 0 --json --kafka-bootstrap {bootstrap}",
+        # ... and back to the store log, where the README's commands expect it on a second visit
+        "facta replay ride_board --from-position 0 --json",
     ],
 }
 
@@ -110,7 +114,14 @@ def readme_blocks() -> list[list[str]]:
 
 
 def is_synopsis(line: str) -> bool:
+    line = line.replace(README_AS_OF, "T")  # a command substitution, not a placeholder
     return bool(re.search(r"[\[\](|]|\b(NAME|STREAM_ID|HOST:PORT)\b|\.\.\.", line))
+
+
+def shell_date() -> str:
+    """What the shell puts in for README_AS_OF."""
+    return subprocess.run(["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"], capture_output=True, text=True, check=True,
+                          timeout=30).stdout.strip()
 
 
 def test_every_readme_command_is_covered() -> None:
@@ -197,7 +208,14 @@ def first_line_says(proc: subprocess.Popen[str], needle: str, *, stream: str = "
 
 def test_every_readme_command_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACTA_")}
-    session = Session(tmp_path, env)
+    for visit in (1, 2):  # the second time in the same folder, with what the first left there
+        follow_the_readme(Session(tmp_path, env), tmp_path, visit)
+    leftovers = sorted(p.name for p in tmp_path.glob("*.lock"))
+    assert leftovers == [], "lock files belong in the temp folder, not the user's"
+
+
+def follow_the_readme(session: Session, tmp_path: Path, visit: int) -> None:
+    """Every README command in order; ``visit`` 2: in the folder the first visit left."""
     covered: list[str] = []
     setup, streaming, dev_broker, audit, command_line, projections = readme_blocks()
     try:
@@ -206,6 +224,9 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
         covered.append("facta demo")
         demo = session.run("facta demo")
         assert "try next:" in demo.stdout and (tmp_path / "facta.db").exists()
+        # The demo's own --as-of example works (a time halfway through its run).
+        as_of = next(line.strip() for line in demo.stdout.splitlines() if " --as-of " in line)
+        assert '"balance"' in session.run(as_of).stdout
         after_demo = datetime.now(UTC) + timedelta(seconds=1)
 
         # -- streaming to Kafka -----------------------------------------------------------
@@ -236,7 +257,7 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
         time.sleep(max(0.0, (after_demo - datetime.now(UTC)).total_seconds()))
         for line in audit:
             covered.append(line)
-            out = session.run(line.replace(README_AS_OF, after_demo.isoformat()))
+            out = session.run(line.replace(README_AS_OF, shell_date()))
             assert out.stdout.strip(), f"{line!r} printed nothing"
         rows = (tmp_path / "trips.csv").read_text().splitlines()
         assert rows[0].startswith("position,") and len(rows) > 1, rows[:2]
@@ -264,9 +285,12 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
                     session.interrupt(runner)
                 else:
                     session.run(concrete)
+                if concrete.startswith("facta replay ride_board --from-offset 0 --json"):
+                    listed = {p["name"]: p for p in json.loads(session.run("facta projections list --json").stdout)}
+                    assert listed["ride_board"]["source"] == "kafka", listed
 
         listed = {p["name"]: p for p in json.loads(session.run("facta projections list --json").stdout)}
-        assert listed["ride_board"]["source"] == "kafka" and listed["account_balances"]["lag"] == 0, listed
+        assert listed["ride_board"]["source"] == "log" and listed["account_balances"]["lag"] == 0, listed
         session.interrupt(broker)
     finally:
         session.close()

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from facta import testing  # testing.given: hypothesis has a `given` too
 from facta.domain import (
     Account,
     AccountClosed,
@@ -24,6 +25,14 @@ from facta.domain import (
     default_registry,
     transfer,
 )
+
+# Some tests below use facta.testing's given/when/then, as users' own tests would: given
+# the stored events, when a command runs, then these events (or this error, and nothing).
+OPENED = (AccountOpened(owner="alice", currency="EUR"),)
+
+
+def funded(balance: int) -> tuple[DomainEvent, ...]:
+    return (*OPENED, Deposited(amount=balance, reference=None)) if balance else OPENED
 
 
 def opened(account_id: str = "acc-1", balance: int = 0, currency: str = "EUR") -> Account:
@@ -86,17 +95,18 @@ def test_open_rejects_a_bad_id(account_id: object) -> None:
 
 
 def test_deposit_and_withdraw_move_the_balance() -> None:
-    account = opened()
-    account.deposit(1_000, reference="salary")
-    account.withdraw(250)
-    account.withdraw(750, reference="rent")
-    assert account.state.balance == 0
-    assert account.version == 4
-    assert events(account)[1:] == [
+    def commands(account: Account) -> None:
+        account.deposit(1_000, reference="salary")
+        account.withdraw(250)
+        account.withdraw(750, reference="rent")
+
+    account = testing.given(Account, "acc-1", *OPENED).when(commands).then(
         Deposited(amount=1_000, reference="salary"),
         Withdrawn(amount=250, reference=None),
         Withdrawn(amount=750, reference="rent"),
-    ]
+    )
+    assert account.state.balance == 0
+    assert account.version == 4
 
 
 BAD_AMOUNTS: list[object] = [0, -1, -10_000, 1.0, 10.5, float("nan"), True, False, "10", None, Decimal(5)]
@@ -128,17 +138,16 @@ def test_reference_must_be_text() -> None:
 
 @pytest.mark.parametrize(("balance", "amount"), [(0, 1), (100, 101), (999, 1_000_000)])
 def test_withdraw_refuses_to_overdraw(balance: int, amount: int) -> None:
-    account = opened(balance=balance)
-    before = snapshot(account)
-    with pytest.raises(DomainError) as exc:
-        account.withdraw(amount)
-    assert str(exc.value) == f"account acc-1: insufficient funds: balance {balance}, amount {amount}"
-    assert snapshot(account) == before
+    scenario = testing.given(Account, "acc-1", *funded(balance))
+    before = snapshot(scenario.aggregate)
+    error = scenario.when(lambda account: account.withdraw(amount)).then_raises(DomainError)
+    assert str(error) == f"account acc-1: insufficient funds: balance {balance}, amount {amount}"
+    assert snapshot(scenario.aggregate) == before
 
 
 def test_withdraw_may_empty_the_account() -> None:
-    account = opened(balance=100)
-    account.withdraw(100)
+    account = testing.given(Account, "acc-1", *funded(100)).when(lambda a: a.withdraw(100)).then(
+        Withdrawn(amount=100, reference=None))
     assert account.state.balance == 0
 
 
@@ -158,12 +167,11 @@ def test_transfer_out_and_in_record_both_sides() -> None:
 
 @pytest.mark.parametrize(("balance", "amount"), [(0, 1), (499, 500)])
 def test_transfer_out_refuses_to_overdraw(balance: int, amount: int) -> None:
-    account = opened(balance=balance)
-    before = snapshot(account)
-    with pytest.raises(DomainError) as exc:
-        account.transfer_out("acc-2", amount, "t-1")
-    assert str(exc.value) == f"account acc-1: insufficient funds: balance {balance}, amount {amount}"
-    assert snapshot(account) == before
+    scenario = testing.given(Account, "acc-1", *funded(balance))
+    before = snapshot(scenario.aggregate)
+    scenario.when(lambda account: account.transfer_out("acc-2", amount, "t-1")).then_raises(
+        DomainError, f"^account acc-1: insufficient funds: balance {balance}, amount {amount}$")
+    assert snapshot(scenario.aggregate) == before
 
 
 def test_cannot_transfer_to_or_from_itself() -> None:

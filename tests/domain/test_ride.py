@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from facta import testing  # testing.given: hypothesis has a `given` too
 from facta.domain import (
     DomainError,
     DomainEvent,
@@ -287,13 +288,16 @@ def test_offer_accepts_any_iterable() -> None:
 # -- accept -----------------------------------------------------------------------------------
 
 
+# facta.testing's given/when/then, as users' own tests would use it: given the stored events.
+OFFERED = (RideRequested(rider_id="rider-1", pickup=PICKUP, dropoff=DROPOFF), RideOffered(driver_ids=("drv-1", "drv-2")))
+
+
 def test_only_an_offered_driver_may_accept() -> None:
-    ride = ride_in("offered")
-    before = snapshot(ride)
-    with pytest.raises(InvalidTransition) as exc:
-        ride.accept("drv-9", 60)
-    assert str(exc.value) == "ride ride-1: cannot accept by driver 'drv-9' while offered to ['drv-1', 'drv-2']"
-    assert snapshot(ride) == before
+    scenario = testing.given(Ride, "ride-1", *OFFERED)
+    before = snapshot(scenario.aggregate)
+    error = scenario.when(lambda ride: ride.accept("drv-9", 60)).then_raises(InvalidTransition)
+    assert str(error) == "ride ride-1: cannot accept by driver 'drv-9' while offered to ['drv-1', 'drv-2']"
+    assert snapshot(scenario.aggregate) == before
 
 
 @pytest.mark.parametrize("eta", [-1, 1.5, True, None, "60"])
@@ -306,8 +310,8 @@ def test_accept_needs_a_non_negative_integer_eta(eta: object) -> None:
 
 
 def test_accept_with_zero_eta() -> None:
-    ride = ride_in("offered")
-    ride.accept("drv-1", 0)
+    ride = testing.given(Ride, "ride-1", *OFFERED).when(lambda ride: ride.accept("drv-1", 0)).then(
+        RideAccepted(driver_id="drv-1", eta_seconds=0))
     assert (ride.state.driver_id, ride.state.eta_seconds) == ("drv-1", 0)
 
 

@@ -191,6 +191,7 @@ def test_a_missing_broker_package_is_one_line_naming_what_to_install(
         start_broker(kind)  # type: ignore[arg-type]
     message = str(error.value)
     assert "\n" not in message and f"pip install {package}" in message
+    assert f'pip install "facta[{kind}]"' in message
 
 
 def test_a_port_in_use_is_refused_up_front(local_kind: str, tmp_path: Path) -> None:
@@ -335,6 +336,10 @@ def test_default_kind_is_apache_where_java_is(monkeypatch: pytest.MonkeyPatch) -
     assert devbroker.default_kind() == "apache"
     monkeypatch.setattr(devbroker.shutil, "which", lambda name: None)
     assert devbroker.default_kind() == "noida"
+    # Neither Java nor the noida extra (a plain `pip install facta`): apache, whose error
+    # names the missing Java and the fallback with the extra to install.
+    monkeypatch.setattr(devbroker, "_package_dir", lambda module: None)
+    assert devbroker.default_kind() == "apache"
 
 
 def test_a_cluster_of_three_replicates_and_needs_two_in_sync(apache_only: None, tmp_path: Path, topic_name: str) -> None:

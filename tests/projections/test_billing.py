@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select, update
 
+from facta import testing
 from facta.domain.account import Account, TransferredIn, TransferredOut
 from facta.domain.ride import Location, Ride, Tariff, TripEnded
 from facta.eventstore import EventStore, RecordedEvent, Repository
@@ -181,6 +182,12 @@ async def test_every_ended_trip_is_charged_once(store: EventStore) -> None:
     await town.ride("rider-0", "driver-1")
     await _run(store)
     await _assert_charged_once(store, town)
+    # The same rows through facta.testing's projection scenario (as a user's test would).
+    await testing.project(store, Billing).then_rows(Billing.charges, [
+        {"ride_id": ride_id, "fare": fare, "currency": "EUR", "rider_account": rider, "driver_account": driver,
+         "charged": fare}
+        for ride_id, (rider, driver, fare) in town.ended.items()
+    ])
 
 
 async def test_redelivery_from_a_reset_checkpoint_charges_nothing_again(store: EventStore) -> None:
