@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from facta.domain import Aggregate, AggregateState, aggregate_class
 
@@ -50,7 +50,12 @@ class AuditError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class StateAt:
-    """An aggregate's state as it was after event ``version`` (recorded at ``recorded_at``)."""
+    """An aggregate's state as it was after event ``version`` (recorded at ``recorded_at``).
+
+    ``left_out``: for a state as of a time, the versions below ``version`` that were
+    recorded after that time (a writer whose clock stepped back, or an append that
+    started later but took the earlier version), in order. They are not applied, so a
+    non-empty ``left_out`` means a state that no reader of the stream ever saw."""
 
     stream_id: str
     stream_type: str
@@ -58,12 +63,17 @@ class StateAt:
     recorded_at: datetime
     state: AggregateState
     aggregate: Aggregate = field(repr=False)
+    left_out: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON form; ``left_out_versions`` appears only when some versions were left out."""
+        data: dict[str, Any] = {
             "stream_id": self.stream_id, "stream_type": self.stream_type, "version": self.version,
             "recorded_at": utc_text(self.recorded_at), "state": self.state.model_dump(mode="json"),
         }
+        if self.left_out:
+            data["left_out_versions"] = list(self.left_out)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +146,20 @@ async def state_at(
     at_version: int | None = None,
     as_of: datetime | None = None,
 ) -> StateAt:
-    """The stream's aggregate as it was after event ``at_version``, or after the last event
-    recorded at or before ``as_of`` (an event recorded exactly then is included). Give at
-    most one of the two; neither means now. Loads start from the newest usable snapshot.
+    """The stream's aggregate as it was after event ``at_version``, or as of the time
+    ``as_of``: built from exactly the stream's events recorded at or before ``as_of`` (an
+    event recorded exactly then is included), applied in version order. Give at most one
+    of the two; neither means now. Loads start from the newest usable snapshot.
+
+    recorded_at is one time per append, but it need not grow with the version: an append
+    that started earlier can take a later version than one that started after it, and a
+    writer whose clock stepped back records an earlier time at a later version, by any
+    amount. Then the events recorded by ``as_of`` are not a prefix of the stream: the
+    result is after the newest of them (``version``), without the versions below it that
+    were recorded later (``left_out``), a state that no reader of the stream saw.
 
     Raises :class:`StreamNotFound`, :class:`VersionNotFound` (a version past the end) and
-    :class:`AuditError` (a time before the stream's first event, or in the future).
+    :class:`AuditError` (a time before the stream's first recorded event, or in the future).
     """
     if at_version is not None and as_of is not None:
         raise AuditError("give at most one of at_version and as_of")
@@ -152,14 +170,16 @@ async def state_at(
             raise AuditError(f"time {utc_text(as_of)} is in the future (now is {utc_text(now)})")
     stream_type, cls = await _stream_class(store, stream_id)
     if as_of is not None:
-        found = await store.database.read(_last_version_at, stream_id, as_of)
+        found = await store.database.read(_versions_at, stream_id, as_of)
         if found is None:
-            first = (await store.read_stream(stream_id, limit=1))[0]
+            earliest = await store.database.read(_first_recorded, stream_id)
             raise AuditError(
                 f"stream {stream_id!r} did not exist at {utc_text(as_of)}: its first event was recorded at "
-                f"{utc_text(first.recorded_at)}"
+                f"{utc_text(earliest)}"
             )
-        at_version = found
+        at_version, first_later = found
+        if first_later is not None:
+            return await _state_without_later(store, stream_id, stream_type, cls, as_of, at_version, first_later)
     if at_version is None:
         at_version = await store.stream_version(stream_id)
     if at_version < 1:
@@ -169,18 +189,53 @@ async def state_at(
     return StateAt(stream_id, stream_type, at_version, record.recorded_at, aggregate.state, aggregate)
 
 
-def _last_version_at(conn: Connection, stream_id: str, as_of: datetime) -> int | None:
-    """The newest version of the stream recorded at or before ``as_of`` (the stream's rows,
-    through the unique (stream_id, version) index, newest first)."""
+async def _state_without_later(
+    store: EventStore, stream_id: str, stream_type: str, cls: type[Aggregate], as_of: datetime, last: int,
+    first_later: int,
+) -> StateAt:
+    """The state from the events recorded at or before ``as_of`` where version
+    ``first_later`` (< ``last``) and maybe others below ``last`` were recorded after it:
+    versions up to ``first_later - 1`` load as usual (snapshots too), the rest one by one."""
+    if first_later > 1:
+        aggregate = await Repository(store).get(cls, stream_id, at_version=first_later - 1)
+    else:
+        aggregate = cls.rehydrate(stream_id, ())
+    records = await store.read_stream(stream_id, from_version=first_later, to_version=last)
+    left_out = []
+    for record in records:
+        if record.recorded_at <= as_of:
+            aggregate._apply(record.event)
+        else:
+            left_out.append(record.version)
+    aggregate.version = last
+    return StateAt(stream_id, stream_type, last, records[-1].recorded_at, aggregate.state, aggregate,
+                   tuple(left_out))
+
+
+def _versions_at(conn: Connection, stream_id: str, as_of: datetime) -> tuple[int, int | None] | None:
+    """None if no event of the stream was recorded at or before ``as_of``; otherwise the
+    newest version that was, and the oldest version below it that was recorded after
+    ``as_of`` (None: every version up to it was recorded by then). Both read the stream's
+    rows through the unique (stream_id, version) index, in one transaction."""
     c = events_table.c
-    query = (
+    newest = conn.execute(
+        select(c.version).where(c.stream_id == stream_id, c.recorded_at <= as_of).order_by(c.version.desc()).limit(1)
+    ).scalar_one_or_none()
+    if newest is None:
+        return None
+    later = conn.execute(
         select(c.version)
-        .where(c.stream_id == stream_id, c.recorded_at <= as_of)
-        .order_by(c.version.desc())
+        .where(c.stream_id == stream_id, c.version < newest, c.recorded_at > as_of)
+        .order_by(c.version)
         .limit(1)
-    )
-    value = conn.execute(query).scalar_one_or_none()
-    return None if value is None else int(value)
+    ).scalar_one_or_none()
+    return int(newest), None if later is None else int(later)
+
+
+def _first_recorded(conn: Connection, stream_id: str) -> datetime:
+    """The earliest recorded_at of the stream's events (not necessarily version 1's)."""
+    c = events_table.c
+    return conn.execute(select(func.min(c.recorded_at)).where(c.stream_id == stream_id)).scalar_one()
 
 
 async def diff(store: EventStore, stream_id: str, from_version: int, to_version: int) -> StateDiff:
@@ -237,7 +292,14 @@ async def events(
 ) -> EventPage:
     """A page of the log's events matching every filter given (types and stream types:
     any of those listed; ``since <= recorded_at <= until``), in position order or newest
-    first, strictly between ``after_position`` and ``before_position``."""
+    first, strictly between ``after_position`` and ``before_position``.
+
+    A time window is exact whatever the writers' clocks did: it is a filter on each
+    event's recorded_at (through the (recorded_at, position) index), never a range of
+    positions guessed from times, because recorded_at does not follow position order
+    (concurrent appends interleave, and a clock that steps back records an earlier time
+    at a later position). So the events of a window need not be consecutive in the log,
+    and the page holds the first (or last) ``limit`` of them by position."""
     if not 1 <= limit <= _MAX_LIMIT:
         raise AuditError(f"limit must be between 1 and {_MAX_LIMIT}, got {limit}")
     if since is not None:
@@ -260,13 +322,6 @@ async def events(
         query = query.where(c.actor == actor)
     if correlation_id is not None:
         query = query.where(c.correlation_id == correlation_id)
-    # Positions bounding a time window, so the log is walked from about there instead of
-    # from its start (or end).
-    low, high = await store.positions_around(since, until)
-    if low is not None:
-        after_position = low if after_position is None else max(after_position, low)
-    if high is not None:
-        before_position = high if before_position is None else min(before_position, high)
     if after_position is not None:
         query = query.where(c.position > after_position)
     if before_position is not None:
@@ -298,7 +353,12 @@ async def trace(store: EventStore, correlation_id: str) -> list[RecordedEvent]:
 def _aware(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise AuditError(f"{what}: naive time {value.isoformat()} given: give a time zone")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise AuditError(
+            f"{what}: time {value.isoformat()} is outside the years 0001 to 9999 once converted to UTC"
+        ) from None
 
 
 def utc_text(value: datetime) -> str:

@@ -30,7 +30,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
 from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select
@@ -381,32 +381,29 @@ class EventStore:
             covered = position_of(rows[-1])
         return rows, covered
 
-    async def positions_around(
-        self, since: datetime | None, until: datetime | None
-    ) -> tuple[int | None, int | None]:
-        """Exclusive position bounds of the events recorded in [since, until] (None: no
-        bound), each found as one row of the (recorded_at, position) index, so that a
-        query by time can walk the log from near the window (see :func:`_window_bounds`)."""
-        return await self.database.read(_window_bounds, since, until)
-
     async def first_position_at(self, when: datetime) -> int:
-        """The position just before the first event recorded at or after ``when``: a
-        replay "from a time" starts after it. Concurrent appends can make recorded-at
-        times interleave along the log by their overlap, so this is the smallest such
-        position, and the replay includes every event recorded at or after ``when``."""
+        """The position just before the first event recorded at or after ``when`` (the
+        store's head when there is none): a replay "from a time" reads the log after it.
+
+        recorded_at is not in position order: concurrent appends interleave by their
+        overlap, and a writer whose clock stepped back records an earlier time at a later
+        position, by any amount. So this is exact, never estimated from a margin: the
+        smallest position with ``recorded_at >= when``, found on the (recorded_at,
+        position) index. Later positions can still hold events recorded before ``when``;
+        a replay from a time passes over those (see :mod:`facta.projections.replay`).
+        On PostgreSQL it looks only up to the settled horizon, which it returns when no
+        event there was recorded at or after ``when``: every event at or below it is
+        committed, so none recorded later can appear before the position returned.
+
+        Raises ValueError for a naive ``when``.
+        """
         if when.tzinfo is None:
             raise ValueError(f"naive datetime {when.isoformat()} given: use an aware time")
-        low, _ = await self.positions_around(when, None)
-        query = (
-            select(events.c.position)
-            .where(events.c.recorded_at >= when, events.c.position > (low or 0))
-            .order_by(events.c.position)
-            .limit(1)
-        )
+        upto = await self.head_position()
+        c = events.c
+        query = select(func.min(c.position)).where(c.recorded_at >= when, c.position <= upto)
         first = await self.database.read(_scalar, query)
-        if first is None:
-            return await self.head_position()
-        return int(first) - 1
+        return upto if first is None else int(first) - 1
 
     async def read_log_rows(self, after: int = 0, limit: int = 1000) -> list[Sequence[Any]]:
         """Like :meth:`read_log` (same order, same settled horizon, never skips an event),
@@ -539,39 +536,6 @@ def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Sequence[
     driver = conn.connection.driver_connection
     assert driver is not None
     return list(driver.execute(_SQLITE_LOG_ROWS, (after, limit)).fetchall())
-
-
-# How long an append may take from the start of its transaction (its recorded_at) to
-# taking its positions. facta's appends take them in their first statement, so this is a
-# wide margin; it only makes the bounds below looser, never wrong.
-_CLOCK_MARGIN = timedelta(minutes=5)
-
-
-def _window_bounds(
-    conn: Connection, since: datetime | None, until: datetime | None
-) -> tuple[int | None, int | None]:
-    """Exclusive position bounds for events recorded in [since, until], found with the
-    (recorded_at, position) index. recorded_at is the start of the appending transaction,
-    and positions are taken within _CLOCK_MARGIN of it, in increasing order over time:
-
-    - the newest event recorded before ``since - margin`` took its position before
-      ``since``, so every event recorded at or after ``since`` is past it;
-    - the oldest event recorded after ``until + margin`` took its position after
-      ``until + margin``, so every event recorded at or before ``until`` is before it.
-    """
-    c = events.c
-    low = high = None
-    if since is not None:
-        low = conn.execute(
-            select(c.position).where(c.recorded_at < since - _CLOCK_MARGIN)
-            .order_by(c.recorded_at.desc(), c.position.desc()).limit(1)
-        ).scalar()
-    if until is not None:
-        high = conn.execute(
-            select(c.position).where(c.recorded_at > until + _CLOCK_MARGIN)
-            .order_by(c.recorded_at, c.position).limit(1)
-        ).scalar()
-    return low, high
 
 
 def _sqlite_window(conn: Connection, query: Select[Any], after: int, limit: int) -> tuple[Sequence[Any], int]:
