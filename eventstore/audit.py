@@ -215,8 +215,12 @@ async def _state_without_later(
 def _versions_at(conn: Connection, stream_id: str, as_of: datetime) -> tuple[int, int | None] | None:
     """None if no event of the stream was recorded at or before ``as_of``; otherwise the
     newest version that was, and the oldest version below it that was recorded after
-    ``as_of`` (None: every version up to it was recorded by then). Both read the stream's
-    rows through the unique (stream_id, version) index, in one transaction."""
+    ``as_of`` (None: every version up to it was recorded by then), in one transaction.
+
+    The first reads the stream's rows newest first through the unique (stream_id,
+    version) index. The second has no order or limit, so the database reads whichever
+    is smaller: the stream's rows below that version, or the (recorded_at, position)
+    index after ``as_of``; it returns the versions left out, usually none."""
     c = events_table.c
     newest = conn.execute(
         select(c.version).where(c.stream_id == stream_id, c.recorded_at <= as_of).order_by(c.version.desc()).limit(1)
@@ -224,18 +228,16 @@ def _versions_at(conn: Connection, stream_id: str, as_of: datetime) -> tuple[int
     if newest is None:
         return None
     later = conn.execute(
-        select(c.version)
-        .where(c.stream_id == stream_id, c.version < newest, c.recorded_at > as_of)
-        .order_by(c.version)
-        .limit(1)
-    ).scalar_one_or_none()
-    return int(newest), None if later is None else int(later)
+        select(c.version).where(c.stream_id == stream_id, c.version < newest, c.recorded_at > as_of)
+    ).scalars().all()
+    return int(newest), min(later, default=None)
 
 
 def _first_recorded(conn: Connection, stream_id: str) -> datetime:
     """The earliest recorded_at of the stream's events (not necessarily version 1's)."""
     c = events_table.c
-    return conn.execute(select(func.min(c.recorded_at)).where(c.stream_id == stream_id)).scalar_one()
+    earliest: datetime = conn.execute(select(func.min(c.recorded_at)).where(c.stream_id == stream_id)).scalar_one()
+    return earliest
 
 
 async def diff(store: EventStore, stream_id: str, from_version: int, to_version: int) -> StateDiff:
