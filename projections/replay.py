@@ -79,8 +79,15 @@ class ReplayFrom:
         for label, value in (("position", self.position), ("offset", self.offset), ("partition", self.partition)):
             if value is not None and value < 0:
                 raise ProjectionError(f"{label} must be >= 0, got {value}")
-        if self.time is not None and self.time.tzinfo is None:
+        if self.time is not None and (self.time.tzinfo is None or self.time.utcoffset() is None):
             raise ProjectionError(f"time {self.time.isoformat()} has no time zone: give one, e.g. 2026-11-22T12:00Z")
+        if self.time is not None:
+            try:
+                self.time.astimezone(UTC)
+            except OverflowError:
+                raise ProjectionError(
+                    f"time {self.time.isoformat()} is outside the years 0001 to 9999 once converted to UTC"
+                ) from None
 
     def describe(self) -> str:
         if self.position is not None:

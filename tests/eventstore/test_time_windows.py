@@ -26,6 +26,7 @@ from facta.domain.account import AccountOpened, Deposited
 from facta.eventstore import EventStore, Snapshot
 from facta.eventstore.audit import AuditError, events, state_at, utc_text
 from facta.eventstore.schema import events as events_table
+from facta.projections import ProjectionError
 from facta.projections.reference import AccountBalances
 from facta.projections.replay import ReplayFrom, plan_replay, replay
 
@@ -208,3 +209,13 @@ async def test_times_outside_the_years_utc_can_hold_are_one_line_errors(store: E
     # The earliest time UTC can hold is a valid bound: everything was recorded after it.
     page = await events(store, since=datetime(1, 1, 1, tzinfo=UTC))
     assert [r.position for r in page.events] == list(range(1, 9))
+
+
+async def test_replay_times_at_the_ends_of_the_calendar(store: EventStore) -> None:
+    await _log(store)
+    # The earliest time UTC can hold: every event was recorded after it.
+    plan = await plan_replay(store, AccountBalances, ReplayFrom(time=datetime(1, 1, 1, tzinfo=UTC)))
+    assert (plan.start, plan.events, plan.first_position, plan.last_position) == ({("", -1): 0}, 8, 1, 8)
+    with pytest.raises(ProjectionError) as exc:
+        ReplayFrom(time=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))))
+    assert str(exc.value) == "time 0001-01-01T00:00:00+01:00 is outside the years 0001 to 9999 once converted to UTC"
