@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, literal_column, select
 
 from facta.domain import Aggregate, AggregateState, aggregate_class
 
@@ -324,16 +324,94 @@ async def events(
         query = query.where(c.actor == actor)
     if correlation_id is not None:
         query = query.where(c.correlation_id == correlation_id)
-    if after_position is not None:
-        query = query.where(c.position > after_position)
-    if before_position is not None:
-        query = query.where(c.position < before_position)
-    if store.database.dialect == "postgresql":
-        query = query.where(c.position <= await store.head_position())
-    query = query.order_by(c.position.desc() if newest_first else c.position).limit(limit + 1)
-    found = await store._fetch(query)
+    if since is None and until is None:
+        if after_position is not None:
+            query = query.where(c.position > after_position)
+        if before_position is not None:
+            query = query.where(c.position < before_position)
+        if store.database.dialect == "postgresql":
+            query = query.where(c.position <= await store.head_position())
+        query = query.order_by(c.position.desc() if newest_first else c.position).limit(limit + 1)
+        found = await store._fetch(query)
+    else:
+        # Positions strictly between low and high: on PostgreSQL up to the settled horizon.
+        head = await store.head_position()
+        low = after_position if after_position is not None else 0
+        high = head + 1 if before_position is None else min(before_position, head + 1)
+        found = await _window_page(store, query, since, until, low, high, newest_first, limit + 1)
     page = found[:limit]
     return EventPage(page, page[-1].position if len(found) > limit else None)
+
+
+# A time-window query first walks this many positions per event it wants.
+_FIRST_WALK = 4.0
+
+
+async def _window_page(
+    store: EventStore, query: Select[Any], since: datetime | None, until: datetime | None, low: int, high: int,
+    newest_first: bool, want: int,
+) -> list[RecordedEvent]:
+    """The first ``want`` events of ``query`` (its filters include the time window) with
+    ``low < position < high``, in position order (or the last ones, newest first).
+
+    The window's events can be anywhere in the log (recorded_at is not in position
+    order), and there are two exact ways to them: walk the log by position from the
+    cursor through the primary key, which costs the positions passed until the page is
+    full, or read the window through the (recorded_at, position) index and sort it by
+    position, which costs the window's events. It first walks ``4 * want`` positions (a
+    page of a window around the cursor ends there). Then it looks up the window's
+    first and last events by recorded_at (one index entry each): in a log whose clocks
+    mostly agree, the positions from the cursor to the nearer one estimate what a walk
+    passes, and the positions between them the window's size, and it takes the way that
+    looks cheaper. Both ways are exact whatever the clocks did; a wrong estimate only
+    costs time."""
+    c = events_table.c
+    found: list[RecordedEvent] = []
+    step = max(1, int(_FIRST_WALK * want))
+    if newest_first:
+        edge = max(high - step, low + 1)
+        first_steps = query.where(c.position >= edge, c.position < high).order_by(c.position.desc())
+        high = edge
+    else:
+        edge = min(low + step, high - 1)
+        first_steps = query.where(c.position > low, c.position <= edge).order_by(c.position)
+        low = edge
+    found += await store._fetch(first_steps.limit(want))
+    if len(found) >= want or low + 1 >= high:
+        return found
+    ends = await store.database.read(_window_ends, since, until, low, high)
+    if ends is None:
+        return found  # no event recorded in the window is left between the bounds
+    first, last = ends
+    walk = high - last if newest_first else first - low
+    rest = query.where(c.position > low, c.position < high)
+    if abs(last - first) < walk:
+        # Sorted by position + 0, not by the primary key, so the database reads the
+        # window through its index instead of walking the log.
+        key: Any = c.position + literal_column("0")
+        rest = rest.order_by(key.desc() if newest_first else key)
+    else:
+        rest = rest.order_by(c.position.desc() if newest_first else c.position)
+    return found + await store._fetch(rest.limit(want - len(found)))
+
+
+def _window_ends(
+    conn: Connection, since: datetime | None, until: datetime | None, low: int, high: int
+) -> tuple[int, int] | None:
+    """The positions of the first and the last event by recorded_at (then position) of
+    those recorded in [since, until] with low < position < high, each one entry of the
+    (recorded_at, position) index; None when there is none."""
+    c = events_table.c
+    query = select(c.position).where(c.position > low, c.position < high)
+    if since is not None:
+        query = query.where(c.recorded_at >= since)
+    if until is not None:
+        query = query.where(c.recorded_at <= until)
+    first = conn.execute(query.order_by(c.recorded_at, c.position).limit(1)).scalar_one_or_none()
+    if first is None:
+        return None
+    last = conn.execute(query.order_by(c.recorded_at.desc(), c.position.desc()).limit(1)).scalar_one()
+    return int(first), int(last)
 
 
 async def trace(store: EventStore, correlation_id: str) -> list[RecordedEvent]:
