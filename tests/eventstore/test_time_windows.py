@@ -24,6 +24,7 @@ from sqlalchemy import Connection, insert, select
 
 from facta.domain.account import AccountOpened, Deposited
 from facta.eventstore import EventStore, Snapshot, audit
+from facta.eventstore import store as store_module
 from facta.eventstore.audit import AuditError, events, state_at, utc_text
 from facta.eventstore.schema import events as events_table
 from facta.projections import ProjectionError
@@ -129,7 +130,13 @@ async def test_audit_events_return_exactly_the_events_recorded_in_the_window(
     assert [r.position for r in page.events] == [3, 5, 7]
 
 
-async def test_first_position_at_is_before_the_first_event_recorded_at_or_after_the_time(store: EventStore) -> None:
+@pytest.mark.parametrize("first_walk", [4096, 2, 0])
+async def test_first_position_at_is_before_the_first_event_recorded_at_or_after_the_time(
+    store: EventStore, first_walk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How many positions it first walks from the log's start before it reads the
+    # (recorded_at, position) index: past this log, two of them, none.
+    monkeypatch.setattr(store_module, "_FIRST_WALK", first_walk)
     await _log(store)
     assert await store.first_position_at(T) == 0  # position 1 was recorded an hour after T
     assert await store.first_position_at(T + 2 * S) == 0
