@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, func, literal_column, select
 
 from facta.domain import Aggregate, AggregateState, aggregate_class
 
@@ -50,7 +50,12 @@ class AuditError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class StateAt:
-    """An aggregate's state as it was after event ``version`` (recorded at ``recorded_at``)."""
+    """An aggregate's state as it was after event ``version`` (recorded at ``recorded_at``).
+
+    ``left_out``: for a state as of a time, the versions below ``version`` that were
+    recorded after that time (a writer whose clock stepped back, or an append that
+    started later but took the earlier version), in order. They are not applied, so a
+    non-empty ``left_out`` means a state that no reader of the stream ever saw."""
 
     stream_id: str
     stream_type: str
@@ -58,12 +63,17 @@ class StateAt:
     recorded_at: datetime
     state: AggregateState
     aggregate: Aggregate = field(repr=False)
+    left_out: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON form; ``left_out_versions`` appears only when some versions were left out."""
+        data: dict[str, Any] = {
             "stream_id": self.stream_id, "stream_type": self.stream_type, "version": self.version,
             "recorded_at": utc_text(self.recorded_at), "state": self.state.model_dump(mode="json"),
         }
+        if self.left_out:
+            data["left_out_versions"] = list(self.left_out)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +146,20 @@ async def state_at(
     at_version: int | None = None,
     as_of: datetime | None = None,
 ) -> StateAt:
-    """The stream's aggregate as it was after event ``at_version``, or after the last event
-    recorded at or before ``as_of`` (an event recorded exactly then is included). Give at
-    most one of the two; neither means now. Loads start from the newest usable snapshot.
+    """The stream's aggregate as it was after event ``at_version``, or as of the time
+    ``as_of``: built from exactly the stream's events recorded at or before ``as_of`` (an
+    event recorded exactly then is included), applied in version order. Give at most one
+    of the two; neither means now. Loads start from the newest usable snapshot.
+
+    recorded_at is one time per append, but it need not grow with the version: an append
+    that started earlier can take a later version than one that started after it, and a
+    writer whose clock stepped back records an earlier time at a later version, by any
+    amount. Then the events recorded by ``as_of`` are not a prefix of the stream: the
+    result is after the newest of them (``version``), without the versions below it that
+    were recorded later (``left_out``), a state that no reader of the stream saw.
 
     Raises :class:`StreamNotFound`, :class:`VersionNotFound` (a version past the end) and
-    :class:`AuditError` (a time before the stream's first event, or in the future).
+    :class:`AuditError` (a time before the stream's first recorded event, or in the future).
     """
     if at_version is not None and as_of is not None:
         raise AuditError("give at most one of at_version and as_of")
@@ -152,14 +170,16 @@ async def state_at(
             raise AuditError(f"time {utc_text(as_of)} is in the future (now is {utc_text(now)})")
     stream_type, cls = await _stream_class(store, stream_id)
     if as_of is not None:
-        found = await store.database.read(_last_version_at, stream_id, as_of)
+        found = await store.database.read(_versions_at, stream_id, as_of)
         if found is None:
-            first = (await store.read_stream(stream_id, limit=1))[0]
+            earliest = await store.database.read(_first_recorded, stream_id)
             raise AuditError(
                 f"stream {stream_id!r} did not exist at {utc_text(as_of)}: its first event was recorded at "
-                f"{utc_text(first.recorded_at)}"
+                f"{utc_text(earliest)}"
             )
-        at_version = found
+        at_version, first_later = found
+        if first_later is not None:
+            return await _state_without_later(store, stream_id, stream_type, cls, as_of, at_version, first_later)
     if at_version is None:
         at_version = await store.stream_version(stream_id)
     if at_version < 1:
@@ -169,18 +189,55 @@ async def state_at(
     return StateAt(stream_id, stream_type, at_version, record.recorded_at, aggregate.state, aggregate)
 
 
-def _last_version_at(conn: Connection, stream_id: str, as_of: datetime) -> int | None:
-    """The newest version of the stream recorded at or before ``as_of`` (the stream's rows,
-    through the unique (stream_id, version) index, newest first)."""
+async def _state_without_later(
+    store: EventStore, stream_id: str, stream_type: str, cls: type[Aggregate], as_of: datetime, last: int,
+    first_later: int,
+) -> StateAt:
+    """The state from the events recorded at or before ``as_of`` where version
+    ``first_later`` (< ``last``) and maybe others below ``last`` were recorded after it:
+    versions up to ``first_later - 1`` load as usual (snapshots too), the rest one by one."""
+    if first_later > 1:
+        aggregate = await Repository(store).get(cls, stream_id, at_version=first_later - 1)
+    else:
+        aggregate = cls.rehydrate(stream_id, ())
+    records = await store.read_stream(stream_id, from_version=first_later, to_version=last)
+    left_out = []
+    for record in records:
+        if record.recorded_at <= as_of:
+            aggregate._apply(record.event)
+        else:
+            left_out.append(record.version)
+    aggregate.version = last
+    return StateAt(stream_id, stream_type, last, records[-1].recorded_at, aggregate.state, aggregate,
+                   tuple(left_out))
+
+
+def _versions_at(conn: Connection, stream_id: str, as_of: datetime) -> tuple[int, int | None] | None:
+    """None if no event of the stream was recorded at or before ``as_of``; otherwise the
+    newest version that was, and the oldest version below it that was recorded after
+    ``as_of`` (None: every version up to it was recorded by then), in one transaction.
+
+    The first reads the stream's rows newest first through the unique (stream_id,
+    version) index. The second has no order or limit, so the database reads whichever
+    is smaller: the stream's rows below that version, or the (recorded_at, position)
+    index after ``as_of``; it returns the versions left out, usually none."""
     c = events_table.c
-    query = (
-        select(c.version)
-        .where(c.stream_id == stream_id, c.recorded_at <= as_of)
-        .order_by(c.version.desc())
-        .limit(1)
-    )
-    value = conn.execute(query).scalar_one_or_none()
-    return None if value is None else int(value)
+    newest = conn.execute(
+        select(c.version).where(c.stream_id == stream_id, c.recorded_at <= as_of).order_by(c.version.desc()).limit(1)
+    ).scalar_one_or_none()
+    if newest is None:
+        return None
+    later = conn.execute(
+        select(c.version).where(c.stream_id == stream_id, c.version < newest, c.recorded_at > as_of)
+    ).scalars().all()
+    return int(newest), min(later, default=None)
+
+
+def _first_recorded(conn: Connection, stream_id: str) -> datetime:
+    """The earliest recorded_at of the stream's events (not necessarily version 1's)."""
+    c = events_table.c
+    earliest: datetime = conn.execute(select(func.min(c.recorded_at)).where(c.stream_id == stream_id)).scalar_one()
+    return earliest
 
 
 async def diff(store: EventStore, stream_id: str, from_version: int, to_version: int) -> StateDiff:
@@ -237,7 +294,14 @@ async def events(
 ) -> EventPage:
     """A page of the log's events matching every filter given (types and stream types:
     any of those listed; ``since <= recorded_at <= until``), in position order or newest
-    first, strictly between ``after_position`` and ``before_position``."""
+    first, strictly between ``after_position`` and ``before_position``.
+
+    A time window is exact whatever the writers' clocks did: it is a filter on each
+    event's recorded_at (through the (recorded_at, position) index), never a range of
+    positions guessed from times, because recorded_at does not follow position order
+    (concurrent appends interleave, and a clock that steps back records an earlier time
+    at a later position). So the events of a window need not be consecutive in the log,
+    and the page holds the first (or last) ``limit`` of them by position."""
     if not 1 <= limit <= _MAX_LIMIT:
         raise AuditError(f"limit must be between 1 and {_MAX_LIMIT}, got {limit}")
     if since is not None:
@@ -260,23 +324,94 @@ async def events(
         query = query.where(c.actor == actor)
     if correlation_id is not None:
         query = query.where(c.correlation_id == correlation_id)
-    # Positions bounding a time window, so the log is walked from about there instead of
-    # from its start (or end).
-    low, high = await store.positions_around(since, until)
-    if low is not None:
-        after_position = low if after_position is None else max(after_position, low)
-    if high is not None:
-        before_position = high if before_position is None else min(before_position, high)
-    if after_position is not None:
-        query = query.where(c.position > after_position)
-    if before_position is not None:
-        query = query.where(c.position < before_position)
-    if store.database.dialect == "postgresql":
-        query = query.where(c.position <= await store.head_position())
-    query = query.order_by(c.position.desc() if newest_first else c.position).limit(limit + 1)
-    found = await store._fetch(query)
+    if since is None and until is None:
+        if after_position is not None:
+            query = query.where(c.position > after_position)
+        if before_position is not None:
+            query = query.where(c.position < before_position)
+        if store.database.dialect == "postgresql":
+            query = query.where(c.position <= await store.head_position())
+        query = query.order_by(c.position.desc() if newest_first else c.position).limit(limit + 1)
+        found = await store._fetch(query)
+    else:
+        # Positions strictly between low and high: on PostgreSQL up to the settled horizon.
+        head = await store.head_position()
+        low = after_position if after_position is not None else 0
+        high = head + 1 if before_position is None else min(before_position, head + 1)
+        found = await _window_page(store, query, since, until, low, high, newest_first, limit + 1)
     page = found[:limit]
     return EventPage(page, page[-1].position if len(found) > limit else None)
+
+
+# A time-window query first walks this many positions per event it wants.
+_FIRST_WALK = 4.0
+
+
+async def _window_page(
+    store: EventStore, query: Select[Any], since: datetime | None, until: datetime | None, low: int, high: int,
+    newest_first: bool, want: int,
+) -> list[RecordedEvent]:
+    """The first ``want`` events of ``query`` (its filters include the time window) with
+    ``low < position < high``, in position order (or the last ones, newest first).
+
+    The window's events can be anywhere in the log (recorded_at is not in position
+    order), and there are two exact ways to them: walk the log by position from the
+    cursor through the primary key, which costs the positions passed until the page is
+    full, or read the window through the (recorded_at, position) index and sort it by
+    position, which costs the window's events. It first walks ``4 * want`` positions (a
+    page of a window around the cursor ends there). Then it looks up the window's
+    first and last events by recorded_at (one index entry each): in a log whose clocks
+    mostly agree, the positions from the cursor to the nearer one estimate what a walk
+    passes, and the positions between them the window's size, and it takes the way that
+    looks cheaper. Both ways are exact whatever the clocks did; a wrong estimate only
+    costs time."""
+    c = events_table.c
+    found: list[RecordedEvent] = []
+    step = max(1, int(_FIRST_WALK * want))
+    if newest_first:
+        edge = max(high - step, low + 1)
+        first_steps = query.where(c.position >= edge, c.position < high).order_by(c.position.desc())
+        high = edge
+    else:
+        edge = min(low + step, high - 1)
+        first_steps = query.where(c.position > low, c.position <= edge).order_by(c.position)
+        low = edge
+    found += await store._fetch(first_steps.limit(want))
+    if len(found) >= want or low + 1 >= high:
+        return found
+    ends = await store.database.read(_window_ends, since, until, low, high)
+    if ends is None:
+        return found  # no event recorded in the window is left between the bounds
+    first, last = ends
+    walk = high - last if newest_first else first - low
+    rest = query.where(c.position > low, c.position < high)
+    if abs(last - first) < walk:
+        # Sorted by position + 0, not by the primary key, so the database reads the
+        # window through its index instead of walking the log.
+        key: Any = c.position + literal_column("0")
+        rest = rest.order_by(key.desc() if newest_first else key)
+    else:
+        rest = rest.order_by(c.position.desc() if newest_first else c.position)
+    return found + await store._fetch(rest.limit(want - len(found)))
+
+
+def _window_ends(
+    conn: Connection, since: datetime | None, until: datetime | None, low: int, high: int
+) -> tuple[int, int] | None:
+    """The positions of the first and the last event by recorded_at (then position) of
+    those recorded in [since, until] with low < position < high, each one entry of the
+    (recorded_at, position) index; None when there is none."""
+    c = events_table.c
+    query = select(c.position).where(c.position > low, c.position < high)
+    if since is not None:
+        query = query.where(c.recorded_at >= since)
+    if until is not None:
+        query = query.where(c.recorded_at <= until)
+    first = conn.execute(query.order_by(c.recorded_at, c.position).limit(1)).scalar_one_or_none()
+    if first is None:
+        return None
+    last = conn.execute(query.order_by(c.recorded_at.desc(), c.position.desc()).limit(1)).scalar_one()
+    return int(first), int(last)
 
 
 async def trace(store: EventStore, correlation_id: str) -> list[RecordedEvent]:
@@ -298,7 +433,12 @@ async def trace(store: EventStore, correlation_id: str) -> list[RecordedEvent]:
 def _aware(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise AuditError(f"{what}: naive time {value.isoformat()} given: give a time zone")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise AuditError(
+            f"{what}: time {value.isoformat()} is outside the years 0001 to 9999 once converted to UTC"
+        ) from None
 
 
 def utc_text(value: datetime) -> str:

@@ -30,11 +30,11 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Select, Text, bindparam, cast, func, select, text
+from sqlalchemy import Connection, Select, Text, bindparam, cast, func, literal_column, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -412,32 +412,27 @@ class EventStore:
             covered = position_of(rows[-1])
         return rows, covered
 
-    async def positions_around(
-        self, since: datetime | None, until: datetime | None
-    ) -> tuple[int | None, int | None]:
-        """Exclusive position bounds of the events recorded in [since, until] (None: no
-        bound), each found as one row of the (recorded_at, position) index, so that a
-        query by time can walk the log from near the window (see :func:`_window_bounds`)."""
-        return await self.database.read(_window_bounds, since, until)
-
     async def first_position_at(self, when: datetime) -> int:
-        """The position just before the first event recorded at or after ``when``: a
-        replay "from a time" starts after it. Concurrent appends can make recorded-at
-        times interleave along the log by their overlap, so this is the smallest such
-        position, and the replay includes every event recorded at or after ``when``."""
+        """The position just before the first event recorded at or after ``when`` (the
+        store's head when there is none): a replay "from a time" reads the log after it.
+
+        recorded_at is not in position order: concurrent appends interleave by their
+        overlap, and a writer whose clock stepped back records an earlier time at a later
+        position, by any amount. So this is exact, never estimated from a margin: the
+        smallest position with ``recorded_at >= when``, found on the (recorded_at,
+        position) index. Later positions can still hold events recorded before ``when``;
+        a replay from a time passes over those (see :mod:`facta.projections.replay`).
+        On PostgreSQL it looks only up to the settled horizon, which it returns when no
+        event there was recorded at or after ``when``: every event at or below it is
+        committed, so none recorded later can appear before the position returned.
+
+        Raises ValueError for a naive ``when``.
+        """
         if when.tzinfo is None:
             raise ValueError(f"naive datetime {when.isoformat()} given: use an aware time")
-        low, _ = await self.positions_around(when, None)
-        query = (
-            select(events.c.position)
-            .where(events.c.recorded_at >= when, events.c.position > (low or 0))
-            .order_by(events.c.position)
-            .limit(1)
-        )
-        first = await self.database.read(_scalar, query)
-        if first is None:
-            return await self.head_position()
-        return int(first) - 1
+        upto = await self.head_position()
+        first = await self.database.read(_first_recorded_since, when, upto)
+        return upto if first is None else first - 1
 
     async def read_log_rows(self, after: int = 0, limit: int = 1000) -> list[Sequence[Any]]:
         """Like :meth:`read_log` (same order, same settled horizon, never skips an event),
@@ -578,37 +573,30 @@ def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Sequence[
     return list(driver.execute(_SQLITE_LOG_ROWS, (after, limit)).fetchall())
 
 
-# How long an append may take from the start of its transaction (its recorded_at) to
-# taking its positions. facta's appends take them in their first statement, so this is a
-# wide margin; it only makes the bounds below looser, never wrong.
-_CLOCK_MARGIN = timedelta(minutes=5)
+# first_position_at walks this many positions from the start of the log first.
+_FIRST_WALK = 4096
 
 
-def _window_bounds(
-    conn: Connection, since: datetime | None, until: datetime | None
-) -> tuple[int | None, int | None]:
-    """Exclusive position bounds for events recorded in [since, until], found with the
-    (recorded_at, position) index. recorded_at is the start of the appending transaction,
-    and positions are taken within _CLOCK_MARGIN of it, in increasing order over time:
+def _first_recorded_since(conn: Connection, when: datetime, upto: int) -> int | None:
+    """The smallest position <= ``upto`` of an event recorded at or after ``when``.
 
-    - the newest event recorded before ``since - margin`` took its position before
-      ``since``, so every event recorded at or after ``since`` is past it;
-    - the oldest event recorded after ``until + margin`` took its position after
-      ``until + margin``, so every event recorded at or before ``until`` is before it.
-    """
+    Two exact ways, the cheaper first: the first _FIRST_WALK positions of the log by the
+    primary key (a time before most of the log is found there); else the events recorded
+    since ``when`` above them, through the (recorded_at, position) index, taking
+    min(position + 0) so the database does not walk the primary key instead: about as
+    many events as a replay from there reads."""
     c = events.c
-    low = high = None
-    if since is not None:
-        low = conn.execute(
-            select(c.position).where(c.recorded_at < since - _CLOCK_MARGIN)
-            .order_by(c.recorded_at.desc(), c.position.desc()).limit(1)
-        ).scalar()
-    if until is not None:
-        high = conn.execute(
-            select(c.position).where(c.recorded_at > until + _CLOCK_MARGIN)
-            .order_by(c.recorded_at, c.position).limit(1)
-        ).scalar()
-    return low, high
+    found = conn.execute(
+        select(func.min(c.position)).where(c.position <= min(upto, _FIRST_WALK), c.recorded_at >= when)
+    ).scalar()
+    if found is not None or upto <= _FIRST_WALK:
+        return None if found is None else int(found)
+    found = conn.execute(
+        select(func.min(c.position + literal_column("0"))).where(
+            c.recorded_at >= when, c.position > _FIRST_WALK, c.position <= upto
+        )
+    ).scalar()
+    return None if found is None else int(found)
 
 
 def _sqlite_window(conn: Connection, query: Select[Any], after: int, limit: int) -> tuple[Sequence[Any], int]:

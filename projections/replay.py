@@ -17,8 +17,18 @@ Where a replay starts:
   partition's events after P;
 - ``offset=N`` (Kafka): every partition from offset N, or with ``partition=K`` partition
   K from N and the others from their beginning (offset 0);
-- ``time=T``: the store log from the first event recorded at or after T, or on Kafka each
-  partition from its first record with a timestamp at or after T.
+- ``time=T``: exactly the events recorded at or after T (``recorded_at >= T``), in
+  position order: on the store log, those after the position before the first such
+  event; on Kafka, those of each partition from its first record with a timestamp at or
+  after T (Kafka's ``offsets_for_times``, at its millisecond precision). recorded_at does
+  not follow position order (concurrent appends interleave, and a writer whose clock
+  stepped back records an earlier time at a later position, by any amount), so a later
+  position, or a later offset, can hold an event recorded before T: the replay passes
+  over it (its checkpoint moves past it, it is never applied), comparing each event's
+  own recorded_at, at full precision. Such an event is outside the slice although it was
+  appended after events inside it, so the rebuilt model holds a set of events that was
+  never the log's state at any moment. After the swap the live runner applies every new
+  event, whatever its recorded time.
 
 Kafka retention (:mod:`facta.projections.retention`): where Kafka deleted part of what a
 replay from a position or a time reads, that part is read from the store first; a replay
@@ -29,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +52,7 @@ from facta.eventstore.schema import events, projections
 
 from . import tracking
 from .api import Projection
-from .applier import Applier, Delivery
+from .applier import Applier, Delivery, advance_over
 from .errors import ProjectionError
 from .retention import StoreFill, describe_fills
 from .runner import KafkaSettings, LogPages
@@ -69,8 +79,15 @@ class ReplayFrom:
         for label, value in (("position", self.position), ("offset", self.offset), ("partition", self.partition)):
             if value is not None and value < 0:
                 raise ProjectionError(f"{label} must be >= 0, got {value}")
-        if self.time is not None and self.time.tzinfo is None:
+        if self.time is not None and (self.time.tzinfo is None or self.time.utcoffset() is None):
             raise ProjectionError(f"time {self.time.isoformat()} has no time zone: give one, e.g. 2026-11-22T12:00Z")
+        if self.time is not None:
+            try:
+                self.time.astimezone(UTC)
+            except OverflowError:
+                raise ProjectionError(
+                    f"time {self.time.isoformat()} is outside the years 0001 to 9999 once converted to UTC"
+                ) from None
 
     def describe(self) -> str:
         if self.position is not None:
@@ -206,19 +223,24 @@ async def _plan_log(
     live = info.get("live", {})
     if projection.has_effects() and LOG in live and info.get("source") == "log":
         end = min(end, max(live[LOG], after))  # the live runner runs the effects after this
-    count, first, last = await store.database.read(_count_log, projection.event_types(), after, end)
+    count, first, last = await store.database.read(_count_log, projection.event_types(), after, end, start.time)
     return ReplayPlan(
         projection.name, "log", start.describe(), {LOG: after}, {LOG: end}, count, first, last,
     )
 
 
-def _count_log(conn: Connection, types: list[str], after: int, end: int) -> tuple[int, int | None, int | None]:
+def _count_log(
+    conn: Connection, types: list[str], after: int, end: int, since: datetime | None = None
+) -> tuple[int, int | None, int | None]:
+    """How many events of ``types`` lie in ``after < position <= end`` (recorded at or
+    after ``since``, where given), and the first and last one's position."""
     c = events.c
-    row = conn.execute(
-        select(func.count(), func.min(c.position), func.max(c.position)).where(
-            c.position > after, c.position <= end, c.event_type.in_(types)
-        )
-    ).one()
+    query = select(func.count(), func.min(c.position), func.max(c.position)).where(
+        c.position > after, c.position <= end, c.event_type.in_(types)
+    )
+    if since is not None:
+        query = query.where(c.recorded_at >= since)
+    row = conn.execute(query).one()
     return int(row[0]), row[1], row[2]
 
 
@@ -303,7 +325,10 @@ async def replay(
         raise ProjectionError(f"a replay of projection {projection.name!r} is already running")
     try:
         plan = await plan_replay(store, projection, start, kafka=kafka)
-        applier = Applier(store, projection, source=plan.source, slot=REBUILD, replay=True)
+        applier = (
+            Applier(store, projection, source=plan.source, slot=REBUILD, replay=True) if start.time is None
+            else _RecordedSince(store, projection, source=plan.source, slot=REBUILD, replay=True, since=start.time)
+        )
         await store.database.write(tracking.start_rebuild, applier.projection, plan.start, plan.floors)
         await applier.open()
         started = _time.perf_counter()
@@ -333,6 +358,21 @@ async def replay(
         return ReplayResult(plan, applier.applied, seconds, generation, dict(applier.checkpoints))
     finally:
         await lock.release()
+
+
+class _RecordedSince(Applier):
+    """The applier of a replay from a time: every source (the store log, Kafka, a fill
+    from the store) hands it what lies after its start, and it applies only the events
+    recorded at or after ``since``. The others move the checkpoints like any event."""
+
+    def __init__(self, *args: Any, since: datetime, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.since = since
+
+    async def apply(self, batch: Sequence[Delivery], advance: Mapping[Coord, int] | None = None) -> None:
+        if advance is None:
+            advance = advance_over(batch)
+        await super().apply([d for d in batch if d.record.recorded_at >= self.since], advance)
 
 
 async def _replay_log(

@@ -40,7 +40,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -285,10 +285,10 @@ async def plan_fill(
     from the store first, and the position floors.
 
     From a position, a partition's events after it are read; from a time, a partition's
-    events from its first one recorded at or after the time (Kafka's ``offsets_for_times``
-    in partition order, compared at Kafka's millisecond precision). Where Kafka deleted
-    part of that, the deleted part is read from the store and Kafka is read from the
-    earliest retained offset."""
+    events from its first one recorded at or after the time, of which the replay applies
+    only those recorded at or after it (recorded_at does not follow position order; the
+    counts here are of those). Where Kafka deleted part of that, the deleted part is read
+    from the store and Kafka is read from the earliest retained offset."""
     start = dict(start)
     floors = dict.fromkeys(ends, after) if after else {}
     deleted = {coord: begin for coord, begin in begins.items() if begin > 0 and coord in ends}
@@ -296,8 +296,6 @@ async def plan_fill(
         return start, {}, floors
     ranges = _DeletedRanges(store, projection, settings, ends)
     bounds = await ranges.bounds(settings, deleted, ends)
-    if since is not None:  # at the precision of Kafka's timestamps (ms)
-        since = since.astimezone(UTC).replace(microsecond=since.microsecond // 1000 * 1000)
     fills: dict[Coord, StoreFill] = {}
     for coord, through in bounds.items():
         floors[coord] = max(after or 0, through)
@@ -311,7 +309,7 @@ async def plan_fill(
             low = after
         if through > low:  # Kafka deleted part of the partition's slice: read from its earliest retained offset
             start[coord] = deleted[coord]
-            count, _ = await ranges.streams(coord, low, through, handled=True)
+            count, _ = await ranges.streams(coord, low, through, handled=True, since=since)
             if count:
                 fills[coord] = StoreFill(low, through, count, deleted[coord])
     return start, fills, {coord: floor for coord, floor in floors.items() if floor > 0}

@@ -1257,6 +1257,9 @@ async def audit_state(stream_id: str, at_version: int | None, as_of: datetime | 
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"{found.stream_type} {stream_id} at version {found.version} (recorded {data['recorded_at']})")
+    if found.left_out:
+        click.echo(f"without version{'s' if len(found.left_out) > 1 else ''} {', '.join(map(str, found.left_out))},"
+                   " recorded after that time: a state no reader of the stream saw")
     click.echo(_table(["FIELD", "VALUE"], [[name, _compact(value)] for name, value in data["state"].items()]))
 
 

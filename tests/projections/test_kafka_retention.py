@@ -20,18 +20,21 @@ the code under test.
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
-from sqlalchemy import Column, Integer, String, select
+from sqlalchemy import Column, Integer, String, insert, select
 
 from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore.schema import events as events_table
 from facta.projections import (
     Projection,
     ProjectionError,
@@ -509,6 +512,72 @@ async def test_a_replay_from_a_time_reads_what_kafka_deleted_from_the_store(stor
     assert plan.start[crossing] == cut[crossing] and plan.start[before] == cut[before]
     await replay(store, Wallets, ReplayFrom(time=middle), kafka=settings)
     assert await rows(store) == intact_model
+
+
+async def test_a_replay_from_a_time_applies_exactly_the_events_recorded_since_whatever_the_clocks(
+    store: EventStore, source: Source
+) -> None:
+    """recorded_at does not follow position order: writers whose clocks stepped back by
+    hours record earlier times at later positions (and one ran an hour ahead at the
+    start). The relay publishes the events in position order, each record stamped with
+    its recorded time; a replay from a time applies exactly the events recorded at or
+    after it, from Kafka, and from the store where Kafka deleted records."""
+    t = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    rows_in: list[dict[str, Any]] = []
+    versions: dict[str, int] = {}
+    for n in range(72):
+        wallet = f"w-{n % 6}"
+        versions[wallet] = versions.get(wallet, 0) + 1
+        at = t + timedelta(seconds=n - 20)  # the time passes T at n = 20
+        if n < 4:
+            at = t + timedelta(hours=1, seconds=n)  # a clock an hour ahead
+        elif n % 5 == 0:
+            at = t - timedelta(hours=n % 3 + 1, seconds=n)  # clocks one to three hours behind
+        event_type = "wallet.credited" if n % 4 else "wallet.debited"
+        rows_in.append({
+            "event_id": uuid.uuid4(), "stream_id": wallet, "stream_type": "wallet", "version": versions[wallet],
+            "event_type": event_type, "schema_version": 1, "payload": json.dumps({"amount": 3 * n + 1}),
+            "occurred_at": at, "recorded_at": at, "actor": None, "correlation_id": None, "causation_id": None,
+        })
+
+    def write(conn: Any) -> None:
+        for row in rows_in:  # one statement each: positions follow the list
+            conn.execute(insert(events_table), [row])
+
+    await store.database.write(write)
+    log = await store.read_log(limit=100_000)
+    since = [r for r in log if r.recorded_at >= t]
+    assert 0 < len(since) < len(log) and any(r.recorded_at < t for r in log if r.position > since[0].position)
+    expected = fold(since)
+    await source.publish(store)
+    parts = await layout(source, store)
+    settings = source.settings()
+
+    plan = await plan_replay(store, Wallets, ReplayFrom(time=t), kafka=settings)
+    assert plan.fill == {}
+    result = await replay(store, Wallets, ReplayFrom(time=t), kafka=settings, batch_size=5)
+    assert await rows(store) == expected
+    assert result.events == len(since)
+
+    # Kafka deletes the first records of two partitions, across the time: those events
+    # recorded at or after it come from the store, the others are passed over.
+    recorded = {r.position: r.recorded_at for r in log}
+    coords = sorted(parts)
+    cut = {coords[0]: len(parts[coords[0]]) // 2, coords[1]: 3}
+    await delete_before(source.broker.bootstrap, cut)
+    fills = {}
+    for coord, n in cut.items():
+        deleted = [r for r in parts[coord][:n]]
+        inside = [r for r in deleted if recorded[r.position] >= t]
+        if inside:
+            fills[coord] = StoreFill(inside[0].position - 1, parts[coord][n].position - 1,
+                                     sum(1 for r in inside if r.event_type in HANDLED), n)
+    assert fills, "a deleted range holds events recorded at or after the time"
+    plan = await plan_replay(store, Wallets, ReplayFrom(time=t), kafka=settings)
+    assert plan.fill == fills
+    result = await replay(store, Wallets, ReplayFrom(time=t), kafka=settings, batch_size=5)
+    assert await rows(store) == expected
+    assert result.events == len(since)
 
 
 async def test_a_partition_kafka_emptied_is_read_from_the_store_and_its_late_records_passed_over(
