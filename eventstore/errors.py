@@ -11,6 +11,7 @@ __all__ = [
     "DatabaseURLError",
     "DatabaseUnavailable",
     "DuplicateEventError",
+    "InvalidValue",
     "SchemaNotReady",
     "StoreError",
     "StreamNotFound",
@@ -41,6 +42,12 @@ class DuplicateEventError(StoreError):
             f"event {event_id} is already stored as {stream_id!r} version {version} at position {position}"
             " and this append is not an identical retry"
         )
+
+
+class InvalidValue(StoreError, ValueError):
+    """A value facta cannot store or query exactly on every dialect (a text too long or
+    holding NUL, a number out of its column's range, a payload field that would not read
+    back as written). Raised before any I/O; the message names the field and the limit."""
 
 
 class DatabaseURLError(StoreError):
