@@ -303,7 +303,7 @@ class EventStore:
         order (or reverse order with ``backwards``), at most ``limit`` of them.
 
         Raises :class:`InvalidValue` (before any I/O) for a stream id facta cannot store,
-        a version outside int32 or a negative limit."""
+        a version outside int32 or a limit below 1."""
         check_text("stream id", stream_id)
         check_version("from_version", from_version)
         check_version("to_version", to_version, optional=True)
@@ -329,7 +329,7 @@ class EventStore:
 
         Tailing the log with this never skips an event: a later call returns nothing
         that sorts before what an earlier call returned. Raises :class:`InvalidValue`
-        for a position outside int64, a negative limit or a type name facta cannot store.
+        for a position outside int64, a limit below 1 or a type name facta cannot store.
         """
         check_position("after", after)
         check_limit("limit", limit)
@@ -477,7 +477,7 @@ class EventStore:
         """Every event after ``after`` (up to position ``until``), read in pages of
         ``page_size`` (at least 1). Raises :class:`InvalidValue` for a bad argument."""
         check_position("after", after)
-        check_limit("page_size", page_size, low=1)
+        check_limit("page_size", page_size)
         check_position("until", until, optional=True)
         check_texts("event_types", event_types)
         while True:

@@ -11,7 +11,7 @@ line naming the field, the value and the limit.
   length, without the NUL character (PostgreSQL cannot store it in text or jsonb) and
   without lone surrogates (not Unicode text; no driver can encode them).
 - **Numbers**: versions within int32 and positions within int64 (the columns' ranges),
-  limits and page sizes non-negative (page sizes at least 1); ``bool`` is not a number.
+  limits and page sizes from 1; ``bool`` is not a number.
 - **Payloads and snapshot states** are encoded with pydantic and must read back exactly:
   no NaN or infinity (pydantic writes them as ``null``), no ``-0.0`` (PostgreSQL's jsonb
   stores it as ``0.0``), no NUL or lone surrogate in any string or key, integers of at
@@ -163,11 +163,11 @@ def check_position(field: str, value: object, *, optional: bool = False) -> None
     _check_int(field, value, *INT64)
 
 
-def check_limit(field: str, value: object, *, optional: bool = False, low: int = 0) -> None:
-    """A row count (limit, page size): an int from ``low`` to the BIGINT maximum."""
+def check_limit(field: str, value: object, *, optional: bool = False) -> None:
+    """A row count (limit, page size): an int from 1 to the BIGINT maximum."""
     if value is None and optional:
         return
-    _check_int(field, value, low, INT64[1])
+    _check_int(field, value, 1, INT64[1])
 
 
 def check_event_id(value: object) -> None:

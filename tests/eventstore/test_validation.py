@@ -231,6 +231,8 @@ async def test_sizes_and_limits_of_the_read_api(store: EventStore) -> None:
     assert message == f"page_size 0 is out of range: facta takes 1 to {INT64[1]}"
     for call, name in [
         (lambda: store.read_stream(stream, limit=-1), "limit"),
+        (lambda: store.read_stream(stream, limit=0), "limit"),
+        (lambda: store.read_log_window(limit=0), "limit"),
         (lambda: store.read_log(limit=-1), "limit"),
         (lambda: store.read_log_window(limit=-1), "limit"),
         (lambda: store.read_log_rows(limit=-5), "limit"),
@@ -251,7 +253,6 @@ async def test_sizes_and_limits_of_the_read_api(store: EventStore) -> None:
     ]:
         assert (await refused(store, name, call)).startswith(name)
     # The right answers at the edges of the ranges.
-    assert [r.version for r in await store.read_stream(stream, limit=0)] == []
     assert [r.version for r in await store.read_stream(stream, from_version=INT32[0], to_version=INT32[1])] == [1, 2, 3]
     assert len(await store.read_log(after=INT64[0], limit=INT64[1])) == 3
     assert [r.version async for r in store.iter_log(page_size=1, until=INT64[1])] == [1, 2, 3]
