@@ -364,3 +364,19 @@ async def test_a_bad_event_in_a_multi_stream_append_writes_nothing(store: EventS
 async def test_database_url_with_an_impossible_port_is_one_line(url: str) -> None:
     with pytest.raises(DatabaseURLError, match=r"invalid port '\d+' in database URL .*: a port is 1 to 65535$"):
         await EventStore.open(url)
+
+
+def test_cli_names_the_bad_port(tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    command = [shutil.which("facta")] if shutil.which("facta") else [sys.executable, "-m", "facta.replay.cli"]
+    result = subprocess.run(
+        [*command, "db", "current", "--database-url", "postgresql://127.0.0.1:99999/x"],  # type: ignore[list-item]
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "facta: error: invalid port '99999' in database URL 'postgresql://127.0.0.1:99999/x': a port is 1 to 65535\n"
+    )
