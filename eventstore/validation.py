@@ -263,8 +263,9 @@ def encode_state(state: BaseModel, label: str) -> str:
 
 
 # Serialised text that needs a closer look: NaN/infinity as pydantic's "constants",
-# -0.0, an escaped NUL. (Nesting depth and long integers are found by size.)
-_SUSPECT = ("-0.0", "\\u0000", "NaN", "Infinity")
+# -0.0, an escaped NUL, a number with an exponent. (Nesting depth and long integers are
+# found by size: 100 levels take 200 characters.)
+_SUSPECT = re.compile(r"-0\.0|\\u0000|NaN|Infinity|[0-9][eE][-+0-9]")
 # A JSON string (skipped as it is) or a number written with an exponent.
 _EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+)')
 
@@ -272,16 +273,16 @@ _EXPONENT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+
 def _encode(model: BaseModel, label: str) -> str:
     try:
         text = model.model_dump_json()
-    except PydanticSerializationError as exc:
+    except (PydanticSerializationError, ValueError, TypeError, RecursionError) as exc:
         _check_values(model, label)
         raise InvalidValue(f"{label}: cannot be encoded as JSON: {_first_line(exc)}") from None
-    except (ValueError, TypeError, RecursionError) as exc:
-        _check_values(model, label)
-        raise InvalidValue(f"{label}: cannot be encoded as JSON: {_first_line(exc)}") from None
-    if any(s in text for s in _SUSPECT) or len(text) > MAX_INT_DIGITS or text.count("[") + text.count("{") > MAX_DEPTH:
+    if _SUSPECT.search(text) is not None or (
+        len(text) > 2 * MAX_DEPTH
+        and (len(text) > MAX_INT_DIGITS or text.count("[") + text.count("{") > MAX_DEPTH)
+    ):
         _check_values(model, label)
         _check_json_text(text, label)
-    text = _positional_floats(text)
+        text = _positional_floats(text)
     cls = type(model)
     try:
         back = cls.model_validate_json(text)
@@ -304,8 +305,6 @@ def _positional_floats(text: str) -> str:
     """``text`` with every number written with an exponent rewritten positionally with a
     fraction (``1e+20`` -> ``100000000000000000000.0``): the same value, which jsonb keeps
     a float."""
-    if "e" not in text and "E" not in text:
-        return text
     changed = False
 
     def positional(match: re.Match[str]) -> str:
