@@ -44,7 +44,7 @@ from facta.domain import DomainEvent, PendingEvent
 
 from .errors import InvalidValue
 from .records import Snapshot, StreamAppend
-from .schema import events, snapshots
+from .schema import events, projections, relay_checkpoints, snapshots
 
 __all__ = [
     "INT32",
@@ -78,6 +78,8 @@ TEXT_LIMITS: dict[str, int] = {
     "correlation id": _length(events.c.correlation_id),
     "causation id": _length(events.c.causation_id),
     "state schema": _length(snapshots.c.state_schema),
+    "relay name": _length(relay_checkpoints.c.name),
+    "projection name": _length(projections.c.name),
 }
 #: Versions (stream versions, schema versions) are INTEGER columns.
 INT32 = (-(2**31), 2**31 - 1)

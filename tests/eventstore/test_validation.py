@@ -75,6 +75,16 @@ async def refused(store: EventStore, match: str, call: Any) -> str:
     return message
 
 
+def test_the_table_of_limits_is_the_schema() -> None:
+    from facta.eventstore import schema
+
+    assert TEXT_LIMITS == {
+        "stream id": 255, "stream type": 100, "event type": 200, "actor": 255, "correlation id": 255,
+        "causation id": 255, "state schema": 200, "relay name": 200, "projection name": 200,
+    }
+    assert schema.events.c.stream_id.type.length == TEXT_LIMITS["stream id"]  # type: ignore[attr-defined]
+
+
 # -- item 3: not-a-number -----------------------------------------------------------------------
 
 
