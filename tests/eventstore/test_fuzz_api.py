@@ -10,6 +10,7 @@ must read back exactly as written through every read (types and float bits inclu
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,8 @@ from facta.eventstore import (
     EventStore,
     InvalidValue,
     RecordedEvent,
+    Snapshot,
+    StoreError,
     StreamAppend,
     StreamTypeMismatch,
 )
@@ -108,7 +111,7 @@ positions = st.one_of(st.integers(-3, 50), st.sampled_from([2**63 - 1, 2**63, -(
 limits = st.one_of(st.none(), st.integers(-2, 5), st.sampled_from([2**63 - 1, 2**63]))
 
 #: What a call of the public API may raise: facta's documented errors, nothing else.
-ALLOWED = (InvalidValue, ConcurrencyError, StreamTypeMismatch, DuplicateEventError, EventRegistryError)
+ALLOWED = (InvalidValue, ConcurrencyError, StreamTypeMismatch, DuplicateEventError, EventRegistryError, StoreError)
 
 FUZZ = settings(
     max_examples=60,
@@ -192,6 +195,58 @@ async def test_fuzz_append_then_read_back(
         check_record(record, pending_event, stream, meta)
     assert await store.stream_version(stream_id) >= result.last_version
     assert await store.stream_type(stream_id) == stream_type
+
+
+def json_text(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return "{"  # not JSON: must be refused
+
+
+states = st.one_of(
+    st.dictionaries(texts, anything, max_size=3).map(json_text),
+    st.sampled_from(['{"total": 1e+20}', '{"total": -0.0}', '{"t": NaN}', '{"t": "a\\u0000"}', "[", '{"t": 1.5e-7}']),
+)
+
+
+async def count_snapshots(store: EventStore) -> int:
+    query = text("SELECT count(*) FROM facta_snapshots")
+    return int(await store.database.read(lambda conn: conn.execute(query).scalar_one()))
+
+
+@FUZZ
+@given(
+    streams=st.lists(st.tuples(names, names, st.lists(events, min_size=1, max_size=2), versions), min_size=1, max_size=3),
+    snapshot=st.none() | st.tuples(st.integers(-1, 3) | st.just(2**31), states, names),
+    actor=st.none() | names,
+)
+async def test_fuzz_append_many_with_snapshots(
+    store: EventStore, streams: list[tuple[Any, Any, list[Any], Any]], snapshot: Any, actor: Any,
+) -> None:
+    appends = [StreamAppend(sid, stype, [PendingEvent(e) for e in evs], expected) for sid, stype, evs, expected in streams]
+    snaps = [] if snapshot is None else [Snapshot(streams[0][0], streams[0][1], snapshot[0], snapshot[1], snapshot[2])]
+    before = await count(store), await count_snapshots(store)
+    try:
+        results = await store.append_many(appends, actor=actor, snapshots=snaps)
+    except FactaError as exc:
+        one_line(exc)
+        event(f"append_many refused: {type(exc).__name__}")
+        assert (await count(store), await count_snapshots(store)) == before, "a refused append wrote rows"
+        return
+    event("append_many stored")
+    meta = {"actor": actor, "correlation_id": None, "causation_id": None}
+    assert await count(store) == before[0] + sum(len(a.events) for a in appends)
+    for append, result in zip(appends, results, strict=True):
+        records = await store.read_stream(append.stream_id, from_version=result.first_version)
+        assert [r.position for r in records] == list(result.positions)
+        for record, written in zip(records, append.events, strict=True):
+            assert isinstance(written, PendingEvent)
+            check_record(record, written, append, meta)
+    if snaps and await count_snapshots(store) > before[1]:  # not kept from an earlier example
+        stored = await store.latest_snapshot(snaps[0].stream_id, max_version=snaps[0].version)
+        assert stored is not None and stored.version == snaps[0].version
+        assert same(json.loads(stored.state), json.loads(snaps[0].state)), (stored.state, snaps[0].state)
 
 
 @FUZZ
