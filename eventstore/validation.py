@@ -222,10 +222,11 @@ def check_append(
         where = f"stream {append.stream_id!r}"
         if append.expected_version is not None:
             check_version(f"{where}: expected version", append.expected_version, low=0)
-            check_version(
-                f"{where}: expected version {append.expected_version} + {len(pending)} events",
-                append.expected_version + len(pending), low=0,
-            )
+            if append.expected_version + len(pending) > INT32[1]:
+                raise InvalidValue(
+                    f"{where}: expected version {append.expected_version} and {len(pending)} more would pass"
+                    f" the largest version facta stores, {INT32[1]}"
+                )
         for p in pending:
             if isinstance(p.event, DomainEvent):
                 _check_event_class(type(p.event))
