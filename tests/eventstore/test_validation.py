@@ -190,6 +190,19 @@ async def test_event_type_name_over_the_limit_is_refused(store: EventStore) -> N
                   lambda: store.append(sid(), "x", [LongName()], expected_version=0))
 
 
+async def test_event_class_names_and_versions_are_checked(store: EventStore) -> None:
+    class Nul(DomainEvent, name="vtest.n\x00ul"):
+        pass
+
+    class Huge(DomainEvent, name="vtest.huge", version=2**31):
+        pass
+
+    await refused(store, r"^event type 'vtest.n\\x00ul' contains the NUL character",
+                  lambda: store.append(sid(), "x", [Nul()], expected_version=0))
+    await refused(store, r"^event 'vtest.huge': schema version 2147483648 is out of range: facta takes 1 to 2147483647$",
+                  lambda: store.append(sid(), "x", [Huge()], expected_version=0))
+
+
 async def test_texts_at_the_limit_are_stored_exactly(store: EventStore) -> None:
     stream = "é" * TEXT_LIMITS["stream id"]
     actor = "😀" * TEXT_LIMITS["actor"]
