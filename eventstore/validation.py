@@ -32,7 +32,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -139,6 +139,8 @@ def check_texts(field: str, values: Iterable[object] | None) -> None:
         return
     if isinstance(values, (str, bytes)):
         raise InvalidValue(f"{field} must be a list of names, not a single {type(values).__name__} {values!r}")
+    if not isinstance(values, Collection):  # an iterator would be used up by this check
+        raise InvalidValue(f"{field} must be a list of names, got {type(values).__name__}")
     item = {"event_types": "event type", "types": "event type", "stream_types": "stream type"}[field]
     for value in values:
         check_text(item, value)

@@ -238,6 +238,8 @@ async def test_every_read_checks_its_texts(store: EventStore) -> None:
         await refused(store, r"(NUL|at most)", call)
     message = await refused(store, "single str", lambda: store.read_log(event_types="vtest.loose"))  # type: ignore[arg-type]
     assert message == "event_types must be a list of names, not a single str 'vtest.loose'"
+    message = await refused(store, "list", lambda: store.read_log(event_types=(t for t in ["vtest.loose"])))
+    assert message == "event_types must be a list of names, got generator"
 
 
 async def _drain(iterator: Any) -> list[Any]:
