@@ -26,6 +26,7 @@ from .records import RecordedEvent
 from .repository import Repository, VersionNotFound
 from .schema import events as events_table
 from .store import EventStore
+from .validation import check_position, check_text, check_texts, check_version
 
 __all__ = [
     "AuditError",
@@ -161,6 +162,8 @@ async def state_at(
     Raises :class:`StreamNotFound`, :class:`VersionNotFound` (a version past the end) and
     :class:`AuditError` (a time before the stream's first recorded event, or in the future).
     """
+    check_text("stream id", stream_id)
+    check_version("at_version", at_version, optional=True)
     if at_version is not None and as_of is not None:
         raise AuditError("give at most one of at_version and as_of")
     if as_of is not None:
@@ -244,6 +247,9 @@ async def diff(store: EventStore, stream_id: str, from_version: int, to_version:
     """Which state fields the events after ``from_version`` up to ``to_version`` changed
     (old -> new), and which events changed each. ``from_version`` 0 is the empty state
     before the first event."""
+    check_text("stream id", stream_id)
+    check_version("from_version", from_version)
+    check_version("to_version", to_version)
     if from_version < 0:
         raise AuditError(f"from_version must be >= 0, got {from_version}")
     if to_version <= from_version:
@@ -301,9 +307,18 @@ async def events(
     positions guessed from times, because recorded_at does not follow position order
     (concurrent appends interleave, and a clock that steps back records an earlier time
     at a later position). So the events of a window need not be consecutive in the log,
-    and the page holds the first (or last) ``limit`` of them by position."""
-    if not 1 <= limit <= _MAX_LIMIT:
-        raise AuditError(f"limit must be between 1 and {_MAX_LIMIT}, got {limit}")
+    and the page holds the first (or last) ``limit`` of them by position.
+
+    Raises :class:`AuditError` for a bad limit or window and :class:`InvalidValue` (before
+    any I/O) for a name facta cannot store or a position outside int64."""
+    check_texts("types", types)
+    check_texts("stream_types", stream_types)
+    check_text("actor", actor, optional=True, empty=True)
+    check_text("correlation id", correlation_id, optional=True, empty=True)
+    check_position("after_position", after_position, optional=True)
+    check_position("before_position", before_position, optional=True)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= _MAX_LIMIT:
+        raise AuditError(f"limit must be between 1 and {_MAX_LIMIT}, got {limit!r}")
     if since is not None:
         since = _aware(since, "since")
     if until is not None:
@@ -417,6 +432,7 @@ def _window_ends(
 async def trace(store: EventStore, correlation_id: str) -> list[RecordedEvent]:
     """Every event of one business transaction (one correlation id), across streams, in
     position order. Empty when no event has that correlation id."""
+    check_text("correlation id", correlation_id, empty=True)
     out: list[RecordedEvent] = []
     after: int | None = None
     while True:

@@ -56,9 +56,24 @@ def resolve_url(url: str | URL) -> URL:
         raise DatabaseURLError(
             f"driver {parsed.get_driver_name()!r} in URL {text!r} is not supported: use {_DRIVERS[backend]}"
         )
+    for port in _ports(parsed):
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise DatabaseURLError(f"invalid port {port!r} in database URL {text!r}: a port is 1 to 65535")
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise DatabaseURLError(f"in-memory SQLite ({text!r}) cannot be shared by connections: name a file")
     return parsed
+
+
+def _ports(url: URL) -> list[str]:
+    """Every port a URL names: in its authority, or as ``?port=`` or ``?host=host:port``."""
+    ports = [] if url.port is None else [str(url.port)]
+    for key, value in url.query.items():
+        for item in (value,) if isinstance(value, str) else value:
+            if key == "port":
+                ports.append(item)
+            elif key == "host" and ":" in item and not item.startswith("/"):
+                ports.append(item.rsplit(":", 1)[1])
+    return ports
 
 
 try:  # asyncpg raises its own errors on the driver-level hot path

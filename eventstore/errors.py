@@ -12,6 +12,7 @@ __all__ = [
     "DatabaseURLError",
     "DatabaseUnavailable",
     "DuplicateEventError",
+    "InvalidValue",
     "MigrationRefused",
     "SchemaNotReady",
     "StoreError",
@@ -44,6 +45,12 @@ class DuplicateEventError(StoreError):
             f"event {event_id} is already stored as {stream_id!r} version {version} at position {position}"
             " and this append is not an identical retry" + (f": {differs}" if differs else "")
         )
+
+
+class InvalidValue(StoreError, ValueError):
+    """A value facta cannot store or query exactly on every dialect (a text too long or
+    holding NUL, a number out of its column's range, a payload field that would not read
+    back as written). Raised before any I/O; the message names the field and the limit."""
 
 
 class DatabaseURLError(StoreError):

@@ -9,6 +9,7 @@ from facta.domain import Aggregate
 from .errors import StoreError, StreamNotFound, StreamTypeMismatch
 from .records import AppendResult, Snapshot, StreamAppend
 from .store import EventStore
+from .validation import check_version, encode_state
 
 __all__ = ["Repository", "VersionNotFound"]
 
@@ -42,6 +43,7 @@ class Repository:
 
     async def get(self, cls: type[A], aggregate_id: str, *, at_version: int | None = None) -> A:
         """The aggregate as it is now, or as it was at ``at_version``."""
+        check_version("at_version", at_version, optional=True)
         if at_version is not None and at_version < 1:
             raise VersionNotFound(aggregate_id, at_version, await self.store.stream_version(aggregate_id))
         snapshot = await self.store.latest_snapshot(aggregate_id, max_version=at_version)
@@ -96,6 +98,6 @@ class Repository:
             stream_id=aggregate.id,
             stream_type=aggregate.stream_type,
             version=aggregate.version,
-            state=aggregate.state.model_dump_json(),
+            state=encode_state(aggregate.state, f"{aggregate.stream_type} {aggregate.id!r} state"),
             state_schema=state_schema(type(aggregate)),
         )

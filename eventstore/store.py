@@ -52,6 +52,17 @@ from .errors import (
 from .errors import StreamTypeMismatch as _StreamTypeMismatch
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .schema import UTCDateTime, events, snapshots
+from .validation import (
+    check_append,
+    check_event_id,
+    check_limit,
+    check_position,
+    check_snapshot,
+    check_text,
+    check_texts,
+    check_version,
+    encode_event,
+)
 
 __all__ = ["EventStore"]
 
@@ -179,11 +190,12 @@ class EventStore:
         """
         now = datetime.now(UTC)
         batch = [(a, [as_pending(e, now) for e in a.events]) for a in appends]
+        snapshots = check_append(batch, actor, correlation_id, causation_id, snapshots)
         _validate(batch)
         plan = AppendPlan(
             streams=[a for a, _ in batch],
             pending=[pending for _, pending in batch],
-            payloads=[[p.event.model_dump_json() for p in pending] for _, pending in batch],
+            payloads=[[encode_event(p.event) for p in pending] for _, pending in batch],
             actor=actor,
             correlation_id=correlation_id,
             causation_id=causation_id,
@@ -319,7 +331,14 @@ class EventStore:
         limit: int | None = None,
     ) -> list[RecordedEvent]:
         """Events of one stream with ``from_version <= version <= to_version``, in version
-        order (or reverse order with ``backwards``), at most ``limit`` of them."""
+        order (or reverse order with ``backwards``), at most ``limit`` of them.
+
+        Raises :class:`InvalidValue` (before any I/O) for a stream id facta cannot store,
+        a version outside int32 or a limit below 1."""
+        check_text("stream id", stream_id)
+        check_version("from_version", from_version)
+        check_version("to_version", to_version, optional=True)
+        check_limit("limit", limit, optional=True)
         query = self._select().where(events.c.stream_id == stream_id, events.c.version >= from_version)
         if to_version is not None:
             query = query.where(events.c.version <= to_version)
@@ -340,8 +359,13 @@ class EventStore:
         optionally only those of some event types or stream types.
 
         Tailing the log with this never skips an event: a later call returns nothing
-        that sorts before what an earlier call returned.
+        that sorts before what an earlier call returned. Raises :class:`InvalidValue`
+        for a position outside int64, a limit below 1 or a type name facta cannot store.
         """
+        check_position("after", after)
+        check_limit("limit", limit)
+        check_texts("event_types", event_types)
+        check_texts("stream_types", stream_types)
         query = self._select()
         if event_types is not None:
             query = query.where(events.c.event_type.in_(list(event_types)))
@@ -361,6 +385,9 @@ class EventStore:
         """Like :meth:`read_log`, and also how far the read looked: every event of the
         given types with ``after < position <= covered`` is in the list. A consumer that
         handles only some types moves its checkpoint to ``covered``, past the rest."""
+        check_position("after", after)
+        check_limit("limit", limit)
+        check_texts("event_types", event_types)
         registry = self.registry
         if not self._postgres:
             query = self._select()
@@ -441,6 +468,8 @@ class EventStore:
         as JSON text. On SQLite ``event_id`` is 32 hex digits and the two times are naive
         UTC text (``YYYY-MM-DD HH:MM:SS.ffffff``); on PostgreSQL ``event_id`` is a UUID and
         the times are aware datetimes."""
+        check_position("after", after)
+        check_limit("limit", limit)
         if not self._postgres:
             return await self.database.read(_sqlite_log_rows, after, limit)
         return await self._read_settled(after, limit, self._pg_log_rows)
@@ -471,7 +500,12 @@ class EventStore:
         until: int | None = None,
         event_types: Sequence[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        """Every event after ``after`` (up to position ``until``), read in pages."""
+        """Every event after ``after`` (up to position ``until``), read in pages of
+        ``page_size`` (at least 1). Raises :class:`InvalidValue` for a bad argument."""
+        check_position("after", after)
+        check_limit("page_size", page_size)
+        check_position("until", until, optional=True)
+        check_texts("event_types", event_types)
         while True:
             page = await self.read_log(after, page_size, event_types=event_types)
             for record in page:
@@ -484,11 +518,13 @@ class EventStore:
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version; 0 when it has no events."""
+        check_text("stream id", stream_id)
         head = await self.database.read(self._stream_heads, [stream_id])
         return head.get(stream_id, ("", 0))[1]
 
     async def stream_type(self, stream_id: str) -> str | None:
         """The type of the stream's aggregate, or None when the stream has no events."""
+        check_text("stream id", stream_id)
         head = await self.database.read(self._stream_heads, [stream_id])
         return head[stream_id][0] if stream_id in head else None
 
@@ -499,17 +535,22 @@ class EventStore:
         return int(await self.database.read(_scalar, select(func.coalesce(func.max(events.c.position), 0))))
 
     async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        """The event with this id, or None."""
+        check_event_id(event_id)
         found = await self._fetch(self._select().where(events.c.event_id == event_id))
         return found[0] if found else None
 
     # -- snapshots ------------------------------------------------------------------------
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Store a snapshot (a cache: one at the same stream version is kept as it is)."""
-        await self.database.write(self._insert_snapshots, [snapshot])
+        """Store a snapshot (a cache: one at the same stream version is kept as it is).
+        Raises :class:`InvalidValue` for a snapshot facta cannot store exactly."""
+        await self.database.write(self._insert_snapshots, [check_snapshot(snapshot)])
 
     async def latest_snapshot(self, stream_id: str, *, max_version: int | None = None) -> Snapshot | None:
         """The newest snapshot of a stream, or the newest at or below ``max_version``."""
+        check_text("stream id", stream_id)
+        check_version("max_version", max_version, optional=True)
         query = select(
             snapshots.c.stream_id, snapshots.c.stream_type, snapshots.c.version,
             cast(snapshots.c.state, Text) if self._postgres else snapshots.c.state,
