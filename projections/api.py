@@ -132,8 +132,8 @@ class Projection:
 
     name: ClassVar[str]
     streams: ClassVar[tuple[str, ...]] = ()
-    """The stream types consumed (Kafka topics ``<prefix>.<stream type>``); by default the
-    part before the first dot of each handled event type name."""
+    """The stream types whose Kafka topics (``<prefix>.<stream type>``, the relay's) carry
+    the handled events; by default found from the code (see :meth:`stream_types`)."""
     registry: ClassVar[EventRegistry] = default_registry
     _handlers: ClassVar[dict[str, Handler]]
     _effects: ClassVar[dict[str, EffectHandler]]
@@ -181,9 +181,25 @@ class Projection:
 
     @classmethod
     def stream_types(cls) -> list[str]:
+        """The stream types whose topics a Kafka source reads, sorted: ``streams`` when the
+        class gives it; otherwise, for each handled event type, the stream types of the
+        declared aggregate classes that apply it (``@applies``), and for an event type no
+        imported aggregate applies, the part of its name before the first dot (a Kafka run
+        checks that guess against the store: :func:`unrouted_event_types`)."""
         if cls.streams:
             return sorted(cls.streams)
-        return sorted({t.split(".", 1)[0] for t in cls._event_classes})
+        found: set[str] = set()
+        for event_type in cls._event_classes:
+            found.update(_applied_by(event_type) or {_name_prefix(event_type)})
+        return sorted(found)
+
+    @classmethod
+    def guessed_event_types(cls) -> list[str]:
+        """The handled event types routed by their name's prefix (no ``streams``, no
+        imported aggregate applies them)."""
+        if cls.streams:
+            return []
+        return sorted(t for t in cls._event_classes if not _applied_by(t))
 
     @classmethod
     def has_effects(cls) -> bool:
@@ -211,6 +227,20 @@ class Projection:
 
     def __iter__(self) -> Iterator[Table]:
         return iter(self.tables.values())
+
+
+def _applied_by(event_type: str) -> set[str]:
+    """The stream types of the declared aggregate classes that apply ``event_type``."""
+    from facta.domain.aggregate import Aggregate
+
+    return {
+        stream_type for stream_type, aggregate in Aggregate._by_stream_type.items()
+        if any(getattr(e, "event_type", None) == event_type for e in aggregate._handlers)
+    }
+
+
+def _name_prefix(event_type: str) -> str:
+    return event_type.split(".", 1)[0]
 
 
 def _physical(table: Table, suffix: str) -> Table:

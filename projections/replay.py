@@ -282,9 +282,10 @@ def _count_log(conn: Connection, types: list[str], after: int, end: int) -> tupl
 async def _plan_kafka(
     store: EventStore, projection: type[Projection], start: ReplayFrom, kafka: KafkaSettings, info: dict[str, Any]
 ) -> ReplayPlan:
-    from .kafka_source import kafka_offsets, kafka_offsets_for_time
+    from .kafka_source import check_routing, kafka_offsets, kafka_offsets_for_time
     from .retention import plan_fill, refuse_deleted_offsets
 
+    await check_routing(store, projection, kafka)
     topics = kafka.topics(projection)
     beginning, end = await kafka_offsets(kafka, topics)
     fill: dict[Coord, StoreFill] = {}
