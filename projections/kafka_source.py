@@ -661,6 +661,7 @@ async def run_kafka(applier: Applier, settings: KafkaSettings, *, batch_size: in
     """Keep ``applier``'s projection current from the relay's topics, as one member of
     its consumer group, until ``stop`` is set (or, with ``once``, until the partitions it
     was assigned are caught up with what they held when assigned)."""
+    settings.topics(type(applier.projection))  # a topic name Kafka cannot have: refused before any I/O
     await _first_open(applier)  # a wrong source or table shape stops here, before joining
     await check_routing(applier.store, type(applier.projection), settings)
     what = f"projection {applier.name!r} on Kafka at {settings.bootstrap}"

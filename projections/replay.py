@@ -285,8 +285,8 @@ async def _plan_kafka(
     from .kafka_source import check_routing, kafka_offsets, kafka_offsets_for_time
     from .retention import plan_fill, refuse_deleted_offsets
 
-    await check_routing(store, projection, kafka)
     topics = kafka.topics(projection)
+    await check_routing(store, projection, kafka)
     beginning, end = await kafka_offsets(kafka, topics)
     fill: dict[Coord, StoreFill] = {}
     floors: dict[Coord, int] = {}

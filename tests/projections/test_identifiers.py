@@ -155,3 +155,22 @@ def test_projection_names_and_stream_types_are_checked_when_declared() -> None:
     with pytest.raises(ProjectionError, match="the Kafka topic name 'p" + "p" * 9 + ".*' of projection 'fine' is 250"):
         KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="p" * 245).topics(fine)
     assert KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="p" * 244).topics(fine) == ["p" * 244 + ".cart"]
+
+
+@pytest.mark.parametrize("prefix", ["bad prefix", "präfix", "p" * 250])
+async def test_a_topic_prefix_kafka_cannot_have_is_refused_before_anything_is_written(
+    store: EventStore, prefix: str
+) -> None:
+    projection = _projection("prefixed", "prefixed_rows", index="prefixed_ix", unique="prefixed_u")
+    await store.append("s-1", "ident", [Tallied(n=1)], expected_version=0)
+    settings = KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix=prefix)
+    topic = f"{prefix}.ident"
+    message = (f"the Kafka topic name {topic!r} of projection 'prefixed' is {len(topic)} characters long: Kafka's"
+               " topic names have at most 249, of letters, digits, '.', '_' and '-'")
+    with pytest.raises(ProjectionError) as refused:
+        await ProjectionRunner(store, projection, kafka=settings).run(once=True)
+    assert str(refused.value).startswith(message)
+    with pytest.raises(ProjectionError) as refused:
+        await replay(store, projection, ReplayFrom(offset=0), kafka=settings)
+    assert str(refused.value).startswith(message)
+    assert not await store.database.read(lambda c: inspect(c).has_table("prefixed_rows"))
