@@ -249,7 +249,7 @@ class Projection:
         class gives it; otherwise, for each handled event type, the stream types of the
         declared aggregate classes that apply it (``@applies``), and for an event type no
         imported aggregate applies, the part of its name before the first dot (a Kafka run
-        checks that guess against the store: :func:`unrouted_event_types`)."""
+        checks that guess against the store: :func:`.kafka_source.check_routing`)."""
         if cls.streams:
             return sorted(cls.streams)
         found: set[str] = set()
