@@ -124,7 +124,8 @@ class ReplayPlan:
             return "every event from the beginning (nothing lies before the start)"
         unit = self.left_out_unit if self.left_out != 1 else self.left_out_unit[:-1]
         return (f"a slice: only the events from {self.start_from} on; it leaves out the {self.left_out:,}"
-                f" earlier {unit} the live model holds")
+                f" earlier {unit} " + ("of the projection's topics" if self.left_out_unit == "records"
+                                       else "of the types it handles"))
 
     def as_dict(self) -> dict[str, Any]:
         def coords(values: dict[Coord, int]) -> Any:
@@ -227,9 +228,10 @@ def refuse_unasked_slice(plan: ReplayPlan) -> None:
     """Raise :class:`ProjectionError` if ``plan`` builds a slice (see ``slice=``)."""
     if plan.is_slice:
         unit = plan.left_out_unit if plan.left_out != 1 else plan.left_out_unit[:-1]
+        whose = "of its topics" if plan.left_out_unit == "records" else "it handles"
         raise ProjectionError(
             f"a replay of projection {plan.projection!r} from {plan.start_from} would replace its read model with one"
-            f" built from that point on, leaving out the {plan.left_out:,} earlier {unit} it handles: replay from"
+            f" built from that point on, leaving out the {plan.left_out:,} earlier {unit} {whose}: replay from"
             " the beginning (--from-position 0), or give --slice to build that slice on purpose"
         )
 

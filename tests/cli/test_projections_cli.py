@@ -656,8 +656,8 @@ async def test_a_replay_from_a_later_position_needs_slice_and_the_dry_run_says_s
     )
     assert await row() == ("ann", "open", 56)
     dry = ok(facta("replay", "account_balances", "--from-position", "2", "--dry-run", *url)).stdout
-    assert ("  result    a slice: only the events from position 2 on; it leaves out the 2 earlier events the live"
-            " model holds (refused without --slice)") in dry.splitlines()
+    assert ("  result    a slice: only the events from position 2 on; it leaves out the 2 earlier events of the"
+            " types it handles (refused without --slice)") in dry.splitlines()
     plan = as_json(facta("replay", "account_balances", "--from-position", "2", "--dry-run", "--json", *url))
     assert (plan["slice"], plan["left_out"], plan["events"]) == (True, 2, 2)
     full = ok(facta("replay", "account_balances", "--from-position", "0", "--dry-run", *url)).stdout

@@ -281,7 +281,7 @@ async def test_a_replay_from_a_later_start_refuses_without_slice_and_builds_the_
     plan = await plan_replay(store, AccountBalances, origin)
     assert (plan.is_slice, plan.left_out, plan.events) == (True, left_out, 2)
     assert plan.describe_result() == (
-        f"a slice: only the events from {described} on; it leaves out the 2 earlier events the live model holds"
+        f"a slice: only the events from {described} on; it leaves out the 2 earlier events of the types it handles"
     )
     assert plan.as_dict()["slice"] is True and plan.as_dict()["left_out"] == 2
     with pytest.raises(ProjectionError) as refused:
