@@ -1,10 +1,18 @@
-"""Loading and saving aggregates through the store, with snapshots for long streams."""
+"""Loading and saving aggregates through the store, with snapshots for long streams.
+
+A snapshot is a cache: a load uses one only if it agrees with today's code and with the
+stream, and otherwise loads from the events (see :meth:`Repository.get`).
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+import logging
+from typing import Any, TypeVar
 
-from facta.domain import Aggregate
+from pydantic import ValidationError
+
+from facta.domain import Aggregate, AggregateState
 
 from .errors import StoreError, StreamNotFound, StreamTypeMismatch
 from .records import AppendResult, Snapshot, StreamAppend
@@ -12,6 +20,8 @@ from .store import EventStore
 from .validation import check_version, encode_state
 
 __all__ = ["Repository", "VersionNotFound"]
+
+log = logging.getLogger("facta.repository")
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -42,17 +52,40 @@ class Repository:
         self.snapshot_every = snapshot_every
 
     async def get(self, cls: type[A], aggregate_id: str, *, at_version: int | None = None) -> A:
-        """The aggregate as it is now, or as it was at ``at_version``."""
+        """The aggregate as it is now, or as it was at ``at_version``.
+
+        Starts from the newest snapshot at or below that version when the snapshot is
+        usable: written for today's ``state_schema`` (stream type and ``state_version``),
+        of the stream's type, at a version the stream has, and valid against today's
+        ``State`` (strictly, with exactly today's fields). Any other snapshot is passed
+        over and the aggregate is loaded from its events; one that claims today's schema
+        but does not fit is logged as a warning on ``facta.repository`` naming the
+        stream, the snapshot's version and the reason.
+
+        Raises :class:`StreamNotFound`, :class:`StreamTypeMismatch` (the stream holds
+        another aggregate type) and :class:`VersionNotFound` (``at_version`` < 1 or past
+        the end)."""
         check_version("at_version", at_version, optional=True)
         if at_version is not None and at_version < 1:
             raise VersionNotFound(aggregate_id, at_version, await self.store.stream_version(aggregate_id))
         snapshot = await self.store.latest_snapshot(aggregate_id, max_version=at_version)
         state, version = None, 0
-        if snapshot is not None and snapshot.state_schema == state_schema(cls):
-            if snapshot.stream_type != cls.stream_type:
-                raise StreamTypeMismatch(aggregate_id, cls.stream_type, snapshot.stream_type)
-            state, version = cls.State.model_validate_json(snapshot.state), snapshot.version
-        records = await self.store.read_stream(aggregate_id, from_version=version + 1, to_version=at_version)
+        if snapshot is not None:
+            state = _snapshot_state(cls, snapshot)
+            if state is not None:
+                version = snapshot.version
+        # From the snapshot's own event: it shows that the stream has that version (a
+        # snapshot ahead of the stream is unusable) and of which type the stream is.
+        records = await self.store.read_stream(aggregate_id, from_version=max(version, 1), to_version=at_version)
+        if version > 0:
+            assert snapshot is not None
+            if not records or records[0].version != version:
+                head = await self.store.stream_version(aggregate_id)
+                _passed_over(snapshot, f"the stream has no version {version} (its last version is {head})")
+                state, version = None, 0
+                records = await self.store.read_stream(aggregate_id, to_version=at_version)
+            else:
+                records = records[1:] if records[0].stream_type == cls.stream_type else records
         if records and records[0].stream_type != cls.stream_type:
             raise StreamTypeMismatch(aggregate_id, cls.stream_type, records[0].stream_type)
         if not records and version == 0:
@@ -101,3 +134,56 @@ class Repository:
             state=encode_state(aggregate.state, f"{aggregate.stream_type} {aggregate.id!r} state"),
             state_schema=state_schema(type(aggregate)),
         )
+
+
+def _snapshot_state(cls: type[Aggregate], snapshot: Snapshot) -> AggregateState | None:
+    """The snapshot's state if it fits today's ``cls``; None (logged) if not."""
+    if snapshot.state_schema != state_schema(cls):
+        # Written for another State (state_version bumped, stream type renamed): expected
+        # after a change, so not a warning.
+        log.debug("stream %r: snapshot at version %d is for %s, not %s: loading from events",
+                  snapshot.stream_id, snapshot.version, snapshot.state_schema, state_schema(cls))
+        return None
+    if snapshot.stream_type != cls.stream_type:
+        _passed_over(snapshot, f"it was stored for stream type {snapshot.stream_type!r}, not {cls.stream_type!r}")
+        return None
+    try:
+        data: Any = json.loads(snapshot.state)
+    except ValueError as exc:
+        _passed_over(snapshot, f"its state is not JSON ({exc})")
+        return None
+    if not isinstance(data, dict):
+        _passed_over(snapshot, f"its state is a JSON {type(data).__name__}, not an object")
+        return None
+    try:
+        state = cls.State.model_validate_json(snapshot.state, strict=True)
+    except ValidationError as exc:
+        _passed_over(snapshot, f"it does not validate against today's {cls.__name__}.State: {_first_error(exc)}")
+        return None
+    expected = set(state.model_dump(mode="json"))
+    if set(data) != expected:
+        missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
+        why = "; ".join(part for part in (
+            f"it lacks field(s) {', '.join(missing)} (added since? their defaults may not be what the events say)"
+            if missing else "",
+            f"it has field(s) {', '.join(extra)} that {cls.__name__}.State no longer has" if extra else "",
+        ) if part)
+        _passed_over(snapshot, why)
+        return None
+    return state
+
+
+def _passed_over(snapshot: Snapshot, reason: str) -> None:
+    log.warning(
+        "stream %r: snapshot at version %d (%s) is not usable and is passed over, loading from events: %s;"
+        " bump state_version when State changes shape",
+        snapshot.stream_id, snapshot.version, snapshot.state_schema, reason,
+    )
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "state"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', '')}{more}"

@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from sqlalchemy import Column, Constraint, Index, MetaData, Table
 from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlalchemy.sql.elements import quoted_name
+from sqlalchemy.sql.elements import conv, quoted_name
 
 from facta.domain import DomainEvent, EventRegistry, default_registry
 from facta.eventstore import EventStore, RecordedEvent
+
+from .errors import ProjectionError
 
 if TYPE_CHECKING:
     from sqlalchemy import Dialect
@@ -60,6 +62,14 @@ Handler = Callable[[Any, "ReadModel", Any, RecordedEvent], None]
 EffectHandler = Callable[[Any, "EffectContext", Any, RecordedEvent], Awaitable[None]]
 
 REBUILD_SUFFIX = "__rebuild"
+MAX_NAME_BYTES = 63 - len(REBUILD_SUFFIX)
+"""The longest read-model table, index or constraint name, in UTF-8 bytes: PostgreSQL
+keeps the first 63 bytes of a name, and a rebuild's copy adds ``REBUILD_SUFFIX``."""
+MAX_PROJECTION_NAME = 100
+"""The longest projection name, in characters (ASCII letters, digits, underscores): it is
+a key in facta's tables and part of lock file names and Kafka consumer group ids."""
+_KAFKA_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+MAX_TOPIC_LENGTH = 249
 
 
 def handles(event_cls: type[E]) -> Callable[[Callable[[P, ReadModel, E, RecordedEvent], None]], Callable[[P, ReadModel, E, RecordedEvent], None]]:
@@ -123,8 +133,48 @@ def read_model_table(name: str, *items: Column[Any] | Constraint | Index) -> Any
 
     Name indexes with the table's name as a prefix (``account_balances_owner_idx``) or
     leave them unnamed; a rebuild gives its fresh copy's indexes its own names.
+
+    Names are quoted, so any text works (upper case, spaces, quotes, non-ASCII letters),
+    except: an empty name or one holding NUL; a table, index or constraint name longer
+    than :data:`MAX_NAME_BYTES` (54) bytes in UTF-8; a table name starting with
+    ``facta_`` (facta's own tables) or ending with ``__rebuild`` (rebuild copies). Each
+    raises :class:`ProjectionError` here, naming it.
     """
-    return ReadModelTable(Table(name, MetaData(), *items))
+    _check_name("read-model table name", name, "")
+    lowered = name.lower()
+    if lowered.startswith("facta_"):
+        raise ProjectionError(f"read-model table name {name!r} starts with 'facta_', which facta's own tables use")
+    if lowered.endswith(REBUILD_SUFFIX):
+        raise ProjectionError(f"read-model table name {name!r} ends with {REBUILD_SUFFIX!r}, which rebuild copies use")
+    table = Table(name, MetaData(), *items)
+    for kind, item_name in _named_items(table):
+        _check_name(f"{kind} name", item_name, f" of read-model table {name!r}")
+    return ReadModelTable(table)
+
+
+def _check_name(what: str, name: Any, where: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise ProjectionError(f"{what} {name!r}{where} is empty")
+    if "\x00" in name:
+        raise ProjectionError(f"{what} {name!r}{where} holds a NUL character, which PostgreSQL cannot store")
+    size = len(name.encode())
+    if size > MAX_NAME_BYTES:
+        raise ProjectionError(
+            f"{what} {name!r}{where} is {size} bytes long: at most {MAX_NAME_BYTES} (UTF-8), since PostgreSQL keeps"
+            f" 63 bytes of a name and a rebuild's copy adds {REBUILD_SUFFIX!r}"
+        )
+
+
+def _named_items(table: Table) -> list[tuple[str, str]]:
+    """The explicitly named indexes and constraints of ``table`` (kind, name)."""
+    out = [("index", str(index.name)) for index in table.indexes if _given_name(index.name)]
+    out += [("constraint", str(c.name)) for c in table.constraints if _given_name(c.name)]
+    return out
+
+
+def _given_name(name: Any) -> bool:
+    """Whether ``name`` was given by the user (not None, not made by a naming convention)."""
+    return isinstance(name, str) and not isinstance(name, conv) and not type(name).__name__.startswith("_")
 
 
 class Projection:
@@ -132,8 +182,8 @@ class Projection:
 
     name: ClassVar[str]
     streams: ClassVar[tuple[str, ...]] = ()
-    """The stream types consumed (Kafka topics ``<prefix>.<stream type>``); by default the
-    part before the first dot of each handled event type name."""
+    """The stream types whose Kafka topics (``<prefix>.<stream type>``, the relay's) carry
+    the handled events; by default found from the code (see :meth:`stream_types`)."""
     registry: ClassVar[EventRegistry] = default_registry
     _handlers: ClassVar[dict[str, Handler]]
     _effects: ClassVar[dict[str, EffectHandler]]
@@ -145,7 +195,17 @@ class Projection:
         if name is not None:
             if not name or not name.replace("_", "").isalnum() or not name.isascii():
                 raise ValueError(f"projection name {name!r} must be letters, digits and underscores")
+            if len(name) > MAX_PROJECTION_NAME:
+                raise ProjectionError(
+                    f"projection name {name!r} is {len(name)} characters long: at most {MAX_PROJECTION_NAME}"
+                )
             cls.name = name
+        for stream_type in cls.__dict__.get("streams", ()):
+            if not isinstance(stream_type, str) or not stream_type or not set(stream_type) <= _KAFKA_TOPIC_CHARS:
+                raise ProjectionError(
+                    f"projection {getattr(cls, 'name', cls.__name__)!r} declares stream type {stream_type!r} in"
+                    " streams, which cannot be part of a Kafka topic name (letters, digits, '.', '_', '-')"
+                )
         if registry is not None:
             cls.registry = registry
         handlers: dict[str, Handler] = {}
@@ -166,10 +226,14 @@ class Projection:
                     classes[done.event_type] = done
         cls._handlers, cls._effects, cls._event_classes, cls._table_attrs = handlers, effects, classes, tables
 
-    def __init__(self, *, table_suffix: str = "") -> None:
+    def __init__(self, *, table_suffix: str = "", rename_constraints: bool = True) -> None:
+        """``table_suffix``: build the copies ``<table><suffix>`` (a rebuild's), their
+        indexes renamed, and their named constraints too with ``rename_constraints``
+        (needed on PostgreSQL, where unique and primary key constraints are indexes
+        with schema-wide names; on SQLite a constraint's name is its table's alone)."""
         self.table_suffix = table_suffix
         self.tables: dict[str, Table] = {
-            attr: _physical(decl.table, table_suffix) for attr, decl in self._table_attrs.items()
+            attr: _physical(decl.table, table_suffix, rename_constraints) for attr, decl in self._table_attrs.items()
         }
 
     # -- what the runner asks ---------------------------------------------------------------
@@ -181,9 +245,25 @@ class Projection:
 
     @classmethod
     def stream_types(cls) -> list[str]:
+        """The stream types whose topics a Kafka source reads, sorted: ``streams`` when the
+        class gives it; otherwise, for each handled event type, the stream types of the
+        declared aggregate classes that apply it (``@applies``), and for an event type no
+        imported aggregate applies, the part of its name before the first dot (a Kafka run
+        checks that guess against the store: :func:`.kafka_source.check_routing`)."""
         if cls.streams:
             return sorted(cls.streams)
-        return sorted({t.split(".", 1)[0] for t in cls._event_classes})
+        found: set[str] = set()
+        for event_type in cls._event_classes:
+            found.update(_applied_by(event_type) or {_name_prefix(event_type)})
+        return sorted(found)
+
+    @classmethod
+    def guessed_event_types(cls) -> list[str]:
+        """The handled event types routed by their name's prefix (no ``streams``, no
+        imported aggregate applies them)."""
+        if cls.streams:
+            return []
+        return sorted(t for t in cls._event_classes if not _applied_by(t))
 
     @classmethod
     def has_effects(cls) -> bool:
@@ -213,20 +293,64 @@ class Projection:
         return iter(self.tables.values())
 
 
-def _physical(table: Table, suffix: str) -> Table:
-    """A copy of ``table`` named ``<name><suffix>``, its indexes renamed to match."""
+def _applied_by(event_type: str) -> set[str]:
+    """The stream types of the declared aggregate classes that apply ``event_type``."""
+    from facta.domain.aggregate import Aggregate
+
+    return {
+        stream_type for stream_type, aggregate in Aggregate._by_stream_type.items()
+        if any(getattr(e, "event_type", None) == event_type for e in aggregate._handlers)
+    }
+
+
+def _name_prefix(event_type: str) -> str:
+    return event_type.split(".", 1)[0]
+
+
+def _physical(table: Table, suffix: str, rename_constraints: bool = True) -> Table:
+    """A copy of ``table`` named ``<name><suffix>``, its indexes (and with
+    ``rename_constraints`` its named constraints) renamed to match."""
     if not suffix:
         return table
-    copy = table.to_metadata(MetaData(), name=table.name + suffix)
+    new_name = table.name + suffix
+    copy = table.to_metadata(MetaData(), name=new_name)
+    originals = {_index_shape(index): index.name for index in table.indexes}
     for index in copy.indexes:
-        index.name = quoted_name(rename_index(index.name, table.name, table.name + suffix), None)
+        # A naming convention named the copy's index after the copy's table: name it
+        # after the original's name instead, as the swap expects.
+        original = originals.get(_index_shape(index), index.name)
+        index.name = quoted_name(rebuild_name(original, table.name, new_name), None)
+    if rename_constraints:
+        for constraint in copy.constraints:
+            if _given_name(constraint.name):
+                constraint.name = quoted_name(rebuild_name(constraint.name, table.name, new_name), None)
     return copy
 
 
+def _index_shape(index: Index) -> tuple[Any, ...]:
+    return (bool(index.unique), tuple(getattr(e, "name", None) or str(e) for e in index.expressions))
+
+
 def rename_index(name: Any, old_table: str, new_table: str) -> str:
-    """The name an index of ``old_table`` takes on ``new_table``."""
+    """The name an index (or constraint) of ``old_table`` takes on ``new_table``: the
+    table's part of a name that starts with it is replaced; a rebuild copy's suffix is
+    added to another name (so a name of at most :data:`MAX_NAME_BYTES` bytes fits)."""
     text = str(name)
     if text.startswith(old_table):
         return new_table + text[len(old_table):]
+    if new_table.startswith(old_table):
+        return text + new_table[len(old_table):]
     return f"{new_table}__{text}"
 
+
+def rebuild_name(name: Any, old_table: str, new_table: str) -> str:
+    """:func:`rename_index`, kept within PostgreSQL's 63 bytes: a longer result (from a
+    name a naming convention made, which no check limits) keeps its start and ends in a
+    hash of the whole, so that different names stay different."""
+    text = rename_index(name, old_table, new_table)
+    data = text.encode()
+    if len(data) <= 63:
+        return text
+    digest = hashlib.sha256(data).hexdigest()[:10]
+    head = data[:63 - 11].decode(errors="ignore")
+    return f"{head}_{digest}"

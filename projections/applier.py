@@ -93,7 +93,8 @@ class Applier:
         replay: bool = False,
     ) -> None:
         self.store = store
-        self.projection = projection(table_suffix="" if slot == LIVE else REBUILD_SUFFIX)
+        self.projection = projection(table_suffix="" if slot == LIVE else REBUILD_SUFFIX,
+                                     rename_constraints=store.database.dialect == "postgresql")
         self.name = projection.name
         self.source = source
         self.slot = slot

@@ -40,6 +40,10 @@ class Catalog:
             self.add(projection)
 
     def add(self, projection: type[Projection], *, origin: str = "") -> None:
+        """Add ``projection``; raises :class:`ProjectionError` if its name is taken, or if
+        it or one of its tables, indexes or named constraints has another's name up to
+        case (one and the same on SQLite, on a case-insensitive file system for lock
+        files, and in PostgreSQL's schema-wide index names)."""
         name = projection.name
         known = self._by_name.get(name)
         if known is not None and known is not projection:
@@ -47,6 +51,21 @@ class Catalog:
             raise ProjectionError(
                 f"projection name {name!r} is defined twice: by {_qualname(known)} and by {_qualname(projection)}{where}"
             )
+        if known is None:
+            for other in self._by_name.values():
+                if other.name.lower() == name.lower():
+                    raise ProjectionError(
+                        f"projection name {name!r} differs from {other.name!r} only in case: rename one of them"
+                    )
+            taken = {key: (kind, item, other) for other in self._by_name.values()
+                     for key, (kind, item) in _object_names(other).items()}
+            for key, (kind, item) in _object_names(projection).items():
+                if key in taken:
+                    other_kind, other_item, other = taken[key]
+                    raise ProjectionError(
+                        f"{kind} {item!r} of projection {name!r} has the name of {other_kind} {other_item!r} of"
+                        f" projection {other.name!r} on SQLite, which compares names without case: rename one of them"
+                    )
         self._by_name[name] = projection
 
     def names(self) -> list[str]:
@@ -142,6 +161,19 @@ def _import(module_name: str, spec: str) -> ModuleType:
         raise ProjectionError(
             f"cannot import projections module {spec!r}: {type(exc).__name__}" + (f": {text}" if text else "")
         ) from exc
+
+
+def _object_names(projection: type[Projection]) -> dict[tuple[str, str], tuple[str, str]]:
+    """The database objects a projection names, by (namespace, case-folded name): tables
+    share one namespace, indexes and unique or primary key constraints another."""
+    from .api import _named_items
+
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for table in projection.live_tables():
+        out[("table", table.name.lower())] = ("read-model table", table.name)
+        for kind, item in _named_items(table):
+            out[("index", item.lower())] = (kind, item)
+    return out
 
 
 def _qualname(cls: type) -> str:

@@ -54,12 +54,14 @@ from aiokafka.errors import (
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
 )
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
 from facta.eventstore import RecordedEvent
 from facta.eventstore.kafka_support import is_transient, pause
 from facta.eventstore.relay import OPTIONAL_HEADERS, REQUIRED_HEADERS
+from facta.eventstore.schema import events
 
 from . import tracking
 from .applier import Applier, Delivery
@@ -68,7 +70,7 @@ from .retention import RetentionGap, check_retained, overtaken
 from .runner import KafkaSettings
 from .tracking import LIVE, Coord, Stale
 
-__all__ = ["consume_range", "kafka_offsets", "kafka_offsets_for_time", "record_from_message", "run_kafka"]
+__all__ = ["check_routing", "consume_range", "kafka_offsets", "kafka_offsets_for_time", "record_from_message", "run_kafka"]
 
 log = logging.getLogger("facta.projections")
 
@@ -659,7 +661,9 @@ async def run_kafka(applier: Applier, settings: KafkaSettings, *, batch_size: in
     """Keep ``applier``'s projection current from the relay's topics, as one member of
     its consumer group, until ``stop`` is set (or, with ``once``, until the partitions it
     was assigned are caught up with what they held when assigned)."""
+    settings.topics(type(applier.projection))  # a topic name Kafka cannot have: refused before any I/O
     await _first_open(applier)  # a wrong source or table shape stops here, before joining
+    await check_routing(applier.store, type(applier.projection), settings)
     what = f"projection {applier.name!r} on Kafka at {settings.bootstrap}"
 
     async def attempt() -> None:
@@ -671,6 +675,32 @@ async def run_kafka(applier: Applier, settings: KafkaSettings, *, batch_size: in
         with contextlib.suppress(SQLAlchemyError):
             await applier.store.database.write(tracking.record_error, applier.name, str(gap))
         raise
+
+
+async def check_routing(store: Any, projection: type[Any], settings: KafkaSettings) -> None:
+    """Refuse (:class:`ProjectionError`) a projection whose topics are a guess the store
+    contradicts: the relay publishes each event to its stream type's topic, and an event
+    type routed by its name's prefix (no ``streams``, no imported aggregate applies it) is
+    refused once the store holds it in streams of another type. Reads the distinct stream
+    types of those event types only (nothing when the code routes every type)."""
+    guessed = projection.guessed_event_types()
+    if not guessed:
+        return
+    c = events.c
+    pairs = await store.database.read(lambda conn: conn.execute(
+        select(c.event_type, c.stream_type).where(c.event_type.in_(guessed)).distinct()).all())
+    missed = sorted((event_type, stream_type) for event_type, stream_type in pairs
+                    if stream_type != event_type.split(".", 1)[0])
+    if missed:
+        event_type, stream_type = missed[0]
+        more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+        raise ProjectionError(
+            f"projection {projection.name!r} handles {event_type}, which the store holds in streams of type"
+            f" {stream_type!r} (topic {settings.topic_prefix}.{stream_type}){more}, but it reads"
+            f" {', '.join(settings.topics(projection))}, guessed from the event name since no imported aggregate"
+            f" applies {event_type}: import the module that declares that aggregate, or declare"
+            f" streams = ({stream_type!r},) on the projection"
+        )
 
 
 # -- offsets and ranges ----------------------------------------------------------------------

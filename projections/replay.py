@@ -30,6 +30,11 @@ Where a replay starts:
   never the log's state at any moment. After the swap the live runner applies every new
   event, whatever its recorded time.
 
+A start that leaves out events the projection handles (a later position or time, an
+offset past 0) builds a *slice*: a read model of the events from the start only, which
+replaces the live one. That is refused unless asked for with ``slice=True`` (``--slice``);
+:attr:`ReplayPlan.left_out` says how much a plan leaves out.
+
 Kafka retention (:mod:`facta.projections.retention`): where Kafka deleted part of what a
 replay from a position or a time reads, that part is read from the store first; a replay
 from an offset Kafka deleted refuses, naming the store position to replay from instead.
@@ -119,6 +124,25 @@ class ReplayPlan:
     floors: dict[Coord, int] = field(default_factory=dict)
     """Kafka: per partition, the store position at or below which records are passed over
     (read from the store, or before the replayed slice)."""
+    left_out: int = 0
+    """How many of the projection's events (``left_out_unit``: ``events`` in the store, or
+    Kafka ``records`` before a start offset) lie before the start: the rebuilt model will
+    not hold them. 0: the replay rebuilds the whole history."""
+    left_out_unit: str = "events"
+
+    @property
+    def is_slice(self) -> bool:
+        """Whether the result is a slice (leaves out earlier events), not the whole history."""
+        return self.left_out > 0
+
+    def describe_result(self) -> str:
+        """One line: what the read model will hold after this replay."""
+        if not self.is_slice:
+            return "every event from the beginning (nothing lies before the start)"
+        unit = self.left_out_unit if self.left_out != 1 else self.left_out_unit[:-1]
+        return (f"a slice: only the events from {self.start_from} on; it leaves out the {self.left_out:,}"
+                f" earlier {unit} " + ("of the projection's topics" if self.left_out_unit == "records"
+                                       else "of the types it handles"))
 
     def as_dict(self) -> dict[str, Any]:
         def coords(values: dict[Coord, int]) -> Any:
@@ -138,6 +162,9 @@ class ReplayPlan:
             "estimated_seconds": None if self.estimated_seconds is None else round(self.estimated_seconds, 1),
             "estimate_basis": self.rate_basis,
             "from_store": describe_fills(self.fill),
+            "slice": self.is_slice,
+            "left_out": self.left_out,
+            "left_out_unit": self.left_out_unit,
         }
 
 
@@ -191,7 +218,39 @@ async def plan_replay(
         rate = _DEFAULT_RATE
         plan.rate_basis = f"no measured rate yet; assumed {rate:,.0f} events/s"
     plan.estimated_seconds = plan.events / rate
+    plan.left_out, plan.left_out_unit = await _left_out(store, projection, start, plan)
     return plan
+
+
+async def _left_out(store: EventStore, projection: type[Projection], start: ReplayFrom,
+                    plan: ReplayPlan) -> tuple[int, str]:
+    """How much of the projection's history lies before ``start``: (count, unit)."""
+    if start.offset is not None:
+        # Kafka offsets count a partition's records from 0: the ones before the start.
+        return sum(first for first in plan.start.values() if first > 0), "records"
+    if plan.source == "log":
+        after = plan.start[LOG]
+    elif start.position is not None:
+        after = start.position
+    else:
+        assert start.time is not None
+        after = await store.first_position_at(start.time)
+    if after <= 0:
+        return 0, "events"
+    count, _, _ = await store.database.read(_count_log, projection.event_types(), 0, after)
+    return count, "events"
+
+
+def refuse_unasked_slice(plan: ReplayPlan) -> None:
+    """Raise :class:`ProjectionError` if ``plan`` builds a slice (see ``slice=``)."""
+    if plan.is_slice:
+        unit = plan.left_out_unit if plan.left_out != 1 else plan.left_out_unit[:-1]
+        whose = "of its topics" if plan.left_out_unit == "records" else "it handles"
+        raise ProjectionError(
+            f"a replay of projection {plan.projection!r} from {plan.start_from} would replace its read model with one"
+            f" built from that point on, leaving out the {plan.left_out:,} earlier {unit} {whose}: replay from"
+            " the beginning (--from-position 0), or give --slice to build that slice on purpose"
+        )
 
 
 def _projection_info(conn: Connection, name: str) -> dict[str, Any]:
@@ -247,10 +306,11 @@ def _count_log(
 async def _plan_kafka(
     store: EventStore, projection: type[Projection], start: ReplayFrom, kafka: KafkaSettings, info: dict[str, Any]
 ) -> ReplayPlan:
-    from .kafka_source import kafka_offsets, kafka_offsets_for_time
+    from .kafka_source import check_routing, kafka_offsets, kafka_offsets_for_time
     from .retention import plan_fill, refuse_deleted_offsets
 
     topics = kafka.topics(projection)
+    await check_routing(store, projection, kafka)
     beginning, end = await kafka_offsets(kafka, topics)
     fill: dict[Coord, StoreFill] = {}
     floors: dict[Coord, int] = {}
@@ -317,14 +377,21 @@ async def replay(
     batch_size: int = 1000,
     progress: Callable[[Progress], None] | None = None,
     stop: asyncio.Event | None = None,
+    slice: bool = False,
 ) -> ReplayResult:
-    """Rebuild ``projection`` from ``start`` into fresh tables and swap them in."""
+    """Rebuild ``projection`` from ``start`` into fresh tables and swap them in.
+
+    A start that leaves out earlier events of the projection (see
+    :attr:`ReplayPlan.left_out`) builds a slice and is refused with
+    :class:`ProjectionError` unless ``slice=True``; nothing is changed then."""
     stop = stop or asyncio.Event()
     lock = active_lock(store, "projection-rebuild", projection.name, ProjectionError)
     if not await lock.acquire(stop, 0, wait=False):
         raise ProjectionError(f"a replay of projection {projection.name!r} is already running")
     try:
         plan = await plan_replay(store, projection, start, kafka=kafka)
+        if not slice:
+            refuse_unasked_slice(plan)
         applier = (
             Applier(store, projection, source=plan.source, slot=REBUILD, replay=True) if start.time is None
             else _RecordedSince(store, projection, source=plan.source, slot=REBUILD, replay=True, since=start.time)

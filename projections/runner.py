@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.locks import active_lock
 
-from .api import Projection
+from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection
 from .applier import Applier, Delivery
 from .errors import ProjectionError
 from .tracking import LOG, Stale
@@ -49,7 +49,18 @@ class KafkaSettings:
     stops with an error (a long-running runner keeps retrying instead)."""
 
     def topics(self, projection: type[Projection]) -> list[str]:
-        return [f"{self.topic_prefix}.{stream_type}" for stream_type in projection.stream_types()]
+        """The topics ``<topic_prefix>.<stream type>`` of the projection's stream types;
+        raises :class:`ProjectionError` for one Kafka cannot have (more than 249
+        characters, or others than letters, digits, '.', '_' and '-')."""
+        topics = [f"{self.topic_prefix}.{stream_type}" for stream_type in projection.stream_types()]
+        for topic in topics:
+            if len(topic) > MAX_TOPIC_LENGTH or not set(topic) <= _KAFKA_TOPIC_CHARS:
+                raise ProjectionError(
+                    f"the Kafka topic name {topic!r} of projection {projection.name!r} is {len(topic)} characters"
+                    f" long: Kafka's topic names have at most {MAX_TOPIC_LENGTH}, of letters, digits, '.', '_' and '-'"
+                    " (check --topic-prefix and the projection's stream types)"
+                )
+        return topics
 
     def group(self, projection: type[Projection]) -> str:
         return f"{self.group_prefix}{projection.name}"

@@ -29,7 +29,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 
 from facta.eventstore.schema import events, projection_checkpoints, projection_skips, projections
 
-from .api import REBUILD_SUFFIX, Projection, rename_index
+from .api import REBUILD_SUFFIX, Projection, _given_name, rebuild_name, rename_index
 from .errors import ProjectionError
 
 __all__ = ["FLOORS", "LIVE", "LOG", "REBUILD", "REBUILD_SUFFIX", "Coord", "Stale", "rename_index"]
@@ -286,12 +286,14 @@ def swap(conn: Connection, projection: Projection, source: str) -> int:
                     last_error=None, updated_at=now())
         )
     postgres = conn.dialect.name == "postgresql"
+    quote = conn.dialect.identifier_preparer.quote_identifier
     for live in type(projection).live_tables():
         fresh = projection.tables[_attr_of(projection, live)]
+        live_indexes = _pg_indexes(conn, live.name) if postgres else []
         live.drop(conn, checkfirst=True)
-        conn.execute(text(f'ALTER TABLE "{fresh.name}" RENAME TO "{live.name}"'))
+        conn.execute(text(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(live.name)}"))
         if postgres:
-            _rename_pg_indexes(conn, fresh.name, live)
+            _rename_pg_indexes(conn, fresh, live, live_indexes)
         else:
             for index in fresh.indexes:
                 conn.execute(DropIndex(index, if_exists=True))
@@ -311,18 +313,44 @@ def _attr_of(projection: Projection, live: Table) -> str:
     raise AssertionError(f"{live.name} is not a table of {projection.name}")
 
 
-def _rename_pg_indexes(conn: Connection, fresh: str, live: Table) -> None:
-    declared = {rename_index(index.name, live.name, fresh): str(index.name) for index in live.indexes}
-    names = conn.execute(
-        text("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = :t"),
-        {"t": live.name},
-    ).scalars()
-    for index in list(names):
+def _pg_indexes(conn: Connection, table: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """The indexes of ``table`` (in the current schema) with what makes each what it is
+    (unique, primary, columns, expressions, predicate, method), not its name."""
+    rows = conn.execute(text(
+        "SELECT ic.relname, i.indisunique, i.indisprimary, i.indkey::text, am.amname,"
+        " pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid), i.indclass::text"
+        " FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid"
+        " JOIN pg_am am ON am.oid = ic.relam"
+        " WHERE t.relname = :t AND t.relnamespace = current_schema()::regnamespace ORDER BY ic.relname"
+    ), {"t": table})
+    return [(str(r[0]), tuple(r[1:])) for r in rows]
+
+
+def _rename_pg_indexes(conn: Connection, fresh: Table, live: Table,
+                       live_indexes: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Give the swapped-in table's indexes the names the live table's had: a declared
+    index or named constraint its declared name; one PostgreSQL named (a primary key's,
+    an unnamed unique constraint's, truncated to 63 bytes where the name was long) the
+    name of the old live index of the same definition, or else its name with the live
+    table's in place of the fresh one's."""
+    names = [str(index.name) for index in live.indexes if index.name is not None]
+    names += [str(c.name) for c in live.constraints if _given_name(c.name)]
+    # A name over 63 bytes (a naming convention's) was shortened when it was made: the
+    # old live index of the same definition gives it back.
+    declared = {rebuild_name(n, live.name, fresh.name): n for n in names if len(n.encode()) <= 63}
+    old_by_shape: dict[tuple[Any, ...], list[str]] = {}
+    for name, shape in live_indexes:
+        if name not in declared.values():
+            old_by_shape.setdefault(shape, []).append(name)
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    for index, shape in _pg_indexes(conn, live.name):
         target = declared.get(index)
-        if target is None and index.startswith(fresh):  # a key's index PostgreSQL named
-            target = live.name + index[len(fresh):]
-        if target is not None:
-            conn.execute(text(f'ALTER INDEX "{index}" RENAME TO "{target}"'))
+        if target is None and old_by_shape.get(shape):
+            target = old_by_shape[shape].pop(0)
+        if target is None and index.startswith(fresh.name):
+            target = live.name + index[len(fresh.name):]
+        if target is not None and target != index:
+            conn.execute(text(f"ALTER INDEX {quote(index)} RENAME TO {quote(target)}"))
 
 
 def table_exists(conn: Connection, name: str) -> bool:

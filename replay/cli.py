@@ -1020,6 +1020,9 @@ def _freeze_heap() -> None:
               help="Rebuild from the first event recorded at or after TIME (ISO 8601 with a time zone, "
                    "e.g. 2026-11-22T12:00:00+01:00); on Kafka, the events Kafka deleted are read from the store.")
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed and how long it may take; change nothing.")
+@click.option("--slice", "as_slice", is_flag=True,
+              help="A start after the projection's first event builds a read model of the events from there on "
+                   "only, replacing the live one: refused unless this is given.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
               help="Events applied per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or the summary as JSON.")
@@ -1031,7 +1034,7 @@ def _freeze_heap() -> None:
               help="With Kafka: give up after Kafka was unreachable this many seconds.")
 @_async_command
 async def replay_command(name: str, from_position: int | None, from_offset: int | None, partition: int | None,
-                         from_time: datetime | None, dry_run: bool, batch_size: int, as_json: bool,
+                         from_time: datetime | None, dry_run: bool, as_slice: bool, batch_size: int, as_json: bool,
                          database_url: str, kafka_bootstrap: str | None, topic_prefix: str,
                          projection_modules: str | None, kafka_timeout: float) -> None:
     """Rebuild projection NAME into fresh tables from a position, an offset or a time,
@@ -1042,7 +1045,9 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
     retention deleted records a replay from a position or a time needs, they are read
     from the store; an offset Kafka deleted is refused, naming the position to replay
     from instead. Progress goes to stderr; SIGINT or SIGTERM stops the replay and leaves
-    the live tables as they were.
+    the live tables as they were. A start that leaves out earlier events of the projection
+    builds a slice (the read model of the events from there on only) and needs --slice;
+    --dry-run says what the result will hold.
 
     \b
     Examples:
@@ -1071,14 +1076,14 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
     async with await EventStore.open(database_url) as store:
         if dry_run:
             plan = await plan_replay(store, projection, start, kafka=kafka)
-            _print_plan(plan, as_json)
+            _print_plan(plan, as_json, as_slice)
             return
         stop = _stop_on_signals()
         line = _ProgressLine(name, "records" if kafka else "events")
         result = None
         try:
             result = await replay(store, projection, start, kafka=kafka, batch_size=batch_size, progress=line,
-                                  stop=stop)
+                                  stop=stop, slice=as_slice)
         finally:
             line.finish(None if result is None else result.plan.events)
     where = "Kafka" if result.plan.source == "kafka" else "the store log"
@@ -1095,7 +1100,7 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
                f"generation {result.generation}")
 
 
-def _print_plan(plan: Any, as_json: bool) -> None:
+def _print_plan(plan: Any, as_json: bool, as_slice: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(plan.as_dict() | {"dry_run": True}))
         return
@@ -1118,6 +1123,8 @@ def _print_plan(plan: Any, as_json: bool) -> None:
             click.echo(f"  store     {t}[{p}]: {fill.events:,} events after position {fill.after:,} through"
                        f" {fill.through:,}, which Kafka deleted (offsets before {fill.retained_from:,})")
     click.echo(f"  estimate  {_duration(plan.estimated_seconds)} ({plan.rate_basis})")
+    needs = " (refused without --slice)" if plan.is_slice and not as_slice else ""
+    click.echo(f"  result    {plan.describe_result()}{needs}")
 
 
 # -- audit ----------------------------------------------------------------------------------

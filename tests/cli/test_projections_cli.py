@@ -625,3 +625,46 @@ def test_an_unreachable_kafka_is_one_line_after_the_timeout(sqlite_url: str) -> 
     replayed = facta("replay", "ride_board", "--from-offset", "0", "--kafka-bootstrap", "127.0.0.1:1",
                      "--kafka-timeout", "1", "--database-url", sqlite_url)
     one_line_error(replayed, "Kafka at 127.0.0.1:1")
+
+
+async def test_a_replay_from_a_later_position_needs_slice_and_the_dry_run_says_so(migrated_url: str) -> None:
+    url = ["--database-url", migrated_url]
+    async with await EventStore.open(migrated_url) as store:
+        repo = Repository(store, snapshot_every=None)
+        account = Account.open("acct-x", "ann", "EUR")
+        account.deposit(1_000)
+        await repo.save(account)  # positions 1, 2
+        account.withdraw(994)
+        await repo.save(account)  # 3
+        account.deposit(50)
+        await repo.save(account)  # 4
+
+    async def row() -> tuple[Any, ...]:
+        async with await EventStore.open(migrated_url) as store:
+            t = AccountBalances.balances
+            return await store.database.read(
+                lambda c: tuple(c.execute(select(t.c.owner, t.c.status, t.c.balance)).one()))
+
+    ok(facta("projections", "run", "account_balances", "--once", *url))
+    assert await row() == ("ann", "open", 56)
+
+    one_line_error(
+        facta("replay", "account_balances", "--from-position", "2", *url),
+        "a replay of projection 'account_balances' from position 2 would replace its read model with one built"
+        " from that point on, leaving out the 2 earlier events it handles: replay from the beginning"
+        " (--from-position 0), or give --slice to build that slice on purpose",
+    )
+    assert await row() == ("ann", "open", 56)
+    dry = ok(facta("replay", "account_balances", "--from-position", "2", "--dry-run", *url)).stdout
+    assert ("  result    a slice: only the events from position 2 on; it leaves out the 2 earlier events of the"
+            " types it handles (refused without --slice)") in dry.splitlines()
+    plan = as_json(facta("replay", "account_balances", "--from-position", "2", "--dry-run", "--json", *url))
+    assert (plan["slice"], plan["left_out"], plan["events"]) == (True, 2, 2)
+    full = ok(facta("replay", "account_balances", "--from-position", "0", "--dry-run", *url)).stdout
+    assert "  result    every event from the beginning (nothing lies before the start)" in full.splitlines()
+
+    done = ok(facta("replay", "account_balances", "--from-position", "2", "--slice", *url))
+    assert "from position 2 (the store log): 2 events in" in done.stdout
+    assert await row() == (None, None, -944)  # the slice: -994 + 50, no opening
+    ok(facta("replay", "account_balances", "--from-position", "0", *url))
+    assert await row() == ("ann", "open", 56)

@@ -82,8 +82,9 @@ SYNOPSES: dict[str, list[str]] = {
     "facta projections skipped [NAME] [--json]": [
         "facta projections skipped", "facta projections skipped driver_earnings --json",
     ],
-    "facta replay NAME (--from-position P | --from-offset N [--partition K] | --from-time T) [--dry-run] [--json]": [
+    "facta replay NAME (--from-position P | --from-offset N [--partition K] | --from-time T) [--slice] [--dry-run] [--json]": [
         "facta replay ride_board --from-position 0 --dry-run",
+        "facta replay account_balances --from-position 5 --slice --dry-run",
         "facta replay account_balances --from-position 0 --json",
         "facta replay driver_earnings --from-time {hour_ago}",
         "facta replay ride_board --from-offset 0 --partition 0 --dry-run --kafka-bootstrap {bootstrap}",

@@ -67,11 +67,19 @@ async def test_replays_from_kafka_equal_the_same_slice_folded_independently(migr
         plan = await plan_replay(store, Wallets, ReplayFrom(offset=offset, partition=target[1]), kafka=settings)
         assert plan.start == begin | {target: offset} and plan.end == ends
         assert plan.events == total - offset
-        await replay(store, Wallets, ReplayFrom(offset=offset, partition=target[1]), kafka=settings)
+        await replay(store, Wallets, ReplayFrom(offset=offset, partition=target[1]), kafka=settings, slice=True)
         assert await rows(store) == fold(messages, begin | {target: offset})
 
-        # Every partition from an offset.
-        await replay(store, Wallets, ReplayFrom(offset=2), kafka=settings)
+        # Every partition from an offset: a slice, refused unless asked for.
+        before = await rows(store)
+        sliced = await plan_replay(store, Wallets, ReplayFrom(offset=2), kafka=settings)
+        assert (sliced.left_out, sliced.left_out_unit) == (2 * len(ends), "records")
+        with pytest.raises(ProjectionError, match=(
+                "a replay of projection 'wallets' from offset 2 would replace its read model with one built from"
+                f" that point on, leaving out the {2 * len(ends)} earlier records of its topics")):
+            await replay(store, Wallets, ReplayFrom(offset=2), kafka=settings)
+        assert await rows(store) == before
+        await replay(store, Wallets, ReplayFrom(offset=2), kafka=settings, slice=True)
         assert await rows(store) == fold(messages, dict.fromkeys(begin, 2))
 
         # From a time: each partition from its first record at or after it.
@@ -82,7 +90,7 @@ async def test_replays_from_kafka_equal_the_same_slice_folded_independently(migr
             for tp in begin
         }
         assert timed.start == first_after
-        await replay(store, Wallets, ReplayFrom(time=middle_time), kafka=settings)
+        await replay(store, Wallets, ReplayFrom(time=middle_time), kafka=settings, slice=True)
         assert await rows(store) == fold(messages, first_after)
         assert len(await rows(store)) > 0
 

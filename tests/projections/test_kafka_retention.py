@@ -390,7 +390,7 @@ async def test_a_replay_from_an_offset_kafka_deleted_refuses_naming_the_position
             if dry_run:
                 await plan_replay(store, Wallets, ReplayFrom(offset=3), kafka=settings)
             else:
-                await replay(store, Wallets, ReplayFrom(offset=3), kafka=settings)
+                await replay(store, Wallets, ReplayFrom(offset=3), kafka=settings, slice=True)
         assert str(info.value) == expected
 
     # One partition from an offset it retains: the others start at their beginning,
@@ -474,7 +474,7 @@ async def test_a_replay_from_a_later_position_builds_that_slice(store: EventStor
     deleted = [r for r in parts[past][:cut[past]] if r.position > after]
     assert handled(deleted), "the deleted part of the slice holds an event the projection handles"
     assert plan.fill == {past: StoreFill(after, parts[past][cut[past]].position - 1, handled(deleted), cut[past])}
-    await replay(store, Wallets, ReplayFrom(position=after), kafka=source.settings())
+    await replay(store, Wallets, ReplayFrom(position=after), kafka=source.settings(), slice=True)
     assert await rows(store) == fold([r for r in log if r.position > after])
 
     with pytest.raises(ProjectionError, match=rf"position {log[-1].position + 1} is beyond the end of the log"):
@@ -493,7 +493,7 @@ async def test_a_replay_from_a_time_reads_what_kafka_deleted_from_the_store(stor
     parts = await layout(source, store)
     settings = source.settings()
     # What the replay from that time builds while Kafka holds everything.
-    whole = await replay(store, Wallets, ReplayFrom(time=middle), kafka=settings)
+    whole = await replay(store, Wallets, ReplayFrom(time=middle), kafka=settings, slice=True)
     intact_model = await rows(store)
     assert intact_model and whole.plan.fill == {}
 
@@ -510,7 +510,7 @@ async def test_a_replay_from_a_time_reads_what_kafka_deleted_from_the_store(stor
     assert plan.fill == {crossing: StoreFill(parts[crossing][firsts[crossing]].position - 1,
                                              parts[crossing][cut[crossing]].position - 1, handled(kept), cut[crossing])}
     assert plan.start[crossing] == cut[crossing] and plan.start[before] == cut[before]
-    await replay(store, Wallets, ReplayFrom(time=middle), kafka=settings)
+    await replay(store, Wallets, ReplayFrom(time=middle), kafka=settings, slice=True)
     assert await rows(store) == intact_model
 
 

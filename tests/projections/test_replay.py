@@ -179,7 +179,7 @@ async def test_replay_from_the_middle_equals_the_same_slice_replayed_in_full(
         origin = ReplayFrom(time=middle_time)
         assert 0 < after < await store.head_position()
 
-    await replay(store, AccountBalances, origin)
+    await replay(store, AccountBalances, origin, slice=True)
     sliced = await store.database.read(_rows)
 
     other = await _copy_after(store, f"sqlite+aiosqlite:///{tmp_path / 'slice.db'}", after)
@@ -243,3 +243,77 @@ async def test_a_failed_replay_leaves_the_live_model_serving(store: EventStore, 
     assert (await store.database.read(_rows), await store.database.read(_live_checkpoint)) == before
     tables = await store.database.read(lambda c: __import__("sqlalchemy").inspect(c).get_table_names())
     assert "account_balances__rebuild" not in tables
+
+
+async def _one_account(store: EventStore) -> None:
+    """Positions 1-4: opened (owner 'ann'), deposited 1,000, withdrew 300, deposited 50."""
+    repo = Repository(store, snapshot_every=None)
+    account = Account.open("acct-x", "ann", "EUR")
+    account.deposit(1_000)
+    await repo.save(account)
+    account.withdraw(300)
+    await repo.save(account)
+    account.deposit(50)
+    await repo.save(account)
+
+
+def _balance_row(conn: Connection) -> tuple[Any, ...]:
+    t = AccountBalances.balances
+    return tuple(conn.execute(select(t.c.owner, t.c.status, t.c.balance, t.c.version)).one())
+
+
+@pytest.mark.parametrize("start", ["position", "time"])
+async def test_a_replay_from_a_later_start_refuses_without_slice_and_builds_the_slice_with_it(
+    store: EventStore, start: str
+) -> None:
+    await _one_account(store)
+    await ProjectionRunner(store, AccountBalances).run(once=True)
+    live = await store.database.read(_balance_row)
+    assert live == ("ann", "open", 750, 4)
+    if start == "position":
+        origin, described = ReplayFrom(position=2), "position 2"
+    else:
+        second = (await store.read_log(1, 1))[0].recorded_at
+        origin = ReplayFrom(time=second + timedelta(microseconds=1))
+        described = f"time {origin.time.isoformat()}"  # type: ignore[union-attr]
+    left_out = 2  # opened, deposited 1,000
+
+    plan = await plan_replay(store, AccountBalances, origin)
+    assert (plan.is_slice, plan.left_out, plan.events) == (True, left_out, 2)
+    assert plan.describe_result() == (
+        f"a slice: only the events from {described} on; it leaves out the 2 earlier events of the types it handles"
+    )
+    assert plan.as_dict()["slice"] is True and plan.as_dict()["left_out"] == 2
+    with pytest.raises(ProjectionError) as refused:
+        await replay(store, AccountBalances, origin)
+    assert str(refused.value) == (
+        f"a replay of projection 'account_balances' from {described} would replace its read model with one built"
+        " from that point on, leaving out the 2 earlier events it handles: replay from the beginning"
+        " (--from-position 0), or give --slice to build that slice on purpose"
+    )
+    assert await store.database.read(_balance_row) == live  # nothing changed
+    assert await store.database.read(_live_checkpoint) == 4
+
+    result = await replay(store, AccountBalances, origin, slice=True)
+    assert result.events == 2 and result.generation == 2
+    # The slice: no opening (owner and status unknown), -300 + 50.
+    assert await store.database.read(_balance_row) == (None, None, -250, 4)
+
+    full = await plan_replay(store, AccountBalances, ReplayFrom(position=0))
+    assert (full.is_slice, full.left_out) == (False, 0)
+    await replay(store, AccountBalances, ReplayFrom(position=0))
+    assert await store.database.read(_balance_row) == live
+
+
+async def test_a_later_start_before_the_projections_first_event_is_no_slice(store: EventStore) -> None:
+    # Events of other types before the start leave nothing of this projection out.
+    from facta.domain.ride import Location, Ride
+
+    repo = Repository(store, snapshot_every=None)
+    await repo.save(Ride.request("ride-1", "rider-1", Location(lat=1, lon=2), Location(lat=3, lon=4)))
+    before = await store.head_position()
+    await _one_account(store)
+    plan = await plan_replay(store, AccountBalances, ReplayFrom(position=before))
+    assert (plan.is_slice, plan.left_out) == (False, 0)
+    await replay(store, AccountBalances, ReplayFrom(position=before))
+    assert await store.database.read(_balance_row) == ("ann", "open", 750, 4)
