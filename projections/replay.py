@@ -228,13 +228,17 @@ async def _left_out(store: EventStore, projection: type[Projection], start: Repl
     if start.offset is not None:
         # Kafka offsets count a partition's records from 0: the ones before the start.
         return sum(first for first in plan.start.values() if first > 0), "records"
+    if start.time is not None:
+        # Exactly the events recorded before the time are left out, wherever they lie in
+        # the log (recorded_at does not follow position order).
+        when = start.time
+        count = await store.database.read(lambda conn: _count_recorded_before(conn, projection.event_types(), when))
+        return count, "events"
     if plan.source == "log":
         after = plan.start[LOG]
-    elif start.position is not None:
-        after = start.position
     else:
-        assert start.time is not None
-        after = await store.first_position_at(start.time)
+        assert start.position is not None
+        after = start.position
     if after <= 0:
         return 0, "events"
     count, _, _ = await store.database.read(_count_log, projection.event_types(), 0, after)
@@ -286,6 +290,12 @@ async def _plan_log(
     return ReplayPlan(
         projection.name, "log", start.describe(), {LOG: after}, {LOG: end}, count, first, last,
     )
+
+
+def _count_recorded_before(conn: Connection, types: list[str], when: datetime) -> int:
+    """How many events of ``types`` were recorded before ``when``."""
+    c = events.c
+    return int(conn.execute(select(func.count()).where(c.recorded_at < when, c.event_type.in_(types))).scalar_one())
 
 
 def _count_log(

@@ -151,7 +151,11 @@ async def test_replay_from_a_time_applies_exactly_the_events_recorded_since(stor
     await _log(store)
     plan = await plan_replay(store, AccountBalances, ReplayFrom(time=T.astimezone(PLUS_FIVE)))
     assert (plan.start, plan.events, plan.first_position, plan.last_position) == ({("", -1): 0}, 5, 1, 8)
-    result = await replay(store, AccountBalances, ReplayFrom(time=T))
+    # Positions 2, 4 and 6 were recorded before T: a slice, refused unless asked for.
+    assert plan.left_out == 3
+    with pytest.raises(ProjectionError, match="leaving out the 3 earlier events it handles"):
+        await replay(store, AccountBalances, ReplayFrom(time=T))
+    result = await replay(store, AccountBalances, ReplayFrom(time=T), slice=True)
     assert result.events == 5
     rows = await store.database.read(
         lambda conn: conn.execute(
@@ -165,7 +169,11 @@ async def test_replay_from_a_time_applies_exactly_the_events_recorded_since(stor
     later = T + 2 * H
     plan = await plan_replay(store, AccountBalances, ReplayFrom(time=later))
     assert (plan.start, plan.end, plan.events, plan.first_position) == ({("", -1): 8}, {("", -1): 8}, 0, None)
-    assert (await replay(store, AccountBalances, ReplayFrom(time=later))).events == 0
+    # It leaves out every event, so it is a slice: refused unless asked for.
+    assert plan.left_out == 8
+    with pytest.raises(ProjectionError, match="leaving out the 8 earlier events it handles"):
+        await replay(store, AccountBalances, ReplayFrom(time=later))
+    assert (await replay(store, AccountBalances, ReplayFrom(time=later), slice=True)).events == 0
 
 
 async def test_state_as_of_a_time_is_built_from_exactly_the_events_recorded_by_then(store: EventStore) -> None:
