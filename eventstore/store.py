@@ -403,8 +403,8 @@ class EventStore:
             .order_by(events.c.position)
             .limit(1)
         )
-        first = await self.database.read(_scalar, query)
-        if first is None:
+        first = await self.database.read(_scalar_or_none, query)
+        if first is None:  # nothing recorded at or after ``when`` yet
             return await self.head_position()
         return int(first) - 1
 
@@ -545,6 +545,8 @@ def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Sequence[
 # taking its positions. facta's appends take them in their first statement, so this is a
 # wide margin; it only makes the bounds below looser, never wrong.
 _CLOCK_MARGIN = timedelta(minutes=5)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def _window_bounds(
@@ -561,12 +563,14 @@ def _window_bounds(
     """
     c = events.c
     low = high = None
-    if since is not None:
+    # Within the margin of the first or last time a datetime holds, there is no bound
+    # (and the margin's arithmetic would overflow).
+    if since is not None and since.astimezone(UTC) >= _EARLIEST + _CLOCK_MARGIN:
         low = conn.execute(
             select(c.position).where(c.recorded_at < since - _CLOCK_MARGIN)
             .order_by(c.recorded_at.desc(), c.position.desc()).limit(1)
         ).scalar()
-    if until is not None:
+    if until is not None and until.astimezone(UTC) <= _LATEST - _CLOCK_MARGIN:
         high = conn.execute(
             select(c.position).where(c.recorded_at > until + _CLOCK_MARGIN)
             .order_by(c.recorded_at, c.position).limit(1)
@@ -592,6 +596,10 @@ def _all_rows(conn: Connection, query: Select[Any]) -> Sequence[Any]:
 
 def _scalar(conn: Connection, query: Select[Any]) -> Any:
     return conn.execute(query).scalar_one()
+
+
+def _scalar_or_none(conn: Connection, query: Select[Any]) -> Any:
+    return conn.execute(query).scalar_one_or_none()
 
 
 def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> bool:
