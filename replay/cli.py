@@ -492,7 +492,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
             click.echo(f"  rides {done}/{total}", err=True)
 
     if not as_json:
-        click.echo(f"facta demo: {rides} rides, {riders} riders, {drivers} drivers", err=True)
+        click.echo(f"facta demo: {_plural(rides, 'ride')}, {_plural(riders, 'rider')}, {_plural(drivers, 'driver')}", err=True)
     s = await run_demo(database_url, rides=rides, riders=riders, drivers=drivers, seed=seed, progress=progress,
                        project=not no_projections)
     streamed = await _demo_kafka(database_url, kafka_bootstrap, as_json, not no_idempotence) if kafka else None
@@ -509,15 +509,15 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
     click.echo(f"rides completed   {s.rides_completed}")
     click.echo(f"rides cancelled   {s.rides_cancelled}")
     click.echo(f"telemetry points  {s.telemetry_points}")
-    click.echo(f"fares charged     EUR {s.fares_total / 100:,.2f}")
-    click.echo(f"events appended   {s.events_appended} in {s.elapsed_s:.1f} s ({s.events_per_second:,.0f} events/s)")
+    click.echo(f"fares charged     EUR {s.fares_total / 100:.2f}")
+    click.echo(f"events appended   {s.events_appended} in {s.elapsed_s:.1f} s ({s.events_per_second:.0f} events/s)")
     click.echo(f"log head          position {s.log_head}")
     if s.projected:
-        click.echo("projections       " + ", ".join(f"{name} {n} events" for name, n in s.projected.items()))
+        click.echo("projections       " + ", ".join(f"{name} {_plural(n, 'event')}" for name, n in s.projected.items()))
     if streamed is not None:
-        click.echo(f"kafka             {streamed['bootstrap']}: published {streamed['published']} events")
+        click.echo(f"kafka             {streamed['bootstrap']}: published {_plural(streamed['published'], 'event')}")
         for topic, count in streamed["topics"].items():
-            click.echo(f"  {topic}  {count} records")
+            click.echo(f"  {topic}  {_plural(count, 'record')}")
     if s.projected:
         # What the read models say now: the tables any reader of them sees.
         async with await EventStore.open(database_url) as store:
@@ -629,7 +629,15 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
     if as_json:
         click.echo(json.dumps({"name": name, "published": published}))
     else:
-        click.echo(f"relay {name!r}: published {published} events", err=True)
+        click.echo(f"relay {name!r}: published {_plural(published, 'event')}")
+
+
+def _relay_names(conn: Any) -> list[str]:
+    from sqlalchemy import select
+
+    from facta.eventstore.schema import relay_checkpoints
+
+    return [row[0] for row in conn.execute(select(relay_checkpoints.c.name).order_by(relay_checkpoints.c.name))]
 
 
 @relay.command("status")
@@ -646,19 +654,23 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
       facta relay status
       facta relay status --name audit-feed --json
     """
-    from facta.eventstore.relay import Relay, RelayConfig
+    from facta.eventstore.relay import Relay, RelayConfig, RelayError
 
     async with await _open_store(database_url) as store:
         status = await Relay(store, RelayConfig(bootstrap="unused:0", name=name)).status()
+        if status.updated_at is None and name != "default":
+            known = await store.database.read(_relay_names)
+            raise RelayError(f"no relay named {name!r} has run on this store; "
+                             + (f"relays that have: {', '.join(known)}" if known else "no relay has run yet"))
     if as_json:
         click.echo(json.dumps({
             "name": status.name, "checkpoint": status.checkpoint, "head": status.head, "lag": status.lag,
-            "updated_at": status.updated_at.isoformat() if status.updated_at else None,
+            "updated_at": _iso(status.updated_at),
         }))
     else:
-        updated = status.updated_at.isoformat() if status.updated_at else "never"
+        updated = _iso(status.updated_at) or "never"
         click.echo(f"relay {status.name!r}: checkpoint {status.checkpoint}, head {status.head}, "
-                   f"lag {status.lag} events, updated {updated}")
+                   f"lag {_plural(status.lag, 'event')}, updated {updated}")
 
 
 # -- projections and replay -------------------------------------------------------------------
@@ -731,7 +743,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else None
+    """A time as every command prints it: ISO 8601 in UTC with a Z (None stays None)."""
+    from facta.eventstore.audit import utc_text
+
+    return utc_text(value) if isinstance(value, datetime) else None
 
 
 @cli.group("projections")
@@ -932,7 +947,7 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
             where = "Kafka" if kafka else "the store log"
             checkpoint = _coords_text(described.get(entry["name"], {}).get("checkpoints", {}))
             state = "stopped on an error" if entry["error"] else f"checkpoint {checkpoint}"
-            click.echo(f"{entry['name']}: applied {runner.applied} events from {where} ({state})")
+            click.echo(f"{entry['name']}: applied {_plural(runner.applied, 'event')} from {where} ({state})")
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]
@@ -1054,8 +1069,8 @@ class _ProgressLine:
         share = f" ({100 * done / total:.0f}%)" if total and done <= total else ""
         eta = f", ETA {_duration(progress.eta_seconds)}" if done < total else ""
         tail = ", done" if final else eta
-        text = (f"replay {self.label}: {done:,}/{total:,} {self.unit}{share}, "
-                f"{progress.rate:,.0f} {self.unit}/s{tail}")
+        text = (f"replay {self.label}: {done}/{total} {self.unit}{share}, "
+                f"{progress.rate:.0f} {self.unit}/s{tail}")
         if self.tty:
             sys.stderr.write("\r" + text.ljust(self.width))
             self.width = len(text)
@@ -1168,8 +1183,8 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
             "checkpoint": _coords_json(result.checkpoints),
         }))
         return
-    click.echo(f"replayed {name} from {result.plan.start_from} ({where}): {result.events:,} events in "
-               f"{_duration(result.seconds)} ({result.rate:,.0f} events/s); the rebuilt tables are live, "
+    click.echo(f"replayed {name} from {result.plan.start_from} ({where}): {_plural(result.events, 'event')} in "
+               f"{_duration(result.seconds)} ({result.rate:.0f} events/s); the rebuilt tables are live, "
                f"generation {result.generation}")
 
 
@@ -1182,19 +1197,19 @@ def _print_plan(plan: Any, as_json: bool) -> None:
     if plan.source == "log":
         from facta.projections.tracking import LOG
 
-        span = (f" (positions {plan.first_position:,} to {plan.last_position:,})"
+        span = (f" (positions {plan.first_position} to {plan.last_position})"
                 if plan.first_position is not None else "")
-        click.echo(f"  events    {plan.events:,}{span}")
-        click.echo(f"  range     after position {plan.start[LOG]:,} up to position {plan.end[LOG]:,}")
+        click.echo(f"  events    {plan.events}{span}")
+        click.echo(f"  range     after position {plan.start[LOG]} up to position {plan.end[LOG]}")
     else:
-        click.echo(f"  records   {plan.events:,}")
+        click.echo(f"  records   {plan.events}")
         rows = [[f"{t}[{p}]", str(plan.start.get((t, p), 0)), str(end), str(max(end - plan.start.get((t, p), 0), 0))]
                 for (t, p), end in sorted(plan.end.items())]
         for line in _table(["PARTITION", "START", "END", "RECORDS"], rows).splitlines():
             click.echo(f"  {line}")
         for (t, p), fill in sorted(plan.fill.items()):
-            click.echo(f"  store     {t}[{p}]: {fill.events:,} events after position {fill.after:,} through"
-                       f" {fill.through:,}, which Kafka deleted (offsets before {fill.retained_from:,})")
+            click.echo(f"  store     {t}[{p}]: {_plural(fill.events, 'event')} after position {fill.after} through"
+                       f" {fill.through}, which Kafka deleted (offsets before {fill.retained_from})")
     click.echo(f"  estimate  {_duration(plan.estimated_seconds)} ({plan.rate_basis})")
 
 
@@ -1229,17 +1244,68 @@ def aggregates_option(fn: F) -> F:
 
 
 def _import_aggregates(modules: str | None) -> None:
-    import importlib
-
+    """Import the user's aggregate modules by the rule `--projections` follows
+    (:mod:`facta.user_modules`: the current folder is on the path)."""
     from facta.eventstore.audit import AuditError
+    from facta.user_modules import import_failure, import_user_module, is_module_name
 
     for name in (m.strip() for m in (modules or "").split(",")):
         if not name:
             continue
+        if not is_module_name(name):
+            raise AuditError(f"aggregate module {name!r} is not of the form package.module")
         try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise AuditError(f"cannot import aggregate module {name!r}: {exc}") from None
+            import_user_module(name)
+        except Exception as exc:  # anything the module raises while it is imported
+            raise AuditError(f"cannot import aggregate module {name!r}: {import_failure(exc)}") from None
+
+
+_FILTER_COLUMNS = {"event_type": "type", "stream_type": "stream type", "actor": "actor",
+                   "correlation_id": "correlation id"}
+_SUGGESTED = {"event_type", "stream_type", "actor"}  # few distinct values: close names are cheap to list
+
+
+def _stored_values(conn: Any, column: str, values: list[str]) -> set[str]:
+    """Which of ``values`` some event holds in ``column`` (one index lookup each)."""
+    from sqlalchemy import select
+
+    from facta.eventstore.schema import events
+
+    col = events.c[column]
+    return {v for v in values if conn.execute(select(col).where(col == v).limit(1)).first() is not None}
+
+
+def _distinct_values(conn: Any, column: str, limit: int = 2000) -> list[str]:
+    """The distinct values of an indexed ``column``, by a skip scan over its index (one
+    lookup per value, not a walk of the log)."""
+    from sqlalchemy import text
+
+    assert column in _FILTER_COLUMNS
+    query = text(
+        f"WITH RECURSIVE t(v) AS (SELECT MIN({column}) FROM facta_events UNION ALL "
+        f"SELECT (SELECT MIN({column}) FROM facta_events WHERE {column} > t.v) FROM t WHERE t.v IS NOT NULL) "
+        f"SELECT v FROM t WHERE v IS NOT NULL LIMIT {int(limit)}"
+    )
+    return [row[0] for row in conn.execute(query)]
+
+
+async def _warn_never_stored(store: Any, filters: dict[str, list[str]]) -> None:
+    """A note on stderr for each filter value no stored event has (a typo, most likely),
+    with the closest stored values when there are some."""
+    import difflib
+
+    for column, values in filters.items():
+        if not values:
+            continue
+        found = await store.database.read(_stored_values, column, values)
+        missing = [v for v in values if v not in found]
+        if not missing:
+            continue
+        known = await store.database.read(_distinct_values, column) if column in _SUGGESTED else []
+        for value in missing:
+            close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            click.echo(f"facta: note: no stored event has {_FILTER_COLUMNS[column]} {value!r}{hint}", err=True)
 
 
 def _event_json(record: Any) -> dict[str, Any]:
@@ -1294,7 +1360,7 @@ async def audit_history(stream_id: str, database_url: str, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
-    click.echo(f"{records[0]['stream_type']} {stream_id}: {len(records)} events")
+    click.echo(f"{records[0]['stream_type']} {stream_id}: {_plural(len(records), 'event')}")
     click.echo(_table(
         ["VERSION", "POSITION", "RECORDED AT (UTC)", "TYPE", "ACTOR", "CORRELATION", "CAUSATION", "PAYLOAD"],
         [[str(e["version"]), str(e["position"]), e["recorded_at"], e["event_type"], _compact(e["actor"]),
@@ -1357,6 +1423,8 @@ async def audit_diff(stream_id: str, from_version: int, to_version: int, databas
     """
     from facta.eventstore.audit import diff
 
+    if to_version <= from_version:
+        raise _usage_error(f"--to-version ({to_version}) must be greater than --from-version ({from_version})")
     _import_aggregates(aggregate_modules)
     async with await _open_store(database_url) as store:
         result = await diff(store, stream_id, from_version, to_version)
@@ -1364,7 +1432,7 @@ async def audit_diff(stream_id: str, from_version: int, to_version: int, databas
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
     click.echo(f"{result.stream_type} {stream_id}: version {from_version} -> {to_version}, "
-               f"{len(result.events)} events, {len(result.changes)} fields changed")
+               f"{_plural(len(result.events), 'event')}, {_plural(len(result.changes), 'field')} changed")
     if result.changes:
         click.echo(_table(
             ["FIELD", "OLD", "NEW", "CHANGED BY"],
@@ -1413,10 +1481,15 @@ async def audit_events(types: tuple[str, ...], stream_types: tuple[str, ...], si
 
     if as_json and as_csv:
         raise _usage_error("give --json or --csv, not both")
+    if since is not None and until is not None and since > until:
+        raise _usage_error(f"--since ({_iso(since)}) is after --until ({_iso(until)})")
     async with await _open_store(database_url) as store:
         page = await events(store, types=types or None, stream_types=stream_types or None, since=since,
                             until=until, actor=actor, correlation_id=correlation_id, newest_first=newest_first,
                             limit=limit, after_position=after_position, before_position=before_position)
+        await _warn_never_stored(store, {"event_type": list(types), "stream_type": list(stream_types),
+                                         "actor": [actor] if actor is not None else [],
+                                         "correlation_id": [correlation_id] if correlation_id is not None else []})
     records = [_event_json(r) for r in page.events]
     if as_json:
         click.echo(json.dumps({"events": records, "cursor": page.cursor}, indent=2))
@@ -1462,7 +1535,7 @@ async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> 
         click.echo(json.dumps(records, indent=2))
         return
     streams = sorted({e["stream_id"] for e in records})
-    click.echo(f"correlation {correlation_id}: {len(records)} events in {len(streams)} streams")
+    click.echo(f"correlation {correlation_id}: {_plural(len(records), 'event')} in {_plural(len(streams), 'stream')}")
     click.echo(_table(_EVENT_COLUMNS, [_event_row(e) for e in records]))
 
 
