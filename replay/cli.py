@@ -93,7 +93,7 @@ class Seconds(click.ParamType):
         if not math.isfinite(seconds):
             self.fail(f"{value!r} is not a finite number of seconds: give {self.low:g} to {self.high:g}", param, ctx)
         if not self.low <= seconds <= self.high:
-            self.fail(f"{seconds:g} seconds is outside {self.low:g} to {self.high:g}", param, ctx)
+            self.fail(f"{_clip(str(value).strip())} seconds is outside {self.low:g} to {self.high:g}", param, ctx)
         return seconds
 
 
@@ -160,6 +160,16 @@ class DatabaseURL(click.ParamType):
         return Text("database URL", None).convert(text, param, ctx)
 
 
+class Folder(click.Path):
+    """A folder path (it need not exist yet) with no NUL character and valid UTF-8."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(Text("folder path", 4096).convert(value, param, ctx), param, ctx)
+
+
 class Revision(click.ParamType):
     """One of facta's schema revisions (``head``, or a revision id alembic knows)."""
 
@@ -219,6 +229,7 @@ VERSION_OR_ZERO = WholeNumber(0, MAX_VERSION, "stream version")
 OFFSET = WholeNumber(0, MAX_POSITION, "Kafka offset")
 PARTITION = WholeNumber(0, MAX_PARTITION, "Kafka partition")
 UTC_TIME = UtcTime()
+MODULES = Text("module list", 10_000)
 
 
 def _database_url_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
@@ -679,6 +690,7 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
 def projections_option(fn: F) -> F:
     return click.option(
         "--projections", "projection_modules", envvar="FACTA_PROJECTIONS", default=None, metavar="MODULES",
+        type=MODULES,
         help="Your projections: comma-separated package.module or package.module:ClassName, besides the "
              "reference ones (env: FACTA_PROJECTIONS).",
     )(fn)
@@ -1238,6 +1250,7 @@ def audit_group() -> None:
 def aggregates_option(fn: F) -> F:
     return click.option(
         "--aggregates", "aggregate_modules", envvar="FACTA_AGGREGATES", default=None, metavar="MODULES",
+        type=MODULES,
         help="Comma-separated modules that declare your aggregate classes, besides the reference "
              "Account and Ride (env: FACTA_AGGREGATES).",
     )(fn)
@@ -1560,7 +1573,7 @@ def _default_broker_kind() -> str:
                    "3 gives replication factor 3 and min.insync.replicas 2.")
 @click.option("--port", type=WholeNumber(0, 65535, "TCP port"), default=9092, show_default=True,
               help="Port on 127.0.0.1 (the first node's with --nodes); 0 picks a free one.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=".facta-broker", show_default=True,
+@click.option("--data-dir", type=Folder(), default=".facta-broker", show_default=True,
               help="Where the broker keeps its data and its log (a cluster: one folder per node).")
 @click.option("--json", "as_json", is_flag=True, help="Print where it listens as one JSON line once it answers.")
 def dev_broker(kind: str | None, nodes: int, port: int, data_dir: str, as_json: bool) -> None:
