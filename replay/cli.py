@@ -1316,7 +1316,7 @@ async def _warn_never_stored(store: Any, filters: dict[str, list[str]]) -> None:
             continue
         known = await store.database.read(_distinct_values, column) if column in _SUGGESTED else []
         for value in missing:
-            close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+            close = difflib.get_close_matches(value, known, n=3, cutoff=0.8)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             click.echo(f"facta: note: no stored event has {_FILTER_COLUMNS[column]} {value!r}{hint}", err=True)
 
