@@ -38,7 +38,8 @@ KNOWN_TEXT = [ACCOUNT, RIDE, RIDER_ACCOUNT, "account", "ride", "account.deposite
 PROJECTIONS = [p.name for p in REFERENCE_PROJECTIONS]
 COMMANDS = [(path, command) for path, command in commands() if tuple(path) not in SKIPPED_COMMANDS]
 
-any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
+any_text = st.one_of(st.text(st.characters(codec=None, exclude_categories=()), max_size=300),
+                     st.sampled_from(["a\x00b", "\udcff", "x" * 256, "\u00e9\U0001f600", "-1", "'; drop table x; --"]))
 numbers = st.one_of(
     st.integers(-3, 3), st.integers(-(2**70), 2**70), st.sampled_from([2**31 - 1, 2**31, 2**63 - 1, 2**63]),
 ).map(str)
@@ -93,6 +94,33 @@ def command_lines(draw: st.DrawFn) -> list[str]:
     return args
 
 
+positions = st.one_of(st.integers(0, 40), st.integers(2**63 - 3, 2**63 + 1), st.integers(-2, 0)).map(str)
+recent = st.builds(lambda d, o: d.replace(tzinfo=timezone(o)).isoformat(),
+                   st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)), offsets)
+ids = st.one_of(st.sampled_from(KNOWN_TEXT), any_text)
+
+
+@st.composite
+def focused_lines(draw: st.DrawFn) -> list[str]:
+    """Commands with mostly legal values, so generated input reaches the store."""
+    name = draw(st.sampled_from(PROJECTIONS))
+    flags = draw(st.lists(st.sampled_from(["--json", "--dry-run"]), unique=True))
+    return draw(st.sampled_from([
+        ["replay", name, f"--from-position={draw(positions)}", *flags],
+        ["replay", name, f"--from-time={draw(st.one_of(recent, times))}", *flags],
+        ["projections", "skip", name, f"--position={draw(positions)}", f"--reason={draw(any_text)}"],
+        ["audit", "state", draw(ids), f"--at-version={draw(positions)}"],
+        ["audit", "state", draw(ids), f"--as-of={draw(st.one_of(recent, times))}", "--json"],
+        ["audit", "diff", draw(ids), f"--from-version={draw(positions)}", f"--to-version={draw(positions)}"],
+        ["audit", "events", f"--type={draw(ids)}", f"--since={draw(recent)}", f"--until={draw(recent)}"],
+        ["audit", "events", f"--after-position={draw(positions)}", f"--actor={draw(ids)}", "--csv"],
+        ["audit", "events", f"--before-position={draw(positions)}", "--newest-first", f"--correlation-id={draw(ids)}"],
+        ["audit", "history", draw(ids)],
+        ["audit", "trace", draw(ids), "--json"],
+        ["relay", "status", f"--name={draw(ids)}"],
+    ]))
+
+
 def _fingerprint_rows(conn: Any) -> tuple[Any, ...]:
     return (
         conn.execute(select(func.count(), func.max(events.c.position))).one(),
@@ -119,7 +147,7 @@ def fingerprint(url: str) -> tuple[Any, ...]:
 def test_fuzz_every_command(city: str) -> None:
     @settings(max_examples=60, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-    @given(command_lines())
+    @given(st.one_of(command_lines(), focused_lines()))
     def check(args: list[str]) -> None:
         before = fingerprint(city)
         result = invoke([*args, "--database-url", city])
