@@ -50,7 +50,7 @@ MAX_SECONDS = 86_400.0
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
-class WholeNumber(click.ParamType):
+class WholeNumber(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """A whole number in ``low..high`` written in ASCII digits: positions, offsets,
     versions, partitions, counts. ``what`` names it in errors ("stream version")."""
 
@@ -65,7 +65,7 @@ class WholeNumber(click.ParamType):
         else:
             text = str(value).strip()
             if not _WHOLE_NUMBER.fullmatch(text):
-                self.fail(f"{value!r} is not a whole number (a {self.what}, {self.low} to {self.high})", param, ctx)
+                self.fail(f"{_clip(str(value))!r} is not a whole number (a {self.what}, {self.low} to {self.high})", param, ctx)
             digits = text.lstrip("+-").lstrip("0")
             if len(digits) > 30:  # far beyond any limit; int() of thousands of digits is refused anyway
                 self.fail(f"{_clip(text)} is not a {self.what}: give {self.low} to {self.high}", param, ctx)
@@ -77,7 +77,7 @@ class WholeNumber(click.ParamType):
         return number
 
 
-class Seconds(click.ParamType):
+class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """A finite number of seconds in ``low..high`` (timeouts and intervals)."""
 
     name = "seconds"
@@ -91,13 +91,14 @@ class Seconds(click.ParamType):
         except (TypeError, ValueError):
             self.fail(f"{_clip(str(value))!r} is not a number of seconds", param, ctx)
         if not math.isfinite(seconds):
-            self.fail(f"{value!r} is not a finite number of seconds: give {self.low:g} to {self.high:g}", param, ctx)
+            self.fail(f"{_clip(str(value))!r} is not a finite number of seconds: give {self.low:g} to {self.high:g}",
+                      param, ctx)
         if not self.low <= seconds <= self.high:
             self.fail(f"{_clip(str(value).strip())} seconds is outside {self.low:g} to {self.high:g}", param, ctx)
         return seconds
 
 
-class UtcTime(click.ParamType):
+class UtcTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """An ISO 8601 time with a time zone (``2026-11-22T12:00:00+01:00``, ``...Z``), as an
     aware UTC datetime. A time that has no UTC equivalent a datetime can hold (before
     0001-01-01T00:00:00Z or after 9999-12-31T23:59:59.999999Z once converted) is refused."""
@@ -123,7 +124,7 @@ class UtcTime(click.ParamType):
             self.fail(f"{str(value).strip()!r} is {edge} in UTC, outside the times facta can handle", param, ctx)
 
 
-class Text(click.ParamType):
+class Text(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """A name or id as the store holds it: at most ``max_length`` characters (None: no
     limit), no NUL character (PostgreSQL cannot store one) and valid Unicode (no bytes
     that are not UTF-8)."""
@@ -147,7 +148,7 @@ class Text(click.ParamType):
         return text
 
 
-class DatabaseURL(click.ParamType):
+class DatabaseURL(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """A database URL that is not empty (the rest is checked when it is opened, exit 1)."""
 
     name = "url"
@@ -170,7 +171,7 @@ class Folder(click.Path):
         return super().convert(Text("folder path", 4096).convert(value, param, ctx), param, ctx)
 
 
-class Revision(click.ParamType):
+class Revision(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """One of facta's schema revisions (``head``, or a revision id alembic knows)."""
 
     name = "revision"
@@ -1007,7 +1008,7 @@ async def projections_skip(name: str, position: int, reason: str, actor: str | N
         click.echo(f"projection {name!r} will skip position {position} ({recorded['event_type']} event "
                    f"{recorded['event_id']}): {recorded['reason']}")
     if recorded["already_applied"]:
-        click.echo(f"note: projection {name!r} has applied position {position} already; the skip keeps it "
+        click.echo(f"facta: note: projection {name!r} has applied position {position} already; the skip keeps it "
                    f"out of rebuilds (`facta replay {name} --from-position 0` to take it out now)", err=True)
 
 

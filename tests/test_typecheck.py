@@ -22,7 +22,8 @@ def test_library_passes_mypy_strict(tmp_path: Path) -> None:
     pytest.importorskip("mypy")
     package = tmp_path / "facta"
     package.mkdir()
-    shutil.copy(ROOT / "facta_pkg" / "__init__.py", package / "__init__.py")
+    for module in (ROOT / "facta_pkg").glob("*.py"):
+        shutil.copy(module, package / module.name)
     for folder in FOLDERS:
         (package / folder).symlink_to(ROOT / folder, target_is_directory=True)
     result = subprocess.run(

@@ -443,7 +443,7 @@ def test_skipped_with_nothing_and_skip_of_a_missing_position(sqlite_url: str) ->
     passed = facta("projections", "skip", "ride_board", "--position", "3", "--database-url", sqlite_url)
     assert passed.returncode == 0 and "will skip position 3" in passed.stdout
     assert passed.stderr.strip() == (
-        "note: projection 'ride_board' has applied position 3 already; the skip keeps it out of rebuilds"
+        "facta: note: projection 'ride_board' has applied position 3 already; the skip keeps it out of rebuilds"
         " (`facta replay ride_board --from-position 0` to take it out now)"
     )
 
