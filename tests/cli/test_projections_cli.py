@@ -597,6 +597,7 @@ def test_errors_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
     assert "No such option" in usage("projections", "list", "--bogus")
     # the store: not migrated, unreachable
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    (tmp_path / "empty.db").touch()  # a database without facta's schema (a missing file: test_cli_edges.py)
     for args in (["projections", "list"], ["projections", "run", "ride_board", "--once"],
                  ["replay", "ride_board", "--from-position", "0"], ["projections", "skipped"]):
         one_line_error(facta(*args, "--database-url", empty), "has no facta schema: run `facta db upgrade`")
