@@ -29,7 +29,7 @@ A = TypeVar("A", bound=Aggregate)
 class VersionNotFound(StoreError):
     def __init__(self, stream_id: str, requested: int, actual: int) -> None:
         self.stream_id, self.requested, self.actual = stream_id, requested, actual
-        super().__init__(f"stream {stream_id!r} has {actual} events; there is no version {requested}")
+        super().__init__(f"stream {stream_id!r} has {actual} event{'' if actual == 1 else 's'}; there is no version {requested}")
 
 
 def state_schema(cls: type[Aggregate]) -> str:

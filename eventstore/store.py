@@ -660,6 +660,10 @@ def _scalar(conn: Connection, query: Select[Any]) -> Any:
     return conn.execute(query).scalar_one()
 
 
+def _scalar_or_none(conn: Connection, query: Select[Any]) -> Any:
+    return conn.execute(query).scalar_one_or_none()
+
+
 def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> bool:
     return any(
         a.expected_version is not None and current.get(a.stream_id, ("", 0))[1] != a.expected_version

@@ -15,12 +15,12 @@ A module that cannot be imported, or that defines no projection, is a one-line
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from types import ModuleType
+
+from facta.user_modules import import_failure, import_user_module, is_module_name
 
 from .api import Projection
 from .errors import ProjectionError, UnknownProjection
@@ -145,22 +145,16 @@ def projections_in(spec: str) -> list[type[Projection]]:
 
 
 def _dotted(name: str) -> bool:
-    return bool(name) and all(part.isidentifier() for part in name.split("."))
+    return is_module_name(name)
 
 
 def _import(module_name: str, spec: str) -> ModuleType:
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
     try:
-        return importlib.import_module(module_name)
+        return import_user_module(module_name)
     except ProjectionError as exc:
         raise ProjectionError(f"cannot import projections module {spec!r}: {exc}") from exc
     except Exception as exc:  # anything the module raises while it is imported
-        text = " ".join(str(exc).split())
-        raise ProjectionError(
-            f"cannot import projections module {spec!r}: {type(exc).__name__}" + (f": {text}" if text else "")
-        ) from exc
+        raise ProjectionError(f"cannot import projections module {spec!r}: {import_failure(exc)}") from exc
 
 
 def _object_names(projection: type[Projection]) -> dict[tuple[str, str], tuple[str, str]]:

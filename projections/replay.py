@@ -52,6 +52,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from facta.eventstore import EventStore
+from facta.eventstore.audit import utc_text
 from facta.eventstore.locks import active_lock
 from facta.eventstore.schema import events, projections
 
@@ -100,7 +101,7 @@ class ReplayFrom:
         if self.offset is not None:
             return f"offset {self.offset}" + (f" of partition {self.partition}" if self.partition is not None else "")
         assert self.time is not None
-        return f"time {self.time.astimezone(UTC).isoformat()}"
+        return f"time {utc_text(self.time)}"
 
 
 @dataclass
@@ -213,10 +214,10 @@ async def plan_replay(
         plan = await _plan_kafka(store, projection, start, kafka, info)
     rate = info.get("events_per_second")
     if rate:
-        plan.rate_basis = f"this projection's last measured rate, {rate:,.0f} events/s"
+        plan.rate_basis = f"this projection's last measured rate, {rate:.0f} events/s"
     else:
         rate = _DEFAULT_RATE
-        plan.rate_basis = f"no measured rate yet; assumed {rate:,.0f} events/s"
+        plan.rate_basis = f"no measured rate yet; assumed {rate:.0f} events/s"
     plan.estimated_seconds = plan.events / rate
     plan.left_out, plan.left_out_unit = await _left_out(store, projection, start, plan)
     return plan
@@ -275,7 +276,7 @@ async def _plan_log(
     head = await store.head_position()
     if start.time is not None:
         if start.time > datetime.now(UTC):
-            raise ProjectionError(f"time {start.time.astimezone(UTC).isoformat()} is in the future")
+            raise ProjectionError(f"time {utc_text(start.time)} is in the future")
         after = await store.first_position_at(start.time)
     else:
         assert start.position is not None
@@ -339,7 +340,7 @@ async def _plan_kafka(
         await refuse_deleted_offsets(store, projection, kafka, start.describe(), first, beginning, end)
     elif start.time is not None:
         if start.time > datetime.now(UTC):
-            raise ProjectionError(f"time {start.time.astimezone(UTC).isoformat()} is in the future")
+            raise ProjectionError(f"time {utc_text(start.time)} is in the future")
         first = await kafka_offsets_for_time(kafka, topics, start.time)
         first, fill, floors = await plan_fill(store, projection, kafka, first, beginning, end, since=start.time)
     else:

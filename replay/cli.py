@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -28,12 +32,226 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# -- option types -----------------------------------------------------------------------------
+#
+# Every number, time, name and URL an option or argument takes is checked by one of these
+# types before any I/O: a value out of range, non-finite or malformed is a usage error
+# (exit 2) with one line naming the option, the value and the limit.
+
+MAX_POSITION = 2**63 - 1
+"""The largest store position or Kafka offset (64-bit signed, BIGINT)."""
+MAX_VERSION = 2**31 - 1
+"""The largest stream version (32-bit signed, INTEGER on PostgreSQL)."""
+MAX_PARTITION = 2**31 - 1
+"""The largest Kafka partition number (32-bit signed)."""
+MAX_SECONDS = 86_400.0
+"""The longest timeout or interval an option takes: a day."""
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+class WholeNumber(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
+    """A whole number in ``low..high`` written in ASCII digits: positions, offsets,
+    versions, partitions, counts. ``what`` names it in errors ("stream version")."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int, what: str) -> None:
+        self.low, self.high, self.what = low, high, what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip()
+            if not _WHOLE_NUMBER.fullmatch(text):
+                self.fail(f"{_clip(str(value))!r} is not a whole number (a {self.what}, {self.low} to {self.high})", param, ctx)
+            digits = text.lstrip("+-").lstrip("0")
+            if len(digits) > 30:  # far beyond any limit; int() of thousands of digits is refused anyway
+                self.fail(f"{_clip(text)} is not a {self.what}: give {self.low} to {self.high}", param, ctx)
+            number = int(text)
+        if number < self.low:
+            self.fail(f"{number} is below {self.low}, the smallest {self.what}", param, ctx)
+        if number > self.high:
+            self.fail(f"{number} is above {self.high}, the largest {self.what}", param, ctx)
+        return number
+
+
+class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
+    """A finite number of seconds in ``low..high`` (timeouts and intervals)."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float = MAX_SECONDS) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{_clip(str(value))!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{_clip(str(value))!r} is not a finite number of seconds: give {self.low:g} to {self.high:g}",
+                      param, ctx)
+        if not self.low <= seconds <= self.high:
+            self.fail(f"{_clip(str(value).strip())} seconds is outside {self.low:g} to {self.high:g}", param, ctx)
+        return seconds
+
+
+class UtcTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
+    """An ISO 8601 time with a time zone (``2026-11-22T12:00:00+01:00``, ``...Z``), as an
+    aware UTC datetime. A time that has no UTC equivalent a datetime can hold (before
+    0001-01-01T00:00:00Z or after 9999-12-31T23:59:59.999999Z once converted) is refused."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            parsed = value
+        else:
+            text = str(value).strip()
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                self.fail(f"{_clip(text)!r} is not an ISO 8601 time: give e.g. 2026-11-22T12:00:00+01:00 or "
+                          "2026-11-22T11:00:00Z", param, ctx)
+            if parsed.tzinfo is None or parsed.utcoffset() is None:
+                self.fail(f"{text!r} has no time zone: add one, e.g. {text}Z or {text}+01:00", param, ctx)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            edge = "before 0001-01-01T00:00:00Z" if parsed.year == 1 else "after 9999-12-31T23:59:59.999999Z"
+            self.fail(f"{str(value).strip()!r} is {edge} in UTC, outside the times facta can handle", param, ctx)
+
+
+class Text(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
+    """A name or id as the store holds it: at most ``max_length`` characters (None: no
+    limit), no NUL character (PostgreSQL cannot store one) and valid Unicode (no bytes
+    that are not UTF-8)."""
+
+    name = "text"
+
+    def __init__(self, what: str, max_length: int | None) -> None:
+        self.what, self.max_length = what, max_length
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if "\x00" in text:
+            self.fail(f"{_clip(text)!r} holds a NUL character, which no {self.what} can hold", param, ctx)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(f"{_clip(text)!r} is not valid UTF-8 text", param, ctx)
+        if self.max_length is not None and len(text) > self.max_length:
+            self.fail(f"{_clip(text)!r} has {len(text)} characters; a {self.what} has at most {self.max_length}",
+                      param, ctx)
+        return text
+
+
+class DatabaseURL(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
+    """A database URL that is not empty (the rest is checked when it is opened, exit 1)."""
+
+    name = "url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not text.strip():
+            self.fail(f"{text!r} is empty: give a URL such as {DEFAULT_DATABASE_URL} or "
+                      "postgresql+asyncpg://localhost/facta", param, ctx)
+        return Text("database URL", None).convert(text, param, ctx)
+
+
+class Folder(click.Path):
+    """A folder path (it need not exist yet) with no NUL character and valid UTF-8."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(Text("folder path", 4096).convert(value, param, ctx), param, ctx)
+
+
+class Revision(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
+    """One of facta's schema revisions (``head``, or a revision id alembic knows)."""
+
+    name = "revision"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from alembic.script import ScriptDirectory
+
+        text = Text("revision", 100).convert(value, param, ctx)
+        if text == "head":
+            return text
+        script = ScriptDirectory.from_config(migrations.alembic_config())
+        known = [r.revision for r in script.walk_revisions()]
+        if text not in known:
+            self.fail(f"{text!r} is not a facta schema revision: give head or one of {', '.join(sorted(known))}",
+                      param, ctx)
+        return text
+
+
+def _clip(text: str, width: int = 60) -> str:
+    """A value as shown in an error: long ones cut, so the error stays one readable line."""
+    return text if len(text) <= width else f"{text[:width]}...({len(text)} characters)"
+
+
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 event``, ``2 events``, ``0 events``."""
+    return f"{count} {noun if count == 1 else (plural or noun + 's')}"
+
+
+def _column_length(table: Any, column: str) -> int | None:
+    length = table.c[column].type.length
+    return int(length) if length is not None else None
+
+
+def _store_texts() -> dict[str, Text]:
+    from facta.eventstore import schema
+
+    ev = schema.events
+    return {
+        "stream_id": Text("stream id", _column_length(ev, "stream_id")),
+        "stream_type": Text("stream type", _column_length(ev, "stream_type")),
+        "event_type": Text("event type", _column_length(ev, "event_type")),
+        "actor": Text("actor", _column_length(ev, "actor")),
+        "correlation_id": Text("correlation id", _column_length(ev, "correlation_id")),
+        "projection": Text("projection name", _column_length(schema.projections, "name")),
+        "relay": Text("relay name", _column_length(schema.relay_checkpoints, "name")),
+        "reason": Text("reason", None),
+        "prefix": Text("prefix", 249),  # Kafka's longest topic name
+    }
+
+
+TEXT = _store_texts()
+POSITION = WholeNumber(1, MAX_POSITION, "store position")
+POSITION_OR_ZERO = WholeNumber(0, MAX_POSITION, "store position")
+VERSION = WholeNumber(1, MAX_VERSION, "stream version")
+VERSION_OR_ZERO = WholeNumber(0, MAX_VERSION, "stream version")
+OFFSET = WholeNumber(0, MAX_POSITION, "Kafka offset")
+PARTITION = WholeNumber(0, MAX_PARTITION, "Kafka partition")
+UTC_TIME = UtcTime()
+MODULES = Text("module list", 10_000)
+
+
+def _database_url_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """The URL given, or the default. Refuses FACTA_DATABASE_URL set to nothing: click
+    reads an empty variable as unset, which would silently fall back to the default file."""
+    if value is not None:
+        return value
+    if os.environ.get("FACTA_DATABASE_URL") == "":
+        raise click.BadParameter("FACTA_DATABASE_URL is set but empty: give a URL, or unset it for "
+                                 f"{DEFAULT_DATABASE_URL}", ctx, param)
+    return DEFAULT_DATABASE_URL
+
+
 def database_option(fn: F) -> F:
     return click.option(
         "--database-url",
         envvar="FACTA_DATABASE_URL",
-        default=DEFAULT_DATABASE_URL,
-        show_default=True,
+        default=None,
+        show_default=DEFAULT_DATABASE_URL,
+        type=DatabaseURL(),
+        callback=_database_url_given,
         help="SQLAlchemy URL of the event store (env: FACTA_DATABASE_URL).",
     )(fn)
 
@@ -43,8 +261,34 @@ def kafka_option(fn: F) -> F:
         "--kafka-bootstrap",
         envvar="FACTA_KAFKA_BOOTSTRAP",
         default=None,
+        type=Text("Kafka bootstrap address", 10_000),
         help="Kafka bootstrap servers, host:port[,host:port] (env: FACTA_KAFKA_BOOTSTRAP).",
     )(fn)
+
+
+def _require_database(database_url: str) -> None:
+    """Refuse a SQLite file that does not exist (commands other than `db upgrade` and
+    `demo` never create one): one line naming the file and how to create it."""
+    from facta.eventstore.database import resolve_url
+    from facta.eventstore.errors import DatabaseUnavailable
+
+    url = resolve_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database.startswith("file:"):
+        return
+    if not Path(url.database).exists():
+        shown = database_url if database_url != DEFAULT_DATABASE_URL else url.database
+        raise DatabaseUnavailable(
+            f"no database file {url.database!r}: create it with `facta db upgrade"
+            + ("" if database_url == DEFAULT_DATABASE_URL else f" --database-url {shown}") + "`"
+        )
+
+
+async def _open_store(database_url: str) -> Any:
+    """The event store at ``database_url``, which must exist and be at the newest schema."""
+    from facta.eventstore import EventStore
+
+    _require_database(database_url)
+    return await EventStore.open(database_url)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -162,7 +406,7 @@ def db() -> None:
 
 @db.command("upgrade")
 @database_option
-@click.option("--revision", default="head", show_default=True, help="Revision to upgrade to.")
+@click.option("--revision", default="head", show_default=True, type=Revision(), help="Revision to upgrade to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the revisions before and after as JSON.")
 @_async_command
 async def db_upgrade(database_url: str, revision: str, as_json: bool) -> None:
@@ -243,6 +487,7 @@ async def db_current(database_url: str, as_json: bool) -> None:
       facta db current
       facta db current --json --database-url postgresql+asyncpg://localhost/facta
     """
+    _require_database(database_url)
     database = Database.create(database_url)
     try:
         with translate_connect_errors(database.url):
@@ -262,12 +507,12 @@ async def db_current(database_url: str, as_json: bool) -> None:
 
 @cli.command()
 @database_option
-@click.option("--rides", default=300, show_default=True, type=click.IntRange(1, 1_000_000), help="Rides to run.")
-@click.option("--riders", default=40, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--rides", default=300, show_default=True, type=WholeNumber(1, 1_000_000, "number of rides"), help="Rides to run.")
+@click.option("--riders", default=40, show_default=True, type=WholeNumber(1, 100_000, "number of riders"),
               help="Riders in the city (each with an account).")
-@click.option("--drivers", default=12, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--drivers", default=12, show_default=True, type=WholeNumber(1, 100_000, "number of drivers"),
               help="Drivers in the city (each with an account).")
-@click.option("--seed", type=int, default=None, help="Fix the random choices for a reproducible run.")
+@click.option("--seed", type=WholeNumber(0, MAX_POSITION, "seed"), default=None, help="Fix the random choices for a reproducible run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--kafka", is_flag=True,
               help="Also stream the store to Kafka: FACTA_KAFKA_BOOTSTRAP / --kafka-bootstrap, "
@@ -300,7 +545,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
             click.echo(f"  rides {done}/{total}", err=True)
 
     if not as_json:
-        click.echo(f"facta demo: {rides} rides, {riders} riders, {drivers} drivers", err=True)
+        click.echo(f"facta demo: {_plural(rides, 'ride')}, {_plural(riders, 'rider')}, {_plural(drivers, 'driver')}", err=True)
     s = await run_demo(database_url, rides=rides, riders=riders, drivers=drivers, seed=seed, progress=progress,
                        project=not no_projections, notice=None if as_json else lambda line: click.echo(line, err=True))
     streamed = await _demo_kafka(database_url, kafka_bootstrap, as_json, not no_idempotence) if kafka else None
@@ -317,15 +562,15 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
     click.echo(f"rides completed   {s.rides_completed}")
     click.echo(f"rides cancelled   {s.rides_cancelled}")
     click.echo(f"telemetry points  {s.telemetry_points}")
-    click.echo(f"fares charged     EUR {s.fares_total / 100:,.2f}")
-    click.echo(f"events appended   {s.events_appended} in {s.elapsed_s:.1f} s ({s.events_per_second:,.0f} events/s)")
+    click.echo(f"fares charged     EUR {s.fares_total / 100:.2f}")
+    click.echo(f"events appended   {s.events_appended} in {s.elapsed_s:.1f} s ({s.events_per_second:.0f} events/s)")
     click.echo(f"log head          position {s.log_head}")
     if s.projected:
-        click.echo("projections       " + ", ".join(f"{name} {n} events" for name, n in s.projected.items()))
+        click.echo("projections       " + ", ".join(f"{name} {_plural(n, 'event')}" for name, n in s.projected.items()))
     if streamed is not None:
-        click.echo(f"kafka             {streamed['bootstrap']}: published {streamed['published']} events")
+        click.echo(f"kafka             {streamed['bootstrap']}: published {_plural(streamed['published'], 'event')}")
         for topic, count in streamed["topics"].items():
-            click.echo(f"  {topic}  {count} records")
+            click.echo(f"  {topic}  {_plural(count, 'record')}")
     if s.projected:
         # What the read models say now: the tables any reader of them sees.
         async with await EventStore.open(database_url) as store:
@@ -427,20 +672,21 @@ def _skip_json(skip: Any) -> dict[str, Any]:
 @database_option
 @kafka_option
 @click.option("--once", is_flag=True, help="Publish until caught up, then exit 0.")
-@click.option("--name", default="default", show_default=True, help="Relay name (one checkpoint and lock each).")
-@click.option("--topic-prefix", default="facta", show_default=True, callback=_topic_prefix,
+@click.option("--name", default="default", show_default=True, type=TEXT["relay"],
+              help="Relay name (one checkpoint and lock each).")
+@click.option("--topic-prefix", default="facta", show_default=True, type=TEXT["prefix"], callback=_topic_prefix,
               help="Topics are <prefix>.<stream type>: ASCII letters, digits, '.', '_' and '-'.")
-@click.option("--partitions", default=3, show_default=True, type=click.IntRange(1, 10_000),
+@click.option("--partitions", default=3, show_default=True, type=WholeNumber(1, 10_000, "partition count"),
               help="Partitions of topics the relay creates.")
-@click.option("--replication-factor", default=None, type=click.IntRange(1, 100),
+@click.option("--replication-factor", default=None, type=WholeNumber(1, 100, "replication factor"),
               show_default="the cluster's default.replication.factor",
               help="Replication factor of topics the relay creates.")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--batch-size", default=1000, show_default=True, type=WholeNumber(1, 100_000, "batch size"),
               help="Events read and published per page.")
 @click.option("--no-idempotence", is_flag=True, help="Turn off the idempotent producer (brokers that lack it).")
-@click.option("--kafka-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--kafka-timeout", default=30.0, show_default=True, type=Seconds(0.1),
               help="With --once: give up after Kafka was unreachable this many seconds.")
-@click.option("--kafka-request-timeout", default=15.0, show_default=True, type=click.FloatRange(1.0, 3600.0),
+@click.option("--kafka-request-timeout", default=15.0, show_default=True, type=Seconds(1.0, 3600.0),
               help="Seconds a Kafka request may take, and a batch may wait for a partition leader, before "
                    "it fails and the relay publishes again from its checkpoint.")
 @click.option("-v", "--verbose", is_flag=True, help="With --once: log progress and retries too.")
@@ -461,7 +707,6 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
       facta relay run --kafka-bootstrap 127.0.0.1:9092
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta relay run --once
     """
-    from facta.eventstore import EventStore
     from facta.eventstore.relay import Relay
 
     config = _relay_config(kafka_bootstrap, name=name, topic_prefix=topic_prefix, partitions=partitions,
@@ -471,19 +716,20 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
     # A long-running relay logs what it does and waits for; --once stays quiet unless asked.
     _quiet_logging(verbose or not once)
     stop = _stop_on_signals()
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         published = await Relay(store, config).run(
             once=once, stop=stop, give_up_after=kafka_timeout if once else None
         )
     if as_json:
         click.echo(json.dumps({"name": name, "published": published}))
     else:
-        click.echo(f"relay {name!r}: published {published} events", err=True)
+        click.echo(f"relay {name!r}: published {_plural(published, 'event')}")
 
 
 @relay.command("status")
 @database_option
-@click.option("--name", default="default", show_default=True, help="Relay name (one checkpoint each).")
+@click.option("--name", default="default", show_default=True, type=TEXT["relay"],
+              help="Relay name (one checkpoint each).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_async_command
 async def relay_status(database_url: str, name: str, as_json: bool) -> None:
@@ -495,9 +741,7 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
       facta relay status
       facta relay status --name audit-feed --json
     """
-    from facta.eventstore import EventStore
-
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         _, status = await _relay_that_ran(store, name)
     if as_json:
         click.echo(json.dumps({
@@ -508,7 +752,7 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
         return
     updated = _iso(status.updated_at) or "never"
     click.echo(f"relay {status.name!r}: checkpoint {status.checkpoint}, head {status.head}, "
-               f"lag {status.lag} events, updated {updated}")
+               f"lag {_plural(status.lag, 'event')}, updated {updated}")
     for skip in status.skips:
         if skip.passed_at is not None:
             state = f"passed over at {_iso(skip.passed_at)}"
@@ -521,11 +765,12 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
 
 
 @relay.command("skip")
-@click.option("--position", required=True, type=click.IntRange(1, 2**63 - 1),
+@click.option("--position", required=True, type=POSITION,
               help="The store position of the event to pass over without publishing it.")
-@click.option("--name", default="default", show_default=True, help="Relay name.")
-@click.option("--reason", default="skipped by an operator", show_default=True, help="Why, for the record.")
-@click.option("--actor", default=None, help="Who skips it (default: the login name).")
+@click.option("--name", default="default", show_default=True, type=TEXT["relay"], help="Relay name.")
+@click.option("--reason", default="skipped by an operator", show_default=True, type=TEXT["reason"],
+              help="Why, for the record.")
+@click.option("--actor", default=None, type=TEXT["actor"], help="Who skips it (default: the login name).")
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was recorded as JSON.")
 @_async_command
@@ -545,14 +790,13 @@ async def relay_skip(position: int, name: str, reason: str, actor: str | None, d
     """
     import getpass
 
-    from facta.eventstore import EventStore
 
     if actor is None:
         try:
             actor = getpass.getuser()
         except (KeyError, OSError):
             actor = None
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         relay, _ = await _relay_that_ran(store, name)
         skip, new = await relay.skip(position, reason, actor)
     if as_json:
@@ -568,30 +812,17 @@ async def relay_skip(position: int, name: str, reason: str, actor: str | None, d
 # -- projections and replay -------------------------------------------------------------------
 
 
-def _iso_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """An ISO 8601 time with a time zone (``2026-11-22T12:00:00+01:00``, ``...Z``)."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time: give e.g. 2026-11-22T12:00:00+01:00 or "
-                                 "2026-11-22T11:00:00Z", ctx, param) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise click.BadParameter(f"{value!r} has no time zone: add one, e.g. {value}Z or {value}+01:00", ctx, param)
-    return parsed
-
-
 def projections_option(fn: F) -> F:
     return click.option(
         "--projections", "projection_modules", envvar="FACTA_PROJECTIONS", default=None, metavar="MODULES",
+        type=MODULES,
         help="Your projections: comma-separated package.module or package.module:ClassName, besides the "
              "reference ones (env: FACTA_PROJECTIONS).",
     )(fn)
 
 
 def topic_prefix_option(fn: F) -> F:
-    return click.option("--topic-prefix", default="facta", show_default=True, callback=_topic_prefix,
+    return click.option("--topic-prefix", default="facta", show_default=True, type=TEXT["prefix"], callback=_topic_prefix,
                         help="With Kafka: the relay's topics are <prefix>.<stream type>.")(fn)
 
 
@@ -649,7 +880,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else None
+    """A time as every command prints it: ISO 8601 in UTC with a Z (None stays None)."""
+    from facta.eventstore.audit import utc_text
+
+    return utc_text(value) if isinstance(value, datetime) else None
 
 
 @cli.group("projections")
@@ -740,13 +974,12 @@ async def projections_list(database_url: str, kafka_bootstrap: str | None, topic
       facta projections list
       FACTA_PROJECTIONS=shop.projections facta projections list --json
     """
-    from facta.eventstore import EventStore
     from facta.projections.catalog import load_catalog
 
     catalog = load_catalog(projection_modules)
     kafka = _kafka_settings(kafka_bootstrap, topic_prefix)
     _quiet_logging(False)
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         entries = await store.database.read(_describe_projections, list(catalog), "kafka" if kafka else "log")
     if kafka is not None:
         await _kafka_lag(kafka, catalog, entries)
@@ -773,23 +1006,23 @@ async def projections_list(database_url: str, kafka_bootstrap: str | None, topic
 
 
 @projections_group.command("run")
-@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...", type=TEXT["projection"])
 @database_option
 @kafka_option
 @topic_prefix_option
 @projections_option
 @click.option("--once", is_flag=True, help="Apply what is there when it starts, then exit 0.")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--batch-size", default=1000, show_default=True, type=WholeNumber(1, 100_000, "batch size"),
               help="Events applied per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="With --once: log what the runners do and wait for.")
-@click.option("--kafka-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--kafka-timeout", default=30.0, show_default=True, type=Seconds(0.1),
               help="With --once and Kafka: give up after Kafka was unreachable this many seconds, or after the "
                    "group gave no partitions for this long plus the session timeout.")
-@click.option("--kafka-session-timeout", default=10.0, show_default=True, type=click.FloatRange(1, 3600),
+@click.option("--kafka-session-timeout", default=10.0, show_default=True, type=Seconds(1.0, 3600.0),
               help="With Kafka: seconds the consumer group waits for a runner that stopped heartbeating (killed, "
                    "frozen) before its partitions go to the others; brokers accept 6 to 1800 by default.")
-@click.option("--group-prefix", default="facta.projection.", show_default=True,
+@click.option("--group-prefix", default="facta.projection.", show_default=True, type=TEXT["prefix"],
               help="With Kafka: each projection consumes in the consumer group <prefix><name>.")
 @_async_command
 async def projections_run(names: tuple[str, ...], database_url: str, kafka_bootstrap: str | None, topic_prefix: str,
@@ -810,7 +1043,6 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta projections run billing
       facta projections run billing --kafka-bootstrap 127.0.0.1:9092 --kafka-session-timeout 30 --group-prefix staging.
     """
-    from facta.eventstore import EventStore
     from facta.projections import ProjectionRunner, RunnerConfig, tracking
     from facta.projections.catalog import load_catalog
 
@@ -820,7 +1052,7 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
     _quiet_logging(verbose or not once)
     _freeze_heap()
     stop = _stop_on_signals()
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         runners = [ProjectionRunner(store, cls, kafka=kafka, config=RunnerConfig(batch_size=batch_size))
                    for cls in classes]
         if not once:
@@ -852,17 +1084,18 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
             where = "Kafka" if kafka else "the store log"
             checkpoint = _coords_text(described.get(entry["name"], {}).get("checkpoints", {}))
             state = "stopped on an error" if entry["error"] else f"checkpoint {checkpoint}"
-            click.echo(f"{entry['name']}: applied {runner.applied} events from {where} ({state})")
+            click.echo(f"{entry['name']}: applied {_plural(runner.applied, 'event')} from {where} ({state})")
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]
 
 
 @projections_group.command("skip")
-@click.argument("name")
-@click.option("--position", required=True, type=click.IntRange(1), help="The store position of the event to skip.")
-@click.option("--reason", default="skipped by an operator", show_default=True, help="Why, for the record.")
-@click.option("--actor", default=None, help="Who skips it (default: the login name).")
+@click.argument("name", type=TEXT["projection"])
+@click.option("--position", required=True, type=POSITION, help="The store position of the event to skip.")
+@click.option("--reason", default="skipped by an operator", show_default=True, type=TEXT["reason"],
+              help="Why, for the record.")
+@click.option("--actor", default=None, type=TEXT["actor"], help="Who skips it (default: the login name).")
 @database_option
 @projections_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was recorded as JSON.")
@@ -882,7 +1115,6 @@ async def projections_skip(name: str, position: int, reason: str, actor: str | N
     """
     import getpass
 
-    from facta.eventstore import EventStore
     from facta.projections import tracking
     from facta.projections.catalog import load_catalog
 
@@ -892,7 +1124,7 @@ async def projections_skip(name: str, position: int, reason: str, actor: str | N
             actor = getpass.getuser()
         except (KeyError, OSError):
             actor = None
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         recorded = await store.database.write(tracking.add_skip, name, position, reason, actor)
     if as_json:
         click.echo(json.dumps(recorded | {"skipped_by": actor}))
@@ -900,12 +1132,12 @@ async def projections_skip(name: str, position: int, reason: str, actor: str | N
         click.echo(f"projection {name!r} will skip position {position} ({recorded['event_type']} event "
                    f"{recorded['event_id']}): {recorded['reason']}")
     if recorded["already_applied"]:
-        click.echo(f"note: projection {name!r} has applied position {position} already; the skip keeps it "
+        click.echo(f"facta: note: projection {name!r} has applied position {position} already; the skip keeps it "
                    f"out of rebuilds (`facta replay {name} --from-position 0` to take it out now)", err=True)
 
 
 @projections_group.command("skipped")
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=TEXT["projection"])
 @database_option
 @projections_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -921,13 +1153,12 @@ async def projections_skipped(name: str | None, database_url: str, projection_mo
       facta projections skipped
       facta projections skipped driver_earnings --json
     """
-    from facta.eventstore import EventStore
     from facta.projections import tracking
     from facta.projections.catalog import load_catalog
 
     if name is not None:
         load_catalog(projection_modules).get(name)
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         skips = await store.database.read(tracking.list_skips, name)
     entries = [
         {
@@ -975,8 +1206,8 @@ class _ProgressLine:
         share = f" ({100 * done / total:.0f}%)" if total and done <= total else ""
         eta = f", ETA {_duration(progress.eta_seconds)}" if done < total else ""
         tail = ", done" if final else eta
-        text = (f"replay {self.label}: {done:,}/{total:,} {self.unit}{share}, "
-                f"{progress.rate:,.0f} {self.unit}/s{tail}")
+        text = (f"replay {self.label}: {done}/{total} {self.unit}{share}, "
+                f"{progress.rate:.0f} {self.unit}/s{tail}")
         if self.tty:
             sys.stderr.write("\r" + text.ljust(self.width))
             self.width = len(text)
@@ -1008,29 +1239,29 @@ def _freeze_heap() -> None:
 
 
 @cli.command("replay")
-@click.argument("name")
-@click.option("--from-position", type=click.IntRange(0), default=None, metavar="P",
+@click.argument("name", type=TEXT["projection"])
+@click.option("--from-position", type=POSITION_OR_ZERO, default=None, metavar="P",
               help="Rebuild from the events after store position P (0: everything); on Kafka, the events "
                    "Kafka deleted are read from the store.")
-@click.option("--from-offset", type=click.IntRange(0), default=None, metavar="N",
+@click.option("--from-offset", type=OFFSET, default=None, metavar="N",
               help="Rebuild from Kafka offset N of every partition (or of --partition K).")
-@click.option("--partition", type=click.IntRange(0), default=None, metavar="K",
+@click.option("--partition", type=PARTITION, default=None, metavar="K",
               help="With --from-offset: only partition K starts at N, the others at their beginning.")
-@click.option("--from-time", callback=_iso_time, default=None, metavar="TIME",
+@click.option("--from-time", type=UTC_TIME, default=None, metavar="TIME",
               help="Rebuild from the first event recorded at or after TIME (ISO 8601 with a time zone, "
                    "e.g. 2026-11-22T12:00:00+01:00); on Kafka, the events Kafka deleted are read from the store.")
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed and how long it may take; change nothing.")
 @click.option("--slice", "as_slice", is_flag=True,
               help="A start after the projection's first event builds a read model of the events from there on "
                    "only, replacing the live one: refused unless this is given.")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--batch-size", default=1000, show_default=True, type=WholeNumber(1, 100_000, "batch size"),
               help="Events applied per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or the summary as JSON.")
 @database_option
 @kafka_option
 @topic_prefix_option
 @projections_option
-@click.option("--kafka-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1),
+@click.option("--kafka-timeout", default=30.0, show_default=True, type=Seconds(0.1),
               help="With Kafka: give up after Kafka was unreachable this many seconds.")
 @_async_command
 async def replay_command(name: str, from_position: int | None, from_offset: int | None, partition: int | None,
@@ -1055,7 +1286,6 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
       facta replay ride_board --from-time 2026-11-22T12:00:00+01:00
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta replay billing --from-offset 0 --partition 2
     """
-    from facta.eventstore import EventStore
     from facta.projections.catalog import load_catalog
     from facta.projections.replay import ReplayFrom, plan_replay, replay
 
@@ -1073,7 +1303,7 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
     start = ReplayFrom(position=from_position, offset=from_offset, partition=partition, time=from_time)
     kafka = _kafka_settings(kafka_bootstrap, topic_prefix, kafka_timeout)
     _quiet_logging(False)
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         if dry_run:
             plan = await plan_replay(store, projection, start, kafka=kafka)
             _print_plan(plan, as_json, as_slice)
@@ -1095,8 +1325,8 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
             "checkpoint": _coords_json(result.checkpoints),
         }))
         return
-    click.echo(f"replayed {name} from {result.plan.start_from} ({where}): {result.events:,} events in "
-               f"{_duration(result.seconds)} ({result.rate:,.0f} events/s); the rebuilt tables are live, "
+    click.echo(f"replayed {name} from {result.plan.start_from} ({where}): {_plural(result.events, 'event')} in "
+               f"{_duration(result.seconds)} ({result.rate:.0f} events/s); the rebuilt tables are live, "
                f"generation {result.generation}")
 
 
@@ -1109,19 +1339,19 @@ def _print_plan(plan: Any, as_json: bool, as_slice: bool = False) -> None:
     if plan.source == "log":
         from facta.projections.tracking import LOG
 
-        span = (f" (positions {plan.first_position:,} to {plan.last_position:,})"
+        span = (f" (positions {plan.first_position} to {plan.last_position})"
                 if plan.first_position is not None else "")
-        click.echo(f"  events    {plan.events:,}{span}")
-        click.echo(f"  range     after position {plan.start[LOG]:,} up to position {plan.end[LOG]:,}")
+        click.echo(f"  events    {plan.events}{span}")
+        click.echo(f"  range     after position {plan.start[LOG]} up to position {plan.end[LOG]}")
     else:
-        click.echo(f"  records   {plan.events:,}")
+        click.echo(f"  records   {plan.events}")
         rows = [[f"{t}[{p}]", str(plan.start.get((t, p), 0)), str(end), str(max(end - plan.start.get((t, p), 0), 0))]
                 for (t, p), end in sorted(plan.end.items())]
         for line in _table(["PARTITION", "START", "END", "RECORDS"], rows).splitlines():
             click.echo(f"  {line}")
         for (t, p), fill in sorted(plan.fill.items()):
-            click.echo(f"  store     {t}[{p}]: {fill.events:,} events after position {fill.after:,} through"
-                       f" {fill.through:,}, which Kafka deleted (offsets before {fill.retained_from:,})")
+            click.echo(f"  store     {t}[{p}]: {_plural(fill.events, 'event')} after position {fill.after} through"
+                       f" {fill.through}, which Kafka deleted (offsets before {fill.retained_from})")
     click.echo(f"  estimate  {_duration(plan.estimated_seconds)} ({plan.rate_basis})")
     needs = " (refused without --slice)" if plan.is_slice and not as_slice else ""
     click.echo(f"  result    {plan.describe_result()}{needs}")
@@ -1152,23 +1382,75 @@ def audit_group() -> None:
 def aggregates_option(fn: F) -> F:
     return click.option(
         "--aggregates", "aggregate_modules", envvar="FACTA_AGGREGATES", default=None, metavar="MODULES",
+        type=MODULES,
         help="Comma-separated modules that declare your aggregate classes, besides the reference "
              "Account and Ride (env: FACTA_AGGREGATES).",
     )(fn)
 
 
 def _import_aggregates(modules: str | None) -> None:
-    import importlib
-
+    """Import the user's aggregate modules by the rule `--projections` follows
+    (:mod:`facta.user_modules`: the current folder is on the path)."""
     from facta.eventstore.audit import AuditError
+    from facta.user_modules import import_failure, import_user_module, is_module_name
 
     for name in (m.strip() for m in (modules or "").split(",")):
         if not name:
             continue
+        if not is_module_name(name):
+            raise AuditError(f"aggregate module {name!r} is not of the form package.module")
         try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise AuditError(f"cannot import aggregate module {name!r}: {exc}") from None
+            import_user_module(name)
+        except Exception as exc:  # anything the module raises while it is imported
+            raise AuditError(f"cannot import aggregate module {name!r}: {import_failure(exc)}") from None
+
+
+_FILTER_COLUMNS = {"event_type": "type", "stream_type": "stream type", "actor": "actor",
+                   "correlation_id": "correlation id"}
+_SUGGESTED = {"event_type", "stream_type", "actor"}  # few distinct values: close names are cheap to list
+
+
+def _stored_values(conn: Any, column: str, values: list[str]) -> set[str]:
+    """Which of ``values`` some event holds in ``column`` (one index lookup each)."""
+    from sqlalchemy import select
+
+    from facta.eventstore.schema import events
+
+    col = events.c[column]
+    return {v for v in values if conn.execute(select(col).where(col == v).limit(1)).first() is not None}
+
+
+def _distinct_values(conn: Any, column: str, limit: int = 2000) -> list[str]:
+    """The distinct values of an indexed ``column``, by a skip scan over its index (one
+    lookup per value, not a walk of the log)."""
+    from sqlalchemy import text
+
+    assert column in _FILTER_COLUMNS
+    query = text(
+        f"WITH RECURSIVE t(v) AS (SELECT MIN({column}) FROM facta_events UNION ALL "
+        f"SELECT (SELECT MIN({column}) FROM facta_events WHERE {column} > t.v) FROM t WHERE t.v IS NOT NULL) "
+        f"SELECT v FROM t WHERE v IS NOT NULL LIMIT {int(limit)}"
+    )
+    return [row[0] for row in conn.execute(query)]
+
+
+async def _warn_never_stored(store: Any, filters: dict[str, list[str]]) -> None:
+    """A note on stderr for each filter value no stored event has (a typo, most likely),
+    with the closest stored values when there are some."""
+    import difflib
+
+    for column, values in filters.items():
+        if not values:
+            continue
+        found = await store.database.read(_stored_values, column, values)
+        missing = [v for v in values if v not in found]
+        if not missing:
+            continue
+        known = await store.database.read(_distinct_values, column) if column in _SUGGESTED else []
+        for value in missing:
+            close = difflib.get_close_matches(value, known, n=3, cutoff=0.8)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            click.echo(f"facta: note: no stored event has {_FILTER_COLUMNS[column]} {value!r}{hint}", err=True)
 
 
 def _event_json(record: Any) -> dict[str, Any]:
@@ -1203,7 +1485,7 @@ def _event_row(e: dict[str, Any]) -> list[str]:
 
 
 @audit_group.command("history")
-@click.argument("stream_id")
+@click.argument("stream_id", type=TEXT["stream_id"])
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_async_command
@@ -1216,15 +1498,14 @@ async def audit_history(stream_id: str, database_url: str, as_json: bool) -> Non
       facta audit history ride-00042
       facta audit history acct-rider-001 --json
     """
-    from facta.eventstore import EventStore
     from facta.eventstore.audit import history
 
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         records = [_event_json(r) for r in await history(store, stream_id)]
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
-    click.echo(f"{records[0]['stream_type']} {stream_id}: {len(records)} events")
+    click.echo(f"{records[0]['stream_type']} {stream_id}: {_plural(len(records), 'event')}")
     click.echo(_table(
         ["VERSION", "POSITION", "RECORDED AT (UTC)", "TYPE", "ACTOR", "CORRELATION", "CAUSATION", "PAYLOAD"],
         [[str(e["version"]), str(e["position"]), e["recorded_at"], e["event_type"], _compact(e["actor"]),
@@ -1233,9 +1514,9 @@ async def audit_history(stream_id: str, database_url: str, as_json: bool) -> Non
 
 
 @audit_group.command("state")
-@click.argument("stream_id")
-@click.option("--at-version", type=click.IntRange(1), default=None, metavar="N", help="The state after event N.")
-@click.option("--as-of", callback=_iso_time, default=None, metavar="TIME",
+@click.argument("stream_id", type=TEXT["stream_id"])
+@click.option("--at-version", type=VERSION, default=None, metavar="N", help="The state after event N.")
+@click.option("--as-of", type=UTC_TIME, default=None, metavar="TIME",
               help="The state after the last event recorded at or before TIME (ISO 8601 with a time zone).")
 @database_option
 @aggregates_option
@@ -1251,13 +1532,12 @@ async def audit_state(stream_id: str, at_version: int | None, as_of: datetime | 
       facta audit state ride-00042 --at-version 3
       facta audit state acct-rider-001 --as-of 2026-11-22T12:00:00+01:00 --json
     """
-    from facta.eventstore import EventStore
     from facta.eventstore.audit import state_at
 
     if at_version is not None and as_of is not None:
         raise _usage_error("give --at-version or --as-of, not both")
     _import_aggregates(aggregate_modules)
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         found = await state_at(store, stream_id, at_version=at_version, as_of=as_of)
     data = found.as_dict()
     if as_json:
@@ -1271,10 +1551,10 @@ async def audit_state(stream_id: str, at_version: int | None, as_of: datetime | 
 
 
 @audit_group.command("diff")
-@click.argument("stream_id")
-@click.option("--from-version", type=click.IntRange(0), required=True, metavar="A",
+@click.argument("stream_id", type=TEXT["stream_id"])
+@click.option("--from-version", type=VERSION_OR_ZERO, required=True, metavar="A",
               help="The state after event A (0: before the first event).")
-@click.option("--to-version", type=click.IntRange(1), required=True, metavar="B", help="The state after event B.")
+@click.option("--to-version", type=VERSION, required=True, metavar="B", help="The state after event B.")
 @database_option
 @aggregates_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -1289,17 +1569,18 @@ async def audit_diff(stream_id: str, from_version: int, to_version: int, databas
       facta audit diff ride-00042 --from-version 1 --to-version 3
       facta audit diff acct-rider-001 --from-version 0 --to-version 3 --json
     """
-    from facta.eventstore import EventStore
     from facta.eventstore.audit import diff
 
+    if to_version <= from_version:
+        raise _usage_error(f"--to-version ({to_version}) must be greater than --from-version ({from_version})")
     _import_aggregates(aggregate_modules)
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         result = await diff(store, stream_id, from_version, to_version)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
     click.echo(f"{result.stream_type} {stream_id}: version {from_version} -> {to_version}, "
-               f"{len(result.events)} events, {len(result.changes)} fields changed")
+               f"{_plural(len(result.events), 'event')}, {_plural(len(result.changes), 'field')} changed")
     if result.changes:
         click.echo(_table(
             ["FIELD", "OLD", "NEW", "CHANGED BY"],
@@ -1309,18 +1590,19 @@ async def audit_diff(stream_id: str, from_version: int, to_version: int, databas
 
 
 @audit_group.command("events")
-@click.option("--type", "types", multiple=True, metavar="T", help="Only events of type T (repeat for several).")
-@click.option("--stream-type", "stream_types", multiple=True, metavar="S",
+@click.option("--type", "types", multiple=True, metavar="T", type=TEXT["event_type"], help="Only events of type T (repeat for several).")
+@click.option("--stream-type", "stream_types", multiple=True, metavar="S", type=TEXT["stream_type"],
               help="Only events of streams of type S (repeat for several).")
-@click.option("--since", callback=_iso_time, default=None, metavar="TIME", help="Recorded at or after TIME.")
-@click.option("--until", callback=_iso_time, default=None, metavar="TIME", help="Recorded at or before TIME.")
-@click.option("--actor", default=None, help="Only events appended by this actor.")
-@click.option("--correlation-id", default=None, help="Only events with this correlation id.")
+@click.option("--since", type=UTC_TIME, default=None, metavar="TIME", help="Recorded at or after TIME.")
+@click.option("--until", type=UTC_TIME, default=None, metavar="TIME", help="Recorded at or before TIME.")
+@click.option("--actor", default=None, type=TEXT["actor"], help="Only events appended by this actor.")
+@click.option("--correlation-id", default=None, type=TEXT["correlation_id"],
+              help="Only events with this correlation id.")
 @click.option("--newest-first", is_flag=True, help="Newest first (default: oldest first).")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Events per page.")
-@click.option("--after-position", type=click.IntRange(0), default=None, metavar="P",
+@click.option("--limit", type=WholeNumber(1, 10_000, "page size"), default=100, show_default=True, help="Events per page.")
+@click.option("--after-position", type=POSITION_OR_ZERO, default=None, metavar="P",
               help="Only events after position P (the next page, oldest first).")
-@click.option("--before-position", type=click.IntRange(1), default=None, metavar="P",
+@click.option("--before-position", type=POSITION, default=None, metavar="P",
               help="Only events before position P (the next page, newest first).")
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {events, cursor}.")
@@ -1343,15 +1625,19 @@ async def audit_events(types: tuple[str, ...], stream_types: tuple[str, ...], si
     """
     import csv
 
-    from facta.eventstore import EventStore
     from facta.eventstore.audit import events
 
     if as_json and as_csv:
         raise _usage_error("give --json or --csv, not both")
-    async with await EventStore.open(database_url) as store:
+    if since is not None and until is not None and since > until:
+        raise _usage_error(f"--since ({_iso(since)}) is after --until ({_iso(until)})")
+    async with await _open_store(database_url) as store:
         page = await events(store, types=types or None, stream_types=stream_types or None, since=since,
                             until=until, actor=actor, correlation_id=correlation_id, newest_first=newest_first,
                             limit=limit, after_position=after_position, before_position=before_position)
+        await _warn_never_stored(store, {"event_type": list(types), "stream_type": list(stream_types),
+                                         "actor": [actor] if actor is not None else [],
+                                         "correlation_id": [correlation_id] if correlation_id is not None else []})
     records = [_event_json(r) for r in page.events]
     if as_json:
         click.echo(json.dumps({"events": records, "cursor": page.cursor}, indent=2))
@@ -1374,7 +1660,7 @@ async def audit_events(types: tuple[str, ...], stream_types: tuple[str, ...], si
 
 
 @audit_group.command("trace")
-@click.argument("correlation_id")
+@click.argument("correlation_id", type=TEXT["correlation_id"])
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_async_command
@@ -1387,10 +1673,9 @@ async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> 
       facta audit trace ride-00042
       facta audit trace ride-00042 --json
     """
-    from facta.eventstore import EventStore
     from facta.eventstore.audit import AuditError, trace
 
-    async with await EventStore.open(database_url) as store:
+    async with await _open_store(database_url) as store:
         records = [_event_json(r) for r in await trace(store, correlation_id)]
     if not records:
         raise AuditError(f"no event has correlation id {correlation_id!r}")
@@ -1398,7 +1683,7 @@ async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> 
         click.echo(json.dumps(records, indent=2))
         return
     streams = sorted({e["stream_id"] for e in records})
-    click.echo(f"correlation {correlation_id}: {len(records)} events in {len(streams)} streams")
+    click.echo(f"correlation {correlation_id}: {_plural(len(records), 'event')} in {_plural(len(streams), 'stream')}")
     click.echo(_table(_EVENT_COLUMNS, [_event_row(e) for e in records]))
 
 
@@ -1418,12 +1703,12 @@ def _default_broker_kind() -> str:
               help="apache: Apache Kafka itself, fetched from Maven Central once (needs Java 17+ and Maven; "
                    "the default when java is on PATH). noida (keeps data on disk) and tansu (memory only) are "
                    "stand-ins from PyPI for quick runs.")
-@click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
+@click.option("--nodes", type=WholeNumber(1, 9, "node count"), default=1, show_default=True,
               help="apache only: KRaft nodes, each broker and controller, on consecutive ports from --port; "
                    "3 gives replication factor 3 and min.insync.replicas 2.")
-@click.option("--port", type=click.IntRange(0, 65535), default=9092, show_default=True,
+@click.option("--port", type=WholeNumber(0, 65535, "TCP port"), default=9092, show_default=True,
               help="Port on 127.0.0.1 (the first node's with --nodes); 0 picks a free one.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=".facta-broker", show_default=True,
+@click.option("--data-dir", type=Folder(), default=".facta-broker", show_default=True,
               help="Where the broker keeps its data and its log (a cluster: one folder per node).")
 @click.option("--json", "as_json", is_flag=True, help="Print where it listens as one JSON line once it answers.")
 def dev_broker(kind: str | None, nodes: int, port: int, data_dir: str, as_json: bool) -> None:

@@ -82,9 +82,14 @@ def test_every_option_has_help_and_every_command_that_prints_data_has_json() -> 
 
 
 def test_db_upgrade_then_current(tmp_path: Path, postgres_url: str) -> None:
-    for url in (f"sqlite:///{tmp_path / 'x.db'}", postgres_url):
-        before = facta("db", "current", "--json", "--database-url", url)
-        assert json.loads(before.stdout) == {"current": None, "head": "0005", "up_to_date": False}
+    sqlite_url = f"sqlite:///{tmp_path / 'x.db'}"
+    # A missing SQLite file is not created by a read-only command: one line says how.
+    one_line_error(facta("db", "current", "--json", "--database-url", sqlite_url),
+                   f"no database file '{tmp_path / 'x.db'}'", f"facta db upgrade --database-url {sqlite_url}")
+    assert not (tmp_path / "x.db").exists()
+    before = facta("db", "current", "--json", "--database-url", postgres_url)
+    assert json.loads(before.stdout) == {"current": None, "head": "0005", "up_to_date": False}
+    for url in (sqlite_url, postgres_url):
         first = facta("db", "upgrade", "--database-url", url)
         assert first.returncode == 0 and "upgraded from nothing to revision 0005" in first.stdout
         again = facta("db", "upgrade", "--database-url", url)
