@@ -172,20 +172,24 @@ class Folder(click.Path):
 
 
 class Revision(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
-    """One of facta's schema revisions (``head``, or a revision id alembic knows)."""
+    """One of facta's schema revisions: ``alias`` (``head`` for an upgrade, ``base`` for a
+    downgrade), or a revision id alembic knows."""
 
     name = "revision"
+
+    def __init__(self, alias: str = "head") -> None:
+        self.alias = alias
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         from alembic.script import ScriptDirectory
 
         text = Text("revision", 100).convert(value, param, ctx)
-        if text == "head":
+        if text == self.alias:
             return text
         script = ScriptDirectory.from_config(migrations.alembic_config())
         known = [r.revision for r in script.walk_revisions()]
         if text not in known:
-            self.fail(f"{text!r} is not a facta schema revision: give head or one of {', '.join(sorted(known))}",
+            self.fail(f"{text!r} is not a facta schema revision: give {self.alias} or one of {', '.join(sorted(known))}",
                       param, ctx)
         return text
 
@@ -436,10 +440,11 @@ async def db_upgrade(database_url: str, revision: str, as_json: bool) -> None:
 
 @db.command("downgrade")
 @database_option
-@click.argument("revision")
+@click.argument("revision", type=Revision("base"))
 @click.option("--drop-events", is_flag=True,
               help="Allow going below revision 0001, which drops every stored event and snapshot.")
 @click.option("--projections", "projection_modules", envvar="FACTA_PROJECTIONS", default=None, metavar="MODULES",
+              type=MODULES,
               help="Modules of your own projections, whose read models a downgrade below 0003 drops"
                    " (env: FACTA_PROJECTIONS).")
 @click.option("--json", "as_json", is_flag=True, help="Print the revisions before and after as JSON.")
@@ -458,6 +463,7 @@ async def db_downgrade(
       facta db downgrade 0002
       facta db downgrade base --drop-events
     """
+    _require_database(database_url)
     database = Database.create(database_url)
     try:
         with translate_connect_errors(database.url):

@@ -97,6 +97,8 @@ def bad_values(kind: click.ParamType) -> list[str]:
 def _placeholder(param: click.Parameter) -> list[str]:
     if isinstance(param.type, WholeNumber):
         return [str(max(param.type.low, 1))]
+    if isinstance(param.type, Revision):
+        return [param.type.alias]
     return ["x"]
 
 
