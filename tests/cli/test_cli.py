@@ -84,11 +84,11 @@ def test_every_option_has_help_and_every_command_that_prints_data_has_json() -> 
 def test_db_upgrade_then_current(tmp_path: Path, postgres_url: str) -> None:
     for url in (f"sqlite:///{tmp_path / 'x.db'}", postgres_url):
         before = facta("db", "current", "--json", "--database-url", url)
-        assert json.loads(before.stdout) == {"current": None, "head": "0004", "up_to_date": False}
+        assert json.loads(before.stdout) == {"current": None, "head": "0006", "up_to_date": False}
         first = facta("db", "upgrade", "--database-url", url)
-        assert first.returncode == 0 and "upgraded from nothing to revision 0004" in first.stdout
+        assert first.returncode == 0 and "upgraded from nothing to revision 0006" in first.stdout
         again = facta("db", "upgrade", "--database-url", url)
-        assert again.returncode == 0 and "already at revision 0004" in again.stdout
+        assert again.returncode == 0 and "already at revision 0006" in again.stdout
         assert json.loads(facta("db", "current", "--json", "--database-url", url).stdout)["up_to_date"] is True
 
 
