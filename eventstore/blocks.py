@@ -59,11 +59,14 @@ log = logging.getLogger(__name__)
 # Inclusive position ranges (first, last), ascending, none empty.
 Ranges = list[tuple[int, int]]
 
-_SUMMARISE = text(
-    f"SELECT (position - 1) / {BLOCK} AS block, min(recorded_at) AS min_recorded_at,"
-    f" max(recorded_at) AS max_recorded_at, count(*) AS events FROM facta_events"
-    f" WHERE position > :low AND position <= :high GROUP BY (position - 1) / {BLOCK}"
-).columns(min_recorded_at=UTCDateTime(), max_recorded_at=UTCDateTime())
+
+def _summarise_query(block: int) -> Any:
+    """Per block of ``block`` positions between :low and :high: min and max recorded_at, count."""
+    return text(
+        f"SELECT (position - 1) / {int(block)} AS block, min(recorded_at) AS min_recorded_at,"
+        f" max(recorded_at) AS max_recorded_at, count(*) AS events FROM facta_events"
+        f" WHERE position > :low AND position <= :high GROUP BY (position - 1) / {int(block)}"
+    ).columns(min_recorded_at=UTCDateTime(), max_recorded_at=UTCDateTime())
 
 
 async def refresh(store: EventStore) -> None:
@@ -93,7 +96,7 @@ def _missing_blocks(conn: Connection, settled: int) -> list[dict[str, Any]]:
     start = 0 if top is None else int(top) + 1
     if start >= settled:
         return []
-    found = conn.execute(_SUMMARISE, {"low": start * BLOCK, "high": settled * BLOCK})
+    found = conn.execute(_summarise_query(BLOCK), {"low": start * BLOCK, "high": settled * BLOCK})
     return [dict(row._mapping) for row in found]
 
 
