@@ -19,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, inspect, select
 from sqlalchemy.exc import DBAPIError
 
+from facta import migrations
 from facta.eventstore import EventStore, audit, blocks
 from facta.eventstore import store as store_module
 from facta.eventstore.audit import events
@@ -93,6 +94,25 @@ async def test_summary_rows_hold_each_settled_blocks_min_and_max_and_none_for_an
     await _write(store, more, first=23)
     assert await store.first_position_at(T + 3 * timedelta(hours=1)) == 24  # none recorded since
     assert await _summaries(store) == _expected_summaries(TIMES + more, 6)
+    # A cache: its rows may be deleted (no permanent-history trigger), and a store that
+    # finds none writes them again.
+    await store.database.write(lambda conn: conn.execute(delete(log_blocks)))
+    store._blocks_known = 0  # as a store opened afresh
+    assert await store.first_position_at(T + 3 * timedelta(hours=1)) == 24
+    assert await _summaries(store) == _expected_summaries(TIMES + more, 6)
+
+
+async def test_downgrade_to_0005_drops_the_summaries_and_an_upgrade_brings_them_back(store: EventStore) -> None:
+    await _write(store, TIMES)
+    await blocks.refresh(store)
+    assert len(await _summaries(store)) == 5
+    await migrations.downgrade(store.database, "0005")
+    assert "facta_log_blocks" not in await store.database.read(lambda conn: inspect(conn).get_table_names())
+    await migrations.upgrade(store.database)
+    assert await _summaries(store) == {}
+    store._blocks_known = 0
+    assert [r.position for r in (await events(store, since=T + 18 * M, limit=100)).events] == [3, 19, 20, 22]
+    assert await _summaries(store) == _expected_summaries(TIMES, 5)
 
 
 async def test_window_ranges_skip_exactly_the_summarised_blocks_that_miss_the_window(store: EventStore) -> None:
