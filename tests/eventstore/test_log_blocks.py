@@ -12,12 +12,14 @@ Each test runs on SQLite and PostgreSQL (the ``store`` fixture).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import Connection, delete, insert, inspect, select
 from sqlalchemy.exc import DBAPIError
@@ -25,9 +27,12 @@ from sqlalchemy.exc import DBAPIError
 from facta import migrations
 from facta.eventstore import EventStore, audit, blocks
 from facta.eventstore import store as store_module
+from facta.eventstore.appenders import WRITER_MARKER
 from facta.eventstore.audit import events
 from facta.eventstore.schema import events as events_table
 from facta.eventstore.schema import log_blocks
+
+from ..conftest import migrate
 
 T = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -208,3 +213,45 @@ async def test_a_database_that_refuses_the_summaries_gets_exact_answers(
     await _check_every_window(store, TIMES, random.Random(11))
     assert store._blocks_writable is False
     assert await _summaries(store) == {}
+
+
+@pytest.mark.postgres
+async def test_a_block_with_an_append_in_flight_is_not_summarised_until_it_ends_postgres(postgres_url: str) -> None:
+    """An append in flight has taken position 3 (block 0) with a time a day before the
+    rest, and later appends committed positions 4-9. A summary of block 0 written now
+    would miss it: the reader waits for the settled horizon, and block 0's summary,
+    written once the append committed, holds its time."""
+    await migrate(postgres_url)
+    store = await EventStore.open(postgres_url)
+    raw = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
+    reader: asyncio.Task[Any] | None = None
+    try:
+        await _write(store, TIMES[:2])
+        tx = raw.transaction()
+        await tx.start()
+        await raw.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", *WRITER_MARKER)
+        held = T - timedelta(days=1)
+        held_position = await raw.fetchval(
+            "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
+            " payload, occurred_at, recorded_at) VALUES ($1, 'held', 'account', 1, 'account.deposited', 1,"
+            " $2::jsonb, $3, $3) RETURNING position",
+            uuid.uuid4(), json.dumps({"amount": 3, "reference": None}), held,
+        )
+        assert held_position == 3
+        await _write(store, TIMES[3:9], first=4)
+        reader = asyncio.create_task(blocks.refresh(store))
+        await asyncio.wait({reader}, timeout=1.0)
+        assert not reader.done(), f"the summaries were written past an append in flight: {reader}"
+        assert await _summaries(store) == {}
+        await tx.commit()
+        await asyncio.wait_for(reader, 10)
+        times = [*TIMES[:2], held, *TIMES[3:9]]
+        assert await _summaries(store) == _expected_summaries(times, 2)
+        page = await events(store, until=T - timedelta(hours=1), limit=100)
+        assert [r.position for r in page.events] == [3, 6]  # the held append and the day-back one
+    finally:
+        await raw.close()
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        await store.close()
