@@ -21,7 +21,7 @@ Who writes them: the reader of a time window that needs them (:func:`refresh`), 
 an append. It computes the missing settled blocks above the highest summarised one
 in a read transaction, then inserts them in a short write transaction that ignores rows
 already there (two readers may race: they write the same values). The first time-window
-query on a store reads the whole settled log once to do so (about 100 ms per 100,000
+query on a store reads the whole settled log once to do so (about 60 ms per 100,000
 events on PostgreSQL); later ones only the blocks settled since. A database user that
 may not write (or a busy SQLite file) leaves the summaries as they are: that store
 object stops trying and its queries read what is not summarised, exact but longer.
