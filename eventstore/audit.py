@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Select, func, literal_column, select
 
 from facta.domain import Aggregate, AggregateState, aggregate_class
 
+from . import blocks
 from .errors import StoreError, StreamNotFound
 from .records import RecordedEvent
 from .repository import Repository, VersionNotFound
@@ -370,44 +371,71 @@ async def _window_page(
     ``low < position < high``, in position order (or the last ones, newest first).
 
     The window's events can be anywhere in the log (recorded_at is not in position
-    order), and there are two exact ways to them: walk the log by position from the
-    cursor through the primary key, which costs the positions passed until the page is
-    full, or read the window through the (recorded_at, position) index and sort it by
-    position, which costs the window's events. It first walks ``4 * want`` positions (a
-    page of a window around the cursor ends there). Then it looks up the window's
-    first and last events by recorded_at (one index entry each): in a log whose clocks
-    mostly agree, the positions from the cursor to the nearer one estimate what a walk
-    passes, and the positions between them the window's size, and it takes the way that
-    looks cheaper. Both ways are exact whatever the clocks did; a wrong estimate only
-    costs time."""
+    order). The log blocks (:mod:`facta.eventstore.blocks`) rule out the summarised
+    blocks whose recorded times miss the window; what is left (the candidate
+    positions) is read in one of two exact ways: walk it by position from the cursor
+    through the primary key, which costs the positions passed until the page is full,
+    or read the window through the (recorded_at, position) index and sort it by
+    position, which costs the window's events. It first walks ``4 * want`` candidate
+    positions (a page of a window around the cursor ends there). Then it looks up the
+    window's first and last events by recorded_at (one index entry each): in a log
+    whose clocks mostly agree, the candidate positions from the cursor to the nearer
+    one estimate what a walk passes, and the positions between them the window's size,
+    and it takes the way that looks cheaper. Both ways are exact whatever the clocks
+    did and whichever summaries exist; a wrong estimate only costs time."""
     c = events_table.c
-    found: list[RecordedEvent] = []
+    ranges = await blocks.window_ranges(store, since, until, low, high)
     step = max(1, int(_FIRST_WALK * want))
+    walked = blocks.take(ranges, step, from_end=newest_first)
+    found = await store.database.read(_walk, query, walked, newest_first, want)
+    if len(found) >= want or not walked:
+        return _records(store, found)
     if newest_first:
-        edge = max(high - step, low + 1)
-        first_steps = query.where(c.position >= edge, c.position < high).order_by(c.position.desc())
-        high = edge
+        high = walked[-1][0]
     else:
-        edge = min(low + step, high - 1)
-        first_steps = query.where(c.position > low, c.position <= edge).order_by(c.position)
-        low = edge
-    found += await store._fetch(first_steps.limit(want))
-    if len(found) >= want or low + 1 >= high:
-        return found
+        low = walked[-1][1]
+    ranges = blocks.clip(ranges, low, high)
+    if not ranges:
+        return _records(store, found)
     ends = await store.database.read(_window_ends, since, until, low, high)
     if ends is None:
-        return found  # no event recorded in the window is left between the bounds
+        return _records(store, found)  # no event recorded in the window is left between the bounds
     first, last = ends
-    walk = high - last if newest_first else first - low
-    rest = query.where(c.position > low, c.position < high)
+    walk = blocks.size(blocks.clip(ranges, last, high) if newest_first else blocks.clip(ranges, low, first))
     if abs(last - first) < walk:
         # Sorted by position + 0, not by the primary key, so the database reads the
         # window through its index instead of walking the log.
         key: Any = c.position + literal_column("0")
-        rest = rest.order_by(key.desc() if newest_first else key)
+        rest = query.where(c.position > low, c.position < high).order_by(key.desc() if newest_first else key)
+        found += await store.database.read(_all, rest.limit(want - len(found)))
     else:
-        rest = rest.order_by(c.position.desc() if newest_first else c.position)
-    return found + await store._fetch(rest.limit(want - len(found)))
+        ordered = list(reversed(ranges)) if newest_first else ranges
+        found += await store.database.read(_walk, query, ordered, newest_first, want - len(found))
+    return _records(store, found)
+
+
+def _walk(conn: Connection, query: Select[Any], ranges: blocks.Ranges, newest_first: bool, want: int) -> list[Any]:
+    """Up to ``want`` rows of ``query`` in the inclusive position ranges, walked in the
+    order given (each range by the primary key, descending with ``newest_first``)."""
+    c = events_table.c
+    rows: list[Any] = []
+    for first, last in ranges:
+        if len(rows) >= want:
+            break
+        part = query.where(c.position >= first, c.position <= last)
+        part = part.order_by(c.position.desc() if newest_first else c.position).limit(want - len(rows))
+        rows += conn.execute(part).all()
+    return rows
+
+
+def _all(conn: Connection, query: Select[Any]) -> list[Any]:
+    return list(conn.execute(query).all())
+
+
+def _records(store: EventStore, rows: list[Any]) -> list[RecordedEvent]:
+    registry = store.registry
+    # Rows come in RecordedEvent's field order (store._select()); mypy cannot count them.
+    return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
 
 
 def _window_ends(

@@ -30,6 +30,7 @@ __all__ = [
     "JSONText",
     "UTCDateTime",
     "events",
+    "log_blocks",
     "metadata",
     "projection_checkpoints",
     "projection_skips",
@@ -170,4 +171,15 @@ relay_skips = Table(
     Column("skipped_by", String(200)),
     Column("skipped_at", UTCDateTime(), nullable=False),
     Column("passed_at", UTCDateTime()),
+)
+
+# A cache of the log's recorded times per block of positions (revision 0006): see
+# facta.eventstore.blocks.
+log_blocks = Table(
+    "facta_log_blocks",
+    metadata,
+    Column("block", POSITION_TYPE, primary_key=True, autoincrement=False),
+    Column("min_recorded_at", UTCDateTime(), nullable=False),
+    Column("max_recorded_at", UTCDateTime(), nullable=False),
+    Column("events", Integer(), nullable=False),
 )

@@ -41,6 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 
+from . import blocks
 from .appenders import WRITER_MARKER, AppendPlan, LostRace, Rejected, append_postgres, append_sqlite
 from .database import Database, database_url_from_env
 from .errors import (
@@ -92,6 +93,10 @@ class EventStore:
         self._columns = [payload if c.name == "payload" else c for c in events.c]
         # PostgreSQL: every position at or below this is committed or will never exist.
         self._horizon = 0
+        # The log blocks below this are summarised (or known empty); False: the database
+        # refused to write summaries (see facta.eventstore.blocks).
+        self._blocks_known = 0
+        self._blocks_writable = True
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -446,8 +451,10 @@ class EventStore:
         recorded_at is not in position order: concurrent appends interleave by their
         overlap, and a writer whose clock stepped back records an earlier time at a later
         position, by any amount. So this is exact, never estimated from a margin: the
-        smallest position with ``recorded_at >= when``, found on the (recorded_at,
-        position) index. Later positions can still hold events recorded before ``when``;
+        smallest position with ``recorded_at >= when``: the first event recorded since
+        in the log blocks that can hold one (:mod:`facta.eventstore.blocks`: a summarised
+        block whose latest time is before ``when`` is skipped), or, where a long stretch
+        has no summaries, on the (recorded_at, position) index. Later positions can still hold events recorded before ``when``;
         a replay from a time passes over those (see :mod:`facta.projections.replay`).
         On PostgreSQL it looks only up to the settled horizon, which it returns when no
         event there was recorded at or after ``when``: every event at or below it is
@@ -458,7 +465,8 @@ class EventStore:
         if when.tzinfo is None:
             raise ValueError(f"naive datetime {when.isoformat()} given: use an aware time")
         upto = await self.head_position()
-        first = await self.database.read(_first_recorded_since, when, upto)
+        ranges = await blocks.window_ranges(self, when, None, 0, upto + 1)
+        first = await self.database.read(_first_recorded_since, when, ranges)
         return upto if first is None else first - 1
 
     async def read_log_rows(self, after: int = 0, limit: int = 1000) -> list[Sequence[Any]]:
@@ -614,30 +622,38 @@ def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Sequence[
     return list(driver.execute(_SQLITE_LOG_ROWS, (after, limit)).fetchall())
 
 
-# first_position_at walks this many positions from the start of the log first.
-_FIRST_WALK = 4096
+# first_position_at walks this many positions of a range of candidate positions by the
+# primary key before it reads the rest of the range through the (recorded_at, position)
+# index: four log blocks.
+_FIRST_WALK = 4 * blocks.BLOCK
 
 
-def _first_recorded_since(conn: Connection, when: datetime, upto: int) -> int | None:
-    """The smallest position <= ``upto`` of an event recorded at or after ``when``.
+def _first_recorded_since(conn: Connection, when: datetime, ranges: list[tuple[int, int]]) -> int | None:
+    """The smallest position in the inclusive position ``ranges`` (ascending) of an
+    event recorded at or after ``when``.
 
-    Two exact ways, the cheaper first: the first _FIRST_WALK positions of the log by the
-    primary key (a time before most of the log is found there); else the events recorded
-    since ``when`` above them, through the (recorded_at, position) index, taking
+    Range by range, in order: the first _FIRST_WALK positions (4 blocks) of a range are walked by the primary
+    key (a summarised block left in the ranges holds such an event, so the search
+    usually ends in the first block walked); the rest of a longer range (no summaries
+    there) is searched through the (recorded_at, position) index, taking
     min(position + 0) so the database does not walk the primary key instead: about as
     many events as a replay from there reads."""
     c = events.c
-    found = conn.execute(
-        select(func.min(c.position)).where(c.position <= min(upto, _FIRST_WALK), c.recorded_at >= when)
-    ).scalar()
-    if found is not None or upto <= _FIRST_WALK:
-        return None if found is None else int(found)
-    found = conn.execute(
-        select(func.min(c.position + literal_column("0"))).where(
-            c.recorded_at >= when, c.position > _FIRST_WALK, c.position <= upto
-        )
-    ).scalar()
-    return None if found is None else int(found)
+    for low, high in ranges:
+        walk_to = min(high, low + _FIRST_WALK - 1)
+        found = conn.execute(
+            select(c.position).where(c.position >= low, c.position <= walk_to, c.recorded_at >= when)
+            .order_by(c.position).limit(1)
+        ).scalar()
+        if found is None and walk_to < high:
+            found = conn.execute(
+                select(func.min(c.position + literal_column("0"))).where(
+                    c.recorded_at >= when, c.position > walk_to, c.position <= high
+                )
+            ).scalar()
+        if found is not None:
+            return int(found)
+    return None
 
 
 def _sqlite_window(conn: Connection, query: Select[Any], after: int, limit: int) -> tuple[Sequence[Any], int]:

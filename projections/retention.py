@@ -297,10 +297,13 @@ async def plan_fill(
     ranges = _DeletedRanges(store, projection, settings, ends)
     bounds = await ranges.bounds(settings, deleted, ends)
     fills: dict[Coord, StoreFill] = {}
+    # Every event recorded at or after the time lies after this position (exact, through
+    # the log blocks): the deleted ranges are searched from there, not from the start.
+    before = await store.first_position_at(since) if since is not None else 0
     for coord, through in bounds.items():
         floors[coord] = max(after or 0, through)
         if since is not None:
-            _, first = await ranges.streams(coord, 0, through, since=since)
+            _, first = await ranges.streams(coord, min(before, through), through, since=since)
             if first is None:
                 continue  # Kafka's first record at or after the time is a retained one
             low = first - 1

@@ -88,12 +88,12 @@ def test_db_upgrade_then_current(tmp_path: Path, postgres_url: str) -> None:
                    f"no database file '{tmp_path / 'x.db'}'", f"facta db upgrade --database-url {sqlite_url}")
     assert not (tmp_path / "x.db").exists()
     before = facta("db", "current", "--json", "--database-url", postgres_url)
-    assert json.loads(before.stdout) == {"current": None, "head": "0005", "up_to_date": False}
+    assert json.loads(before.stdout) == {"current": None, "head": "0006", "up_to_date": False}
     for url in (sqlite_url, postgres_url):
         first = facta("db", "upgrade", "--database-url", url)
-        assert first.returncode == 0 and "upgraded from nothing to revision 0005" in first.stdout
+        assert first.returncode == 0 and "upgraded from nothing to revision 0006" in first.stdout
         again = facta("db", "upgrade", "--database-url", url)
-        assert again.returncode == 0 and "already at revision 0005" in again.stdout
+        assert again.returncode == 0 and "already at revision 0006" in again.stdout
         assert json.loads(facta("db", "current", "--json", "--database-url", url).stdout)["up_to_date"] is True
 
 
