@@ -645,14 +645,15 @@ def _topic_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str
         raise click.BadParameter(str(exc).removeprefix("invalid topic prefix "), ctx, param) from None
 
 
-async def _relay_that_ran(store: Any, name: str) -> Any:
+async def _relay_that_ran(store: Any, name: str, *, or_default: bool = False) -> Any:
     """The :class:`Relay` of ``name`` and its status, if it has run on this store (else a
-    one-line error naming the relays that have)."""
+    one-line error naming the relays that have). With ``or_default``, the default relay
+    is shown even before it first ran (its lag is then the whole log)."""
     from facta.eventstore.relay import Relay, RelayConfig, RelayError
 
     relay = Relay(store, RelayConfig(bootstrap="unused:0", name=name))
     status = await relay.status()
-    if status.updated_at is None:
+    if status.updated_at is None and not (or_default and name == "default"):
         known = ", ".join(repr(n) for n in await store.database.read(_relay_names)) or "none"
         raise RelayError(f"no relay named {name!r} has run on this store (relays: {known})")
     return relay, status
@@ -740,7 +741,8 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
 @_async_command
 async def relay_status(database_url: str, name: str, as_json: bool) -> None:
     """Show the relay's checkpoint, the log's head, the lag (events not yet published) and
-    the events it was told to skip. A relay that never ran on this store is an error.
+    the events it was told to skip. A relay name that never ran on this store is an
+    error, except the default relay's (its lag is then the whole log).
 
     \b
     Examples:
@@ -748,7 +750,7 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
       facta relay status --name audit-feed --json
     """
     async with await _open_store(database_url) as store:
-        _, status = await _relay_that_ran(store, name)
+        _, status = await _relay_that_ran(store, name, or_default=True)
     if as_json:
         click.echo(json.dumps({
             "name": status.name, "checkpoint": status.checkpoint, "head": status.head, "lag": status.lag,
