@@ -93,7 +93,7 @@ async def test_kafkas_console_consumer_reads_exactly_what_the_store_holds(
         for round_ in range(4):
             for i, stream in enumerate(streams):
                 events = [Noted(text=f"{stream} #{round_}.{k}: «quoted», \"json\", back\\slash, tab\t",
-                                amount_minor=round_ * 100 + k - 7, tags=("日本", "b")[: k + 1], ratio=-0.0 if k else 1e-9,
+                                amount_minor=round_ * 100 + k - 7, tags=("日本", "b")[: k + 1], ratio=0.25 if k else 1e-9,
                                 nested={"ü": [1, {"x": None}], "n": i})
                           for k in range(1 + (round_ + i) % 3)]
                 metadata: dict[str, Any] = {"actor": "zoë"} if i % 2 else {"correlation_id": f"corr-{round_}",

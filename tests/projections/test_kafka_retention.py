@@ -555,7 +555,7 @@ async def test_a_replay_from_a_time_applies_exactly_the_events_recorded_since_wh
 
     plan = await plan_replay(store, Wallets, ReplayFrom(time=t), kafka=settings)
     assert plan.fill == {}
-    result = await replay(store, Wallets, ReplayFrom(time=t), kafka=settings, batch_size=5)
+    result = await replay(store, Wallets, ReplayFrom(time=t), kafka=settings, batch_size=5, slice=True)
     assert await rows(store) == expected
     assert result.events == len(since)
 
@@ -575,7 +575,7 @@ async def test_a_replay_from_a_time_applies_exactly_the_events_recorded_since_wh
     assert fills, "a deleted range holds events recorded at or after the time"
     plan = await plan_replay(store, Wallets, ReplayFrom(time=t), kafka=settings)
     assert plan.fill == fills
-    result = await replay(store, Wallets, ReplayFrom(time=t), kafka=settings, batch_size=5)
+    result = await replay(store, Wallets, ReplayFrom(time=t), kafka=settings, batch_size=5, slice=True)
     assert await rows(store) == expected
     assert result.events == len(since)
 

@@ -275,7 +275,7 @@ async def test_a_replay_from_a_later_start_refuses_without_slice_and_builds_the_
     else:
         second = (await store.read_log(1, 1))[0].recorded_at
         origin = ReplayFrom(time=second + timedelta(microseconds=1))
-        described = f"time {origin.time.isoformat()}"  # type: ignore[union-attr]
+        described = f"time {origin.time.isoformat().replace('+00:00', 'Z')}"  # type: ignore[union-attr]
     left_out = 2  # opened, deposited 1,000
 
     plan = await plan_replay(store, AccountBalances, origin)
