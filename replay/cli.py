@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -421,21 +421,29 @@ async def db_upgrade(database_url: str, revision: str, as_json: bool) -> None:
       facta db upgrade
       facta db upgrade --database-url postgresql+asyncpg://localhost/facta
     """
-    database = Database.create(database_url)
-    try:
-        with translate_connect_errors(database.url):
-            before = await migrations.current(database)
-            await migrations.upgrade(database, revision)
-            after = await migrations.current(database)
-    finally:
-        await database.dispose()
-    where = database.url.render_as_string(hide_password=True)
+    where, before, after = await _migrate(database_url, lambda database: migrations.upgrade(database, revision))
     if as_json:
         click.echo(json.dumps({"database": where, "before": before, "after": after, "upgraded": before != after}))
     elif before == after:
         click.echo(f"{where}: schema already at revision {after}")
     else:
         click.echo(f"{where}: schema upgraded from {before or 'nothing'} to revision {after}")
+
+
+async def _migrate(
+    database_url: str, step: Callable[[Database], Awaitable[Any]]
+) -> tuple[str, str | None, str | None]:
+    """Run one migration ``step`` on the database: (URL without password, revision
+    before, revision after)."""
+    database = Database.create(database_url)
+    try:
+        with translate_connect_errors(database.url):
+            before = await migrations.current(database)
+            await step(database)
+            after = await migrations.current(database)
+    finally:
+        await database.dispose()
+    return database.url.render_as_string(hide_password=True), before, after
 
 
 @db.command("downgrade")
@@ -464,15 +472,8 @@ async def db_downgrade(
       facta db downgrade base --drop-events
     """
     _require_database(database_url)
-    database = Database.create(database_url)
-    try:
-        with translate_connect_errors(database.url):
-            before = await migrations.current(database)
-            await migrations.downgrade(database, revision, drop_events=drop_events, projections=projection_modules)
-            after = await migrations.current(database)
-    finally:
-        await database.dispose()
-    where = database.url.render_as_string(hide_password=True)
+    where, before, after = await _migrate(database_url, lambda database: migrations.downgrade(
+        database, revision, drop_events=drop_events, projections=projection_modules))
     if as_json:
         click.echo(json.dumps({"database": where, "before": before, "after": after, "downgraded": before != after}))
     elif before == after:
