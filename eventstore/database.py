@@ -2,13 +2,27 @@
 
 facta's URLs name async drivers (``sqlite+aiosqlite``, ``postgresql+asyncpg``); plain
 ``sqlite://`` and ``postgresql://`` URLs are accepted and mapped to them.
+
+A URL's query options are facta's to check, each with its type and range, before any
+connection is made; any other option is refused (:data:`URL_OPTIONS` lists them):
+
+- PostgreSQL: ``host`` and ``port`` (more hosts, or a socket folder), ``ssl`` (or
+  ``sslmode``): disable, allow, prefer, require, verify-ca, verify-full;
+  ``timeout`` (connecting, seconds) and ``command_timeout`` (each statement, seconds),
+  above 0 and at most 86400; ``statement_cache_size`` (asyncpg's) and
+  ``prepared_statement_cache_size`` (SQLAlchemy's), 0 (off) to 1000000;
+  ``target_session_attrs``: any, primary, standby, prefer-standby, read-write, read-only.
+- SQLite: ``timeout``, seconds a write waits for another connection's lock before
+  :class:`~facta.eventstore.errors.DatabaseBusy`, 0 to 86400 (default 60).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,7 +42,15 @@ from .errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["DEFAULT_DATABASE_URL", "Database", "database_url_from_env", "resolve_url", "translate_connect_errors"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "URL_OPTIONS",
+    "Database",
+    "database_url_from_env",
+    "driver_options",
+    "resolve_url",
+    "translate_connect_errors",
+]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./facta.db"
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -61,7 +83,116 @@ def resolve_url(url: str | URL) -> URL:
             raise DatabaseURLError(f"invalid port {port!r} in database URL {text!r}: a port is 1 to 65535")
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise DatabaseURLError(f"in-memory SQLite ({text!r}) cannot be shared by connections: name a file")
+    _check_options(parsed, text)
     return parsed
+
+
+# -- query options ------------------------------------------------------------------------
+
+MAX_URL_SECONDS = 86_400.0
+"""The longest timeout a URL option takes: a day."""
+MAX_CACHE_SIZE = 1_000_000
+"""The largest statement cache a URL option asks for."""
+SQLITE_DEFAULT_TIMEOUT_S = 60.0
+"""How long a SQLite write waits for another connection's write lock, unless ``?timeout=``."""
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+
+
+def _seconds(low: float, above: bool) -> Callable[[str], float]:
+    limit = f"{'above' if above else 'from'} {low:g}{'' if above else ' up'} to {MAX_URL_SECONDS:g}"
+
+    def parse(value: str) -> float:
+        seconds = float(value) if _DECIMAL.fullmatch(value) else math.nan
+        if not math.isfinite(seconds) or seconds > MAX_URL_SECONDS or seconds < low or (above and seconds == low):
+            raise ValueError(f"give a number of seconds {limit}")
+        return seconds
+
+    return parse
+
+
+def _count(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or len(value) > 7 or int(value) > MAX_CACHE_SIZE:
+        raise ValueError(f"give a whole number from 0 (no cache) to {MAX_CACHE_SIZE}")
+    return int(value)
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"give one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+_PASSED_ON = object()
+"""Options SQLAlchemy itself turns into the connection's address (checked above)."""
+
+URL_OPTIONS: dict[str, dict[str, Any]] = {
+    "postgresql": {
+        "host": _PASSED_ON,
+        "port": _PASSED_ON,
+        "ssl": _choice(_SSL_MODES),
+        "sslmode": _choice(_SSL_MODES),
+        "timeout": _seconds(0.0, above=True),
+        "command_timeout": _seconds(0.0, above=True),
+        "statement_cache_size": _count,
+        "prepared_statement_cache_size": _count,
+        "target_session_attrs": _choice(_SESSION_ATTRS),
+    },
+    "sqlite": {
+        "timeout": _seconds(0.0, above=False),
+    },
+}
+"""The query options a database URL may carry, per dialect (each name maps to its parser)."""
+
+_DRIVER_NAMES = {"sslmode": "ssl"}  # libpq's name for asyncpg's option
+
+
+def _check_options(url: URL, text: str) -> None:
+    backend = url.get_backend_name()
+    accepted = URL_OPTIONS[backend]
+    named = "PostgreSQL" if backend == "postgresql" else "SQLite"
+    for key, value in url.query.items():
+        parse = accepted.get(key)
+        if parse is None:
+            raise DatabaseURLError(
+                f"unknown option {key!r} in database URL {text!r}: {named} URLs take {', '.join(accepted)}"
+            )
+        if parse is _PASSED_ON:
+            continue
+        if not isinstance(value, str):
+            raise DatabaseURLError(f"option {key!r} is given {len(value)} times in database URL {text!r}: give it once")
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise DatabaseURLError(f"invalid {key}={value!r} in database URL {text!r}: {exc}") from None
+    if "ssl" in url.query and "sslmode" in url.query:
+        raise DatabaseURLError(f"database URL {text!r} gives both ssl and sslmode: give one")
+
+
+def driver_options(url: URL) -> dict[str, Any]:
+    """The typed driver arguments of a resolved URL's query options (``host`` and
+    ``port`` excepted, which stay in the URL): e.g. ``{"command_timeout": 5.0}``.
+    ``sslmode`` is given to asyncpg as ``ssl``; a SQLite URL always has ``timeout``."""
+    accepted = URL_OPTIONS[url.get_backend_name()]
+    options: dict[str, Any] = {}
+    for key, value in url.query.items():
+        parse = accepted[key]
+        if parse is not _PASSED_ON:
+            assert isinstance(value, str)
+            options[_DRIVER_NAMES.get(key, key)] = parse(value)
+    if url.get_backend_name() == "sqlite":
+        options.setdefault("timeout", SQLITE_DEFAULT_TIMEOUT_S)
+    return options
+
+
+def _without_options(url: URL) -> URL:
+    """``url`` without the query options :func:`driver_options` hands to the driver."""
+    accepted = URL_OPTIONS[url.get_backend_name()]
+    return url.difference_update_query([key for key in url.query if accepted.get(key) is not _PASSED_ON])
 
 
 def _ports(url: URL) -> list[str]:
@@ -141,16 +272,20 @@ class Database:
     @classmethod
     def create(cls, url: str | URL, **engine_options: Any) -> Database:
         resolved = resolve_url(url)
+        options = driver_options(resolved)
         if resolved.get_backend_name() == "sqlite":
-            sync_url = resolved.set(drivername="sqlite+pysqlite")
+            sync_url = _without_options(resolved).set(drivername="sqlite+pysqlite")
+            timeout_s = options["timeout"]
             return cls(
                 resolved,
-                _sync_writer=_sqlite_engine(sync_url, "IMMEDIATE"),
-                _sync_reader=_sqlite_engine(sync_url, "DEFERRED"),
+                _sync_writer=_sqlite_engine(sync_url, "IMMEDIATE", timeout_s),
+                _sync_reader=_sqlite_engine(sync_url, "DEFERRED", timeout_s),
                 _write_thread=_WriterThread("facta-sqlite-write"),
                 _read_threads=ThreadPoolExecutor(4, thread_name_prefix="facta-sqlite-read"),
             )
-        return cls(resolved, engine=create_async_engine(resolved, **engine_options))
+        connect_args = {**options, **engine_options.pop("connect_args", {})}
+        return cls(resolved, engine=create_async_engine(_without_options(resolved), connect_args=connect_args,
+                                                         **engine_options))
 
     async def write(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(connection, ...)`` in a write transaction; commit if it returns."""
@@ -191,7 +326,7 @@ class Database:
 
     def _raw_write(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._raw_writer is None:
-            self._raw_writer = _sqlite_connect(self.url.database or "")
+            self._raw_writer = _sqlite_connect(self.url.database or "", driver_options(self.url)["timeout"])
         conn = self._raw_writer
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -280,17 +415,17 @@ def _read_only(engine: Engine, work: Callable[..., T], *args: Any, **kwargs: Any
         return work(conn, *args, **kwargs)
 
 
-def _sqlite_engine(url: URL, begin: str) -> Engine:
+def _sqlite_engine(url: URL, begin: str, timeout_s: float) -> Engine:
     path = Path(url.database or "")
     if not path.parent.exists():
         raise DatabaseURLError(f"cannot open SQLite database {str(path)!r}: folder {str(path.parent)!r} does not exist")
     engine = create_engine(
-        url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=5, max_overflow=10
+        url, connect_args={"timeout": timeout_s, "check_same_thread": False}, pool_size=5, max_overflow=10
     )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        _configure_sqlite(dbapi_connection)
+        _configure_sqlite(dbapi_connection, timeout_s)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -299,15 +434,15 @@ def _sqlite_engine(url: URL, begin: str) -> Engine:
     return engine
 
 
-def _configure_sqlite(connection: sqlite3.Connection) -> None:
+def _configure_sqlite(connection: sqlite3.Connection, timeout_s: float) -> None:
     # Take transaction control from the driver so BEGIN is ours to issue.
     connection.isolation_level = None
     connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA busy_timeout=60000")
+    connection.execute(f"PRAGMA busy_timeout={round(timeout_s * 1000)}")
     connection.execute("PRAGMA foreign_keys=ON")
 
 
-def _sqlite_connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-    _configure_sqlite(connection)
+def _sqlite_connect(path: str, timeout_s: float) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    _configure_sqlite(connection, timeout_s)
     return connection

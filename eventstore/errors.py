@@ -63,7 +63,7 @@ class DatabaseUnavailable(StoreError):
 
 class DatabaseBusy(StoreError):
     """SQLite: another connection held the database's write lock for longer than the busy
-    timeout (60 s). Nothing was written; the call can be tried again."""
+    timeout (60 s, or the URL's ``?timeout=``). Nothing was written; the call can be tried again."""
 
 
 class MigrationRefused(StoreError):

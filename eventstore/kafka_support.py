@@ -6,8 +6,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import re
 
-__all__ = ["is_transient", "needs_new_producer", "pause"]
+__all__ = ["bootstrap_problem", "is_transient", "needs_new_producer", "parse_bootstrap", "pause"]
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?")
+
+
+def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` pairs of a Kafka bootstrap list ``host:port[,host:port]``
+    (spaces around each item allowed). A host is a name or IPv4 address (ASCII letters,
+    digits, '.', '-', '_') or an IPv6 address in brackets (``[::1]:9092``, returned
+    without them); a port is 1 to 65535.
+
+    Raises ``ValueError`` with one line naming the bad value (``invalid Kafka bootstrap
+    address 'x:0': port 0 is outside 1 to 65535``). No I/O.
+    """
+    problem = bootstrap_problem(bootstrap)
+    if problem is not None:
+        raise ValueError(problem)
+    pairs = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        pairs.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    return pairs
+
+
+def bootstrap_problem(bootstrap: object) -> str | None:
+    """None when ``bootstrap`` is a valid bootstrap list (see :func:`parse_bootstrap`), else
+    the one-line reason, naming the bad value."""
+    expected = "expected host:port[,host:port]"
+    if not isinstance(bootstrap, str) or not bootstrap.strip():
+        return f"invalid Kafka bootstrap address {bootstrap!r}: {expected}"
+    shown = bootstrap if len(bootstrap) <= 200 else f"{bootstrap[:200]}...({len(bootstrap)} characters)"
+    for item in bootstrap.split(","):
+        item = item.strip()
+        host, sep, port = item.rpartition(":")
+        if not item:
+            return f"invalid Kafka bootstrap address {shown!r}: an empty item in the list; {expected}"
+        if not sep or not host:
+            return f"invalid Kafka bootstrap address {shown!r}: {item!r} has no host:port; {expected}"
+        if host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
+            except ValueError:
+                return f"invalid Kafka bootstrap address {shown!r}: {host!r} is not an IPv6 address in brackets"
+            if not host.endswith("]"):
+                return f"invalid Kafka bootstrap address {shown!r}: {host!r} is not an IPv6 address in brackets"
+        elif ":" in host:
+            return (f"invalid Kafka bootstrap address {shown!r}: write the IPv6 address of {item!r} in brackets,"
+                    f" e.g. [::1]:9092")
+        elif not _HOST_NAME.fullmatch(host):
+            return (f"invalid Kafka bootstrap address {shown!r}: {host!r} is not a host name"
+                    " (ASCII letters, digits, '.', '-', '_') or address")
+        if not (port.isascii() and port.isdigit()) or len(port) > 5 or not 1 <= int(port) <= 65535:
+            where = "" if item == bootstrap.strip() else f" of {item!r}"
+            return f"invalid Kafka bootstrap address {shown!r}: port {port!r}{where} is not 1 to 65535"
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -64,7 +64,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
 
 from .errors import StoreError
-from .kafka_support import is_transient, needs_new_producer, pause
+from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause
 from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints, relay_skips
@@ -167,12 +167,9 @@ class RelayConfig:
     lock_poll_interval: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.bootstrap or not isinstance(self.bootstrap, str):
-            raise RelayError(f"invalid Kafka bootstrap address {self.bootstrap!r}: expected host:port[,host:port]")
-        for part in self.bootstrap.split(","):
-            host, sep, port = part.strip().rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise RelayError(f"invalid Kafka bootstrap address {self.bootstrap!r}: expected host:port[,host:port]")
+        problem = bootstrap_problem(self.bootstrap)
+        if problem is not None:
+            raise RelayError(problem)
         for what, value in (("batch size", self.batch_size), ("partitions", self.partitions),
                             ("replication factor", self.replication_factor)):
             if value is not None and (not isinstance(value, int) or value < 1):

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 
 from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
 
 from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection
@@ -47,6 +48,13 @@ class KafkaSettings:
     give_up_after: float = 30.0
     """With ``once`` and in replays: how long Kafka may stay unreachable before the run
     stops with an error (a long-running runner keeps retrying instead)."""
+
+    def __post_init__(self) -> None:
+        """Raises :class:`ProjectionError` for a bootstrap list that is not
+        ``host:port[,host:port]`` with ports 1 to 65535 (before any I/O)."""
+        problem = bootstrap_problem(self.bootstrap)
+        if problem is not None:
+            raise ProjectionError(problem)
 
     def topics(self, projection: type[Projection]) -> list[str]:
         """The topics ``<topic_prefix>.<stream type>`` of the projection's stream types;

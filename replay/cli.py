@@ -149,16 +149,44 @@ class Text(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic 
 
 
 class DatabaseURL(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
-    """A database URL that is not empty (the rest is checked when it is opened, exit 1)."""
+    """A database URL facta can use: not empty, a supported dialect and driver, ports 1 to
+    65535, only the query options :func:`~facta.eventstore.database.resolve_url` accepts,
+    each in range. Checked without connecting; whether the server answers is found out
+    when the store is opened (exit 1)."""
 
     name = "url"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from facta.eventstore.database import resolve_url
+        from facta.eventstore.errors import DatabaseURLError
+
         text = str(value)
         if not text.strip():
             self.fail(f"{text!r} is empty: give a URL such as {DEFAULT_DATABASE_URL} or "
                       "postgresql+asyncpg://localhost/facta", param, ctx)
-        return Text("database URL", None).convert(text, param, ctx)
+        text = Text("database URL", None).convert(text, param, ctx)
+        try:
+            resolve_url(text)
+        except DatabaseURLError as exc:
+            self.fail(str(exc), param, ctx)
+        return text
+
+
+class KafkaBootstrap(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
+    """A Kafka bootstrap list ``host:port[,host:port]``: ports 1 to 65535, hosts not
+    empty, IPv6 addresses in brackets (the rule of
+    :func:`~facta.eventstore.kafka_support.parse_bootstrap`)."""
+
+    name = "host:port"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from facta.eventstore.kafka_support import bootstrap_problem
+
+        text = Text("Kafka bootstrap address", 10_000).convert(value, param, ctx)
+        problem = bootstrap_problem(text)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return text
 
 
 class Folder(click.Path):
@@ -265,8 +293,8 @@ def kafka_option(fn: F) -> F:
         "--kafka-bootstrap",
         envvar="FACTA_KAFKA_BOOTSTRAP",
         default=None,
-        type=Text("Kafka bootstrap address", 10_000),
-        help="Kafka bootstrap servers, host:port[,host:port] (env: FACTA_KAFKA_BOOTSTRAP).",
+        type=KafkaBootstrap(),
+        help="Kafka bootstrap servers, host:port[,host:port] (IPv6 as [::1]:9092; env: FACTA_KAFKA_BOOTSTRAP).",
     )(fn)
 
 
@@ -652,7 +680,7 @@ async def _relay_that_ran(store: Any, name: str, *, or_default: bool = False) ->
     is shown even before it first ran (its lag is then the whole log)."""
     from facta.eventstore.relay import Relay, RelayConfig, RelayError
 
-    relay = Relay(store, RelayConfig(bootstrap="unused:0", name=name))
+    relay = Relay(store, RelayConfig(bootstrap="unused:9092", name=name))
     status = await relay.status()
     if status.updated_at is None and not (or_default and name == "default"):
         known = ", ".join(repr(n) for n in await store.database.read(_relay_names)) or "none"

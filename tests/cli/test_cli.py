@@ -111,10 +111,16 @@ def _on_test_server(*, database: str | None = None, user: str | None = None) -> 
     return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
 
 
+@pytest.mark.parametrize("url", ["nonsense", "mysql://x/y", "postgresql+psycopg2://localhost/x"])
+def test_malformed_database_urls_are_usage_errors(url: str) -> None:
+    """A URL facta cannot use is refused while parsing options (exit 2), before any I/O."""
+    result = facta("db", "upgrade", "--database-url", url)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("facta: error: Invalid value for '--database-url': ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(("url", "needles"), [
-    ("nonsense", ["invalid database URL 'nonsense'"]),
-    ("mysql://x/y", ["unsupported database 'mysql'"]),
-    ("postgresql+psycopg2://localhost/x", ["driver 'psycopg2'", "use postgresql+asyncpg"]),
     ("sqlite:////no/such/folder/x.db", ["folder '/no/such/folder' does not exist"]),
     ("postgresql://127.0.0.1:1/facta", ["cannot reach PostgreSQL at 127.0.0.1:1/facta", "Connect call failed"]),
     (_on_test_server(database="facta_no_such_database"), ['database "facta_no_such_database" does not exist']),

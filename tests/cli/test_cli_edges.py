@@ -30,6 +30,7 @@ from facta.replay.cli import (
     MAX_VERSION,
     DatabaseURL,
     Folder,
+    KafkaBootstrap,
     Revision,
     Seconds,
     Text,
@@ -42,7 +43,7 @@ from tests.conftest import migrate
 from ..eventstore._audit_scenario import ACCOUNT, build
 from .test_cli import facta, one_line_error
 
-CHECKED_TYPES = (WholeNumber, Seconds, UtcTime, Text, DatabaseURL, Revision, Folder, click.Choice)
+CHECKED_TYPES = (WholeNumber, Seconds, UtcTime, Text, DatabaseURL, KafkaBootstrap, Revision, Folder, click.Choice)
 
 
 def commands() -> Iterator[tuple[list[str], click.Command]]:
@@ -81,7 +82,11 @@ def bad_values(kind: click.ParamType) -> list[str]:
     if isinstance(kind, UtcTime):
         return ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+01:00", "2026-11-22T12:00:00", "yesterday", ""]
     if isinstance(kind, DatabaseURL):
-        return ["", "  ", "sqlite:///a\x00b.db"]
+        return ["", "  ", "sqlite:///a\x00b.db", "postgresql://h/x?foo=bar", "sqlite:///x.db?timeout=abc",
+                "postgresql://h/x?prepared_statement_cache_size=-5", "postgresql://127.0.0.1:99999/x"]
+    if isinstance(kind, KafkaBootstrap):
+        return ["127.0.0.1:99999", "127.0.0.1:0", "nohost", ":9092", "a:1,,b:2", "::1:9092", "[::1:9092", "a b:1",
+                "a\x00b:1"]
     if isinstance(kind, Revision):
         return ["nonsense", "", "a\x00b"]
     if isinstance(kind, Folder):

@@ -406,7 +406,8 @@ def test_cli_names_the_bad_port(tmp_path: Any) -> None:
         [*command, "db", "current", "--database-url", "postgresql://127.0.0.1:99999/x"],  # type: ignore[list-item]
         capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error: refused while parsing --database-url
     assert result.stderr == (
-        "facta: error: invalid port '99999' in database URL 'postgresql://127.0.0.1:99999/x': a port is 1 to 65535\n"
+        "facta: error: Invalid value for '--database-url': invalid port '99999' in database URL"
+        " 'postgresql://127.0.0.1:99999/x': a port is 1 to 65535 (see 'facta db current --help')\n"
     )

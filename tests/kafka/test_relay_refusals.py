@@ -256,7 +256,7 @@ async def test_skip_refuses_what_it_cannot_mean_in_one_line(migrated_url: str, k
                 await relay.skip(position, "why")
             assert str(info.value) == expected
         with pytest.raises(RelayError, match="no relay named 'typo' has run on this store"):
-            await Relay(store, RelayConfig(bootstrap="unused:0", name="typo")).skip(later[0], "why")
+            await Relay(store, RelayConfig(bootstrap="unused:9092", name="typo")).skip(later[0], "why")
         with pytest.raises(RelayError, match="invalid reason ''"):
             await relay.skip(later[0], "")
         first, new = await relay.skip(later[0], "first reason", "a")
