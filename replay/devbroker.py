@@ -265,10 +265,12 @@ async def _answers_metadata(bootstrap: str, within: float) -> bool:
 
 
 def _wait_until_answers(bootstrap: str, timeout: float, alive: Callable[[], bool] | None = None) -> bool:
-    host, _, port_text = bootstrap.split(",")[0].strip().rpartition(":")
-    if not host or not port_text.isdigit():
-        raise BrokerError(f"bad bootstrap address {bootstrap!r}: expected host:port")
-    port = int(port_text)
+    from facta.eventstore.kafka_support import parse_bootstrap
+
+    try:
+        host, port = parse_bootstrap(bootstrap)[0]
+    except ValueError as exc:
+        raise BrokerError(str(exc)) from None
     deadline = time.monotonic() + timeout
 
     async def loop() -> bool:
@@ -294,7 +296,9 @@ def _wait_until_answers(bootstrap: str, timeout: float, alive: Callable[[], bool
 
 
 def wait_for_kafka(bootstrap: str, timeout: float = 10.0) -> None:
-    """Wait until ``bootstrap`` answers Kafka metadata requests; :class:`BrokerError` if not in time."""
+    """Wait until ``bootstrap`` answers Kafka metadata requests; :class:`BrokerError` if not
+    in time, or at once for a bootstrap that is not ``host:port[,host:port]`` (ports 1 to
+    65535)."""
     if not _wait_until_answers(bootstrap, timeout):
         raise BrokerError(f"no Kafka broker answers at {bootstrap} (waited {timeout:g} s)")
 

@@ -51,3 +51,12 @@ def test_bad_bootstrap_lists_are_one_line_everywhere(bootstrap: str, reason: str
 def test_a_bootstrap_that_is_not_text_is_refused() -> None:
     with pytest.raises(ProjectionError, match=r"^invalid Kafka bootstrap address 9092: expected host:port"):
         KafkaSettings(bootstrap=9092)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bootstrap", ["127.0.0.1:99999", "127.0.0.1:0", "nohost"])
+def test_waiting_for_a_broker_at_a_bad_bootstrap_is_refused_at_once(bootstrap: str) -> None:
+    from facta.replay.devbroker import BrokerError, wait_for_kafka
+
+    with pytest.raises(BrokerError, match=r"^invalid Kafka bootstrap address ") as caught:
+        wait_for_kafka(bootstrap, timeout=30.0)
+    assert repr(bootstrap) in str(caught.value)
