@@ -13,6 +13,7 @@ from .errors import (
     StoreError,
     StreamNotFound,
     StreamTypeMismatch,
+    UnknownSchemaRevision,
 )
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend
 from .repository import Repository, VersionNotFound
@@ -38,6 +39,7 @@ __all__ = [
     "StreamAppend",
     "StreamNotFound",
     "StreamTypeMismatch",
+    "UnknownSchemaRevision",
     "VersionNotFound",
     "database_url_from_env",
     "resolve_url",

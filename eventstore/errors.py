@@ -18,6 +18,7 @@ __all__ = [
     "StoreError",
     "StreamNotFound",
     "StreamTypeMismatch",
+    "UnknownSchemaRevision",
 ]
 
 
@@ -72,6 +73,19 @@ class MigrationRefused(StoreError):
 
 class SchemaNotReady(StoreError):
     """The database has no facta schema, or an older one: run ``facta db upgrade``."""
+
+
+class UnknownSchemaRevision(StoreError):
+    """The database's facta schema is at a revision this facta does not know (most likely
+    written by a newer facta): upgrade facta. Nothing was changed. ``revision`` is what the
+    version table holds."""
+
+    def __init__(self, where: str, revision: str, known: list[str]) -> None:
+        self.where, self.revision, self.known = where, revision, known
+        super().__init__(
+            f"{where} is at schema revision {revision!r}, which this facta does not know (it knows"
+            f" {known[0]} to {known[-1]}): it was probably written by a newer facta; upgrade facta"
+        )
 
 
 class StreamNotFound(StoreError):

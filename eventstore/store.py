@@ -127,8 +127,10 @@ class EventStore:
         return store
 
     async def check_schema(self) -> None:
-        """Raise :class:`SchemaNotReady` unless the database is at facta's newest revision."""
-        revision = await migrations.current(self.database)
+        """Raise :class:`SchemaNotReady` unless the database is at facta's newest revision
+        (:class:`~facta.eventstore.errors.UnknownSchemaRevision` when it is at one this facta
+        does not know)."""
+        revision = await migrations.known_current(self.database)
         where = self.database.url.render_as_string(hide_password=True)
         if revision is None:
             raise SchemaNotReady(f"{where} has no facta schema: run `facta db upgrade`")

@@ -466,9 +466,9 @@ async def _migrate(
     database = Database.create(database_url)
     try:
         with translate_connect_errors(database.url):
-            before = await migrations.current(database)
+            before = await migrations.known_current(database)
             await step(database)
-            after = await migrations.current(database)
+            after = await migrations.known_current(database)
     finally:
         await database.dispose()
     return database.url.render_as_string(hide_password=True), before, after
@@ -526,7 +526,7 @@ async def db_current(database_url: str, as_json: bool) -> None:
     database = Database.create(database_url)
     try:
         with translate_connect_errors(database.url):
-            revision = await migrations.current(database)
+            revision = await migrations.known_current(database)
     finally:
         await database.dispose()
     head = migrations.head()

@@ -88,3 +88,38 @@ def test_a_bad_bootstrap_is_one_line_on_every_command(bootstrap: str, message: s
                                env={"FACTA_KAFKA_BOOTSTRAP": bootstrap})
             usage_line(result, "Invalid value for '--kafka-bootstrap'", message)
     assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]
+
+
+# -- a store at a revision this facta does not know ----------------------------------------
+
+STORE_COMMANDS = [
+    ["db", "upgrade"], ["db", "current"], ["db", "current", "--json"], ["db", "downgrade", "0002"],
+    ["demo", "--rides", "1", "--seed", "1"], ["projections", "list"], ["projections", "run", "billing", "--once"],
+    ["projections", "skip", "billing", "--position", "1", "--reason", "r"], ["projections", "skipped"],
+    ["relay", "status"], ["relay", "run", "--once", "--kafka-bootstrap", "127.0.0.1:1", "--kafka-timeout", "0.5"],
+    ["relay", "skip", "--position", "1", "--reason", "r"], ["audit", "events"], ["audit", "history", "x"],
+    ["audit", "state", "x"], ["audit", "trace", "c"], ["audit", "diff", "x", "--from-version", "1", "--to-version", "2"],
+    ["replay", "billing", "--from-position", "0", "--dry-run"],
+]
+
+
+async def test_every_command_refuses_a_store_at_an_unknown_revision(migrated_url: str, tmp_path: object) -> None:
+    import asyncio
+
+    from tests.eventstore.test_unknown_revision import _stamp, _version_rows, expected
+
+    await _stamp(migrated_url, "9999")
+    message = f"facta: error: {expected(migrated_url)}"
+
+    def run_all() -> list[tuple[list[str], int, str]]:
+        results = []
+        for command in STORE_COMMANDS:
+            result = facta(*command, "--database-url", migrated_url, cwd=tmp_path)  # type: ignore[arg-type]
+            results.append((command, result.returncode, result.stderr))
+        return results
+
+    for command, code, stderr in await asyncio.to_thread(run_all):
+        assert code == 1, (command, code, stderr)
+        assert "Traceback" not in stderr, (command, stderr)
+        assert stderr.strip().splitlines()[-1] == message, (command, stderr)
+    assert await _version_rows(migrated_url) == ["9999"]
