@@ -69,6 +69,7 @@ from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
+from .validation import check_relay_numbers
 
 __all__ = [
     "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "RecordRefused", "Relay", "RelayConfig", "RelayError", "RelaySkip",
@@ -167,6 +168,7 @@ class RelayConfig:
     lock_poll_interval: float = 0.5
 
     def __post_init__(self) -> None:
+        check_relay_numbers(batch_size=self.batch_size, partitions=self.partitions, replication_factor=self.replication_factor, request_timeout_ms=self.request_timeout_ms)
         if not self.bootstrap or not isinstance(self.bootstrap, str):
             raise RelayError(f"invalid Kafka bootstrap address {self.bootstrap!r}: expected host:port[,host:port]")
         for part in self.bootstrap.split(","):

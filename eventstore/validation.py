@@ -431,3 +431,139 @@ def _difference(original: Any, back: Any, path: str = "") -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:80] + "…"
+
+
+# -- arguments of the public API: Python types, checked before any I/O ------------------------
+#
+# Each public method calls one of these in its first line. A wrong type (a bool where a
+# number goes, a str or a date where a datetime goes, one event where a list goes) is an
+# InvalidValue naming the argument, the value's type and value, and what is expected.
+# Sequences: any list, tuple or other ``collections.abc.Sequence`` except text (str,
+# bytes) is accepted wherever facta takes a list; sets, dicts and iterators are refused
+# (their order is not defined, or a check would use them up).
+
+
+def _got(value: object) -> str:
+    return f"{type(value).__name__} {_short(value)}"
+
+
+def check_int_arg(name: str, value: object, *, optional: bool = False, low: int | None = None) -> None:
+    """An ``int`` argument (``bool`` is not one), at least ``low`` when given."""
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidValue(f"{name} must be an integer{' or None' if optional else ''}, got {_got(value)}")
+    if low is not None and value < low:
+        raise InvalidValue(f"{name} must be >= {low}, got {value}")
+
+
+def check_bool_arg(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidValue(f"{name} must be True or False, got {_got(value)}")
+
+
+def check_time_arg(name: str, value: object, *, optional: bool = False) -> None:
+    """A ``datetime`` argument (not a ``date``, a text or a number). Whether it is aware
+    and within range is checked by the function that takes it."""
+    if value is None and optional:
+        return
+    if not isinstance(value, datetime):
+        hint = " (parse text with datetime.fromisoformat)" if isinstance(value, str) else ""
+        raise InvalidValue(
+            f"{name} must be an aware datetime{' or None' if optional else ''}, got {_got(value)}{hint}"
+        )
+
+
+def check_sequence_arg(name: str, value: object, item_types: type | tuple[type, ...], what: str) -> None:
+    """A list (or tuple, or other Sequence but text) whose items are ``item_types``."""
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
+        single = " (wrap a single one in a list)" if isinstance(value, item_types) else ""
+        raise InvalidValue(f"{name} must be a list of {what}, got {_got(value)}{single}")
+    for i, item in enumerate(value):
+        if not isinstance(item, item_types):
+            raise InvalidValue(f"{name}[{i}] must be a {what.rstrip('s')}, got {_got(item)}")
+
+
+def check_append_args(stream_id: object, stream_type: object, events: object, expected_version: object) -> None:
+    """:meth:`EventStore.append`'s arguments (the rest is checked as for ``append_many``)."""
+    check_sequence_arg("events", events, (DomainEvent, PendingEvent), "events (DomainEvent or PendingEvent)")
+    check_int_arg("expected_version", expected_version, optional=True)
+
+
+def nothing_to_append(appends: object, snapshots: object) -> bool:
+    """Check :meth:`EventStore.append_many`'s containers; True when ``appends`` is empty
+    (then nothing is written and the result is ``[]``; snapshots without events are
+    refused: they are written by :meth:`EventStore.save_snapshot`)."""
+    check_sequence_arg("appends", appends, StreamAppend, "StreamAppends")
+    check_sequence_arg("snapshots", snapshots, Snapshot, "Snapshots")
+    for i, append in enumerate(appends):  # type: ignore[arg-type]
+        check_sequence_arg(f"appends[{i}].events", append.events, (DomainEvent, PendingEvent),
+                           "events (DomainEvent or PendingEvent)")
+        check_int_arg(f"appends[{i}].expected_version", append.expected_version, optional=True)
+        if not append.events:
+            raise InvalidValue(f"append to stream {append.stream_id!r} has no events: give at least one")
+    if not appends and snapshots:
+        raise InvalidValue(
+            f"append_many got {len(snapshots)} snapshot(s) and no appends: write snapshots"  # type: ignore[arg-type]
+            " without events with save_snapshot"
+        )
+    return not appends
+
+
+def check_window_args(**times: object) -> None:
+    """Times of a query (``since``, ``until``, ``as_of``, ``when``): datetimes or None."""
+    for name, value in times.items():
+        check_time_arg(name, value, optional=True)
+
+
+def check_replay_from(position: object, offset: object, partition: object, time: object) -> None:
+    """:class:`~facta.projections.replay.ReplayFrom`'s fields."""
+    for name, value in (("position", position), ("offset", offset), ("partition", partition)):
+        check_int_arg(f"ReplayFrom {name}", value, optional=True)
+    check_time_arg("ReplayFrom time", time, optional=True)
+
+
+def check_aggregate_class(name: str, cls: object) -> None:
+    from facta.domain import Aggregate
+
+    if not (isinstance(cls, type) and issubclass(cls, Aggregate)) or not hasattr(cls, "stream_type"):
+        raise InvalidValue(f"{name} must be an Aggregate subclass declared with stream_type=..., got {_got(cls)}")
+
+
+def check_aggregates(name: str, values: Sequence[object]) -> None:
+    from facta.domain import Aggregate
+
+    for i, value in enumerate(values):
+        if not isinstance(value, Aggregate):
+            raise InvalidValue(f"{name}[{i}] must be an Aggregate, got {_got(value)}")
+
+
+def check_store_arg(name: str, value: object) -> None:
+    from .store import EventStore
+
+    if not isinstance(value, EventStore):
+        raise InvalidValue(f"{name} must be an EventStore, got {_got(value)}")
+
+
+def check_repository_args(store: object, snapshot_every: object) -> None:
+    check_store_arg("store", store)
+    check_int_arg("snapshot_every", snapshot_every, optional=True)
+
+
+def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
+    """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
+    from facta.projections.api import Projection
+    from facta.projections.replay import ReplayFrom
+
+    if not (isinstance(projection, type) and issubclass(projection, Projection)) or not hasattr(projection, "name"):
+        raise InvalidValue(f"projection must be a Projection subclass declared with name=..., got {_got(projection)}")
+    if not isinstance(start, ReplayFrom):
+        raise InvalidValue(f"start must be a ReplayFrom, got {_got(start)}")
+    check_int_arg("batch_size", batch_size, low=1)
+
+
+def check_relay_numbers(**numbers: object) -> None:
+    """A relay's integer settings are ints (``replication_factor`` may be None); their
+    ranges are the relay's to check."""
+    for name, value in numbers.items():
+        check_int_arg(name, value, optional=name == "replication_factor")
