@@ -135,10 +135,13 @@ def read_model_table(name: str, *items: Column[Any] | Constraint | Index) -> Any
     leave them unnamed; a rebuild gives its fresh copy's indexes its own names.
 
     Names are quoted, so any text works (upper case, spaces, quotes, non-ASCII letters),
-    except: an empty name or one holding NUL; a table, index or constraint name longer
-    than :data:`MAX_NAME_BYTES` (54) bytes in UTF-8; a table name starting with
-    ``facta_`` (facta's own tables) or ending with ``__rebuild`` (rebuild copies). Each
-    raises :class:`ProjectionError` here, naming it.
+    except: an empty name or one holding NUL; a table, column, index or constraint name
+    longer than :data:`MAX_NAME_BYTES` (54) bytes in UTF-8 (one limit for every name, so
+    a model declared on one dialect works on the other: PostgreSQL would cut a longer
+    column name to 63 bytes); two columns whose names differ only in case (SQLite does
+    not tell them apart); a table name starting with ``facta_`` (facta's own tables) or
+    ending with ``__rebuild`` (rebuild copies). Each raises :class:`ProjectionError`
+    here, naming it.
     """
     _check_name("read-model table name", name, "")
     lowered = name.lower()
@@ -147,21 +150,40 @@ def read_model_table(name: str, *items: Column[Any] | Constraint | Index) -> Any
     if lowered.endswith(REBUILD_SUFFIX):
         raise ProjectionError(f"read-model table name {name!r} ends with {REBUILD_SUFFIX!r}, which rebuild copies use")
     table = Table(name, MetaData(), *items)
+    _check_columns(table)
     for kind, item_name in _named_items(table):
         _check_name(f"{kind} name", item_name, f" of read-model table {name!r}")
     return ReadModelTable(table)
 
 
-def _check_name(what: str, name: Any, where: str) -> None:
-    if not isinstance(name, str) or not name:
+def _check_columns(table: Table) -> None:
+    """Every column name within the limit; no two alike but for case."""
+    seen: dict[str, str] = {}
+    where = f" of read-model table {table.name!r}"
+    for column in table.columns:
+        _check_name("column name", column.name, where,
+                    "the limit of every read-model name, so that a model moves between dialects (PostgreSQL keeps 63"
+                    " bytes of a name)")
+        other = seen.setdefault(column.name.lower(), column.name)
+        if other != column.name:
+            raise ProjectionError(
+                f"column name {column.name!r}{where} differs from column {other!r} only in case, which SQLite does"
+                " not tell apart: rename one of them"
+            )
+
+
+def _check_name(what: str, name: Any, where: str, reason: str = "") -> None:
+    if not isinstance(name, str):
+        raise ProjectionError(f"{what} {name!r}{where} is a {type(name).__name__}: give a string")
+    if not name:
         raise ProjectionError(f"{what} {name!r}{where} is empty")
     if "\x00" in name:
         raise ProjectionError(f"{what} {name!r}{where} holds a NUL character, which PostgreSQL cannot store")
     size = len(name.encode())
     if size > MAX_NAME_BYTES:
         raise ProjectionError(
-            f"{what} {name!r}{where} is {size} bytes long: at most {MAX_NAME_BYTES} (UTF-8), since PostgreSQL keeps"
-            f" 63 bytes of a name and a rebuild's copy adds {REBUILD_SUFFIX!r}"
+            f"{what} {name!r}{where} is {size} bytes long: at most {MAX_NAME_BYTES} (UTF-8), "
+            + (reason or f"since PostgreSQL keeps 63 bytes of a name and a rebuild's copy adds {REBUILD_SUFFIX!r}")
         )
 
 
@@ -193,6 +215,8 @@ class Projection:
     def __init_subclass__(cls, *, name: str | None = None, registry: EventRegistry | None = None, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if name is not None:
+            if not isinstance(name, str):
+                raise ProjectionError(f"projection name {name!r} is a {type(name).__name__}: give a string")
             if not name or not name.replace("_", "").isalnum() or not name.isascii():
                 raise ValueError(f"projection name {name!r} must be letters, digits and underscores")
             if len(name) > MAX_PROJECTION_NAME:
