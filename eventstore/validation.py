@@ -33,7 +33,7 @@ import math
 import re
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -199,10 +199,33 @@ def _check_time(field: str, value: object) -> None:
         raise InvalidValue(f"{field} must be a datetime, got {type(value).__name__} {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidValue(f"{field} {value.isoformat()} is naive: give an aware time")
+    problem = offset_problem(value)
+    if problem is not None:
+        raise InvalidValue(f"{field} {value.isoformat()} {problem}")
     try:
         value.astimezone(UTC)
     except OverflowError:
         raise InvalidValue(f"{field} {value.isoformat()} is outside the years 1 to 9999 in UTC") from None
+
+
+def offset_problem(value: datetime | time) -> str | None:
+    """Why an aware time's UTC offset cannot be stored, or None: facta keeps offsets of
+    whole minutes (ISO 8601, and so JSON text, writes no finer one). The same rule holds
+    for occurred-at times (stored as the UTC instant) and payload or state values (stored
+    with their offset)."""
+    offset = value.utcoffset()
+    if offset is None or offset % timedelta(minutes=1) == timedelta(0):
+        return None
+    return (f"has the UTC offset {_offset_text(offset)}, which is not a whole number of minutes;"
+            " facta stores offsets of whole minutes only")
+
+
+def _offset_text(offset: timedelta) -> str:
+    sign = "-" if offset < timedelta(0) else "+"
+    offset = abs(offset)
+    minutes, rest = divmod(offset, timedelta(minutes=1))
+    text = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}:{rest.seconds:02d}"
+    return text + (f".{rest.microseconds:06d}" if rest.microseconds else "")
 
 
 def check_append(
@@ -361,6 +384,11 @@ def _check_values(value: Any, label: str, path: str = "", depth: int = 0) -> Non
             raise fail(problem)
         return
     if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, (datetime, time)):
+        problem = offset_problem(value)
+        if problem is not None:
+            raise fail(problem)
         return
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
