@@ -513,9 +513,9 @@ def check_sequence_arg(name: str, value: object, item_types: type | tuple[type, 
 
 
 def check_append_args(stream_id: object, stream_type: object, events: object, expected_version: object) -> None:
-    """:meth:`EventStore.append`'s arguments (the rest is checked as for ``append_many``)."""
+    """:meth:`EventStore.append`'s arguments (the rest, the expected version too, is
+    checked as for ``append_many``, by :func:`check_append`)."""
     check_sequence_arg("events", events, (DomainEvent, PendingEvent), "events (DomainEvent or PendingEvent)")
-    check_int_arg("expected_version", expected_version, optional=True)
 
 
 def nothing_to_append(appends: object, snapshots: object) -> bool:
@@ -527,7 +527,6 @@ def nothing_to_append(appends: object, snapshots: object) -> bool:
     for i, append in enumerate(appends):  # type: ignore[arg-type]
         check_sequence_arg(f"appends[{i}].events", append.events, (DomainEvent, PendingEvent),
                            "events (DomainEvent or PendingEvent)")
-        check_int_arg(f"appends[{i}].expected_version", append.expected_version, optional=True)
         if not append.events:
             raise InvalidValue(f"append to stream {append.stream_id!r} has no events: give at least one")
     if not appends and snapshots:
