@@ -263,6 +263,8 @@ def check_append(
 def check_snapshot(snapshot: Snapshot) -> Snapshot:
     """Check a snapshot's names, version and state JSON text; return it as it will be
     stored (floats written with an exponent rewritten, see the module docstring)."""
+    if not isinstance(snapshot, Snapshot):
+        raise InvalidValue(f"snapshot must be a Snapshot, got {_got(snapshot)}")
     check_text("stream id", snapshot.stream_id)
     check_text("stream type", snapshot.stream_type)
     check_text("state schema", snapshot.state_schema)
@@ -577,20 +579,58 @@ def check_repository_args(store: object, snapshot_every: object) -> None:
     check_int_arg("snapshot_every", snapshot_every, optional=True)
 
 
-def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
-    """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
+def check_projection_class(name: str, projection: object) -> None:
     from facta.projections.api import Projection
-    from facta.projections.replay import ReplayFrom
 
     if not (isinstance(projection, type) and issubclass(projection, Projection)) or not hasattr(projection, "name"):
-        raise InvalidValue(f"projection must be a Projection subclass declared with name=..., got {_got(projection)}")
+        raise InvalidValue(f"{name} must be a Projection subclass declared with name=..., got {_got(projection)}")
+
+
+def check_seconds_arg(name: str, value: object, *, optional: bool = False) -> None:
+    """A duration in seconds: an int or a finite float >= 0 (``bool`` is not one)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise InvalidValue(f"{name} must be a finite number of seconds >= 0, got {_got(value)}")
+
+
+def check_runner_args(store: object, projection: object, kafka: object, config: object) -> None:
+    """:class:`~facta.projections.ProjectionRunner`'s arguments."""
+    from facta.projections.runner import KafkaSettings, RunnerConfig
+
+    check_store_arg("store", store)
+    check_projection_class("projection", projection)
+    if kafka is not None and not isinstance(kafka, KafkaSettings):
+        raise InvalidValue(f"kafka must be a KafkaSettings or None, got {_got(kafka)}")
+    if config is not None and not isinstance(config, RunnerConfig):
+        raise InvalidValue(f"config must be a RunnerConfig or None, got {_got(config)}")
+
+
+def check_settings(owner: str, ints: dict[str, object], seconds: dict[str, object] = {},  # noqa: B006
+                   flags: dict[str, object] = {}) -> None:  # noqa: B006
+    """The types of a settings object's fields (``owner`` names it): ints (``bool`` is
+    not one), durations in seconds, flags."""
+    for name, value in ints.items():
+        check_int_arg(f"{owner} {name}", value, optional=name == "replication_factor")
+    for name, value in seconds.items():
+        check_seconds_arg(f"{owner} {name}", value)
+    for name, value in flags.items():
+        check_bool_arg(f"{owner} {name}", value)
+
+
+def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
+    """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
+    from facta.projections.replay import ReplayFrom
+
+    check_projection_class("projection", projection)
     if not isinstance(start, ReplayFrom):
         raise InvalidValue(f"start must be a ReplayFrom, got {_got(start)}")
     check_int_arg("batch_size", batch_size, low=1)
 
 
-def check_relay_numbers(**numbers: object) -> None:
-    """A relay's integer settings are ints (``replication_factor`` may be None); their
-    ranges are the relay's to check."""
-    for name, value in numbers.items():
-        check_int_arg(name, value, optional=name == "replication_factor")
+def check_relay_args(store: object, config: object) -> None:
+    from .relay import RelayConfig
+
+    check_store_arg("store", store)
+    if not isinstance(config, RelayConfig):
+        raise InvalidValue(f"config must be a RelayConfig, got {_got(config)}")

@@ -37,6 +37,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import conv, quoted_name
 
 from facta.domain import DomainEvent, EventRegistry, default_registry
+from facta.domain.events import check_event_class
 from facta.eventstore import EventStore, RecordedEvent
 
 from .errors import ProjectionError
@@ -73,7 +74,9 @@ MAX_TOPIC_LENGTH = 249
 
 
 def handles(event_cls: type[E]) -> Callable[[Callable[[P, ReadModel, E, RecordedEvent], None]], Callable[[P, ReadModel, E, RecordedEvent], None]]:
-    """Mark a method as the read-model handler of ``event_cls`` (one per event class)."""
+    """Mark a method as the read-model handler of ``event_cls`` (one per event class).
+    Raises :class:`~facta.domain.EventRegistryError` unless it is a declared event class."""
+    check_event_class("handles", event_cls)
 
     def mark(fn: Callable[[P, ReadModel, E, RecordedEvent], None]) -> Callable[[P, ReadModel, E, RecordedEvent], None]:
         fn.__facta_handles__ = event_cls  # type: ignore[attr-defined]
@@ -85,7 +88,9 @@ def handles(event_cls: type[E]) -> Callable[[Callable[[P, ReadModel, E, Recorded
 def effect(event_cls: type[E]) -> Callable[[Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]]], Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]]]:
     """Mark an async method as a side effect of ``event_cls``: run once per event before
     its batch commits, skipped by replays. It must be idempotent (key it by the event id):
-    a crash after the effect and before the checkpoint runs it again."""
+    a crash after the effect and before the checkpoint runs it again. Raises
+    :class:`~facta.domain.EventRegistryError` unless it is a declared event class."""
+    check_event_class("effect", event_cls)
 
     def mark(
         fn: Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]],

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from facta.domain import Aggregate, AggregateState, DomainEvent, applies
+from facta.domain import Aggregate, AggregateState, DomainEvent, EventRegistryError, applies, default_registry
 from facta.eventstore import EventStore, InvalidValue, Repository, Snapshot, StreamAppend, audit
-from facta.eventstore.relay import RelayConfig
+from facta.eventstore.relay import Relay, RelayConfig
+from facta.projections import ProjectionRunner, effect, handles
 from facta.projections.replay import ReplayFrom, plan_replay, replay
+from facta.projections.runner import KafkaSettings, RunnerConfig
 
 
 class Ticked(DomainEvent, name="argtest.ticked"):
@@ -208,12 +210,55 @@ async def test_replay_arguments(store: EventStore, no_io: NoIO) -> None:
     assert no_io.calls == 0
 
 
-def test_relay_config_numbers() -> None:
-    with pytest.raises(InvalidValue, match="batch_size must be an integer, got bool True"):
-        RelayConfig("127.0.0.1:9092", batch_size=True)
-    with pytest.raises(InvalidValue, match=r"partitions must be an integer, got float 3\.0"):
-        RelayConfig("127.0.0.1:9092", partitions=3.0)  # type: ignore[arg-type]
+def test_settings_objects_check_their_types() -> None:
+    for make, says in [
+        (lambda: RelayConfig("127.0.0.1:9092", batch_size=True), "RelayConfig batch_size must be an integer, got bool True"),
+        (lambda: RelayConfig("127.0.0.1:9092", partitions=3.0), "RelayConfig partitions must be an integer, got float 3.0"),
+        (lambda: RelayConfig("127.0.0.1:9092", poll_interval="1"),
+         "RelayConfig poll_interval must be a finite number of seconds >= 0, got str '1'"),
+        (lambda: RelayConfig("127.0.0.1:9092", idempotence=1), "RelayConfig idempotence must be True or False, got int 1"),
+        (lambda: RunnerConfig(batch_size=True), "RunnerConfig batch_size must be an integer, got bool True"),
+        (lambda: RunnerConfig(poll_interval=float("nan")),
+         "RunnerConfig poll_interval must be a finite number of seconds >= 0, got float nan"),
+        (lambda: KafkaSettings("127.0.0.1:9092", give_up_after="30"),
+         "KafkaSettings give_up_after must be a finite number of seconds >= 0, got str '30'"),
+        (lambda: KafkaSettings("127.0.0.1:9092", session_timeout_ms=6000.0),
+         "KafkaSettings session_timeout_ms must be an integer, got float 6000.0"),
+    ]:
+        with pytest.raises(InvalidValue) as caught:
+            make()  # type: ignore[no-untyped-call]
+        assert str(caught.value) == says
     assert RelayConfig("127.0.0.1:9092", batch_size=5).batch_size == 5
+    assert RunnerConfig(batch_size=7, poll_interval=0).batch_size == 7
+    assert KafkaSettings("127.0.0.1:9092", give_up_after=5).give_up_after == 5
+
+
+async def test_store_runner_and_relay_arguments(store: EventStore, no_io: NoIO) -> None:
+    from facta.projections.reference import RideBoard
+
+    await refused(lambda: store.save_snapshot("x"), "snapshot must be a Snapshot, got str 'x'")  # type: ignore[arg-type]
+    await refused(lambda: ProjectionRunner(store, "ride_board"),  # type: ignore[arg-type]
+                  "projection must be a Projection subclass declared with name=..., got str 'ride_board'")
+    await refused(lambda: ProjectionRunner(store, RideBoard, config={"batch_size": 5}),  # type: ignore[arg-type]
+                  "config must be a RunnerConfig or None, got dict")
+    await refused(lambda: ProjectionRunner("sqlite:///x.db", RideBoard),  # type: ignore[arg-type]
+                  "store must be an EventStore, got str")
+    await refused(lambda: Relay(store, "127.0.0.1:9092"),  # type: ignore[arg-type]
+                  "config must be a RelayConfig, got str '127.0.0.1:9092'")
+    assert no_io.calls == 0
+
+
+def test_declaration_decorators_take_event_classes() -> None:
+    for call, says in [
+        (lambda: applies("argtest.ticked"), "@applies takes an event class declared with name=..., got str 'argtest.ticked'"),
+        (lambda: handles(Ticked()), "@handles takes an event class declared with name=..., got Ticked"),
+        (lambda: effect(DomainEvent), "@effect takes an event class declared with name=..., got DomainEvent"),
+        (lambda: default_registry.upcaster("argtest.ticked", True), "upcaster from_version must be an integer >= 1, got bool True"),
+        (lambda: default_registry.upcaster("argtest.ticked", "1"), "upcaster from_version must be an integer >= 1, got str '1'"),
+    ]:
+        with pytest.raises(EventRegistryError) as caught:
+            call()  # type: ignore[no-untyped-call]
+        assert str(caught.value).startswith(says), str(caught.value)
 
 
 async def test_right_types_still_work(store: EventStore) -> None:
