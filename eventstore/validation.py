@@ -526,14 +526,16 @@ def nothing_to_append(appends: object, snapshots: object) -> bool:
     refused: they are written by :meth:`EventStore.save_snapshot`)."""
     check_sequence_arg("appends", appends, StreamAppend, "StreamAppends")
     check_sequence_arg("snapshots", snapshots, Snapshot, "Snapshots")
-    for i, append in enumerate(appends):  # type: ignore[arg-type]
+    assert isinstance(appends, Sequence) and isinstance(snapshots, Sequence)
+    append: StreamAppend
+    for i, append in enumerate(appends):
         check_sequence_arg(f"appends[{i}].events", append.events, (DomainEvent, PendingEvent),
                            "events (DomainEvent or PendingEvent)")
         if not append.events:
             raise InvalidValue(f"append to stream {append.stream_id!r} has no events: give at least one")
     if not appends and snapshots:
         raise InvalidValue(
-            f"append_many got {len(snapshots)} snapshot(s) and no appends: write snapshots"  # type: ignore[arg-type]
+            f"append_many got {len(snapshots)} snapshot(s) and no appends: write snapshots"
             " without events with save_snapshot"
         )
     return not appends
