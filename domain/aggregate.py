@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .errors import DomainError, EventRegistryError, FactaError
-from .events import DomainEvent
+from .events import DomainEvent, check_event_class
 from .names import stream_type_problem
 
 __all__ = ["Aggregate", "AggregateState", "PendingEvent", "UnknownAggregateType", "aggregate_class", "applies"]
@@ -55,7 +55,9 @@ class PendingEvent:
 
 
 def applies(event_cls: type[E]) -> Callable[[Callable[[Any, E], None]], Callable[[Any, E], None]]:
-    """Mark a method as the handler that applies ``event_cls`` to the aggregate's state."""
+    """Mark a method as the handler that applies ``event_cls`` to the aggregate's state.
+    Raises :class:`EventRegistryError` unless it is a declared event class."""
+    check_event_class("applies", event_cls)
 
     def mark(fn: Callable[[Any, E], None]) -> Callable[[Any, E], None]:
         setattr(fn, _HANDLER_ATTR, event_cls)

@@ -48,7 +48,10 @@ class EventRegistry:
         return cls
 
     def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-        """Register ``fn`` as the step that turns ``from_version`` into ``from_version + 1``."""
+        """Register ``fn`` as the step that turns ``from_version`` into ``from_version + 1``.
+        Raises :class:`EventRegistryError` for an ``event_type`` that is not a str or a
+        ``from_version`` that is not an int >= 1 (a bool is not one)."""
+        check_upcaster_key(event_type, from_version)
 
         def decorate(fn: Upcaster) -> Upcaster:
             key = (event_type, from_version)
@@ -140,3 +143,20 @@ class DomainEvent(BaseModel):
         cls.event_type = name
         cls.schema_version = version
         (registry if registry is not None else default_registry).register(cls)
+
+
+def check_event_class(decorator: str, event_cls: object) -> None:
+    """Raise :class:`EventRegistryError` unless ``event_cls`` is a DomainEvent class
+    declared with ``name=...`` (what ``@applies``, ``@handles`` and ``@effect`` take)."""
+    if not (isinstance(event_cls, type) and issubclass(event_cls, DomainEvent)) or "event_type" not in vars(event_cls):
+        shown = event_cls.__qualname__ if isinstance(event_cls, type) else f"{type(event_cls).__name__} {event_cls!r}"
+        raise EventRegistryError(f"@{decorator} takes an event class declared with name=..., got {shown}")
+
+
+def check_upcaster_key(event_type: object, from_version: object) -> None:
+    if not isinstance(event_type, str) or not event_type:
+        raise EventRegistryError(f"upcaster event_type must be a non-empty str, got {type(event_type).__name__} {event_type!r}")
+    if not isinstance(from_version, int) or isinstance(from_version, bool) or from_version < 1:
+        raise EventRegistryError(
+            f"upcaster from_version must be an integer >= 1, got {type(from_version).__name__} {from_version!r}"
+        )

@@ -27,7 +27,7 @@ from .records import RecordedEvent
 from .repository import Repository, VersionNotFound
 from .schema import events as events_table
 from .store import EventStore
-from .validation import check_position, check_text, check_texts, check_version
+from .validation import check_position, check_text, check_texts, check_version, check_window_args
 
 __all__ = [
     "AuditError",
@@ -163,6 +163,7 @@ async def state_at(
     Raises :class:`StreamNotFound`, :class:`VersionNotFound` (a version past the end) and
     :class:`AuditError` (a time before the stream's first recorded event, or in the future).
     """
+    check_window_args(as_of=as_of)
     check_text("stream id", stream_id)
     check_version("at_version", at_version, optional=True)
     if at_version is not None and as_of is not None:
@@ -312,6 +313,7 @@ async def events(
 
     Raises :class:`AuditError` for a bad limit or window and :class:`InvalidValue` (before
     any I/O) for a name facta cannot store or a position outside int64."""
+    check_window_args(since=since, until=until)
     check_texts("types", types)
     check_texts("stream_types", stream_types)
     check_text("actor", actor, optional=True, empty=True)

@@ -69,6 +69,7 @@ from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
+from .validation import check_relay_args, check_settings
 
 __all__ = [
     "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "RecordRefused", "Relay", "RelayConfig", "RelayError", "RelaySkip",
@@ -167,6 +168,7 @@ class RelayConfig:
     lock_poll_interval: float = 0.5
 
     def __post_init__(self) -> None:
+        check_settings("RelayConfig", {"batch_size": self.batch_size, "partitions": self.partitions, "replication_factor": self.replication_factor, "request_timeout_ms": self.request_timeout_ms}, {"poll_interval": self.poll_interval, "max_backoff": self.max_backoff, "lock_poll_interval": self.lock_poll_interval}, {"idempotence": self.idempotence})
         problem = bootstrap_problem(self.bootstrap)
         if problem is not None:
             raise RelayError(problem)
@@ -299,6 +301,7 @@ class Relay:
     to publish until caught up."""
 
     def __init__(self, store: EventStore, config: RelayConfig) -> None:
+        check_relay_args(store, config)
         self.store = store
         self.config = config
         self._lock = active_lock(store, "relay", config.name, RelayError)

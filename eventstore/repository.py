@@ -17,7 +17,7 @@ from facta.domain import Aggregate, AggregateState
 from .errors import StoreError, StreamNotFound, StreamTypeMismatch
 from .records import AppendResult, Snapshot, StreamAppend
 from .store import EventStore
-from .validation import check_version, encode_state
+from .validation import check_aggregate_class, check_aggregates, check_repository_args, check_version, encode_state
 
 __all__ = ["Repository", "VersionNotFound"]
 
@@ -46,6 +46,9 @@ class Repository:
     """
 
     def __init__(self, store: EventStore, *, snapshot_every: int | None = 100) -> None:
+        """Raises :class:`InvalidValue` for a ``store`` that is not an EventStore or a
+        ``snapshot_every`` that is not an int (a bool or float) or None."""
+        check_repository_args(store, snapshot_every)
         if snapshot_every is not None and snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1 or None, got {snapshot_every!r}")
         self.store = store
@@ -64,7 +67,9 @@ class Repository:
 
         Raises :class:`StreamNotFound`, :class:`StreamTypeMismatch` (the stream holds
         another aggregate type) and :class:`VersionNotFound` (``at_version`` < 1 or past
-        the end)."""
+        the end), and :class:`InvalidValue` before any I/O for a ``cls`` that is not a
+        declared Aggregate class or an ``at_version`` that is not an int."""
+        check_aggregate_class("cls", cls)
         check_version("at_version", at_version, optional=True)
         if at_version is not None and at_version < 1:
             raise VersionNotFound(aggregate_id, at_version, await self.store.stream_version(aggregate_id))
@@ -102,7 +107,9 @@ class Repository:
         correlation_id: str | None = None,
         causation_id: str | None = None,
     ) -> list[AppendResult]:
-        """Append every aggregate's pending events in one transaction (all or nothing)."""
+        """Append every aggregate's pending events in one transaction (all or nothing).
+        Raises :class:`InvalidValue` before any I/O for an argument that is not an Aggregate."""
+        check_aggregates("aggregates", aggregates)
         dirty = [a for a in aggregates if a.pending_events]
         if not dirty:
             return []
@@ -117,6 +124,7 @@ class Repository:
 
     async def snapshot(self, aggregate: Aggregate) -> None:
         """Store a snapshot of a saved aggregate now."""
+        check_aggregates("aggregate", [aggregate])
         if aggregate.pending_events:
             raise StoreError(f"{aggregate.stream_type} {aggregate.id!r} has unsaved events: save it first")
         await self.store.save_snapshot(self._snapshot(aggregate))

@@ -55,14 +55,17 @@ from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pen
 from .schema import UTCDateTime, events, snapshots
 from .validation import (
     check_append,
+    check_append_args,
     check_event_id,
     check_limit,
     check_position,
     check_snapshot,
     check_text,
     check_texts,
+    check_time_arg,
     check_version,
     encode_event,
+    nothing_to_append,
 )
 
 __all__ = ["EventStore"]
@@ -162,7 +165,10 @@ class EventStore:
         causation_id: str | None = None,
     ) -> AppendResult:
         """Append ``events`` to one stream if it is at ``expected_version`` (0: new stream,
-        None: any). Raises :class:`ConcurrencyError` and writes nothing on a conflict."""
+        None: any). Raises :class:`ConcurrencyError` and writes nothing on a conflict, and
+        :class:`InvalidValue` before any I/O for wrong types (``events`` not a list or
+        tuple of events, a bool or float expected version) or a list with no events."""
+        check_append_args(stream_id, stream_type, events, expected_version)
         (result,) = await self.append_many(
             [StreamAppend(stream_id, stream_type, events, expected_version)],
             actor=actor,
@@ -194,7 +200,14 @@ class EventStore:
         event id given twice, a stream named twice, no events), and on SQLite
         :class:`~facta.eventstore.errors.DatabaseBusy` when another connection holds the
         write lock past the busy timeout.
+
+        ``appends`` (and each one's events, and ``snapshots``) may be any list or tuple.
+        An empty ``appends`` returns ``[]`` and does no I/O; with snapshots it is refused
+        (:meth:`save_snapshot` writes snapshots alone). Wrong types raise
+        :class:`InvalidValue` before any I/O, naming the argument.
         """
+        if nothing_to_append(appends, snapshots):
+            return []
         now = datetime.now(UTC)
         batch = [(a, [as_pending(e, now) for e in a.events]) for a in appends]
         snapshots = check_append(batch, actor, correlation_id, causation_id, snapshots)
@@ -462,8 +475,9 @@ class EventStore:
         event there was recorded at or after ``when``: every event at or below it is
         committed, so none recorded later can appear before the position returned.
 
-        Raises ValueError for a naive ``when``.
+        Raises ValueError for a naive ``when`` (:class:`InvalidValue` for one that is not a datetime).
         """
+        check_time_arg("when", when)
         if when.tzinfo is None:
             raise ValueError(f"naive datetime {when.isoformat()} given: use an aware time")
         upto = await self.head_position()

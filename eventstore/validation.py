@@ -33,7 +33,7 @@ import math
 import re
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -199,10 +199,33 @@ def _check_time(field: str, value: object) -> None:
         raise InvalidValue(f"{field} must be a datetime, got {type(value).__name__} {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidValue(f"{field} {value.isoformat()} is naive: give an aware time")
+    problem = offset_problem(value)
+    if problem is not None:
+        raise InvalidValue(f"{field} {value.isoformat()} {problem}")
     try:
         value.astimezone(UTC)
     except OverflowError:
         raise InvalidValue(f"{field} {value.isoformat()} is outside the years 1 to 9999 in UTC") from None
+
+
+def offset_problem(value: datetime | time) -> str | None:
+    """Why an aware time's UTC offset cannot be stored, or None: facta keeps offsets of
+    whole minutes (ISO 8601, and so JSON text, writes no finer one). The same rule holds
+    for occurred-at times (stored as the UTC instant) and payload or state values (stored
+    with their offset)."""
+    offset = value.utcoffset()
+    if offset is None or offset % timedelta(minutes=1) == timedelta(0):
+        return None
+    return (f"has the UTC offset {_offset_text(offset)}, which is not a whole number of minutes;"
+            " facta stores offsets of whole minutes only")
+
+
+def _offset_text(offset: timedelta) -> str:
+    sign = "-" if offset < timedelta(0) else "+"
+    offset = abs(offset)
+    minutes, rest = divmod(offset, timedelta(minutes=1))
+    text = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}:{rest.seconds:02d}"
+    return text + (f".{rest.microseconds:06d}" if rest.microseconds else "")
 
 
 def check_append(
@@ -240,6 +263,8 @@ def check_append(
 def check_snapshot(snapshot: Snapshot) -> Snapshot:
     """Check a snapshot's names, version and state JSON text; return it as it will be
     stored (floats written with an exponent rewritten, see the module docstring)."""
+    if not isinstance(snapshot, Snapshot):
+        raise InvalidValue(f"snapshot must be a Snapshot, got {_got(snapshot)}")
     check_text("stream id", snapshot.stream_id)
     check_text("stream type", snapshot.stream_type)
     check_text("state schema", snapshot.state_schema)
@@ -362,6 +387,11 @@ def _check_values(value: Any, label: str, path: str = "", depth: int = 0) -> Non
         return
     if isinstance(value, bool) or value is None:
         return
+    if isinstance(value, (datetime, time)):
+        problem = offset_problem(value)
+        if problem is not None:
+            raise fail(problem)
+        return
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             raise fail(f"is {value!r}; facta stores only finite floats")
@@ -431,3 +461,178 @@ def _difference(original: Any, back: Any, path: str = "") -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:80] + "…"
+
+
+# -- arguments of the public API: Python types, checked before any I/O ------------------------
+#
+# Each public method calls one of these in its first line. A wrong type (a bool where a
+# number goes, a str or a date where a datetime goes, one event where a list goes) is an
+# InvalidValue naming the argument, the value's type and value, and what is expected.
+# Sequences: any list, tuple or other ``collections.abc.Sequence`` except text (str,
+# bytes) is accepted wherever facta takes a list; sets, dicts and iterators are refused
+# (their order is not defined, or a check would use them up).
+
+
+def _got(value: object) -> str:
+    return f"{type(value).__name__} {_short(value)}"
+
+
+def check_int_arg(name: str, value: object, *, optional: bool = False, low: int | None = None) -> None:
+    """An ``int`` argument (``bool`` is not one), at least ``low`` when given."""
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidValue(f"{name} must be an integer{' or None' if optional else ''}, got {_got(value)}")
+    if low is not None and value < low:
+        raise InvalidValue(f"{name} must be >= {low}, got {value}")
+
+
+def check_bool_arg(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidValue(f"{name} must be True or False, got {_got(value)}")
+
+
+def check_time_arg(name: str, value: object, *, optional: bool = False) -> None:
+    """A ``datetime`` argument (not a ``date``, a text or a number). Whether it is aware
+    and within range is checked by the function that takes it."""
+    if value is None and optional:
+        return
+    if not isinstance(value, datetime):
+        hint = " (parse text with datetime.fromisoformat)" if isinstance(value, str) else ""
+        raise InvalidValue(
+            f"{name} must be an aware datetime{' or None' if optional else ''}, got {_got(value)}{hint}"
+        )
+
+
+def check_sequence_arg(name: str, value: object, item_types: type | tuple[type, ...], what: str) -> None:
+    """A list (or tuple, or other Sequence but text) whose items are ``item_types``."""
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
+        single = " (wrap a single one in a list)" if isinstance(value, item_types) else ""
+        raise InvalidValue(f"{name} must be a list of {what}, got {_got(value)}{single}")
+    for i, item in enumerate(value):
+        if not isinstance(item, item_types):
+            raise InvalidValue(f"{name}[{i}] must be a {what.rstrip('s')}, got {_got(item)}")
+
+
+def check_append_args(stream_id: object, stream_type: object, events: object, expected_version: object) -> None:
+    """:meth:`EventStore.append`'s arguments (the rest, the expected version too, is
+    checked as for ``append_many``, by :func:`check_append`)."""
+    check_sequence_arg("events", events, (DomainEvent, PendingEvent), "events (DomainEvent or PendingEvent)")
+
+
+def nothing_to_append(appends: object, snapshots: object) -> bool:
+    """Check :meth:`EventStore.append_many`'s containers; True when ``appends`` is empty
+    (then nothing is written and the result is ``[]``; snapshots without events are
+    refused: they are written by :meth:`EventStore.save_snapshot`)."""
+    check_sequence_arg("appends", appends, StreamAppend, "StreamAppends")
+    check_sequence_arg("snapshots", snapshots, Snapshot, "Snapshots")
+    assert isinstance(appends, Sequence) and isinstance(snapshots, Sequence)
+    append: StreamAppend
+    for i, append in enumerate(appends):
+        check_sequence_arg(f"appends[{i}].events", append.events, (DomainEvent, PendingEvent),
+                           "events (DomainEvent or PendingEvent)")
+        if not append.events:
+            raise InvalidValue(f"append to stream {append.stream_id!r} has no events: give at least one")
+    if not appends and snapshots:
+        raise InvalidValue(
+            f"append_many got {len(snapshots)} snapshot(s) and no appends: write snapshots"
+            " without events with save_snapshot"
+        )
+    return not appends
+
+
+def check_window_args(**times: object) -> None:
+    """Times of a query (``since``, ``until``, ``as_of``, ``when``): datetimes or None."""
+    for name, value in times.items():
+        check_time_arg(name, value, optional=True)
+
+
+def check_replay_from(position: object, offset: object, partition: object, time: object) -> None:
+    """:class:`~facta.projections.replay.ReplayFrom`'s fields."""
+    for name, value in (("position", position), ("offset", offset), ("partition", partition)):
+        check_int_arg(f"ReplayFrom {name}", value, optional=True)
+    check_time_arg("ReplayFrom time", time, optional=True)
+
+
+def check_aggregate_class(name: str, cls: object) -> None:
+    from facta.domain import Aggregate
+
+    if not (isinstance(cls, type) and issubclass(cls, Aggregate)) or not hasattr(cls, "stream_type"):
+        raise InvalidValue(f"{name} must be an Aggregate subclass declared with stream_type=..., got {_got(cls)}")
+
+
+def check_aggregates(name: str, values: Sequence[object]) -> None:
+    from facta.domain import Aggregate
+
+    for i, value in enumerate(values):
+        if not isinstance(value, Aggregate):
+            raise InvalidValue(f"{name}[{i}] must be an Aggregate, got {_got(value)}")
+
+
+def check_store_arg(name: str, value: object) -> None:
+    from .store import EventStore
+
+    if not isinstance(value, EventStore):
+        raise InvalidValue(f"{name} must be an EventStore, got {_got(value)}")
+
+
+def check_repository_args(store: object, snapshot_every: object) -> None:
+    check_store_arg("store", store)
+    check_int_arg("snapshot_every", snapshot_every, optional=True)
+
+
+def check_projection_class(name: str, projection: object) -> None:
+    from facta.projections.api import Projection
+
+    if not (isinstance(projection, type) and issubclass(projection, Projection)) or not hasattr(projection, "name"):
+        raise InvalidValue(f"{name} must be a Projection subclass declared with name=..., got {_got(projection)}")
+
+
+def check_seconds_arg(name: str, value: object, *, optional: bool = False) -> None:
+    """A duration in seconds: an int or a finite float >= 0 (``bool`` is not one)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise InvalidValue(f"{name} must be a finite number of seconds >= 0, got {_got(value)}")
+
+
+def check_runner_args(store: object, projection: object, kafka: object, config: object) -> None:
+    """:class:`~facta.projections.ProjectionRunner`'s arguments."""
+    from facta.projections.runner import KafkaSettings, RunnerConfig
+
+    check_store_arg("store", store)
+    check_projection_class("projection", projection)
+    if kafka is not None and not isinstance(kafka, KafkaSettings):
+        raise InvalidValue(f"kafka must be a KafkaSettings or None, got {_got(kafka)}")
+    if config is not None and not isinstance(config, RunnerConfig):
+        raise InvalidValue(f"config must be a RunnerConfig or None, got {_got(config)}")
+
+
+def check_settings(owner: str, ints: dict[str, object], seconds: dict[str, object] = {},  # noqa: B006
+                   flags: dict[str, object] = {}) -> None:  # noqa: B006
+    """The types of a settings object's fields (``owner`` names it): ints (``bool`` is
+    not one), durations in seconds, flags."""
+    for name, value in ints.items():
+        check_int_arg(f"{owner} {name}", value, optional=name == "replication_factor")
+    for name, value in seconds.items():
+        check_seconds_arg(f"{owner} {name}", value)
+    for name, value in flags.items():
+        check_bool_arg(f"{owner} {name}", value)
+
+
+def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
+    """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
+    from facta.projections.replay import ReplayFrom
+
+    check_projection_class("projection", projection)
+    if not isinstance(start, ReplayFrom):
+        raise InvalidValue(f"start must be a ReplayFrom, got {_got(start)}")
+    check_int_arg("batch_size", batch_size, low=1)
+
+
+def check_relay_args(store: object, config: object) -> None:
+    from .relay import RelayConfig
+
+    check_store_arg("store", store)
+    if not isinstance(config, RelayConfig):
+        raise InvalidValue(f"config must be a RelayConfig, got {_got(config)}")

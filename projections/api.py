@@ -37,6 +37,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import conv, quoted_name
 
 from facta.domain import DomainEvent, EventRegistry, default_registry
+from facta.domain.events import check_event_class
 from facta.eventstore import EventStore, RecordedEvent
 
 from .errors import ProjectionError
@@ -73,7 +74,9 @@ MAX_TOPIC_LENGTH = 249
 
 
 def handles(event_cls: type[E]) -> Callable[[Callable[[P, ReadModel, E, RecordedEvent], None]], Callable[[P, ReadModel, E, RecordedEvent], None]]:
-    """Mark a method as the read-model handler of ``event_cls`` (one per event class)."""
+    """Mark a method as the read-model handler of ``event_cls`` (one per event class).
+    Raises :class:`~facta.domain.EventRegistryError` unless it is a declared event class."""
+    check_event_class("handles", event_cls)
 
     def mark(fn: Callable[[P, ReadModel, E, RecordedEvent], None]) -> Callable[[P, ReadModel, E, RecordedEvent], None]:
         fn.__facta_handles__ = event_cls  # type: ignore[attr-defined]
@@ -85,7 +88,9 @@ def handles(event_cls: type[E]) -> Callable[[Callable[[P, ReadModel, E, Recorded
 def effect(event_cls: type[E]) -> Callable[[Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]]], Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]]]:
     """Mark an async method as a side effect of ``event_cls``: run once per event before
     its batch commits, skipped by replays. It must be idempotent (key it by the event id):
-    a crash after the effect and before the checkpoint runs it again."""
+    a crash after the effect and before the checkpoint runs it again. Raises
+    :class:`~facta.domain.EventRegistryError` unless it is a declared event class."""
+    check_event_class("effect", event_cls)
 
     def mark(
         fn: Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]],
@@ -135,10 +140,13 @@ def read_model_table(name: str, *items: Column[Any] | Constraint | Index) -> Any
     leave them unnamed; a rebuild gives its fresh copy's indexes its own names.
 
     Names are quoted, so any text works (upper case, spaces, quotes, non-ASCII letters),
-    except: an empty name or one holding NUL; a table, index or constraint name longer
-    than :data:`MAX_NAME_BYTES` (54) bytes in UTF-8; a table name starting with
-    ``facta_`` (facta's own tables) or ending with ``__rebuild`` (rebuild copies). Each
-    raises :class:`ProjectionError` here, naming it.
+    except: an empty name or one holding NUL; a table, column, index or constraint name
+    longer than :data:`MAX_NAME_BYTES` (54) bytes in UTF-8 (one limit for every name, so
+    a model declared on one dialect works on the other: PostgreSQL would cut a longer
+    column name to 63 bytes); two columns whose names differ only in case (SQLite does
+    not tell them apart); a table name starting with ``facta_`` (facta's own tables) or
+    ending with ``__rebuild`` (rebuild copies). Each raises :class:`ProjectionError`
+    here, naming it.
     """
     _check_name("read-model table name", name, "")
     lowered = name.lower()
@@ -147,21 +155,40 @@ def read_model_table(name: str, *items: Column[Any] | Constraint | Index) -> Any
     if lowered.endswith(REBUILD_SUFFIX):
         raise ProjectionError(f"read-model table name {name!r} ends with {REBUILD_SUFFIX!r}, which rebuild copies use")
     table = Table(name, MetaData(), *items)
+    _check_columns(table)
     for kind, item_name in _named_items(table):
         _check_name(f"{kind} name", item_name, f" of read-model table {name!r}")
     return ReadModelTable(table)
 
 
-def _check_name(what: str, name: Any, where: str) -> None:
-    if not isinstance(name, str) or not name:
+def _check_columns(table: Table) -> None:
+    """Every column name within the limit; no two alike but for case."""
+    seen: dict[str, str] = {}
+    where = f" of read-model table {table.name!r}"
+    for column in table.columns:
+        _check_name("column name", column.name, where,
+                    "the limit of every read-model name, so that a model moves between dialects (PostgreSQL keeps 63"
+                    " bytes of a name)")
+        other = seen.setdefault(column.name.lower(), column.name)
+        if other != column.name:
+            raise ProjectionError(
+                f"column name {column.name!r}{where} differs from column {other!r} only in case, which SQLite does"
+                " not tell apart: rename one of them"
+            )
+
+
+def _check_name(what: str, name: Any, where: str, reason: str = "") -> None:
+    if not isinstance(name, str):
+        raise ProjectionError(f"{what} {name!r}{where} is a {type(name).__name__}: give a string")
+    if not name:
         raise ProjectionError(f"{what} {name!r}{where} is empty")
     if "\x00" in name:
         raise ProjectionError(f"{what} {name!r}{where} holds a NUL character, which PostgreSQL cannot store")
     size = len(name.encode())
     if size > MAX_NAME_BYTES:
         raise ProjectionError(
-            f"{what} {name!r}{where} is {size} bytes long: at most {MAX_NAME_BYTES} (UTF-8), since PostgreSQL keeps"
-            f" 63 bytes of a name and a rebuild's copy adds {REBUILD_SUFFIX!r}"
+            f"{what} {name!r}{where} is {size} bytes long: at most {MAX_NAME_BYTES} (UTF-8), "
+            + (reason or f"since PostgreSQL keeps 63 bytes of a name and a rebuild's copy adds {REBUILD_SUFFIX!r}")
         )
 
 
@@ -193,6 +220,8 @@ class Projection:
     def __init_subclass__(cls, *, name: str | None = None, registry: EventRegistry | None = None, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if name is not None:
+            if not isinstance(name, str):
+                raise ProjectionError(f"projection name {name!r} is a {type(name).__name__}: give a string")
             if not name or not name.replace("_", "").isalnum() or not name.isascii():
                 raise ValueError(f"projection name {name!r} must be letters, digits and underscores")
             if len(name) > MAX_PROJECTION_NAME:

@@ -55,6 +55,7 @@ from facta.eventstore import EventStore
 from facta.eventstore.audit import utc_text
 from facta.eventstore.locks import active_lock
 from facta.eventstore.schema import events, projections
+from facta.eventstore.validation import check_replay_args, check_replay_from
 
 from . import tracking
 from .api import Projection
@@ -77,6 +78,7 @@ class ReplayFrom:
     time: datetime | None = None
 
     def __post_init__(self) -> None:
+        check_replay_from(self.position, self.offset, self.partition, self.time)
         given = [n for n in ("position", "offset", "time") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ProjectionError("a replay starts from exactly one of a position, an offset or a time")
@@ -206,7 +208,10 @@ _DEFAULT_RATE = 5_000.0
 async def plan_replay(
     store: EventStore, projection: type[Projection], start: ReplayFrom, *, kafka: KafkaSettings | None = None
 ) -> ReplayPlan:
-    """Work out what :func:`replay` would read; changes nothing (``--dry-run``)."""
+    """Work out what :func:`replay` would read; changes nothing (``--dry-run``).
+    Raises :class:`~facta.eventstore.InvalidValue` before any I/O for a ``projection``
+    that is not a declared Projection class or a ``start`` that is not a ReplayFrom."""
+    check_replay_args(projection, start)
     info = await store.database.read(_projection_info, projection.name)
     if kafka is None:
         plan = await _plan_log(store, projection, start, info)
@@ -394,7 +399,10 @@ async def replay(
 
     A start that leaves out earlier events of the projection (see
     :attr:`ReplayPlan.left_out`) builds a slice and is refused with
-    :class:`ProjectionError` unless ``slice=True``; nothing is changed then."""
+    :class:`ProjectionError` unless ``slice=True``; nothing is changed then. Wrong
+    argument types (``batch_size`` not an int >= 1, ``start`` not a ReplayFrom) raise
+    :class:`~facta.eventstore.InvalidValue` before any I/O."""
+    check_replay_args(projection, start, batch_size)
     stop = stop or asyncio.Event()
     lock = active_lock(store, "projection-rebuild", projection.name, ProjectionError)
     if not await lock.acquire(stop, 0, wait=False):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
+from facta.eventstore.validation import check_runner_args, check_settings
 
 from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection
 from .applier import Applier, Delivery
@@ -55,6 +56,7 @@ class KafkaSettings:
         problem = bootstrap_problem(self.bootstrap)
         if problem is not None:
             raise ProjectionError(problem)
+        check_settings("KafkaSettings", {"session_timeout_ms": self.session_timeout_ms, "heartbeat_interval_ms": self.heartbeat_interval_ms, "request_timeout_ms": self.request_timeout_ms}, {"give_up_after": self.give_up_after}, {"commit_to_kafka": self.commit_to_kafka})
 
     def topics(self, projection: type[Projection]) -> list[str]:
         """The topics ``<topic_prefix>.<stream type>`` of the projection's stream types;
@@ -80,6 +82,9 @@ class RunnerConfig:
     poll_interval: float = 0.05
     lock_poll_interval: float = 0.5
 
+    def __post_init__(self) -> None:
+        check_settings("RunnerConfig", {"batch_size": self.batch_size}, {"poll_interval": self.poll_interval, "lock_poll_interval": self.lock_poll_interval})
+
 
 class ProjectionRunner:
     """Runs one projection from the store log, or from Kafka when ``kafka`` is given."""
@@ -92,6 +97,7 @@ class ProjectionRunner:
         kafka: KafkaSettings | None = None,
         config: RunnerConfig | None = None,
     ) -> None:
+        check_runner_args(store, projection, kafka, config)
         self.store = store
         self.projection = projection
         self.kafka = kafka

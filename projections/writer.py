@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Executable, Result, Table, and_, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import IteratorResult
+from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.types import ARRAY
 
 __all__ = ["ReadModel"]
@@ -43,6 +45,12 @@ class _TableChanges:
     upserts: dict[Key, _Change] = field(default_factory=dict)
     deletes: dict[Key, None] = field(default_factory=dict)
     inserts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _NoRows(IteratorResult[Any]):
+    """The result of running a statement for no parameter sets."""
+
+    rowcount = 0
 
 
 class ReadModel:
@@ -118,7 +126,14 @@ class ReadModel:
         return row
 
     def execute(self, statement: Executable, parameters: Any = None) -> Result[Any]:
-        """Run any statement on the batch's transaction, after the pending changes."""
+        """Run any statement on the batch's transaction, after the pending changes.
+
+        ``parameters``: None, one mapping, or a list (or tuple) of mappings, run once per
+        mapping. An empty list runs nothing and returns an empty result (``rowcount``
+        0) on both dialects; SQLAlchemy alone would run the statement once without
+        parameters (an INSERT of a row of defaults on SQLite, an error on PostgreSQL)."""
+        if isinstance(parameters, (list, tuple)) and not parameters:
+            return _NoRows(SimpleResultMetaData([]), iter([]))
         self.flush()
         return self.connection.execute(statement, parameters)
 

@@ -101,7 +101,8 @@ class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 class UtcTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """An ISO 8601 time with a time zone (``2026-11-22T12:00:00+01:00``, ``...Z``), as an
     aware UTC datetime. A time that has no UTC equivalent a datetime can hold (before
-    0001-01-01T00:00:00Z or after 9999-12-31T23:59:59.999999Z once converted) is refused."""
+    0001-01-01T00:00:00Z or after 9999-12-31T23:59:59.999999Z once converted), or with
+    more than 6 fractional digits (a datetime holds microseconds), is refused."""
 
     name = "time"
 
@@ -110,6 +111,8 @@ class UtcTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
             parsed = value
         else:
             text = str(value).strip()
+            if re.search(r"[.,][0-9]{7,}", text):  # datetime keeps 6 digits and silently drops the rest
+                self.fail(f"{_clip(text)!r} has more than 6 fractional digits: give at most microseconds", param, ctx)
             try:
                 parsed = datetime.fromisoformat(text)
             except ValueError:
