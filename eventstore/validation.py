@@ -422,7 +422,7 @@ def _difference(original: Any, back: Any, path: str = "") -> str:
     elif isinstance(original, Mapping):
         for key in original:
             if key not in back:
-                return f"key {key!r} of {where} does not read back as it is (a {type(key).__name__})"
+                return f"key {key!r} of {where} does not read back as it is (its type is {type(key).__name__})"
             if original[key] != back[key] or type(original[key]) is not type(back[key]):
                 return _difference(original[key], back[key], _path(path, key if isinstance(key, (str, int)) else repr(key)))
     elif isinstance(original, (list, tuple)) and len(original) == len(back):

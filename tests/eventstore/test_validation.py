@@ -345,7 +345,7 @@ async def test_negative_zero_is_refused(store: EventStore) -> None:
 
 @pytest.mark.parametrize(("value", "says"), [
     ((1, 2), "holds tuple (1, 2), which reads back as list [1, 2]"),
-    ({1: "a"}, "key 1 of field 'value' does not read back as it is (a int)"),
+    ({1: "a"}, "key 1 of field 'value' does not read back as it is (its type is int)"),
     (datetime(2020, 1, 1, tzinfo=UTC), "holds datetime"),
     (uuid.UUID(int=1), "holds UUID"),
 ])
