@@ -181,7 +181,7 @@ def test_tables_and_lines_show_odd_values_escaped_and_json_csv_keep_them(odd_cit
 
     # Projection skips: the reason and who skipped.
     skip = ok(["projections", "skip", "billing", "--position", "1", "--reason", REASON, "--actor", SKIPPED_BY, *db])
-    assert skip.stdout.startswith(f"projection 'billing' will skip position 1 (account.opened event ")
+    assert skip.stdout.startswith("projection 'billing' will skip position 1 (account.opened event ")
     assert skip.stdout.endswith(f"): {_shown(REASON)}\n")
     skipped = ok(["projections", "skipped", *db]).stdout
     assert _shown(REASON) in skipped and "$'op\\x07'" in skipped
@@ -348,14 +348,14 @@ def test_a_skip_reason_and_actor_have_limits(backend_url: str) -> None:
 
     async def library() -> None:
         async with await EventStore.open(backend_url) as store:
-            with pytest.raises(InvalidValue, match="skip reason 'rrr.* is 1001 characters long; facta stores at most 1000"):
+            with pytest.raises(InvalidValue, match=r"skip reason 'rrr.* is 1001 characters long; facta stores at most 1000"):
                 await store.database.write(tracking.add_skip, "ride_board", 1, "r" * 1001, None)
-            with pytest.raises(InvalidValue, match="skipped by 'aaa.* is 201 characters long; facta stores at most 200"):
+            with pytest.raises(InvalidValue, match=r"skipped by 'aaa.* is 201 characters long; facta stores at most 200"):
                 await store.database.write(tracking.add_skip, "ride_board", 1, "why", "a" * 201)
             relay = Relay(store, RelayConfig(bootstrap="unused:0"))
             with pytest.raises(RelayError, match=r"invalid reason 'r+'\.\.\.\(1001 characters\): give 1 to 1000"):
                 await relay.skip(1, "r" * 1001)
-            with pytest.raises(RelayError, match="invalid actor 'a+'.*: expected 1 to 200 characters"):
+            with pytest.raises(RelayError, match=r"invalid actor 'a+'.*: expected 1 to 200 characters"):
                 await relay.skip(1, "why", "a" * 201)
             rows = await store.database.read(lambda conn: conn.execute(select(projection_skips)).all())
             assert len(rows) == 1
