@@ -27,7 +27,7 @@ def kafka_topic_problem(name: object) -> str | None:
     when it can. Kafka's rule: 1 to :data:`KAFKA_TOPIC_MAX_LENGTH` characters, each an
     ASCII letter or digit, ``.``, ``_`` or ``-``, and neither ``.`` nor ``..``."""
     if not isinstance(name, str):
-        return f"is a {type(name).__name__}, not a string"
+        return f"is of type {type(name).__name__}, not a string"
     if not name:
         return "is empty"
     if len(name) > KAFKA_TOPIC_MAX_LENGTH:
@@ -41,7 +41,7 @@ def stream_type_problem(name: object) -> str | None:
     """Why ``name`` cannot be a stream type that names a Kafka topic, or None when it can:
     a non-empty string of :data:`TOPIC_CHARACTERS` (its length is the store's to check)."""
     if not isinstance(name, str):
-        return f"is a {type(name).__name__}, not a string"
+        return f"is of type {type(name).__name__}, not a string"
     if not name:
         return "is empty"
     return _characters_problem(name)

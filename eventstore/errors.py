@@ -97,4 +97,4 @@ class StreamNotFound(StoreError):
 class StreamTypeMismatch(StoreError):
     def __init__(self, stream_id: str, expected: str, actual: str) -> None:
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
-        super().__init__(f"stream {stream_id!r} holds a {actual!r}, not a {expected!r}")
+        super().__init__(f"stream {stream_id!r} is of stream type {actual!r}, not {expected!r}")

@@ -69,7 +69,7 @@ from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
-from .validation import check_relay_args, check_settings
+from .validation import TEXT_LIMITS, check_relay_args, check_settings
 
 __all__ = [
     "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "RecordRefused", "Relay", "RelayConfig", "RelayError", "RelaySkip",
@@ -112,6 +112,13 @@ def topic_name(prefix: str, stream_type: str) -> str:
     one rule the relay routes by; it does not check the result (see :func:`check_topic_prefix`
     and :func:`facta.domain.names.kafka_topic_problem`)."""
     return f"{prefix}.{stream_type}"
+
+
+def _clip(value: object, width: int = 40) -> str:
+    """``value``'s repr in a message, long texts cut."""
+    if isinstance(value, str) and len(value) > width:
+        return repr(value[:width]) + f"...({len(value)} characters)"
+    return repr(value)
 
 
 def check_topic_prefix(prefix: object) -> str:
@@ -341,10 +348,12 @@ class Relay:
         already (``position`` at or before its checkpoint)."""
         if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= MAX_POSITION:
             raise RelayError(f"invalid position {position!r}: expected an integer from 1 to {MAX_POSITION}")
-        if not isinstance(reason, str) or not reason.strip() or "\x00" in reason:
-            raise RelayError(f"invalid reason {reason!r}: give a non-empty text without NUL characters")
-        if actor is not None and (not isinstance(actor, str) or not actor or len(actor) > 200 or "\x00" in actor):
-            raise RelayError(f"invalid actor {actor!r}: expected 1 to 200 characters without NUL")
+        reason_limit, actor_limit = TEXT_LIMITS["skip reason"], TEXT_LIMITS["skipped by"]
+        if not isinstance(reason, str) or not reason.strip() or "\x00" in reason or len(reason) > reason_limit:
+            raise RelayError(f"invalid reason {_clip(reason)}: give 1 to {reason_limit} characters without NUL")
+        if actor is not None and (not isinstance(actor, str) or not actor or len(actor) > actor_limit
+                                  or "\x00" in actor):
+            raise RelayError(f"invalid actor {_clip(actor)}: expected 1 to {actor_limit} characters without NUL")
         row, new = await self.store.database.write(_add_skip, self.config.name, position, reason, actor)
         return _skip(row), new
 

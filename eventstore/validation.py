@@ -44,7 +44,7 @@ from facta.domain import DomainEvent, PendingEvent
 
 from .errors import InvalidValue
 from .records import Snapshot, StreamAppend
-from .schema import events, projections, relay_checkpoints, snapshots
+from .schema import events, projection_skips, projections, relay_checkpoints, snapshots
 
 __all__ = [
     "INT32",
@@ -80,6 +80,10 @@ TEXT_LIMITS: dict[str, int] = {
     "state schema": _length(snapshots.c.state_schema),
     "relay name": _length(relay_checkpoints.c.name),
     "projection name": _length(projections.c.name),
+    "skipped by": _length(projection_skips.c.skipped_by),
+    # A skip's reason (projections and relay) is a TEXT column; this limit is facta's own:
+    # a sentence or a short paragraph, one line in `facta projections skipped`.
+    "skip reason": 1000,
 }
 #: Versions (stream versions, schema versions) are INTEGER columns.
 INT32 = (-(2**31), 2**31 - 1)
@@ -448,7 +452,7 @@ def _difference(original: Any, back: Any, path: str = "") -> str:
     elif isinstance(original, Mapping):
         for key in original:
             if key not in back:
-                return f"key {key!r} of {where} does not read back as it is (a {type(key).__name__})"
+                return f"key {key!r} of {where} does not read back as it is (its type is {type(key).__name__})"
             if original[key] != back[key] or type(original[key]) is not type(back[key]):
                 return _difference(original[key], back[key], _path(path, key if isinstance(key, (str, int)) else repr(key)))
     elif isinstance(original, (list, tuple)) and len(original) == len(back):

@@ -185,7 +185,16 @@ def skipped_positions(conn: Connection, name: str) -> set[int]:
 
 
 def add_skip(conn: Connection, name: str, position: int, reason: str, actor: str | None) -> dict[str, Any]:
-    """Record that ``name`` skips the event at ``position``; returns what was recorded."""
+    """Record that ``name`` skips the event at ``position``; returns what was recorded.
+    Raises :class:`~facta.eventstore.InvalidValue` (before writing) for a ``reason`` that
+    is empty or longer than ``TEXT_LIMITS["skip reason"]`` characters, or an ``actor``
+    longer than ``TEXT_LIMITS["skipped by"]``."""
+    from facta.eventstore.validation import check_text
+
+    check_text("skip reason", reason)
+    if not reason.strip():
+        check_text("skip reason", "")  # only spaces: refused as empty
+    check_text("skipped by", actor, optional=True)
     found = conn.execute(select(events.c.event_id, events.c.event_type).where(events.c.position == position)).first()
     if found is None:
         raise ProjectionError(f"no event at position {position}: nothing to skip")

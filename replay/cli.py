@@ -65,10 +65,11 @@ class WholeNumber(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # g
         else:
             text = str(value).strip()
             if not _WHOLE_NUMBER.fullmatch(text):
-                self.fail(f"{_clip(str(value))!r} is not a whole number (a {self.what}, {self.low} to {self.high})", param, ctx)
+                self.fail(f"{_clip(str(value))!r} is not a whole number ({_a(self.what)}, {self.low} to {self.high})",
+                          param, ctx)
             digits = text.lstrip("+-").lstrip("0")
             if len(digits) > 30:  # far beyond any limit; int() of thousands of digits is refused anyway
-                self.fail(f"{_clip(text)} is not a {self.what}: give {self.low} to {self.high}", param, ctx)
+                self.fail(f"{_clip(text)} is not {_a(self.what)}: give {self.low} to {self.high}", param, ctx)
             number = int(text)
         if number < self.low:
             self.fail(f"{number} is below {self.low}, the smallest {self.what}", param, ctx)
@@ -129,16 +130,18 @@ class UtcTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 
 class Text(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """A name or id as the store holds it: at most ``max_length`` characters (None: no
-    limit), no NUL character (PostgreSQL cannot store one) and valid Unicode (no bytes
-    that are not UTF-8)."""
+    limit), no NUL character (PostgreSQL cannot store one), valid Unicode (no bytes that
+    are not UTF-8) and, unless ``empty``, not empty (nor only spaces)."""
 
     name = "text"
 
-    def __init__(self, what: str, max_length: int | None) -> None:
-        self.what, self.max_length = what, max_length
+    def __init__(self, what: str, max_length: int | None, *, empty: bool = False) -> None:
+        self.what, self.max_length, self.empty = what, max_length, empty
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
+        if not self.empty and not text.strip():
+            self.fail(f"{text!r} is empty: give {_a(self.what)}", param, ctx)
         if "\x00" in text:
             self.fail(f"{_clip(text)!r} holds a NUL character, which no {self.what} can hold", param, ctx)
         try:
@@ -146,7 +149,7 @@ class Text(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic 
         except UnicodeEncodeError:
             self.fail(f"{_clip(text)!r} is not valid UTF-8 text", param, ctx)
         if self.max_length is not None and len(text) > self.max_length:
-            self.fail(f"{_clip(text)!r} has {len(text)} characters; a {self.what} has at most {self.max_length}",
+            self.fail(f"{_clip(text)!r} has {len(text)} characters; {_a(self.what)} has at most {self.max_length}",
                       param, ctx)
         return text
 
@@ -167,7 +170,7 @@ class DatabaseURL(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # g
         if not text.strip():
             self.fail(f"{text!r} is empty: give a URL such as {DEFAULT_DATABASE_URL} or "
                       "postgresql+asyncpg://localhost/facta", param, ctx)
-        text = Text("database URL", None).convert(text, param, ctx)
+        text = Text("database URL", 10_000).convert(text, param, ctx)
         try:
             resolve_url(text)
         except DatabaseURLError as exc:
@@ -185,7 +188,9 @@ class KafkaBootstrap(click.ParamType):  # type: ignore[type-arg,unused-ignore]  
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         from facta.eventstore.kafka_support import bootstrap_problem
 
-        text = Text("Kafka bootstrap address", 10_000).convert(value, param, ctx)
+        text = Text("Kafka bootstrap address", 10_000, empty=True).convert(value, param, ctx)
+        if not text:  # empty: no Kafka, as documented for FACTA_KAFKA_BOOTSTRAP=
+            return text
         problem = bootstrap_problem(text)
         if problem is not None:
             self.fail(problem, param, ctx)
@@ -230,6 +235,69 @@ def _clip(text: str, width: int = 60) -> str:
     return text if len(text) <= width else f"{text[:width]}...({len(text)} characters)"
 
 
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: "an event type", "a stream id", "a URL"."""
+    first = noun.split()[0] if noun.split() else noun
+    vowel_sound = first[:1].lower() in "aeio" or (first[:1].lower() == "u" and not first.lower().startswith(
+        ("uni", "use", "usu", "utf", "url", "uuid")))
+    return f"{'an' if vowel_sound or first in ('8', '11', '18') else 'a'} {noun}"
+
+
+# -- what the user sees ---------------------------------------------------------------------
+#
+# Names, ids, reasons and messages reach the terminal through these three functions only.
+# A character that is not printable (C0 and C1 controls, DEL, bidi overrides such as
+# U+202E, zero-width and other invisible format characters, line and paragraph separators,
+# spaces other than ' ') is never printed raw: it would move the cursor, recolour or
+# reorder the line, or make a value that cannot be pasted back. It is written as an
+# escape: \n, \t, \r, \xHH (ASCII), \uHHHH or \UHHHHHHHH. A value holding one is shown
+# whole in bash's $'...' quoting (backslash and ' escaped too), which bash, zsh and ksh
+# read back as the exact value: `facta audit history $'ride-\x1b[31m'` finds that
+# stream. --json (JSON escapes every control character) and --csv keep exact values.
+
+
+def _escape(text: str, quote: bool) -> str:
+    """``text`` with every character that is not printable escaped; with ``quote``,
+    backslash and ' are escaped too (the inside of a $'...' string)."""
+    out = []
+    for ch in text:
+        if quote and ch in "\\'":
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[ch])
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def _shown(value: str) -> str:
+    """A name, id or reason as a table cell or a word of a line: as it is when every
+    character is printable, else ``$'...'`` with escapes (see above), pasteable as is."""
+    if value.isprintable() and not value.startswith("$'"):
+        return value
+    return "$'" + _escape(value, quote=True) + "'"
+
+
+def _quoted(value: str) -> str:
+    """A name, id or reason quoted in a line: ``'ride-1'``, or ``$'...'`` with escapes
+    when it holds a ' or a character that is not printable (pasteable as is either way)."""
+    if value.isprintable() and "'" not in value:
+        return f"'{value}'"
+    return "$'" + _escape(value, quote=True) + "'"
+
+
+def _printable(line: str) -> str:
+    """A whole message (an error, a note, a stored last error) with every character that
+    is not printable escaped; the values inside it are quoted by whoever wrote it."""
+    return line if line.isprintable() else _escape(line, quote=False)
+
+
 def _plural(count: int, noun: str, plural: str | None = None) -> str:
     """``1 event``, ``2 events``, ``0 events``."""
     return f"{count} {noun if count == 1 else (plural or noun + 's')}"
@@ -241,7 +309,10 @@ def _column_length(table: Any, column: str) -> int | None:
 
 
 def _store_texts() -> dict[str, Text]:
+    """The texts options and arguments take, each with the store's limit for it (the
+    column lengths, and :data:`~facta.eventstore.validation.TEXT_LIMITS`)."""
     from facta.eventstore import schema
+    from facta.eventstore.validation import TEXT_LIMITS
 
     ev = schema.events
     return {
@@ -252,8 +323,10 @@ def _store_texts() -> dict[str, Text]:
         "correlation_id": Text("correlation id", _column_length(ev, "correlation_id")),
         "projection": Text("projection name", _column_length(schema.projections, "name")),
         "relay": Text("relay name", _column_length(schema.relay_checkpoints, "name")),
-        "reason": Text("reason", None),
-        "prefix": Text("prefix", 249),  # Kafka's longest topic name
+        "reason": Text("reason", TEXT_LIMITS["skip reason"]),
+        "skipped_by": Text("actor", TEXT_LIMITS["skipped by"]),
+        "prefix": Text("prefix", 249, empty=True),  # Kafka's longest topic name; empty: see _topic_prefix
+        "group_prefix": Text("prefix", 249, empty=True),  # no prefix: groups named after the projections
     }
 
 
@@ -265,7 +338,7 @@ VERSION_OR_ZERO = WholeNumber(0, MAX_VERSION, "stream version")
 OFFSET = WholeNumber(0, MAX_POSITION, "Kafka offset")
 PARTITION = WholeNumber(0, MAX_PARTITION, "Kafka partition")
 UTC_TIME = UtcTime()
-MODULES = Text("module list", 10_000)
+MODULES = Text("module list", 10_000, empty=True)  # empty: none of the user's own
 
 
 def _database_url_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
@@ -331,7 +404,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except FactaError as exc:
-        click.echo(f"facta: error: {exc}", err=True)
+        click.echo(f"facta: error: {_printable(str(exc))}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("facta: interrupted", err=True)
@@ -373,7 +446,7 @@ class _OneLineUsageError(click.UsageError):
 
     def show(self, file: Any = None) -> None:
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(f"facta: error: {self.format_message()}{hint}", err=True)
+        click.echo(_printable(f"facta: error: {self.format_message()}{hint}"), err=True)
 
 
 def _one_line(exc: click.UsageError, ctx: click.Context) -> _OneLineUsageError:
@@ -400,6 +473,10 @@ class _OneLineGroup(click.Group):
     group_class = type  # subgroups are _OneLineGroups too
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            # `facta` or `facta GROUP` alone: its help (the commands it has), exit 0.
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
@@ -456,9 +533,9 @@ async def db_upgrade(database_url: str, revision: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"database": where, "before": before, "after": after, "upgraded": before != after}))
     elif before == after:
-        click.echo(f"{where}: schema already at revision {after}")
+        click.echo(f"{_shown(where)}: schema already at revision {after}")
     else:
-        click.echo(f"{where}: schema upgraded from {before or 'nothing'} to revision {after}")
+        click.echo(f"{_shown(where)}: schema upgraded from {before or 'nothing'} to revision {after}")
 
 
 async def _migrate(
@@ -508,9 +585,9 @@ async def db_downgrade(
     if as_json:
         click.echo(json.dumps({"database": where, "before": before, "after": after, "downgraded": before != after}))
     elif before == after:
-        click.echo(f"{where}: schema already at revision {after}" if after else f"{where}: no facta schema")
+        click.echo(f"{_shown(where)}: schema already at revision {after}" if after else f"{_shown(where)}: no facta schema")
     else:
-        click.echo(f"{where}: schema downgraded from {before} to {after or 'nothing (no facta schema)'}")
+        click.echo(f"{_shown(where)}: schema downgraded from {before} to {after or 'nothing (no facta schema)'}")
 
 
 @db.command("current")
@@ -559,9 +636,13 @@ async def db_current(database_url: str, as_json: bool) -> None:
 @click.option("--no-idempotence", is_flag=True, help="With --kafka: for brokers without the idempotent producer.")
 @click.option("--no-projections", is_flag=True,
               help="Only append the city's events: leave billing and the read models to `facta projections run`.")
+@click.option("--force", is_flag=True,
+              help="Run in a database that holds other tables or events (a store no demo made) too; without it "
+                   "the demo runs only on a new database or a previous demo's.")
 @_async_command
 async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: int | None, as_json: bool,
-               kafka: bool, kafka_bootstrap: str | None, no_idempotence: bool, no_projections: bool) -> None:
+               kafka: bool, kafka_bootstrap: str | None, no_idempotence: bool, no_projections: bool,
+               force: bool) -> None:
     """Run a small taxi city through the event store and summarise it.
 
     \b
@@ -573,7 +654,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
     """
     from facta.eventstore import EventStore, database_url_from_env
 
-    from .demo import city_view, next_commands, render_city, run_demo
+    from .demo import check_demo_database, city_view, next_commands, render_city, run_demo
 
     last_shown = [0]
 
@@ -582,10 +663,13 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
             last_shown[0] = done
             click.echo(f"  rides {done}/{total}", err=True)
 
+    if not force:  # before the first line, so a refusal is the only one
+        await check_demo_database(database_url)
     if not as_json:
         click.echo(f"facta demo: {_plural(rides, 'ride')}, {_plural(riders, 'rider')}, {_plural(drivers, 'driver')}", err=True)
     s = await run_demo(database_url, rides=rides, riders=riders, drivers=drivers, seed=seed, progress=progress,
-                       project=not no_projections, notice=None if as_json else lambda line: click.echo(line, err=True))
+                       project=not no_projections, force=True,  # checked above
+                       notice=None if as_json else lambda line: click.echo(_printable(line), err=True))
     streamed = await _demo_kafka(database_url, kafka_bootstrap, as_json, not no_idempotence) if kafka else None
     if as_json:
         click.echo(json.dumps({
@@ -606,7 +690,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
     if s.projected:
         click.echo("projections       " + ", ".join(f"{name} {_plural(n, 'event')}" for name, n in s.projected.items()))
     if streamed is not None:
-        click.echo(f"kafka             {streamed['bootstrap']}: published {_plural(streamed['published'], 'event')}")
+        click.echo(f"kafka             {_shown(streamed['bootstrap'])}: published {_plural(streamed['published'], 'event')}")
         for topic, count in streamed["topics"].items():
             click.echo(f"  {topic}  {_plural(count, 'record')}")
     if s.projected:
@@ -615,11 +699,11 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
             view = await city_view(store)
         click.echo()
         for line in render_city(view):
-            click.echo(line)
+            click.echo(_printable(line))
     click.echo()
     click.echo("try next:")
     for command in next_commands(s, None if database_url == database_url_from_env() else database_url):
-        click.echo(f"  {command}")
+        click.echo(f"  {_printable(command)}")
 
 
 async def _demo_kafka(database_url: str, bootstrap: str | None, quiet: bool, idempotence: bool) -> dict[str, Any]:
@@ -638,7 +722,7 @@ async def _demo_kafka(database_url: str, bootstrap: str | None, quiet: bool, ide
 
     def progress(line: str) -> None:
         if not quiet:
-            click.echo(line, err=True)
+            click.echo(_printable(line), err=True)
 
     broker = await asyncio.to_thread(start_broker, kind, ".facta-broker", progress=progress)
     try:
@@ -686,8 +770,8 @@ async def _relay_that_ran(store: Any, name: str, *, or_default: bool = False) ->
     relay = Relay(store, RelayConfig(bootstrap="unused:9092", name=name))
     status = await relay.status()
     if status.updated_at is None and not (or_default and name == "default"):
-        known = ", ".join(repr(n) for n in await store.database.read(_relay_names)) or "none"
-        raise RelayError(f"no relay named {name!r} has run on this store (relays: {known})")
+        known = ", ".join(_quoted(n) for n in await store.database.read(_relay_names)) or "none"
+        raise RelayError(f"no relay named {_quoted(name)} has run on this store (relays: {known})")
     return relay, status
 
 
@@ -762,7 +846,7 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
     if as_json:
         click.echo(json.dumps({"name": name, "published": published}))
     else:
-        click.echo(f"relay {name!r}: published {_plural(published, 'event')}")
+        click.echo(f"relay {_quoted(name)}: published {_plural(published, 'event')}")
 
 
 @relay.command("status")
@@ -791,7 +875,7 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
         }))
         return
     updated = _iso(status.updated_at) or "never"
-    click.echo(f"relay {status.name!r}: checkpoint {status.checkpoint}, head {status.head}, "
+    click.echo(f"relay {_quoted(status.name)}: checkpoint {status.checkpoint}, head {status.head}, "
                f"lag {_plural(status.lag, 'event')}, updated {updated}")
     for skip in status.skips:
         if skip.passed_at is not None:
@@ -800,8 +884,8 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
             state = "published before the skip was recorded"
         else:
             state = "not reached yet"
-        click.echo(f"  skip position {skip.position} ({skip.event_type} event {skip.event_id}), recorded "
-                   f"{_iso(skip.skipped_at)} by {skip.skipped_by or '-'}: {skip.reason}; {state}")
+        click.echo(f"  skip position {skip.position} ({_shown(skip.event_type)} event {skip.event_id}), recorded "
+                   f"{_iso(skip.skipped_at)} by {_shown(skip.skipped_by or '-')}: {_shown(skip.reason)}; {state}")
 
 
 @relay.command("skip")
@@ -809,8 +893,8 @@ async def relay_status(database_url: str, name: str, as_json: bool) -> None:
               help="The store position of the event to pass over without publishing it.")
 @click.option("--name", default="default", show_default=True, type=TEXT["relay"], help="Relay name.")
 @click.option("--reason", default="skipped by an operator", show_default=True, type=TEXT["reason"],
-              help="Why, for the record.")
-@click.option("--actor", default=None, type=TEXT["actor"], help="Who skips it (default: the login name).")
+              help="Why, for the record (at most 1000 characters).")
+@click.option("--actor", default=None, type=TEXT["skipped_by"], help="Who skips it (default: the login name).")
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was recorded as JSON.")
 @_async_command
@@ -842,11 +926,11 @@ async def relay_skip(position: int, name: str, reason: str, actor: str | None, d
     if as_json:
         click.echo(json.dumps({"relay": name, "new": new, **_skip_json(skip)}))
     elif new:
-        click.echo(f"relay {name!r} will pass over position {position} ({skip.event_type} event {skip.event_id})"
-                   f" without publishing it: {skip.reason}")
+        click.echo(f"relay {_quoted(name)} will pass over position {position} ({_shown(skip.event_type)} event "
+                   f"{skip.event_id}) without publishing it: {_shown(skip.reason)}")
     else:
-        click.echo(f"relay {name!r} skips position {position} already (recorded {_iso(skip.skipped_at)} by "
-                   f"{skip.skipped_by or '-'}: {skip.reason}); nothing changed")
+        click.echo(f"relay {_quoted(name)} skips position {position} already (recorded {_iso(skip.skipped_at)} by "
+                   f"{_shown(skip.skipped_by or '-')}: {_shown(skip.reason)}); nothing changed")
 
 
 # -- projections and replay -------------------------------------------------------------------
@@ -900,6 +984,10 @@ def _coords_text(values: dict[tuple[str, int], int]) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """Rows padded into columns under ``headers``. Cells holding names, ids or reasons
+    are passed through :func:`_shown` by the caller; any character that is still not
+    printable is escaped here (:func:`_printable`), so no cell reaches the terminal raw."""
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]]
     return "\n".join(lines)
@@ -988,7 +1076,8 @@ async def _kafka_lag(kafka: Any, catalog: Any, entries: list[dict[str, Any]]) ->
             if topics not in offsets:
                 offsets[topics] = await kafka_offsets(kafka, list(topics))
         except FactaError as exc:
-            click.echo(f"facta: warning: cannot read Kafka's offsets, lag shown as '?': {exc}", err=True)
+            click.echo(f"facta: warning: cannot read Kafka's offsets, lag shown as '?': {_printable(str(exc))}",
+                       err=True)
             return
         beginning, end = offsets[topics]
         checkpoints = entry["checkpoints"]
@@ -1037,7 +1126,7 @@ async def projections_list(database_url: str, kafka_bootstrap: str | None, topic
     for e in entries:
         counts = [n for n in e["rows"].values() if n is not None]
         rows.append([
-            e["name"] + ("" if e["known"] else " (not loaded)"), e["source"] or "-",
+            _shown(e["name"]) + ("" if e["known"] else " (not loaded)"), e["source"] or "-",
             str(e["generation"] or "-"), _coords_text(e["checkpoints"]),
             "?" if e["lag"] is None else str(e["lag"]), str(sum(counts)) if counts else "-",
             e["last_error"] or "-",
@@ -1062,7 +1151,7 @@ async def projections_list(database_url: str, kafka_bootstrap: str | None, topic
 @click.option("--kafka-session-timeout", default=10.0, show_default=True, type=Seconds(1.0, 3600.0),
               help="With Kafka: seconds the consumer group waits for a runner that stopped heartbeating (killed, "
                    "frozen) before its partitions go to the others; brokers accept 6 to 1800 by default.")
-@click.option("--group-prefix", default="facta.projection.", show_default=True, type=TEXT["prefix"],
+@click.option("--group-prefix", default="facta.projection.", show_default=True, type=TEXT["group_prefix"],
               help="With Kafka: each projection consumes in the consumer group <prefix><name>.")
 @_async_command
 async def projections_run(names: tuple[str, ...], database_url: str, kafka_bootstrap: str | None, topic_prefix: str,
@@ -1096,7 +1185,7 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
         runners = [ProjectionRunner(store, cls, kafka=kafka, config=RunnerConfig(batch_size=batch_size))
                    for cls in classes]
         if not once:
-            click.echo(f"running {', '.join(cls.name for cls in classes)} from "
+            click.echo(f"running {', '.join(_shown(cls.name) for cls in classes)} from "
                        f"{'Kafka at ' + kafka.bootstrap if kafka else 'the store log'}; SIGINT or SIGTERM stops",
                        err=True)
 
@@ -1124,7 +1213,7 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
             where = "Kafka" if kafka else "the store log"
             checkpoint = _coords_text(described.get(entry["name"], {}).get("checkpoints", {}))
             state = "stopped on an error" if entry["error"] else f"checkpoint {checkpoint}"
-            click.echo(f"{entry['name']}: applied {_plural(runner.applied, 'event')} from {where} ({state})")
+            click.echo(f"{_shown(entry['name'])}: applied {_plural(runner.applied, 'event')} from {where} ({state})")
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]
@@ -1134,8 +1223,8 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
 @click.argument("name", type=TEXT["projection"])
 @click.option("--position", required=True, type=POSITION, help="The store position of the event to skip.")
 @click.option("--reason", default="skipped by an operator", show_default=True, type=TEXT["reason"],
-              help="Why, for the record.")
-@click.option("--actor", default=None, type=TEXT["actor"], help="Who skips it (default: the login name).")
+              help="Why, for the record (at most 1000 characters).")
+@click.option("--actor", default=None, type=TEXT["skipped_by"], help="Who skips it (default: the login name).")
 @database_option
 @projections_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was recorded as JSON.")
@@ -1169,11 +1258,12 @@ async def projections_skip(name: str, position: int, reason: str, actor: str | N
     if as_json:
         click.echo(json.dumps(recorded | {"skipped_by": actor}))
     else:
-        click.echo(f"projection {name!r} will skip position {position} ({recorded['event_type']} event "
-                   f"{recorded['event_id']}): {recorded['reason']}")
+        click.echo(f"projection {_quoted(name)} will skip position {position} ({_shown(recorded['event_type'])} "
+                   f"event {recorded['event_id']}): {_shown(recorded['reason'])}")
     if recorded["already_applied"]:
-        click.echo(f"facta: note: projection {name!r} has applied position {position} already; the skip keeps it "
-                   f"out of rebuilds (`facta replay {name} --from-position 0` to take it out now)", err=True)
+        click.echo(f"facta: note: projection {_quoted(name)} has applied position {position} already; the skip "
+                   f"keeps it out of rebuilds (`facta replay {_shown(name)} --from-position 0` to take it out now)",
+                   err=True)
 
 
 @projections_group.command("skipped")
@@ -1211,12 +1301,13 @@ async def projections_skipped(name: str | None, database_url: str, projection_mo
     if as_json:
         click.echo(json.dumps(entries, indent=2))
     elif not entries:
-        click.echo("no skipped events" + (f" for projection {name!r}" if name else ""))
+        click.echo("no skipped events" + (f" for projection {_quoted(name)}" if name else ""))
     else:
         click.echo(_table(
             ["PROJECTION", "POSITION", "EVENT TYPE", "EVENT ID", "SKIPPED AT", "BY", "APPLIED AT", "REASON"],
-            [[e["projection"], str(e["position"]), e["event_type"] or "-", e["event_id"], e["skipped_at"] or "-",
-              e["skipped_by"] or "-", e["applied_at"] or "-", e["reason"]] for e in entries],
+            [[_shown(e["projection"]), str(e["position"]), _shown(e["event_type"] or "-"), e["event_id"],
+              e["skipped_at"] or "-", _shown(e["skipped_by"] or "-"), e["applied_at"] or "-", _shown(e["reason"])]
+             for e in entries],
         ))
 
 
@@ -1246,7 +1337,7 @@ class _ProgressLine:
         share = f" ({100 * done / total:.0f}%)" if total and done <= total else ""
         eta = f", ETA {_duration(progress.eta_seconds)}" if done < total else ""
         tail = ", done" if final else eta
-        text = (f"replay {self.label}: {done}/{total} {self.unit}{share}, "
+        text = (f"replay {_shown(self.label)}: {done}/{total} {self.unit}{share}, "
                 f"{progress.rate:.0f} {self.unit}/s{tail}")
         if self.tty:
             sys.stderr.write("\r" + text.ljust(self.width))
@@ -1365,7 +1456,7 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
             "checkpoint": _coords_json(result.checkpoints),
         }))
         return
-    click.echo(f"replayed {name} from {result.plan.start_from} ({where}): {_plural(result.events, 'event')} in "
+    click.echo(f"replayed {_shown(name)} from {result.plan.start_from} ({where}): {_plural(result.events, 'event')} in "
                f"{_duration(result.seconds)} ({result.rate:.0f} events/s); the rebuilt tables are live, "
                f"generation {result.generation}")
 
@@ -1375,7 +1466,7 @@ def _print_plan(plan: Any, as_json: bool, as_slice: bool = False) -> None:
         click.echo(json.dumps(plan.as_dict() | {"dry_run": True}))
         return
     where = "Kafka" if plan.source == "kafka" else "the store log"
-    click.echo(f"replay {plan.projection} from {plan.start_from}, reading {where} (dry run: nothing changed)")
+    click.echo(f"replay {_shown(plan.projection)} from {plan.start_from}, reading {where} (dry run: nothing changed)")
     if plan.source == "log":
         from facta.projections.tracking import LOG
 
@@ -1394,7 +1485,7 @@ def _print_plan(plan: Any, as_json: bool, as_slice: bool = False) -> None:
                        f" {fill.through}, which Kafka deleted (offsets before {fill.retained_from})")
     click.echo(f"  estimate  {_duration(plan.estimated_seconds)} ({plan.rate_basis})")
     needs = " (refused without --slice)" if plan.is_slice and not as_slice else ""
-    click.echo(f"  result    {plan.describe_result()}{needs}")
+    click.echo(f"  result    {_printable(plan.describe_result())}{needs}")
 
 
 # -- audit ----------------------------------------------------------------------------------
@@ -1438,11 +1529,11 @@ def _import_aggregates(modules: str | None) -> None:
         if not name:
             continue
         if not is_module_name(name):
-            raise AuditError(f"aggregate module {name!r} is not of the form package.module")
+            raise AuditError(f"aggregate module {_quoted(name)} is not of the form package.module")
         try:
             import_user_module(name)
         except Exception as exc:  # anything the module raises while it is imported
-            raise AuditError(f"cannot import aggregate module {name!r}: {import_failure(exc)}") from None
+            raise AuditError(f"cannot import aggregate module {_quoted(name)}: {import_failure(exc)}") from None
 
 
 _FILTER_COLUMNS = {"event_type": "type", "stream_type": "stream type", "actor": "actor",
@@ -1489,8 +1580,8 @@ async def _warn_never_stored(store: Any, filters: dict[str, list[str]]) -> None:
         known = await store.database.read(_distinct_values, column) if column in _SUGGESTED else []
         for value in missing:
             close = difflib.get_close_matches(value, known, n=3, cutoff=0.8)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            click.echo(f"facta: note: no stored event has {_FILTER_COLUMNS[column]} {value!r}{hint}", err=True)
+            hint = f"; did you mean {' or '.join(_quoted(c) for c in close)}?" if close else ""
+            click.echo(f"facta: note: no stored event has {_FILTER_COLUMNS[column]} {_quoted(value)}{hint}", err=True)
 
 
 def _event_json(record: Any) -> dict[str, Any]:
@@ -1511,7 +1602,7 @@ def _compact(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, str):
-        return value
+        return _shown(value)
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
@@ -1520,7 +1611,7 @@ _EVENT_COLUMNS = ["POSITION", "RECORDED AT (UTC)", "STREAM", "VERSION", "TYPE", 
 
 
 def _event_row(e: dict[str, Any]) -> list[str]:
-    return [str(e["position"]), e["recorded_at"], e["stream_id"], str(e["version"]), e["event_type"],
+    return [str(e["position"]), e["recorded_at"], _shown(e["stream_id"]), str(e["version"]), _shown(e["event_type"]),
             _compact(e["actor"]), _compact(e["correlation_id"]), _compact(e["causation_id"]), _compact(e["payload"])]
 
 
@@ -1545,10 +1636,10 @@ async def audit_history(stream_id: str, database_url: str, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
-    click.echo(f"{records[0]['stream_type']} {stream_id}: {_plural(len(records), 'event')}")
+    click.echo(f"{_shown(records[0]['stream_type'])} {_shown(stream_id)}: {_plural(len(records), 'event')}")
     click.echo(_table(
         ["VERSION", "POSITION", "RECORDED AT (UTC)", "TYPE", "ACTOR", "CORRELATION", "CAUSATION", "PAYLOAD"],
-        [[str(e["version"]), str(e["position"]), e["recorded_at"], e["event_type"], _compact(e["actor"]),
+        [[str(e["version"]), str(e["position"]), e["recorded_at"], _shown(e["event_type"]), _compact(e["actor"]),
           _compact(e["correlation_id"]), _compact(e["causation_id"]), _compact(e["payload"])] for e in records],
     ))
 
@@ -1583,11 +1674,11 @@ async def audit_state(stream_id: str, at_version: int | None, as_of: datetime | 
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"{found.stream_type} {stream_id} at version {found.version} (recorded {data['recorded_at']})")
+    click.echo(f"{_shown(found.stream_type)} {_shown(stream_id)} at version {found.version} (recorded {data['recorded_at']})")
     if found.left_out:
         click.echo(f"without version{'s' if len(found.left_out) > 1 else ''} {', '.join(map(str, found.left_out))},"
                    " recorded after that time: a state no reader of the stream saw")
-    click.echo(_table(["FIELD", "VALUE"], [[name, _compact(value)] for name, value in data["state"].items()]))
+    click.echo(_table(["FIELD", "VALUE"], [[_shown(name), _compact(value)] for name, value in data["state"].items()]))
 
 
 @audit_group.command("diff")
@@ -1619,12 +1710,12 @@ async def audit_diff(stream_id: str, from_version: int, to_version: int, databas
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
-    click.echo(f"{result.stream_type} {stream_id}: version {from_version} -> {to_version}, "
+    click.echo(f"{_shown(result.stream_type)} {_shown(stream_id)}: version {from_version} -> {to_version}, "
                f"{_plural(len(result.events), 'event')}, {_plural(len(result.changes), 'field')} changed")
     if result.changes:
         click.echo(_table(
             ["FIELD", "OLD", "NEW", "CHANGED BY"],
-            [[c.field, _compact(c.old), _compact(c.new), ", ".join(f"{v} {t}" for v, t in c.changed_by)]
+            [[_shown(c.field), _compact(c.old), _compact(c.new), ", ".join(f"{v} {_shown(t)}" for v, t in c.changed_by)]
              for c in result.changes],
         ))
 
@@ -1718,12 +1809,12 @@ async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> 
     async with await _open_store(database_url) as store:
         records = [_event_json(r) for r in await trace(store, correlation_id)]
     if not records:
-        raise AuditError(f"no event has correlation id {correlation_id!r}")
+        raise AuditError(f"no event has correlation id {_quoted(correlation_id)}")
     if as_json:
         click.echo(json.dumps(records, indent=2))
         return
     streams = sorted({e["stream_id"] for e in records})
-    click.echo(f"correlation {correlation_id}: {_plural(len(records), 'event')} in {_plural(len(streams), 'stream')}")
+    click.echo(f"correlation {_shown(correlation_id)}: {_plural(len(records), 'event')} in {_plural(len(streams), 'stream')}")
     click.echo(_table(_EVENT_COLUMNS, [_event_row(e) for e in records]))
 
 
@@ -1781,7 +1872,7 @@ def dev_broker(kind: str | None, nodes: int, port: int, data_dir: str, as_json: 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def progress(line: str) -> None:
-        click.echo(line, err=True)
+        click.echo(_printable(line), err=True)
 
     started = time.monotonic()
     try:
@@ -1795,7 +1886,7 @@ def dev_broker(kind: str | None, nodes: int, port: int, data_dir: str, as_json: 
     except FactaError as exc:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        click.echo(f"facta: error: {exc}", err=True)
+        click.echo(f"facta: error: {_printable(str(exc))}", err=True)
         sys.exit(1)
     startup_s = time.monotonic() - started
     members = target.nodes if isinstance(target, BrokerCluster) else [target]
@@ -1813,7 +1904,7 @@ def dev_broker(kind: str | None, nodes: int, port: int, data_dir: str, as_json: 
                 "bootstrap": target.bootstrap, "startup_s": round(startup_s, 2), "data_dir": data_dir,
             }), nl=True)
         else:
-            click.echo(f"{what} {shape} listening on {target.bootstrap} (pid {pids}; {keeps} {data_dir}); "
+            click.echo(f"{what} {shape} listening on {target.bootstrap} (pid {pids}; {keeps} {_shown(data_dir)}); "
                        f"started in {startup_s:.1f} s")
             click.echo(f"export FACTA_KAFKA_BOOTSTRAP={target.bootstrap}")
         sys.stdout.flush()
@@ -1821,8 +1912,8 @@ def dev_broker(kind: str | None, nodes: int, port: int, data_dir: str, as_json: 
         while not stop.wait(0.2):
             dead = [m for m in members if not m.running]
             if dead:
-                click.echo(f"facta: error: the {dead[0].description} broker exited with code {dead[0].returncode} "
-                           f"(log: {dead[0].log_path})", err=True)
+                click.echo(_printable(f"facta: error: the {dead[0].description} broker exited with code "
+                                      f"{dead[0].returncode} (log: {dead[0].log_path})"), err=True)
                 target.stop()
                 sys.exit(1)
     finally:

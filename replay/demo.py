@@ -22,14 +22,14 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, select
 
-from facta.domain import Aggregate
+from facta.domain import Aggregate, FactaError
 from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
 from facta.eventstore import ConcurrencyError, EventStore, Repository, StreamNotFound
 from facta.projections import ProjectionRunner
 from facta.projections.reference import REFERENCE_PROJECTIONS, Billing
 
-__all__ = ["TARIFF", "CityView", "DemoSummary", "city_view", "next_commands", "publish_to_kafka", "render_city", "run_demo"]
+__all__ = ["TARIFF", "CityView", "DemoRefused", "DemoSummary", "city_view", "next_commands", "publish_to_kafka", "render_city", "run_demo"]
 
 TARIFF = Tariff(currency="EUR", base=250, per_km=120, per_minute=30, minimum=700)
 TOP_UP = 50_00
@@ -221,6 +221,67 @@ async def _unbilled(store: EventStore) -> dict[str, int]:
     return owed
 
 
+class DemoRefused(FactaError):
+    """The database holds data the demo did not make (one line naming it and what it holds)."""
+
+
+def _demo_tables() -> set[str]:
+    """The tables a demo makes besides facta's own (``facta_*``): the reference read models
+    and their rebuild copies."""
+    from facta.projections.api import REBUILD_SUFFIX
+
+    names = {t.name for projection in REFERENCE_PROJECTIONS for t in projection.live_tables()}
+    return names | {name + REBUILD_SUFFIX for name in names}
+
+
+def _what_is_there(conn: Connection) -> str | None:
+    """What makes this database not the demo's, as a phrase, or None when the demo may run
+    on it: a database without tables, a previous demo's (it has ``facta_demo_runs``), or a
+    facta store without events whose other tables are the demo's read models."""
+    from sqlalchemy import inspect
+
+    from facta.eventstore.schema import events
+
+    tables = set(inspect(conn).get_table_names())
+    if not tables or DEMO_RUNS.name in tables:
+        return None
+    if events.name in tables:
+        head = conn.execute(select(func.max(events.c.position))).scalar()
+        if head is not None:
+            return f"a facta store that no demo made, with events up to position {head}"
+    foreign = sorted(t for t in tables - _demo_tables() if not t.startswith(("facta_", "sqlite_")))
+    if foreign:
+        shown = ", ".join(repr(t) for t in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        return f"{_plural_tables(len(foreign))} that {'is' if len(foreign) == 1 else 'are'} not facta's ({shown})"
+    return None
+
+
+def _plural_tables(count: int) -> str:
+    return "1 table" if count == 1 else f"{count} tables"
+
+
+async def check_demo_database(url: str) -> None:
+    """Raise :class:`DemoRefused` (one line naming the database, what it holds and how to
+    go on) unless the demo may write into the database at ``url``: a new one (a SQLite
+    file that does not exist or holds no tables), a previous demo's (which the demo
+    continues), or a facta store without events. Reads only; a missing SQLite file is
+    created, as the demo would."""
+    from facta.eventstore.database import Database, translate_connect_errors
+
+    database = Database.create(url)
+    try:
+        with translate_connect_errors(database.url):
+            problem = await database.read(_what_is_there)
+    finally:
+        await database.dispose()
+    if problem is not None:
+        url_ = database.url
+        where = (f"the SQLite file {url_.database!r}" if url_.get_backend_name() == "sqlite"
+                 else f"the database {url_.render_as_string(hide_password=True)!r}")
+        raise DemoRefused(f"{where} holds {problem}: facta demo writes only into a new database or a previous "
+                          "demo's; give another --database-url, or --force to add the demo's city to it")
+
+
 async def run_demo(
     url: str,
     *,
@@ -232,6 +293,7 @@ async def run_demo(
     progress: Callable[[int, int], None] | None = None,
     project: bool = True,
     notice: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> DemoSummary:
     """Run ``rides`` rides through the store at ``url`` (migrated first) and summarise them.
 
@@ -240,7 +302,12 @@ async def run_demo(
     planned (ride ``n`` is a pure function of the run's seed and ``n``), runs the
     projections, and returns the summary an uninterrupted run would have returned.
     ``notice`` gets one line when that happens.
+
+    Raises :class:`DemoRefused` before writing anything when the database holds data no
+    demo made (see :func:`check_demo_database`), unless ``force``.
     """
+    if not force:
+        await check_demo_database(url)
     summary = DemoSummary()
     started = time.perf_counter()
     async with await EventStore.open(url, migrate=True) as store:

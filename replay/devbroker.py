@@ -653,7 +653,8 @@ def _plan_nodes(count: int, directory: Path, port: int | None) -> list[NodeSpec]
     layout = _read_layout(directory)
     if layout is not None and len(layout["nodes"]) != count:
         had = len(layout["nodes"])
-        raise BrokerError(f"{directory} holds a {had}-node Kafka cluster: start it with --nodes {had}, "
+        raise BrokerError(f"{directory} holds a Kafka cluster of {had} node{'' if had == 1 else 's'}: start it with "
+                          f"--nodes {had}, "
                           f"or use a new data folder")
     before = {int(n["node_id"]): n for n in layout["nodes"]} if layout is not None else {}
     taken: set[int] = set()

@@ -117,7 +117,7 @@ async def test_load_missing_stream_and_wrong_type(store: EventStore) -> None:
     counter = Counter.create("c-3")
     counter.add(1)
     await repo.save(counter)
-    with pytest.raises(StreamTypeMismatch, match="holds a 'counter', not a 'other'"):
+    with pytest.raises(StreamTypeMismatch, match="is of stream type 'counter', not 'other'"):
         await repo.get(Other, "c-3")
 
 
@@ -300,5 +300,5 @@ async def test_a_snapshot_of_the_right_schema_on_a_stream_of_another_type_does_n
     counter.add(1)
     await repo.save(counter)
     await store.save_snapshot(Snapshot("c-typed", "tally", 1, '{"total": 5, "count": 1}', "tally.state/v1"))
-    with pytest.raises(StreamTypeMismatch, match="holds a 'counter', not a 'tally'"):
+    with pytest.raises(StreamTypeMismatch, match="is of stream type 'counter', not 'tally'"):
         await repo.get(Tally, "c-typed")

@@ -205,7 +205,7 @@ async def test_many_writers_appending_at_the_end_of_one_stream_all_succeed(store
 async def test_a_stream_keeps_its_type(store: EventStore) -> None:
     stream = sid()
     await store.append(stream, "note", noted(1), expected_version=0)
-    with pytest.raises(StreamTypeMismatch, match="holds a 'note', not a 'other'"):
+    with pytest.raises(StreamTypeMismatch, match="is of stream type 'note', not 'other'"):
         await store.append(stream, "other", noted(1), expected_version=1)
 
 

@@ -81,7 +81,10 @@ def test_the_table_of_limits_is_the_schema() -> None:
     assert TEXT_LIMITS == {
         "stream id": 255, "stream type": 100, "event type": 200, "actor": 255, "correlation id": 255,
         "causation id": 255, "state schema": 200, "relay name": 200, "projection name": 200,
+        "skipped by": 200, "skip reason": 1000,  # a skip's reason is TEXT: 1000 is facta's own limit
     }
+    assert schema.projection_skips.c.skipped_by.type.length == TEXT_LIMITS["skipped by"]  # type: ignore[attr-defined]
+    assert schema.relay_skips.c.skipped_by.type.length == TEXT_LIMITS["skipped by"]  # type: ignore[attr-defined]
     assert schema.events.c.stream_id.type.length == TEXT_LIMITS["stream id"]  # type: ignore[attr-defined]
 
 
@@ -345,7 +348,7 @@ async def test_negative_zero_is_refused(store: EventStore) -> None:
 
 @pytest.mark.parametrize(("value", "says"), [
     ((1, 2), "holds tuple (1, 2), which reads back as list [1, 2]"),
-    ({1: "a"}, "key 1 of field 'value' does not read back as it is (a int)"),
+    ({1: "a"}, "key 1 of field 'value' does not read back as it is (its type is int)"),
     (datetime(2020, 1, 1, tzinfo=UTC), "holds datetime"),
     (uuid.UUID(int=1), "holds UUID"),
 ])

@@ -402,7 +402,7 @@ def test_a_data_folder_keeps_its_cluster_and_records(apache_only: None, tmp_path
         assert_round_trip(records(10), asyncio.run(consume(second.bootstrap, topic_name, 10)))
     finally:
         second.stop()
-    with pytest.raises(BrokerError, match="holds a 1-node Kafka cluster: start it with --nodes 1"):
+    with pytest.raises(BrokerError, match="holds a Kafka cluster of 1 node: start it with --nodes 1"):
         devbroker.start_cluster(3, data_dir=data)
 
 
