@@ -207,8 +207,8 @@ def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Row]:
 
 def _sqlite_window(conn: Connection, query: Select[Any], after: int, limit: int) -> tuple[list[Row], int]:
     head = int(conn.execute(_MAX_POSITION).scalar_one())
-    rows = list(conn.execute(_log_slice(query, after, head, limit)).all())
-    return rows, (rows[-1][0] if len(rows) >= limit else max(head, after))
+    rows: list[Row] = list(conn.execute(_log_slice(query, after, head, limit)).all())
+    return rows, (int(rows[-1][0]) if len(rows) >= limit else max(head, after))
 
 
 def _scalar(conn: Connection, query: Select[Any]) -> Any:
