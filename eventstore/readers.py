@@ -1,7 +1,7 @@
 """The global log's readers, one per dialect, next to the appenders (:mod:`.appenders`).
 
 A reader returns rows of ``facta_events`` (its columns in table order, the payload as JSON
-text); :func:`facta.eventstore.rows.record_from_row` turns them into records. Both readers
+text); :func:`facta.eventstore.rows.records_from_rows` turns them into records. Both readers
 have the same methods, so :class:`~facta.eventstore.store.EventStore` picks one when it
 opens and never asks for the dialect again:
 

@@ -67,7 +67,7 @@ from .errors import StoreError
 from .kafka_support import is_transient, needs_new_producer, pause
 from .locks import active_lock
 from .records import RecordedEvent
-from .rows import record_from_row
+from .rows import records_from_rows
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
 
@@ -965,7 +965,7 @@ def _encode_event_id(value: Any) -> bytes:
 
 def _recorded(row: Sequence[Any], store: EventStore) -> RecordedEvent:
     """The :class:`RecordedEvent` of a raw log row (for custom routers and error messages)."""
-    return record_from_row(row, store.registry)
+    return records_from_rows((row,), store.registry)[0]
 
 
 # -- Kafka errors ---------------------------------------------------------------------------

@@ -6,13 +6,14 @@ text. Three kinds of row arrive: SQLAlchemy rows (both dialects: the event id a 
 the times aware UTC datetimes), asyncpg records (the same types) and sqlite3 driver rows
 (:meth:`EventStore.read_log_rows` on SQLite: the event id as 32 hex digits, the times as
 naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``, as :func:`facta.eventstore.appenders.sqlite_time`
-writes them). :func:`record_from_row` takes any of them.
+writes them). :func:`records_from_rows` takes any of them; it is the one place a record
+is built from rows.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,25 +22,28 @@ from facta.domain import EventRegistry, default_registry
 from .records import RecordedEvent
 from .schema import events
 
-__all__ = ["LOG_COLUMNS", "record_from_row", "stored_time"]
+__all__ = ["LOG_COLUMNS", "records_from_rows", "stored_time"]
 
 # The columns of facta_events in table order: RecordedEvent's fields up to causation_id.
 LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c)
 
 
-def record_from_row(row: Sequence[Any], registry: EventRegistry = default_registry) -> RecordedEvent:
-    """The :class:`RecordedEvent` of one row of ``facta_events`` (its :data:`LOG_COLUMNS`,
+def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = default_registry) -> list[RecordedEvent]:
+    """The :class:`RecordedEvent` of each row of ``facta_events`` (its :data:`LOG_COLUMNS`,
     in that order, the payload as JSON text), decoding with ``registry`` on first access
-    of ``.event``. A sqlite3 driver row (event id as hex text, times as naive UTC text)
-    gets a UUID and aware UTC times; other rows are taken as they are (on this hot path
-    one type check per row is all it costs)."""
+    of ``.event``. Rows read by one statement are of one kind: sqlite3 driver rows (event
+    id as hex text, times as naive UTC text) get a UUID and aware UTC times; other rows
+    are taken as they are. One call per page: the hot paths (projection catch-up,
+    rebuilds) pay one list comprehension and one type check per page, as when each
+    reader built its own records."""
     # Rows come in RecordedEvent's field order; mypy cannot count them.
-    record = RecordedEvent(*row, registry=registry)  # type: ignore[misc]
-    if isinstance(record.event_id, str):
-        record.event_id = uuid.UUID(record.event_id)
-        record.occurred_at = stored_time(record.occurred_at)
-        record.recorded_at = stored_time(record.recorded_at)
-    return record
+    records = [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+    if records and isinstance(records[0].event_id, str):
+        for record in records:
+            record.event_id = uuid.UUID(str(record.event_id))
+            record.occurred_at = stored_time(record.occurred_at)
+            record.recorded_at = stored_time(record.recorded_at)
+    return records
 
 
 def stored_time(value: Any) -> datetime:

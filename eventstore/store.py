@@ -25,7 +25,7 @@ test with 8 writer processes and a deterministic in-flight-writer test) proves i
 :class:`EventStore` is a facade over three parts: its dialect's appender
 (:mod:`.appenders`: the append hot path, finding stored events, writing snapshots), its
 dialect's log reader (:mod:`.readers`: the settled horizon above on PostgreSQL, plain
-reads on SQLite) and the one row decoder (:func:`.rows.record_from_row`). It picks the
+reads on SQLite) and the one row decoder (:func:`.rows.records_from_rows`). It picks the
 appender and the reader once, when it is made; what is left here is dialect-free: the
 checks before any I/O, telling a retry from a conflict, and the Core queries of streams,
 snapshots and :meth:`EventStore.find_events`.
@@ -59,7 +59,7 @@ from .errors import (
 from .errors import StreamTypeMismatch as _StreamTypeMismatch
 from .readers import LogReader, PostgresLogReader, SQLiteLogReader
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
-from .rows import record_from_row
+from .rows import records_from_rows
 from .schema import events, snapshots
 from .validation import (
     check_append,
@@ -300,8 +300,7 @@ class EventStore:
     # -- reads ----------------------------------------------------------------------------
 
     def _records(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
-        registry = self.registry
-        return [record_from_row(row, registry) for row in rows]
+        return records_from_rows(rows, self.registry)
 
     async def find_events(
         self,

@@ -1,5 +1,5 @@
 """The store's parts (issue 11, item 4), on SQLite and PostgreSQL: the one row decoder
-(``rows.record_from_row``), the public query audit uses (``EventStore.find_events``),
+(``rows.records_from_rows``), the public query audit uses (``EventStore.find_events``),
 and that nothing outside the store builds records from rows or reaches into it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from facta.domain import DomainEvent, PendingEvent
 from facta.eventstore import EventStore, InvalidValue, RecordedEvent
-from facta.eventstore.rows import LOG_COLUMNS, record_from_row, stored_time
+from facta.eventstore.rows import LOG_COLUMNS, records_from_rows, stored_time
 from facta.eventstore.schema import events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def test_a_sqlite_driver_row_gets_a_uuid_and_aware_utc_times() -> None:
     event_id = uuid.UUID("0123456789abcdef0123456789abcdef")
     row = (7, event_id.hex, "s-1", "marker", 2, "test.parts.marked", 1, '{"n":3}',
            "2026-11-22 11:00:00.123456", "2026-11-22 11:00:01.000001", None, "c-1", None)
-    record = record_from_row(row)
+    (record,) = records_from_rows([row])
     assert fields(record) == (
         7, event_id, "s-1", "marker", 2, "test.parts.marked", 1, '{"n":3}',
         datetime(2026, 11, 22, 11, 0, 0, 123456, tzinfo=UTC), datetime(2026, 11, 22, 11, 0, 1, 1, tzinfo=UTC),
@@ -69,7 +69,7 @@ async def test_driver_rows_and_read_log_make_the_same_records(store: EventStore)
     await _append(store, f"s-{uuid.uuid4().hex[:8]}", 3, actor="ops")
     rows = await store.read_log_rows(0, 10)
     records = await store.read_log(0, 10)
-    assert [fields(record_from_row(row, store.registry)) for row in rows] == [fields(r) for r in records]
+    assert [fields(r) for r in records_from_rows(rows, store.registry)] == [fields(r) for r in records]
     assert all(isinstance(r.event_id, uuid.UUID) and r.recorded_at.tzinfo is not None for r in records)
 
 
