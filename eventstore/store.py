@@ -323,9 +323,13 @@ class EventStore:
         committed event).
 
         This is the store's one general query (the audit queries use it); a filter is as
-        fast as the index that serves it. Raises :class:`InvalidValue` for a limit below 1.
+        fast as the index that serves it. Raises :class:`InvalidValue` (before any I/O)
+        for a limit below 1 or a range bound that is no position (an int within int64).
         """
         check_limit("limit", limit, optional=True)
+        for first, last in ranges or ():
+            check_position("ranges", first)
+            check_position("ranges", last)
         query = select(*self._reader.columns).where(*where)
         if settled:
             bound = await self._reader.bound()

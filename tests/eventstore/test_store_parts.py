@@ -108,8 +108,16 @@ async def test_find_events_settled_shows_what_a_log_reader_shows(store: EventSto
 
 @pytest.mark.parametrize("limit", [0, -1])
 async def test_find_events_refuses_a_limit_below_one(store: EventStore, limit: int) -> None:
-    with pytest.raises(InvalidValue, match="limit"):
+    with pytest.raises(InvalidValue, match="limit") as refused:
         await store.find_events(limit=limit)
+    assert "\n" not in str(refused.value) and str(limit) in str(refused.value)
+
+
+@pytest.mark.parametrize("bound", [2**63, "7", 1.5])
+async def test_find_events_refuses_a_range_bound_that_is_no_position(store: EventStore, bound: object) -> None:
+    with pytest.raises(InvalidValue, match="ranges") as refused:
+        await store.find_events(ranges=[(1, bound)])  # type: ignore[list-item]
+    assert "\n" not in str(refused.value) and repr(bound) in str(refused.value)
 
 
 def _library_files() -> list[Path]:
