@@ -8,6 +8,11 @@ either return the new positions, raise :class:`Rejected` with the streams' curre
 (a version or type mismatch: nothing was written), or raise
 :class:`LostRace` (a unique constraint fired: a concurrent writer won a version or an
 event id between the check and the insert; nothing was written).
+
+:class:`PostgresAppender` and :class:`SQLiteAppender` wrap them for the store, each with
+what else an append needs of its dialect: how to find events stored already (to tell a
+retry from a conflict) and how to write snapshots. The log's readers are next door
+(:mod:`.readers`); the store picks one appender and one reader when it opens.
 """
 
 from __future__ import annotations
@@ -17,13 +22,30 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from facta.domain import PendingEvent
 
+from .database import Database
 from .records import AppendResult, Snapshot, StreamAppend
+from .schema import UTCDateTime, snapshots
 
-__all__ = ["WRITER_MARKER", "AppendPlan", "LostRace", "Rejected", "append_postgres", "append_sqlite"]
+__all__ = [
+    "WRITER_MARKER",
+    "AppendPlan",
+    "Appender",
+    "LostRace",
+    "PostgresAppender",
+    "Rejected",
+    "SQLiteAppender",
+    "append_postgres",
+    "append_sqlite",
+]
 
 # The advisory lock every append holds, shared, from before it takes sequence values
 # until it commits: the "writer in flight" marker readers wait on (see store.py). As a
@@ -213,3 +235,98 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
     first = last - len(rows) + 1
     event_ids = [p.event_id for pending in plan.pending for p in pending]
     return plan.results(starts, dict(zip(event_ids, range(first, last + 1), strict=True)), now)
+
+
+# -- per dialect, for the store ----------------------------------------------------------------
+
+
+class Appender(Protocol):
+    """What the store asks of its dialect's appender."""
+
+    async def append(self, plan: AppendPlan) -> list[AppendResult]:
+        """Run the plan: its results, or :class:`Rejected` / :class:`LostRace`."""
+
+    @staticmethod
+    def stored(conn: Connection, event_ids: Sequence[uuid.UUID], payloads: Sequence[str]) -> dict[uuid.UUID, Any]:
+        """The events among ``event_ids`` stored already, by id, in the order the database
+        returned them: each with ``event_id``, ``stream_id``, ``stream_type``, ``version``,
+        ``position``, ``recorded_at``, ``event_type``, ``schema_version`` and
+        ``same_payload`` (whether the stored payload is the one at the same index of
+        ``payloads``, compared as stored)."""
+
+    @staticmethod
+    def insert_snapshots(conn: Connection, snaps: Sequence[Snapshot]) -> None:
+        """Write snapshots; one at a stored (stream id, version) is kept as it is."""
+
+
+_STORED = "event_id, stream_id, stream_type, version, position, recorded_at, event_type, schema_version"
+_PG_STORED_BY_ID = text(
+    f"SELECT {', '.join('e.' + c for c in _STORED.split(', '))}, e.payload::text = c.payload::jsonb::text AS same_payload"
+    " FROM unnest(CAST(:event_ids AS uuid[]), CAST(:payloads AS text[])) AS c(event_id, payload)"
+    " JOIN facta_events e ON e.event_id = c.event_id"
+).columns(recorded_at=UTCDateTime())
+_SQLITE_STORED_BY_ID = text(
+    f"SELECT {_STORED}, payload, NULL AS same_payload FROM facta_events WHERE event_id IN :event_ids"
+).bindparams(bindparam("event_ids", expanding=True)).columns(recorded_at=UTCDateTime())
+
+
+def _snapshot_rows(snaps: Sequence[Snapshot]) -> list[dict[str, Any]]:
+    return [
+        {"stream_id": s.stream_id, "version": s.version, "stream_type": s.stream_type,
+         "state": s.state, "state_schema": s.state_schema}
+        for s in snaps
+    ]
+
+
+class PostgresAppender:
+    """PostgreSQL: one autocommit ``facta_append()`` call on a pooled connection's asyncpg
+    connection (:func:`append_postgres`)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def append(self, plan: AppendPlan) -> list[AppendResult]:
+        async with self.database.driver_connection() as conn:
+            return await append_postgres(conn, plan)
+
+    @staticmethod
+    def stored(conn: Connection, event_ids: Sequence[uuid.UUID], payloads: Sequence[str]) -> dict[uuid.UUID, Any]:
+        # The payload compared as stored: JSONB normalises key order and spacing.
+        rows = conn.execute(_PG_STORED_BY_ID, {"event_ids": list(event_ids), "payloads": list(payloads)})
+        found: dict[uuid.UUID, Any] = {}
+        for raw in rows:
+            stored = SimpleNamespace(**raw._mapping)
+            found[stored.event_id] = stored
+        return found
+
+    @staticmethod
+    def insert_snapshots(conn: Connection, snaps: Sequence[Snapshot]) -> None:
+        conn.execute(pg_insert(snapshots).on_conflict_do_nothing(), _snapshot_rows(snaps))
+
+
+class SQLiteAppender:
+    """SQLite: :func:`append_sqlite` on the writer thread's own connection, inside
+    ``BEGIN IMMEDIATE``."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def append(self, plan: AppendPlan) -> list[AppendResult]:
+        return await self.database.sqlite_write(append_sqlite, plan)
+
+    @staticmethod
+    def stored(conn: Connection, event_ids: Sequence[uuid.UUID], payloads: Sequence[str]) -> dict[uuid.UUID, Any]:
+        # Event ids are stored as hex digits; the payload compared as the exact JSON text.
+        ours = {event_id.hex: payload for event_id, payload in zip(event_ids, payloads, strict=True)}
+        rows = conn.execute(_SQLITE_STORED_BY_ID.bindparams(event_ids=list(ours)))
+        found: dict[uuid.UUID, Any] = {}
+        for raw in rows:
+            stored = SimpleNamespace(**raw._mapping)
+            stored.event_id = uuid.UUID(raw.event_id)
+            stored.same_payload = raw.payload == ours[raw.event_id]
+            found[stored.event_id] = stored
+        return found
+
+    @staticmethod
+    def insert_snapshots(conn: Connection, snaps: Sequence[Snapshot]) -> None:
+        conn.execute(sqlite_insert(snapshots).on_conflict_do_nothing(), _snapshot_rows(snaps))

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, literal_column, select
+from sqlalchemy import Connection, func, literal_column, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from facta.domain import Aggregate, AggregateState, aggregate_class
 
@@ -329,34 +330,32 @@ async def events(
     if since is not None and until is not None and since > until:
         raise AuditError(f"since ({utc_text(since)}) is after until ({utc_text(until)})")
     c = events_table.c
-    query = store._select()
+    where: list[ColumnElement[bool]] = []
     if types is not None:
-        query = query.where(c.event_type.in_(list(types)))
+        where.append(c.event_type.in_(list(types)))
     if stream_types is not None:
-        query = query.where(c.stream_type.in_(list(stream_types)))
+        where.append(c.stream_type.in_(list(stream_types)))
     if since is not None:
-        query = query.where(c.recorded_at >= since)
+        where.append(c.recorded_at >= since)
     if until is not None:
-        query = query.where(c.recorded_at <= until)
+        where.append(c.recorded_at <= until)
     if actor is not None:
-        query = query.where(c.actor == actor)
+        where.append(c.actor == actor)
     if correlation_id is not None:
-        query = query.where(c.correlation_id == correlation_id)
+        where.append(c.correlation_id == correlation_id)
     if since is None and until is None:
         if after_position is not None:
-            query = query.where(c.position > after_position)
+            where.append(c.position > after_position)
         if before_position is not None:
-            query = query.where(c.position < before_position)
-        if store.database.dialect == "postgresql":
-            query = query.where(c.position <= await store.head_position())
-        query = query.order_by(c.position.desc() if newest_first else c.position).limit(limit + 1)
-        found = await store._fetch(query)
+            where.append(c.position < before_position)
+        order = c.position.desc() if newest_first else c.position
+        found = await store.find_events(*where, order_by=order, limit=limit + 1, settled=True)
     else:
         # Positions strictly between low and high: on PostgreSQL up to the settled horizon.
         head = await store.head_position()
         low = after_position if after_position is not None else 0
         high = head + 1 if before_position is None else min(before_position, head + 1)
-        found = await _window_page(store, query, since, until, low, high, newest_first, limit + 1)
+        found = await _window_page(store, where, since, until, low, high, newest_first, limit + 1)
     page = found[:limit]
     return EventPage(page, page[-1].position if len(found) > limit else None)
 
@@ -366,10 +365,10 @@ _FIRST_WALK = 4.0
 
 
 async def _window_page(
-    store: EventStore, query: Select[Any], since: datetime | None, until: datetime | None, low: int, high: int,
-    newest_first: bool, want: int,
+    store: EventStore, where: list[ColumnElement[bool]], since: datetime | None, until: datetime | None, low: int,
+    high: int, newest_first: bool, want: int,
 ) -> list[RecordedEvent]:
-    """The first ``want`` events of ``query`` (its filters include the time window) with
+    """The first ``want`` events meeting ``where`` (its filters include the time window) with
     ``low < position < high``, in position order (or the last ones, newest first).
 
     The window's events can be anywhere in the log (recorded_at is not in position
@@ -386,58 +385,38 @@ async def _window_page(
     and it takes the way that looks cheaper. Both ways are exact whatever the clocks
     did and whichever summaries exist; a wrong estimate only costs time."""
     c = events_table.c
+    # A walk reads each range by the primary key, descending with newest_first.
+    by_position = c.position.desc() if newest_first else c.position
     ranges = await blocks.window_ranges(store, since, until, low, high)
     step = max(1, int(_FIRST_WALK * want))
     walked = blocks.take(ranges, step, from_end=newest_first)
-    found = await store.database.read(_walk, query, walked, newest_first, want)
+    found = await store.find_events(*where, order_by=by_position, limit=want, ranges=walked)
     if len(found) >= want or not walked:
-        return _records(store, found)
+        return found
     if newest_first:
         high = walked[-1][0]
     else:
         low = walked[-1][1]
     ranges = blocks.clip(ranges, low, high)
     if not ranges:
-        return _records(store, found)
+        return found
     ends = await store.database.read(_window_ends, since, until, low, high)
     if ends is None:
-        return _records(store, found)  # no event recorded in the window is left between the bounds
+        return found  # no event recorded in the window is left between the bounds
     first, last = ends
     walk = blocks.size(blocks.clip(ranges, last, high) if newest_first else blocks.clip(ranges, low, first))
     if abs(last - first) < walk:
         # Sorted by position + 0, not by the primary key, so the database reads the
         # window through its index instead of walking the log.
         key: Any = c.position + literal_column("0")
-        rest = query.where(c.position > low, c.position < high).order_by(key.desc() if newest_first else key)
-        found += await store.database.read(_all, rest.limit(want - len(found)))
+        found += await store.find_events(
+            *where, c.position > low, c.position < high, order_by=key.desc() if newest_first else key,
+            limit=want - len(found),
+        )
     else:
         ordered = list(reversed(ranges)) if newest_first else ranges
-        found += await store.database.read(_walk, query, ordered, newest_first, want - len(found))
-    return _records(store, found)
-
-
-def _walk(conn: Connection, query: Select[Any], ranges: blocks.Ranges, newest_first: bool, want: int) -> list[Any]:
-    """Up to ``want`` rows of ``query`` in the inclusive position ranges, walked in the
-    order given (each range by the primary key, descending with ``newest_first``)."""
-    c = events_table.c
-    rows: list[Any] = []
-    for first, last in ranges:
-        if len(rows) >= want:
-            break
-        part = query.where(c.position >= first, c.position <= last)
-        part = part.order_by(c.position.desc() if newest_first else c.position).limit(want - len(rows))
-        rows += conn.execute(part).all()
-    return rows
-
-
-def _all(conn: Connection, query: Select[Any]) -> list[Any]:
-    return list(conn.execute(query).all())
-
-
-def _records(store: EventStore, rows: list[Any]) -> list[RecordedEvent]:
-    registry = store.registry
-    # Rows come in RecordedEvent's field order (store._select()); mypy cannot count them.
-    return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+        found += await store.find_events(*where, order_by=by_position, limit=want - len(found), ranges=ordered)
+    return found
 
 
 def _window_ends(

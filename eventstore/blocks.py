@@ -24,7 +24,8 @@ already there (two readers may race: they write the same values). The first time
 query on a store reads the whole settled log once to do so (about 60 ms per 100,000
 events on PostgreSQL); later ones only the blocks settled since. A database user that
 may not write (or a busy SQLite file) leaves the summaries as they are: that store
-object stops trying and its queries read what is not summarised, exact but longer.
+object stops trying and its queries read what is not summarised, exact but longer. What a
+store object knows of the summaries is its ``block_summaries`` (:class:`Summaries`).
 
 BLOCK = 1024: a window whose bounds fall inside a block reads up to two blocks it need
 not (about 2,000 positions, a few milliseconds), and a log of a million events has
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +52,7 @@ from .schema import UTCDateTime, log_blocks
 if TYPE_CHECKING:
     from .store import EventStore
 
-__all__ = ["BLOCK", "Ranges", "refresh", "window_ranges"]
+__all__ = ["BLOCK", "Ranges", "Summaries", "refresh", "window_ranges"]
 
 BLOCK = 1024
 
@@ -58,6 +60,16 @@ log = logging.getLogger(__name__)
 
 # Inclusive position ranges (first, last), ascending, none empty.
 Ranges = list[tuple[int, int]]
+
+
+@dataclass(slots=True)
+class Summaries:
+    """What one store object knows of the summaries: the blocks below ``known`` are
+    summarised (or known empty); ``writable`` False once the database refused to write
+    them (that store object then stops trying)."""
+
+    known: int = 0
+    writable: bool = True
 
 
 def _summarise_query(block: int) -> Any:
@@ -74,21 +86,22 @@ async def refresh(store: EventStore) -> None:
 
     Never raises for a database that refuses the write (a read-only user, a busy SQLite
     file): it logs it, and this store object does not try again."""
-    if not store._blocks_writable:
+    state = store.block_summaries
+    if not state.writable:
         return
     settled = await store.head_position() // BLOCK  # blocks 0 .. settled - 1 are settled
-    if settled <= store._blocks_known:
+    if settled <= state.known:
         return
     rows = await store.database.read(_missing_blocks, settled)
     if rows:
         try:
             await store.database.write(_insert_blocks, rows)
         except (DBAPIError, StoreError) as exc:
-            store._blocks_writable = False
+            state.writable = False
             log.info("not writing log block summaries (time windows read more of the log): %s",
                      str(exc).splitlines()[0])
             return
-    store._blocks_known = settled
+    state.known = settled
 
 
 def _missing_blocks(conn: Connection, settled: int) -> list[dict[str, Any]]:

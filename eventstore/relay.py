@@ -67,6 +67,7 @@ from .errors import StoreError
 from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause
 from .locks import active_lock
 from .records import RecordedEvent
+from .rows import records_from_rows
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
 from .validation import TEXT_LIMITS, check_relay_args, check_settings
@@ -973,13 +974,7 @@ def _encode_event_id(value: Any) -> bytes:
 
 def _recorded(row: Sequence[Any], store: EventStore) -> RecordedEvent:
     """The :class:`RecordedEvent` of a raw log row (for custom routers and error messages)."""
-    (position, event_id, stream_id, stream_type, version, event_type, schema_version, payload,
-     occurred_at, recorded_at, actor, correlation_id, causation_id) = row
-    return RecordedEvent(
-        position, uuid.UUID(str(event_id)), stream_id, stream_type, version, event_type, schema_version, payload,
-        _as_datetime(occurred_at), _as_datetime(recorded_at), actor, correlation_id, causation_id,
-        registry=store.registry,
-    )
+    return records_from_rows((row,), store.registry)[0]
 
 
 # -- Kafka errors ---------------------------------------------------------------------------

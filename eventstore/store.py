@@ -21,6 +21,14 @@ are taken and made visible in one order and no horizon is needed.
 
 ARCHITECTURE.md explains the choice; tests/eventstore/test_log_torture.py (a torture
 test with 8 writer processes and a deterministic in-flight-writer test) proves it.
+
+:class:`EventStore` is a facade over three parts: its dialect's appender
+(:mod:`.appenders`: the append hot path, finding stored events, writing snapshots), its
+dialect's log reader (:mod:`.readers`: the settled horizon above on PostgreSQL, plain
+reads on SQLite) and the one row decoder (:func:`.rows.records_from_rows`). It picks the
+appender and the reader once, when it is made; what is left here is dialect-free: the
+checks before any I/O, telling a retry from a conflict, and the Core queries of streams,
+snapshots and :meth:`EventStore.find_events`.
 """
 
 from __future__ import annotations
@@ -29,20 +37,18 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-from sqlalchemy import Connection, Select, Text, bindparam, cast, func, literal_column, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Select, bindparam, func, literal_column, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 
 from . import blocks
-from .appenders import WRITER_MARKER, AppendPlan, LostRace, Rejected, append_postgres, append_sqlite
+from .appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
 from .database import Database, database_url_from_env
 from .errors import (
     ConcurrencyError,
@@ -51,8 +57,10 @@ from .errors import (
     StoreError,
 )
 from .errors import StreamTypeMismatch as _StreamTypeMismatch
+from .readers import LogReader, PostgresLogReader, SQLiteLogReader
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
-from .schema import UTCDateTime, events, snapshots
+from .rows import records_from_rows
+from .schema import events, snapshots
 from .validation import (
     check_append,
     check_append_args,
@@ -70,8 +78,6 @@ from .validation import (
 
 __all__ = ["EventStore"]
 
-R = TypeVar("R")
-
 # An append without an expected version that loses the race for a stream's next version
 # (another writer took it between facta_append's head read and its insert) tries again
 # after a short random pause, for up to this long: every lost race means another append
@@ -86,20 +92,23 @@ class EventStore:
 
     Open one with :meth:`open` (it checks the schema is migrated), use it as an async
     context manager or call :meth:`close`.
+
+    Attributes: ``database`` (:class:`Database`), ``registry`` (decodes payloads) and
+    ``block_summaries`` (:class:`facta.eventstore.blocks.Summaries`: which log blocks
+    this store object knows are summarised for time windows).
     """
 
     def __init__(self, database: Database, registry: EventRegistry = default_registry) -> None:
         self.database = database
         self.registry = registry
-        self._postgres = database.dialect == "postgresql"
-        payload = cast(events.c.payload, Text).label("payload") if self._postgres else events.c.payload
-        self._columns = [payload if c.name == "payload" else c for c in events.c]
-        # PostgreSQL: every position at or below this is committed or will never exist.
-        self._horizon = 0
-        # The log blocks below this are summarised (or known empty); False: the database
-        # refused to write summaries (see facta.eventstore.blocks).
-        self._blocks_known = 0
-        self._blocks_writable = True
+        # The one place the dialect is asked: the appender and the log reader to use.
+        self._appender: Appender
+        self._reader: LogReader
+        if database.dialect == "postgresql":
+            self._appender, self._reader = PostgresAppender(database), PostgresLogReader(database)
+        else:
+            self._appender, self._reader = SQLiteAppender(database), SQLiteLogReader(database)
+        self.block_summaries = blocks.Summaries()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -226,10 +235,7 @@ class EventStore:
         while True:
             attempts += 1
             try:
-                if self._postgres:
-                    async with self.database.driver_connection() as conn:
-                        return await append_postgres(conn, plan)
-                return await self.database.sqlite_write(append_sqlite, plan)
+                return await self._appender.append(plan)
             except Rejected as rejected:
                 # Nothing was written. An identical earlier append explains it (a retry);
                 # otherwise a stream has another type or moved on.
@@ -277,21 +283,8 @@ class EventStore:
         stored. The events' occurred-at times and the append's metadata are not compared.
         """
         ids = [p.event_id for _, pending in batch for p in pending]
-        if self._postgres:
-            # The payload compared as stored: JSONB normalises key order and spacing.
-            texts = [t for encoded in payloads for t in encoded]
-            rows = conn.execute(_PG_STORED_BY_ID, {"event_ids": ids, "payloads": texts})
-        else:
-            ours = {p.event_id.hex: t for (_, pending), encoded in zip(batch, payloads, strict=True)
-                    for p, t in zip(pending, encoded, strict=True)}
-            rows = conn.execute(_SQLITE_STORED_BY_ID.bindparams(event_ids=list(ours)))
-        found: dict[uuid.UUID, SimpleNamespace] = {}
-        for raw in rows:
-            stored = SimpleNamespace(**raw._mapping)
-            if not self._postgres:
-                stored.event_id = uuid.UUID(raw.event_id)
-                stored.same_payload = raw.payload == ours[raw.event_id]
-            found[stored.event_id] = stored
+        texts = [t for encoded in payloads for t in encoded]
+        found = self._appender.stored(conn, ids, texts)
         if not found:
             return None
         results = []
@@ -319,27 +312,47 @@ class EventStore:
             rows = conn.execute(_HEADS_OF_MANY, {"stream_ids": stream_ids})
         return {sid: (stype, version) for sid, stype, version in rows if version is not None}
 
-    def _insert_snapshots(self, conn: Connection, snaps: Sequence[Snapshot]) -> None:
-        insert = pg_insert(snapshots) if self._postgres else sqlite_insert(snapshots)
-        conn.execute(
-            insert.on_conflict_do_nothing(),
-            [
-                {"stream_id": s.stream_id, "version": s.version, "stream_type": s.stream_type,
-                 "state": s.state, "state_schema": s.state_schema}
-                for s in snaps
-            ],
-        )
-
     # -- reads ----------------------------------------------------------------------------
 
-    def _select(self) -> Select[Any]:
-        return select(*self._columns)
+    def _records(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
+        return records_from_rows(rows, self.registry)
 
-    async def _fetch(self, query: Select[Any]) -> list[RecordedEvent]:
-        rows = await self.database.read(_all_rows, query)
-        registry = self.registry
-        # Rows come in RecordedEvent's field order (self._columns); mypy cannot count them.
-        return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+    async def find_events(
+        self,
+        *where: ColumnElement[bool],
+        order_by: ColumnElement[Any] | Sequence[ColumnElement[Any]] = (),
+        limit: int | None = None,
+        ranges: Sequence[tuple[int, int]] | None = None,
+        settled: bool = False,
+    ) -> list[RecordedEvent]:
+        """The events of ``facta_events`` that meet every condition in ``where`` (SQLAlchemy
+        expressions on the columns of :data:`facta.eventstore.schema.events`, e.g.
+        ``events.c.actor == "ops"``), in the order ``order_by`` gives (column expressions;
+        none: the database's), at most ``limit`` of them.
+
+        ``ranges``: inclusive position ranges ``(first, last)``, read one after another in
+        the order given (each sorted by ``order_by``) until ``limit`` events are found, all
+        in one read transaction; None: the whole log in one statement. ``settled=True``
+        shows no event that a reader tailing the log could still miss (on PostgreSQL only
+        positions up to the settled horizon, see :meth:`head_position`; on SQLite every
+        committed event).
+
+        This is the store's one general query (the audit queries use it); a filter is as
+        fast as the index that serves it. Raises :class:`InvalidValue` (before any I/O)
+        for a limit below 1 or a range bound that is no position (an int within int64).
+        """
+        check_limit("limit", limit, optional=True)
+        for first, last in ranges or ():
+            check_position("ranges", first)
+            check_position("ranges", last)
+        query = select(*self._reader.columns).where(*where)
+        if settled:
+            bound = await self._reader.bound()
+            if bound is not None:
+                query = query.where(events.c.position <= bound)
+        query = query.order_by(*([order_by] if isinstance(order_by, ColumnElement) else order_by))
+        rows = await self.database.read(_find, query, limit, ranges)
+        return self._records(rows)
 
     async def read_stream(
         self,
@@ -359,13 +372,11 @@ class EventStore:
         check_version("from_version", from_version)
         check_version("to_version", to_version, optional=True)
         check_limit("limit", limit, optional=True)
-        query = self._select().where(events.c.stream_id == stream_id, events.c.version >= from_version)
+        where = [events.c.stream_id == stream_id, events.c.version >= from_version]
         if to_version is not None:
-            query = query.where(events.c.version <= to_version)
-        query = query.order_by(events.c.version.desc() if backwards else events.c.version)
-        if limit is not None:
-            query = query.limit(limit)
-        return await self._fetch(query)
+            where.append(events.c.version <= to_version)
+        order = events.c.version.desc() if backwards else events.c.version
+        return await self.find_events(*where, order_by=order, limit=limit)
 
     async def read_log(
         self,
@@ -386,18 +397,12 @@ class EventStore:
         check_limit("limit", limit)
         check_texts("event_types", event_types)
         check_texts("stream_types", stream_types)
-        query = self._select()
+        query = select(*self._reader.columns)
         if event_types is not None:
             query = query.where(events.c.event_type.in_(list(event_types)))
         if stream_types is not None:
             query = query.where(events.c.stream_type.in_(list(stream_types)))
-        if not self._postgres:
-            return await self._fetch(query.where(events.c.position > after).order_by(events.c.position).limit(limit))
-
-        async def fetch(start: int, upto: int, n: int) -> list[RecordedEvent]:
-            return await self._fetch(_log_slice(query, start, upto, n))
-
-        return await self._read_settled(after, limit, fetch)
+        return self._records(await self._reader.read(query, after, limit))
 
     async def read_log_window(
         self, after: int = 0, limit: int = 1000, *, event_types: Sequence[str] | None = None
@@ -408,56 +413,8 @@ class EventStore:
         check_position("after", after)
         check_limit("limit", limit)
         check_texts("event_types", event_types)
-        registry = self.registry
-        if not self._postgres:
-            query = self._select()
-            if event_types is not None:
-                query = query.where(events.c.event_type.in_(list(event_types)))
-            rows, covered = await self.database.read(_sqlite_window, query, after, limit)
-            return [RecordedEvent(*row, registry=registry) for row in rows], covered  # type: ignore[misc]
-
-        types = None if event_types is None else list(event_types)
-
-        async def fetch(start: int, upto: int, n: int) -> list[RecordedEvent]:
-            # The driver's rows straight into records: Core's result machinery cost more
-            # than the query on this hot path (projection catch-up and rebuilds).
-            async with self.database.driver_connection() as conn:
-                rows = await conn.fetch(_PG_WINDOW_ROWS, start, upto, n, types)
-            # Rows come in RecordedEvent's field order; mypy cannot count them.
-            return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
-
-        return await self._read_settled_window(after, limit, fetch, lambda r: r.position)
-
-    async def _read_settled(
-        self, after: int, limit: int, fetch: Callable[[int, int, int], Awaitable[list[R]]]
-    ) -> list[R]:
-        """PostgreSQL: up to ``limit`` rows after ``after``, never past the settled horizon.
-        ``fetch(after, upto, n)`` reads at most n rows with after < position <= upto."""
-        rows, _ = await self._read_settled_window(after, limit, fetch, None)
-        return rows
-
-    async def _read_settled_window(
-        self,
-        after: int,
-        limit: int,
-        fetch: Callable[[int, int, int], Awaitable[list[R]]],
-        position_of: Callable[[R], int] | None,
-    ) -> tuple[list[R], int]:
-        rows: list[R] = []
-        settled = self._horizon
-        covered = after
-        if settled > after:
-            rows = await fetch(after, settled, limit)
-            covered = settled
-        if len(rows) < limit:
-            newer = await self._settle_horizon()
-            start = max(after, settled)
-            if newer > start:
-                rows += await fetch(start, newer, limit - len(rows))
-                covered = newer
-        if len(rows) >= limit and position_of is not None:
-            covered = position_of(rows[-1])
-        return rows, covered
+        rows, covered = await self._reader.window(after, limit, event_types)
+        return self._records(rows), covered
 
     async def first_position_at(self, when: datetime) -> int:
         """The position just before the first event recorded at or after ``when`` (the
@@ -494,27 +451,7 @@ class EventStore:
         the times are aware datetimes."""
         check_position("after", after)
         check_limit("limit", limit)
-        if not self._postgres:
-            return await self.database.read(_sqlite_log_rows, after, limit)
-        return await self._read_settled(after, limit, self._pg_log_rows)
-
-    async def _pg_log_rows(self, after: int, upto: int, limit: int) -> list[Sequence[Any]]:
-        async with self.database.driver_connection() as conn:
-            return list(await conn.fetch(_PG_LOG_ROWS, after, upto, limit))
-
-    async def _settle_horizon(self) -> int:
-        """Advance and return the settled horizon (see the module's docstring)."""
-        async with self.database.driver_connection() as conn:
-            head = int(await conn.fetchval(_PG_HEAD))
-            if head > self._horizon:
-                in_flight = await conn.fetchval(_PG_MARKER_HOLDERS, *WRITER_MARKER, None)
-                delay = 0.0002
-                while in_flight:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-                    in_flight = await conn.fetchval(_PG_MARKER_HOLDERS, *WRITER_MARKER, in_flight)
-                self._horizon = max(self._horizon, head)
-        return self._horizon
+        return await self._reader.rows(after, limit)
 
     async def iter_log(
         self,
@@ -553,15 +490,14 @@ class EventStore:
         return head[stream_id][0] if stream_id in head else None
 
     async def head_position(self) -> int:
-        """The highest position a reader can read up to now; 0 when the log is empty."""
-        if self._postgres:
-            return await self._settle_horizon()
-        return int(await self.database.read(_scalar, select(func.coalesce(func.max(events.c.position), 0))))
+        """The highest position a reader can read up to now; 0 when the log is empty. On
+        PostgreSQL this is the settled horizon: it first waits for the appends in flight."""
+        return await self._reader.head()
 
     async def get_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         """The event with this id, or None."""
         check_event_id(event_id)
-        found = await self._fetch(self._select().where(events.c.event_id == event_id))
+        found = await self.find_events(events.c.event_id == event_id)
         return found[0] if found else None
 
     # -- snapshots ------------------------------------------------------------------------
@@ -569,7 +505,7 @@ class EventStore:
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot (a cache: one at the same stream version is kept as it is).
         Raises :class:`InvalidValue` for a snapshot facta cannot store exactly."""
-        await self.database.write(self._insert_snapshots, [check_snapshot(snapshot)])
+        await self.database.write(self._appender.insert_snapshots, [check_snapshot(snapshot)])
 
     async def latest_snapshot(self, stream_id: str, *, max_version: int | None = None) -> Snapshot | None:
         """The newest snapshot of a stream, or the newest at or below ``max_version``."""
@@ -577,7 +513,7 @@ class EventStore:
         check_version("max_version", max_version, optional=True)
         query = select(
             snapshots.c.stream_id, snapshots.c.stream_type, snapshots.c.version,
-            cast(snapshots.c.state, Text) if self._postgres else snapshots.c.state,
+            self._reader.json_text(snapshots.c.state),
             snapshots.c.state_schema, snapshots.c.recorded_at,
         ).where(snapshots.c.stream_id == stream_id)
         if max_version is not None:
@@ -598,44 +534,22 @@ _HEADS_OF_MANY = (
     .where(events.c.stream_id.in_(bindparam("stream_ids", expanding=True)))
     .group_by(events.c.stream_id)
 )
-_STORED = "event_id, stream_id, stream_type, version, position, recorded_at, event_type, schema_version"
-_PG_STORED_BY_ID = text(
-    f"SELECT {', '.join('e.' + c for c in _STORED.split(', '))}, e.payload::text = c.payload::jsonb::text AS same_payload"
-    " FROM unnest(CAST(:event_ids AS uuid[]), CAST(:payloads AS text[])) AS c(event_id, payload)"
-    " JOIN facta_events e ON e.event_id = c.event_id"
-).columns(recorded_at=UTCDateTime())
-_SQLITE_STORED_BY_ID = text(
-    f"SELECT {_STORED}, payload, NULL AS same_payload FROM facta_events WHERE event_id IN :event_ids"
-).bindparams(bindparam("event_ids", expanding=True)).columns(recorded_at=UTCDateTime())
 
 
-_PG_HEAD = "SELECT coalesce(max(position), 0) FROM facta_events"
-# The transactions holding the writer marker in this database (of those in $3, if given).
-_PG_MARKER_HOLDERS = """
-SELECT array_agg(virtualtransaction) FROM pg_locks
-WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND ($3::text[] IS NULL OR virtualtransaction = ANY($3::text[]))
-"""
-
-
-_LOG_COLUMNS = ", ".join(c.name for c in events.c)
-_PG_LOG_ROWS = (
-    f"SELECT {_LOG_COLUMNS.replace('payload', 'payload::text')} FROM facta_events"
-    " WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
-)
-_PG_WINDOW_ROWS = (
-    f"SELECT {_LOG_COLUMNS.replace('payload', 'payload::text')} FROM facta_events"
-    " WHERE position > $1 AND position <= $2 AND ($4::text[] IS NULL OR event_type = ANY($4::text[]))"
-    " ORDER BY position LIMIT $3"
-)
-_SQLITE_LOG_ROWS = f"SELECT {_LOG_COLUMNS} FROM facta_events WHERE position > ? ORDER BY position LIMIT ?"
-
-
-def _sqlite_log_rows(conn: Connection, after: int, limit: int) -> list[Sequence[Any]]:
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    return list(driver.execute(_SQLITE_LOG_ROWS, (after, limit)).fetchall())
+def _find(
+    conn: Connection, query: Select[Any], limit: int | None, ranges: Sequence[tuple[int, int]] | None
+) -> list[Sequence[Any]]:
+    """Up to ``limit`` rows of ``query``, or of its rows in each of the inclusive position
+    ``ranges`` in turn (see :meth:`EventStore.find_events`)."""
+    if ranges is None:
+        return list(conn.execute(query if limit is None else query.limit(limit)).all())
+    rows: list[Sequence[Any]] = []
+    for first, last in ranges:
+        if limit is not None and len(rows) >= limit:
+            break
+        part = query.where(events.c.position >= first, events.c.position <= last)
+        rows += conn.execute(part if limit is None else part.limit(limit - len(rows))).all()
+    return rows
 
 
 # first_position_at walks this many positions of a range of candidate positions by the
@@ -672,28 +586,8 @@ def _first_recorded_since(conn: Connection, when: datetime, ranges: list[tuple[i
     return None
 
 
-def _sqlite_window(conn: Connection, query: Select[Any], after: int, limit: int) -> tuple[Sequence[Any], int]:
-    head = int(conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one())
-    rows = conn.execute(_log_slice(query, after, head, limit)).all()
-    return rows, (rows[-1][0] if len(rows) >= limit else max(head, after))
-
-
-def _log_slice(query: Select[Any], after: int, upto: int, limit: int) -> Select[Any]:
-    return (
-        query.where(events.c.position > after, events.c.position <= upto).order_by(events.c.position).limit(limit)
-    )
-
-
 def _all_rows(conn: Connection, query: Select[Any]) -> Sequence[Any]:
     return conn.execute(query).all()
-
-
-def _scalar(conn: Connection, query: Select[Any]) -> Any:
-    return conn.execute(query).scalar_one()
-
-
-def _scalar_or_none(conn: Connection, query: Select[Any]) -> Any:
-    return conn.execute(query).scalar_one_or_none()
 
 
 def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> bool:

@@ -102,7 +102,7 @@ async def test_summary_rows_hold_each_settled_blocks_min_and_max_and_none_for_an
     # A cache: its rows may be deleted (no permanent-history trigger), and a store that
     # finds none writes them again.
     await store.database.write(lambda conn: conn.execute(delete(log_blocks)))
-    store._blocks_known = 0  # as a store opened afresh
+    store.block_summaries.known = 0  # as a store opened afresh
     assert await store.first_position_at(T + 3 * timedelta(hours=1)) == 24
     assert await _summaries(store) == _expected_summaries(TIMES + more, 6)
 
@@ -115,7 +115,7 @@ async def test_downgrade_to_0005_drops_the_summaries_and_an_upgrade_brings_them_
     assert "facta_log_blocks" not in await store.database.read(lambda conn: inspect(conn).get_table_names())
     await migrations.upgrade(store.database)
     assert await _summaries(store) == {}
-    store._blocks_known = 0
+    store.block_summaries.known = 0
     assert [r.position for r in (await events(store, since=T + 18 * M, limit=100)).events] == [3, 19, 20, 22]
     assert await _summaries(store) == _expected_summaries(TIMES, 5)
 
@@ -186,7 +186,7 @@ async def test_time_windows_are_exact_with_summaries_for_all_some_or_no_blocks(
     monkeypatch.setattr(store_module, "_FIRST_WALK", 2)  # first_position_at: 2 positions, then the index
     await _write(store, TIMES)
     if summaries == "none":
-        store._blocks_writable = False
+        store.block_summaries.writable = False
     elif summaries == "some":
         await blocks.refresh(store)
         gone = [1, 3]
@@ -211,7 +211,7 @@ async def test_a_database_that_refuses_the_summaries_gets_exact_answers(
     monkeypatch.setattr(blocks, "_insert_blocks", refuse)
     await _write(store, TIMES)
     await _check_every_window(store, TIMES, random.Random(11))
-    assert store._blocks_writable is False
+    assert store.block_summaries.writable is False
     assert await _summaries(store) == {}
 
 

@@ -155,6 +155,7 @@ async def test_any_version_appends_keep_going_through_many_lost_races(
     """Losing the race for a stream's next version many times in a row (a hot stream,
     many writer processes) is not an error while other appends keep committing: the
     append tries again after a pause. (CI once saw five losses in a row on PostgreSQL.)"""
+    from facta.eventstore import appenders
     from facta.eventstore import store as store_module
 
     stream = sid()
@@ -165,20 +166,21 @@ async def test_any_version_appends_keep_going_through_many_lost_races(
         def attempt(*args):  # type: ignore[no-untyped-def]
             if losses["left"] > 0:
                 losses["left"] -= 1
-                raise store_module.LostRace()
+                raise appenders.LostRace()
             return real(*args)
         return attempt
 
-    monkeypatch.setattr(store_module, "append_sqlite", losing(store_module.append_sqlite))
-    real_pg = store_module.append_postgres
+    # The dialects' appenders (facta.eventstore.appenders) call these by their module names.
+    monkeypatch.setattr(appenders, "append_sqlite", losing(appenders.append_sqlite))
+    real_pg = appenders.append_postgres
 
     async def losing_pg(conn, plan):  # type: ignore[no-untyped-def]
         if losses["left"] > 0:
             losses["left"] -= 1
-            raise store_module.LostRace()
+            raise appenders.LostRace()
         return await real_pg(conn, plan)
 
-    monkeypatch.setattr(store_module, "append_postgres", losing_pg)
+    monkeypatch.setattr(appenders, "append_postgres", losing_pg)
     result = await store.append(stream, "note", noted(2), expected_version=None)
     assert losses["left"] == 0 and (result.first_version, result.last_version) == (2, 3)
 
