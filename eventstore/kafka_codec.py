@@ -165,10 +165,11 @@ def encode(record: RecordedEvent, times: TimeMemo | None = None) -> KafkaRecord:
     return KafkaRecord(key, record.payload.encode(), headers, recorded[1])
 
 
-def encode_row(row: Sequence[Any], times: TimeMemo) -> KafkaRecord:
+def encode_row(row: Sequence[Any], times: TimeMemo) -> tuple[bytes, bytes, list[tuple[str, bytes]], int]:
     """:func:`encode` of a row as :meth:`EventStore.read_log_rows` returns it (columns in
     :class:`RecordedEvent`'s field order; on SQLite the event id as hex digits and the
-    times as naive UTC text), without building the :class:`RecordedEvent`."""
+    times as naive UTC text), without building the :class:`RecordedEvent`; as a plain
+    tuple (key, value, headers, timestamp in ms): the relay's hot path unpacks it."""
     (position, event_id, stream_id, stream_type, version, event_type, schema_version, payload,
      occurred_at, recorded_at, actor, correlation_id, causation_id) = row
     occurred = times.get(occurred_at)
@@ -182,7 +183,7 @@ def encode_row(row: Sequence[Any], times: TimeMemo) -> KafkaRecord:
         event_type, schema_version, encode_id(event_id), key, stream_type, version, position,
         occurred[0], recorded[0], actor, correlation_id, causation_id,
     )
-    return KafkaRecord(key, payload.encode(), headers, recorded[1])
+    return key, payload.encode(), headers, recorded[1]
 
 
 # -- decoding -----------------------------------------------------------------------------------
