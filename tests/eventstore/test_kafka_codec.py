@@ -252,8 +252,8 @@ async def test_stored_events_encode_alike_from_their_rows_and_decode_back(store:
     assert len(stored) == len(rows) == 2 * len(streams)
     times: dict[Any, tuple[bytes, int]] = {}
     for record, row in zip(stored, rows, strict=True):
-        encoded = encode_row(row, times)
-        assert KafkaRecord(*encoded) == encode(record)
+        encoded = KafkaRecord(*encode_row(row, times))
+        assert encoded == encode(record)
         decoded = decode(message(encoded, record.position), store.registry)
         assert fields(decoded) == fields(record)
         assert decoded.event == record.event
