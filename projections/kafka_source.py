@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -57,7 +57,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
 from facta.eventstore import RecordedEvent
-from facta.eventstore.kafka_codec import KafkaRecordError, decode, encode_time, peek
+from facta.eventstore.kafka_codec import KafkaRecordError, decode, encode_time, peek, utc
 from facta.eventstore.kafka_support import is_transient, pause
 from facta.eventstore.schema import events
 
@@ -667,7 +667,7 @@ async def kafka_offsets_for_time(settings: KafkaSettings, topics: Sequence[str],
     ``when`` (the relay's record timestamp is the event's recorded-at); the end offset for
     a partition with no such record."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+        when = utc(when)  # naive: UTC
     millis = max(0, encode_time(when)[1])
     partitions = await _partitions(settings, topics)
     consumer = _consumer(settings, group_id=None)
