@@ -15,8 +15,8 @@ acknowledged, and before a further page is sent; so a crash republishes at most 
 pages.
 
 Records: key = stream id (so one aggregate's events share a partition, in order), value =
-the event's JSON payload, headers = the metadata (see :func:`kafka_record`), timestamp =
-recorded-at. Topics: one per stream type under a prefix (``facta.ride``), created with the
+the event's JSON payload, headers = the metadata, timestamp = recorded-at; the format is
+:mod:`facta.eventstore.kafka_codec`'s, which the Kafka source decodes. Topics: one per stream type under a prefix (``facta.ride``), created with the
 configured partitions when missing, and the configured replication factor or, by default,
 the cluster's own ``default.replication.factor``; a custom router may map a record to any
 topic.
@@ -64,6 +64,15 @@ from sqlalchemy import Connection, func, insert, select, update
 from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
 
 from .errors import StoreError
+from .kafka_codec import (
+    OPTIONAL_HEADERS,
+    REQUIRED_HEADERS,
+    KafkaRecord,
+    TimeMemo,
+    decode_id,
+    encode,
+    encode_row,
+)
 from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause
 from .locks import active_lock
 from .records import RecordedEvent
@@ -225,55 +234,16 @@ class RelayStatus:
     skips: tuple[RelaySkip, ...] = ()
 
 
-def kafka_record(
-    record: RecordedEvent, times: dict[datetime, bytes] | None = None
-) -> tuple[bytes, bytes, list[tuple[str, bytes]], int]:
-    """The Kafka key, value, headers and timestamp (ms) of a stored event.
+def kafka_record(record: RecordedEvent, times: TimeMemo | None = None) -> KafkaRecord:
+    """The Kafka key, value, headers and timestamp (ms) of a stored event: the record
+    format of :mod:`facta.eventstore.kafka_codec` (:func:`~facta.eventstore.kafka_codec.encode`).
 
     Headers (UTF-8 text): ``event-type``, ``schema-version``, ``event-id``, ``stream-id``,
     ``stream-type``, ``stream-version``, ``position``, ``occurred-at``, ``recorded-at``
     (ISO 8601, UTC), and ``actor``, ``correlation-id``, ``causation-id`` when present.
-    ``times`` memoises encoded timestamps across a page (an append's events share them).
+    ``times`` memoises encoded times across a page (an append's events share them).
     """
-    times = {} if times is None else times
-    occurred = times.get(record.occurred_at)
-    if occurred is None:
-        occurred = times[record.occurred_at] = record.occurred_at.isoformat().encode()
-    recorded = times.get(record.recorded_at)
-    if recorded is None:
-        recorded = times[record.recorded_at] = record.recorded_at.isoformat().encode()
-    key = record.stream_id.encode()
-    headers = _headers(
-        record.event_type, record.schema_version, str(record.event_id).encode(), key, record.stream_type,
-        record.version, record.position, occurred, recorded, record.actor, record.correlation_id, record.causation_id,
-    )
-    timestamp_ms = int(record.recorded_at.timestamp() * 1000)
-    return key, record.payload.encode(), headers, timestamp_ms
-
-
-# The headers of every record the relay publishes, always present, then present when set.
-REQUIRED_HEADERS = (
-    "event-type", "schema-version", "event-id", "stream-id", "stream-type", "stream-version", "position",
-    "occurred-at", "recorded-at",
-)
-OPTIONAL_HEADERS = ("actor", "correlation-id", "causation-id")
-
-
-def _headers(
-    event_type: str, schema_version: int, event_id: bytes, stream_id: bytes, stream_type: str, version: int,
-    position: int, occurred: bytes, recorded: bytes,
-    actor: str | None, correlation_id: str | None, causation_id: str | None,
-) -> list[tuple[str, bytes]]:
-    """The record headers: the one definition of the format the README documents (the
-    names in :data:`REQUIRED_HEADERS` and :data:`OPTIONAL_HEADERS`, in that order)."""
-    headers = list(zip(REQUIRED_HEADERS, (
-        event_type.encode(), str(schema_version).encode(), event_id, stream_id, stream_type.encode(),
-        str(version).encode(), str(position).encode(), occurred, recorded,
-    ), strict=True))
-    for name, value in zip(OPTIONAL_HEADERS, (actor, correlation_id, causation_id), strict=True):
-        if value is not None:
-            headers.append((name, value.encode()))
-    return headers
+    return encode(record, times)
 
 
 class _Stopping(Exception):
@@ -789,7 +759,7 @@ class Relay:
         wanted = set(topics)
         partitions = await self._partitions(producer, wanted)
         partitioner = DefaultPartitioner()  # the producer's own, so keys land where they always did
-        times: dict[Any, tuple[bytes, int]] = {}
+        times: TimeMemo = {}
         # (topic, partition) -> [open batch, index of its first row, records in it]
         open_batches: dict[tuple[str, int], list[Any]] = {}
         sent: list[tuple[int, asyncio.Future[Any]]] = []  # (index of the first row carried, future)
@@ -806,20 +776,7 @@ class Relay:
 
         try:
             for index, (row, topic) in enumerate(zip(rows, topics, strict=True)):
-                (position, event_id, stream_id, stream_type, version, event_type, schema_version, payload,
-                 occurred_at, recorded_at, actor, correlation_id, causation_id) = row
-                occurred = times.get(occurred_at)
-                if occurred is None:
-                    occurred = times[occurred_at] = _encode_time(occurred_at)
-                recorded = times.get(recorded_at)
-                if recorded is None:
-                    recorded = times[recorded_at] = _encode_time(recorded_at)
-                key = stream_id.encode()
-                value = payload.encode()
-                headers = _headers(
-                    event_type, schema_version, _encode_event_id(event_id), key, stream_type, version, position,
-                    occurred[0], recorded[0], actor, correlation_id, causation_id,
-                )
+                key, value, headers, timestamp_ms = encode_row(row, times)
                 ordered, by_key = partitions[topic]
                 partition = by_key.get(key)
                 if partition is None:
@@ -832,7 +789,7 @@ class Relay:
                         await flush(where)
                     try:
                         future = await self._bounded(producer.send(
-                            topic, value=value, key=key, headers=headers, timestamp_ms=recorded[1],
+                            topic, value=value, key=key, headers=headers, timestamp_ms=timestamp_ms,
                             partition=partition,
                         ))
                     except KafkaError as exc:
@@ -846,11 +803,11 @@ class Relay:
                 entry = open_batches.get(where)
                 if entry is None:
                     entry = open_batches[where] = [producer.create_batch(), index, 0]
-                if entry[0].append(key=key, value=value, timestamp=recorded[1], headers=headers) is None:
+                if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
                     await flush(where)  # full: queue it and start the next one
                     entry = open_batches[where] = [producer.create_batch(), index, 0]
-                    if entry[0].append(key=key, value=value, timestamp=recorded[1], headers=headers) is None:
-                        raise RelayError(f"relay {self.config.name!r}: event at position {position} does not fit"
+                    if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
+                        raise RelayError(f"relay {self.config.name!r}: event at position {row[0]} does not fit"
                                          " in an empty batch")
                 entry[2] += 1
             for where in list(open_batches):
@@ -952,26 +909,6 @@ async def _cancel(task: asyncio.Future[Any] | None) -> None:
             task.exception()  # retrieved, so asyncio does not log it
 
 
-def _as_datetime(value: Any) -> datetime:
-    """A stored time as an aware UTC datetime (SQLite gives naive UTC text)."""
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _encode_time(value: Any) -> tuple[bytes, int]:
-    """A stored time's header text (as :func:`kafka_record` writes it) and epoch ms."""
-    moment = _as_datetime(value)
-    return moment.isoformat().encode(), int(moment.timestamp() * 1000)
-
-
-def _encode_event_id(value: Any) -> bytes:
-    if isinstance(value, str) and len(value) == 32:  # SQLite: hex digits
-        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}".encode()
-    return str(value).encode()
-
-
 def _recorded(row: Sequence[Any], store: EventStore) -> RecordedEvent:
     """The :class:`RecordedEvent` of a raw log row (for custom routers and error messages)."""
     return records_from_rows((row,), store.registry)[0]
@@ -1063,7 +1000,7 @@ def _skip_rows(conn: Connection, name: str) -> list[Any]:
 
 
 def _skip(row: Any) -> RelaySkip:
-    return RelaySkip(row.relay, int(row.position), uuid.UUID(str(row.event_id)), row.event_type, row.reason,
+    return RelaySkip(row.relay, int(row.position), decode_id(row.event_id), row.event_type, row.reason,
                      row.skipped_by, row.skipped_at, row.passed_at)
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from facta.domain import EventRegistry, default_registry
 
+from .kafka_codec import utc
 from .records import RecordedEvent
 from .schema import events
 
@@ -49,7 +50,4 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
 def stored_time(value: Any) -> datetime:
     """A stored time as an aware UTC datetime: naive UTC text (SQLite's driver rows), a
     naive datetime (taken as UTC) or an aware one (converted to UTC)."""
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return utc(value)

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
+from .kafka_codec import utc
+
 __all__ = [
     "POSITION_TYPE",
     "JSONText",
@@ -56,9 +58,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else utc(value)
 
 
 class JSONText(TypeDecorator[str]):

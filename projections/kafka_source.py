@@ -16,8 +16,8 @@ moved in the same transaction as the read-model rows. So:
 
 Messages are filtered by their ``event-type`` header before anything is decoded: a type
 the projection does not consume only moves the checkpoint. The others become
-:class:`RecordedEvent` objects rebuilt from the headers the relay writes
-(:func:`facta.eventstore.relay.kafka_record`), their payload the record's value.
+:class:`RecordedEvent` objects rebuilt from the headers the relay writes, their payload
+the record's value (:mod:`facta.eventstore.kafka_codec` encodes and decodes both).
 
 The relay delivers at least once: a copy it republished after a crash is recognised by
 its ``position`` header, which is not above the positions before it in its partition,
@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -59,8 +57,8 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
 from facta.eventstore import RecordedEvent
+from facta.eventstore.kafka_codec import KafkaRecordError, decode, encode_time, peek, utc
 from facta.eventstore.kafka_support import is_transient, pause
-from facta.eventstore.relay import OPTIONAL_HEADERS, REQUIRED_HEADERS
 from facta.eventstore.schema import events
 
 from . import tracking
@@ -92,100 +90,15 @@ _DUPLICATE_WINDOW = 2_000
 # -- records --------------------------------------------------------------------------------
 
 
-def _where(message: Any) -> str:
-    return f"Kafka record {message.topic}[{message.partition}] offset {message.offset}"
-
-
-def _peek(message: Any) -> tuple[str | None, int | None]:
-    """The ``event-type`` and ``position`` headers, read without decoding anything else
-    (None where absent or malformed: :func:`record_from_message` then says what is wrong)."""
-    event_type: str | None = None
-    position: int | None = None
-    for name, value in message.headers or ():
-        if name == "event-type" and event_type is None:
-            with contextlib.suppress(UnicodeDecodeError, TypeError):
-                event_type = bytes(value).decode()
-        elif name == "position" and position is None:
-            with contextlib.suppress(ValueError, TypeError):
-                position = int(bytes(value))
-    return event_type, position
-
-
 def record_from_message(message: Any, registry: EventRegistry = default_registry) -> RecordedEvent:
     """The :class:`RecordedEvent` a relayed Kafka record carries: its metadata from the
-    headers, its payload the record's value. Headers other than the relay's are ignored;
-    a missing or malformed one is a :class:`ProjectionError` naming the record."""
-    # The hot path (rebuilds): one pass, no checks beyond what building the record does.
-    # Anything unusual (a missing, repeated or malformed header) takes the careful path,
-    # which says what is wrong.
+    headers, its payload the record's value (:func:`facta.eventstore.kafka_codec.decode`).
+    Headers other than the relay's are ignored; a missing or malformed one is a
+    :class:`ProjectionError` naming the record."""
     try:
-        raw = message.headers
-        h = {name: bytes(value).decode() for name, value in raw}
-        if len(h) == len(raw):
-            return RecordedEvent(
-                int(h["position"]), uuid.UUID(h["event-id"]), h["stream-id"], h["stream-type"],
-                int(h["stream-version"]), h["event-type"], int(h["schema-version"]), bytes(message.value).decode(),
-                _utc(h["occurred-at"]), _utc(h["recorded-at"]),
-                h.get("actor"), h.get("correlation-id"), h.get("causation-id"), registry,
-            )
-    except Exception:  # the careful path below names the problem
-        pass
-    return _record_carefully(message, registry)
-
-
-def _record_carefully(message: Any, registry: EventRegistry) -> RecordedEvent:
-    where = _where(message)
-    headers: dict[str, str] = {}
-    for name, value in message.headers or ():
-        if name not in REQUIRED_HEADERS and name not in OPTIONAL_HEADERS:
-            continue
-        try:
-            text = bytes(value).decode()
-        except (UnicodeDecodeError, TypeError):
-            raise ProjectionError(f"{where} is not a facta event: its {name!r} header is not UTF-8 text") from None
-        if headers.setdefault(name, text) != text:
-            raise ProjectionError(f"{where} is not a facta event: it has two different {name!r} headers")
-    missing = [name for name in REQUIRED_HEADERS if name not in headers]
-    if missing:
-        raise ProjectionError(
-            f"{where} is not a facta event: it lacks the header{'s' if len(missing) > 1 else ''}"
-            f" {', '.join(repr(m) for m in missing)}"
-        )
-    if message.value is None:
-        raise ProjectionError(f"{where} is not a facta event: it has no value (payload)")
-    try:
-        payload = bytes(message.value).decode()
-    except UnicodeDecodeError:
-        raise ProjectionError(f"{where} is not a facta event: its value is not UTF-8 JSON") from None
-
-    def parsed(name: str, parse: Callable[[str], Any]) -> Any:
-        try:
-            return parse(headers[name])
-        except (ValueError, TypeError):
-            raise ProjectionError(f"{where} has a malformed {name!r} header: {headers[name]!r}") from None
-
-    return RecordedEvent(
-        position=parsed("position", int),
-        event_id=parsed("event-id", uuid.UUID),
-        stream_id=headers["stream-id"],
-        stream_type=headers["stream-type"],
-        version=parsed("stream-version", int),
-        event_type=headers["event-type"],
-        schema_version=parsed("schema-version", int),
-        payload=payload,
-        occurred_at=parsed("occurred-at", _utc),
-        recorded_at=parsed("recorded-at", _utc),
-        actor=headers.get("actor"),
-        correlation_id=headers.get("correlation-id"),
-        causation_id=headers.get("causation-id"),
-        registry=registry,
-    )
-
-
-@functools.lru_cache(maxsize=4096)  # an append's events share their times
-def _utc(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return decode(message, registry)
+    except KafkaRecordError as exc:
+        raise ProjectionError(str(exc)) from None
 
 
 def _coord(tp: Any) -> Coord:
@@ -256,7 +169,7 @@ def _walk(
             offset = int(message.offset)
             if limit is not None and offset >= limit:
                 break
-            event_type, position = _peek(message)
+            event_type, position = peek(message)
             looked = offset + 1
             if floor is not None and offset < floor:
                 if position is not None:
@@ -754,8 +667,8 @@ async def kafka_offsets_for_time(settings: KafkaSettings, topics: Sequence[str],
     ``when`` (the relay's record timestamp is the event's recorded-at); the end offset for
     a partition with no such record."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    millis = max(0, int(when.timestamp() * 1000))
+        when = utc(when)  # naive: UTC
+    millis = max(0, encode_time(when)[1])
     partitions = await _partitions(settings, topics)
     consumer = _consumer(settings, group_id=None)
     try:

@@ -49,6 +49,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Connection, func, select
 
 from facta.eventstore import EventStore
+from facta.eventstore.kafka_codec import peek
 from facta.eventstore.schema import events
 
 from . import tracking
@@ -150,7 +151,7 @@ class _Record:
 async def _records_at(settings: KafkaSettings, offsets: Mapping[Coord, int]) -> dict[Coord, _Record]:
     """Per partition, the first record at or after the given offset (which must lie below
     its end offset): its offset, ``position`` header and key (the stream id)."""
-    from .kafka_source import _consumer, _describe, _peek, _stop_quietly
+    from .kafka_source import _consumer, _describe, _stop_quietly
 
     if not offsets:
         return {}
@@ -178,7 +179,7 @@ async def _records_at(settings: KafkaSettings, offsets: Mapping[Coord, int]) -> 
                 if not messages or coord in found:
                     continue
                 message = messages[0]
-                _, position = _peek(message)
+                _, position = peek(message)
                 if position is None or message.key is None:
                     raise ProjectionError(
                         f"Kafka record {tp.topic}[{tp.partition}] offset {message.offset} is not a facta event:"

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, select
@@ -570,7 +570,9 @@ def next_commands(summary: DemoSummary, database_url: str | None = None) -> list
     if summary.sample_rider_account is not None:
         out.append(f"facta audit state {summary.sample_rider_account} --at-version 2{where}")
         if summary.midway_at is not None:  # the account as it was halfway through this run
-            at = summary.midway_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            from facta.eventstore.audit import utc_text
+
+            at = utc_text(summary.midway_at)
             out.append(f"facta audit state {summary.sample_rider_account} --as-of {at} --json{where}")
     out.append(f"facta audit events --stream-type account --actor billing --newest-first --limit 5{where}")
     return out
