@@ -79,7 +79,7 @@ from .records import RecordedEvent
 from .rows import records_from_rows
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
-from .validation import TEXT_LIMITS, check_relay_args, check_settings
+from .validation import TEXT_LIMITS, check_instance_arg, check_settings
 
 __all__ = [
     "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "RecordRefused", "Relay", "RelayConfig", "RelayError", "RelaySkip",
@@ -279,7 +279,8 @@ class Relay:
     to publish until caught up."""
 
     def __init__(self, store: EventStore, config: RelayConfig) -> None:
-        check_relay_args(store, config)
+        check_instance_arg("store", store, EventStore, "an EventStore")
+        check_instance_arg("config", config, RelayConfig, "a RelayConfig")
         self.store = store
         self.config = config
         self._lock = active_lock(store, "relay", config.name, RelayError)

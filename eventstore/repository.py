@@ -17,7 +17,14 @@ from facta.domain import Aggregate, AggregateState
 from .errors import StoreError, StreamNotFound, StreamTypeMismatch
 from .records import AppendResult, Snapshot, StreamAppend
 from .store import EventStore
-from .validation import check_aggregate_class, check_aggregates, check_repository_args, check_version, encode_state
+from .validation import (
+    check_aggregate_class,
+    check_aggregates,
+    check_instance_arg,
+    check_int_arg,
+    check_version,
+    encode_state,
+)
 
 __all__ = ["Repository", "VersionNotFound"]
 
@@ -48,7 +55,8 @@ class Repository:
     def __init__(self, store: EventStore, *, snapshot_every: int | None = 100) -> None:
         """Raises :class:`InvalidValue` for a ``store`` that is not an EventStore or a
         ``snapshot_every`` that is not an int (a bool or float) or None."""
-        check_repository_args(store, snapshot_every)
+        check_instance_arg("store", store, EventStore, "an EventStore")
+        check_int_arg("snapshot_every", snapshot_every, optional=True)
         if snapshot_every is not None and snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1 or None, got {snapshot_every!r}")
         self.store = store

@@ -481,6 +481,9 @@ def _got(value: object) -> str:
     return f"{type(value).__name__} {_short(value)}"
 
 
+got = _got  # "a <type> <value>" for messages of checks kept beside their classes (projections)
+
+
 def check_int_arg(name: str, value: object, *, optional: bool = False, low: int | None = None) -> None:
     """An ``int`` argument (``bool`` is not one), at least ``low`` when given."""
     if value is None and optional:
@@ -573,43 +576,12 @@ def check_aggregates(name: str, values: Sequence[object]) -> None:
             raise InvalidValue(f"{name}[{i}] must be an Aggregate, got {_got(value)}")
 
 
-def check_store_arg(name: str, value: object) -> None:
-    from .store import EventStore
-
-    if not isinstance(value, EventStore):
-        raise InvalidValue(f"{name} must be an EventStore, got {_got(value)}")
-
-
-def check_repository_args(store: object, snapshot_every: object) -> None:
-    check_store_arg("store", store)
-    check_int_arg("snapshot_every", snapshot_every, optional=True)
-
-
-def check_projection_class(name: str, projection: object) -> None:
-    from facta.projections.api import Projection
-
-    if not (isinstance(projection, type) and issubclass(projection, Projection)) or not hasattr(projection, "name"):
-        raise InvalidValue(f"{name} must be a Projection subclass declared with name=..., got {_got(projection)}")
-
-
 def check_seconds_arg(name: str, value: object, *, optional: bool = False) -> None:
     """A duration in seconds: an int or a finite float >= 0 (``bool`` is not one)."""
     if value is None and optional:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
         raise InvalidValue(f"{name} must be a finite number of seconds >= 0, got {_got(value)}")
-
-
-def check_runner_args(store: object, projection: object, kafka: object, config: object) -> None:
-    """:class:`~facta.projections.ProjectionRunner`'s arguments."""
-    from facta.projections.runner import KafkaSettings, RunnerConfig
-
-    check_store_arg("store", store)
-    check_projection_class("projection", projection)
-    if kafka is not None and not isinstance(kafka, KafkaSettings):
-        raise InvalidValue(f"kafka must be a KafkaSettings or None, got {_got(kafka)}")
-    if config is not None and not isinstance(config, RunnerConfig):
-        raise InvalidValue(f"config must be a RunnerConfig or None, got {_got(config)}")
 
 
 def check_settings(owner: str, ints: dict[str, object], seconds: dict[str, object] = {},  # noqa: B006
@@ -624,19 +596,9 @@ def check_settings(owner: str, ints: dict[str, object], seconds: dict[str, objec
         check_bool_arg(f"{owner} {name}", value)
 
 
-def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
-    """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
-    from facta.projections.replay import ReplayFrom
-
-    check_projection_class("projection", projection)
-    if not isinstance(start, ReplayFrom):
-        raise InvalidValue(f"start must be a ReplayFrom, got {_got(start)}")
-    check_int_arg("batch_size", batch_size, low=1)
-
-
-def check_relay_args(store: object, config: object) -> None:
-    from .relay import RelayConfig
-
-    check_store_arg("store", store)
-    if not isinstance(config, RelayConfig):
-        raise InvalidValue(f"config must be a RelayConfig, got {_got(config)}")
+def check_instance_arg(name: str, value: object, cls: type, what: str) -> None:
+    """``value`` is an instance of ``cls`` (``what`` names it in the message, e.g. "an
+    EventStore"); raises :class:`InvalidValue` naming ``name`` and the value otherwise.
+    Callers pass their own class, so this module imports none of theirs."""
+    if not isinstance(value, cls):
+        raise InvalidValue(f"{name} must be {what}, got {_got(value)}")

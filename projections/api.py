@@ -39,6 +39,7 @@ from sqlalchemy.sql.elements import conv, quoted_name
 from facta.domain import DomainEvent, EventRegistry, default_registry
 from facta.domain.events import check_event_class
 from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore.validation import InvalidValue, got
 
 from .errors import ProjectionError
 
@@ -383,3 +384,8 @@ def rebuild_name(name: Any, old_table: str, new_table: str) -> str:
     digest = hashlib.sha256(data).hexdigest()[:10]
     head = data[:63 - 11].decode(errors="ignore")
     return f"{head}_{digest}"
+
+
+def check_projection_class(name: str, projection: object) -> None:
+    if not (isinstance(projection, type) and issubclass(projection, Projection)) or not hasattr(projection, "name"):
+        raise InvalidValue(f"{name} must be a Projection subclass declared with name=..., got {got(projection)}")

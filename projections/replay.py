@@ -55,10 +55,10 @@ from facta.eventstore import EventStore
 from facta.eventstore.audit import utc_text
 from facta.eventstore.locks import active_lock
 from facta.eventstore.schema import events, projections
-from facta.eventstore.validation import check_replay_args, check_replay_from
+from facta.eventstore.validation import InvalidValue, check_int_arg, check_replay_from, got
 
 from . import tracking
-from .api import Projection
+from .api import Projection, check_projection_class
 from .applier import Applier, Delivery, advance_over
 from .errors import ProjectionError
 from .retention import StoreFill, describe_fills
@@ -521,3 +521,11 @@ async def _replay_kafka(
         if all(newer[tp] <= end.get(tp, 0) for tp in newer):
             return  # caught up
         end = newer
+
+
+def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
+    """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
+    check_projection_class("projection", projection)
+    if not isinstance(start, ReplayFrom):
+        raise InvalidValue(f"start must be a ReplayFrom, got {got(start)}")
+    check_int_arg("batch_size", batch_size, low=1)

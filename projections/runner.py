@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
-from facta.eventstore.validation import check_runner_args, check_settings
+from facta.eventstore.validation import InvalidValue, check_instance_arg, check_settings, got
 
-from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection
+from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection, check_projection_class
 from .applier import Applier, Delivery
 from .errors import ProjectionError
 from .tracking import LOG, Stale
@@ -203,3 +203,12 @@ class LogPages:
             with contextlib.suppress(BaseException):
                 await task
 
+
+def check_runner_args(store: object, projection: object, kafka: object, config: object) -> None:
+    """:class:`~facta.projections.ProjectionRunner`'s arguments."""
+    check_instance_arg("store", store, EventStore, "an EventStore")
+    check_projection_class("projection", projection)
+    if kafka is not None and not isinstance(kafka, KafkaSettings):
+        raise InvalidValue(f"kafka must be a KafkaSettings or None, got {got(kafka)}")
+    if config is not None and not isinstance(config, RunnerConfig):
+        raise InvalidValue(f"config must be a RunnerConfig or None, got {got(config)}")
