@@ -511,33 +511,36 @@ def check_time_arg(name: str, value: object, *, optional: bool = False) -> None:
         )
 
 
-def check_sequence_arg(name: str, value: object, item_types: type | tuple[type, ...], what: str) -> None:
-    """A list (or tuple, or other Sequence but text) whose items are ``item_types``."""
+def check_sequence_arg(name: str, value: object, item_types: type | tuple[type, ...], what: str,
+                       item: str) -> None:
+    """A list (or tuple, or other Sequence but text) whose items are ``item_types``;
+    ``what`` names the list's items in the plural, ``item`` one of them with its article."""
     if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
         single = " (wrap a single one in a list)" if isinstance(value, item_types) else ""
         raise InvalidValue(f"{name} must be a list of {what}, got {_got(value)}{single}")
-    for i, item in enumerate(value):
-        if not isinstance(item, item_types):
-            raise InvalidValue(f"{name}[{i}] must be a {what.rstrip('s')}, got {_got(item)}")
+    for i in range(len(value)):
+        if not isinstance(value[i], item_types):
+            raise InvalidValue(f"{name}[{i}] must be {item}, got {_got(value[i])}")
 
 
 def check_append_args(stream_id: object, stream_type: object, events: object, expected_version: object) -> None:
     """:meth:`EventStore.append`'s arguments (the rest, the expected version too, is
     checked as for ``append_many``, by :func:`check_append`)."""
-    check_sequence_arg("events", events, (DomainEvent, PendingEvent), "events (DomainEvent or PendingEvent)")
+    check_sequence_arg("events", events, (DomainEvent, PendingEvent), "events (DomainEvent or PendingEvent)",
+                       "an event (DomainEvent or PendingEvent)")
 
 
 def nothing_to_append(appends: object, snapshots: object) -> bool:
     """Check :meth:`EventStore.append_many`'s containers; True when ``appends`` is empty
     (then nothing is written and the result is ``[]``; snapshots without events are
     refused: they are written by :meth:`EventStore.save_snapshot`)."""
-    check_sequence_arg("appends", appends, StreamAppend, "StreamAppends")
-    check_sequence_arg("snapshots", snapshots, Snapshot, "Snapshots")
+    check_sequence_arg("appends", appends, StreamAppend, "StreamAppends", "a StreamAppend")
+    check_sequence_arg("snapshots", snapshots, Snapshot, "Snapshots", "a Snapshot")
     assert isinstance(appends, Sequence) and isinstance(snapshots, Sequence)
     append: StreamAppend
     for i, append in enumerate(appends):
         check_sequence_arg(f"appends[{i}].events", append.events, (DomainEvent, PendingEvent),
-                           "events (DomainEvent or PendingEvent)")
+                           "events (DomainEvent or PendingEvent)", "an event (DomainEvent or PendingEvent)")
         if not append.events:
             raise InvalidValue(f"append to stream {append.stream_id!r} has no events: give at least one")
     if not appends and snapshots:

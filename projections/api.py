@@ -180,7 +180,7 @@ def _check_columns(table: Table) -> None:
 
 def _check_name(what: str, name: Any, where: str, reason: str = "") -> None:
     if not isinstance(name, str):
-        raise ProjectionError(f"{what} {name!r}{where} is a {type(name).__name__}: give a string")
+        raise ProjectionError(f"{what} {name!r}{where} is of type {type(name).__name__}, not a string")
     if not name:
         raise ProjectionError(f"{what} {name!r}{where} is empty")
     if "\x00" in name:
@@ -222,7 +222,7 @@ class Projection:
         super().__init_subclass__(**kw)
         if name is not None:
             if not isinstance(name, str):
-                raise ProjectionError(f"projection name {name!r} is a {type(name).__name__}: give a string")
+                raise ProjectionError(f"projection name {name!r} is of type {type(name).__name__}, not a string")
             if not name or not name.replace("_", "").isalnum() or not name.isascii():
                 raise ValueError(f"projection name {name!r} must be letters, digits and underscores")
             if len(name) > MAX_PROJECTION_NAME:

@@ -352,7 +352,7 @@ def test_a_skip_reason_and_actor_have_limits(backend_url: str) -> None:
                 await store.database.write(tracking.add_skip, "ride_board", 1, "r" * 1001, None)
             with pytest.raises(InvalidValue, match=r"skipped by 'aaa.* is 201 characters long; facta stores at most 200"):
                 await store.database.write(tracking.add_skip, "ride_board", 1, "why", "a" * 201)
-            relay = Relay(store, RelayConfig(bootstrap="unused:0"))
+            relay = Relay(store, RelayConfig(bootstrap="unused:9092"))
             with pytest.raises(RelayError, match=r"invalid reason 'r+'\.\.\.\(1001 characters\): give 1 to 1000"):
                 await relay.skip(1, "r" * 1001)
             with pytest.raises(RelayError, match=r"invalid actor 'a+'.*: expected 1 to 200 characters"):

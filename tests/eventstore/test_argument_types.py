@@ -110,7 +110,7 @@ async def test_append_takes_a_list_of_events(store: EventStore, no_io: NoIO) -> 
     await refused(lambda: store.append(sid(), "argtest_ticker", Ticked(), expected_version=0),  # type: ignore[arg-type]
                   "events must be a list of events", "got Ticked", "wrap a single one in a list")
     await refused(lambda: store.append(sid(), "argtest_ticker", [Ticked(), "x"], expected_version=0),  # type: ignore[list-item]
-                  "events[1] must be a event", "got str 'x'")
+                  "events[1] must be an event (DomainEvent or PendingEvent)", "got str 'x'")
     await refused(lambda: store.append(sid(), "argtest_ticker", [Ticked()], expected_version=True),
                   ": expected version must be an integer, got bool True")
     await refused(lambda: store.append(sid(), "argtest_ticker", [Ticked()], expected_version=1.0),  # type: ignore[arg-type]

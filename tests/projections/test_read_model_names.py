@@ -60,7 +60,7 @@ async def test_column_names_that_cannot_hold_everywhere_are_refused_when_declare
 
 
 def test_projection_name_of_another_type_is_refused() -> None:
-    with pytest.raises(ProjectionError, match="projection name 7 is a int: give a string"):
+    with pytest.raises(ProjectionError, match="projection name 7 is of type int, not a string"):
         type("P", (Projection,), {}, name=7)  # type: ignore[call-arg]
 
 
