@@ -45,6 +45,7 @@ from facta.replay.demo import DemoRefused, run_demo
 from tests.conftest import migrate
 
 from .test_cli import FACTA
+from .test_cli_edges import commands
 
 COMMAND = [FACTA] if FACTA else [sys.executable, "-m", "facta.replay.cli"]
 
@@ -226,19 +227,8 @@ def test_usage_errors_escape_the_value_too(tmp_path: Path, monkeypatch: pytest.M
 # -- 9: empty names exit 2, like over-long ones ----------------------------------------------
 
 
-def _commands() -> Iterator[tuple[list[str], click.Command]]:
-    def walk(command: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
-        if isinstance(command, click.Group):
-            for name, sub in sorted(command.commands.items()):
-                yield from walk(sub, [*path, name])
-        else:
-            yield path, command
-
-    yield from walk(cli, [])
-
-
 def _name_cases() -> Iterator[Any]:
-    for path, command in _commands():
+    for path, command in commands():
         required = [p for p in command.params if isinstance(p, click.Argument) and p.required]
         for param in command.params:
             if not isinstance(param.type, Text) or param.type.empty:
