@@ -39,7 +39,8 @@ from sqlalchemy.sql.elements import conv, quoted_name
 from facta.domain import DomainEvent, EventRegistry, default_registry
 from facta.domain.events import check_event_class
 from facta.eventstore import EventStore, RecordedEvent
-from facta.eventstore.validation import InvalidValue, got
+from facta.eventstore.errors import InvalidValue
+from facta.eventstore.validation import got
 
 from .errors import ProjectionError
 

@@ -53,9 +53,10 @@ from sqlalchemy import Connection, func, select
 
 from facta.eventstore import EventStore
 from facta.eventstore.audit import utc_text
+from facta.eventstore.errors import InvalidValue
 from facta.eventstore.locks import active_lock
 from facta.eventstore.schema import events, projections
-from facta.eventstore.validation import InvalidValue, check_int_arg, check_replay_from, got
+from facta.eventstore.validation import check_int_arg, check_replay_from, got
 
 from . import tracking
 from .api import Projection, check_projection_class

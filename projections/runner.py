@@ -21,9 +21,10 @@ import logging
 from dataclasses import dataclass
 
 from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore.errors import InvalidValue
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
-from facta.eventstore.validation import InvalidValue, check_instance_arg, check_settings, got
+from facta.eventstore.validation import check_instance_arg, check_settings, got
 
 from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection, check_projection_class
 from .applier import Applier, Delivery
