@@ -2,7 +2,7 @@
 
 ``facta dev broker --kind apache`` and the Kafka test fixtures run Apache Kafka itself,
 not a stand-in. This module knows how to get it and how to configure a node; starting,
-stopping and killing processes is :mod:`facta.replay.devbroker`'s business.
+stopping and killing processes is :mod:`facta.dev.devbroker`'s business.
 
 - **Fetch** (:func:`ensure_distribution`). Maven resolves the pinned server artifact
   ``org.apache.kafka:kafka_2.13:KAFKA_VERSION`` with its runtime dependencies, plus
