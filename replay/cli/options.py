@@ -231,7 +231,7 @@ class Revision(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gene
 
 
 def _column_length(table: Table, column: str) -> int | None:
-    length = table.c[column].type.length
+    length = getattr(table.c[column].type, "length", None)
     return int(length) if length is not None else None
 
 

@@ -22,19 +22,17 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import IO, Any
+from types import SimpleNamespace, TracebackType
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text as RichText
 
 from facta.display import escape, printable, quoted, shown
 from facta.eventstore.audit import utc_text
-from facta.projections.replay import Progress as ReplayProgress
 from facta.projections.tracking import LOG
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = [
     "EVENT_COLUMNS", "CountProgress", "ReplayProgressLine", "a", "clip", "compact", "compact_json", "coords_json", "coords_text",
@@ -179,6 +177,12 @@ def table_lines(headers: Sequence[str], rows: Sequence[Sequence[str]], *, colour
     :func:`shown` by the caller; any character that is still not printable is escaped
     here (:func:`printable`), so no cell reaches the terminal raw. ``colour``: bold
     headers (ANSI codes); by default only when stdout is a terminal."""
+    # Lazy, like the progress bar's: rich costs a tenth of a second of start-up, which
+    # --json, --csv and one-line commands do not need.
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text as RichText
+
     if colour is None:
         colour = _is_terminal(sys.stdout)
     cells = [[printable(cell) for cell in row] for row in rows]
@@ -210,7 +214,10 @@ class _Bar:
     """A rich progress bar on stderr with one task."""
 
     def __init__(self, description: str, total: int, unit: str) -> None:
-        self.progress = Progress(
+        from rich.console import Console  # lazy: see table_lines
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress: Progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
             console=Console(stderr=True, highlight=False, markup=False, emoji=False), transient=False,
@@ -300,7 +307,7 @@ class ReplayProgressLine:
         """After a replay of ``total`` planned events (None: it failed): show the final
         state, and end a terminal's progress bar."""
         if total is not None:
-            self._show(self.latest or ReplayProgress(0, total, 0.0), final=True)
+            self._show(self.latest or SimpleNamespace(done=0, total=total, rate=0.0, eta_seconds=None), final=True)
         if self.bar is not None:
             self.bar.stop()
             self.bar = None

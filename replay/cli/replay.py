@@ -4,11 +4,11 @@ with --dry-run)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from facta.projections.catalog import load_catalog
-from facta.projections.replay import ReplayFrom, ReplayPlan, plan_replay, replay
 from facta.projections.tracking import LOG
 
 from .app import async_command, cli, freeze_heap, quiet_logging, stop_on_signals, usage_error
@@ -27,6 +27,10 @@ from .options import (
     projections_option,
     topic_prefix_option,
 )
+
+if TYPE_CHECKING:
+    from facta.projections.replay import ReplayPlan
+
 from .output import ReplayProgressLine, coords_json, duration, echo_json, plural, printable, shown, table_lines
 
 
@@ -78,6 +82,10 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
       facta replay ride_board --from-time 2026-11-22T12:00:00+01:00
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta replay billing --from-offset 0 --partition 2
     """
+    # Lazy: facta.projections.replay imports aiokafka (through projections.retention), a
+    # tenth of a second of start-up that every other command would pay.
+    from facta.projections.replay import ReplayFrom, plan_replay, replay
+
     freeze_heap()
     given = [flag for flag, value in (("--from-position", from_position), ("--from-offset", from_offset),
                                       ("--from-time", from_time)) if value is not None]
