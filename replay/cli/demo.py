@@ -86,7 +86,7 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
             view = await city_view(store)
         click.echo()
         for line in render_city(view):
-            click.echo(printable(line))
+            click.echo(line)
     click.echo()
     click.echo("try next:")
     for command in next_commands(s, None if database_url == database_url_from_env() else database_url):
@@ -100,8 +100,9 @@ def money(minor: int | None, currency: str | None) -> str:
 
 def render_city(view: CityView) -> list[str]:
     """The demo's read models as the lines it prints: the ride board, the balances and the
-    drivers' earnings, each a table."""
-    out = ["ride board (newest first; " + ", ".join(f"{n} {s}" for s, n in sorted(view.ride_statuses.items())) + ")"]
+    drivers' earnings, each a table (whose cells :func:`table_lines` escapes)."""
+    out = [printable("ride board (newest first; "
+                     + ", ".join(f"{n} {s}" for s, n in sorted(view.ride_statuses.items())) + ")")]
     out += ["  " + s for s in table_lines(
         ["RIDE", "STATUS", "DRIVER", "ETA", "FARE"],
         [[r["ride_id"], r["status"], r["driver_id"] or "-",

@@ -3,6 +3,7 @@ cell folded or cut whatever the width, no colour codes, columns two spaces apart
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -38,7 +39,7 @@ def test_rich_markup_and_control_characters_in_a_cell_are_shown_as_they_are() ->
     assert lines[1:] == ["[bold]x[/bold]", ":smile:", "a\\x1b[31mb"]
 
 
-async def test_an_80_column_pipe_gets_whole_lines(migrated_url: str, tmp_path: object) -> None:
+async def test_an_80_column_pipe_gets_whole_lines(migrated_url: str) -> None:
     long_id = "acct-" + "y" * 240
     async with await EventStore.open(migrated_url) as store:
         account = Account.open(long_id, "someone with a long account id", "EUR")
@@ -46,7 +47,7 @@ async def test_an_80_column_pipe_gets_whole_lines(migrated_url: str, tmp_path: o
     command = [FACTA] if FACTA else [sys.executable, "-m", "facta.replay.cli"]
     env = {**os.environ, "COLUMNS": "80", "LINES": "24", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
-    result = subprocess.run([*command, "audit", "history", long_id, "--database-url", migrated_url],
+    result = await asyncio.to_thread(subprocess.run, [*command, "audit", "history", long_id, "--database-url", migrated_url],
                             capture_output=True, text=True, env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
