@@ -37,21 +37,21 @@ from .options import (
     UtcTime,
     WholeNumber,
 )
-from .output import a as _a
-from .output import clip as _clip
-from .output import printable as _printable
-from .output import quoted as _quoted
-from .output import shown as _shown
+
+# Private names tests import from facta.replay.cli since the CLI was one module.
+from .output import a as _a  # noqa: F401
+from .output import clip as _clip  # noqa: F401
+from .output import printable as _printable  # noqa: F401
+from .output import quoted as _quoted  # noqa: F401
+from .output import shown as _shown  # noqa: F401
 
 __all__ = [
     "MAX_PARTITION", "MAX_POSITION", "MAX_SECONDS", "MAX_VERSION", "DatabaseURL", "Folder", "KafkaBootstrap",
     "Revision", "Seconds", "Text", "UtcTime", "WholeNumber", "cli", "main",
 ]
 
-# The command modules, for readers of this package (and to keep the imports above used).
+#: The command modules, one per group (importing them added their commands to ``cli``).
 COMMAND_MODULES = (db, demo, relay, projections, replay, audit, dev)
-# The names tests/cli import from facta.replay.cli since it was one module.
-_SHOWN = (_a, _clip, _printable, _quoted, _shown)
 
 
 def main() -> None:
