@@ -125,7 +125,7 @@ from facta.eventstore.relay import Relay, RelayConfig
 from facta.projections import KafkaSettings, Projection, ProjectionRunner, RunnerConfig
 from facta.projections.reference import AccountBalances, RideBoard
 from facta.projections.replay import ReplayFrom, replay
-from facta.replay.devbroker import Broker, BrokerError, default_kind, start_broker
+from facta.dev.devbroker import Broker, BrokerError, default_kind, start_broker
 
 CONTENDERS = ("facta", "raw", "eventsourcing")
 PROJECTIONS: tuple[type[Projection], ...] = (AccountBalances, RideBoard)

@@ -83,8 +83,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from facta.eventstore.records import RecordedEvent
 from facta.eventstore.relay import Relay, RelayConfig, kafka_record
 from facta.eventstore.store import EventStore
-from facta.replay.apache_kafka import KAFKA_VERSION
-from facta.replay.devbroker import BROKER_KINDS, Broker, start_broker
+from facta.dev.apache_kafka import KAFKA_VERSION
+from facta.dev.devbroker import BROKER_KINDS, Broker, start_broker
 
 CONTENDERS = ("relay", "raw")
 BACKENDS = ("sqlite", "postgresql")

@@ -12,12 +12,13 @@ page (or a reader tailing the log) could still miss.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, literal_column, select
+from sqlalchemy import Connection, func, literal_column, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from facta.domain import Aggregate, AggregateState, aggregate_class
@@ -31,16 +32,19 @@ from .store import EventStore
 from .validation import check_position, check_text, check_texts, check_version, check_window_args
 
 __all__ = [
+    "FILTER_COLUMNS",
     "AuditError",
     "EventPage",
     "FieldChange",
     "StateAt",
     "StateDiff",
+    "UnknownValue",
     "diff",
     "events",
     "history",
     "state_at",
     "trace",
+    "unknown_filter_values",
     "utc_text",
 ]
 
@@ -446,6 +450,66 @@ async def trace(store: EventStore, correlation_id: str) -> list[RecordedEvent]:
         if page.cursor is None:
             return out
         after = page.cursor
+
+
+# -- filter values that match nothing -----------------------------------------------------------
+
+#: The columns :func:`unknown_filter_values` checks, with their names in a sentence.
+FILTER_COLUMNS = {"event_type": "type", "stream_type": "stream type", "actor": "actor",
+                  "correlation_id": "correlation id"}
+# Few distinct values: close names are cheap to list.
+_SUGGESTED = {"event_type", "stream_type", "actor"}
+
+
+@dataclass(frozen=True)
+class UnknownValue:
+    """A filter value no stored event has: its ``column`` (a key of
+    :data:`FILTER_COLUMNS`), the ``value``, and up to three stored values close to it
+    (``close``, most similar first; empty for correlation ids, which are not listed)."""
+
+    column: str
+    value: str
+    close: tuple[str, ...] = ()
+
+
+async def unknown_filter_values(store: EventStore, filters: Mapping[str, Sequence[str]]) -> list[UnknownValue]:
+    """The values of ``filters`` (``{column: values}``, columns of :data:`FILTER_COLUMNS`)
+    that no stored event holds in that column: a typo, most likely. Each is found by one
+    index lookup; the close values by a skip scan over the column's index (one lookup per
+    distinct value, at most 2000), not a walk of the log. Raises :class:`AuditError` for
+    a column not in :data:`FILTER_COLUMNS`."""
+    out: list[UnknownValue] = []
+    for column, values in filters.items():
+        if column not in FILTER_COLUMNS:
+            raise AuditError(f"cannot check values of column {column!r}: give one of {', '.join(FILTER_COLUMNS)}")
+        if not values:
+            continue
+        found = await store.database.read(_stored_values, column, list(values))
+        missing = [v for v in values if v not in found]
+        if not missing:
+            continue
+        known = await store.database.read(_distinct_values, column) if column in _SUGGESTED else []
+        out += [UnknownValue(column, value, tuple(difflib.get_close_matches(value, known, n=3, cutoff=0.8)))
+                for value in missing]
+    return out
+
+
+def _stored_values(conn: Connection, column: str, values: list[str]) -> set[str]:
+    """Which of ``values`` some event holds in ``column`` (one index lookup each)."""
+    col = events_table.c[column]
+    return {v for v in values if conn.execute(select(col).where(col == v).limit(1)).first() is not None}
+
+
+def _distinct_values(conn: Connection, column: str, limit: int = 2000) -> list[str]:
+    """The distinct values of an indexed ``column``, by a skip scan over its index (one
+    lookup per value, not a walk of the log)."""
+    assert column in FILTER_COLUMNS
+    query = text(
+        f"WITH RECURSIVE t(v) AS (SELECT MIN({column}) FROM facta_events UNION ALL "
+        f"SELECT (SELECT MIN({column}) FROM facta_events WHERE {column} > t.v) FROM t WHERE t.v IS NOT NULL) "
+        f"SELECT v FROM t WHERE v IS NOT NULL LIMIT {int(limit)}"
+    )
+    return [row[0] for row in conn.execute(query)]
 
 
 # -- helpers ----------------------------------------------------------------------------------

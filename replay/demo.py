@@ -20,17 +20,29 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, select
+from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, inspect, select
 
 from facta.domain import Aggregate
 from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
 from facta.errors import DemoRefused
 from facta.eventstore import ConcurrencyError, EventStore, Repository, StreamNotFound
+from facta.eventstore.audit import utc_text
+from facta.eventstore.database import Database, translate_connect_errors
+from facta.eventstore.relay import Relay, RelayConfig
+from facta.eventstore.schema import events, projections
 from facta.projections import ProjectionRunner
-from facta.projections.reference import REFERENCE_PROJECTIONS, Billing
+from facta.projections.api import REBUILD_SUFFIX
+from facta.projections.reference import (
+    BILLING_ACTOR,
+    REFERENCE_PROJECTIONS,
+    AccountBalances,
+    Billing,
+    DriverEarnings,
+    RideBoard,
+)
 
-__all__ = ["TARIFF", "CityView", "DemoRefused", "DemoSummary", "city_view", "next_commands", "publish_to_kafka", "render_city", "run_demo"]
+__all__ = ["TARIFF", "CityView", "DemoRefused", "DemoSummary", "city_view", "next_commands", "publish_to_kafka", "run_demo"]
 
 TARIFF = Tariff(currency="EUR", base=250, per_km=120, per_minute=30, minimum=700)
 TOP_UP = 50_00
@@ -131,8 +143,6 @@ _DEMO_IDS = uuid.UUID("5d1e0c2a-6f0b-4c55-9d43-2b8c1f7e0a11")
 
 
 async def _rides_so_far(store: EventStore) -> int:
-    from facta.eventstore.schema import events
-
     query = select(func.count()).where(events.c.stream_type == Ride.stream_type, events.c.version == 1)
     return int(await store.database.read(lambda conn: conn.execute(query).scalar_one()))
 
@@ -170,8 +180,6 @@ async def _finish(store: EventStore, plan: DemoPlan) -> None:
 
 
 async def _recorded_at_or_before(store: EventStore, position: int) -> datetime | None:
-    from facta.eventstore.schema import events
-
     query = (select(events.c.recorded_at).where(events.c.position <= position)
              .order_by(events.c.position.desc()).limit(1))
     found: datetime | None = await store.database.read(lambda conn: conn.execute(query).scalar())
@@ -180,16 +188,12 @@ async def _recorded_at_or_before(store: EventStore, position: int) -> datetime |
 
 async def _projection_sources(store: EventStore) -> dict[str, str]:
     """Each projection's source (``log`` or ``kafka``), for those built already."""
-    from facta.eventstore.schema import projections
-
     query = select(projections.c.name, projections.c.source)
     return {name: source for name, source in await store.database.read(lambda conn: conn.execute(query).all())}
 
 
 async def _ride_versions(store: EventStore) -> dict[str, int]:
     """Every ride stream's stored version."""
-    from facta.eventstore.schema import events
-
     query = (select(events.c.stream_id, func.max(events.c.version))
              .where(events.c.stream_type == Ride.stream_type).group_by(events.c.stream_id))
     return {sid: int(v) for sid, v in await store.database.read(lambda conn: conn.execute(query).all())}
@@ -197,9 +201,6 @@ async def _ride_versions(store: EventStore) -> dict[str, int]:
 
 async def _unbilled(store: EventStore) -> dict[str, int]:
     """Per rider account, the fares of ended trips that billing has not charged yet."""
-    from facta.eventstore.schema import events
-    from facta.projections.reference import BILLING_ACTOR
-
     c = events.c
     query = select(c.stream_id, c.event_type, c.actor, c.payload).where(
         c.event_type.in_(("ride.requested", "ride.trip_ended", "account.transferred_out")))
@@ -225,8 +226,6 @@ async def _unbilled(store: EventStore) -> dict[str, int]:
 def _demo_tables() -> set[str]:
     """The tables a demo makes besides facta's own (``facta_*``): the reference read models
     and their rebuild copies."""
-    from facta.projections.api import REBUILD_SUFFIX
-
     names = {t.name for projection in REFERENCE_PROJECTIONS for t in projection.live_tables()}
     return names | {name + REBUILD_SUFFIX for name in names}
 
@@ -235,9 +234,6 @@ def _what_is_there(conn: Connection) -> str | None:
     """What makes this database not the demo's, as a phrase, or None when the demo may run
     on it: a database without tables, a previous demo's (it has ``facta_demo_runs``), or a
     facta store without events whose other tables are the demo's read models."""
-    from sqlalchemy import inspect
-
-    from facta.eventstore.schema import events
 
     tables = set(inspect(conn).get_table_names())
     if not tables or DEMO_RUNS.name in tables:
@@ -263,8 +259,6 @@ async def check_demo_database(url: str) -> None:
     file that does not exist or holds no tables), a previous demo's (which the demo
     continues), or a facta store without events. Reads only; a missing SQLite file is
     created, as the demo would."""
-    from facta.eventstore.database import Database, translate_connect_errors
-
     database = Database.create(url)
     try:
         with translate_connect_errors(database.url):
@@ -439,10 +433,10 @@ async def _one_ride(repo: Repository, plan: DemoPlan, n: int, stored_version: in
 async def publish_to_kafka(url: str, bootstrap: str, *, idempotence: bool = True) -> tuple[int, dict[str, int]]:
     """Relay the store at ``url`` to Kafka until caught up. Returns the number of events
     published by this call and, per facta topic, how many records it holds now."""
+    # Lazy: aiokafka costs a tenth of a second of start-up that a demo without --kafka
+    # (and every other command, which imports this module) does not need.
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
-
-    from facta.eventstore.relay import Relay, RelayConfig
 
     async with await EventStore.open(url) as store:
         published = await Relay(store, RelayConfig(bootstrap=bootstrap, idempotence=idempotence)).run(
@@ -491,9 +485,6 @@ class CityView:
 async def city_view(store: EventStore, *, limit: int = 8) -> CityView:
     """The newest rides, the biggest balances and the best-earning drivers, read from the
     live read-model tables (what any reader of them would see)."""
-    from sqlalchemy import func, select
-
-    from facta.projections.reference import AccountBalances, DriverEarnings, RideBoard
 
     def read(conn: Connection) -> CityView:
         rides_t, balances_t, earnings_t = RideBoard.rides, AccountBalances.balances, DriverEarnings.earnings
@@ -517,41 +508,6 @@ async def city_view(store: EventStore, *, limit: int = 8) -> CityView:
     return await store.database.read(read)
 
 
-def money(minor: int | None, currency: str | None) -> str:
-    return "-" if minor is None else f"{currency or ''} {minor / 100:,.2f}".strip()
-
-
-def text_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    """Rows padded into columns under ``head``."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(head), *(line(r) for r in rows)]
-
-
-def render_city(view: CityView) -> list[str]:
-    out = ["ride board (newest first; " + ", ".join(f"{n} {s}" for s, n in sorted(view.ride_statuses.items())) + ")"]
-    out += ["  " + s for s in text_table(
-        ["RIDE", "STATUS", "DRIVER", "ETA", "FARE"],
-        [[r["ride_id"], r["status"], r["driver_id"] or "-", f"{r['eta_seconds']}s" if r["status"] == "accepted" and r["eta_seconds"] is not None else "-",
-          money(r["fare"], r["currency"])] for r in view.rides],
-    )]
-    out.append("account balances (largest first)")
-    out += ["  " + s for s in text_table(
-        ["ACCOUNT", "OWNER", "BALANCE", "LAST ACTIVITY (UTC)"],
-        [[b["account_id"], b["owner"] or "-", money(b["balance"], b["currency"]),
-          b["last_activity"].strftime("%Y-%m-%d %H:%M:%S") if b["last_activity"] else "-"] for b in view.balances],
-    )]
-    out.append("driver earnings (best first)")
-    out += ["  " + s for s in text_table(
-        ["DRIVER", "DAY", "TRIPS", "EARNINGS"],
-        [[e["driver_id"], e["day"], str(e["trips"]), money(e["earnings"], e["currency"])] for e in view.earnings],
-    )]
-    return out
-
-
 def next_commands(summary: DemoSummary, database_url: str | None = None) -> list[str]:
     """The commands to try next, with ids from this run."""
     where = f" --database-url {database_url}" if database_url else ""
@@ -567,8 +523,6 @@ def next_commands(summary: DemoSummary, database_url: str | None = None) -> list
     if summary.sample_rider_account is not None:
         out.append(f"facta audit state {summary.sample_rider_account} --at-version 2{where}")
         if summary.midway_at is not None:  # the account as it was halfway through this run
-            from facta.eventstore.audit import utc_text
-
             at = utc_text(summary.midway_at)
             out.append(f"facta audit state {summary.sample_rider_account} --as-of {at} --json{where}")
     out.append(f"facta audit events --stream-type account --actor billing --newest-first --limit 5{where}")

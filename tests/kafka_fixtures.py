@@ -1,7 +1,7 @@
 """Kafka fixtures for the whole suite, chosen by ``FACTA_TEST_KAFKA`` (a plugin that
 tests/conftest.py loads, so every folder shares one session broker).
 
-- ``apache`` (the default): Apache Kafka itself (``facta.replay.devbroker``, fetched from
+- ``apache`` (the default): Apache Kafka itself (``facta.dev.devbroker``, fetched from
   Maven Central once). ``kafka_broker`` is one single-node broker shared by the whole
   session (a JVM takes seconds to start; every test uses topic names and consumer groups
   of its own); ``managed_kafka_broker`` is a fresh node of the test's own, to stop, kill
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from facta.replay.devbroker import (
+from facta.dev.devbroker import (
     BROKER_KINDS,
     CAPABILITIES,
     Broker,

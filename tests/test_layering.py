@@ -44,6 +44,9 @@ PACKAGE_LAYERS: dict[str, int] = {
     "facta.migrations": 1,
     "facta.projections": 2,
     "facta.replay": 3,
+    # Development tools (a local Kafka broker or cluster) the CLI and the tests start: beside
+    # the CLI, above the store (devbroker parses bootstrap lists with eventstore's rule).
+    "facta.dev": 3,
     # facta_pkg's modules (facta.testing, facta.__main__): on top.
     "facta": 4,
     # The revisions are scripts alembic loads from their files; no library module imports
@@ -61,6 +64,9 @@ MODULE_LAYERS: dict[str, int] = {
     "facta.errors": 0,
     # The settings from FACTA_* (pydantic-settings; imports facta.errors only): every layer reads its defaults.
     "facta.settings": 0,
+    # How a name or an id is shown in a line (escapes, $'...' quoting; stdlib only): the
+    # store's errors and the CLI use it.
+    "facta.display": 0,
 }
 LAYER_NAMES = {0: "domain", 1: "eventstore", 2: "projections", 3: "replay", 4: "facta (top)"}
 
@@ -336,7 +342,7 @@ def test_the_real_tree_with_one_bad_import_fails(tmp_path: Path) -> None:
     """A copy of the real source with one function-level import up the layers added."""
     import shutil
 
-    for folder in ("facta_pkg", "domain", "eventstore", "projections", "replay", "migrations"):
+    for folder in ("facta_pkg", "domain", "eventstore", "projections", "replay", "dev", "migrations"):
         shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     assert problems(tmp_path, ALLOWED_CYCLES) == []

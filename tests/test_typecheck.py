@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = ("domain", "eventstore", "projections", "replay", "migrations")
+FOLDERS = ("domain", "eventstore", "projections", "replay", "dev", "migrations")
 PACKAGES = ("facta_pkg", *FOLDERS, "migrations/versions")
 
 # A user's module: events, an aggregate, a projection, a repository round trip. Every

@@ -123,3 +123,56 @@ async def test_every_command_refuses_a_store_at_an_unknown_revision(migrated_url
         assert "Traceback" not in stderr, (command, stderr)
         assert stderr.strip().splitlines()[-1] == message, (command, stderr)
     assert await _version_rows(migrated_url) == ["9999"]
+
+
+# -- option defaults come from the settings object (FACTA_*) -------------------------------
+
+SETTING_OPTIONS = [
+    (("relay", "run"), "batch_size", "FACTA_BATCH_SIZE", "7", 7),
+    (("relay", "run"), "topic_prefix", "FACTA_TOPIC_PREFIX", "rides", "rides"),
+    (("relay", "run"), "partitions", "FACTA_RELAY_PARTITIONS", "5", 5),
+    (("relay", "run"), "kafka_timeout", "FACTA_KAFKA_TIMEOUT_S", "2.5", 2.5),
+    (("relay", "run"), "kafka_request_timeout", "FACTA_KAFKA_REQUEST_TIMEOUT_MS", "2500", 2.5),
+    (("projections", "run"), "batch_size", "FACTA_BATCH_SIZE", "9", 9),
+    (("projections", "run"), "topic_prefix", "FACTA_TOPIC_PREFIX", "rides", "rides"),
+    (("projections", "run"), "kafka_timeout", "FACTA_KAFKA_TIMEOUT_S", "4", 4.0),
+    (("projections", "run"), "kafka_session_timeout", "FACTA_KAFKA_SESSION_TIMEOUT_MS", "6000", 6.0),
+    (("projections", "run"), "group_prefix", "FACTA_GROUP_PREFIX", "g.", "g."),
+    (("replay",), "batch_size", "FACTA_BATCH_SIZE", "11", 11),
+    (("replay",), "kafka_timeout", "FACTA_KAFKA_TIMEOUT_S", "3", 3.0),
+]
+
+
+@pytest.mark.parametrize(("path", "param", "variable", "value", "expected"), SETTING_OPTIONS)
+def test_option_defaults_come_from_the_settings(path: tuple[str, ...], param: str, variable: str, value: str,
+                                                expected: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    from facta.replay.cli import cli
+    from facta.settings import Settings
+
+    command: click.Command = cli
+    for word in path:
+        command = command.commands[word]  # type: ignore[attr-defined]
+    option = next(p for p in command.params if p.name == param)
+    ctx = click.Context(command)
+    field = variable.removeprefix("FACTA_").lower()
+    fallback = Settings.model_fields[field].default
+    monkeypatch.delenv(variable, raising=False)
+    assert option.get_default(ctx) == (fallback / 1000 if field.endswith("_ms") else fallback)
+    monkeypatch.setenv(variable, value)
+    assert option.get_default(ctx) == expected
+
+
+@pytest.mark.parametrize(("command", "variable", "value"), [
+    (["relay", "run", "--once", "--kafka-bootstrap", "127.0.0.1:1"], "FACTA_BATCH_SIZE", "0"),
+    (["relay", "run", "--once", "--kafka-bootstrap", "127.0.0.1:1"], "FACTA_KAFKA_REQUEST_TIMEOUT_MS", "abc"),
+    (["projections", "run", "billing", "--once"], "FACTA_KAFKA_SESSION_TIMEOUT_MS", "10"),
+    (["replay", "billing", "--from-position", "0", "--dry-run"], "FACTA_KAFKA_TIMEOUT_S", "nan"),
+])
+def test_a_bad_setting_behind_an_option_is_a_one_line_usage_error(command: list[str], variable: str, value: str,
+                                                                   tmp_path: object) -> None:
+    result = facta(*command, "--database-url", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path,  # type: ignore[arg-type]
+                   env={variable: value})
+    usage_line(result, f"invalid {variable}={value!r}")
+    assert list(tmp_path.iterdir()) == []  # type: ignore[attr-defined]

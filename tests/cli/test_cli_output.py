@@ -292,11 +292,11 @@ def test_no_message_has_a_before_a_vowel() -> None:
     """No user-visible text in facta's code says 'a' before a word that takes 'an'."""
     import re
 
-    root = Path(cli_module.__file__).resolve().parent.parent
+    root = Path(cli_module.__file__).resolve().parent.parent.parent  # replay/cli/__init__.py: a package now
     wrong = re.compile(r"""["'][^"'\n]*\ba (?:event|actor|error|empty|offset|integer|int\b|argument|option|"""
                        r"""aggregate|upcaster|existing|older|earlier|index|{)""")
     found = []
-    for folder in ("domain", "eventstore", "projections", "replay", "facta_pkg", "migrations"):
+    for folder in ("domain", "eventstore", "projections", "replay", "dev", "facta_pkg", "migrations"):
         for path in (root / folder).rglob("*.py"):
             for number, line in enumerate(path.read_text().splitlines(), 1):
                 if not line.lstrip().startswith("#") and wrong.search(line):

@@ -55,7 +55,7 @@ def test_a_bootstrap_that_is_not_text_is_refused() -> None:
 
 @pytest.mark.parametrize("bootstrap", ["127.0.0.1:99999", "127.0.0.1:0", "nohost"])
 def test_waiting_for_a_broker_at_a_bad_bootstrap_is_refused_at_once(bootstrap: str) -> None:
-    from facta.replay.devbroker import BrokerError, wait_for_kafka
+    from facta.dev.devbroker import BrokerError, wait_for_kafka
 
     with pytest.raises(BrokerError, match=r"^invalid Kafka bootstrap address ") as caught:
         wait_for_kafka(bootstrap, timeout=30.0)

@@ -1,4 +1,4 @@
-"""The development brokers (facta.replay.devbroker and `facta dev broker`) really speak Kafka."""
+"""The development brokers (facta.dev.devbroker and `facta dev broker`) really speak Kafka."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from facta.replay import apache_kafka, devbroker
-from facta.replay.devbroker import Broker, BrokerError, free_port, start_broker
+from facta.dev import apache_kafka, devbroker
+from facta.dev.devbroker import Broker, BrokerError, free_port, start_broker
 
 from ..kafka_fixtures import KAFKA, KafkaTarget, SharedKafka, external
 

@@ -20,7 +20,7 @@ from pydantic import Field
 from facta.domain import DomainEvent
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.relay import Relay, RelayConfig
-from facta.replay.apache_kafka import ensure_distribution, tool_command
+from facta.dev.apache_kafka import ensure_distribution, tool_command
 
 from ..kafka_fixtures import KAFKA
 

@@ -2,7 +2,7 @@
 
 ``facta dev broker --kind apache`` and the Kafka test fixtures run Apache Kafka itself,
 not a stand-in. This module knows how to get it and how to configure a node; starting,
-stopping and killing processes is :mod:`facta.replay.devbroker`'s business.
+stopping and killing processes is :mod:`facta.dev.devbroker`'s business.
 
 - **Fetch** (:func:`ensure_distribution`). Maven resolves the pinned server artifact
   ``org.apache.kafka:kafka_2.13:KAFKA_VERSION`` with its runtime dependencies, plus
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facta.errors import ApacheKafkaError
+from facta.settings import settings
 
 __all__ = [
     "KAFKA_VERSION",
@@ -120,7 +121,7 @@ rootLogger.appenderRef.stderr.ref = STDERR
 
 def cache_root() -> Path:
     """The per-user cache: ``$FACTA_CACHE_DIR``, ``$XDG_CACHE_HOME/facta`` or ``~/.cache/facta``."""
-    explicit = os.environ.get("FACTA_CACHE_DIR", "").strip()
+    explicit = (settings().cache_dir or "").strip()
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()

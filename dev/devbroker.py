@@ -1,6 +1,6 @@
 """Kafka brokers for development and tests, run as child processes.
 
-- ``apache``: Apache Kafka itself. :mod:`facta.replay.apache_kafka` fetches it from Maven
+- ``apache``: Apache Kafka itself. :mod:`facta.dev.apache_kafka` fetches it from Maven
   Central once and configures its nodes; :func:`start_broker` runs one KRaft node
   (broker and controller), :func:`start_cluster` a cluster of several on loopback. The
   default kind where ``java`` is on PATH, and the only one that proves a Kafka guarantee.
@@ -172,7 +172,7 @@ def default_kind() -> BrokerKind:
 def broker_binary(kind: BrokerKind) -> Path:
     """The path of a stand-in broker's executable; a one-line :class:`BrokerError` if it is missing."""
     if kind == "apache":
-        raise BrokerError("apache runs from its jars: use start_broker('apache') or facta.replay.apache_kafka")
+        raise BrokerError("apache runs from its jars: use start_broker('apache') or facta.dev.apache_kafka")
     if kind not in _BINARIES:
         raise BrokerError(f"unknown broker kind {kind!r}: choose one of {', '.join(BROKER_KINDS)}")
     spec = _BINARIES[kind]

@@ -1,0 +1,48 @@
+"""Where the relays of a store are: their names, checkpoints, lag and skips, read from the
+store alone (no Kafka connection). `facta relay status` and `facta relay skip` use it;
+so can any Python program that watches a relay.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select
+
+from facta.display import quoted
+
+from .relay import Relay, RelayConfig, RelayError, RelayStatus
+from .schema import relay_checkpoints
+from .store import EventStore
+
+__all__ = ["relay_names", "relay_status"]
+
+# A Relay object that only reads its status or records a skip never connects to Kafka.
+_NO_KAFKA = "unused:9092"
+
+
+async def relay_names(store: EventStore) -> list[str]:
+    """The names of the relays that have run on ``store`` (each has a checkpoint), sorted."""
+    return await store.database.read(_relay_names)
+
+
+def _relay_names(conn: Connection) -> list[str]:
+    return list(conn.execute(select(relay_checkpoints.c.name).order_by(relay_checkpoints.c.name)).scalars())
+
+
+async def relay_status(store: EventStore, name: str = "default", *, or_default: bool = False,
+                       ) -> tuple[Relay, RelayStatus]:
+    """The :class:`~facta.eventstore.relay.Relay` called ``name`` on ``store`` (to record a
+    skip with) and its :class:`~facta.eventstore.relay.RelayStatus`: checkpoint and head
+    (store positions), lag (events after the checkpoint), ``updated_at`` (aware UTC) and
+    the recorded skips. Reads only; connects to no Kafka.
+
+    Raises :class:`~facta.eventstore.relay.RelayError`, one line naming the relays that
+    have run, when no relay called ``name`` has run on this store; with ``or_default``,
+    the ``"default"`` relay is returned even before it first ran (its checkpoint 0, its
+    lag the whole log, ``updated_at`` None)."""
+    relay = Relay(store, RelayConfig(bootstrap=_NO_KAFKA, name=name))
+    status = await relay.status()
+    if status.updated_at is None and not (or_default and name == "default"):
+        known = ", ".join(quoted(n) for n in await relay_names(store)) or "none"
+        raise RelayError(f"no relay named {quoted(name)} has run on this store (relays: {known})")
+    return relay, status
+

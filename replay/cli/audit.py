@@ -1,0 +1,261 @@
+"""`facta audit`: what happened to a stream (history, state, diff), which events match
+(events) and what one business transaction did (trace)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from facta.eventstore.audit import (
+    FILTER_COLUMNS,
+    AuditError,
+    diff,
+    events,
+    history,
+    state_at,
+    trace,
+    unknown_filter_values,
+)
+
+from .app import async_command, cli, usage_error
+from .options import (
+    POSITION,
+    POSITION_OR_ZERO,
+    TEXT,
+    UTC_TIME,
+    VERSION,
+    VERSION_OR_ZERO,
+    WholeNumber,
+    aggregates_option,
+    database_option,
+    import_aggregates,
+    open_store,
+)
+from .output import (
+    EVENT_COLUMNS,
+    compact,
+    compact_json,
+    echo_json,
+    event_json,
+    event_row,
+    iso,
+    plural,
+    quoted,
+    shown,
+    table,
+    write_csv,
+)
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """Answer questions about history: what happened to a stream, who did it, and what
+    it looked like at a version or at a moment.
+
+    \b
+    TIME is ISO 8601 with a time zone (2026-11-22T12:00:00+01:00, 2026-11-22T11:00:00Z);
+    every time shown is UTC.
+
+    \b
+    Examples:
+      facta audit history ride-00042
+      facta audit state acct-rider-001 --as-of 2026-11-22T12:00:00+01:00
+      facta audit diff ride-00042 --from-version 1 --to-version 3
+      facta audit events --type account.transferred_out --actor billing --newest-first
+      facta audit trace ride-00042
+    """
+
+
+@audit_group.command("history")
+@click.argument("stream_id", type=TEXT["stream_id"])
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@async_command
+async def audit_history(stream_id: str, database_url: str, as_json: bool) -> None:
+    """Every event of stream STREAM_ID: version, type, time, actor, correlation and
+    causation ids, and the payload.
+
+    \b
+    Examples:
+      facta audit history ride-00042
+      facta audit history acct-rider-001 --json
+    """
+    async with await open_store(database_url) as store:
+        records = [event_json(r) for r in await history(store, stream_id)]
+    if as_json:
+        echo_json(records, indent=2)
+        return
+    click.echo(f"{shown(records[0]['stream_type'])} {shown(stream_id)}: {plural(len(records), 'event')}")
+    click.echo(table(
+        ["VERSION", "POSITION", "RECORDED AT (UTC)", "TYPE", "ACTOR", "CORRELATION", "CAUSATION", "PAYLOAD"],
+        [[str(e["version"]), str(e["position"]), e["recorded_at"], shown(e["event_type"]), compact(e["actor"]),
+          compact(e["correlation_id"]), compact(e["causation_id"]), compact(e["payload"])] for e in records],
+    ))
+
+
+@audit_group.command("state")
+@click.argument("stream_id", type=TEXT["stream_id"])
+@click.option("--at-version", type=VERSION, default=None, metavar="N", help="The state after event N.")
+@click.option("--as-of", type=UTC_TIME, default=None, metavar="TIME",
+              help="The state after the last event recorded at or before TIME (ISO 8601 with a time zone).")
+@database_option
+@aggregates_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@async_command
+async def audit_state(stream_id: str, at_version: int | None, as_of: datetime | None, database_url: str,
+                      aggregate_modules: str | None, as_json: bool) -> None:
+    """The state of STREAM_ID's aggregate as it was at a version or a time (now when
+    neither is given). Loads start from the newest snapshot at or below that version.
+
+    \b
+    Examples:
+      facta audit state ride-00042 --at-version 3
+      facta audit state acct-rider-001 --as-of 2026-11-22T12:00:00+01:00 --json
+    """
+    if at_version is not None and as_of is not None:
+        raise usage_error("give --at-version or --as-of, not both")
+    import_aggregates(aggregate_modules)
+    async with await open_store(database_url) as store:
+        found = await state_at(store, stream_id, at_version=at_version, as_of=as_of)
+    data = found.as_dict()
+    if as_json:
+        echo_json(data, indent=2)
+        return
+    click.echo(f"{shown(found.stream_type)} {shown(stream_id)} at version {found.version} (recorded {data['recorded_at']})")
+    if found.left_out:
+        click.echo(f"without version{'s' if len(found.left_out) > 1 else ''} {', '.join(map(str, found.left_out))},"
+                   " recorded after that time: a state no reader of the stream saw")
+    click.echo(table(["FIELD", "VALUE"], [[shown(name), compact(value)] for name, value in data["state"].items()]))
+
+
+@audit_group.command("diff")
+@click.argument("stream_id", type=TEXT["stream_id"])
+@click.option("--from-version", type=VERSION_OR_ZERO, required=True, metavar="A",
+              help="The state after event A (0: before the first event).")
+@click.option("--to-version", type=VERSION, required=True, metavar="B", help="The state after event B.")
+@database_option
+@aggregates_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@async_command
+async def audit_diff(stream_id: str, from_version: int, to_version: int, database_url: str,
+                     aggregate_modules: str | None, as_json: bool) -> None:
+    """Which fields of STREAM_ID's state changed between versions A and B (old -> new),
+    and the events (version and type) that changed each.
+
+    \b
+    Examples:
+      facta audit diff ride-00042 --from-version 1 --to-version 3
+      facta audit diff acct-rider-001 --from-version 0 --to-version 3 --json
+    """
+    if to_version <= from_version:
+        raise usage_error(f"--to-version ({to_version}) must be greater than --from-version ({from_version})")
+    import_aggregates(aggregate_modules)
+    async with await open_store(database_url) as store:
+        result = await diff(store, stream_id, from_version, to_version)
+    if as_json:
+        echo_json(result.as_dict(), indent=2)
+        return
+    click.echo(f"{shown(result.stream_type)} {shown(stream_id)}: version {from_version} -> {to_version}, "
+               f"{plural(len(result.events), 'event')}, {plural(len(result.changes), 'field')} changed")
+    if result.changes:
+        click.echo(table(
+            ["FIELD", "OLD", "NEW", "CHANGED BY"],
+            [[shown(c.field), compact(c.old), compact(c.new), ", ".join(f"{v} {shown(t)}" for v, t in c.changed_by)]
+             for c in result.changes],
+        ))
+
+
+@audit_group.command("events")
+@click.option("--type", "types", multiple=True, metavar="T", type=TEXT["event_type"], help="Only events of type T (repeat for several).")
+@click.option("--stream-type", "stream_types", multiple=True, metavar="S", type=TEXT["stream_type"],
+              help="Only events of streams of type S (repeat for several).")
+@click.option("--since", type=UTC_TIME, default=None, metavar="TIME", help="Recorded at or after TIME.")
+@click.option("--until", type=UTC_TIME, default=None, metavar="TIME", help="Recorded at or before TIME.")
+@click.option("--actor", default=None, type=TEXT["actor"], help="Only events appended by this actor.")
+@click.option("--correlation-id", default=None, type=TEXT["correlation_id"],
+              help="Only events with this correlation id.")
+@click.option("--newest-first", is_flag=True, help="Newest first (default: oldest first).")
+@click.option("--limit", type=WholeNumber(1, 10_000, "page size"), default=100, show_default=True, help="Events per page.")
+@click.option("--after-position", type=POSITION_OR_ZERO, default=None, metavar="P",
+              help="Only events after position P (the next page, oldest first).")
+@click.option("--before-position", type=POSITION, default=None, metavar="P",
+              help="Only events before position P (the next page, newest first).")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {events, cursor}.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header row.")
+@async_command
+async def audit_events(types: tuple[str, ...], stream_types: tuple[str, ...], since: datetime | None,
+                       until: datetime | None, actor: str | None, correlation_id: str | None, newest_first: bool,
+                       limit: int, after_position: int | None, before_position: int | None, database_url: str,
+                       as_json: bool, as_csv: bool) -> None:
+    """A page of the log's events matching every filter given, oldest or newest first.
+
+    When there are more, the next page's option is printed on stderr (--after-position P
+    oldest first, --before-position P newest first); --json gives it as "cursor".
+
+    \b
+    Examples:
+      facta audit events --stream-type account --since 2026-11-22T00:00:00+01:00
+      facta audit events --type ride.trip_ended --type ride.cancelled --newest-first --limit 20
+      facta audit events --actor billing --csv > billing.csv
+    """
+    if as_json and as_csv:
+        raise usage_error("give --json or --csv, not both")
+    if since is not None and until is not None and since > until:
+        raise usage_error(f"--since ({iso(since)}) is after --until ({iso(until)})")
+    async with await open_store(database_url) as store:
+        page = await events(store, types=types or None, stream_types=stream_types or None, since=since,
+                            until=until, actor=actor, correlation_id=correlation_id, newest_first=newest_first,
+                            limit=limit, after_position=after_position, before_position=before_position)
+        unknown = await unknown_filter_values(store, {
+            "event_type": list(types), "stream_type": list(stream_types), "actor": [actor] if actor is not None else [],
+            "correlation_id": [correlation_id] if correlation_id is not None else []})
+    for found in unknown:
+        hint = f"; did you mean {' or '.join(quoted(c) for c in found.close)}?" if found.close else ""
+        click.echo(f"facta: note: no stored event has {FILTER_COLUMNS[found.column]} {quoted(found.value)}{hint}",
+                   err=True)
+    records = [event_json(r) for r in page.events]
+    if as_json:
+        echo_json({"events": records, "cursor": page.cursor}, indent=2)
+        return
+    if as_csv:
+        columns = ["position", "recorded_at", "occurred_at", "stream_id", "stream_type", "version", "event_type",
+                   "schema_version", "event_id", "actor", "correlation_id", "causation_id", "payload"]
+        write_csv(columns, ([compact_json(e[c]) if c == "payload" else ("" if e[c] is None else e[c]) for c in columns]
+                            for e in records))
+    elif not records:
+        click.echo("no events match")
+    else:
+        click.echo(table(EVENT_COLUMNS, [event_row(e) for e in records]))
+    if page.cursor is not None:
+        option = "--before-position" if newest_first else "--after-position"
+        click.echo(f"more events: add {option} {page.cursor}", err=True)
+
+
+@audit_group.command("trace")
+@click.argument("correlation_id", type=TEXT["correlation_id"])
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@async_command
+async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> None:
+    """Every event of one business transaction (CORRELATION_ID) across streams, in the
+    order they were stored: a ride and the account movements its billing caused.
+
+    \b
+    Examples:
+      facta audit trace ride-00042
+      facta audit trace ride-00042 --json
+    """
+    async with await open_store(database_url) as store:
+        records = [event_json(r) for r in await trace(store, correlation_id)]
+    if not records:
+        raise AuditError(f"no event has correlation id {quoted(correlation_id)}")
+    if as_json:
+        echo_json(records, indent=2)
+        return
+    streams = sorted({e["stream_id"] for e in records})
+    click.echo(f"correlation {shown(correlation_id)}: {plural(len(records), 'event')} in {plural(len(streams), 'stream')}")
+    click.echo(table(EVENT_COLUMNS, [event_row(e) for e in records]))
+
+
