@@ -74,8 +74,8 @@ def test_invalid_value_is_still_a_value_error_and_a_store_error() -> None:
     ("facta.projections.errors", ["ProjectionError", "UnknownProjection"]),
     ("facta.projections.retention", ["RetentionGap"]),
     ("facta.replay.demo", ["DemoRefused"]),
-    ("facta.replay.devbroker", ["BrokerError"]),
-    ("facta.replay.apache_kafka", ["ApacheKafkaError"]),
+    ("facta.dev.devbroker", ["BrokerError"]),
+    ("facta.dev.apache_kafka", ["ApacheKafkaError"]),
 ])
 def test_the_old_import_paths_give_the_same_classes(module: str, names: list[str]) -> None:
     imported = importlib.import_module(module)
