@@ -149,7 +149,7 @@ class ReplayPlan:
                 f" earlier {unit} " + ("of the projection's topics" if self.left_out_unit == "records"
                                        else "of the types it handles"))
 
-    def range(self) -> Range:
+    def as_range(self) -> Range:
         """What the subscription reads: start, end, fill and floors."""
         return Range(self.start, self.end, self.events, self.first_position, self.last_position, fill=self.fill,
                      floors=self.floors)
@@ -327,7 +327,7 @@ async def replay(
 
         try:
             await subscription_for(store, projection, kafka).read_range(
-                applier, plan.range(), batch_size=batch_size, stop=stop, on_batch=batch_done)
+                applier, plan.as_range(), batch_size=batch_size, stop=stop, on_batch=batch_done)
             if stop.is_set():
                 raise ProjectionError(f"replay of projection {projection.name!r} stopped before it finished")
             generation = await store.database.write(tracking.swap, applier.projection, plan.source)

@@ -231,6 +231,11 @@ class StoreLogSubscription:
 
     async def follow(self, applier: Applier, *, batch_size: int, once: bool, stop: asyncio.Event,
                      wait: bool = True) -> bool:
+        """Under the projection's lock (waiting for it every ``lock_poll_interval``
+        seconds, or with ``wait=False`` returning False at once if another runner holds
+        it): from the ``LOG`` checkpoint, pages of at most ``batch_size`` events of the
+        projection's types; a batch refused as :class:`Stale` (tables swapped, checkpoint
+        moved) reloads the checkpoint. Raises :class:`ProjectionError` if a handler fails."""
         lock = active_lock(self.store, "projection", self.projection.name, ProjectionError)
         if not await lock.acquire(stop, self.lock_poll_interval, wait=wait):
             return False
@@ -273,6 +278,9 @@ class StoreLogSubscription:
             await pages.close()
 
     async def plan_range(self, start: ReplayFrom, live: Mapping[Coord, int]) -> Range:
+        """From store ``position`` P: after P up to the head; from ``time`` T: after the
+        position before the first event recorded at or after T (``events`` counts those
+        recorded at or after T). An ``offset`` is refused: offsets are Kafka's."""
         store, projection = self.store, self.projection
         if start.offset is not None:
             raise ProjectionError(
@@ -297,6 +305,8 @@ class StoreLogSubscription:
 
     async def read_range(self, applier: Applier, planned: Range, *, batch_size: int, stop: asyncio.Event,
                          on_batch: Callable[[int], None]) -> None:
+        """Pages after ``planned.start[LOG]`` until the log's head (as it is when reached);
+        ``on_batch(n)`` counts the events of the projection's types in each page."""
         after = planned.start[LOG]
         fixed_end = self.projection.has_effects()
         end = planned.end[LOG]
