@@ -61,19 +61,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
+from facta.errors import KafkaRecordError, ProjectionError, RetentionGap
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.audit import utc_text
-from facta.eventstore.kafka_codec import KafkaRecordError, decode, encode_time, peek, utc
+from facta.eventstore.kafka_codec import decode, encode_time, peek, utc
 from facta.eventstore.kafka_support import is_transient, pause
 from facta.eventstore.schema import events
 
 from . import tracking
 from .api import Projection
 from .applier import Applier, Delivery
-from .errors import ProjectionError
 from .retention import (
     FirstRecord,
-    RetentionGap,
     StoreFill,
     check_retained,
     fill_from_store,

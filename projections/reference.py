@@ -40,11 +40,11 @@ from facta.domain.ride import (
     TripEnded,
     TripStarted,
 )
+from facta.errors import ProjectionError
 from facta.eventstore import ConcurrencyError, DuplicateEventError, RecordedEvent, Repository
 from facta.eventstore.schema import UTCDateTime
 
 from .api import EffectContext, Projection, effect, handles, read_model_table
-from .errors import ProjectionError
 from .writer import ReadModel
 
 __all__ = ["REFERENCE_PROJECTIONS", "AccountBalances", "Billing", "DriverEarnings", "RideBoard"]

@@ -16,11 +16,12 @@ default, and the only one without Kafka) or Kafka (when ``kafka=`` settings are 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from facta.errors import InvalidValue
 from facta.eventstore import EventStore
-from facta.eventstore.errors import InvalidValue
 from facta.eventstore.validation import check_instance_arg, check_settings, got
+from facta.settings import settings
 
 from .api import Projection, check_projection_class
 from .applier import Applier
@@ -31,9 +32,13 @@ __all__ = ["KafkaSettings", "LogPages", "ProjectionRunner", "RunnerConfig", "sub
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    batch_size: int = 1000
-    poll_interval: float = 0.05
-    lock_poll_interval: float = 0.5
+    """How a runner reads: events per batch, and how often (seconds) it polls an idle log
+    and a held lock. The defaults are :func:`facta.settings.settings`' (``FACTA_BATCH_SIZE``,
+    ``FACTA_RUNNER_POLL_INTERVAL_S``, ``FACTA_LOCK_POLL_INTERVAL_S``)."""
+
+    batch_size: int = field(default_factory=lambda: settings().batch_size)
+    poll_interval: float = field(default_factory=lambda: settings().runner_poll_interval_s)
+    lock_poll_interval: float = field(default_factory=lambda: settings().lock_poll_interval_s)
 
     def __post_init__(self) -> None:
         check_settings("RunnerConfig", {"batch_size": self.batch_size}, {"poll_interval": self.poll_interval, "lock_poll_interval": self.lock_poll_interval})

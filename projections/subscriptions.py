@@ -38,16 +38,17 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from sqlalchemy import Connection, func, select
 
+from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.audit import utc_text
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
 from facta.eventstore.schema import events
 from facta.eventstore.validation import check_settings
+from facta.settings import settings
 
 from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection
 from .applier import Applier, Delivery
-from .errors import ProjectionError
 from .tracking import LOG, Coord, Stale
 
 if TYPE_CHECKING:
@@ -61,16 +62,17 @@ log = logging.getLogger("facta.projections")
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Where a projection consumes Kafka: the relay's topics ``<topic_prefix>.<stream type>``."""
+    """Where a projection consumes Kafka: the relay's topics ``<topic_prefix>.<stream type>``.
+    The defaults are :func:`facta.settings.settings`' (``FACTA_TOPIC_PREFIX``, ...)."""
 
     bootstrap: str
-    topic_prefix: str = "facta"
-    group_prefix: str = "facta.projection."
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 1_000
-    request_timeout_ms: int = 15_000
+    topic_prefix: str = field(default_factory=lambda: settings().topic_prefix)
+    group_prefix: str = field(default_factory=lambda: settings().group_prefix)
+    session_timeout_ms: int = field(default_factory=lambda: settings().kafka_session_timeout_ms)
+    heartbeat_interval_ms: int = field(default_factory=lambda: settings().kafka_heartbeat_interval_ms)
+    request_timeout_ms: int = field(default_factory=lambda: settings().kafka_request_timeout_ms)
     commit_to_kafka: bool = True
-    give_up_after: float = 30.0
+    give_up_after: float = field(default_factory=lambda: settings().kafka_timeout_s)
     """With ``once`` and in replays: how long Kafka may stay unreachable before the run
     stops with an error (a long-running runner keeps retrying instead)."""
 
@@ -222,12 +224,15 @@ class StoreLogSubscription:
 
     source: ClassVar[str] = "log"
 
-    def __init__(self, store: EventStore, projection: type[Projection], *, lock_poll_interval: float = 0.5,
-                 poll_interval: float = 0.05) -> None:
+    def __init__(self, store: EventStore, projection: type[Projection], *, lock_poll_interval: float | None = None,
+                 poll_interval: float | None = None) -> None:
+        """``lock_poll_interval``: seconds between tries for the lock; ``poll_interval``:
+        seconds between reads once caught up (None: the settings', ``FACTA_LOCK_POLL_INTERVAL_S``
+        and ``FACTA_RUNNER_POLL_INTERVAL_S``)."""
         self.store = store
         self.projection = projection
-        self.lock_poll_interval = lock_poll_interval  # seconds between tries for the lock
-        self.poll_interval = poll_interval  # seconds between reads once caught up
+        self.lock_poll_interval = settings().lock_poll_interval_s if lock_poll_interval is None else lock_poll_interval
+        self.poll_interval = settings().runner_poll_interval_s if poll_interval is None else poll_interval
 
     async def follow(self, applier: Applier, *, batch_size: int, once: bool, stop: asyncio.Event,
                      wait: bool = True) -> bool:
