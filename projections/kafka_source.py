@@ -1,4 +1,9 @@
-"""Kafka as a projection source: the relay's topics, consumed into an :class:`Applier`.
+"""Kafka as a projection's subscription: the relay's topics, consumed into an :class:`Applier`.
+
+:class:`KafkaSubscription` is the Kafka implementation of
+:class:`~facta.projections.subscriptions.Subscription` (the store log's is
+:class:`~facta.projections.subscriptions.StoreLogSubscription`): ``follow`` is
+:func:`run_kafka`, ``read_range`` is :func:`consume_range` after what the store fills in.
 
 The database is the only source of truth for where a projection stands. Each Kafka
 partition ``(topic, partition)`` has a checkpoint row holding the *next* offset to read,
@@ -39,8 +44,8 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -57,18 +62,34 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
 from facta.errors import KafkaRecordError, ProjectionError, RetentionGap
-from facta.eventstore import RecordedEvent
+from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore.audit import utc_text
 from facta.eventstore.kafka_codec import decode, encode_time, peek, utc
 from facta.eventstore.kafka_support import is_transient, pause
 from facta.eventstore.schema import events
 
 from . import tracking
+from .api import Projection
 from .applier import Applier, Delivery
-from .retention import check_retained, overtaken
-from .runner import KafkaSettings
+from .retention import (
+    FirstRecord,
+    StoreFill,
+    check_retained,
+    fill_from_store,
+    overtaken,
+    plan_fill,
+    refuse_deleted_offsets,
+)
+from .subscriptions import KafkaSettings, Range
 from .tracking import LIVE, Coord, Stale
 
-__all__ = ["check_routing", "consume_range", "kafka_offsets", "kafka_offsets_for_time", "record_from_message", "run_kafka"]
+if TYPE_CHECKING:
+    from .replay import ReplayFrom
+
+__all__ = [
+    "KafkaSubscription", "check_routing", "consume_range", "first_records", "kafka_offsets", "kafka_offsets_for_time",
+    "record_from_message", "run_kafka",
+]
 
 log = logging.getLogger("facta.projections")
 
@@ -763,3 +784,172 @@ async def consume_range(
             await _stop_quietly(consumer)
 
     await _retrying(what, stop, attempt, settings.give_up_after)
+
+
+async def first_records(settings: KafkaSettings, offsets: Mapping[Coord, int]) -> dict[Coord, FirstRecord]:
+    """Per partition, the first record at or after the given offset (which must lie below
+    its end offset): its offset, ``position`` header and key (the stream id). Raises
+    :class:`ProjectionError` for a record that is not a facta event, and
+    :class:`RetentionGap` if Kafka deleted an offset meanwhile."""
+    if not offsets:
+        return {}
+    wanted = {TopicPartition(*coord): offset for coord, offset in offsets.items()}
+    found: dict[Coord, FirstRecord] = {}
+    consumer = _consumer(settings, group_id=None)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.give_up_after
+    try:
+        await consumer.start()
+        consumer.assign(sorted(wanted))
+        for tp, offset in wanted.items():
+            consumer.seek(tp, offset)
+        while len(found) < len(wanted):
+            pending = sorted(tp for tp in wanted if (tp.topic, tp.partition) not in found)
+            if loop.time() > deadline:
+                tp = pending[0]
+                raise ProjectionError(
+                    f"cannot read the record at offset {wanted[tp]} of {tp.topic}[{tp.partition}] from Kafka at"
+                    f" {settings.bootstrap} within {settings.give_up_after:g} s"
+                )
+            fetched = await consumer.getmany(*pending, timeout_ms=200, max_records=len(pending))
+            for tp, messages in fetched.items():
+                coord = (tp.topic, tp.partition)
+                if not messages or coord in found:
+                    continue
+                message = messages[0]
+                _, position = peek(message)
+                if position is None or message.key is None:
+                    raise ProjectionError(
+                        f"Kafka record {tp.topic}[{tp.partition}] offset {message.offset} is not a facta event:"
+                        " it lacks a key or a 'position' header"
+                    )
+                found[coord] = FirstRecord(int(message.offset), position, bytes(message.key).decode())
+                consumer.pause(tp)
+    except OffsetOutOfRangeError as exc:
+        tp, offset = next(iter(exc.args[0].items()))
+        raise RetentionGap(
+            f"Kafka deleted offset {offset} of {tp.topic}[{tp.partition}] while the replay was planned: run it again"
+        ) from None
+    except (KafkaError, OSError) as exc:
+        raise ProjectionError(f"cannot read records from Kafka at {settings.bootstrap}: {_describe(exc)}") from None
+    finally:
+        await _stop_quietly(consumer)
+    return found
+
+
+# -- the subscription ---------------------------------------------------------------------------
+
+
+class KafkaSubscription:
+    """The relay's topics as a :class:`~facta.projections.subscriptions.Subscription` of
+    ``projection``: its coordinates are ``(topic, partition)``, its checkpoints the next
+    offset to read. Building one does no I/O."""
+
+    source: ClassVar[str] = "kafka"
+
+    def __init__(self, store: EventStore, projection: type[Projection], settings: KafkaSettings) -> None:
+        self.store = store
+        self.projection = projection
+        self.settings = settings
+
+    async def follow(self, applier: Applier, *, batch_size: int, once: bool, stop: asyncio.Event,
+                     wait: bool = True) -> bool:
+        """As one member of the projection's consumer group (:func:`run_kafka`); several
+        runners share the partitions, so ``wait`` changes nothing and it returns True."""
+        await run_kafka(applier, self.settings, batch_size=batch_size, once=once, stop=stop)
+        return True
+
+    async def first_records(self, offsets: Mapping[Coord, int]) -> dict[Coord, FirstRecord]:
+        """:func:`first_records` with these settings."""
+        return await first_records(self.settings, offsets)
+
+    async def plan_range(self, start: ReplayFrom, live: Mapping[Coord, int]) -> Range:
+        """From ``start`` (a :class:`~facta.projections.replay.ReplayFrom`): ``offset``
+        (every partition from it, or with ``partition`` that one and the others from 0),
+        ``time`` (each partition's first record at or after it) or store ``position``;
+        what Kafka deleted of it is planned from the store (``fill``)."""
+        store, projection, kafka = self.store, self.projection, self.settings
+        topics = kafka.topics(projection)
+        await check_routing(store, projection, kafka)
+        beginning, end = await kafka_offsets(kafka, topics)
+        fill: dict[Coord, StoreFill] = {}
+        floors: dict[Coord, int] = {}
+        if start.offset is not None:
+            first = dict.fromkeys(end, 0)  # the other partitions from their beginning
+            chosen = [tp for tp in end if start.partition is None or tp[1] == start.partition]
+            if not chosen:
+                known = sorted({p for _, p in end})
+                raise ProjectionError(f"partition {start.partition} does not exist: {', '.join(topics)} have {known}")
+            for tp in chosen:
+                if start.offset > end[tp]:
+                    raise ProjectionError(
+                        f"offset {start.offset} is beyond the end of {tp[0]}[{tp[1]}] (its end offset is {end[tp]})"
+                    )
+                first[tp] = start.offset
+            await refuse_deleted_offsets(store, projection, kafka, start.describe(), first, beginning, end,
+                                         first_records=self.first_records)
+        elif start.time is not None:
+            if start.time > datetime.now(UTC):
+                raise ProjectionError(f"time {utc_text(start.time)} is in the future")
+            first = await kafka_offsets_for_time(kafka, topics, start.time)
+            first, fill, floors = await plan_fill(store, projection, kafka, first, beginning, end,
+                                                  first_records=self.first_records, since=start.time)
+        else:
+            assert start.position is not None
+            head = await store.head_position()
+            if start.position > head:
+                raise ProjectionError(
+                    f"position {start.position} is beyond the end of the log (the last position is {head})"
+                )
+            first, fill, floors = await plan_fill(store, projection, kafka, dict(beginning), beginning, end,
+                                                  first_records=self.first_records, after=start.position)
+        last = dict(end)
+        if projection.has_effects():
+            _refuse_unrun_effects(projection, dict(live), fill)
+            for tp in last:
+                if tp in live:
+                    last[tp] = min(last[tp], max(live[tp], first[tp]))
+        count = sum(max(last[tp] - first[tp], 0) for tp in last) + sum(f.events for f in fill.values())
+        return Range(first, last, count, fill=fill, floors=floors)
+
+    async def read_range(self, applier: Applier, planned: Range, *, batch_size: int, stop: asyncio.Event,
+                         on_batch: Callable[[int], None]) -> None:
+        """What Kafka deleted of the range from the store first (``planned.fill``), then
+        each partition's records from ``planned.start`` to ``planned.end`` and on to the
+        end offsets found then, until caught up."""
+        store, projection, kafka = self.store, self.projection, self.settings
+        topics = kafka.topics(projection)
+        # What Kafka deleted first, from the store: every stream's earlier events come before
+        # the first of its partition's records read below.
+        await fill_from_store(store, applier, kafka, planned.fill, planned.end, batch_size=batch_size, stop=stop,
+                              on_batch=on_batch)
+        start, end = dict(planned.start), dict(planned.end)
+        while not stop.is_set():
+            if any(end[tp] > start.get(tp, 0) for tp in end):
+                await consume_range(applier, kafka, topics, start, end, batch_size=batch_size, stop=stop,
+                                    on_batch=on_batch)
+            if projection.has_effects():
+                return
+            start = dict(end)
+            _, newer = await kafka_offsets(kafka, topics)
+            if all(newer[tp] <= end.get(tp, 0) for tp in newer):
+                return  # caught up
+            end = newer
+
+
+def _refuse_unrun_effects(projection: type[Projection], live: dict[Coord, int], fill: dict[Coord, StoreFill]) -> None:
+    """A replay runs no effects: for a projection with effects, the live runner must have
+    passed every event the replay reads from the store (it did, where its checkpoint is
+    at or past the earliest retained offset)."""
+    if not live:
+        return  # never run live: a replay builds it without effects, as from the store log
+    for (topic, partition), f in sorted(fill.items()):
+        checkpoint = live.get((topic, partition))
+        if checkpoint is None or checkpoint < f.retained_from:
+            at = "has no live checkpoint" if checkpoint is None else f"has its live checkpoint at offset {checkpoint}"
+            raise ProjectionError(
+                f"projection {projection.name!r} runs effects and {at} on {topic}[{partition}], before the earliest"
+                f" retained offset {f.retained_from}: the effects of the events Kafka deleted there never ran, and a"
+                " replay runs no effects, so it would pass over them; run them first (they are among the partition's"
+                f" events in the store after position {f.after} through {f.through})"
+            )

@@ -63,7 +63,8 @@ from . import tracking
 from .api import Projection, check_projection_class
 from .applier import Applier, Delivery, advance_over
 from .retention import StoreFill, describe_fills
-from .runner import KafkaSettings, LogPages
+from .runner import subscription_for
+from .subscriptions import KafkaSettings, Range, count_log
 from .tracking import LOG, REBUILD, Coord
 
 __all__ = ["Progress", "ReplayFrom", "ReplayPlan", "ReplayResult", "plan_replay", "replay"]
@@ -148,6 +149,11 @@ class ReplayPlan:
                 f" earlier {unit} " + ("of the projection's topics" if self.left_out_unit == "records"
                                        else "of the types it handles"))
 
+    def as_range(self) -> Range:
+        """What the subscription reads: start, end, fill and floors."""
+        return Range(self.start, self.end, self.events, self.first_position, self.last_position, fill=self.fill,
+                     floors=self.floors)
+
     def as_dict(self) -> dict[str, Any]:
         def coords(values: dict[Coord, int]) -> Any:
             if set(values) == {LOG}:
@@ -214,10 +220,13 @@ async def plan_replay(
     that is not a declared Projection class or a ``start`` that is not a ReplayFrom."""
     check_replay_args(projection, start)
     info = await store.database.read(_projection_info, projection.name)
-    if kafka is None:
-        plan = await _plan_log(store, projection, start, info)
-    else:
-        plan = await _plan_kafka(store, projection, start, kafka, info)
+    subscription = subscription_for(store, projection, kafka)
+    # The live checkpoints, where the live projection reads the same source.
+    live = info.get("live", {}) if info.get("source") == subscription.source else {}
+    planned = await subscription.plan_range(start, live)
+    plan = ReplayPlan(projection.name, subscription.source, start.describe(), planned.start, planned.end,
+                      planned.events, planned.first_position, planned.last_position, fill=planned.fill,
+                      floors=planned.floors)
     rate = info.get("events_per_second")
     if rate:
         plan.rate_basis = f"this projection's last measured rate, {rate:.0f} events/s"
@@ -241,14 +250,11 @@ async def _left_out(store: EventStore, projection: type[Projection], start: Repl
         when = start.time
         count = await store.database.read(lambda conn: _count_recorded_before(conn, projection.event_types(), when))
         return count, "events"
-    if plan.source == "log":
-        after = plan.start[LOG]
-    else:
-        assert start.position is not None
-        after = start.position
+    assert start.position is not None
+    after = start.position
     if after <= 0:
         return 0, "events"
-    count, _, _ = await store.database.read(_count_log, projection.event_types(), 0, after)
+    count, _, _ = await store.database.read(count_log, projection.event_types(), 0, after)
     return count, "events"
 
 
@@ -271,118 +277,10 @@ def _projection_info(conn: Connection, name: str) -> dict[str, Any]:
     return info
 
 
-async def _plan_log(
-    store: EventStore, projection: type[Projection], start: ReplayFrom, info: dict[str, Any]
-) -> ReplayPlan:
-    if start.offset is not None:
-        raise ProjectionError(
-            f"--from-offset replays from Kafka, and projection {projection.name!r} is running without it:"
-            " set FACTA_KAFKA_BOOTSTRAP (or --kafka-bootstrap), or replay from a position or a time"
-        )
-    head = await store.head_position()
-    if start.time is not None:
-        if start.time > datetime.now(UTC):
-            raise ProjectionError(f"time {utc_text(start.time)} is in the future")
-        after = await store.first_position_at(start.time)
-    else:
-        assert start.position is not None
-        after = start.position
-        if after > head:
-            raise ProjectionError(f"position {after} is beyond the end of the log (the last position is {head})")
-    end = head
-    live = info.get("live", {})
-    if projection.has_effects() and LOG in live and info.get("source") == "log":
-        end = min(end, max(live[LOG], after))  # the live runner runs the effects after this
-    count, first, last = await store.database.read(_count_log, projection.event_types(), after, end, start.time)
-    return ReplayPlan(
-        projection.name, "log", start.describe(), {LOG: after}, {LOG: end}, count, first, last,
-    )
-
-
 def _count_recorded_before(conn: Connection, types: list[str], when: datetime) -> int:
     """How many events of ``types`` were recorded before ``when``."""
     c = events.c
     return int(conn.execute(select(func.count()).where(c.recorded_at < when, c.event_type.in_(types))).scalar_one())
-
-
-def _count_log(
-    conn: Connection, types: list[str], after: int, end: int, since: datetime | None = None
-) -> tuple[int, int | None, int | None]:
-    """How many events of ``types`` lie in ``after < position <= end`` (recorded at or
-    after ``since``, where given), and the first and last one's position."""
-    c = events.c
-    query = select(func.count(), func.min(c.position), func.max(c.position)).where(
-        c.position > after, c.position <= end, c.event_type.in_(types)
-    )
-    if since is not None:
-        query = query.where(c.recorded_at >= since)
-    row = conn.execute(query).one()
-    return int(row[0]), row[1], row[2]
-
-
-async def _plan_kafka(
-    store: EventStore, projection: type[Projection], start: ReplayFrom, kafka: KafkaSettings, info: dict[str, Any]
-) -> ReplayPlan:
-    from .kafka_source import check_routing, kafka_offsets, kafka_offsets_for_time
-    from .retention import plan_fill, refuse_deleted_offsets
-
-    topics = kafka.topics(projection)
-    await check_routing(store, projection, kafka)
-    beginning, end = await kafka_offsets(kafka, topics)
-    fill: dict[Coord, StoreFill] = {}
-    floors: dict[Coord, int] = {}
-    if start.offset is not None:
-        first = dict.fromkeys(end, 0)  # the other partitions from their beginning
-        chosen = [tp for tp in end if start.partition is None or tp[1] == start.partition]
-        if not chosen:
-            known = sorted({p for _, p in end})
-            raise ProjectionError(f"partition {start.partition} does not exist: {', '.join(topics)} have {known}")
-        for tp in chosen:
-            if start.offset > end[tp]:
-                raise ProjectionError(
-                    f"offset {start.offset} is beyond the end of {tp[0]}[{tp[1]}] (its end offset is {end[tp]})"
-                )
-            first[tp] = start.offset
-        await refuse_deleted_offsets(store, projection, kafka, start.describe(), first, beginning, end)
-    elif start.time is not None:
-        if start.time > datetime.now(UTC):
-            raise ProjectionError(f"time {utc_text(start.time)} is in the future")
-        first = await kafka_offsets_for_time(kafka, topics, start.time)
-        first, fill, floors = await plan_fill(store, projection, kafka, first, beginning, end, since=start.time)
-    else:
-        assert start.position is not None
-        head = await store.head_position()
-        if start.position > head:
-            raise ProjectionError(f"position {start.position} is beyond the end of the log (the last position is {head})")
-        first, fill, floors = await plan_fill(store, projection, kafka, dict(beginning), beginning, end,
-                                              after=start.position)
-    last = dict(end)
-    live = info.get("live", {})
-    if projection.has_effects() and info.get("source") == "kafka":
-        _refuse_unrun_effects(projection, live, fill)
-        for tp in last:
-            if tp in live:
-                last[tp] = min(last[tp], max(live[tp], first[tp]))
-    count = sum(max(last[tp] - first[tp], 0) for tp in last) + sum(f.events for f in fill.values())
-    return ReplayPlan(projection.name, "kafka", start.describe(), first, last, count, fill=fill, floors=floors)
-
-
-def _refuse_unrun_effects(projection: type[Projection], live: dict[Coord, int], fill: dict[Coord, StoreFill]) -> None:
-    """A replay runs no effects: for a projection with effects, the live runner must have
-    passed every event the replay reads from the store (it did, where its checkpoint is
-    at or past the earliest retained offset)."""
-    if not live:
-        return  # never run live: a replay builds it without effects, as from the store log
-    for (topic, partition), f in sorted(fill.items()):
-        checkpoint = live.get((topic, partition))
-        if checkpoint is None or checkpoint < f.retained_from:
-            at = "has no live checkpoint" if checkpoint is None else f"has its live checkpoint at offset {checkpoint}"
-            raise ProjectionError(
-                f"projection {projection.name!r} runs effects and {at} on {topic}[{partition}], before the earliest"
-                f" retained offset {f.retained_from}: the effects of the events Kafka deleted there never ran, and a"
-                " replay runs no effects, so it would pass over them; run them first (they are among the partition's"
-                f" events in the store after position {f.after} through {f.through})"
-            )
 
 
 async def replay(
@@ -431,11 +329,8 @@ async def replay(
                 progress(Progress(done, plan.events, _time.perf_counter() - started))
 
         try:
-            if plan.source == "log":
-                await _replay_log(store, projection, applier, plan, batch_size, stop, batch_done)
-            else:
-                assert kafka is not None
-                await _replay_kafka(store, projection, applier, plan, kafka, batch_size, stop, batch_done)
+            await subscription_for(store, projection, kafka).read_range(
+                applier, plan.as_range(), batch_size=batch_size, stop=stop, on_batch=batch_done)
             if stop.is_set():
                 raise ProjectionError(f"replay of projection {projection.name!r} stopped before it finished")
             generation = await store.database.write(tracking.swap, applier.projection, plan.source)
@@ -463,68 +358,6 @@ class _RecordedSince(Applier):
         if advance is None:
             advance = advance_over(batch)
         await super().apply([d for d in batch if d.record.recorded_at >= self.since], advance)
-
-
-async def _replay_log(
-    store: EventStore,
-    projection: type[Projection],
-    applier: Applier,
-    plan: ReplayPlan,
-    batch_size: int,
-    stop: asyncio.Event,
-    batch_done: Callable[[int], None],
-) -> None:
-    after = plan.start[LOG]
-    fixed_end = projection.has_effects()
-    end = plan.end[LOG]
-    pages = LogPages(store, projection.event_types(), batch_size)
-    try:
-        while not stop.is_set():
-            records, covered = await pages.next(after)
-            if fixed_end:
-                records = [r for r in records if r.position <= end]
-                covered = min(covered, end)
-            if covered <= after:
-                return  # caught up
-            await applier.apply([Delivery(r, LOG, r.position) for r in records], {LOG: covered})
-            after = covered
-            batch_done(len(records))
-            if fixed_end and after >= end:
-                return
-    finally:
-        await pages.close()
-
-
-async def _replay_kafka(
-    store: EventStore,
-    projection: type[Projection],
-    applier: Applier,
-    plan: ReplayPlan,
-    kafka: KafkaSettings,
-    batch_size: int,
-    stop: asyncio.Event,
-    batch_done: Callable[[int], None],
-) -> None:
-    from .kafka_source import consume_range, kafka_offsets
-    from .retention import fill_from_store
-
-    topics = kafka.topics(projection)
-    # What Kafka deleted first, from the store: every stream's earlier events come before
-    # the first of its partition's records read below.
-    await fill_from_store(store, applier, kafka, plan.fill, plan.end, batch_size=batch_size, stop=stop,
-                          on_batch=batch_done)
-    start, end = dict(plan.start), dict(plan.end)
-    while not stop.is_set():
-        if any(end[tp] > start.get(tp, 0) for tp in end):
-            await consume_range(applier, kafka, topics, start, end, batch_size=batch_size, stop=stop,
-                                on_batch=batch_done)
-        if projection.has_effects():
-            return
-        start = dict(end)
-        _, newer = await kafka_offsets(kafka, topics)
-        if all(newer[tp] <= end.get(tp, 0) for tp in newer):
-            return  # caught up
-        end = newer
 
 
 def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:

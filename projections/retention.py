@@ -38,29 +38,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Connection, func, select
 
 from facta.errors import ProjectionError, RetentionGap
 from facta.eventstore import EventStore
-from facta.eventstore.kafka_codec import peek
 from facta.eventstore.schema import events
 
 from . import tracking
 from .api import Projection
 from .applier import Applier, Delivery
-from .runner import KafkaSettings
+from .subscriptions import KafkaSettings
 from .tracking import LOG, Coord
 
 __all__ = [
-    "RetentionGap", "StoreFill", "check_retained", "describe_fills", "fill_from_store", "overtaken", "partition_of",
+    "FirstRecord", "FirstRecords", "RetentionGap", "StoreFill", "check_retained", "describe_fills", "fill_from_store", "overtaken", "partition_of",
     "plan_fill", "refuse_deleted_offsets",
 ]
 
@@ -138,61 +135,19 @@ def overtaken(name: str, coord: Coord, at: int, retained_from: int) -> Retention
 
 
 @dataclass(frozen=True)
-class _Record:
+class FirstRecord:
+    """A partition's first record at or after some offset: its offset, its ``position``
+    header and its key (the stream id)."""
+
     offset: int
     position: int
     stream_id: str
 
 
-async def _records_at(settings: KafkaSettings, offsets: Mapping[Coord, int]) -> dict[Coord, _Record]:
-    """Per partition, the first record at or after the given offset (which must lie below
-    its end offset): its offset, ``position`` header and key (the stream id)."""
-    from .kafka_source import _consumer, _describe, _stop_quietly
-
-    if not offsets:
-        return {}
-    wanted = {TopicPartition(*coord): offset for coord, offset in offsets.items()}
-    found: dict[Coord, _Record] = {}
-    consumer = _consumer(settings, group_id=None)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.give_up_after
-    try:
-        await consumer.start()
-        consumer.assign(sorted(wanted))
-        for tp, offset in wanted.items():
-            consumer.seek(tp, offset)
-        while len(found) < len(wanted):
-            pending = sorted(tp for tp in wanted if (tp.topic, tp.partition) not in found)
-            if loop.time() > deadline:
-                tp = pending[0]
-                raise ProjectionError(
-                    f"cannot read the record at offset {wanted[tp]} of {tp.topic}[{tp.partition}] from Kafka at"
-                    f" {settings.bootstrap} within {settings.give_up_after:g} s"
-                )
-            fetched = await consumer.getmany(*pending, timeout_ms=200, max_records=len(pending))
-            for tp, messages in fetched.items():
-                coord = (tp.topic, tp.partition)
-                if not messages or coord in found:
-                    continue
-                message = messages[0]
-                _, position = peek(message)
-                if position is None or message.key is None:
-                    raise ProjectionError(
-                        f"Kafka record {tp.topic}[{tp.partition}] offset {message.offset} is not a facta event:"
-                        " it lacks a key or a 'position' header"
-                    )
-                found[coord] = _Record(int(message.offset), position, bytes(message.key).decode())
-                consumer.pause(tp)
-    except OffsetOutOfRangeError as exc:
-        tp, offset = next(iter(exc.args[0].items()))
-        raise RetentionGap(
-            f"Kafka deleted offset {offset} of {tp.topic}[{tp.partition}] while the replay was planned: run it again"
-        ) from None
-    except (KafkaError, OSError) as exc:
-        raise ProjectionError(f"cannot read records from Kafka at {settings.bootstrap}: {_describe(exc)}") from None
-    finally:
-        await _stop_quietly(consumer)
-    return found
+#: Per partition, the first record at or after the given offset (which lies below the
+#: partition's end offset); the Kafka subscription reads them
+#: (:meth:`~facta.projections.kafka_source.KafkaSubscription.first_records`).
+FirstRecords = Callable[[Mapping[Coord, int]], Awaitable[dict[Coord, FirstRecord]]]
 
 
 def _routed(
@@ -234,14 +189,14 @@ class _DeletedRanges:
         self.router = _Router(sorted(ends))
         self.stream_type = dict(zip(settings.topics(projection), projection.stream_types(), strict=True))
 
-    async def bounds(self, settings: KafkaSettings, deleted: Mapping[Coord, int],
+    async def bounds(self, first_records: FirstRecords, deleted: Mapping[Coord, int],
                      ends: Mapping[Coord, int]) -> dict[Coord, int]:
         """Per partition whose records before ``deleted[coord]`` are gone: the last store
         position they can hold (just below the first retained record's, or the store's
         head where Kafka retains nothing). Read after the offsets, the head is past
         every record they held."""
         head = await self.store.head_position()
-        firsts = await _records_at(settings, {coord: begin for coord, begin in deleted.items() if begin < ends[coord]})
+        firsts = await first_records({coord: begin for coord, begin in deleted.items() if begin < ends[coord]})
         out: dict[Coord, int] = {}
         for coord in sorted(deleted):
             first = firsts.get(coord)
@@ -274,7 +229,7 @@ class _DeletedRanges:
 
 async def plan_fill(
     store: EventStore, projection: type[Projection], settings: KafkaSettings, start: dict[Coord, int],
-    begins: Mapping[Coord, int], ends: Mapping[Coord, int], *, after: int | None = None,
+    begins: Mapping[Coord, int], ends: Mapping[Coord, int], *, first_records: FirstRecords, after: int | None = None,
     since: datetime | None = None,
 ) -> tuple[dict[Coord, int], dict[Coord, StoreFill], dict[Coord, int]]:
     """For a Kafka replay from store position ``after`` or from time ``since`` whose
@@ -285,14 +240,15 @@ async def plan_fill(
     events from its first one recorded at or after the time, of which the replay applies
     only those recorded at or after it (recorded_at does not follow position order; the
     counts here are of those). Where Kafka deleted part of that, the deleted part is read
-    from the store and Kafka is read from the earliest retained offset."""
+    from the store and Kafka is read from the earliest retained offset. ``first_records``
+    reads the first retained record of a partition whose earliest records Kafka deleted."""
     start = dict(start)
     floors = dict.fromkeys(ends, after) if after else {}
     deleted = {coord: begin for coord, begin in begins.items() if begin > 0 and coord in ends}
     if not deleted:
         return start, {}, floors
     ranges = _DeletedRanges(store, projection, settings, ends)
-    bounds = await ranges.bounds(settings, deleted, ends)
+    bounds = await ranges.bounds(first_records, deleted, ends)
     fills: dict[Coord, StoreFill] = {}
     # Every event recorded at or after the time lies after this position (exact, through
     # the log blocks): the deleted ranges are searched from there, not from the start.
@@ -317,20 +273,20 @@ async def plan_fill(
 
 async def refuse_deleted_offsets(
     store: EventStore, projection: type[Projection], settings: KafkaSettings, what: str, start: Mapping[Coord, int],
-    begins: Mapping[Coord, int], ends: Mapping[Coord, int],
+    begins: Mapping[Coord, int], ends: Mapping[Coord, int], *, first_records: FirstRecords,
 ) -> None:
     """For a replay from Kafka offsets ``start`` (``what``: "offset N" ...): raise
     :class:`RetentionGap` if one lies before its partition's earliest retained offset,
     naming the store position to replay from instead: the one before the first event the
     replay would read in any partition, taking the first event Kafka deleted where the
-    start is gone."""
+    start is gone. ``first_records`` reads a partition's first record at an offset."""
     gone = sorted(coord for coord, offset in start.items() if offset < begins[coord])
     if not gone:
         return
     ranges = _DeletedRanges(store, projection, settings, ends)
-    bounds = await ranges.bounds(settings, {coord: begins[coord] for coord in gone}, ends)
+    bounds = await ranges.bounds(first_records, {coord: begins[coord] for coord in gone}, ends)
     kept = {coord: offset for coord, offset in start.items() if coord not in bounds and offset < ends[coord]}
-    firsts = [record.position for record in (await _records_at(settings, kept)).values()]
+    firsts = [record.position for record in (await first_records(kept)).values()]
     first_deleted: int | None = None
     for coord, through in bounds.items():
         _, first = await ranges.streams(coord, 0, through)

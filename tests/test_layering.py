@@ -72,22 +72,7 @@ LAYER_NAMES = {0: "domain", 1: "eventstore", 2: "projections", 3: "replay", 4: "
 
 #: Import cycles that exist today, each as the modules in import order from its smallest
 #: name, and the issue item that removes it. Any other cycle fails the test.
-ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
-    # kafka_source imports KafkaSettings from runner at module level; runner's `if kafka`
-    # branch imports run_kafka from kafka_source inside ProjectionRunner.run.
-    ("facta.projections.kafka_source", "facta.projections.runner"):
-        "issue 11 item 3 (subscriptions) removes it: the runner gets its source through the subscription"
-        " protocol instead of an `if kafka` branch",
-    # kafka_source imports the retention checks at module level; retention's _records_at
-    # (what a deleted range held) imports kafka_source's _consumer, _describe and
-    # _stop_quietly inside the function.
-    ("facta.projections.kafka_source", "facta.projections.retention"):
-        "issue 11 item 3 (subscriptions) removes it: reading a range of Kafka records is the Kafka"
-        " subscription's, which retention then uses (item 9 also moves _describe and _stop_quietly)",
-    # The two above joined: retention imports KafkaSettings from runner at module level.
-    ("facta.projections.kafka_source", "facta.projections.retention", "facta.projections.runner"):
-        "issue 11 item 3 (subscriptions) removes it with the two above",
-}
+ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from facta.eventstore import EventStore
 from facta.eventstore.relay import Relay
 from facta.projections import KafkaSettings, ProjectionRunner, RunnerConfig, tracking
 from facta.projections.applier import Applier, Delivery
+from facta.projections.kafka_source import KafkaSubscription
 from facta.projections.tracking import LOG
 
 from ..polling import wait_for
@@ -105,7 +106,7 @@ async def test_a_runner_killed_at_random_points_ends_equal_to_a_full_rebuild(
 ) -> None:
     seed = int(os.environ.get("FACTA_FAULT_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
-    source = Source("kafka", kafka_broker, prefix, partitions=3)
+    source = Source(KafkaSubscription, kafka_broker, prefix, partitions=3)
     child_log = tmp_path / "runner.log"
     context = f"seed {seed} (FACTA_FAULT_SEED); runner output in {child_log}"
 

@@ -54,7 +54,7 @@ from facta.eventstore import EventStore
 from facta.eventstore.relay import Relay
 from facta.projections import tracking
 from facta.projections.applier import Applier, Delivery
-from facta.projections.kafka_source import kafka_offsets
+from facta.projections.kafka_source import KafkaSubscription, kafka_offsets
 from facta.projections.tracking import LIVE, LOG
 
 from ..conftest import migrate
@@ -234,7 +234,7 @@ class Group:
 @pytest.fixture
 async def group(postgres_url: str, broker: Any, prefix: str, tmp_path: Path) -> AsyncIterator[Group]:
     await migrate(postgres_url)
-    found = Group(postgres_url, Source("kafka", broker, prefix, partitions=PARTITIONS), tmp_path)
+    found = Group(postgres_url, Source(KafkaSubscription, broker, prefix, partitions=PARTITIONS), tmp_path)
     try:
         yield found
     finally:

@@ -13,6 +13,7 @@ import pytest
 
 from facta.eventstore import EventStore
 from facta.projections import ProjectionError
+from facta.projections.kafka_source import KafkaSubscription
 from facta.projections.replay import ReplayFrom, plan_replay, replay
 
 from .test_source_contract import Book, Source, Wallets, checkpoints, consume_all, rows, workload
@@ -37,7 +38,7 @@ def fold(messages: list[Any], start: dict[tuple[str, int], int]) -> dict[str, tu
 def source(kafka_broker: Any, prefix: str) -> Source:
     if not kafka_broker.reliable_end_offsets:
         pytest.skip(f"{kafka_broker.kind} reports wrong end offsets, which a replay's plan is made of")
-    return Source("kafka", kafka_broker, prefix)
+    return Source(KafkaSubscription, kafka_broker, prefix)
 
 
 async def test_replays_from_kafka_equal_the_same_slice_folded_independently(migrated_url: str, source: Source) -> None:

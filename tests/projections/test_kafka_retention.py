@@ -47,7 +47,7 @@ from facta.projections import (
 )
 from facta.projections.api import EffectContext, effect
 from facta.projections.applier import Applier
-from facta.projections.kafka_source import consume_range
+from facta.projections.kafka_source import KafkaSubscription, consume_range
 from facta.projections.replay import ReplayFrom, plan_replay, replay
 from facta.projections.retention import RetentionGap, StoreFill
 from facta.projections.tracking import LIVE, REBUILD
@@ -76,7 +76,7 @@ HANDLED = frozenset(Wallets.event_types())
 def source(kafka_broker: Any, prefix: str) -> Source:
     if not kafka_broker.reliable_end_offsets:
         pytest.skip(f"{kafka_broker.kind} reports wrong end offsets, which these tests compare")
-    return Source("kafka", kafka_broker, prefix)
+    return Source(KafkaSubscription, kafka_broker, prefix)
 
 
 @pytest.fixture

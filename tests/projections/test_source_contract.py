@@ -1,6 +1,8 @@
-"""The contract of a projection's sources, the same for both: the store's log (``log``)
-and Kafka (``kafka``: the relay publishes the store to the test broker, the runner
-consumes it in a consumer group), each on SQLite and PostgreSQL.
+"""The contract of a projection's subscriptions, the same for both classes of the
+protocol (:class:`~facta.projections.subscriptions.Subscription`): the store's log
+(:class:`StoreLogSubscription`, ``log``) and Kafka (:class:`KafkaSubscription`, ``kafka``:
+the relay publishes the store to the test broker, the runner consumes it in a consumer
+group), each on SQLite and PostgreSQL. Only public names of facta are used.
 
 - after a run, the read model equals what the events say (computed here independently);
 - a redelivered event changes nothing: the database checkpoint wins (over a batch applied
@@ -11,6 +13,7 @@ consumes it in a consumer group), each on SQLite and PostgreSQL.
 - events the projection does not handle only move the checkpoint (on Kafka they are not
   even decoded);
 - ``once`` stops when caught up;
+- a planned range (a replay's) reads what the events say, into the rebuild slot;
 - Kafka only: two runners in one group share the partitions, and one takes over the
   other's partitions when it stops, with nothing counted twice.
 """
@@ -48,12 +51,15 @@ from facta.projections import (
 )
 from facta.projections.applier import Applier, Delivery
 from facta.projections.kafka_source import (
+    KafkaSubscription,
     consume_range,
     kafka_offsets,
     kafka_offsets_for_time,
     record_from_message,
 )
-from facta.projections.tracking import LIVE, LOG
+from facta.projections.replay import ReplayFrom
+from facta.projections.subscriptions import Range, StoreLogSubscription, Subscription
+from facta.projections.tracking import LIVE, LOG, REBUILD
 
 from ..conftest import migrate
 from ..kafka_fixtures import require
@@ -165,15 +171,25 @@ class Source:
     """How a test feeds its store's events to a projection: straight from the log, or
     through the relay and the test broker."""
 
-    kind: str
+    cls: type[Subscription]
     broker: Any = None
     prefix: str = ""
     partitions: int = 3
     group_prefix: str = field(default_factory=lambda: f"g{uuid.uuid4().hex[:8]}.")
 
     @property
+    def kind(self) -> str:
+        return self.cls.source
+
+    @property
     def kafka(self) -> bool:
         return self.kind == "kafka"
+
+    def subscription(self, store: EventStore) -> Subscription:
+        """This source's subscription of :class:`Wallets`, built as a user would."""
+        if self.cls is KafkaSubscription:
+            return KafkaSubscription(store, Wallets, self.settings())
+        return StoreLogSubscription(store, Wallets, poll_interval=0.01)
 
     @property
     def topic(self) -> str:
@@ -206,10 +222,12 @@ class Source:
             await Relay(store, self.relay_config()).run(once=True)
 
     def runner(self, store: EventStore, *, batch_size: int = 1000, **settings: Any) -> ProjectionRunner:
-        return ProjectionRunner(
+        runner = ProjectionRunner(
             store, Wallets, kafka=self.settings(**settings) if self.kafka else None,
             config=RunnerConfig(batch_size=batch_size, poll_interval=0.01),
         )
+        assert type(runner.subscription) is self.cls, "the runner follows this source's subscription"
+        return runner
 
     @property
     def once_is_reliable(self) -> bool:
@@ -269,11 +287,11 @@ async def consume_all(bootstrap: str, topics: list[str], expected: int, within: 
     return records
 
 
-@pytest.fixture(params=["log", "kafka"])
+@pytest.fixture(params=[StoreLogSubscription, KafkaSubscription], ids=["log", "kafka"])
 def source(request: pytest.FixtureRequest, prefix: str) -> Source:
-    if request.param == "kafka":
-        return Source("kafka", request.getfixturevalue("kafka_broker"), prefix)
-    return Source("log")
+    if request.param is KafkaSubscription:
+        return Source(KafkaSubscription, request.getfixturevalue("kafka_broker"), prefix)
+    return Source(StoreLogSubscription)
 
 
 @pytest.fixture
@@ -354,7 +372,7 @@ async def test_kafka_committed_offsets_are_written_never_read(migrated_url: str,
     """The group's offsets in Kafka follow the checkpoints (for lag tools), and a runner
     resumes at the database's checkpoints whatever the group committed: ahead of them
     (a database that has none yet) or behind them."""
-    source = Source("kafka", kafka_broker, prefix)
+    source = Source(KafkaSubscription, kafka_broker, prefix)
     async with await EventStore.open(migrated_url) as store:
         book = Book()
         await workload(store, book, rounds=30)
@@ -474,12 +492,51 @@ async def test_once_stops_when_caught_up(source: Source, store: EventStore) -> N
     assert await rows(store) == book.balances
 
 
+async def test_a_planned_range_reads_what_the_events_say(source: Source, store: EventStore) -> None:
+    """A replay's range through the protocol alone: ``plan_range`` from position 0 covers
+    every event (on Kafka every record of the topic), and ``read_range`` applies them into
+    the rebuild slot in batches, its checkpoints ending at the range's end; the live slot
+    is not touched."""
+    if source.kafka:
+        require(source.broker, "reliable_end_offsets")
+    book = Book()
+    await workload(store, book, rounds=40)
+    await source.publish(store)
+    subscription = source.subscription(store)
+    planned = await subscription.plan_range(ReplayFrom(position=0), {})
+    assert isinstance(planned, Range)
+    if source.kafka:
+        assert planned.start == dict.fromkeys(planned.end, 0) and len(planned.end) == source.partitions
+        assert planned.events == sum(planned.end.values()) == book.appended
+        assert planned.fill == {} and planned.floors == {}
+    else:
+        log = await store.read_log(limit=1000)
+        handled = [r.position for r in log if r.event_type != "wallet.noted"]
+        assert planned.start == {LOG: 0} and planned.end == {LOG: await store.head_position()}
+        assert planned.events == book.handled == len(handled), "the log counts the events of the handled types"
+        assert (planned.first_position, planned.last_position) == (handled[0], handled[-1])
+
+    rebuild = Applier(store, Wallets, source=source.kind, slot=REBUILD, replay=True)
+    await store.database.write(tracking.start_rebuild, rebuild.projection, planned.start, planned.floors)
+    await rebuild.open()
+    counted: list[int] = []
+    await subscription.read_range(rebuild, planned, batch_size=7, stop=asyncio.Event(), on_batch=counted.append)
+    table = rebuild.projection.balances
+    rebuilt = await store.database.read(
+        lambda conn: {r.wallet_id: (int(r.balance), int(r.events)) for r in conn.execute(select(table))}
+    )
+    assert rebuilt == book.balances and rebuild.applied == book.handled
+    assert len(counted) > 1 and sum(counted) == planned.events, "applied in batches, each counted once"
+    assert await store.database.read(tracking.load_checkpoints, Wallets.name, REBUILD) == planned.end
+    assert await checkpoints(store) == {}, "the live slot is not touched"
+
+
 # -- Kafka only ---------------------------------------------------------------------------------
 
 
 async def test_two_runners_share_the_partitions_and_take_over(migrated_url: str, kafka_broker: Any, prefix: str,
                                                               request: pytest.FixtureRequest) -> None:
-    source = Source("kafka", kafka_broker, prefix, partitions=4)
+    source = Source(KafkaSubscription, kafka_broker, prefix, partitions=4)
     async with await EventStore.open(migrated_url) as store:
         book = Book()
         relay_stop = asyncio.Event()
@@ -527,7 +584,7 @@ async def test_copies_the_relay_republished_are_applied_once(migrated_url: str, 
     """After a relay crash between the broker's acknowledgements and its checkpoint, the
     relay publishes some events again: a runner started after the copies, one running
     while they arrive, and a replay all apply each event once."""
-    source = Source("kafka", kafka_broker, prefix, partitions=2)
+    source = Source(KafkaSubscription, kafka_broker, prefix, partitions=2)
     async with await EventStore.open(migrated_url) as store:
         book = Book()
         await workload(store, book, rounds=20)
@@ -593,7 +650,7 @@ def _rewind_relay(conn: Any, position: int) -> None:
 async def test_a_kafka_outage_delays_the_runner_and_loses_nothing(migrated_url: str, managed_kafka_broker: Any,
                                                                  prefix: str) -> None:
     require(managed_kafka_broker, "keeps_data")
-    source = Source("kafka", managed_kafka_broker, prefix)
+    source = Source(KafkaSubscription, managed_kafka_broker, prefix)
     async with await EventStore.open(migrated_url) as store:
         book = Book()
         await workload(store, book, rounds=20)
@@ -624,7 +681,7 @@ async def _published(source: Source) -> bool:
 async def test_a_kafka_record_that_is_no_facta_event_stops_the_runner_naming_it(
     migrated_url: str, kafka_broker: Any, prefix: str
 ) -> None:
-    source = Source("kafka", kafka_broker, prefix, partitions=1)
+    source = Source(KafkaSubscription, kafka_broker, prefix, partitions=1)
     async with await EventStore.open(migrated_url) as store:
         book = Book()
         await append(store, book, "w-1", Credited(amount=5))
@@ -652,7 +709,7 @@ async def test_a_kafka_record_that_is_no_facta_event_stops_the_runner_naming_it(
 
 async def test_kafka_offsets_and_ranges(migrated_url: str, kafka_broker: Any, prefix: str) -> None:
     require(kafka_broker, "reliable_end_offsets")
-    source = Source("kafka", kafka_broker, prefix)
+    source = Source(KafkaSubscription, kafka_broker, prefix)
     settings = source.settings()
     async with await EventStore.open(migrated_url) as store:
         early, late = Book(), Book()
