@@ -21,7 +21,7 @@ from facta.eventstore.schema import events
 
 from . import tracking
 from .api import Projection
-from .runner import KafkaSettings
+from .subscriptions import KafkaSettings
 
 __all__ = ["ProjectionStatus", "checkpoints", "describe_projections", "fill_kafka_lag", "projection_status",
            "skip_event", "skipped_events"]
