@@ -8,7 +8,7 @@ opens and never asks for the dialect again:
 - :class:`PostgresLogReader`: reads never pass the *settled horizon*. A sequence value
   is taken at insert time but becomes visible at commit, so a reader that read past a
   position still in flight could skip it. The horizon is ``max(position)`` once every
-  append that held the writer marker (:data:`~facta.eventstore.appenders.WRITER_MARKER`)
+  append that held the writer marker (:data:`~facta.eventstore.locks.WRITER_MARKER`)
   when it was read has ended; the store module's docstring proves it sound.
 - :class:`SQLiteLogReader`: plain reads. Writers queue for the file's write lock with
   ``BEGIN IMMEDIATE``, so positions are taken and made visible in one order.
@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Select, Text, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from .appenders import WRITER_MARKER
 from .database import Database
+from .locks import WRITER_MARKER
 from .rows import LOG_COLUMNS
 from .schema import events
 

@@ -151,7 +151,10 @@ class _Record:
 async def _records_at(settings: KafkaSettings, offsets: Mapping[Coord, int]) -> dict[Coord, _Record]:
     """Per partition, the first record at or after the given offset (which must lie below
     its end offset): its offset, ``position`` header and key (the stream id)."""
-    from .kafka_source import _consumer, _describe, _stop_quietly
+    from facta.eventstore.diagnostics import describe as _describe
+    from facta.eventstore.kafka_support import stop_quietly as _stop_quietly
+
+    from .kafka_source import _consumer
 
     if not offsets:
         return {}

@@ -291,7 +291,7 @@ async def test_rolled_back_append_never_reaches_kafka_postgres(postgres_url: str
     read the log) leaves nothing on Kafka."""
     import asyncpg
 
-    from facta.eventstore.appenders import WRITER_MARKER
+    from facta.eventstore.locks import WRITER_MARKER
 
     await migrate(postgres_url)
     async with await EventStore.open(postgres_url) as store:

@@ -251,7 +251,7 @@ async def _together(store: EventStore, *appends: Any) -> list[Any]:
     """Run appends started together; their results or errors. On PostgreSQL they start
     inserting at the same moment: the writer marker is held exclusively until every
     append waits for it, then let go."""
-    from facta.eventstore.appenders import WRITER_MARKER
+    from facta.eventstore.locks import WRITER_MARKER
 
     if store.database.dialect != "postgresql":
         return list(await asyncio.gather(*appends, return_exceptions=True))
