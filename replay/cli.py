@@ -1522,6 +1522,7 @@ def aggregates_option(fn: F) -> F:
 def _import_aggregates(modules: str | None) -> None:
     """Import the user's aggregate modules by the rule `--projections` follows
     (:mod:`facta.user_modules`: the current folder is on the path)."""
+    import facta.domain.reference  # noqa: F401 (declares the reference Account and Ride)
     from facta.eventstore.audit import AuditError
     from facta.user_modules import import_failure, import_user_module, is_module_name
 

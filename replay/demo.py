@@ -23,8 +23,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, select
 
 from facta.domain import Aggregate, FactaError
-from facta.domain.account import Account
-from facta.domain.ride import Location, Ride, Tariff
+from facta.domain.reference import Account, Location, Ride, Tariff
 from facta.eventstore import ConcurrencyError, EventStore, Repository, StreamNotFound
 from facta.projections import ProjectionRunner
 from facta.projections.reference import REFERENCE_PROJECTIONS, Billing

@@ -20,7 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from facta.domain import Account, DomainEvent, Location, Ride
+from facta.domain import DomainEvent
+from facta.domain.reference import Account, Location, Ride
 from facta.eventstore import ConcurrencyError, EventStore, Repository
 from facta.eventstore.relay import Relay, RelayConfig, RelayError
 
