@@ -57,7 +57,7 @@ from .errors import (
     StoreError,
 )
 from .errors import StreamTypeMismatch as _StreamTypeMismatch
-from .readers import LogReader, PostgresLogReader, SQLiteLogReader
+from .readers import LogReader, PostgresLogReader, SQLiteLogReader, all_rows
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .rows import records_from_rows
 from .schema import events, snapshots
@@ -519,7 +519,7 @@ class EventStore:
         if max_version is not None:
             query = query.where(snapshots.c.version <= max_version)
         query = query.order_by(snapshots.c.version.desc()).limit(1)
-        rows = await self.database.read(_all_rows, query)
+        rows = await self.database.read(all_rows, query)
         return Snapshot(*rows[0]) if rows else None
 
 
@@ -584,10 +584,6 @@ def _first_recorded_since(conn: Connection, when: datetime, ranges: list[tuple[i
         if found is not None:
             return int(found)
     return None
-
-
-def _all_rows(conn: Connection, query: Select[Any]) -> Sequence[Any]:
-    return conn.execute(query).all()
 
 
 def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> bool:
