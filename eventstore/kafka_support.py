@@ -115,7 +115,8 @@ def needs_new_producer(exc: BaseException) -> bool:
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:
-    """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile (also the worker locks' wait
+    between attempts)."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .diagnostics import describe
+from .kafka_support import pause
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -136,7 +137,7 @@ class _PostgresLock(ActiveLock):
             if not waited:
                 log.info("%s: another is active on this store; waiting to take over", self._label)
                 waited = True
-            await _sleep(stop, poll)
+            await pause(stop, poll)
         await self.release()
         return False
 
@@ -186,7 +187,7 @@ class _FileLock(ActiveLock):
             if not waited:
                 log.info("%s: another holds %s; waiting to take over", self._label, self._path)
                 waited = True
-            await _sleep(stop, poll)
+            await pause(stop, poll)
         await self.release()
         return False
 
@@ -245,8 +246,3 @@ class _FileLock(ActiveLock):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
