@@ -32,6 +32,7 @@ import psycopg
 from _common import Fresh, fresh_database, load_average, machine_facts, migrate, render_table
 from sqlalchemy import event
 
+import facta.domain.reference  # noqa: F401 (declares Account, whose streams the audit queries load)
 from facta.eventstore import EventStore, audit
 
 EVENTS_PER_STREAM = 50

@@ -101,15 +101,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from facta.domain import DomainEvent, PendingEvent
-from facta.domain.account import (
+from facta.domain.reference import (
     AccountClosed,
     AccountOpened,
     Deposited,
-    TransferredIn,
-    TransferredOut,
-    Withdrawn,
-)
-from facta.domain.ride import (
     DriverArrived,
     Location,
     RideAccepted,
@@ -117,8 +112,11 @@ from facta.domain.ride import (
     RideOffered,
     RideRequested,
     TelemetryRecorded,
+    TransferredIn,
+    TransferredOut,
     TripEnded,
     TripStarted,
+    Withdrawn,
 )
 from facta.eventstore import EventStore, StreamAppend
 from facta.eventstore.relay import Relay, RelayConfig

@@ -26,6 +26,7 @@ from _common import machine_facts, render_table
 from audit import SPAN, START, Store, load
 from sqlalchemy import event
 
+import facta.domain.reference  # noqa: F401 (declares Account, whose streams the audit queries load)
 from facta.eventstore import EventStore, audit
 
 Query = Callable[[EventStore, Store], Awaitable[Any]]

@@ -171,7 +171,7 @@ class Aggregate:
 
 def aggregate_class(stream_type: str) -> type[Aggregate]:
     """The aggregate class declared with ``stream_type=...``; importing a module declares
-    its classes (``facta.domain`` declares ``Account`` and ``Ride``)."""
+    its classes (``facta.domain.reference`` declares ``Account`` and ``Ride``)."""
     try:
         return Aggregate._by_stream_type[stream_type]
     except KeyError:

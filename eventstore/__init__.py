@@ -1,4 +1,12 @@
-"""facta.eventstore: the permanent SQL event store, its repository and its errors."""
+"""facta.eventstore: the permanent SQL event store, its repository and its errors.
+
+``__all__`` is the public face: the names below and four public modules, each with an
+``__all__`` of its own: :mod:`~facta.eventstore.audit` (history queries),
+:mod:`~facta.eventstore.relay` (publishing the log to Kafka),
+:mod:`~facta.eventstore.kafka_codec` (the Kafka record format) and
+:mod:`~facta.eventstore.schema` (the tables, for queries). The other modules are the
+store's implementation.
+"""
 
 from .database import DEFAULT_DATABASE_URL, Database, database_url_from_env, resolve_url
 from .errors import (
@@ -44,3 +52,4 @@ __all__ = [
     "database_url_from_env",
     "resolve_url",
 ]
+__all__ += ["audit", "kafka_codec", "relay", "schema"]  # the public modules

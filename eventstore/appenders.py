@@ -36,7 +36,6 @@ from .records import AppendResult, Snapshot, StreamAppend
 from .schema import UTCDateTime, snapshots
 
 __all__ = [
-    "WRITER_MARKER",
     "AppendPlan",
     "Appender",
     "LostRace",
@@ -47,10 +46,6 @@ __all__ = [
     "append_sqlite",
 ]
 
-# The advisory lock every append holds, shared, from before it takes sequence values
-# until it commits: the "writer in flight" marker readers wait on (see store.py). As a
-# two-key advisory lock it shows in pg_locks as classid 0x66616374 ("fact"), objid 1.
-WRITER_MARKER = (0x66616374, 1)
 
 
 class Rejected(Exception):

@@ -1,6 +1,6 @@
 """What the relay and the projections' Kafka source share about talking to Kafka: which
-errors are worth a retry, which ones only a new producer clears, and a pause that a stop
-request cuts short."""
+errors are worth a retry, which ones only a new producer clears, a pause that a stop
+request cuts short, and how a producer or consumer is stopped without hanging."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import asyncio
 import contextlib
 import ipaddress
 import re
+from typing import Any
 
 from facta.errors import InvalidValue
 
-__all__ = ["bootstrap_problem", "is_transient", "needs_new_producer", "parse_bootstrap", "pause"]
+__all__ = ["bootstrap_problem", "is_transient", "needs_new_producer", "parse_bootstrap", "pause", "stop_quietly"]
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?")
 
@@ -116,6 +117,62 @@ def needs_new_producer(exc: BaseException) -> bool:
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:
-    """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile (also the worker locks' wait
+    between attempts)."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def stop_quietly(
+    client: Any,
+    within_s: float = 30.0,
+    *,
+    stop: asyncio.Event | None = None,
+    until: float | None = None,
+    past_until_s: float | None = None,
+    unwind_s: float = 5.0,
+) -> None:
+    """Stop an aiokafka producer or consumer (None: nothing to do) without letting it hang
+    the caller; never raises what the client raises. ``within_s``: see below (30 s unless
+    given).
+
+    ``client.stop()`` first finishes what the client holds: a producer waits until every
+    record it holds is acknowledged or has expired (its request timeout), which keeps a
+    request of an abandoned producer from landing after a new producer's; a consumer
+    leaves its group, which waits for a join in flight (Kafka completes a join once every
+    member it knows has rejoined, waiting for a dead one until its session timeout).
+
+    With ``stop`` (not set yet), that is awaited until ``stop`` is set or the loop time
+    ``until`` passes (None: no deadline); then, and at once without ``stop``, the client
+    gets ``within_s`` seconds more, at most ``past_until_s`` when it was ``until`` that
+    passed. After that the stop is abandoned: its task is cancelled (given ``unwind_s``
+    seconds to unwind) and the parts that ``stop()`` would have closed after its flush or
+    its leave are closed, 5 s each: a producer's sender and connections, a consumer's
+    fetcher and connections (aiokafka has no public way to skip the flush or the leave).
+    A producer's records left so are republished by the relay's next run from its
+    checkpoint; a consumer left so is dropped by its group after its session timeout, as
+    a killed one would be."""
+    if client is None:
+        return
+    stopping = asyncio.ensure_future(client.stop())
+    if stop is not None and not stop.is_set():
+        waiting = asyncio.ensure_future(stop.wait())
+        timeout = None if until is None else max(0.0, until - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait({stopping, waiting}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not stopping.done() and not stop.is_set() and past_until_s is not None:  # the deadline passed
+            within_s = min(within_s, past_until_s)
+    if not stopping.done():
+        await asyncio.wait({stopping}, timeout=within_s)
+    if not stopping.done():
+        stopping.cancel()  # leaves the flush, or the join in flight
+        await asyncio.wait({stopping}, timeout=unwind_s)
+        for name in ("_sender", "_fetcher", "client", "_client"):  # a producer's two, a consumer's two
+            part = getattr(client, name, None)
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(part.close(), 5.0)
+    if stopping.done() and not stopping.cancelled():
+        stopping.exception()  # retrieved: a failure to stop changes nothing here

@@ -29,12 +29,35 @@ from typing import TYPE_CHECKING, Any
 
 from facta.settings import settings
 
+from .diagnostics import describe
+from .kafka_support import pause
+
 if TYPE_CHECKING:
     from .store import EventStore
 
-__all__ = ["ActiveLock", "active_lock", "lock_dir", "lock_path"]
+__all__ = ["LOCK_CLASS", "STREAM_LOCK_CLASS", "WRITER_MARKER", "ActiveLock", "active_lock", "lock_dir", "lock_key",
+           "lock_path"]
 
 log = logging.getLogger("facta.locks")
+
+# PostgreSQL's advisory locks, the one definition of their keys (the migrations' SQL too).
+#: The first key of facta's two-key advisory locks: "fact" in ASCII. The second key is 1
+#: for :data:`WRITER_MARKER`, 2 and up for a named lock (:func:`lock_key`).
+LOCK_CLASS = 0x66616374
+#: The lock every append holds, shared, from before it takes sequence values until it
+#: commits: the "writer in flight" marker that log readers wait on (``readers.py``). In
+#: ``pg_locks``: classid ``LOCK_CLASS``, objid 1, objsubid 2 (the two-key form).
+WRITER_MARKER = (LOCK_CLASS, 1)
+#: The first key of the transaction lock ``facta_append()`` takes per stream (revision
+#: 0004), in ascending order of the second key, ``hashtext(stream_id)``: "facu" in ASCII.
+STREAM_LOCK_CLASS = 0x66616375
+
+
+def lock_key(name: str) -> tuple[int, int]:
+    """The two keys of facta's advisory lock named ``name`` (``"relay:NAME"``,
+    ``"projection-ddl:NAME"``): :data:`LOCK_CLASS` and 2 plus the name's CRC-32 modulo
+    0x7FFFFFF0, so never the writer marker's 1 and always a positive int32."""
+    return LOCK_CLASS, 2 + zlib.crc32(name.encode()) % 0x7FFFFFF0
 
 
 
@@ -97,7 +120,7 @@ class _PostgresLock(ActiveLock):
 
     def __init__(self, store: EventStore, key: str, label: str, error: type[Exception]) -> None:
         self._store, self._label, self._error = store, label, error
-        self._key = (0x66616374, 2 + zlib.crc32(key.encode()) % 0x7FFFFFF0)
+        self._key = lock_key(key)
         self._conn: Any = None
 
     async def acquire(self, stop: asyncio.Event, poll: float, *, wait: bool = True) -> bool:
@@ -116,7 +139,7 @@ class _PostgresLock(ActiveLock):
             if not waited:
                 log.info("%s: another is active on this store; waiting to take over", self._label)
                 waited = True
-            await _sleep(stop, poll)
+            await pause(stop, poll)
         await self.release()
         return False
 
@@ -125,7 +148,7 @@ class _PostgresLock(ActiveLock):
         try:
             await raw.fetchval("SELECT 1")
         except Exception as exc:
-            raise self._error(f"{self._label} lost its lock connection ({_describe(exc)}); stopping") from None
+            raise self._error(f"{self._label} lost its lock connection ({describe(exc)}); stopping") from None
 
     async def release(self) -> None:
         if self._conn is not None:
@@ -166,7 +189,7 @@ class _FileLock(ActiveLock):
             if not waited:
                 log.info("%s: another holds %s; waiting to take over", self._label, self._path)
                 waited = True
-            await _sleep(stop, poll)
+            await pause(stop, poll)
         await self.release()
         return False
 
@@ -225,13 +248,3 @@ class _FileLock(ActiveLock):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -8,7 +8,7 @@ opens and never asks for the dialect again:
 - :class:`PostgresLogReader`: reads never pass the *settled horizon*. A sequence value
   is taken at insert time but becomes visible at commit, so a reader that read past a
   position still in flight could skip it. The horizon is ``max(position)`` once every
-  append that held the writer marker (:data:`~facta.eventstore.appenders.WRITER_MARKER`)
+  append that held the writer marker (:data:`~facta.eventstore.locks.WRITER_MARKER`)
   when it was read has ended; the store module's docstring proves it sound.
 - :class:`SQLiteLogReader`: plain reads. Writers queue for the file's write lock with
   ``BEGIN IMMEDIATE``, so positions are taken and made visible in one order.
@@ -27,12 +27,12 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Select, Text, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from .appenders import WRITER_MARKER
 from .database import Database
+from .locks import WRITER_MARKER
 from .rows import LOG_COLUMNS
 from .schema import events
 
-__all__ = ["LogReader", "PostgresLogReader", "SQLiteLogReader"]
+__all__ = ["LogReader", "PostgresLogReader", "SQLiteLogReader", "all_rows"]
 
 R = TypeVar("R")
 Row = Sequence[Any]
@@ -80,7 +80,8 @@ def _log_slice(query: Select[Any], after: int, upto: int | None, limit: int) -> 
     return query.order_by(events.c.position).limit(limit)
 
 
-def _all_rows(conn: Connection, query: Select[Any]) -> list[Row]:
+def all_rows(conn: Connection, query: Select[Any]) -> list[Row]:
+    """Every row of ``query`` (for :meth:`Database.read`)."""
     return list(conn.execute(query).all())
 
 
@@ -143,7 +144,7 @@ class PostgresLogReader:
 
     async def read(self, query: Select[Any], after: int, limit: int) -> list[Row]:
         async def fetch(start: int, upto: int, n: int) -> list[Row]:
-            return await self.database.read(_all_rows, _log_slice(query, start, upto, n))
+            return await self.database.read(all_rows, _log_slice(query, start, upto, n))
 
         rows, _ = await self._settled(after, limit, fetch, None)
         return rows
@@ -233,7 +234,7 @@ class SQLiteLogReader:
         return None
 
     async def read(self, query: Select[Any], after: int, limit: int) -> list[Row]:
-        return await self.database.read(_all_rows, _log_slice(query, after, None, limit))
+        return await self.database.read(all_rows, _log_slice(query, after, None, limit))
 
     async def window(self, after: int, limit: int, event_types: Sequence[str] | None) -> tuple[list[Row], int]:
         return await self.database.read(_sqlite_window, _select(self.columns, event_types), after, limit)

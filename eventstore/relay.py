@@ -65,6 +65,7 @@ from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
 from facta.errors import RecordRefused, RelayError
 from facta.settings import settings
 
+from .diagnostics import describe
 from .kafka_codec import (
     OPTIONAL_HEADERS,
     REQUIRED_HEADERS,
@@ -74,7 +75,7 @@ from .kafka_codec import (
     encode,
     encode_row,
 )
-from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause
+from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause, stop_quietly
 from .locks import active_lock
 from .records import RecordedEvent
 from .rows import records_from_rows
@@ -413,7 +414,8 @@ class Relay:
                     else:
                         log.warning("relay %r: Kafka at %s unavailable (%s); retrying from position %d in %.1f s",
                                     self.config.name, self.config.bootstrap, exc, checkpoint, backoff)
-                    await _stop_quietly(producer, stop, until=self._deadline)
+                    await stop_quietly(producer, STOP_GRACE_S, stop=stop, until=self._deadline,
+                                       past_until_s=GIVE_UP_GRACE_S, unwind_s=1.0)
                     producer = None
                     self._give_up_if_late(last_failure, broken)
                     left = self._remaining()
@@ -443,7 +445,7 @@ class Relay:
                 self._saving = None
             # Leaving: what the producer still holds gets what is left of the grace period.
             left = STOP_GRACE_S if self._leave_at is None else self._leave_at - asyncio.get_running_loop().time()
-            await _stop_quietly(producer, within=max(GIVE_UP_GRACE_S, left))
+            await stop_quietly(producer, max(GIVE_UP_GRACE_S, left), unwind_s=1.0)
             await self._lock.release()
 
     # -- the Kafka timeout (give_up_after) ------------------------------------------------------
@@ -613,16 +615,16 @@ class Relay:
         try:
             await self._bounded(producer.start())
         except _Transient:
-            await _stop_quietly(producer, within=GIVE_UP_GRACE_S)
+            await stop_quietly(producer, GIVE_UP_GRACE_S, unwind_s=1.0)
             raise
         except (KafkaError, OSError) as exc:
-            await _stop_quietly(producer)
+            await stop_quietly(producer, STOP_GRACE_S, unwind_s=1.0)
             if is_transient(exc):
-                raise _Transient(_describe(exc)) from None
+                raise _Transient(describe(exc)) from None
             if needs_new_producer(exc):
-                raise _SessionBroken(_describe(exc)) from None
+                raise _SessionBroken(describe(exc)) from None
             hint = "; if the broker lacks the idempotent producer, turn idempotence off" if self.config.idempotence else ""
-            raise RelayError(f"Kafka at {self.config.bootstrap} refused the producer: {_describe(exc)}{hint}") from None
+            raise RelayError(f"Kafka at {self.config.bootstrap} refused the producer: {describe(exc)}{hint}") from None
         return producer
 
     async def _ensure_topics(self, wanted: set[str]) -> None:
@@ -650,7 +652,7 @@ class Relay:
                 if created:
                     log.info("relay %r created topics %s", self.config.name, ", ".join(created))
         except (KafkaError, OSError) as exc:
-            raise _Transient(_describe(exc)) from None
+            raise _Transient(describe(exc)) from None
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
@@ -720,7 +722,7 @@ class Relay:
                 try:
                     current = await self._bounded(producer.partitions_for(topic))
                 except (KafkaError, OSError) as exc:
-                    raise _Transient(_describe(exc)) from None
+                    raise _Transient(describe(exc)) from None
             cached = self._partition_cache.get(topic)
             if cached is None or len(cached[0]) != len(current):
                 cached = self._partition_cache[topic] = (sorted(current), {})
@@ -814,10 +816,10 @@ class Relay:
 
     def _failure(self, row: Sequence[Any], exc: BaseException) -> Exception:
         if is_transient(exc):
-            return _Transient(_describe(exc))
+            return _Transient(describe(exc))
         if needs_new_producer(exc):
-            return _SessionBroken(_describe(exc))
-        return _Refused(row, f"Kafka rejected its record: {_describe(exc)}")
+            return _SessionBroken(describe(exc))
+        return _Refused(row, f"Kafka rejected its record: {describe(exc)}")
 
     def _stopped_before(self, refused: _Refused, checkpoint: int) -> RecordRefused:
         """The one-line error of a relay stopped before an event, with the skip command."""
@@ -902,51 +904,6 @@ async def _cancel(task: asyncio.Future[Any] | None) -> None:
 def _recorded(row: Sequence[Any], store: EventStore) -> RecordedEvent:
     """The :class:`RecordedEvent` of a raw log row (for custom routers and error messages)."""
     return records_from_rows((row,), store.registry)[0]
-
-
-# -- Kafka errors ---------------------------------------------------------------------------
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-async def _stop_quietly(
-    producer: Any, stop: asyncio.Event | None = None, within: float = STOP_GRACE_S, until: float | None = None
-) -> None:
-    """Stop ``producer``. aiokafka's ``stop()`` first waits until every record the producer
-    holds is acknowledged or has expired (the request timeout): that keeps a request of an
-    abandoned producer from landing after a new producer's, which could put a stream's
-    events out of order. Once ``stop`` is set (at once without one), it gets ``within``
-    seconds; then its records are left (the next run republishes them from
-    the checkpoint) and its connections closed. ``until`` (a loop time: the relay's
-    give-up deadline) ends the wait as ``stop`` would, with :data:`GIVE_UP_GRACE_S` after."""
-    if producer is None:
-        return
-    stopping = asyncio.ensure_future(producer.stop())
-    if stop is not None and not stop.is_set():
-        waiting = asyncio.ensure_future(stop.wait())
-        timeout = None if until is None else max(0.0, until - asyncio.get_running_loop().time())
-        try:
-            await asyncio.wait({stopping, waiting}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting.cancel()
-        if not stopping.done() and not stop.is_set():  # the give-up deadline passed
-            within = min(within, GIVE_UP_GRACE_S)
-    if not stopping.done():
-        await asyncio.wait({stopping}, timeout=within)
-    if not stopping.done():
-        stopping.cancel()  # leaves the flush; what it held is republished by the next run
-        await asyncio.wait({stopping}, timeout=1.0)
-        # What stop() does after its flush (aiokafka has no public way to skip the flush):
-        # end the sender task and close the connections.
-        for part in (getattr(producer, "_sender", None), getattr(producer, "client", None)):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(part.close(), 5.0)
-    if stopping.done() and not stopping.cancelled():
-        stopping.exception()  # retrieved: a failure to stop changes nothing here
 
 
 # -- checkpoints ------------------------------------------------------------------------------

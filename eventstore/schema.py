@@ -1,7 +1,16 @@
-"""The store's tables as SQLAlchemy Core objects, used to build queries.
+"""facta's tables as SQLAlchemy Core objects: public API, for building queries.
+
+Applications, tests and facta's own layers read the store with them, e.g.
+``await store.database.read(lambda conn: conn.execute(select(events.c.position)).all())``
+(``events`` is ``facta_events``; ``UTCDateTime`` reads and writes aware UTC times on both
+dialects and may serve a read model's columns too). Write these tables only through
+facta: the events and snapshots refuse changes anyway (triggers), and the relay,
+projection and skip tables are facta's own bookkeeping.
 
 These objects never create anything: the schema is created and changed only by the
-alembic migrations in ``facta.migrations``. Keep the two in step (a test compares them).
+alembic migrations in ``facta.migrations``, so a column here changes only with a new
+revision. Keep the two in step (``tests/eventstore/test_store_contract.py`` compares them
+with the migrated schema).
 """
 
 from __future__ import annotations

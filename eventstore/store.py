@@ -52,7 +52,7 @@ from facta.errors import StreamTypeMismatch as _StreamTypeMismatch
 from . import blocks
 from .appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
 from .database import Database, database_url_from_env
-from .readers import LogReader, PostgresLogReader, SQLiteLogReader
+from .readers import LogReader, PostgresLogReader, SQLiteLogReader, all_rows
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .rows import records_from_rows
 from .schema import events, snapshots
@@ -514,7 +514,7 @@ class EventStore:
         if max_version is not None:
             query = query.where(snapshots.c.version <= max_version)
         query = query.order_by(snapshots.c.version.desc()).limit(1)
-        rows = await self.database.read(_all_rows, query)
+        rows = await self.database.read(all_rows, query)
         return Snapshot(*rows[0]) if rows else None
 
 
@@ -579,10 +579,6 @@ def _first_recorded_since(conn: Connection, when: datetime, ranges: list[tuple[i
         if found is not None:
             return int(found)
     return None
-
-
-def _all_rows(conn: Connection, query: Select[Any]) -> Sequence[Any]:
-    return conn.execute(query).all()
 
 
 def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: dict[str, tuple[str, int]]) -> bool:

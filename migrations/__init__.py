@@ -28,7 +28,10 @@ from sqlalchemy import Connection, inspect
 if TYPE_CHECKING:
     from facta.eventstore.database import Database
 
-__all__ = ["VERSION_TABLE", "alembic_config", "current", "downgrade", "head", "known_current", "revisions", "upgrade"]
+__all__ = [
+    "VERSION_TABLE", "alembic_config", "current", "downgrade", "head", "known_current", "revisions", "upgrade",
+    "upgrade_url",
+]
 
 VERSION_TABLE = "facta_alembic_version"
 _HERE = Path(__file__).resolve().parent

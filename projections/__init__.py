@@ -2,8 +2,13 @@
 
 A :class:`Projection` declares its tables and typed handlers; a
 :class:`ProjectionRunner` keeps it current, committing read-model writes and checkpoints
-in one transaction; :func:`replay` rebuilds it into fresh tables from any position,
-offset or time and swaps them in.
+in one transaction; :func:`facta.projections.replay.replay` rebuilds it into fresh tables
+from any position, offset or time and swaps them in.
+
+``__all__`` is the public face: the names below and two public modules, each with an
+``__all__`` of its own: :mod:`~facta.projections.replay` (``replay``, ``plan_replay``,
+``ReplayFrom``) and :mod:`~facta.projections.reference` (the reference projections). The
+other modules are the projections' implementation.
 """
 
 from .api import EffectContext, Projection, effect, handles, read_model_table
@@ -26,3 +31,4 @@ __all__ = [
     "handles",
     "read_model_table",
 ]
+__all__ += ["reference", "replay"]  # the public modules

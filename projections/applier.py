@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from facta.domain import DomainEvent
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore.diagnostics import describe
 
 from . import tracking
 from .api import REBUILD_SUFFIX, EffectContext, EffectHandler, Handler, Projection
@@ -208,7 +209,7 @@ class Applier:
         record = delivery.record
         message = (
             f"projection {self.name!r} stopped at {record.event_type} event {record.event_id}"
-            f" (stream {record.stream_id} v{record.version}, {delivery.where()}): {_describe(cause)};"
+            f" (stream {record.stream_id} v{record.version}, {delivery.where()}): {describe(cause, limit=300)};"
             f" its checkpoint stays before this event: fix the cause and run it again, or skip it with"
             f" `facta projections skip {self.name} --position {record.position}`"
         )
@@ -228,12 +229,3 @@ class Applier:
             except SQLAlchemyError:
                 pass
         raise ProjectionError(message) from cause
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    text = " ".join(str(exc).split())
-    if len(text) > 300:
-        text = text[:300] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

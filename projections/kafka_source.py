@@ -64,8 +64,10 @@ from facta.domain import EventRegistry, default_registry
 from facta.errors import KafkaRecordError, ProjectionError, RetentionGap
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.audit import utc_text
+from facta.eventstore.diagnostics import describe as _describe
 from facta.eventstore.kafka_codec import decode, encode_time, peek, utc
 from facta.eventstore.kafka_support import is_transient, pause
+from facta.eventstore.kafka_support import stop_quietly as _stop_quietly
 from facta.eventstore.schema import events
 
 from . import tracking
@@ -227,14 +229,6 @@ def _learn(seen: _Seen, walk: _Walk) -> None:
 # -- Kafka errors -----------------------------------------------------------------------------
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    name = type(exc).__name__
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
 async def _start(consumer: Any) -> None:
     """Start ``consumer``; if that fails, close what it opened before raising."""
     try:
@@ -242,26 +236,6 @@ async def _start(consumer: Any) -> None:
     except BaseException:
         await _stop_quietly(consumer)
         raise
-
-
-async def _stop_quietly(consumer: Any, within: float = 30.0) -> None:
-    """Stop ``consumer``: leave its group, close its connections. aiokafka leaves only once
-    a join in flight has completed, and Kafka completes a join when every member it knows
-    has rejoined, waiting for a dead one until its session timeout. So after ``within``
-    seconds the join is abandoned instead (the group then drops this member after its own
-    session timeout, as it would a killed one) and the connections are closed."""
-    stopping = asyncio.ensure_future(consumer.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=within)
-    if not done:
-        stopping.cancel()  # cancels the join in flight
-        await asyncio.wait({stopping}, timeout=5)
-        # What consumer.stop() would have closed after leaving the group.
-        for part in (getattr(consumer, "_fetcher", None), getattr(consumer, "_client", None)):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(part.close(), 5)
-    if stopping.done() and not stopping.cancelled():
-        stopping.exception()  # retrieved: a failure to leave changes nothing here
 
 
 def _consumer(settings: KafkaSettings, **options: Any) -> Any:

@@ -4,7 +4,7 @@
 - ``ride_board``: each ride's status, driver, ETA and fare;
 - ``driver_earnings``: trips and earnings per driver per (UTC) day;
 - ``billing``: when a trip ends, charges the rider's account and pays the driver's
-  through the domain (:func:`facta.domain.account.transfer`), once: the two account
+  through the domain (:func:`facta.domain.reference.transfer`), once: the two account
   events get ids derived from the trip's end event, so a redelivery finds them stored and
   does nothing, and a replay does not run the effect at all. Its table records what was
   billed, built from the account events themselves, so a replay rebuilds it exactly.
@@ -20,25 +20,23 @@ from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String
 
-from facta.domain.account import (
+from facta.domain.reference import (
     Account,
     AccountClosed,
     AccountOpened,
     Deposited,
-    TransferredIn,
-    TransferredOut,
-    Withdrawn,
-    transfer,
-)
-from facta.domain.ride import (
     DriverArrived,
     Ride,
     RideAccepted,
     RideCancelled,
     RideOffered,
     RideRequested,
+    TransferredIn,
+    TransferredOut,
     TripEnded,
     TripStarted,
+    Withdrawn,
+    transfer,
 )
 from facta.errors import ProjectionError
 from facta.eventstore import ConcurrencyError, DuplicateEventError, RecordedEvent, Repository

@@ -18,7 +18,6 @@ runner that lost its partitions, or whose tables were swapped under it, commits 
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateIndex, DropIndex
 
 from facta.errors import ProjectionError
+from facta.eventstore.locks import lock_key
 from facta.eventstore.schema import events, projection_checkpoints, projection_skips, projections
 
 from .api import REBUILD_SUFFIX, Projection, _given_name, rebuild_name, rename_index
@@ -56,8 +56,8 @@ def ensure_live(conn: Connection, projection: type[Projection], source: str) -> 
     """Create the projection's row and live tables if missing; return its generation.
     Refuses a source or table shape other than the one the live tables were built with."""
     if conn.dialect.name == "postgresql":  # runners starting together create things once
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k1, :k2)"),
-                     {"k1": 0x66616374, "k2": zlib.crc32(f"projection-ddl:{projection.name}".encode()) % 0x7FFFFFF0 + 2})
+        k1, k2 = lock_key(f"projection-ddl:{projection.name}")
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k1, :k2)"), {"k1": k1, "k2": k2})
     digest = projection.schema_hash(conn.dialect)
     row = conn.execute(
         select(projections.c.generation, projections.c.source, projections.c.schema_hash).where(

@@ -23,8 +23,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, inspect, select
 
 from facta.domain import Aggregate
-from facta.domain.account import Account
-from facta.domain.ride import Location, Ride, Tariff
+from facta.domain.reference import Account, Location, Ride, Tariff
 from facta.errors import DemoRefused
 from facta.eventstore import ConcurrencyError, EventStore, Repository, StreamNotFound
 from facta.eventstore.audit import utc_text

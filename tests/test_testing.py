@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from facta import testing
-from facta.domain import Account, AccountOpened, Deposited, DomainError, Withdrawn
+from facta.domain import DomainError
+from facta.domain.reference import Account, AccountOpened, Deposited, Withdrawn
 from facta.eventstore import EventStore
 from facta.projections.reference import AccountBalances
 from facta.testing import ScenarioFailed
@@ -80,7 +81,7 @@ async def test_a_projection_scenario_on_both_dialects(store: EventStore) -> None
 
 USER_CONFTEST = 'pytest_plugins = ["facta.testing"]\n'
 USER_TEST = textwrap.dedent('''
-    from facta.domain import Account, AccountOpened, Deposited
+    from facta.domain.reference import Account, AccountOpened, Deposited
     from facta.eventstore import EventStore
     from facta.projections.reference import AccountBalances
     from facta.testing import project

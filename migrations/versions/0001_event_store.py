@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
+from facta.eventstore.locks import WRITER_MARKER
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -33,7 +35,7 @@ def _now() -> sa.TextClause:
 
 # The append, as one function call: see facta.eventstore.appenders for what it does and
 # why. Changing it later takes a new revision (CREATE OR REPLACE FUNCTION).
-_FACTA_APPEND = """
+_FACTA_APPEND = f"""
 CREATE FUNCTION facta_append(
     stream_ids text[], stream_types text[], expected_versions int[],
     actor text, correlation_id text, causation_id text,
@@ -47,7 +49,7 @@ CREATE FUNCTION facta_append(
 BEGIN
     -- The writer-in-flight marker, taken before any sequence value: readers wait for the
     -- holders they see before reading past the log's head (facta.eventstore.store).
-    PERFORM pg_advisory_xact_lock_shared(1717658484, 1);
+    PERFORM pg_advisory_xact_lock_shared({WRITER_MARKER[0]}, {WRITER_MARKER[1]});
     WITH streams AS (
         SELECT * FROM unnest($1, $2, $3) WITH ORDINALITY AS s(stream_id, stream_type, expected, k)
     ),

@@ -27,14 +27,14 @@ import importlib
 
 from alembic import op
 
+from facta.eventstore.locks import STREAM_LOCK_CLASS, WRITER_MARKER
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-STREAM_LOCK_CLASS = 0x66616375  # 1717658485; the writer marker is 0x66616374
-
-_FACTA_APPEND = """
+_FACTA_APPEND = f"""
 CREATE OR REPLACE FUNCTION facta_append(
     stream_ids text[], stream_types text[], expected_versions int[],
     actor text, correlation_id text, causation_id text,
@@ -51,11 +51,11 @@ DECLARE
 BEGIN
     -- The writer-in-flight marker, taken before any sequence value: readers wait for the
     -- holders they see before reading past the log's head (facta.eventstore.store).
-    PERFORM pg_advisory_xact_lock_shared(1717658484, 1);
+    PERFORM pg_advisory_xact_lock_shared({WRITER_MARKER[0]}, {WRITER_MARKER[1]});
     -- One lock per stream, in ascending key order: appends sharing streams queue in one
     -- order (never a deadlock), and each reads its heads after the one before committed.
     FOR stream_key IN SELECT DISTINCT hashtext(s) FROM unnest($1) AS s ORDER BY 1 LOOP
-        PERFORM pg_advisory_xact_lock(1717658485, stream_key);
+        PERFORM pg_advisory_xact_lock({STREAM_LOCK_CLASS}, stream_key);
     END LOOP;
     -- One recorded time for the whole append.
     stamp := clock_timestamp();

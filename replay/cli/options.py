@@ -382,7 +382,10 @@ def aggregates_option(fn: F) -> F:
 
 def import_aggregates(modules: str | None) -> None:
     """Import the user's aggregate modules by the rule `--projections` follows
-    (:mod:`facta.user_modules`: the current folder is on the path)."""
+    (:mod:`facta.user_modules`: the current folder is on the path), after the reference
+    domain's (``Account``, ``Ride``)."""
+    import facta.domain.reference  # noqa: F401 (declares the reference Account and Ride)
+
     for name in (m.strip() for m in (modules or "").split(",")):
         if not name:
             continue

@@ -32,7 +32,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import insert, inspect, select, text
 
 from facta.domain import DomainEvent
-from facta.domain.account import Account
+from facta.domain.reference import Account
 from facta.eventstore import EventStore, InvalidValue, Repository
 from facta.eventstore.database import Database
 from facta.eventstore.relay import Relay, RelayConfig, RelayError

@@ -23,8 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, func, select
 
-from facta.domain.account import Account
-from facta.domain.ride import Ride, TripEnded
+from facta.domain.reference import Account, Ride, TripEnded
 from facta.eventstore import EventStore, Repository
 from facta.eventstore.schema import events, projection_checkpoints, projections
 from facta.projections import ProjectionError, UnknownProjection
@@ -340,7 +339,7 @@ def test_run_follows_the_log_and_stops_cleanly_on_sigterm_and_sigint(sqlite_url:
 FAILING_MODULE = """
 from sqlalchemy import Column, Integer, String
 
-from facta.domain.account import Deposited
+from facta.domain.reference import Deposited
 from facta.projections import Projection, handles, read_model_table
 
 
@@ -462,7 +461,7 @@ def test_billing_is_listed_but_not_run_here(sqlite_url: str) -> None:
 GOOD_MODULE = """
 from sqlalchemy import Column, Integer, String
 
-from facta.domain.ride import TripEnded
+from facta.domain.reference import TripEnded
 from facta.projections import Projection, handles, read_model_table
 from facta.projections.reference import RideBoard  # imported, not defined here: not registered twice
 

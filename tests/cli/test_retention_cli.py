@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from facta.domain.account import Account
+from facta.domain.reference import Account
 from facta.eventstore import EventStore, Repository
 from facta.projections.reference import AccountBalances
 

@@ -11,18 +11,15 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from facta import testing  # testing.given: hypothesis has a `given` too
-from facta.domain import (
+from facta.domain import DomainError, DomainEvent, InvalidTransition, default_registry
+from facta.domain.reference import (
     Account,
     AccountClosed,
     AccountOpened,
     Deposited,
-    DomainError,
-    DomainEvent,
-    InvalidTransition,
     TransferredIn,
     TransferredOut,
     Withdrawn,
-    default_registry,
     transfer,
 )
 

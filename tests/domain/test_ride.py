@@ -13,11 +13,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from facta import testing  # testing.given: hypothesis has a `given` too
-from facta.domain import (
-    DomainError,
-    DomainEvent,
+from facta.domain import DomainError, DomainEvent, InvalidTransition, default_registry
+from facta.domain.reference import (
     DriverArrived,
-    InvalidTransition,
     Location,
     Ride,
     RideAccepted,
@@ -28,7 +26,6 @@ from facta.domain import (
     TelemetryRecorded,
     TripEnded,
     TripStarted,
-    default_registry,
     haversine_m,
 )
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from facta.domain.account import Account
-from facta.domain.ride import Location, Ride, Tariff
+from facta.domain.reference import Account, Location, Ride, Tariff
 from facta.eventstore import EventStore, Repository
 from facta.projections import ProjectionRunner
 from facta.projections.reference import Billing

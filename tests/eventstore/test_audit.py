@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from facta.domain import UnknownAggregateType, aggregate_class
-from facta.domain.account import Account, AccountOpened, TransferredIn, TransferredOut
-from facta.domain.ride import Ride
+from facta.domain.reference import Account, AccountOpened, Ride, TransferredIn, TransferredOut
 from facta.eventstore import EventStore, RecordedEvent, StreamNotFound, VersionNotFound
 from facta.eventstore.audit import AuditError, diff, events, history, state_at, trace, utc_text
 

@@ -4,6 +4,8 @@ aiokafka builds them from a produce response (``for_code`` of the broker's error
 
 from __future__ import annotations
 
+import asyncio
+
 import aiokafka.errors as errors
 import pytest
 
@@ -98,3 +100,82 @@ def test_bad_settings_are_one_line_errors_naming_the_value(field: str, value: in
     with pytest.raises(RelayError) as info:
         RelayConfig(bootstrap="127.0.0.1:9092", **{field: value})
     assert shown in str(info.value) and "\n" not in str(info.value)
+
+
+# -- describe and stop_quietly: one of each for the relay, the locks and the projections (issue 11, item 9)
+
+
+def test_describe_is_one_line_naming_the_type_once() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from facta.eventstore.diagnostics import describe
+
+    assert describe(ValueError("bad\n  value\tthere")) == "ValueError: bad value there"
+    assert describe(ValueError()) == "ValueError"
+    # aiokafka's errors start their text with their type: not named twice (the relay and
+    # the locks used to print "KafkaConnectionError: KafkaConnectionError: ...").
+    assert describe(errors.KafkaConnectionError("no route")) == "KafkaConnectionError: no route"
+    assert describe(errors.KafkaConnectionError()) == "KafkaConnectionError"
+    assert describe(ValueError("ValueErrors all the way")) == "ValueError: ValueErrors all the way"
+    # A SQLAlchemy error is shown as the driver's, without the statement.
+    wrapped = OperationalError("SELECT 1", {}, ConnectionResetError("connection reset"))
+    assert describe(wrapped) == "ConnectionResetError: connection reset"
+    assert describe(ValueError("x" * 400), limit=300) == "ValueError: " + "x" * 300 + "..."
+    assert describe(ValueError("x" * 300), limit=300) == "ValueError: " + "x" * 300
+
+
+class _Part:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _HangingConsumer:
+    """stop() never ends (a leave waiting for a join in flight)."""
+
+    def __init__(self) -> None:
+        self._fetcher, self._client = _Part(), _Part()
+        self.cancelled = False
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+class _HangingProducer(_HangingConsumer):
+    """stop() never ends (a flush waiting for acknowledgements)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self._fetcher, self._client
+        self._sender, self.client = _Part(), _Part()
+
+
+class _FailingClient:
+    async def stop(self) -> None:
+        raise RuntimeError("already closed")
+
+
+async def test_stop_quietly_abandons_a_hanging_stop_and_closes_the_parts() -> None:
+    from facta.eventstore.kafka_support import stop_quietly
+
+    consumer, producer = _HangingConsumer(), _HangingProducer()
+    await stop_quietly(consumer, 0.01, unwind_s=1.0)
+    assert consumer.cancelled and consumer._fetcher.closed and consumer._client.closed
+    stop = asyncio.Event()
+    stop.set()  # set already: the grace period starts at once
+    await stop_quietly(producer, 0.01, stop=stop, unwind_s=1.0)
+    assert producer.cancelled and producer._sender.closed and producer.client.closed
+    # A deadline that has passed: the client gets past_until_s, not within_s.
+    late = _HangingProducer()
+    done = asyncio.ensure_future(stop_quietly(late, 3600, stop=asyncio.Event(), until=0.0, past_until_s=0.01,
+                                              unwind_s=1.0))
+    await asyncio.wait_for(done, 60)
+    assert late.cancelled and late._sender.closed
+    await stop_quietly(None, 0.01)  # nothing to stop
+    await stop_quietly(_FailingClient(), 0.01)  # what stop() raises is not raised

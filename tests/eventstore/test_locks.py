@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from facta.domain import DomainEvent
 from facta.eventstore import EventStore
 from facta.eventstore.locks import active_lock, lock_dir, lock_path
 from facta.projections.reference import REFERENCE_PROJECTIONS
@@ -87,3 +88,71 @@ async def test_an_unwritable_lock_folder_is_one_line_naming_the_setting(
     message = str(error.value)
     assert "\n" not in message and message.startswith("projection 'billing': cannot open its lock file ")
     assert message.endswith("set FACTA_LOCK_DIR to a folder you can write to")
+
+
+_WAITERS = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND classid = $1 AND objid = $2 AND objsubid = 2")
+
+
+async def test_the_advisory_lock_keys_are_the_ones_facta_takes(postgres_url: str) -> None:
+    """Issue 11, item 9: the keys are defined once (facta.eventstore.locks). A lock held
+    under each definition makes the matching facta operation wait, so each definition is
+    the key the code (and the migrations' SQL) really takes: a worker's lock, the stream
+    lock of facta_append(), the projection DDL lock and the writer marker."""
+    from facta.eventstore.locks import STREAM_LOCK_CLASS, WRITER_MARKER, lock_key
+    from facta.projections import ProjectionRunner
+    from facta.projections.reference import AccountBalances
+
+    from ..conftest import migrate
+    from ..polling import wait_for
+
+    await migrate(postgres_url)
+    assert WRITER_MARKER == (0x66616374, 1) and STREAM_LOCK_CLASS == 0x66616375
+    assert lock_key("relay:main") == lock_key("relay:main") != lock_key("relay:other")
+    assert all(2 <= lock_key(name)[1] < 2**31 for name in ("", "relay:main", "projection-ddl:é" * 50))
+    async with await EventStore.open(postgres_url) as store, store.database.driver_connection() as gate:
+        stop = asyncio.Event()
+        worker = active_lock(store, "relay", "main", RuntimeError)
+        assert await worker.acquire(stop, 0.01, wait=False)
+        held = await gate.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                                   " AND classid = $1 AND objid = $2 AND objsubid = 2", *lock_key("relay:main"))
+        assert held == 1
+        await worker.release()
+
+        async def waiting(key: tuple[int, int]) -> int:
+            return int(await gate.fetchval(_WAITERS, *key))
+
+        # The stream lock: an append to the locked stream waits, one to another stream does not.
+        async with gate.transaction():
+            await gate.execute("SELECT pg_advisory_xact_lock($1, hashtext('s-1'))", STREAM_LOCK_CLASS)
+            key = (STREAM_LOCK_CLASS, await gate.fetchval("SELECT hashtext('s-1')::bigint & 4294967295"))
+            append = asyncio.ensure_future(store.append("s-1", "note", _noted(), expected_version=0))
+            await wait_for(lambda: waiting(key), lambda n: n == 1, 30, "an append waiting for the stream lock")
+            assert not append.done()
+        assert (await append).last_version == 1
+        # The projection DDL lock: a runner creating its tables waits for it.
+        ddl = lock_key(f"projection-ddl:{AccountBalances.name}")
+        async with gate.transaction():
+            await gate.execute("SELECT pg_advisory_xact_lock($1, $2)", *ddl)
+            run = asyncio.ensure_future(ProjectionRunner(store, AccountBalances).run(once=True))
+            await wait_for(lambda: waiting(ddl), lambda n: n == 1, 30, "a runner waiting for the DDL lock")
+            assert not run.done()
+        await run
+        # The writer marker: an append waits while it is held exclusively.
+        await gate.execute("SELECT pg_advisory_lock($1, $2)", *WRITER_MARKER)
+        try:
+            append = asyncio.ensure_future(store.append("s-2", "note", _noted(), expected_version=0))
+            await wait_for(lambda: waiting(WRITER_MARKER), lambda n: n == 1, 30, "an append waiting for the marker")
+            assert not append.done()
+        finally:
+            await gate.execute("SELECT pg_advisory_unlock($1, $2)", *WRITER_MARKER)
+        assert (await append).last_version == 1
+
+
+
+class _Noted(DomainEvent, name="test_locks.noted", version=1):
+    n: int
+
+
+def _noted() -> list[DomainEvent]:
+    return [_Noted(n=1)]

@@ -27,8 +27,8 @@ from sqlalchemy.exc import DBAPIError
 from facta import migrations
 from facta.eventstore import EventStore, audit, blocks
 from facta.eventstore import store as store_module
-from facta.eventstore.appenders import WRITER_MARKER
 from facta.eventstore.audit import events
+from facta.eventstore.locks import WRITER_MARKER
 from facta.eventstore.schema import events as events_table
 from facta.eventstore.schema import log_blocks
 

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from facta.eventstore.appenders import WRITER_MARKER
+from facta.eventstore.locks import WRITER_MARKER
 from facta.eventstore.store import EventStore
 
 from ..conftest import migrate

@@ -138,7 +138,7 @@ async def test_a_repository_save_whose_reply_was_lost_is_an_identical_retry(stor
     """Repository.save has no retry of its own: saving again after a lost reply (the
     events committed, the aggregate still holds them as pending) returns the original
     positions through append_many's retry detection."""
-    from facta.domain.account import Account
+    from facta.domain.reference import Account
     from facta.eventstore import Repository
 
     repo = Repository(store, snapshot_every=None)
@@ -251,7 +251,7 @@ async def _together(store: EventStore, *appends: Any) -> list[Any]:
     """Run appends started together; their results or errors. On PostgreSQL they start
     inserting at the same moment: the writer marker is held exclusively until every
     append waits for it, then let go."""
-    from facta.eventstore.appenders import WRITER_MARKER
+    from facta.eventstore.locks import WRITER_MARKER
 
     if store.database.dialect != "postgresql":
         return list(await asyncio.gather(*appends, return_exceptions=True))
@@ -457,7 +457,7 @@ async def test_no_sql_statement_changes_a_stored_event_or_snapshot(store: EventS
 
 
 async def _bank(store: EventStore) -> dict[str, int]:
-    from facta.domain.account import Account
+    from facta.domain.reference import Account
     from facta.eventstore import Repository
 
     repo = Repository(store, snapshot_every=None)

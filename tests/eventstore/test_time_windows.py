@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, insert, select
 
-from facta.domain.account import AccountOpened, Deposited
+from facta.domain.reference import AccountOpened, Deposited
 from facta.eventstore import EventStore, Snapshot, audit
 from facta.eventstore import store as store_module
 from facta.eventstore.audit import AuditError, events, state_at, utc_text

@@ -18,8 +18,7 @@ import pytest
 from sqlalchemy import Connection, select, update
 
 from facta import testing
-from facta.domain.account import Account, TransferredIn, TransferredOut
-from facta.domain.ride import Location, Ride, Tariff, TripEnded
+from facta.domain.reference import Account, Location, Ride, Tariff, TransferredIn, TransferredOut, TripEnded
 from facta.eventstore import EventStore, RecordedEvent, Repository
 from facta.eventstore.schema import events, projection_checkpoints, projection_skips, projections
 from facta.projections import ProjectionError, ProjectionRunner, ReadModel, tracking

@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, select
 
-from facta.domain.account import Account
-from facta.domain.ride import Location, Ride, Tariff
+from facta.domain.reference import Account, Location, Ride, Tariff
 from facta.eventstore import EventStore, Repository
 from facta.eventstore.schema import projection_checkpoints
 from facta.projections import Projection

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, func, insert, select
 
-from facta.domain.account import Account
+from facta.domain.reference import Account
 from facta.eventstore import EventStore, Repository
 from facta.eventstore.schema import events, projection_checkpoints
 from facta.projections import ProjectionError, ProjectionRunner
@@ -307,7 +307,7 @@ async def test_a_replay_from_a_later_start_refuses_without_slice_and_builds_the_
 
 async def test_a_later_start_before_the_projections_first_event_is_no_slice(store: EventStore) -> None:
     # Events of other types before the start leave nothing of this projection out.
-    from facta.domain.ride import Location, Ride
+    from facta.domain.reference import Location, Ride
 
     repo = Repository(store, snapshot_every=None)
     await repo.save(Ride.request("ride-1", "rider-1", Location(lat=1, lon=2), Location(lat=3, lon=4)))

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli.test_cli import facta
+from .test_cli import facta
 
 
 def demo_json(tmp_path: Path, *args: str) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from facta.domain import Account, DomainEvent, Location, Ride
+from facta.domain import DomainEvent
+from facta.domain.reference import Account, Location, Ride
 from facta.eventstore import ConcurrencyError, EventStore, Repository
 from facta.eventstore.relay import Relay, RelayConfig, RelayError
 
@@ -291,7 +292,7 @@ async def test_rolled_back_append_never_reaches_kafka_postgres(postgres_url: str
     read the log) leaves nothing on Kafka."""
     import asyncpg
 
-    from facta.eventstore.appenders import WRITER_MARKER
+    from facta.eventstore.locks import WRITER_MARKER
 
     await migrate(postgres_url)
     async with await EventStore.open(postgres_url) as store:
