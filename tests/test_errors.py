@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import facta.errors as errors
-from facta.domain import Account
+from facta.domain.reference import Account
 from facta.errors import FactaError, InvalidValue, ProjectionError
 from facta.eventstore import EventStore, Repository
 from facta.eventstore.kafka_support import parse_bootstrap
