@@ -8,9 +8,8 @@ and bumps the projection's generation: readers see the old model until that comm
 the new one after, never a half-built one. A live runner still working on the old
 generation has its next batch refused, reloads, and goes on from the new checkpoints.
 
-Effects (``@effect``) never run in a replay. For a projection with effects, the rebuild
-stops at the live checkpoint, so the live runner, not the replay, reaches every later
-event and runs its effects.
+A process manager (:class:`~facta.projections.process.ProcessManager`) is refused before
+any I/O: it has no read model to rebuild, and its commands must never be issued again.
 
 Where a replay starts:
 - ``position=P``: the store log after position P (0 = everything); on Kafka, each
@@ -62,6 +61,7 @@ from . import tracking
 from .api import Projection, check_projection_class
 from .applier import Applier, Delivery, advance_over
 from .errors import ProjectionError
+from .process import ProcessManager
 from .retention import StoreFill, describe_fills
 from .runner import KafkaSettings, LogPages
 from .tracking import LOG, REBUILD, Coord
@@ -267,7 +267,6 @@ def refuse_unasked_slice(plan: ReplayPlan) -> None:
 def _projection_info(conn: Connection, name: str) -> dict[str, Any]:
     row = conn.execute(select(projections).where(projections.c.name == name)).mappings().first()
     info: dict[str, Any] = dict(row) if row is not None else {}
-    info["live"] = tracking.load_checkpoints(conn, name, tracking.LIVE)
     return info
 
 
@@ -290,9 +289,6 @@ async def _plan_log(
         if after > head:
             raise ProjectionError(f"position {after} is beyond the end of the log (the last position is {head})")
     end = head
-    live = info.get("live", {})
-    if projection.has_effects() and LOG in live and info.get("source") == "log":
-        end = min(end, max(live[LOG], after))  # the live runner runs the effects after this
     count, first, last = await store.database.read(_count_log, projection.event_types(), after, end, start.time)
     return ReplayPlan(
         projection.name, "log", start.describe(), {LOG: after}, {LOG: end}, count, first, last,
@@ -357,32 +353,8 @@ async def _plan_kafka(
         first, fill, floors = await plan_fill(store, projection, kafka, dict(beginning), beginning, end,
                                               after=start.position)
     last = dict(end)
-    live = info.get("live", {})
-    if projection.has_effects() and info.get("source") == "kafka":
-        _refuse_unrun_effects(projection, live, fill)
-        for tp in last:
-            if tp in live:
-                last[tp] = min(last[tp], max(live[tp], first[tp]))
     count = sum(max(last[tp] - first[tp], 0) for tp in last) + sum(f.events for f in fill.values())
     return ReplayPlan(projection.name, "kafka", start.describe(), first, last, count, fill=fill, floors=floors)
-
-
-def _refuse_unrun_effects(projection: type[Projection], live: dict[Coord, int], fill: dict[Coord, StoreFill]) -> None:
-    """A replay runs no effects: for a projection with effects, the live runner must have
-    passed every event the replay reads from the store (it did, where its checkpoint is
-    at or past the earliest retained offset)."""
-    if not live:
-        return  # never run live: a replay builds it without effects, as from the store log
-    for (topic, partition), f in sorted(fill.items()):
-        checkpoint = live.get((topic, partition))
-        if checkpoint is None or checkpoint < f.retained_from:
-            at = "has no live checkpoint" if checkpoint is None else f"has its live checkpoint at offset {checkpoint}"
-            raise ProjectionError(
-                f"projection {projection.name!r} runs effects and {at} on {topic}[{partition}], before the earliest"
-                f" retained offset {f.retained_from}: the effects of the events Kafka deleted there never ran, and a"
-                " replay runs no effects, so it would pass over them; run them first (they are among the partition's"
-                f" events in the store after position {f.after} through {f.through})"
-            )
 
 
 async def replay(
@@ -413,8 +385,8 @@ async def replay(
         if not slice:
             refuse_unasked_slice(plan)
         applier = (
-            Applier(store, projection, source=plan.source, slot=REBUILD, replay=True) if start.time is None
-            else _RecordedSince(store, projection, source=plan.source, slot=REBUILD, replay=True, since=start.time)
+            Applier(store, projection, source=plan.source, slot=REBUILD) if start.time is None
+            else _RecordedSince(store, projection, source=plan.source, slot=REBUILD, since=start.time)
         )
         await store.database.write(tracking.start_rebuild, applier.projection, plan.start, plan.floors)
         await applier.open()
@@ -472,22 +444,15 @@ async def _replay_log(
     batch_done: Callable[[int], None],
 ) -> None:
     after = plan.start[LOG]
-    fixed_end = projection.has_effects()
-    end = plan.end[LOG]
     pages = LogPages(store, projection.event_types(), batch_size)
     try:
         while not stop.is_set():
             records, covered = await pages.next(after)
-            if fixed_end:
-                records = [r for r in records if r.position <= end]
-                covered = min(covered, end)
             if covered <= after:
                 return  # caught up
             await applier.apply([Delivery(r, LOG, r.position) for r in records], {LOG: covered})
             after = covered
             batch_done(len(records))
-            if fixed_end and after >= end:
-                return
     finally:
         await pages.close()
 
@@ -515,8 +480,6 @@ async def _replay_kafka(
         if any(end[tp] > start.get(tp, 0) for tp in end):
             await consume_range(applier, kafka, topics, start, end, batch_size=batch_size, stop=stop,
                                 on_batch=batch_done)
-        if projection.has_effects():
-            return
         start = dict(end)
         _, newer = await kafka_offsets(kafka, topics)
         if all(newer[tp] <= end.get(tp, 0) for tp in newer):
@@ -527,6 +490,11 @@ async def _replay_kafka(
 def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
     """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
     check_projection_class("projection", projection)
+    if isinstance(projection, type) and issubclass(projection, ProcessManager):
+        raise ProjectionError(
+            f"{projection.name!r} is a process manager, not a projection: it has no read model to rebuild, and a"
+            " replay never issues its commands again (a read model of what it did is a projection: replay that)"
+        )
     if not isinstance(start, ReplayFrom):
         raise InvalidValue(f"start must be a ReplayFrom, got {got(start)}")
     check_int_arg("batch_size", batch_size, low=1)

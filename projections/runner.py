@@ -27,7 +27,7 @@ from facta.eventstore.locks import active_lock
 from facta.eventstore.validation import check_instance_arg, check_settings, got
 
 from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection, check_projection_class
-from .applier import Applier, Delivery
+from .applier import Delivery, applier_for
 from .errors import ProjectionError
 from .tracking import LOG, Stale
 
@@ -103,7 +103,7 @@ class ProjectionRunner:
         self.projection = projection
         self.kafka = kafka
         self.config = config or RunnerConfig()
-        self.applier = Applier(store, projection, source="kafka" if kafka else "log")
+        self.applier = applier_for(store, projection, source="kafka" if kafka else "log")
         self.busy = False
 
     @property
@@ -138,7 +138,6 @@ class ProjectionRunner:
         after = checkpoints.get(LOG, 0)
         pages = LogPages(store, self.projection.event_types(), self.config.batch_size)
         target = await store.head_position() if once else None
-        effects_seen = 0
         try:
             while not stop.is_set():
                 records, covered = await pages.next(after)
@@ -151,13 +150,7 @@ class ProjectionRunner:
                         continue
                     after = covered
                 if target is not None and after >= target:
-                    if applier.effects_run == effects_seen:
-                        return
-                    # Its effects appended events (billing's charges) it may handle too:
-                    # one more pass up to the new head.
-                    effects_seen = applier.effects_run
-                    target = await store.head_position()
-                    continue
+                    return
                 if len(records) < self.config.batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.config.poll_interval)

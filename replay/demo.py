@@ -27,7 +27,7 @@ from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
 from facta.eventstore import ConcurrencyError, EventStore, Repository, StreamNotFound
 from facta.projections import ProjectionRunner
-from facta.projections.reference import REFERENCE_PROJECTIONS, Billing
+from facta.projections.reference import REFERENCE_PROCESSES, REFERENCE_PROJECTIONS
 
 __all__ = ["TARIFF", "CityView", "DemoRefused", "DemoSummary", "city_view", "next_commands", "publish_to_kafka", "render_city", "run_demo"]
 
@@ -342,10 +342,10 @@ async def run_demo(
                             summary)
             if progress is not None:
                 progress(i + 1, plan.rides)
-        # Billing first, so the read models see its charges. A projection that a running
+        # The billing process first, so the read models see its charges. A projection that a running
         # `facta projections run` keeps up to date is left to it.
         sources = await _projection_sources(store)
-        for projection in sorted(REFERENCE_PROJECTIONS, key=lambda p: p is not Billing) if plan.project else ():
+        for projection in (*REFERENCE_PROCESSES, *REFERENCE_PROJECTIONS) if plan.project else ():
             if sources.get(projection.name) == "kafka":
                 # Rebuilt from Kafka (`facta replay NAME --from-offset 0`): its runner reads Kafka.
                 summary.on_kafka.append(projection.name)
