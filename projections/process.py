@@ -46,7 +46,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from facta.domain import Aggregate, DomainEvent
 from facta.domain.events import check_event_class
@@ -59,7 +59,7 @@ from facta.eventstore import (
     Repository,
 )
 
-from .api import Projection, ReadModelTable
+from .api import Projection
 from .applier import Applier, Delivery, _Work
 from .errors import ProjectionError
 
@@ -190,9 +190,7 @@ class ProcessManager(Projection):
             )
         reactions: dict[str, Reaction] = {}
         for klass in reversed(cls.__mro__):
-            for attr, value in vars(klass).items():
-                if isinstance(value, ReadModelTable):
-                    continue
+            for value in vars(klass).values():
                 reacted = getattr(value, "__facta_reacts__", None)
                 if reacted is not None:
                     reactions[reacted.event_type] = value

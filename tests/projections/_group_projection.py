@@ -26,8 +26,8 @@ import itertools
 import json
 import os
 import weakref
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, Column, Integer, String

@@ -285,6 +285,36 @@ async def test_a_crash_after_the_charge_before_the_checkpoint_charges_once(
     await _assert_charged_once(store, town)
 
 
+async def test_a_process_crash_right_after_its_charge_charges_once(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies between a trip's charge and its checkpoint: the restart redelivers
+    that trip, finds its charge stored, and stores nothing for it."""
+    town = await _town(store)
+    original = BillingProcess._reactions[TRIP_ENDED]
+    crashed: list[str] = []
+
+    async def crashes_after_the_first_charge(self: BillingProcess, ctx: Any, event: TripEnded,
+                                             record: RecordedEvent) -> None:
+        await original(self, ctx, event, record)
+        if not crashed:
+            crashed.append(record.stream_id)
+            raise RuntimeError("killed right after the charge")
+
+    crashes_after_the_first_charge.__name__ = original.__name__  # the ids derive from the handler's name
+    monkeypatch.setitem(BillingProcess._reactions, TRIP_ENDED, crashes_after_the_first_charge)
+    with pytest.raises(ProjectionError, match="killed right after the charge"):
+        await ProjectionRunner(store, BillingProcess).run(once=True)
+    first_end = (await store.read_log(limit=1, event_types=[TRIP_ENDED]))[0]
+    assert crashed == [first_end.stream_id]
+    checkpoint = await store.database.read(_checkpoint)
+    assert checkpoint is None or checkpoint < first_end.position, "the checkpoint moved past the crashed trip"
+    assert {r.event.transfer_id for r in await _billing_transfers(store)} == {first_end.stream_id}  # type: ignore[attr-defined]
+
+    await _run(store)
+    await _assert_charged_once(store, town)
+
+
 async def test_a_failed_checkpoint_write_after_the_charge_charges_once(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
