@@ -153,12 +153,13 @@ class ProcessContext:
         return self.results
 
 
-class _Done(Exception):
-    """The handler's events are stored (by another delivery): stop it, it is done."""
+class _Done(BaseException):
+    """The handler's events are stored (by another delivery): stop it, it is done. (Not an
+    Exception, so that a handler's ``except Exception`` does not swallow it.)"""
 
 
-class _Retry(Exception):
-    """Another writer moved an aggregate the handler loaded: run it again."""
+class _Retry(BaseException):
+    """Another writer moved an aggregate the handler loaded: run it again (see _Done)."""
 
     def __init__(self, cause: ConcurrencyError) -> None:
         self.cause = cause
