@@ -278,7 +278,7 @@ async def totals(store: EventStore) -> dict[str, tuple[int, int]]:
 
 async def rebuilt_totals(store: EventStore) -> dict[str, tuple[int, int]]:
     """The totals built afresh from the store's log, into the rebuild tables (then dropped)."""
-    rebuild = Applier(store, Tally, source="log", slot=tracking.REBUILD, replay=True)
+    rebuild = Applier(store, Tally, source="log", slot=tracking.REBUILD)
     await store.database.write(tracking.start_rebuild, rebuild.projection, {})
     await rebuild.open()
     log = await store.read_log(limit=1_000_000)

@@ -308,7 +308,7 @@ async def test_a_replay_stops_when_kafka_deletes_what_it_was_to_read(store: Even
     fetched = ends_of(await layout(source, store))
     assert all(n >= 2 for n in fetched.values())
     settings = source.settings()
-    rebuild = Applier(store, Wallets, source="kafka", slot=REBUILD, replay=True)
+    rebuild = Applier(store, Wallets, source="kafka", slot=REBUILD)
     await store.database.write(tracking.start_rebuild, rebuild.projection, dict.fromkeys(fetched, 0))
     await rebuild.open()
     apply, entered, gate = rebuild.apply, asyncio.Event(), asyncio.Event()

@@ -572,7 +572,7 @@ async def test_copies_the_relay_republished_are_applied_once(migrated_url: str, 
         assert sum((await checkpoints(store)).values()) == records
 
         # A rebuild from Kafka (no group) passes over the copies as well.
-        rebuild = Applier(store, Wallets, source="kafka", slot=tracking.REBUILD, replay=True)
+        rebuild = Applier(store, Wallets, source="kafka", slot=tracking.REBUILD)
         begins = {coord: 0 for coord in await checkpoints(store)}
         await store.database.write(tracking.start_rebuild, rebuild.projection, begins)
         await rebuild.open()
