@@ -110,15 +110,16 @@ class ProcessContext:
         from the trigger's (:meth:`ProcessManager.event_id`, numbered across the
         aggregates in the order given, each one's oldest first), actor
         :attr:`ProcessManager.actor`, the trigger's correlation id, and the trigger's id
-        as causation id. Returns where they are stored: where an earlier delivery stored
-        them, when it did. Raises :class:`ProjectionError` when called twice in one
-        handler call."""
+        as causation id. Returns where they are stored. When another delivery of the same
+        event stored its events first, the handler stops here (it is done) and nothing is
+        stored. Raises :class:`ProjectionError` when called twice in one handler call, and
+        :class:`~facta.eventstore.InvalidValue` for an argument that is not an Aggregate."""
         if self.results is not None:
             raise ProjectionError(
                 f"process {self.process.name!r} handler {self.handler} saved twice for one event: a handler saves"
                 " every aggregate it changed in one call of save(), the unit that happens once"
             )
-        dirty = [a for a in aggregates if a.pending_events]
+        dirty = [a for a in aggregates if isinstance(a, Aggregate) and a.pending_events]
         count = sum(len(a.pending_events) for a in dirty)
         ids = [self.process.event_id(self.handler, self.trigger.event_id, k) for k in range(count)]
         if len(set(ids)) != count:
@@ -133,8 +134,8 @@ class ProcessContext:
             taken += n
         trigger = self.trigger
         try:
-            self.results = await self.repository.save(
-                *dirty, actor=self.process.actor or self.process.name,
+            self.results = await self.repository.save(  # refuses what is not an Aggregate (InvalidValue)
+                *aggregates, actor=self.process.actor or self.process.name,
                 correlation_id=trigger.correlation_id, causation_id=str(trigger.event_id),
             )
         except (ConcurrencyError, DuplicateEventError) as exc:
