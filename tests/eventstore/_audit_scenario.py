@@ -1,6 +1,7 @@
 """A small history for the audit tests, built through the domain only: an account with
-deposits and a withdrawal by two actors, a ride from request to trip end, and billing
-(the reference process manager) charging that ride to the rider's account."""
+deposits and a withdrawal by two actors, a ride from request to trip end, billing (the
+reference process manager) charging that ride to the rider's account, and the billing
+projection recording the charge."""
 
 from __future__ import annotations
 
@@ -62,5 +63,6 @@ async def build(store: EventStore) -> Scenario:
     ride.end_trip(TARIFF, duration_s=900)
     await repo.save(ride, actor="driver-1", correlation_id=RIDE)
     assert ride.state.fare is not None
-    await ProjectionRunner(store, BillingProcess).run(once=True)
+    await ProjectionRunner(store, BillingProcess).run(once=True)  # charges
+    await ProjectionRunner(store, Billing).run(once=True)  # billing_charges
     return Scenario(fare=ride.state.fare)
