@@ -29,7 +29,8 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import DomainError, EventRegistryError, FactaError
+from facta.errors import DomainError, EventRegistryError, InvalidValue, UnknownAggregateType
+
 from .events import DomainEvent, check_event_class
 from .names import stream_type_problem
 
@@ -127,9 +128,11 @@ class Aggregate:
     def assign_event_ids(self, *event_ids: uuid.UUID) -> None:
         """Give the newest pending events these ids, oldest first. A process that reacts
         to an event derives them from that event's id, so retrying its command stores
-        nothing new: the store keeps the first events with those ids."""
+        nothing new: the store keeps the first events with those ids. Raises
+        :class:`~facta.errors.InvalidValue` for none, or more ids than pending events."""
         if not 0 < len(event_ids) <= len(self._pending):
-            raise ValueError(f"{len(event_ids)} ids given for {len(self._pending)} pending events")
+            raise InvalidValue(f"{self.stream_type} {self.id!r}: {len(event_ids)} ids given for"
+                               f" {len(self._pending)} pending events; give 1 id per pending event, at most")
         start = len(self._pending) - len(event_ids)
         for i, event_id in enumerate(event_ids, start):
             self._pending[i] = replace(self._pending[i], event_id=event_id)
@@ -166,21 +169,10 @@ class Aggregate:
         return f"{type(self).__name__}(id={self.id!r}, version={self.version}, state={self.state!r})"
 
 
-class UnknownAggregateType(FactaError):
-    """No aggregate class is declared for a stream type (its module is not imported)."""
-
-    def __init__(self, stream_type: str) -> None:
-        self.stream_type = stream_type
-        known = ", ".join(sorted(Aggregate._by_stream_type)) or "none"
-        super().__init__(
-            f"no aggregate class for stream type {stream_type!r} (known: {known}): import the module that declares it"
-        )
-
-
 def aggregate_class(stream_type: str) -> type[Aggregate]:
     """The aggregate class declared with ``stream_type=...``; importing a module declares
     its classes (``facta.domain`` declares ``Account`` and ``Ride``)."""
     try:
         return Aggregate._by_stream_type[stream_type]
     except KeyError:
-        raise UnknownAggregateType(stream_type) from None
+        raise UnknownAggregateType(stream_type, Aggregate._by_stream_type) from None

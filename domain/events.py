@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import EventDecodeError, EventRegistryError, UnknownEventType
+from facta.errors import EventDecodeError, EventRegistryError, UnknownEventType
 
 __all__ = ["DomainEvent", "EventRegistry", "Upcaster", "default_registry"]
 

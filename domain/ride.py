@@ -19,8 +19,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from facta.errors import DomainError, InvalidTransition
+
 from .aggregate import Aggregate, AggregateState, applies
-from .errors import DomainError, InvalidTransition
 from .events import DomainEvent
 
 __all__ = [

@@ -21,9 +21,9 @@ from sqlalchemy import Connection, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from facta.domain import Aggregate, AggregateState, aggregate_class
+from facta.errors import AuditError, StreamNotFound
 
 from . import blocks
-from .errors import StoreError, StreamNotFound
 from .records import RecordedEvent
 from .repository import Repository, VersionNotFound
 from .schema import events as events_table
@@ -45,10 +45,6 @@ __all__ = [
 ]
 
 _MAX_LIMIT = 10_000
-
-
-class AuditError(StoreError):
-    """An audit query was asked something that cannot be answered (one line, names the values)."""
 
 
 @dataclass(frozen=True, slots=True)

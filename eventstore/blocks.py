@@ -46,7 +46,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
-from .errors import StoreError
+from facta.errors import StoreError
+
 from .schema import UTCDateTime, log_blocks
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import queue
 import re
 import sqlite3
@@ -37,7 +36,8 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
+from facta.errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
+from facta.settings import settings
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -58,7 +58,9 @@ _ASYNC = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 
 
 def database_url_from_env() -> str:
-    return os.environ.get("FACTA_DATABASE_URL") or DEFAULT_DATABASE_URL
+    """``FACTA_DATABASE_URL`` (:func:`facta.settings.settings`), unless unset or empty:
+    then :data:`DEFAULT_DATABASE_URL`."""
+    return settings().database_url or DEFAULT_DATABASE_URL
 
 
 def resolve_url(url: str | URL) -> URL:

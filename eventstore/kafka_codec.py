@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from facta.domain import EventRegistry, default_registry
+from facta.errors import KafkaRecordError
 
-from .errors import StoreError
 from .records import RecordedEvent
 
 __all__ = [
@@ -62,11 +62,6 @@ OPTIONAL_HEADERS = ("actor", "correlation-id", "causation-id")
 
 # A page's memo of encoded times: an append's events share their times.
 TimeMemo = dict[Any, tuple[bytes, int]]
-
-
-class KafkaRecordError(StoreError):
-    """A Kafka record is not a facta event (a header missing, repeated with two values,
-    not UTF-8 or malformed; no value). The message is one line naming the record."""
 
 
 class KafkaRecord(NamedTuple):

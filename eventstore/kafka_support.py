@@ -9,6 +9,8 @@ import contextlib
 import ipaddress
 import re
 
+from facta.errors import InvalidValue
+
 __all__ = ["bootstrap_problem", "is_transient", "needs_new_producer", "parse_bootstrap", "pause"]
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?")
@@ -20,12 +22,12 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
     digits, '.', '-', '_') or an IPv6 address in brackets (``[::1]:9092``, returned
     without them); a port is 1 to 65535.
 
-    Raises ``ValueError`` with one line naming the bad value (``invalid Kafka bootstrap
+    Raises :class:`~facta.errors.InvalidValue` (a ``ValueError``) with one line naming the bad value (``invalid Kafka bootstrap
     address 'x:0': port 0 is outside 1 to 65535``). No I/O.
     """
     problem = bootstrap_problem(bootstrap)
     if problem is not None:
-        raise ValueError(problem)
+        raise InvalidValue(problem)
     pairs = []
     for item in bootstrap.split(","):
         host, _, port = item.strip().rpartition(":")

@@ -27,6 +27,8 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from facta.settings import settings
+
 if TYPE_CHECKING:
     from .store import EventStore
 
@@ -60,7 +62,7 @@ def active_lock(store: EventStore, kind: str, name: str, error: type[Exception])
 def lock_dir() -> Path:
     """The folder that holds SQLite workers' lock files: ``FACTA_LOCK_DIR``, else
     ``facta-locks`` in the system temp folder (created sticky and writable by all)."""
-    configured = os.environ.get("FACTA_LOCK_DIR", "").strip()
+    configured = (settings().lock_dir or "").strip()
     if configured:
         return Path(configured)
     return Path(tempfile.gettempdir()) / "facta-locks"
@@ -84,7 +86,7 @@ def _ensure_dir(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
         return
-    if "FACTA_LOCK_DIR" not in os.environ:  # the shared folder: every user may add files, like /tmp
+    if settings().lock_dir is None:  # the shared folder: every user may add files, like /tmp
         with contextlib.suppress(OSError):
             os.chmod(folder, stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO | stat.S_ISVTX)
 

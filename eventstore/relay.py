@@ -62,8 +62,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, func, insert, select, update
 
 from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
+from facta.errors import RecordRefused, RelayError
+from facta.settings import settings
 
-from .errors import StoreError
 from .kafka_codec import (
     OPTIONAL_HEADERS,
     REQUIRED_HEADERS,
@@ -101,20 +102,6 @@ GIVE_UP_GRACE_S = 0.5
 MAX_POSITION = 2**63 - 1
 
 Router = Callable[[RecordedEvent], str]
-
-
-class RelayError(StoreError):
-    """The relay cannot go on: a record was rejected, or its configuration is wrong."""
-
-
-class RecordRefused(RelayError):
-    """The relay stopped before the event at ``position``: Kafka refused its record (too
-    large, say), or its topic is not a name Kafka allows. The relay published everything
-    up to ``checkpoint``; ``facta relay skip --position P`` (:meth:`Relay.skip`) lets it past."""
-
-    def __init__(self, message: str, *, relay: str, position: int, event_id: uuid.UUID, checkpoint: int) -> None:
-        super().__init__(message)
-        self.relay, self.position, self.event_id, self.checkpoint = relay, position, event_id, checkpoint
 
 
 def topic_name(prefix: str, stream_type: str) -> str:
@@ -167,22 +154,24 @@ class RelayConfig:
     ``request_timeout_ms`` bounds each Kafka request, and is also how long aiokafka keeps a
     batch whose partition has no leader before it fails it (the relay then publishes
     again from its checkpoint). ``topic_prefix``: see :func:`check_topic_prefix` (checked
-    here, even with a custom ``router``). Raises :class:`RelayError` for a bad setting."""
+    here, even with a custom ``router``). Raises :class:`RelayError` for a bad setting.
+    The defaults are :func:`facta.settings.settings`' (``FACTA_TOPIC_PREFIX``,
+    ``FACTA_BATCH_SIZE``, ``FACTA_RELAY_POLL_INTERVAL_S``, ...; seconds where no unit is named)."""
 
     bootstrap: str
     name: str = "default"
-    topic_prefix: str = "facta"
-    partitions: int = 3
+    topic_prefix: str = field(default_factory=lambda: settings().topic_prefix)
+    partitions: int = field(default_factory=lambda: settings().relay_partitions)
     replication_factor: int | None = None
     router: Router | None = None
-    batch_size: int = 1000
+    batch_size: int = field(default_factory=lambda: settings().batch_size)
     idempotence: bool = True
     acks: str = "all"
     compression: str | None = None
-    poll_interval: float = 0.02
-    max_backoff: float = 5.0
-    request_timeout_ms: int = 15_000
-    lock_poll_interval: float = 0.5
+    poll_interval: float = field(default_factory=lambda: settings().relay_poll_interval_s)
+    max_backoff: float = field(default_factory=lambda: settings().relay_max_backoff_s)
+    request_timeout_ms: int = field(default_factory=lambda: settings().kafka_request_timeout_ms)
+    lock_poll_interval: float = field(default_factory=lambda: settings().lock_poll_interval_s)
 
     def __post_init__(self) -> None:
         check_settings("RelayConfig", {"batch_size": self.batch_size, "partitions": self.partitions, "replication_factor": self.replication_factor, "request_timeout_ms": self.request_timeout_ms}, {"poll_interval": self.poll_interval, "max_backoff": self.max_backoff, "lock_poll_interval": self.lock_poll_interval}, {"idempotence": self.idempotence})

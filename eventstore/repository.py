@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from facta.domain import Aggregate, AggregateState
+from facta.errors import InvalidValue, StoreError, StreamNotFound, StreamTypeMismatch, VersionNotFound
 
-from .errors import StoreError, StreamNotFound, StreamTypeMismatch
 from .records import AppendResult, Snapshot, StreamAppend
 from .store import EventStore
 from .validation import (
@@ -33,12 +33,6 @@ log = logging.getLogger("facta.repository")
 A = TypeVar("A", bound=Aggregate)
 
 
-class VersionNotFound(StoreError):
-    def __init__(self, stream_id: str, requested: int, actual: int) -> None:
-        self.stream_id, self.requested, self.actual = stream_id, requested, actual
-        super().__init__(f"stream {stream_id!r} has {actual} event{'' if actual == 1 else 's'}; there is no version {requested}")
-
-
 def state_schema(cls: type[Aggregate]) -> str:
     """What a snapshot's state must have been written by to be usable for ``cls``."""
     return f"{cls.stream_type}.state/v{cls.state_version}"
@@ -54,11 +48,11 @@ class Repository:
 
     def __init__(self, store: EventStore, *, snapshot_every: int | None = 100) -> None:
         """Raises :class:`InvalidValue` for a ``store`` that is not an EventStore or a
-        ``snapshot_every`` that is not an int (a bool or float) or None."""
+        ``snapshot_every`` that is not an int (a bool or float) or None, or is below 1."""
         check_instance_arg("store", store, EventStore, "an EventStore")
         check_int_arg("snapshot_every", snapshot_every, optional=True)
         if snapshot_every is not None and snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be >= 1 or None, got {snapshot_every!r}")
+            raise InvalidValue(f"snapshot_every must be >= 1 or None, got {snapshot_every!r}")
         self.store = store
         self.snapshot_every = snapshot_every
 

@@ -46,17 +46,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
+from facta.errors import ConcurrencyError, DuplicateEventError, InvalidValue, SchemaNotReady, StoreError
+from facta.errors import StreamTypeMismatch as _StreamTypeMismatch
 
 from . import blocks
 from .appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
 from .database import Database, database_url_from_env
-from .errors import (
-    ConcurrencyError,
-    DuplicateEventError,
-    SchemaNotReady,
-    StoreError,
-)
-from .errors import StreamTypeMismatch as _StreamTypeMismatch
 from .readers import LogReader, PostgresLogReader, SQLiteLogReader
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .rows import records_from_rows
@@ -432,11 +427,11 @@ class EventStore:
         event there was recorded at or after ``when``: every event at or below it is
         committed, so none recorded later can appear before the position returned.
 
-        Raises ValueError for a naive ``when`` (:class:`InvalidValue` for one that is not a datetime).
+        Raises :class:`InvalidValue` for a naive ``when`` or one that is not a datetime.
         """
         check_time_arg("when", when)
         if when.tzinfo is None:
-            raise ValueError(f"naive datetime {when.isoformat()} given: use an aware time")
+            raise InvalidValue(f"naive datetime {when.isoformat()} given: use an aware time")
         upto = await self.head_position()
         ranges = await blocks.window_ranges(self, when, None, 0, upto + 1)
         first = await self.database.read(_first_recorded_since, when, ranges)

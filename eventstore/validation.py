@@ -41,8 +41,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from facta.domain import DomainEvent, PendingEvent
+from facta.errors import InvalidValue
 
-from .errors import InvalidValue
 from .records import Snapshot, StreamAppend
 from .schema import events, projection_skips, projections, relay_checkpoints, snapshots
 

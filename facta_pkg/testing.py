@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from facta.domain import Aggregate, DomainEvent
+from facta.errors import InvalidValue
+from facta.settings import settings
 
 if TYPE_CHECKING:
     import pytest
@@ -201,10 +203,8 @@ else:
                               f"(default: ${DATABASE_ENV}); tests then run on SQLite and on it.")
 
     def _server(config: pytest.Config) -> str | None:
-        import os
-
         option = config.getoption("--facta-database-url", default=None)
-        return (option or os.environ.get(DATABASE_ENV, "")).strip() or None
+        return (option or settings().test_database_url or "").strip() or None
 
     def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if "facta_backend" in metafunc.fixturenames:
@@ -243,7 +243,7 @@ def _admin_url(server: str) -> Any:
 
     url = make_url(server)
     if not url.drivername.startswith("postgresql"):
-        raise ValueError(f"{DATABASE_ENV} must name a PostgreSQL server, got {url.render_as_string(hide_password=True)}")
+        raise InvalidValue(f"{DATABASE_ENV} must name a PostgreSQL server, got {url.render_as_string(hide_password=True)}")
     return url
 
 

@@ -55,7 +55,7 @@ def revisions() -> list[str]:
 def _known_current(connection: Connection, where: str) -> str | None:
     """The revision the database is at (None: no facta schema); raises
     :class:`UnknownSchemaRevision` for one this facta does not know."""
-    from facta.eventstore.errors import UnknownSchemaRevision
+    from facta.errors import UnknownSchemaRevision
 
     if not inspect(connection).has_table(VERSION_TABLE):
         return None
@@ -122,7 +122,7 @@ async def downgrade(
     """
     from alembic.util import CommandError
 
-    from facta.eventstore.errors import MigrationRefused
+    from facta.errors import MigrationRefused
 
     known = revisions()
     if revision not in ("base", *known):

@@ -36,11 +36,9 @@ from sqlalchemy.sql.elements import conv, quoted_name
 
 from facta.domain import DomainEvent, EventRegistry, default_registry
 from facta.domain.events import check_event_class
+from facta.errors import InvalidValue, ProjectionError
 from facta.eventstore import RecordedEvent
-from facta.eventstore.errors import InvalidValue
 from facta.eventstore.validation import got
-
-from .errors import ProjectionError
 
 if TYPE_CHECKING:
     from sqlalchemy import Dialect
@@ -198,7 +196,7 @@ class Projection:
             if not isinstance(name, str):
                 raise ProjectionError(f"projection name {name!r} is of type {type(name).__name__}, not a string")
             if not name or not name.replace("_", "").isalnum() or not name.isascii():
-                raise ValueError(f"projection name {name!r} must be letters, digits and underscores")
+                raise ProjectionError(f"projection name {name!r} must be letters, digits and underscores")
             if len(name) > MAX_PROJECTION_NAME:
                 raise ProjectionError(
                     f"projection name {name!r} is {len(name)} characters long: at most {MAX_PROJECTION_NAME}"

@@ -28,11 +28,11 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from facta.domain import DomainEvent
+from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
 
 from . import tracking
 from .api import REBUILD_SUFFIX, Handler, Projection
-from .errors import ProjectionError
 from .tracking import LIVE, Coord, Stale
 from .writer import ReadModel
 

@@ -18,14 +18,14 @@ A module that cannot be imported, or that defines no projection, is a one-line
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Iterable, Iterator
 from types import ModuleType
 
+from facta.errors import ProjectionError, UnknownProjection
+from facta.settings import settings
 from facta.user_modules import import_failure, import_user_module, is_module_name
 
 from .api import Projection
-from .errors import ProjectionError, UnknownProjection
 from .reference import REFERENCE_PROCESSES, REFERENCE_PROJECTIONS
 
 __all__ = ["ENV_VAR", "Catalog", "load_catalog", "parse_modules", "projections_in"]
@@ -103,7 +103,7 @@ def load_catalog(modules: str | Iterable[str] | None = None) -> Catalog:
     """The reference projections plus those of ``modules`` (a comma-separated string or a
     list of specs; ``None`` reads ``FACTA_PROJECTIONS``)."""
     if modules is None:
-        modules = os.environ.get(ENV_VAR, "")
+        modules = settings().projections or ""
     specs = parse_modules(modules) if isinstance(modules, str) else [s.strip() for s in modules if s.strip()]
     catalog = Catalog((*REFERENCE_PROJECTIONS, *REFERENCE_PROCESSES))
     for spec in specs:

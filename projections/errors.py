@@ -1,18 +1,11 @@
-"""Errors of projections. Each message is one line naming the values involved."""
+"""Errors of projections. Each message is one line naming the values involved.
+
+They are defined, with the whole tree of facta's errors, in :mod:`facta.errors`; this
+module keeps the names importable from ``facta.projections.errors``.
+"""
 
 from __future__ import annotations
 
-from facta.domain.errors import FactaError
+from facta.errors import ProjectionError, RetentionGap, UnknownProjection
 
-__all__ = ["ProjectionError", "UnknownProjection"]
-
-
-class ProjectionError(FactaError):
-    """A projection stopped: a handler failed, or it cannot run as asked. Its checkpoint
-    did not move past the event named."""
-
-
-class UnknownProjection(ProjectionError):
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        super().__init__(f"unknown projection {name!r}: known are {', '.join(known) or 'none'}")
+__all__ = ["ProjectionError", "RetentionGap", "UnknownProjection"]

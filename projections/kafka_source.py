@@ -56,15 +56,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from facta.domain import EventRegistry, default_registry
+from facta.errors import KafkaRecordError, ProjectionError, RetentionGap
 from facta.eventstore import RecordedEvent
-from facta.eventstore.kafka_codec import KafkaRecordError, decode, encode_time, peek, utc
+from facta.eventstore.kafka_codec import decode, encode_time, peek, utc
 from facta.eventstore.kafka_support import is_transient, pause
 from facta.eventstore.schema import events
 
 from . import tracking
 from .applier import Applier, Delivery
-from .errors import ProjectionError
-from .retention import RetentionGap, check_retained, overtaken
+from .retention import check_retained, overtaken
 from .runner import KafkaSettings
 from .tracking import LIVE, Coord, Stale
 

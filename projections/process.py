@@ -50,6 +50,7 @@ from typing import Any, ClassVar, TypeVar
 
 from facta.domain import Aggregate, DomainEvent
 from facta.domain.events import check_event_class
+from facta.errors import ProjectionError
 from facta.eventstore import (
     AppendResult,
     ConcurrencyError,
@@ -61,7 +62,6 @@ from facta.eventstore import (
 
 from .api import Projection
 from .applier import Applier, Delivery, _Work
-from .errors import ProjectionError
 
 __all__ = ["ProcessContext", "ProcessManager", "reacts_to"]
 

@@ -45,11 +45,11 @@ from facta.domain.ride import (
     TripEnded,
     TripStarted,
 )
+from facta.errors import ProjectionError
 from facta.eventstore import RecordedEvent
 from facta.eventstore.schema import UTCDateTime
 
 from .api import Projection, handles, read_model_table
-from .errors import ProjectionError
 from .process import ProcessContext, ProcessManager, reacts_to
 from .writer import ReadModel
 

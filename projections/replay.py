@@ -50,17 +50,17 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from facta.errors import InvalidValue, ProjectionError
 from facta.eventstore import EventStore
 from facta.eventstore.audit import utc_text
-from facta.eventstore.errors import InvalidValue
 from facta.eventstore.locks import active_lock
 from facta.eventstore.schema import events, projections
 from facta.eventstore.validation import check_int_arg, check_replay_from, got
+from facta.settings import settings
 
 from . import tracking
 from .api import Projection, check_projection_class
 from .applier import Applier, Delivery, advance_over
-from .errors import ProjectionError
 from .process import ProcessManager
 from .retention import StoreFill, describe_fills
 from .runner import KafkaSettings, LogPages
@@ -363,7 +363,7 @@ async def replay(
     start: ReplayFrom,
     *,
     kafka: KafkaSettings | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     progress: Callable[[Progress], None] | None = None,
     stop: asyncio.Event | None = None,
     slice: bool = False,
@@ -374,7 +374,10 @@ async def replay(
     :attr:`ReplayPlan.left_out`) builds a slice and is refused with
     :class:`ProjectionError` unless ``slice=True``; nothing is changed then. Wrong
     argument types (``batch_size`` not an int >= 1, ``start`` not a ReplayFrom) raise
-    :class:`~facta.eventstore.InvalidValue` before any I/O."""
+    :class:`~facta.eventstore.InvalidValue` before any I/O. ``batch_size`` None: the
+    settings' (``FACTA_BATCH_SIZE``, 1000 by default)."""
+    if batch_size is None:
+        batch_size = settings().batch_size
     check_replay_args(projection, start, batch_size)
     stop = stop or asyncio.Event()
     lock = active_lock(store, "projection-rebuild", projection.name, ProjectionError)

@@ -48,6 +48,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Connection, func, select
 
+from facta.errors import ProjectionError, RetentionGap
 from facta.eventstore import EventStore
 from facta.eventstore.kafka_codec import peek
 from facta.eventstore.schema import events
@@ -55,7 +56,6 @@ from facta.eventstore.schema import events
 from . import tracking
 from .api import Projection
 from .applier import Applier, Delivery
-from .errors import ProjectionError
 from .runner import KafkaSettings
 from .tracking import LOG, Coord
 
@@ -67,10 +67,6 @@ __all__ = [
 log = logging.getLogger("facta.projections")
 
 _partitioner = DefaultPartitioner()
-
-
-class RetentionGap(ProjectionError):
-    """Kafka deleted records a consumer or a replay would need: going on would skip events."""
 
 
 def partition_of(stream_id: str, partitions: Sequence[int]) -> int:

@@ -18,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from facta.errors import InvalidValue, ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
-from facta.eventstore.errors import InvalidValue
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
 from facta.eventstore.validation import check_instance_arg, check_settings, got
+from facta.settings import settings
 
 from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection, check_projection_class
 from .applier import Delivery, applier_for
-from .errors import ProjectionError
 from .tracking import LOG, Stale
 
 __all__ = ["KafkaSettings", "LogPages", "ProjectionRunner", "RunnerConfig"]
@@ -38,16 +38,17 @@ log = logging.getLogger("facta.projections")
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Where a projection consumes Kafka: the relay's topics ``<topic_prefix>.<stream type>``."""
+    """Where a projection consumes Kafka: the relay's topics ``<topic_prefix>.<stream type>``.
+    The defaults are :func:`facta.settings.settings`' (``FACTA_TOPIC_PREFIX``, ...)."""
 
     bootstrap: str
-    topic_prefix: str = "facta"
-    group_prefix: str = "facta.projection."
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 1_000
-    request_timeout_ms: int = 15_000
+    topic_prefix: str = field(default_factory=lambda: settings().topic_prefix)
+    group_prefix: str = field(default_factory=lambda: settings().group_prefix)
+    session_timeout_ms: int = field(default_factory=lambda: settings().kafka_session_timeout_ms)
+    heartbeat_interval_ms: int = field(default_factory=lambda: settings().kafka_heartbeat_interval_ms)
+    request_timeout_ms: int = field(default_factory=lambda: settings().kafka_request_timeout_ms)
     commit_to_kafka: bool = True
-    give_up_after: float = 30.0
+    give_up_after: float = field(default_factory=lambda: settings().kafka_timeout_s)
     """With ``once`` and in replays: how long Kafka may stay unreachable before the run
     stops with an error (a long-running runner keeps retrying instead)."""
 
@@ -79,9 +80,13 @@ class KafkaSettings:
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    batch_size: int = 1000
-    poll_interval: float = 0.05
-    lock_poll_interval: float = 0.5
+    """How a runner reads: events per batch, and how often (seconds) it polls an idle log
+    and a held lock. The defaults are :func:`facta.settings.settings`' (``FACTA_BATCH_SIZE``,
+    ``FACTA_RUNNER_POLL_INTERVAL_S``, ``FACTA_LOCK_POLL_INTERVAL_S``)."""
+
+    batch_size: int = field(default_factory=lambda: settings().batch_size)
+    poll_interval: float = field(default_factory=lambda: settings().runner_poll_interval_s)
+    lock_poll_interval: float = field(default_factory=lambda: settings().lock_poll_interval_s)
 
     def __post_init__(self) -> None:
         check_settings("RunnerConfig", {"batch_size": self.batch_size}, {"poll_interval": self.poll_interval, "lock_poll_interval": self.lock_poll_interval})

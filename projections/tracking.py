@@ -27,10 +27,10 @@ from sqlalchemy import Connection, Table, and_, delete, func, insert, inspect, s
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateIndex, DropIndex
 
+from facta.errors import ProjectionError
 from facta.eventstore.schema import events, projection_checkpoints, projection_skips, projections
 
 from .api import REBUILD_SUFFIX, Projection, _given_name, rebuild_name, rename_index
-from .errors import ProjectionError
 
 __all__ = ["FLOORS", "LIVE", "LOG", "REBUILD", "REBUILD_SUFFIX", "Coord", "Stale", "rename_index"]
 

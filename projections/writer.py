@@ -26,6 +26,8 @@ from sqlalchemy.engine import IteratorResult
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.types import ARRAY
 
+from facta.errors import InvalidValue
+
 __all__ = ["ReadModel"]
 
 Key = tuple[Any, ...]
@@ -338,7 +340,7 @@ class ReadModel:
         if changes is None:
             keys = tuple(c.name for c in table.primary_key.columns)
             if not keys:
-                raise ValueError(f"read-model table {table.name!r} needs a primary key")
+                raise InvalidValue(f"read-model table {table.name!r} needs a primary key")
             changes = self._tables[table.name] = _TableChanges(table, keys)
         return changes
 
@@ -348,11 +350,11 @@ class ReadModel:
         try:
             k = (key[columns[0]],) if len(columns) == 1 else tuple(key[c] for c in columns)
         except KeyError:
-            raise ValueError(
+            raise InvalidValue(
                 f"key for {changes.table.name!r} must give {list(changes.key_columns)}, got {sorted(key)}"
             ) from None
         if len(key) != len(k):
-            raise ValueError(f"key for {changes.table.name!r} must give only {list(changes.key_columns)}, got {sorted(key)}")
+            raise InvalidValue(f"key for {changes.table.name!r} must give only {list(changes.key_columns)}, got {sorted(key)}")
         return k
 
 

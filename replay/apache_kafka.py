@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from facta.domain import FactaError
+from facta.errors import ApacheKafkaError
 
 __all__ = [
     "KAFKA_VERSION",
@@ -113,10 +113,6 @@ appender.console.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = WARN
 rootLogger.appenderRef.stderr.ref = STDERR
 """
-
-
-class ApacheKafkaError(FactaError):
-    """Apache Kafka could not be fetched, formatted or configured (one line, with the fix)."""
 
 
 # -- where things are -------------------------------------------------------------------------

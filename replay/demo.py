@@ -22,9 +22,10 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Column, Connection, Integer, MetaData, Table, func, select
 
-from facta.domain import Aggregate, FactaError
+from facta.domain import Aggregate
 from facta.domain.account import Account
 from facta.domain.ride import Location, Ride, Tariff
+from facta.errors import DemoRefused
 from facta.eventstore import ConcurrencyError, EventStore, Repository, StreamNotFound
 from facta.projections import ProjectionRunner
 from facta.projections.reference import REFERENCE_PROCESSES, REFERENCE_PROJECTIONS
@@ -219,10 +220,6 @@ async def _unbilled(store: EventStore) -> dict[str, int]:
         if account is not None and ride_id not in charged:
             owed[account] = owed.get(account, 0) + fare
     return owed
-
-
-class DemoRefused(FactaError):
-    """The database holds data the demo did not make (one line naming it and what it holds)."""
 
 
 def _demo_tables() -> set[str]:

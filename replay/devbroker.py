@@ -52,7 +52,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, get_args
 
-from facta.domain import FactaError
+from facta.errors import BrokerError
 
 from .apache_kafka import (
     KAFKA_VERSION,
@@ -90,10 +90,6 @@ LOG_NAME = "broker.log"
 HOST = "127.0.0.1"
 
 T = TypeVar("T")
-
-
-class BrokerError(FactaError):
-    """A development broker could not be found, started or reached."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,10 @@ MODULE_LAYERS: dict[str, int] = {
     "facta": 0,
     # Imports a user's module by name (stdlib only); the projection catalog and the CLI use it.
     "facta.user_modules": 0,
+    # The one tree of facta's errors (issue 11 item 6): imports nothing of facta; every layer raises them.
+    "facta.errors": 0,
+    # The settings from FACTA_* (pydantic-settings; imports facta.errors only): every layer reads its defaults.
+    "facta.settings": 0,
 }
 LAYER_NAMES = {0: "domain", 1: "eventstore", 2: "projections", 3: "replay", 4: "facta (top)"}
 

@@ -168,7 +168,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from facta.eventstore.errors import MigrationRefused
+    from facta.errors import MigrationRefused
 
     bind = op.get_bind()
     dialect = bind.dialect.name

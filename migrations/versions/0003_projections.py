@@ -76,7 +76,7 @@ def _drop_read_models() -> None:
     A registered projection the catalog does not know (its module not named) is refused."""
     from alembic import context
 
-    from facta.eventstore.errors import MigrationRefused
+    from facta.errors import MigrationRefused
     from facta.projections.api import REBUILD_SUFFIX
     from facta.projections.catalog import load_catalog
 

@@ -18,6 +18,7 @@ from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String
 from sqlalchemy.exc import IntegrityError
 
 from facta.domain import DomainEvent
+from facta.errors import InvalidValue
 from facta.eventstore import EventStore, RecordedEvent
 from facta.projections import Projection, ProjectionRunner, ReadModel, RunnerConfig, handles, read_model_table
 
@@ -376,6 +377,31 @@ async def test_keys_must_name_exactly_the_primary_key(rm_store: EventStore) -> N
     assert "['a', 'b']" in errors[2]
     assert "needs a primary key" in errors[4]
     assert await _rows(rm_store) == {}
+
+
+async def test_a_key_that_does_not_name_the_primary_key_is_invalid_value(rm_store: EventStore) -> None:
+    """A handler's mistake is one line of :class:`~facta.errors.InvalidValue` (a FactaError, and
+    a ValueError as before) naming the table, the key columns and what it was given."""
+    keyless = Table("writer_test_keyless", MetaData(), Column("x", Integer))
+
+    def body(rm: ReadModel) -> list[InvalidValue]:
+        errors = []
+        for call in (
+            lambda: rm.upsert(ROWS, {"label": "a"}),
+            lambda: rm.upsert(ROWS, {"k": "a", "label": "x"}),
+            lambda: rm.upsert(keyless, {"x": 1}),
+        ):
+            with pytest.raises(InvalidValue) as caught:
+                call()
+            errors.append(caught.value)
+        return errors
+
+    errors = await _batch(rm_store, body)
+    assert [str(e) for e in errors] == [
+        "key for 'writer_test_rows' must give ['k'], got ['label']",
+        "key for 'writer_test_rows' must give only ['k'], got ['k', 'label']",
+        "read-model table 'writer_test_keyless' needs a primary key",
+    ]
 
 
 # -- through the runner: any batching gives the same model -----------------------------------
