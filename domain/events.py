@@ -147,7 +147,7 @@ class DomainEvent(BaseModel):
 
 def check_event_class(decorator: str, event_cls: object) -> None:
     """Raise :class:`EventRegistryError` unless ``event_cls`` is a DomainEvent class
-    declared with ``name=...`` (what ``@applies``, ``@handles`` and ``@effect`` take)."""
+    declared with ``name=...`` (what ``@applies``, ``@handles`` and ``@reacts_to`` take)."""
     if not (isinstance(event_cls, type) and issubclass(event_cls, DomainEvent)) or "event_type" not in vars(event_cls):
         shown = event_cls.__qualname__ if isinstance(event_cls, type) else f"{type(event_cls).__name__} {event_cls!r}"
         raise EventRegistryError(f"@{decorator} takes an event class declared with name=..., got {shown}")

@@ -3,7 +3,9 @@
 A :class:`Projection` declares its tables and typed handlers; a
 :class:`ProjectionRunner` keeps it current, committing read-model writes and checkpoints
 in one transaction; :func:`facta.projections.replay.replay` rebuilds it into fresh tables
-from any position, offset or time and swaps them in.
+from any position, offset or time and swaps them in. A :class:`ProcessManager` turns
+events into commands on aggregates, each handler's events stored once; the same runner
+runs it.
 
 ``__all__`` is the public face: the names below and two public modules, each with an
 ``__all__`` of its own: :mod:`~facta.projections.replay` (``replay``, ``plan_replay``,
@@ -11,24 +13,26 @@ from any position, offset or time and swaps them in.
 other modules are the projections' implementation.
 """
 
-from .api import EffectContext, Projection, effect, handles, read_model_table
+from .api import Projection, handles, read_model_table
 from .applier import Delivery
 from .errors import ProjectionError, UnknownProjection
+from .process import ProcessContext, ProcessManager, reacts_to
 from .runner import KafkaSettings, ProjectionRunner, RunnerConfig
 from .writer import ReadModel
 
 __all__ = [
     "Delivery",
-    "EffectContext",
     "KafkaSettings",
+    "ProcessContext",
+    "ProcessManager",
     "Projection",
     "ProjectionError",
     "ProjectionRunner",
     "ReadModel",
     "RunnerConfig",
     "UnknownProjection",
-    "effect",
     "handles",
+    "reacts_to",
     "read_model_table",
 ]
 __all__ += ["reference", "replay"]  # the public modules

@@ -19,17 +19,15 @@ transaction. ``self.balances`` is the table the runner is building: the live one
 the fresh copy a rebuild fills before it is swapped in. ``AccountBalances.balances``
 (on the class) is always the live table, for readers.
 
-Side effects that must happen once (charging an account) are ``@effect`` handlers:
-async, run before the batch's transaction with an :class:`EffectContext`, never during
-a replay, and written to be idempotent (a crash between the effect and the checkpoint
-runs it again).
+A projection only writes its read model. Commands that must happen once in reaction to
+an event (charging an account) belong to a process manager
+(:class:`~facta.projections.process.ProcessManager`), which the same runner runs.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from sqlalchemy import Column, Constraint, Index, MetaData, Table
@@ -39,19 +37,18 @@ from sqlalchemy.sql.elements import conv, quoted_name
 from facta.domain import DomainEvent, EventRegistry, default_registry
 from facta.domain.events import check_event_class
 from facta.errors import InvalidValue, ProjectionError
-from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore import RecordedEvent
 from facta.eventstore.validation import got
 
 if TYPE_CHECKING:
     from sqlalchemy import Dialect
 
+    from .applier import Applier
     from .writer import ReadModel
 
 __all__ = [
-    "EffectContext",
     "Projection",
     "ReadModelTable",
-    "effect",
     "handles",
     "read_model_table",
 ]
@@ -60,7 +57,6 @@ E = TypeVar("E", bound=DomainEvent)
 P = TypeVar("P", bound="Projection")
 
 Handler = Callable[[Any, "ReadModel", Any, RecordedEvent], None]
-EffectHandler = Callable[[Any, "EffectContext", Any, RecordedEvent], Awaitable[None]]
 
 REBUILD_SUFFIX = "__rebuild"
 MAX_NAME_BYTES = 63 - len(REBUILD_SUFFIX)
@@ -83,30 +79,6 @@ def handles(event_cls: type[E]) -> Callable[[Callable[[P, ReadModel, E, Recorded
         return fn
 
     return mark
-
-
-def effect(event_cls: type[E]) -> Callable[[Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]]], Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]]]:
-    """Mark an async method as a side effect of ``event_cls``: run once per event before
-    its batch commits, skipped by replays. It must be idempotent (key it by the event id):
-    a crash after the effect and before the checkpoint runs it again. Raises
-    :class:`~facta.domain.EventRegistryError` unless it is a declared event class."""
-    check_event_class("effect", event_cls)
-
-    def mark(
-        fn: Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]],
-    ) -> Callable[[P, EffectContext, E, RecordedEvent], Awaitable[None]]:
-        fn.__facta_effect__ = event_cls  # type: ignore[attr-defined]
-        return fn
-
-    return mark
-
-
-@dataclass(frozen=True)
-class EffectContext:
-    """What an effect handler may use: the event store (to load and save aggregates)."""
-
-    store: EventStore
-    projection: str
 
 
 class ReadModelTable:
@@ -213,7 +185,8 @@ class Projection:
     the handled events; by default found from the code (see :meth:`stream_types`)."""
     registry: ClassVar[EventRegistry] = default_registry
     _handlers: ClassVar[dict[str, Handler]]
-    _effects: ClassVar[dict[str, EffectHandler]]
+    _applier_class: ClassVar[type[Applier] | None] = None
+    """The applier the runner keeps it live with (None: :class:`~.applier.Applier`)."""
     _event_classes: ClassVar[dict[str, type[DomainEvent]]]
     _table_attrs: ClassVar[dict[str, ReadModelTable]]
 
@@ -238,7 +211,6 @@ class Projection:
         if registry is not None:
             cls.registry = registry
         handlers: dict[str, Handler] = {}
-        effects: dict[str, EffectHandler] = {}
         classes: dict[str, type[DomainEvent]] = {}
         tables: dict[str, ReadModelTable] = {}
         for klass in reversed(cls.__mro__):
@@ -249,11 +221,7 @@ class Projection:
                 if handled is not None:
                     handlers[handled.event_type] = value
                     classes[handled.event_type] = handled
-                done = getattr(value, "__facta_effect__", None)
-                if done is not None:
-                    effects[done.event_type] = value
-                    classes[done.event_type] = done
-        cls._handlers, cls._effects, cls._event_classes, cls._table_attrs = handlers, effects, classes, tables
+        cls._handlers, cls._event_classes, cls._table_attrs = handlers, classes, tables
 
     def __init__(self, *, table_suffix: str = "", rename_constraints: bool = True) -> None:
         """``table_suffix``: build the copies ``<table><suffix>`` (a rebuild's), their
@@ -295,10 +263,6 @@ class Projection:
         return sorted(t for t in cls._event_classes if not _applied_by(t))
 
     @classmethod
-    def has_effects(cls) -> bool:
-        return bool(cls._effects)
-
-    @classmethod
     def live_tables(cls) -> list[Table]:
         return [decl.table for decl in cls._table_attrs.values()]
 
@@ -314,9 +278,6 @@ class Projection:
 
     def handler_for(self, event_type: str) -> Handler | None:
         return self._handlers.get(event_type)
-
-    def effect_for(self, event_type: str) -> EffectHandler | None:
-        return self._effects.get(event_type)
 
     def __iter__(self) -> Iterator[Table]:
         return iter(self.tables.values())

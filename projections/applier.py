@@ -4,9 +4,12 @@ Both sources (the store log, Kafka) hand it batches of :class:`Delivery`. For ea
 
 1. events the projection does not handle, and events an operator skipped, are passed
    over (they still move the checkpoint);
-2. effect handlers run, in order (not in a replay);
-3. one database transaction checks the projection's generation, runs the handlers on a
+2. one database transaction checks the projection's generation, runs the handlers on a
    :class:`ReadModel`, flushes it, and moves the checkpoints by compare-and-set.
+
+A process manager's applier (:class:`~facta.projections.process.ProcessApplier`) runs
+its handlers before that transaction, which then only moves its checkpoints;
+:func:`applier_for` gives each class its applier.
 
 A redelivered event therefore changes nothing: either its batch committed, and the
 checkpoint is past it, or nothing of it did. A failing handler stops the projection with
@@ -30,11 +33,11 @@ from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.diagnostics import describe
 
 from . import tracking
-from .api import REBUILD_SUFFIX, EffectContext, EffectHandler, Handler, Projection
+from .api import REBUILD_SUFFIX, Handler, Projection
 from .tracking import LIVE, Coord, Stale
 from .writer import ReadModel
 
-__all__ = ["Applier", "Delivery"]
+__all__ = ["Applier", "Delivery", "applier_for"]
 
 log = logging.getLogger("facta.projections")
 
@@ -60,7 +63,6 @@ class Delivery:
 class _Work:
     index: int
     handler: Handler | None
-    effect: EffectHandler | None
     event: DomainEvent
     record: RecordedEvent
 
@@ -91,7 +93,6 @@ class Applier:
         *,
         source: str,
         slot: str = LIVE,
-        replay: bool = False,
     ) -> None:
         self.store = store
         self.projection = projection(table_suffix="" if slot == LIVE else REBUILD_SUFFIX,
@@ -99,7 +100,6 @@ class Applier:
         self.name = projection.name
         self.source = source
         self.slot = slot
-        self.replay = replay
         self.generation: int | None = None
         self.checkpoints: dict[Coord, int] = {}
         # Per Kafka partition: the store position up to which its events are applied (read
@@ -107,9 +107,7 @@ class Applier:
         self.position_floors: dict[Coord, int] = {}
         self.skips: set[int] = set()
         self.applied = 0
-        self.effects_run = 0
         self._failed_before = False
-        self._context = EffectContext(store=store, projection=self.name)
 
     async def open(self) -> dict[Coord, int]:
         """Make the live tables if needed; load generation, checkpoints, position floors
@@ -148,23 +146,14 @@ class Applier:
             if record.position in self.skips:
                 skipped.append(record.position)
                 continue
-            handler = projection.handler_for(record.event_type)
-            effect = None if self.replay else projection.effect_for(record.event_type)
-            if handler is None and effect is None:
+            if not self._selects(record.event_type):
                 continue
             try:
                 event = record.event
             except Exception as exc:
                 await self._fail(batch, i, work, exc)
-            work.append(_Work(i, handler, effect, event, record))
-        if not self.replay:
-            for w in work:
-                if w.effect is not None:
-                    self.effects_run += 1
-                    try:
-                        await w.effect(projection, self._context, w.event, w.record)
-                    except Exception as exc:
-                        await self._fail(batch, w.index, work, exc)
+            work.append(_Work(i, projection.handler_for(record.event_type), event, record))
+        await self._before_commit(batch, work)
         try:
             await self.store.database.write(self._commit, work, advance, skipped)
         except _HandlerFailed as failed:
@@ -181,6 +170,13 @@ class Applier:
         self.checkpoints.update(advance)
         self.skips.difference_update(skipped)
         self.applied += len(work)
+
+    def _selects(self, event_type: str) -> bool:
+        """Whether events of ``event_type`` are handled (others only move the checkpoint)."""
+        return self.projection.handler_for(event_type) is not None
+
+    async def _before_commit(self, batch: Sequence[Delivery], work: list[_Work]) -> None:
+        """What runs before the batch's transaction: nothing, for a projection."""
 
     def _commit(self, conn: Connection, work: list[_Work], advance: dict[Coord, int], skipped: list[int]) -> None:
         if self.slot == LIVE and tracking.generation(conn, self.name, lock=True) != self.generation:
@@ -229,3 +225,10 @@ class Applier:
             except SQLAlchemyError:
                 pass
         raise ProjectionError(message) from cause
+
+
+def applier_for(store: EventStore, projection: type[Projection], *, source: str) -> Applier:
+    """The applier that keeps ``projection`` live from ``source``: an :class:`Applier`, or
+    the class its ``_applier_class`` names (a process manager's)."""
+    return (projection._applier_class or Applier)(store, projection, source=source)
+

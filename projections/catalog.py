@@ -1,7 +1,9 @@
 """Which projections there are: names resolved to classes.
 
-The catalog holds the reference projections (:data:`REFERENCE_PROJECTIONS`) and the
-user's own, from modules named in ``FACTA_PROJECTIONS`` (or the CLI's ``--projections``):
+The catalog holds the reference projections (:data:`REFERENCE_PROJECTIONS`), the
+reference process managers after them (:data:`REFERENCE_PROCESSES`: a
+:class:`~facta.projections.process.ProcessManager` is run, listed and skipped past like a
+projection, under a name of the same kind) and the user's own, from modules named in ``FACTA_PROJECTIONS`` (or the CLI's ``--projections``):
 a comma-separated list of ``package.module`` (every :class:`Projection` subclass with a
 ``name`` defined in that module) or ``package.module:ClassName`` (that class only)::
 
@@ -24,7 +26,7 @@ from facta.settings import settings
 from facta.user_modules import import_failure, import_user_module, is_module_name
 
 from .api import Projection
-from .reference import REFERENCE_PROJECTIONS
+from .reference import REFERENCE_PROCESSES, REFERENCE_PROJECTIONS
 
 __all__ = ["ENV_VAR", "Catalog", "load_catalog", "parse_modules", "projections_in"]
 
@@ -32,7 +34,8 @@ ENV_VAR = "FACTA_PROJECTIONS"
 
 
 class Catalog:
-    """Projection classes by name, in the order they were added (reference ones first)."""
+    """Projection (and process manager) classes by name, in the order they were added
+    (reference ones first)."""
 
     def __init__(self, projections: Iterable[type[Projection]] = ()) -> None:
         self._by_name: dict[str, type[Projection]] = {}
@@ -102,7 +105,7 @@ def load_catalog(modules: str | Iterable[str] | None = None) -> Catalog:
     if modules is None:
         modules = settings().projections or ""
     specs = parse_modules(modules) if isinstance(modules, str) else [s.strip() for s in modules if s.strip()]
-    catalog = Catalog(REFERENCE_PROJECTIONS)
+    catalog = Catalog((*REFERENCE_PROJECTIONS, *REFERENCE_PROCESSES))
     for spec in specs:
         for projection in projections_in(spec):
             catalog.add(projection, origin=spec)

@@ -837,7 +837,7 @@ class KafkaSubscription:
         """:func:`first_records` with these settings."""
         return await first_records(self.settings, offsets)
 
-    async def plan_range(self, start: ReplayFrom, live: Mapping[Coord, int]) -> Range:
+    async def plan_range(self, start: ReplayFrom) -> Range:
         """From ``start`` (a :class:`~facta.projections.replay.ReplayFrom`): ``offset``
         (every partition from it, or with ``partition`` that one and the others from 0),
         ``time`` (each partition's first record at or after it) or store ``position``;
@@ -878,11 +878,6 @@ class KafkaSubscription:
             first, fill, floors = await plan_fill(store, projection, kafka, dict(beginning), beginning, end,
                                                   first_records=self.first_records, after=start.position)
         last = dict(end)
-        if projection.has_effects():
-            _refuse_unrun_effects(projection, dict(live), fill)
-            for tp in last:
-                if tp in live:
-                    last[tp] = min(last[tp], max(live[tp], first[tp]))
         count = sum(max(last[tp] - first[tp], 0) for tp in last) + sum(f.events for f in fill.values())
         return Range(first, last, count, fill=fill, floors=floors)
 
@@ -902,28 +897,9 @@ class KafkaSubscription:
             if any(end[tp] > start.get(tp, 0) for tp in end):
                 await consume_range(applier, kafka, topics, start, end, batch_size=batch_size, stop=stop,
                                     on_batch=on_batch)
-            if projection.has_effects():
-                return
             start = dict(end)
             _, newer = await kafka_offsets(kafka, topics)
             if all(newer[tp] <= end.get(tp, 0) for tp in newer):
                 return  # caught up
             end = newer
 
-
-def _refuse_unrun_effects(projection: type[Projection], live: dict[Coord, int], fill: dict[Coord, StoreFill]) -> None:
-    """A replay runs no effects: for a projection with effects, the live runner must have
-    passed every event the replay reads from the store (it did, where its checkpoint is
-    at or past the earliest retained offset)."""
-    if not live:
-        return  # never run live: a replay builds it without effects, as from the store log
-    for (topic, partition), f in sorted(fill.items()):
-        checkpoint = live.get((topic, partition))
-        if checkpoint is None or checkpoint < f.retained_from:
-            at = "has no live checkpoint" if checkpoint is None else f"has its live checkpoint at offset {checkpoint}"
-            raise ProjectionError(
-                f"projection {projection.name!r} runs effects and {at} on {topic}[{partition}], before the earliest"
-                f" retained offset {f.retained_from}: the effects of the events Kafka deleted there never ran, and a"
-                " replay runs no effects, so it would pass over them; run them first (they are among the partition's"
-                f" events in the store after position {f.after} through {f.through})"
-            )

@@ -3,11 +3,16 @@
 - ``account_balances``: balance, status and last activity per account;
 - ``ride_board``: each ride's status, driver, ETA and fare;
 - ``driver_earnings``: trips and earnings per driver per (UTC) day;
-- ``billing``: when a trip ends, charges the rider's account and pays the driver's
-  through the domain (:func:`facta.domain.reference.transfer`), once: the two account
-  events get ids derived from the trip's end event, so a redelivery finds them stored and
-  does nothing, and a replay does not run the effect at all. Its table records what was
-  billed, built from the account events themselves, so a replay rebuilds it exactly.
+- ``billing``: what was billed per ride (``billing_charges``), built from the trip's end
+  and the account events ``billing_process`` stored, so a replay rebuilds it exactly.
+
+And one process manager:
+
+- ``billing_process`` (:class:`BillingProcess`): when a trip ends, charges the rider's
+  account and pays the driver's through the domain
+  (:func:`facta.domain.reference.transfer`), once: the two account events get ids derived
+  from the trip's end event, so a redelivery finds them stored and does nothing. A
+  replay refuses it.
 
 Each read model depends only on the order of one stream's events, so it is the same
 whether it is built from the store's log or from Kafka (ordered per stream only).
@@ -39,13 +44,22 @@ from facta.domain.reference import (
     transfer,
 )
 from facta.errors import ProjectionError
-from facta.eventstore import ConcurrencyError, DuplicateEventError, RecordedEvent, Repository
+from facta.eventstore import RecordedEvent
 from facta.eventstore.schema import UTCDateTime
 
-from .api import EffectContext, Projection, effect, handles, read_model_table
+from .api import Projection, handles, read_model_table
+from .process import ProcessContext, ProcessManager, reacts_to
 from .writer import ReadModel
 
-__all__ = ["REFERENCE_PROJECTIONS", "AccountBalances", "Billing", "DriverEarnings", "RideBoard"]
+__all__ = [
+    "REFERENCE_PROCESSES",
+    "REFERENCE_PROJECTIONS",
+    "AccountBalances",
+    "Billing",
+    "BillingProcess",
+    "DriverEarnings",
+    "RideBoard",
+]
 
 
 class AccountBalances(Projection, name="account_balances"):
@@ -185,8 +199,45 @@ BILLING_ACTOR = "billing"
 _BILLING_IDS = uuid.UUID("5d1f3a0e-7c43-4f0e-9a55-0b7a1c2e6f10")
 
 
-class Billing(Projection, name="billing"):
+def driver_account(driver_id: str) -> str:
+    """The account a driver is paid into (the demo's convention: ``acct-<driver id>``)."""
+    return f"acct-{driver_id}"
+
+
+def charge_ids(trip_ended: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
+    """The ids of the two account events one trip's end causes (the rider's
+    ``TransferredOut``, the driver's ``TransferredIn``): the same on every try."""
+    return uuid.uuid5(_BILLING_IDS, f"{trip_ended}:out"), uuid.uuid5(_BILLING_IDS, f"{trip_ended}:in")
+
+
+class BillingProcess(ProcessManager, name="billing_process"):
     """Charges the rider and pays the driver when a trip ends, exactly once."""
+
+    actor: ClassVar[str | None] = BILLING_ACTOR
+    driver_account = staticmethod(driver_account)
+    charge_ids = staticmethod(charge_ids)
+
+    def event_id(self, handler: str, trigger: uuid.UUID, index: int) -> uuid.UUID:
+        """:func:`charge_ids`: the ids billing gave its charges before it was a process
+        manager, so that a store billed then is not billed again."""
+        if handler != "_charge" or index > 1:
+            raise ProjectionError(f"billing derives ids for its two charge events only, not {handler} event {index}")
+        return charge_ids(trigger)[index]
+
+    @reacts_to(TripEnded)
+    async def _charge(self, ctx: ProcessContext, event: TripEnded, record: RecordedEvent) -> None:
+        ride = await ctx.repository.get(Ride, record.stream_id, at_version=record.version)
+        if ride.state.rider_account is None or ride.state.driver_id is None:
+            raise ProjectionError(f"ride {record.stream_id} has no rider account or driver to bill")
+        payer = await ctx.repository.get(Account, ride.state.rider_account)
+        payee = await ctx.repository.get(Account, driver_account(ride.state.driver_id))
+        transfer(payer, payee, event.fare, transfer_id=record.stream_id)
+        await ctx.save(payer, payee)  # the rider's TransferredOut, then the driver's TransferredIn
+
+
+class Billing(Projection, name="billing"):
+    """What was billed per ride: the trip's fare and when it ended, and the charge
+    :class:`BillingProcess` stored (rider and driver accounts, amount, time)."""
 
     streams: ClassVar[tuple[str, ...]] = ("account", "ride")
     charges = read_model_table(
@@ -200,44 +251,8 @@ class Billing(Projection, name="billing"):
         Column("charged", BigInteger),
         Column("charged_at", UTCDateTime()),
     )
-
-    @staticmethod
-    def driver_account(driver_id: str) -> str:
-        """The account a driver is paid into (the demo's convention: ``acct-<driver id>``)."""
-        return f"acct-{driver_id}"
-
-    @staticmethod
-    def charge_ids(trip_ended: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
-        """The ids of the two account events one trip's end causes: the same on every try."""
-        return uuid.uuid5(_BILLING_IDS, f"{trip_ended}:out"), uuid.uuid5(_BILLING_IDS, f"{trip_ended}:in")
-
-    @effect(TripEnded)
-    async def _charge(self, ctx: EffectContext, event: TripEnded, record: RecordedEvent) -> None:
-        out_id, in_id = self.charge_ids(record.event_id)
-        if await ctx.store.get_event(out_id) is not None:
-            return  # charged already: this is a redelivery
-        repo = Repository(ctx.store)
-        ride = await repo.get(Ride, record.stream_id, at_version=record.version)
-        if ride.state.rider_account is None or ride.state.driver_id is None:
-            raise ProjectionError(f"ride {record.stream_id} has no rider account or driver to bill")
-        for _ in range(10):
-            payer = await repo.get(Account, ride.state.rider_account)
-            payee = await repo.get(Account, self.driver_account(ride.state.driver_id))
-            transfer(payer, payee, event.fare, transfer_id=record.stream_id)
-            payer.assign_event_ids(out_id)
-            payee.assign_event_ids(in_id)
-            try:
-                await repo.save(
-                    payer, payee, actor=BILLING_ACTOR,
-                    correlation_id=record.correlation_id, causation_id=str(record.event_id),
-                )
-                return
-            except (ConcurrencyError, DuplicateEventError):
-                # Another runner charged it meanwhile: the charge's ids are stored (a
-                # DuplicateEventError when this try's accounts already held the charge).
-                if await ctx.store.get_event(out_id) is not None:
-                    return
-        raise ProjectionError(f"could not bill ride {record.stream_id}: its accounts kept changing")
+    driver_account = staticmethod(driver_account)
+    charge_ids = staticmethod(charge_ids)
 
     @handles(TripEnded)
     def _ended(self, rm: ReadModel, event: TripEnded, record: RecordedEvent) -> None:
@@ -253,3 +268,4 @@ class Billing(Projection, name="billing"):
 
 
 REFERENCE_PROJECTIONS: tuple[type[Projection], ...] = (AccountBalances, RideBoard, DriverEarnings, Billing)
+REFERENCE_PROCESSES: tuple[type[ProcessManager], ...] = (BillingProcess,)

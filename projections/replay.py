@@ -8,9 +8,8 @@ and bumps the projection's generation: readers see the old model until that comm
 the new one after, never a half-built one. A live runner still working on the old
 generation has its next batch refused, reloads, and goes on from the new checkpoints.
 
-Effects (``@effect``) never run in a replay. For a projection with effects, the rebuild
-stops at the live checkpoint, so the live runner, not the replay, reaches every later
-event and runs its effects.
+A process manager (:class:`~facta.projections.process.ProcessManager`) is refused before
+any I/O: it has no read model to rebuild, and its commands must never be issued again.
 
 Where a replay starts:
 - ``position=P``: the store log after position P (0 = everything); on Kafka, each
@@ -62,6 +61,7 @@ from facta.settings import settings
 from . import tracking
 from .api import Projection, check_projection_class
 from .applier import Applier, Delivery, advance_over
+from .process import ProcessManager
 from .retention import StoreFill, describe_fills
 from .runner import subscription_for
 from .subscriptions import KafkaSettings, Range, count_log
@@ -221,9 +221,7 @@ async def plan_replay(
     check_replay_args(projection, start)
     info = await store.database.read(_projection_info, projection.name)
     subscription = subscription_for(store, projection, kafka)
-    # The live checkpoints, where the live projection reads the same source.
-    live = info.get("live", {}) if info.get("source") == subscription.source else {}
-    planned = await subscription.plan_range(start, live)
+    planned = await subscription.plan_range(start)
     plan = ReplayPlan(projection.name, subscription.source, start.describe(), planned.start, planned.end,
                       planned.events, planned.first_position, planned.last_position, fill=planned.fill,
                       floors=planned.floors)
@@ -273,7 +271,6 @@ def refuse_unasked_slice(plan: ReplayPlan) -> None:
 def _projection_info(conn: Connection, name: str) -> dict[str, Any]:
     row = conn.execute(select(projections).where(projections.c.name == name)).mappings().first()
     info: dict[str, Any] = dict(row) if row is not None else {}
-    info["live"] = tracking.load_checkpoints(conn, name, tracking.LIVE)
     return info
 
 
@@ -314,8 +311,8 @@ async def replay(
         if not slice:
             refuse_unasked_slice(plan)
         applier = (
-            Applier(store, projection, source=plan.source, slot=REBUILD, replay=True) if start.time is None
-            else _RecordedSince(store, projection, source=plan.source, slot=REBUILD, replay=True, since=start.time)
+            Applier(store, projection, source=plan.source, slot=REBUILD) if start.time is None
+            else _RecordedSince(store, projection, source=plan.source, slot=REBUILD, since=start.time)
         )
         await store.database.write(tracking.start_rebuild, applier.projection, plan.start, plan.floors)
         await applier.open()
@@ -363,6 +360,11 @@ class _RecordedSince(Applier):
 def check_replay_args(projection: object, start: object, batch_size: object = 1) -> None:
     """:func:`~facta.projections.replay.replay`'s and ``plan_replay``'s arguments."""
     check_projection_class("projection", projection)
+    if isinstance(projection, type) and issubclass(projection, ProcessManager):
+        raise ProjectionError(
+            f"{projection.name!r} is a process manager, not a projection: it has no read model to rebuild, and a"
+            " replay never issues its commands again (a read model of what it did is a projection: replay that)"
+        )
     if not isinstance(start, ReplayFrom):
         raise InvalidValue(f"start must be a ReplayFrom, got {got(start)}")
     check_int_arg("batch_size", batch_size, low=1)

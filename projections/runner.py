@@ -24,7 +24,7 @@ from facta.eventstore.validation import check_instance_arg, check_settings, got
 from facta.settings import settings
 
 from .api import Projection, check_projection_class
-from .applier import Applier
+from .applier import applier_for
 from .subscriptions import KafkaSettings, LogPages, StoreLogSubscription, Subscription
 
 __all__ = ["KafkaSettings", "LogPages", "ProjectionRunner", "RunnerConfig", "subscription_for"]
@@ -77,7 +77,7 @@ class ProjectionRunner:
         self.kafka = kafka
         self.config = config or RunnerConfig()
         self.subscription = subscription_for(store, projection, kafka, self.config)
-        self.applier = Applier(store, projection, source=self.subscription.source)
+        self.applier = applier_for(store, projection, source=self.subscription.source)
         self.busy = False
 
     @property

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -140,10 +140,9 @@ class Subscription(Protocol):
         was set while waiting for it); True otherwise."""
         ...
 
-    async def plan_range(self, start: ReplayFrom, live: Mapping[Coord, int]) -> Range:
+    async def plan_range(self, start: ReplayFrom) -> Range:
         """Where a replay from ``start`` begins and ends, per coordinate, and how many
-        events that is; reads, writes nothing. ``live``: the live checkpoints, if the live
-        projection consumes this same source (else empty). Raises
+        events that is; reads, writes nothing. Raises
         :class:`ProjectionError` for a start this source cannot replay from (an offset
         on the store log, a position past the log's end, a time in the future, an
         offset Kafka deleted)."""
@@ -256,7 +255,6 @@ class StoreLogSubscription:
         after = checkpoints.get(LOG, 0)
         pages = LogPages(store, self.projection.event_types(), batch_size)
         target = await store.head_position() if once else None
-        effects_seen = 0
         try:
             while not stop.is_set():
                 records, covered = await pages.next(after)
@@ -269,20 +267,14 @@ class StoreLogSubscription:
                         continue
                     after = covered
                 if target is not None and after >= target:
-                    if applier.effects_run == effects_seen:
-                        return
-                    # Its effects appended events (billing's charges) it may handle too:
-                    # one more pass up to the new head.
-                    effects_seen = applier.effects_run
-                    target = await store.head_position()
-                    continue
+                    return
                 if len(records) < batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.poll_interval)
         finally:
             await pages.close()
 
-    async def plan_range(self, start: ReplayFrom, live: Mapping[Coord, int]) -> Range:
+    async def plan_range(self, start: ReplayFrom) -> Range:
         """From store ``position`` P: after P up to the head; from ``time`` T: after the
         position before the first event recorded at or after T (``events`` counts those
         recorded at or after T). An ``offset`` is refused: offsets are Kafka's."""
@@ -303,8 +295,6 @@ class StoreLogSubscription:
             if after > head:
                 raise ProjectionError(f"position {after} is beyond the end of the log (the last position is {head})")
         end = head
-        if projection.has_effects() and LOG in live:
-            end = min(end, max(live[LOG], after))  # the live runner runs the effects after this
         count, first, last = await store.database.read(count_log, projection.event_types(), after, end, start.time)
         return Range({LOG: after}, {LOG: end}, count, first, last)
 
@@ -313,21 +303,14 @@ class StoreLogSubscription:
         """Pages after ``planned.start[LOG]`` until the log's head (as it is when reached);
         ``on_batch(n)`` counts the events of the projection's types in each page."""
         after = planned.start[LOG]
-        fixed_end = self.projection.has_effects()
-        end = planned.end[LOG]
         pages = LogPages(self.store, self.projection.event_types(), batch_size)
         try:
             while not stop.is_set():
                 records, covered = await pages.next(after)
-                if fixed_end:
-                    records = [r for r in records if r.position <= end]
-                    covered = min(covered, end)
                 if covered <= after:
                     return  # caught up
                 await applier.apply([Delivery(r, LOG, r.position) for r in records], {LOG: covered})
                 after = covered
                 on_batch(len(records))
-                if fixed_end and after >= end:
-                    return
         finally:
             await pages.close()

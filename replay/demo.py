@@ -34,9 +34,9 @@ from facta.projections import ProjectionRunner
 from facta.projections.api import REBUILD_SUFFIX
 from facta.projections.reference import (
     BILLING_ACTOR,
+    REFERENCE_PROCESSES,
     REFERENCE_PROJECTIONS,
     AccountBalances,
-    Billing,
     DriverEarnings,
     RideBoard,
 )
@@ -332,10 +332,10 @@ async def run_demo(
                             summary)
             if progress is not None:
                 progress(i + 1, plan.rides)
-        # Billing first, so the read models see its charges. A projection that a running
+        # The billing process first, so the read models see its charges. A projection that a running
         # `facta projections run` keeps up to date is left to it.
         sources = await _projection_sources(store)
-        for projection in sorted(REFERENCE_PROJECTIONS, key=lambda p: p is not Billing) if plan.project else ():
+        for projection in (*REFERENCE_PROCESSES, *REFERENCE_PROJECTIONS) if plan.project else ():
             if sources.get(projection.name) == "kafka":
                 # Rebuilt from Kafka (`facta replay NAME --from-offset 0`): its runner reads Kafka.
                 summary.on_kafka.append(projection.name)

@@ -158,6 +158,6 @@ async def test_a_reference_projection_rebuilt_from_kafka_is_left_to_its_runner(b
     lines: list[str] = []
     second = await run_demo(backend_url, rides=2, riders=2, drivers=2, telemetry=2, seed=3, notice=lines.append)
     assert second.on_kafka == ["ride_board"] and "ride_board" not in second.projected
-    assert set(second.projected) == {"billing", "account_balances", "driver_earnings"}
+    assert set(second.projected) == {"billing_process", "billing", "account_balances", "driver_earnings"}
     assert "  projection ride_board: reads Kafka, left to `facta projections run ride_board` with " \
            "FACTA_KAFKA_BOOTSTRAP set" in lines

@@ -28,7 +28,13 @@ from facta.eventstore import EventStore, Repository
 from facta.eventstore.schema import events, projection_checkpoints, projections
 from facta.projections import ProjectionError, UnknownProjection
 from facta.projections.catalog import load_catalog, parse_modules
-from facta.projections.reference import REFERENCE_PROJECTIONS, AccountBalances, DriverEarnings, RideBoard
+from facta.projections.reference import (
+    REFERENCE_PROCESSES,
+    REFERENCE_PROJECTIONS,
+    AccountBalances,
+    DriverEarnings,
+    RideBoard,
+)
 
 FACTA = shutil.which("facta") or ""
 BUILT = ["account_balances", "ride_board", "driver_earnings"]  # billing charges: see test_billing_...
@@ -165,14 +171,15 @@ async def check_read_models_match_the_aggregates(url: str) -> None:
 
 
 async def log_facts(url: str) -> tuple[int, dict[str, int]]:
-    """The log's head and, per reference projection, how many events it handles."""
+    """The log's head and, per reference projection (and process), how many events it handles."""
 
     def count(conn: Connection, types: list[str]) -> int:
         return int(conn.execute(select(func.count()).where(events.c.event_type.in_(types))).scalar_one())
 
     async with await EventStore.open(url) as store:
         head = await store.head_position()
-        counts = {p.name: await store.database.read(count, p.event_types()) for p in REFERENCE_PROJECTIONS}
+        counts = {p.name: await store.database.read(count, p.event_types())
+                  for p in (*REFERENCE_PROJECTIONS, *REFERENCE_PROCESSES)}
     return head, counts
 
 
@@ -198,7 +205,7 @@ async def test_list_run_and_replay(backend_url: str) -> None:
     head, handled = await log_facts(url)
 
     before = by_name(as_json(facta("projections", "list", "--json", "--database-url", url)))
-    assert list(before) == ["account_balances", "ride_board", "driver_earnings", "billing"]
+    assert list(before) == ["account_balances", "ride_board", "driver_earnings", "billing", "billing_process"]
     for name, entry in before.items():
         assert entry["source"] is None and entry["checkpoint"] is None and entry["generation"] is None, entry
         assert entry["lag"] == handled[name] > 0, entry
@@ -493,7 +500,8 @@ def test_user_projections_from_modules(tmp_path: Path, sqlite_url: str) -> None:
                         ({"FACTA_PROJECTIONS": "no.such.module"}, ["--projections", " mine.reports ,"])):
         listing = as_json(facta("projections", "list", "--json", *option, "--database-url", sqlite_url,
                                 cwd=tmp_path, env=env))
-        assert [e["name"] for e in listing] == [*(p.name for p in REFERENCE_PROJECTIONS), "trips_per_rider"]
+        assert [e["name"] for e in listing] == [*(p.name for p in (*REFERENCE_PROJECTIONS, *REFERENCE_PROCESSES)),
+                                                "trips_per_rider"]
     env = {"FACTA_PROJECTIONS": "mine.reports"}
     run = as_json(facta("projections", "run", "trips_per_rider", "ride_board", "--once", "--json",
                         "--database-url", sqlite_url, cwd=tmp_path, env=env))
@@ -536,14 +544,14 @@ def test_user_projections_from_modules(tmp_path: Path, sqlite_url: str) -> None:
 
 def test_catalog_in_process() -> None:
     catalog = load_catalog("")
-    assert catalog.names() == ["account_balances", "ride_board", "driver_earnings", "billing"]
+    assert catalog.names() == ["account_balances", "ride_board", "driver_earnings", "billing", "billing_process"]
     assert catalog.resolve(["ride_board", "account_balances", "ride_board"]) == [RideBoard, AccountBalances]
     with pytest.raises(UnknownProjection, match="unknown projection 'x': known are account_balances, ride_board"):
         catalog.get("x")
     with pytest.raises(ProjectionError, match=r"cannot import projections module 'facta\.nope'"):
         load_catalog(["facta.nope"])
     assert parse_modules(" a.b, ,c.d:E ,") == ["a.b", "c.d:E"]
-    assert len(load_catalog(["facta.projections.reference"])) == 4  # the same classes again: no clash
+    assert len(load_catalog(["facta.projections.reference"])) == 5  # the same classes again: no clash
     assert TripEnded.event_type in DriverEarnings.event_types()
 
 
@@ -555,7 +563,7 @@ def test_errors_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
     head = as_json(facta("replay", "ride_board", "--from-position", "0", "--dry-run", "--json",
                          "--database-url", sqlite_url))["end"]
     url = ["--database-url", sqlite_url]
-    known = "known are account_balances, ride_board, driver_earnings, billing"
+    known = "known are account_balances, ride_board, driver_earnings, billing, billing_process"
 
     def err(*args: str) -> str:
         return one_line_error(facta(*args, *url), code=1)

@@ -1,6 +1,7 @@
 """A small history for the audit tests, built through the domain only: an account with
-deposits and a withdrawal by two actors, a ride from request to trip end, and billing
-(the reference projection) charging that ride to the rider's account."""
+deposits and a withdrawal by two actors, a ride from request to trip end, billing (the
+reference process manager) charging that ride to the rider's account, and the billing
+projection recording the charge."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from facta.domain.reference import Account, Location, Ride, Tariff
 from facta.eventstore import EventStore, Repository
 from facta.projections import ProjectionRunner
-from facta.projections.reference import Billing
+from facta.projections.reference import Billing, BillingProcess
 
 TARIFF = Tariff(currency="EUR", base=250, per_km=120, per_minute=30, minimum=700)
 RIDE = "ride-audit-1"
@@ -61,5 +62,6 @@ async def build(store: EventStore) -> Scenario:
     ride.end_trip(TARIFF, duration_s=900)
     await repo.save(ride, actor="driver-1", correlation_id=RIDE)
     assert ride.state.fare is not None
-    await ProjectionRunner(store, Billing).run(once=True)
+    await ProjectionRunner(store, BillingProcess).run(once=True)  # charges
+    await ProjectionRunner(store, Billing).run(once=True)  # billing_charges
     return Scenario(fare=ride.state.fare)

@@ -13,7 +13,7 @@ import pytest
 from facta.domain import Aggregate, AggregateState, DomainEvent, EventRegistryError, applies, default_registry
 from facta.eventstore import EventStore, InvalidValue, Repository, Snapshot, StreamAppend, audit
 from facta.eventstore.relay import Relay, RelayConfig
-from facta.projections import ProjectionRunner, effect, handles
+from facta.projections import ProjectionRunner, handles, reacts_to
 from facta.projections.replay import ReplayFrom, plan_replay, replay
 from facta.projections.runner import KafkaSettings, RunnerConfig
 
@@ -252,7 +252,7 @@ def test_declaration_decorators_take_event_classes() -> None:
     for call, says in [
         (lambda: applies("argtest.ticked"), "@applies takes an event class declared with name=..., got str 'argtest.ticked'"),
         (lambda: handles(Ticked()), "@handles takes an event class declared with name=..., got Ticked"),
-        (lambda: effect(DomainEvent), "@effect takes an event class declared with name=..., got DomainEvent"),
+        (lambda: reacts_to(DomainEvent), "@reacts_to takes an event class declared with name=..., got DomainEvent"),
         (lambda: default_registry.upcaster("argtest.ticked", True), "upcaster from_version must be an integer >= 1, got bool True"),
         (lambda: default_registry.upcaster("argtest.ticked", "1"), "upcaster from_version must be an integer >= 1, got str '1'"),
     ]:

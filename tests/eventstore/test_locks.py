@@ -12,7 +12,7 @@ import pytest
 from facta.domain import DomainEvent
 from facta.eventstore import EventStore
 from facta.eventstore.locks import active_lock, lock_dir, lock_path
-from facta.projections.reference import REFERENCE_PROJECTIONS
+from facta.projections.reference import REFERENCE_PROCESSES, REFERENCE_PROJECTIONS
 from facta.replay.demo import run_demo
 
 
@@ -27,7 +27,7 @@ async def test_the_demo_leaves_nothing_beside_the_database(tmp_path: Path, priva
     data = tmp_path / "city"
     data.mkdir()
     summary = await run_demo(f"sqlite:///{data / 'facta.db'}", rides=3, riders=2, drivers=2, telemetry=2, seed=1)
-    assert set(summary.projected) == {p.name for p in REFERENCE_PROJECTIONS}
+    assert set(summary.projected) == {p.name for p in (*REFERENCE_PROCESSES, *REFERENCE_PROJECTIONS)}
     assert sorted(p.name for p in data.iterdir() if not p.name.startswith("facta.db")) == []
     assert not any(data.glob("*.lock")) and not any(Path.cwd().glob("*.lock"))
     # Released locks remove their files: nothing piles up in the lock folder either.

@@ -8,11 +8,12 @@ checkpoints, so only applications that counted are there; the test reads the top
 know each position's partition and offset. A runner's handler calls are numbered whether
 their batch commits or not, so a gap in its committed numbers is a batch rolled back.
 
-``FACTA_TEST_PACE_MS`` makes batches take longer (an async effect sleeps that long per
-event, before the batch's transaction), so that rebalances find batches in flight.
+``FACTA_TEST_PACE_MS`` makes batches take longer (its applier sleeps that long per
+handled event, asynchronously, before the batch's transaction), so that rebalances find
+batches in flight.
 
 ``FACTA_TEST_HOLD`` names a folder that makes the runner hold one batch in flight, for the
-zombie test: once a file ``arm`` is there, the effect holds at the next event it runs for
+zombie test: once a file ``arm`` is there, the applier holds at the next event it paces
 (its batch fetched, its transaction not begun). It writes ``held`` (JSON: the member, the
 pid, the event's position) and waits, its event loop running (heartbeats go on), until a
 file ``release`` is there; then the batch goes on. Once per process.
@@ -25,14 +26,16 @@ import itertools
 import json
 import os
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, Column, Integer, String
 
 from facta.domain import DomainEvent
 from facta.eventstore import RecordedEvent
-from facta.projections import EffectContext, Projection, ReadModel, effect, handles, read_model_table
+from facta.projections import Delivery, Projection, ReadModel, handles, read_model_table
+from facta.projections.applier import Applier, _Work
 
 MEMBER_ENV = "FACTA_TEST_MEMBER"
 PACE_ENV = "FACTA_TEST_PACE_MS"
@@ -90,7 +93,20 @@ class _Hold:
 _hold = _Hold(os.environ.get(HOLD_ENV))
 
 
+class _PacedApplier(Applier):
+    """Holds and paces each handled event before the batch's transaction (its event loop
+    running: the consumer's heartbeats go on)."""
+
+    async def _before_commit(self, batch: Sequence[Delivery], work: list[_Work]) -> None:
+        for w in work:
+            await _hold(w.record)
+            if _PACE:
+                await asyncio.sleep(_PACE)
+
+
 class Tally(Projection, name="tally"):
+    _applier_class: ClassVar[type[Applier] | None] = _PacedApplier
+
     totals = read_model_table(
         "tally_totals",
         Column("stream_id", String(100), primary_key=True),
@@ -109,12 +125,6 @@ class Tally(Projection, name="tally"):
     def _added(self, rm: ReadModel, event: Added, record: RecordedEvent) -> None:
         rm.upsert(self.totals, {"stream_id": record.stream_id}, add={"total": event.amount, "events": 1})
         rm.insert(self.applications, _application(rm, record))
-
-    @effect(Added)
-    async def _pace(self, context: EffectContext, event: Added, record: RecordedEvent) -> None:
-        await _hold(record)
-        if _PACE:
-            await asyncio.sleep(_PACE)
 
 
 def _application(rm: ReadModel, record: RecordedEvent) -> dict[str, Any]:

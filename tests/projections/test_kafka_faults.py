@@ -85,7 +85,7 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 async def _rebuild_from_the_store(store: EventStore) -> dict[str, tuple[int, int]]:
     """The projection built afresh from the store's log, into its rebuild tables."""
-    rebuild = Applier(store, Wallets, source="log", slot=tracking.REBUILD, replay=True)
+    rebuild = Applier(store, Wallets, source="log", slot=tracking.REBUILD)
     await store.database.write(tracking.start_rebuild, rebuild.projection, {})
     await rebuild.open()
     log = await store.read_log(limit=1_000_000)

@@ -68,7 +68,7 @@ COMMAND = [FACTA] if FACTA else [sys.executable, "-m", "facta.replay.cli"]
 PROJECTIONS = "tests.projections._group_projection:Tally"
 PARTITIONS = 6
 SESSION = 6  # seconds: the smallest session timeout Apache Kafka accepts by default
-PACE_MS = 20  # per event (an effect sleeps): rebalances find batches in flight
+PACE_MS = 20  # per event (its applier sleeps): rebalances find batches in flight
 HANG = 15  # seconds: a runner told to stop that is still running after this hangs
 ASSIGNED = re.compile(r"projection 'tally' assigned (.*)$")
 REFUSED = re.compile(r"a checkpoint moved or the tables were swapped; reloading \(its batch of (\d+) records, (\d+) of"
@@ -278,7 +278,7 @@ async def totals(store: EventStore) -> dict[str, tuple[int, int]]:
 
 async def rebuilt_totals(store: EventStore) -> dict[str, tuple[int, int]]:
     """The totals built afresh from the store's log, into the rebuild tables (then dropped)."""
-    rebuild = Applier(store, Tally, source="log", slot=tracking.REBUILD, replay=True)
+    rebuild = Applier(store, Tally, source="log", slot=tracking.REBUILD)
     await store.database.write(tracking.start_rebuild, rebuild.projection, {})
     await rebuild.open()
     log = await store.read_log(limit=1_000_000)
@@ -679,7 +679,7 @@ async def test_a_zombie_frozen_mid_batch_past_its_session_commits_nothing(group:
             await wait_for(lambda: kafka_checkpoints(store), lambda found: len(found) == PARTITIONS, 180,
                            f"a checkpoint for every partition; {context}")
 
-            # Hold the zombie's next batch in flight (fetched, effects running, nothing
+            # Hold the zombie's next batch in flight (fetched, its applier pacing, nothing
             # committed), then freeze it there: no heartbeats, as in a long GC pause.
             (hold / "arm").touch()
             await wait_for(lambda: _held(hold, zombie), bool, 120, f"the zombie to hold a batch; {context}")

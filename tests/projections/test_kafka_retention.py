@@ -14,7 +14,8 @@ the code under test.
   a full store replay builds, and the live runner goes on from its checkpoints without
   applying anything twice or skipping anything, also where Kafka emptied a partition
   while the relay still had events for it;
-- a projection with effects and a topic whose partitions changed refuse, naming why.
+- a process manager (even one whose unhandled records Kafka deleted) and a topic whose
+  partitions changed refuse, naming why.
 """
 
 from __future__ import annotations
@@ -36,16 +37,18 @@ from sqlalchemy import Column, Integer, String, insert, select
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.schema import events as events_table
 from facta.projections import (
+    ProcessContext,
+    ProcessManager,
     Projection,
     ProjectionError,
     ProjectionRunner,
     ReadModel,
     RunnerConfig,
     handles,
+    reacts_to,
     read_model_table,
     tracking,
 )
-from facta.projections.api import EffectContext, effect
 from facta.projections.applier import Applier
 from facta.projections.kafka_source import KafkaSubscription, consume_range
 from facta.projections.replay import ReplayFrom, plan_replay, replay
@@ -305,7 +308,7 @@ async def test_a_replay_stops_when_kafka_deletes_what_it_was_to_read(store: Even
     fetched = ends_of(await layout(source, store))
     assert all(n >= 2 for n in fetched.values())
     settings = source.settings()
-    rebuild = Applier(store, Wallets, source="kafka", slot=REBUILD, replay=True)
+    rebuild = Applier(store, Wallets, source="kafka", slot=REBUILD)
     await store.database.write(tracking.start_rebuild, rebuild.projection, dict.fromkeys(fetched, 0))
     await rebuild.open()
     apply, entered, gate = rebuild.apply, asyncio.Event(), asyncio.Event()
@@ -618,29 +621,23 @@ async def test_a_partition_kafka_emptied_is_read_from_the_store_and_its_late_rec
 # -- refusals -----------------------------------------------------------------------------------
 
 
-class Noticing(Projection, name="wallet_notices"):
-    """Counts credits, and sends a notice (an effect) for each."""
+class Noticing(ProcessManager, name="wallet_notices"):
+    """Sends a notice for each credit (a process manager: the notices are its commands)."""
 
     sent: ClassVar[list[str]] = []
 
-    notices = read_model_table(
-        "wallet_notices",
-        Column("wallet_id", String(100), primary_key=True),
-        Column("credits", Integer, nullable=False),
-    )
-
-    @handles(Credited)
-    def _credited(self, rm: ReadModel, event: Credited, record: RecordedEvent) -> None:
-        rm.upsert(self.notices, {"wallet_id": record.stream_id}, add={"credits": 1})
-
-    @effect(Credited)
-    async def _notify(self, context: EffectContext, event: Credited, record: RecordedEvent) -> None:
+    @reacts_to(Credited)
+    async def _notify(self, context: ProcessContext, event: Credited, record: RecordedEvent) -> None:
         type(self).sent.append(str(record.event_id))
 
 
-async def test_a_projection_with_effects_refuses_to_replay_over_effects_that_never_ran(
+async def test_a_process_manager_refuses_to_replay_even_over_records_kafka_deleted(
     store: EventStore, source: Source
 ) -> None:
+    """It was: a projection with effects refused a replay over effects that never ran. A
+    replay now refuses a process manager whatever Kafka holds: it would issue its commands
+    again, and the ones whose events Kafka deleted are the live runner's to reach."""
+    Noticing.sent.clear()
     book = Book()
     await workload(store, book, rounds=30)
     await source.publish(store)
@@ -648,22 +645,25 @@ async def test_a_projection_with_effects_refuses_to_replay_over_effects_that_nev
     await asyncio.wait_for(live.run(once=True), 60)
     at = await store.database.read(tracking.load_checkpoints, Noticing.name, LIVE)
     sent = len(Noticing.sent)
+    assert sent == len({r.event_id for r in await store.read_log(limit=100_000, event_types=[Credited.event_type])})
     await workload(store, book, rounds=30, seed=2)
     await source.publish(store)
     parts = await layout(source, store)
     gap = next(c for c in sorted(parts) if len(parts[c]) >= at[c] + 2)
     await delete_before(source.broker.bootstrap, {gap: at[gap] + 1})
 
+    refusal = (
+        "'wallet_notices' is a process manager, not a projection: it has no read model to rebuild, and a replay"
+        " never issues its commands again (a read model of what it did is a projection: replay that)"
+    )
     with pytest.raises(ProjectionError) as info:
         await plan_replay(store, Noticing, ReplayFrom(position=0), kafka=source.settings())
-    through = parts[gap][at[gap] + 1].position - 1
-    assert str(info.value) == (
-        f"projection 'wallet_notices' runs effects and has its live checkpoint at offset {at[gap]} on"
-        f" {gap[0]}[{gap[1]}], before the earliest retained offset {at[gap] + 1}: the effects of the events Kafka"
-        " deleted there never ran, and a replay runs no effects, so it would pass over them; run them first (they"
-        f" are among the partition's events in the store after position 0 through {through})"
-    )
+    assert str(info.value) == refusal
+    with pytest.raises(ProjectionError) as info:
+        await replay(store, Noticing, ReplayFrom(position=0), kafka=source.settings())
+    assert str(info.value) == refusal
     assert len(Noticing.sent) == sent
+    assert await store.database.read(tracking.load_checkpoints, Noticing.name, LIVE) == at
 
 
 async def test_a_topic_whose_partitions_changed_is_not_guessed_at(store: EventStore, source: Source) -> None:

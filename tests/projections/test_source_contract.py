@@ -503,7 +503,7 @@ async def test_a_planned_range_reads_what_the_events_say(source: Source, store: 
     await workload(store, book, rounds=40)
     await source.publish(store)
     subscription = source.subscription(store)
-    planned = await subscription.plan_range(ReplayFrom(position=0), {})
+    planned = await subscription.plan_range(ReplayFrom(position=0))
     assert isinstance(planned, Range)
     if source.kafka:
         assert planned.start == dict.fromkeys(planned.end, 0) and len(planned.end) == source.partitions
@@ -516,7 +516,7 @@ async def test_a_planned_range_reads_what_the_events_say(source: Source, store: 
         assert planned.events == book.handled == len(handled), "the log counts the events of the handled types"
         assert (planned.first_position, planned.last_position) == (handled[0], handled[-1])
 
-    rebuild = Applier(store, Wallets, source=source.kind, slot=REBUILD, replay=True)
+    rebuild = Applier(store, Wallets, source=source.kind, slot=REBUILD)
     await store.database.write(tracking.start_rebuild, rebuild.projection, planned.start, planned.floors)
     await rebuild.open()
     counted: list[int] = []
@@ -629,7 +629,7 @@ async def test_copies_the_relay_republished_are_applied_once(migrated_url: str, 
         assert sum((await checkpoints(store)).values()) == records
 
         # A rebuild from Kafka (no group) passes over the copies as well.
-        rebuild = Applier(store, Wallets, source="kafka", slot=tracking.REBUILD, replay=True)
+        rebuild = Applier(store, Wallets, source="kafka", slot=tracking.REBUILD)
         begins = {coord: 0 for coord in await checkpoints(store)}
         await store.database.write(tracking.start_rebuild, rebuild.projection, begins)
         await rebuild.open()
