@@ -8,7 +8,7 @@ import asyncio
 import click
 
 from facta.domain import FactaError
-from facta.projections import ProjectionRunner, RunnerConfig
+from facta.projections import ProcessManager, ProjectionRunner, RunnerConfig
 from facta.projections.catalog import load_catalog
 from facta.projections.status import checkpoints, projection_status, skip_event, skipped_events
 
@@ -117,7 +117,8 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
     """Keep the named projections up to date, side by side, from the store log or Kafka.
 
     Runs until SIGINT or SIGTERM (finishing the batch in flight, then exit 0), or with
-    --once until caught up with what was there when it started. On the store log a second
+    --once until caught up with what was there when it started (process managers first,
+    then projections, so these see the events those stored). On the store log a second
     runner of the same projection waits and takes over; on Kafka the runners of a
     projection share its partitions in one consumer group and take over each other's. A
     failing handler stops the run with one line naming the event.
@@ -149,7 +150,17 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
                 stop.set()  # one stopped: stop the others cleanly too
                 raise
 
-        results = await asyncio.gather(*(run_one(r) for r in runners), return_exceptions=True)
+        if once:
+            # Process managers first: the events they store (billing_process's charges) are
+            # then there for the projections of the same run to apply (billing's table).
+            first = [i for i, r in enumerate(runners) if issubclass(r.projection, ProcessManager)]
+            results: list[int | BaseException] = [0] * len(runners)
+            for batch in (first, [i for i in range(len(runners)) if i not in first]):
+                done = await asyncio.gather(*(run_one(runners[i]) for i in batch), return_exceptions=True)
+                for i, result in zip(batch, done, strict=True):
+                    results[i] = result
+        else:
+            results = await asyncio.gather(*(run_one(r) for r in runners), return_exceptions=True)
         live = await checkpoints(store)
     summary = []
     for runner, result in zip(runners, results, strict=True):

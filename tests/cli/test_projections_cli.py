@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from facta.domain.reference import Account, Ride, TripEnded
 from facta.eventstore import EventStore, Repository
@@ -676,3 +676,21 @@ async def test_a_replay_from_a_later_position_needs_slice_and_the_dry_run_says_s
     assert await row() == (None, None, -944)  # the slice: -994 + 50, no opening
     ok(facta("replay", "account_balances", "--from-position", "0", *url))
     assert await row() == ("ann", "open", 56)
+
+
+async def test_run_once_runs_process_managers_before_projections(backend_url: str) -> None:
+    """`projections run billing billing_process --once` on a store nobody billed yet: the
+    process runs first, so the billing table of the same run shows every ride charged."""
+    ok(facta("demo", "--rides", "12", "--seed", "4", "--no-projections", "--database-url", backend_url))
+    result = ok(facta("projections", "run", "billing", "billing_process", "--once", "--json", "--database-url", backend_url))
+    applied = {entry["name"]: entry["applied"] for entry in json.loads(result.stdout)}
+    store = await EventStore.open(backend_url)
+    try:
+        ended = [r.stream_id for r in await store.read_log(0, limit=100_000) if r.event_type == "ride.trip_ended"]
+        charges = await store.database.read(
+            lambda conn: conn.execute(text("SELECT ride_id, charged FROM billing_charges")).all())
+    finally:
+        await store.close()
+    assert ended and applied["billing_process"] == len(ended)
+    assert sorted(ride for ride, _ in charges) == sorted(ended)
+    assert all(charged is not None and charged > 0 for _, charged in charges), charges

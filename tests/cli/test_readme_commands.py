@@ -74,7 +74,7 @@ SYNOPSES: dict[str, list[str]] = {
     "facta projections run NAME... [--once] [--batch-size N] [--kafka-timeout S] [--kafka-session-timeout S] [--group-prefix P]": [
         "facta projections run account_balances ride_board --once --batch-size 50 --kafka-timeout 10",
         "facta projections run account_balances --once --kafka-session-timeout 6 --group-prefix readme.",
-        "facta projections run driver_earnings billing &",
+        "facta projections run driver_earnings billing billing_process &",
     ],
     "facta projections skip NAME --position P [--reason TEXT]": [
         "facta projections skip driver_earnings --position 1 --reason 'a README example'",
