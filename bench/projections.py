@@ -100,6 +100,7 @@ from psycopg.sql import SQL
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from facta.dev.devbroker import Broker, BrokerError, default_kind, start_broker
 from facta.domain import DomainEvent, PendingEvent
 from facta.domain.reference import (
     AccountClosed,
@@ -123,7 +124,6 @@ from facta.eventstore.relay import Relay, RelayConfig
 from facta.projections import KafkaSettings, Projection, ProjectionRunner, RunnerConfig
 from facta.projections.reference import AccountBalances, RideBoard
 from facta.projections.replay import ReplayFrom, replay
-from facta.dev.devbroker import Broker, BrokerError, default_kind, start_broker
 
 CONTENDERS = ("facta", "raw", "eventsourcing")
 PROJECTIONS: tuple[type[Projection], ...] = (AccountBalances, RideBoard)
@@ -1048,7 +1048,8 @@ async def _profile_replay(fresh: Fresh, projection: type[Projection], batch: int
     from sqlalchemy import event
 
     from facta.domain import default_registry
-    from facta.projections import tracking, writer
+    from facta.projections import _tracking as tracking
+    from facta.projections import writer
 
     totals: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     store = await EventStore.open(fresh.url)

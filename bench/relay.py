@@ -80,11 +80,11 @@ from _common import (
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from facta.dev.apache_kafka import KAFKA_VERSION
+from facta.dev.devbroker import BROKER_KINDS, Broker, start_broker
 from facta.eventstore.records import RecordedEvent
 from facta.eventstore.relay import Relay, RelayConfig, kafka_record
 from facta.eventstore.store import EventStore
-from facta.dev.apache_kafka import KAFKA_VERSION
-from facta.dev.devbroker import BROKER_KINDS, Broker, start_broker
 
 CONTENDERS = ("relay", "raw")
 BACKENDS = ("sqlite", "postgresql")

@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from facta.domain import Aggregate, AggregateState, aggregate_class
 from facta.errors import AuditError, StreamNotFound
 
-from . import blocks
+from . import _blocks as blocks
 from .records import RecordedEvent
 from .repository import Repository, VersionNotFound
 from .schema import events as events_table
@@ -372,7 +372,7 @@ async def _window_page(
     ``low < position < high``, in position order (or the last ones, newest first).
 
     The window's events can be anywhere in the log (recorded_at is not in position
-    order). The log blocks (:mod:`facta.eventstore.blocks`) rule out the summarised
+    order). The log blocks (:mod:`facta.eventstore._blocks`) rule out the summarised
     blocks whose recorded times miss the window; what is left (the candidate
     positions) is read in one of two exact ways: walk it by position from the cursor
     through the primary key, which costs the positions passed until the page is full,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from facta.settings import settings
 
-from .diagnostics import describe
+from ._diagnostics import describe
 from .kafka_support import pause
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ log = logging.getLogger("facta.locks")
 #: for :data:`WRITER_MARKER`, 2 and up for a named lock (:func:`lock_key`).
 LOCK_CLASS = 0x66616374
 #: The lock every append holds, shared, from before it takes sequence values until it
-#: commits: the "writer in flight" marker that log readers wait on (``readers.py``). In
+#: commits: the "writer in flight" marker that log readers wait on (``_readers.py``). In
 #: ``pg_locks``: classid ``LOCK_CLASS``, objid 1, objsubid 2 (the two-key form).
 WRITER_MARKER = (LOCK_CLASS, 1)
 #: The first key of the transaction lock ``facta_append()`` takes per stream (revision

@@ -65,7 +65,8 @@ from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
 from facta.errors import RecordRefused, RelayError
 from facta.settings import settings
 
-from .diagnostics import describe
+from ._diagnostics import describe
+from ._rows import records_from_rows
 from .kafka_codec import (
     OPTIONAL_HEADERS,
     REQUIRED_HEADERS,
@@ -78,7 +79,6 @@ from .kafka_codec import (
 from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause, stop_quietly
 from .locks import active_lock
 from .records import RecordedEvent
-from .rows import records_from_rows
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
 from .validation import TEXT_LIMITS, check_instance_arg, check_settings

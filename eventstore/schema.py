@@ -183,7 +183,7 @@ relay_skips = Table(
 )
 
 # A cache of the log's recorded times per block of positions (revision 0006): see
-# facta.eventstore.blocks.
+# facta.eventstore._blocks.
 log_blocks = Table(
     "facta_log_blocks",
     metadata,

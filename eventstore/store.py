@@ -23,8 +23,8 @@ ARCHITECTURE.md explains the choice; tests/eventstore/test_log_torture.py (a tor
 test with 8 writer processes and a deterministic in-flight-writer test) proves it.
 
 :class:`EventStore` is a facade over three parts: its dialect's appender
-(:mod:`.appenders`: the append hot path, finding stored events, writing snapshots), its
-dialect's log reader (:mod:`.readers`: the settled horizon above on PostgreSQL, plain
+(:mod:`._appenders`: the append hot path, finding stored events, writing snapshots), its
+dialect's log reader (:mod:`._readers`: the settled horizon above on PostgreSQL, plain
 reads on SQLite) and the one row decoder (:func:`.rows.records_from_rows`). It picks the
 appender and the reader once, when it is made; what is left here is dialect-free: the
 checks before any I/O, telling a retry from a conflict, and the Core queries of streams,
@@ -49,12 +49,12 @@ from facta.domain import DomainEvent, EventRegistry, EventRegistryError, Pending
 from facta.errors import ConcurrencyError, DuplicateEventError, InvalidValue, SchemaNotReady, StoreError
 from facta.errors import StreamTypeMismatch as _StreamTypeMismatch
 
-from . import blocks
-from .appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
+from . import _blocks as blocks
+from ._appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
+from ._readers import LogReader, PostgresLogReader, SQLiteLogReader, all_rows
+from ._rows import records_from_rows
 from .database import Database, database_url_from_env
-from .readers import LogReader, PostgresLogReader, SQLiteLogReader, all_rows
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
-from .rows import records_from_rows
 from .schema import events, snapshots
 from .validation import (
     check_append,
@@ -89,7 +89,7 @@ class EventStore:
     context manager or call :meth:`close`.
 
     Attributes: ``database`` (:class:`Database`), ``registry`` (decodes payloads) and
-    ``block_summaries`` (:class:`facta.eventstore.blocks.Summaries`: which log blocks
+    ``block_summaries`` (:class:`facta.eventstore._blocks.Summaries`: which log blocks
     this store object knows are summarised for time windows).
     """
 
@@ -419,7 +419,7 @@ class EventStore:
         overlap, and a writer whose clock stepped back records an earlier time at a later
         position, by any amount. So this is exact, never estimated from a margin: the
         smallest position with ``recorded_at >= when``: the first event recorded since
-        in the log blocks that can hold one (:mod:`facta.eventstore.blocks`: a summarised
+        in the log blocks that can hold one (:mod:`facta.eventstore._blocks`: a summarised
         block whose latest time is before ``when`` is skipped), or, where a long stretch
         has no summaries, on the (recorded_at, position) index. Later positions can still hold events recorded before ``when``;
         a replay from a time passes over those (see :mod:`facta.projections.replay`).

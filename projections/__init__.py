@@ -13,8 +13,8 @@ runs it.
 other modules are the projections' implementation.
 """
 
+from ._applier import Delivery
 from .api import Projection, handles, read_model_table
-from .applier import Delivery
 from .errors import ProjectionError, UnknownProjection
 from .process import ProcessContext, ProcessManager, reacts_to
 from .runner import KafkaSettings, ProjectionRunner, RunnerConfig

@@ -43,7 +43,7 @@ from facta.eventstore.validation import got
 if TYPE_CHECKING:
     from sqlalchemy import Dialect
 
-    from .applier import Applier
+    from ._applier import Applier
     from .writer import ReadModel
 
 __all__ = [

@@ -63,16 +63,17 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 from facta.domain import EventRegistry, default_registry
 from facta.errors import KafkaRecordError, ProjectionError, RetentionGap
 from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore._diagnostics import describe as _describe
 from facta.eventstore.audit import utc_text
-from facta.eventstore.diagnostics import describe as _describe
 from facta.eventstore.kafka_codec import decode, encode_time, peek, utc
 from facta.eventstore.kafka_support import is_transient, pause
 from facta.eventstore.kafka_support import stop_quietly as _stop_quietly
 from facta.eventstore.schema import events
 
-from . import tracking
+from . import _tracking as tracking
+from ._applier import Applier, Delivery
+from ._tracking import LIVE, Coord, Stale
 from .api import Projection
-from .applier import Applier, Delivery
 from .retention import (
     FirstRecord,
     StoreFill,
@@ -83,7 +84,6 @@ from .retention import (
     refuse_deleted_offsets,
 )
 from .subscriptions import KafkaSettings, Range
-from .tracking import LIVE, Coord, Stale
 
 if TYPE_CHECKING:
     from .replay import ReplayFrom

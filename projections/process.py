@@ -60,8 +60,8 @@ from facta.eventstore import (
     Repository,
 )
 
+from ._applier import Applier, Delivery, _Work
 from .api import Projection
-from .applier import Applier, Delivery, _Work
 
 __all__ = ["ProcessContext", "ProcessManager", "reacts_to"]
 

@@ -58,14 +58,14 @@ from facta.eventstore.schema import events, projections
 from facta.eventstore.validation import check_int_arg, check_replay_from, got
 from facta.settings import settings
 
-from . import tracking
+from . import _tracking as tracking
+from ._applier import Applier, Delivery, advance_over
+from ._tracking import LOG, REBUILD, Coord
 from .api import Projection, check_projection_class
-from .applier import Applier, Delivery, advance_over
 from .process import ProcessManager
 from .retention import StoreFill, describe_fills
 from .runner import subscription_for
 from .subscriptions import KafkaSettings, Range, count_log
-from .tracking import LOG, REBUILD, Coord
 
 __all__ = ["Progress", "ReplayFrom", "ReplayPlan", "ReplayResult", "plan_replay", "replay"]
 

@@ -50,11 +50,11 @@ from facta.errors import ProjectionError, RetentionGap
 from facta.eventstore import EventStore
 from facta.eventstore.schema import events
 
-from . import tracking
+from . import _tracking as tracking
+from ._applier import Applier, Delivery
+from ._tracking import LOG, Coord
 from .api import Projection
-from .applier import Applier, Delivery
 from .subscriptions import KafkaSettings
-from .tracking import LOG, Coord
 
 __all__ = [
     "FirstRecord", "FirstRecords", "RetentionGap", "StoreFill", "check_retained", "describe_fills", "fill_from_store", "overtaken", "partition_of",

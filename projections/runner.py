@@ -23,8 +23,8 @@ from facta.eventstore import EventStore
 from facta.eventstore.validation import check_instance_arg, check_settings, got
 from facta.settings import settings
 
+from ._applier import applier_for
 from .api import Projection, check_projection_class
-from .applier import applier_for
 from .subscriptions import KafkaSettings, LogPages, StoreLogSubscription, Subscription
 
 __all__ = ["KafkaSettings", "LogPages", "ProjectionRunner", "RunnerConfig", "subscription_for"]

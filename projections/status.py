@@ -19,7 +19,7 @@ from facta.domain import FactaError
 from facta.eventstore import EventStore
 from facta.eventstore.schema import events
 
-from . import tracking
+from . import _tracking as tracking
 from .api import Projection
 from .subscriptions import KafkaSettings
 

@@ -1,12 +1,12 @@
 """Subscriptions: where a projection's events come from, as one protocol.
 
-A *subscription* hands a projection's :class:`~facta.projections.applier.Applier`
-batches of :class:`~facta.projections.applier.Delivery` from a *checkpoint* on; the
+A *subscription* hands a projection's :class:`~facta.projections._applier.Applier`
+batches of :class:`~facta.projections._applier.Delivery` from a *checkpoint* on; the
 applier commits the read-model writes and the moved checkpoints in one transaction.
 Two implementations, one protocol (:class:`Subscription`):
 
 - :class:`StoreLogSubscription` (``source == "log"``): the store's log. Its one
-  coordinate is :data:`~facta.projections.tracking.LOG`; a checkpoint is the store
+  coordinate is :data:`~facta.projections._tracking.LOG`; a checkpoint is the store
   *position* of the last event looked at (0: none yet).
 - :class:`~facta.projections.kafka_source.KafkaSubscription` (``source == "kafka"``): the
   relay's topics. Its coordinates are ``(topic, partition)``; a checkpoint is the
@@ -47,9 +47,9 @@ from facta.eventstore.schema import events
 from facta.eventstore.validation import check_settings
 from facta.settings import settings
 
+from ._applier import Applier, Delivery
+from ._tracking import LOG, Coord, Stale
 from .api import _KAFKA_TOPIC_CHARS, MAX_TOPIC_LENGTH, Projection
-from .applier import Applier, Delivery
-from .tracking import LOG, Coord, Stale
 
 if TYPE_CHECKING:
     from .replay import ReplayFrom

@@ -11,7 +11,7 @@ the mapping from pyproject.toml and walks every module's AST itself: every ``imp
 and ``from ... import``, at module level, inside functions, under ``if TYPE_CHECKING:``
 and in ``try`` blocks alike, relative ones resolved against the module's package.
 Imports under ``if TYPE_CHECKING:`` count for the layers but close no cycle: they never run
-(``eventstore/blocks.py`` names ``EventStore`` in annotations that way).
+(``eventstore/_blocks.py`` names ``EventStore`` in annotations that way).
 
 Modules whose layer is not their package's are classified explicitly in
 :data:`MODULE_LAYERS`, each with its reason. Cycles between modules (a module that
@@ -344,10 +344,10 @@ def test_the_real_tree_with_one_bad_import_fails(tmp_path: Path) -> None:
 
 def test_a_type_checking_import_counts_for_layers_but_closes_no_cycle(tmp_path: Path) -> None:
     files = CLEAN | {
-        "eventstore/blocks.py": "import typing\nif typing.TYPE_CHECKING:\n    from .store import S\n",
-        "eventstore/store.py": "from . import blocks\n",
+        "eventstore/_blocks.py": "import typing\nif typing.TYPE_CHECKING:\n    from .store import S\n",
+        "eventstore/store.py": "from . import _blocks\n",
     }
     assert problems(tree(tmp_path, files), {}) == []
-    files["eventstore/blocks.py"] = "from .store import S\n"
+    files["eventstore/_blocks.py"] = "from .store import S\n"
     [problem] = problems(tree(tmp_path / "runs", files), {})
-    assert problem.startswith("import cycle: facta.eventstore.blocks -> facta.eventstore.store")
+    assert problem.startswith("import cycle: facta.eventstore._blocks -> facta.eventstore.store")

@@ -33,7 +33,7 @@ def _now() -> sa.TextClause:
     return sa.text("(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')")
 
 
-# The append, as one function call: see facta.eventstore.appenders for what it does and
+# The append, as one function call: see facta.eventstore._appenders for what it does and
 # why. Changing it later takes a new revision (CREATE OR REPLACE FUNCTION).
 _FACTA_APPEND = f"""
 CREATE FUNCTION facta_append(

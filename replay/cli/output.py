@@ -29,7 +29,7 @@ import click
 
 from facta.display import escape, printable, quoted, shown
 from facta.eventstore.audit import utc_text
-from facta.projections.tracking import LOG
+from facta.projections._tracking import LOG
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

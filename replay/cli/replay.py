@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from facta.projections._tracking import LOG
 from facta.projections.catalog import load_catalog
-from facta.projections.tracking import LOG
 
 from .app import async_command, cli, freeze_heap, quiet_logging, stop_on_signals, usage_error
 from .options import (

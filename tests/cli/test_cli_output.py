@@ -38,7 +38,7 @@ from facta.eventstore.database import Database
 from facta.eventstore.relay import Relay, RelayConfig, RelayError
 from facta.eventstore.schema import projection_skips, relay_checkpoints
 from facta.eventstore.validation import TEXT_LIMITS
-from facta.projections import tracking
+from facta.projections import _tracking as tracking
 from facta.replay import cli as cli_module
 from facta.replay.cli import Text, _a, _printable, _quoted, _shown, cli
 from facta.replay.demo import DemoRefused, run_demo

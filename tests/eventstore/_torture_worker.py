@@ -19,7 +19,7 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 from facta.domain import DomainEvent, PendingEvent
-from facta.eventstore.appenders import AppendPlan, LostRace, Rejected, append_postgres
+from facta.eventstore._appenders import AppendPlan, LostRace, Rejected, append_postgres
 from facta.eventstore.errors import ConcurrencyError
 from facta.eventstore.records import AppendResult, StreamAppend
 from facta.eventstore.store import EventStore

@@ -108,7 +108,7 @@ def test_bad_settings_are_one_line_errors_naming_the_value(field: str, value: in
 def test_describe_is_one_line_naming_the_type_once() -> None:
     from sqlalchemy.exc import OperationalError
 
-    from facta.eventstore.diagnostics import describe
+    from facta.eventstore._diagnostics import describe
 
     assert describe(ValueError("bad\n  value\tthere")) == "ValueError: bad value there"
     assert describe(ValueError()) == "ValueError"

@@ -25,7 +25,8 @@ from sqlalchemy import Connection, delete, insert, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from facta import migrations
-from facta.eventstore import EventStore, audit, blocks
+from facta.eventstore import EventStore, audit
+from facta.eventstore import _blocks as blocks
 from facta.eventstore import store as store_module
 from facta.eventstore.audit import events
 from facta.eventstore.locks import WRITER_MARKER

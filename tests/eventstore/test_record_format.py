@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from pydantic import Field
 
+from facta.dev.apache_kafka import ensure_distribution, tool_command
 from facta.domain import DomainEvent
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore.relay import Relay, RelayConfig
-from facta.dev.apache_kafka import ensure_distribution, tool_command
 
 from ..kafka_fixtures import KAFKA
 

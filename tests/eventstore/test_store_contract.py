@@ -155,7 +155,7 @@ async def test_any_version_appends_keep_going_through_many_lost_races(
     """Losing the race for a stream's next version many times in a row (a hot stream,
     many writer processes) is not an error while other appends keep committing: the
     append tries again after a pause. (CI once saw five losses in a row on PostgreSQL.)"""
-    from facta.eventstore import appenders
+    from facta.eventstore import _appenders as appenders
     from facta.eventstore import store as store_module
 
     stream = sid()
@@ -170,7 +170,7 @@ async def test_any_version_appends_keep_going_through_many_lost_races(
             return real(*args)
         return attempt
 
-    # The dialects' appenders (facta.eventstore.appenders) call these by their module names.
+    # The dialects' appenders (facta.eventstore._appenders) call these by their module names.
     monkeypatch.setattr(appenders, "append_sqlite", losing(appenders.append_sqlite))
     real_pg = appenders.append_postgres
 

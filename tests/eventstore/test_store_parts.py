@@ -13,7 +13,7 @@ import pytest
 
 from facta.domain import DomainEvent, PendingEvent
 from facta.eventstore import EventStore, InvalidValue, RecordedEvent
-from facta.eventstore.rows import LOG_COLUMNS, records_from_rows, stored_time
+from facta.eventstore._rows import LOG_COLUMNS, records_from_rows, stored_time
 from facta.eventstore.schema import events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def _library_files() -> list[Path]:
 
 
 def test_only_the_row_decoder_builds_records_from_rows() -> None:
-    """RecordedEvent(...) is called in eventstore/rows.py (rows) and, for records rebuilt
+    """RecordedEvent(...) is called in eventstore/_rows.py (rows) and, for records rebuilt
     from Kafka headers, in the Kafka record codec (a module named for Kafka or codecs);
     nowhere else in the library."""
     builders = set()
@@ -133,8 +133,8 @@ def test_only_the_row_decoder_builds_records_from_rows() -> None:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "RecordedEvent":
                 builders.add(path.relative_to(ROOT).as_posix())
-    assert "eventstore/rows.py" in builders
-    assert {b for b in builders if "kafka" not in b and "codec" not in b} == {"eventstore/rows.py"}, builders
+    assert "eventstore/_rows.py" in builders
+    assert {b for b in builders if "kafka" not in b and "codec" not in b} == {"eventstore/_rows.py"}, builders
 
 
 def test_nothing_outside_the_store_module_reaches_into_a_store() -> None:

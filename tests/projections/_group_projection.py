@@ -35,7 +35,7 @@ from sqlalchemy import BigInteger, Column, Integer, String
 from facta.domain import DomainEvent
 from facta.eventstore import RecordedEvent
 from facta.projections import Delivery, Projection, ReadModel, handles, read_model_table
-from facta.projections.applier import Applier, _Work
+from facta.projections._applier import Applier, _Work
 
 MEMBER_ENV = "FACTA_TEST_MEMBER"
 PACE_ENV = "FACTA_TEST_PACE_MS"

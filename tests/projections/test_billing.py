@@ -22,7 +22,8 @@ from facta import testing
 from facta.domain.reference import Account, Location, Ride, Tariff, TransferredIn, TransferredOut, TripEnded
 from facta.eventstore import EventStore, RecordedEvent, Repository
 from facta.eventstore.schema import events, projection_checkpoints, projection_skips, projections
-from facta.projections import ProjectionError, ProjectionRunner, ReadModel, tracking
+from facta.projections import ProjectionError, ProjectionRunner, ReadModel
+from facta.projections import _tracking as tracking
 from facta.projections.reference import Billing, BillingProcess
 from facta.projections.replay import ReplayFrom, replay
 

@@ -27,10 +27,11 @@ from sqlalchemy import select
 
 from facta.eventstore import EventStore
 from facta.eventstore.relay import Relay
-from facta.projections import KafkaSettings, ProjectionRunner, RunnerConfig, tracking
-from facta.projections.applier import Applier, Delivery
+from facta.projections import KafkaSettings, ProjectionRunner, RunnerConfig
+from facta.projections import _tracking as tracking
+from facta.projections._applier import Applier, Delivery
+from facta.projections._tracking import LOG
 from facta.projections.kafka_source import KafkaSubscription
-from facta.projections.tracking import LOG
 
 from ..polling import wait_for
 from .test_source_contract import Book, Source, Wallets, checkpoints, rows, workload

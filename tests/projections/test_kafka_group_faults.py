@@ -52,10 +52,10 @@ from sqlalchemy import select
 
 from facta.eventstore import EventStore
 from facta.eventstore.relay import Relay
-from facta.projections import tracking
-from facta.projections.applier import Applier, Delivery
+from facta.projections import _tracking as tracking
+from facta.projections._applier import Applier, Delivery
+from facta.projections._tracking import LIVE, LOG
 from facta.projections.kafka_source import KafkaSubscription, kafka_offsets
-from facta.projections.tracking import LIVE, LOG
 
 from ..conftest import migrate
 from ..polling import wait_for

@@ -47,13 +47,13 @@ from facta.projections import (
     handles,
     reacts_to,
     read_model_table,
-    tracking,
 )
-from facta.projections.applier import Applier
+from facta.projections import _tracking as tracking
+from facta.projections._applier import Applier
+from facta.projections._tracking import LIVE, REBUILD
 from facta.projections.kafka_source import KafkaSubscription, consume_range
 from facta.projections.replay import ReplayFrom, plan_replay, replay
 from facta.projections.retention import RetentionGap, StoreFill
-from facta.projections.tracking import LIVE, REBUILD
 
 from ..polling import wait_for
 from .test_source_contract import (

@@ -29,8 +29,8 @@ from facta.projections import (
     handles,
     reacts_to,
     read_model_table,
-    tracking,
 )
+from facta.projections import _tracking as tracking
 from facta.projections.replay import ReplayFrom, plan_replay, replay
 
 BANK = "acct-bank"

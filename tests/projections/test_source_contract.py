@@ -47,9 +47,10 @@ from facta.projections import (
     RunnerConfig,
     handles,
     read_model_table,
-    tracking,
 )
-from facta.projections.applier import Applier, Delivery
+from facta.projections import _tracking as tracking
+from facta.projections._applier import Applier, Delivery
+from facta.projections._tracking import LIVE, LOG, REBUILD
 from facta.projections.kafka_source import (
     KafkaSubscription,
     consume_range,
@@ -59,7 +60,6 @@ from facta.projections.kafka_source import (
 )
 from facta.projections.replay import ReplayFrom
 from facta.projections.subscriptions import Range, StoreLogSubscription, Subscription
-from facta.projections.tracking import LIVE, LOG, REBUILD
 
 from ..conftest import migrate
 from ..kafka_fixtures import require

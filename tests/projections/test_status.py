@@ -9,6 +9,7 @@ from facta.domain import FactaError
 from facta.eventstore import EventStore
 from facta.eventstore.errors import InvalidValue
 from facta.projections import KafkaSettings, ProjectionError, ProjectionRunner
+from facta.projections._tracking import LOG
 from facta.projections.reference import AccountBalances, Billing, RideBoard
 from facta.projections.status import (
     ProjectionStatus,
@@ -19,7 +20,6 @@ from facta.projections.status import (
     skip_event,
     skipped_events,
 )
-from facta.projections.tracking import LOG
 
 from ..eventstore._audit_scenario import build
 

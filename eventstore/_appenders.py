@@ -12,7 +12,7 @@ event id between the check and the insert; nothing was written).
 :class:`PostgresAppender` and :class:`SQLiteAppender` wrap them for the store, each with
 what else an append needs of its dialect: how to find events stored already (to tell a
 retry from a conflict) and how to write snapshots. The log's readers are next door
-(:mod:`.readers`); the store picks one appender and one reader when it opens.
+(:mod:`._readers`); the store picks one appender and one reader when it opens.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every read of ``facta_events`` selects the table's columns in table order, which
 text. Three kinds of row arrive: SQLAlchemy rows (both dialects: the event id a UUID,
 the times aware UTC datetimes), asyncpg records (the same types) and sqlite3 driver rows
 (:meth:`EventStore.read_log_rows` on SQLite: the event id as 32 hex digits, the times as
-naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``, as :func:`facta.eventstore.appenders.sqlite_time`
+naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``, as :func:`facta.eventstore._appenders.sqlite_time`
 writes them). :func:`records_from_rows` takes any of them; it is the one place a record
 is built from rows.
 """

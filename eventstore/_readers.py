@@ -1,7 +1,7 @@
-"""The global log's readers, one per dialect, next to the appenders (:mod:`.appenders`).
+"""The global log's readers, one per dialect, next to the appenders (:mod:`._appenders`).
 
 A reader returns rows of ``facta_events`` (its columns in table order, the payload as JSON
-text); :func:`facta.eventstore.rows.records_from_rows` turns them into records. Both readers
+text); :func:`facta.eventstore._rows.records_from_rows` turns them into records. Both readers
 have the same methods, so :class:`~facta.eventstore.store.EventStore` picks one when it
 opens and never asks for the dialect again:
 
@@ -27,9 +27,9 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection, Select, Text, cast, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from ._rows import LOG_COLUMNS
 from .database import Database
 from .locks import WRITER_MARKER
-from .rows import LOG_COLUMNS
 from .schema import events
 
 __all__ = ["LogReader", "PostgresLogReader", "SQLiteLogReader", "all_rows"]

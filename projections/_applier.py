@@ -30,11 +30,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from facta.domain import DomainEvent
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
-from facta.eventstore.diagnostics import describe
+from facta.eventstore._diagnostics import describe
 
-from . import tracking
+from . import _tracking as tracking
+from ._tracking import LIVE, Coord, Stale
 from .api import REBUILD_SUFFIX, Handler, Projection
-from .tracking import LIVE, Coord, Stale
 from .writer import ReadModel
 
 __all__ = ["Applier", "Delivery", "applier_for"]
