@@ -25,7 +25,7 @@ test with 8 writer processes and a deterministic in-flight-writer test) proves i
 :class:`EventStore` is a facade over three parts: its dialect's appender
 (:mod:`._appenders`: the append hot path, finding stored events, writing snapshots), its
 dialect's log reader (:mod:`._readers`: the settled horizon above on PostgreSQL, plain
-reads on SQLite) and the one row decoder (:func:`.rows.records_from_rows`). It picks the
+reads on SQLite) and the one row decoder (:func:`._rows.records_from_rows`). It picks the
 appender and the reader once, when it is made; what is left here is dialect-free: the
 checks before any I/O, telling a retry from a conflict, and the Core queries of streams,
 snapshots and :meth:`EventStore.find_events`.

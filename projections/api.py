@@ -186,7 +186,7 @@ class Projection:
     registry: ClassVar[EventRegistry] = default_registry
     _handlers: ClassVar[dict[str, Handler]]
     _applier_class: ClassVar[type[Applier] | None] = None
-    """The applier the runner keeps it live with (None: :class:`~.applier.Applier`)."""
+    """The applier the runner keeps it live with (None: :class:`~._applier.Applier`)."""
     _event_classes: ClassVar[dict[str, type[DomainEvent]]]
     _table_attrs: ClassVar[dict[str, ReadModelTable]]
 
