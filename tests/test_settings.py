@@ -147,7 +147,7 @@ def test_the_variables_users_set_today_keep_working(clean_env: pytest.MonkeyPatc
     with pytest.raises(FactaError, match="cannot import projections module 'no_such_module_for_facta_settings'"):
         load_catalog()
     clean_env.setenv("FACTA_PROJECTIONS", "")
-    assert load_catalog().names() == ["account_balances", "ride_board", "driver_earnings", "billing"]
+    assert load_catalog().names() == ["account_balances", "ride_board", "driver_earnings", "billing", "billing_process"]
 
     clean_env.setenv("FACTA_KAFKA_BOOTSTRAP", "")
     clean_env.setenv("FACTA_CACHE_DIR", "/tmp/facta-cache")

@@ -25,12 +25,14 @@ from ..eventstore._audit_scenario import build
 
 
 async def test_status_on_the_store_log_counts_lag_rows_and_checkpoints(store: EventStore) -> None:
-    await build(store)  # billing ran; the others did not
+    await build(store)  # billing and billing_process ran; the others did not
     head = await store.head_position()
     classes = [AccountBalances, RideBoard, Billing]
     before = await projection_status(store, classes)
     by_name = {s.name: s for s in before}
-    assert [s.name for s in before] == ["account_balances", "ride_board", "billing"]
+    # billing_process was built but is not given: listed last, unknown
+    assert [s.name for s in before] == ["account_balances", "ride_board", "billing", "billing_process"]
+    assert by_name["billing_process"].known is False
     balances = by_name["account_balances"]
     assert (balances.known, balances.source, balances.consumes, balances.generation) == (True, None, "log", None)
     assert balances.checkpoints == {} and balances.updated_at is None
@@ -50,11 +52,14 @@ async def test_status_on_the_store_log_counts_lag_rows_and_checkpoints(store: Ev
 
 async def test_a_projection_built_before_but_not_given_is_listed_last_and_unknown(store: EventStore) -> None:
     await build(store)
-    [only] = await projection_status(store, [])
+    only, process = await projection_status(store, [])
     assert isinstance(only, ProjectionStatus)
     assert (only.name, only.known, only.lag, only.rows, only.source) == ("billing", False, None, {}, "log")
+    assert (process.name, process.known, process.lag, process.rows, process.source) == (
+        "billing_process", False, None, {}, "log")
     direct = await store.database.read(describe_projections, [Billing], "kafka")
-    assert [s.name for s in direct] == ["billing"] and direct[0].consumes == "log"  # its recorded source wins
+    assert [s.name for s in direct] == ["billing", "billing_process"]  # billing_process: built, not given
+    assert direct[0].consumes == "log"  # its recorded source wins
 
 
 async def test_kafka_lag_problems_go_to_the_callback_or_raise(store: EventStore) -> None:
