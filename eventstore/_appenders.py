@@ -266,6 +266,10 @@ _SQLITE_STORED_BY_ID = text(
 ).bindparams(bindparam("event_ids", expanding=True)).columns(recorded_at=UTCDateTime())
 
 
+# Built once, like the statements above: constructing one costs more than running it.
+_PG_INSERT_SNAPSHOTS = pg_insert(snapshots).on_conflict_do_nothing()
+
+
 def _snapshot_rows(snaps: Sequence[Snapshot]) -> list[dict[str, Any]]:
     return [
         {"stream_id": s.stream_id, "version": s.version, "stream_type": s.stream_type,
@@ -297,7 +301,7 @@ class PostgresAppender:
 
     @staticmethod
     def insert_snapshots(conn: Connection, snaps: Sequence[Snapshot]) -> None:
-        conn.execute(pg_insert(snapshots).on_conflict_do_nothing(), _snapshot_rows(snaps))
+        conn.execute(_PG_INSERT_SNAPSHOTS, _snapshot_rows(snaps))
 
 
 class SQLiteAppender:
