@@ -44,18 +44,25 @@ class Counter(Aggregate, stream_type="counter"):
 
 
 class Spy:
-    """Records how many events each read_stream call returned."""
+    """Records how many events each stream read returned (``read_from_snapshot``, a
+    load's one read, and ``read_stream``)."""
 
     def __init__(self, store: EventStore) -> None:
         self.reads: list[int] = []
-        original = store.read_stream
+        original_stream, original_load = store.read_stream, store.read_from_snapshot
 
         async def read_stream(*args: object, **kwargs: object) -> object:
-            result = await original(*args, **kwargs)  # type: ignore[arg-type]
+            result = await original_stream(*args, **kwargs)  # type: ignore[arg-type]
             self.reads.append(len(result))
             return result
 
+        async def read_from_snapshot(*args: object, **kwargs: object) -> object:
+            snapshot, records = await original_load(*args, **kwargs)  # type: ignore[arg-type]
+            self.reads.append(len(records))
+            return snapshot, records
+
         store.read_stream = read_stream  # type: ignore[method-assign]
+        store.read_from_snapshot = read_from_snapshot  # type: ignore[method-assign]
 
 
 async def test_save_and_load_round_trip(store: EventStore) -> None:
