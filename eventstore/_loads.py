@@ -7,26 +7,28 @@ and executing SQLAlchemy Core selects for that cost more than the reads themselv
 each ``Database.read`` is a thread hop (SQLite) or a greenlet hop with a pool checkout
 (PostgreSQL). So a load here is:
 
-- one hop: the newest snapshot and the events from its version are read one after the
-  other on one driver connection (:meth:`StreamReader.from_snapshot`), the second
-  statement starting where the first one's row says;
+- one read (:meth:`StreamReader.from_snapshot`): the newest snapshot and the events from
+  its version. PostgreSQL: one statement, one round trip. SQLite: two statements on one
+  connection, on the event loop's own thread while they return at most
+  :data:`INLINE_ROWS` events (no hop at all), the rest in one hop to the read threads;
 - statements written once as SQL text, kept prepared by the driver's statement cache
   (sqlite3: 128 per connection, asyncpg: 100), never built per call;
 - rows as the driver returns them, turned into records by
   :func:`facta.eventstore._rows.records_from_rows` (the one decoder) in the store.
 
 Every statement is one descent of an index followed by the rows it returns: facta_events'
-``(stream_id, version)`` unique index, read in version order (no sort), and
-facta_snapshots' primary key ``(stream_id, version)``, read backwards for the newest
-snapshot at or below a version. So a load is O(log n) in the stream's and the log's
-length plus the rows it returns (tests/eventstore/test_load_growth.py counts SQLite's VM
-instructions and PostgreSQL's plan rows at two stream lengths).
+``(stream_id, version)`` unique index, read in version order, and facta_snapshots'
+primary key ``(stream_id, version)``, read backwards for the newest snapshot at or below
+a version (PostgreSQL's one statement sorts the rows it returns, snapshot first). So a
+load is O(log n) in the stream's and the log's length plus the rows it returns
+(tests/eventstore/test_load_growth.py counts SQLite's VM instructions and PostgreSQL's
+plan rows at two stream lengths).
 
-The two statements of a load run without a transaction around them. Nothing is lost by
-that: events are never changed or deleted (revision 0004's triggers), a snapshot is
-written in or after the transaction of the events it covers, so every event a snapshot
-read shows is visible to the events read after it; the events read may include ones
-appended between the two statements, as if the load had started a moment later.
+SQLite's statements run without a transaction around them. Nothing is lost by that:
+events are never changed or deleted (revision 0004's triggers), a snapshot is written in
+or after the transaction of the events it covers, so every event a snapshot read shows is
+visible to the events read after it; the events read may include ones appended between
+the statements, as if the load had started a moment later.
 """
 
 from __future__ import annotations
