@@ -75,23 +75,25 @@ class Repository:
         check_version("at_version", at_version, optional=True)
         if at_version is not None and at_version < 1:
             raise VersionNotFound(aggregate_id, at_version, await self.store.stream_version(aggregate_id))
-        snapshot = await self.store.latest_snapshot(aggregate_id, max_version=at_version)
+        # One read: the newest snapshot and the events from its own version (from 1 when
+        # the snapshot is for another state schema). The snapshot's own event shows that
+        # the stream has that version (a snapshot ahead of the stream is unusable) and of
+        # which type the stream is.
+        schema = state_schema(cls)
+        snapshot, records = await self.store.read_from_snapshot(aggregate_id, state_schema=schema, to_version=at_version)
         state, version = None, 0
         if snapshot is not None:
             state = _snapshot_state(cls, snapshot)
-            if state is not None:
-                version = snapshot.version
-        # From the snapshot's own event: it shows that the stream has that version (a
-        # snapshot ahead of the stream is unusable) and of which type the stream is.
-        records = await self.store.read_stream(aggregate_id, from_version=max(version, 1), to_version=at_version)
-        if version > 0:
-            assert snapshot is not None
-            if not records or records[0].version != version:
+            if state is None:
+                if snapshot.state_schema == schema and snapshot.version > 1:  # read from the snapshot on
+                    records = await self.store.read_stream(aggregate_id, to_version=at_version)
+            elif not records or records[0].version != snapshot.version:
                 head = await self.store.stream_version(aggregate_id)
-                _passed_over(snapshot, f"the stream has no version {version} (its last version is {head})")
-                state, version = None, 0
+                _passed_over(snapshot, f"the stream has no version {snapshot.version} (its last version is {head})")
+                state = None
                 records = await self.store.read_stream(aggregate_id, to_version=at_version)
             else:
+                version = snapshot.version
                 records = records[1:] if records[0].stream_type == cls.stream_type else records
         if records and records[0].stream_type != cls.stream_type:
             raise StreamTypeMismatch(aggregate_id, cls.stream_type, records[0].stream_type)

@@ -51,11 +51,12 @@ from facta.errors import StreamTypeMismatch as _StreamTypeMismatch
 
 from . import _blocks as blocks
 from ._appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
-from ._readers import LogReader, PostgresLogReader, SQLiteLogReader, all_rows
-from ._rows import records_from_rows
+from ._loads import LAST_VERSION, PostgresStreamReader, SQLiteStreamReader, StreamReader
+from ._readers import LogReader, PostgresLogReader, SQLiteLogReader
+from ._rows import records_from_rows, stored_time
 from .database import Database, database_url_from_env
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
-from .schema import events, snapshots
+from .schema import events
 from .validation import (
     check_append,
     check_append_args,
@@ -99,10 +100,13 @@ class EventStore:
         # The one place the dialect is asked: the appender and the log reader to use.
         self._appender: Appender
         self._reader: LogReader
+        self._streams: StreamReader
         if database.dialect == "postgresql":
             self._appender, self._reader = PostgresAppender(database), PostgresLogReader(database)
+            self._streams = PostgresStreamReader(database)
         else:
             self._appender, self._reader = SQLiteAppender(database), SQLiteLogReader(database)
+            self._streams = SQLiteStreamReader(database)
         self.block_summaries = blocks.Summaries()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -147,6 +151,7 @@ class EventStore:
             )
 
     async def close(self) -> None:
+        self._streams.close()
         await self.database.dispose()
 
     async def __aenter__(self) -> Self:
@@ -367,11 +372,27 @@ class EventStore:
         check_version("from_version", from_version)
         check_version("to_version", to_version, optional=True)
         check_limit("limit", limit, optional=True)
-        where = [events.c.stream_id == stream_id, events.c.version >= from_version]
-        if to_version is not None:
-            where.append(events.c.version <= to_version)
-        order = events.c.version.desc() if backwards else events.c.version
-        return await self.find_events(*where, order_by=order, limit=limit)
+        last = LAST_VERSION if to_version is None else to_version
+        return self._records(await self._streams.stream(stream_id, from_version, last, backwards, limit))
+
+    async def read_from_snapshot(
+        self, stream_id: str, *, state_schema: str, to_version: int | None = None
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """What a load of an aggregate reads, in one read: the stream's newest snapshot
+        at or below ``to_version`` (None when it has none), and the stream's events up to
+        ``to_version`` in version order, from that snapshot's own version when the
+        snapshot was written for ``state_schema`` (``<stream type>.state/v<n>``), else
+        from version 1. The snapshot is not checked here: a load decides whether it is
+        usable (:meth:`facta.eventstore.Repository.get`).
+
+        Raises :class:`InvalidValue` (before any I/O) for a stream id or state schema
+        facta cannot store, or a version outside int32."""
+        check_text("stream id", stream_id)
+        check_text("state schema", state_schema)
+        check_version("to_version", to_version, optional=True)
+        last = LAST_VERSION if to_version is None else to_version
+        snapshot, rows = await self._streams.from_snapshot(stream_id, last, state_schema)
+        return _snapshot(snapshot), self._records(rows)
 
     async def read_log(
         self,
@@ -506,16 +527,8 @@ class EventStore:
         """The newest snapshot of a stream, or the newest at or below ``max_version``."""
         check_text("stream id", stream_id)
         check_version("max_version", max_version, optional=True)
-        query = select(
-            snapshots.c.stream_id, snapshots.c.stream_type, snapshots.c.version,
-            self._reader.json_text(snapshots.c.state),
-            snapshots.c.state_schema, snapshots.c.recorded_at,
-        ).where(snapshots.c.stream_id == stream_id)
-        if max_version is not None:
-            query = query.where(snapshots.c.version <= max_version)
-        query = query.order_by(snapshots.c.version.desc()).limit(1)
-        rows = await self.database.read(all_rows, query)
-        return Snapshot(*rows[0]) if rows else None
+        last = LAST_VERSION if max_version is None else max_version
+        return _snapshot(await self._streams.snapshot(stream_id, last))
 
 
 # Built once: statement construction costs more than executing these small queries.
@@ -545,6 +558,15 @@ def _find(
         part = query.where(events.c.position >= first, events.c.position <= last)
         rows += conn.execute(part if limit is None else part.limit(limit - len(rows))).all()
     return rows
+
+
+def _snapshot(row: Sequence[Any] | None) -> Snapshot | None:
+    """A snapshot row of the stream reader (:data:`._loads.SNAPSHOT_COLUMNS`) as a
+    :class:`Snapshot`; its ``recorded_at`` as an aware UTC datetime on both dialects."""
+    if row is None:
+        return None
+    stream_id, stream_type, version, state, state_schema, recorded_at = row
+    return Snapshot(stream_id, stream_type, version, state, state_schema, stored_time(recorded_at))
 
 
 # first_position_at walks this many positions of a range of candidate positions by the

@@ -44,18 +44,25 @@ class Counter(Aggregate, stream_type="counter"):
 
 
 class Spy:
-    """Records how many events each read_stream call returned."""
+    """Records how many events each stream read returned (``read_from_snapshot``, a
+    load's one read, and ``read_stream``)."""
 
     def __init__(self, store: EventStore) -> None:
         self.reads: list[int] = []
-        original = store.read_stream
+        original_stream, original_load = store.read_stream, store.read_from_snapshot
 
         async def read_stream(*args: object, **kwargs: object) -> object:
-            result = await original(*args, **kwargs)  # type: ignore[arg-type]
+            result = await original_stream(*args, **kwargs)  # type: ignore[arg-type]
             self.reads.append(len(result))
             return result
 
-        store.read_stream = read_stream  # type: ignore[method-assign]
+        async def read_from_snapshot(*args: object, **kwargs: object) -> object:
+            snapshot, records = await original_load(*args, **kwargs)  # type: ignore[arg-type]
+            self.reads.append(len(records))
+            return snapshot, records
+
+        store.read_stream = read_stream  # type: ignore[method-assign,assignment]
+        store.read_from_snapshot = read_from_snapshot  # type: ignore[method-assign,assignment]
 
 
 async def test_save_and_load_round_trip(store: EventStore) -> None:
@@ -302,3 +309,27 @@ async def test_a_snapshot_of_the_right_schema_on_a_stream_of_another_type_does_n
     await store.save_snapshot(Snapshot("c-typed", "tally", 1, '{"total": 5, "count": 1}', "tally.state/v1"))
     with pytest.raises(StreamTypeMismatch, match="is of stream type 'counter', not 'tally'"):
         await repo.get(Tally, "c-typed")
+
+
+async def test_a_sqlite_load_that_cannot_read_on_the_loop_thread_reads_on_the_read_threads(sqlite_url: str) -> None:
+    # The loop thread's read (the snapshot and the first events) is only a shortcut: any
+    # SQLite error there (here: a closed connection) hands the whole load to the read threads.
+    import sqlite3
+
+    from ..conftest import migrate
+
+    await migrate(sqlite_url)
+    async with await EventStore.open(sqlite_url) as store:
+        repo = Repository(store, snapshot_every=2)
+        counter = Counter.create("c-fallback")
+        for n in (1, 2, 3):
+            counter.add(n)
+        await repo.save(counter)
+        closed = sqlite3.connect(":memory:")
+        closed.close()
+        store._streams._inline = lambda: closed  # type: ignore[attr-defined]
+        spy = Spy(store)
+        loaded = await repo.get(Counter, "c-fallback")
+        assert (loaded.version, loaded.state) == (3, Counter.State(total=6, count=3))
+        assert spy.reads == [1], "the snapshot at 3 (the save crossed 2) and its own event"
+        assert (await store.latest_snapshot("c-fallback")) is not None
