@@ -26,7 +26,6 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from facta.domain import PendingEvent
@@ -296,6 +295,9 @@ class PostgresAppender:
 
     @staticmethod
     def insert_snapshots(conn: Connection, snaps: Sequence[Snapshot]) -> None:
+        # Imported here: the PostgreSQL dialect is 2 MiB that SQLite stores never need.
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
         conn.execute(pg_insert(snapshots).on_conflict_do_nothing(), _snapshot_rows(snaps))
 
 

@@ -23,6 +23,7 @@ import math
 import queue
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,14 +31,15 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:  # imported by Database.create for PostgreSQL only: it imports SQLAlchemy's ORM
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 from facta.errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
-from facta.settings import settings
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,6 +62,8 @@ _ASYNC = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 def database_url_from_env() -> str:
     """``FACTA_DATABASE_URL`` (:func:`facta.settings.settings`), unless unset or empty:
     then :data:`DEFAULT_DATABASE_URL`."""
+    from facta.settings import settings  # pydantic-settings: loaded when first needed
+
     return settings().database_url or DEFAULT_DATABASE_URL
 
 
@@ -209,14 +213,17 @@ def _ports(url: URL) -> list[str]:
     return ports
 
 
-try:  # asyncpg raises its own errors on the driver-level hot path
-    from asyncpg.exceptions import InterfaceError as _AsyncpgInterfaceError
-    from asyncpg.exceptions import PostgresConnectionError as _AsyncpgConnectionError
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError, InterfaceError)
 
-    _DRIVER_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (_AsyncpgInterfaceError, _AsyncpgConnectionError)
-except ImportError:  # pragma: no cover - asyncpg is a dependency
-    _DRIVER_CONNECTION_ERRORS = ()
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError, InterfaceError, *_DRIVER_CONNECTION_ERRORS)
+
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    """:data:`_CONNECT_ERRORS` and, once asyncpg is loaded (only a PostgreSQL engine loads
+    it), the connection errors asyncpg raises on the driver-level hot path. Evaluated only
+    when an exception is being matched."""
+    asyncpg_errors = sys.modules.get("asyncpg.exceptions")
+    if asyncpg_errors is None:
+        return _CONNECT_ERRORS
+    return (*_CONNECT_ERRORS, asyncpg_errors.InterfaceError, asyncpg_errors.PostgresConnectionError)
 
 
 @contextmanager
@@ -224,7 +231,7 @@ def translate_connect_errors(url: URL) -> Iterator[None]:
     """Turn a failure to reach the database into one line naming the server."""
     try:
         yield
-    except _CONNECT_ERRORS as exc:
+    except _connect_errors() as exc:
         raise DatabaseUnavailable(_describe_unavailable(url, exc)) from None
     except DBAPIError as exc:
         # An error raised while connecting carries no statement (a missing database,
@@ -285,6 +292,8 @@ class Database:
                 _write_thread=_WriterThread("facta-sqlite-write"),
                 _read_threads=ThreadPoolExecutor(4, thread_name_prefix="facta-sqlite-read"),
             )
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         connect_args = {**options, **engine_options.pop("connect_args", {})}
         return cls(resolved, engine=create_async_engine(_without_options(resolved), connect_args=connect_args,
                                                          **engine_options))
