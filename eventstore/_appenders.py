@@ -26,7 +26,6 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from facta.domain import PendingEvent
@@ -267,7 +266,17 @@ _SQLITE_STORED_BY_ID = text(
 
 
 # Built once, like the statements above: constructing one costs more than running it.
-_PG_INSERT_SNAPSHOTS = pg_insert(snapshots).on_conflict_do_nothing()
+_PG_INSERT_SNAPSHOTS: list[Any] = []
+
+
+def _pg_insert_snapshots() -> Any:
+    """PostgreSQL's ``INSERT ... ON CONFLICT DO NOTHING`` into the snapshots table, built
+    on first use and kept (the PostgreSQL dialect is 2 MiB that SQLite stores never need)."""
+    if not _PG_INSERT_SNAPSHOTS:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        _PG_INSERT_SNAPSHOTS.append(pg_insert(snapshots).on_conflict_do_nothing())
+    return _PG_INSERT_SNAPSHOTS[0]
 
 
 def _snapshot_rows(snaps: Sequence[Snapshot]) -> list[dict[str, Any]]:
@@ -301,7 +310,7 @@ class PostgresAppender:
 
     @staticmethod
     def insert_snapshots(conn: Connection, snaps: Sequence[Snapshot]) -> None:
-        conn.execute(_PG_INSERT_SNAPSHOTS, _snapshot_rows(snaps))
+        conn.execute(_pg_insert_snapshots(), _snapshot_rows(snaps))
 
 
 class SQLiteAppender:

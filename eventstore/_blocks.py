@@ -42,7 +42,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, or_, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
@@ -115,8 +114,13 @@ def _missing_blocks(conn: Connection, settled: int) -> list[dict[str, Any]]:
 
 
 def _insert_blocks(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    insert = pg_insert(log_blocks) if conn.dialect.name == "postgresql" else sqlite_insert(log_blocks)
-    conn.execute(insert.on_conflict_do_nothing(), rows)
+    if conn.dialect.name == "postgresql":
+        # Imported here: the PostgreSQL dialect is 2 MiB that SQLite stores never need.
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(log_blocks).on_conflict_do_nothing(), rows)
+    else:
+        conn.execute(sqlite_insert(log_blocks).on_conflict_do_nothing(), rows)
 
 
 async def window_ranges(

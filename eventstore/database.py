@@ -23,6 +23,7 @@ import math
 import queue
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,16 +31,16 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
+
+if TYPE_CHECKING:  # imported by Database.create for PostgreSQL only: it imports SQLAlchemy's ORM
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.pool import PoolProxiedConnection
 
 from facta.errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
-from facta.settings import settings
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,6 +63,8 @@ _ASYNC = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 def database_url_from_env() -> str:
     """``FACTA_DATABASE_URL`` (:func:`facta.settings.settings`), unless unset or empty:
     then :data:`DEFAULT_DATABASE_URL`."""
+    from facta.settings import settings  # pydantic-settings: loaded when first needed
+
     return settings().database_url or DEFAULT_DATABASE_URL
 
 
@@ -211,14 +214,17 @@ def _ports(url: URL) -> list[str]:
     return ports
 
 
-try:  # asyncpg raises its own errors on the driver-level hot path
-    from asyncpg.exceptions import InterfaceError as _AsyncpgInterfaceError
-    from asyncpg.exceptions import PostgresConnectionError as _AsyncpgConnectionError
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError, InterfaceError)
 
-    _DRIVER_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (_AsyncpgInterfaceError, _AsyncpgConnectionError)
-except ImportError:  # pragma: no cover - asyncpg is a dependency
-    _DRIVER_CONNECTION_ERRORS = ()
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError, InterfaceError, *_DRIVER_CONNECTION_ERRORS)
+
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    """:data:`_CONNECT_ERRORS` and, once asyncpg is loaded (only a PostgreSQL engine loads
+    it), the connection errors asyncpg raises on the driver-level hot path. Evaluated only
+    when an exception is being matched."""
+    asyncpg_errors = sys.modules.get("asyncpg.exceptions")
+    if asyncpg_errors is None:
+        return _CONNECT_ERRORS
+    return (*_CONNECT_ERRORS, asyncpg_errors.InterfaceError, asyncpg_errors.PostgresConnectionError)
 
 
 @contextmanager
@@ -226,7 +232,7 @@ def translate_connect_errors(url: URL) -> Iterator[None]:
     """Turn a failure to reach the database into one line naming the server."""
     try:
         yield
-    except _CONNECT_ERRORS as exc:
+    except _connect_errors() as exc:
         raise DatabaseUnavailable(_describe_unavailable(url, exc)) from None
     except DBAPIError as exc:
         # An error raised while connecting carries no statement (a missing database,
@@ -288,6 +294,8 @@ class Database:
                 _write_thread=_WriterThread("facta-sqlite-write"),
                 _read_threads=ThreadPoolExecutor(4, thread_name_prefix="facta-sqlite-read"),
             )
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         connect_args = {**options, **engine_options.pop("connect_args", {})}
         return cls(resolved, engine=create_async_engine(_without_options(resolved), connect_args=connect_args,
                                                          **engine_options))
@@ -330,12 +338,12 @@ class Database:
             try:
                 yield pooled.driver_connection
             except BaseException:
-                await greenlet_spawn(pooled.close)  # closing may await the driver
+                await _greenlet_spawn(pooled.close)  # closing may await the driver
                 raise
             if self._kept_driver is None and self.engine is not None:
                 self._kept_driver = pooled
             else:
-                await greenlet_spawn(pooled.close)
+                await _greenlet_spawn(pooled.close)
 
     async def sqlite_write(self, work: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """SQLite only: run ``work(connection, ...)`` inside ``BEGIN IMMEDIATE`` on the
@@ -372,7 +380,7 @@ class Database:
             self._raw_writer = None
         if self._kept_driver is not None:
             pooled, self._kept_driver = self._kept_driver, None
-            await greenlet_spawn(pooled.close)
+            await _greenlet_spawn(pooled.close)
         if self.engine is not None:
             await self.engine.dispose()
         for engine in (self._sync_writer, self._sync_reader):
@@ -417,6 +425,14 @@ class _WriterThread:
                 loop.call_soon_threadsafe(_settle, future, None, exc)
             else:
                 loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+async def _greenlet_spawn(work: Callable[[], Any]) -> Any:
+    """Run ``work`` (which may await the driver) in SQLAlchemy's greenlet bridge; imported
+    here, as PostgreSQL is the only user."""
+    from sqlalchemy.util import greenlet_spawn
+
+    return await greenlet_spawn(work)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -27,8 +27,6 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facta.settings import settings
-
 from ._diagnostics import describe
 from .kafka_support import pause
 
@@ -85,6 +83,8 @@ def active_lock(store: EventStore, kind: str, name: str, error: type[Exception])
 def lock_dir() -> Path:
     """The folder that holds SQLite workers' lock files: ``FACTA_LOCK_DIR``, else
     ``facta-locks`` in the system temp folder (created sticky and writable by all)."""
+    from facta.settings import settings  # pydantic-settings: loaded when first needed
+
     configured = (settings().lock_dir or "").strip()
     if configured:
         return Path(configured)
@@ -109,6 +109,8 @@ def _ensure_dir(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
         return
+    from facta.settings import settings
+
     if settings().lock_dir is None:  # the shared folder: every user may add files, like /tmp
         with contextlib.suppress(OSError):
             os.chmod(folder, stat.S_IRWXU | stat.S_IRWXG | stat.S_IRWXO | stat.S_ISVTX)

@@ -74,7 +74,7 @@ from .kafka_codec import (
     TimeMemo,
     decode_id,
     encode,
-    encode_row,
+    encode_rows,
 )
 from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause, stop_quietly
 from .locks import active_lock
@@ -285,6 +285,7 @@ class Relay:
         self._leave_at: float | None = None  # once stopping: when to leave what Kafka has not acknowledged
         self._give_up_after: float | None = None
         self._deadline: float | None = None  # with give_up_after: give up unless Kafka answers by then
+        self._catching_up = True  # the last page read was full: read the next one's skips beside it
 
     # -- status and skips -------------------------------------------------------------------
 
@@ -488,12 +489,26 @@ class Relay:
     # -- pages ------------------------------------------------------------------------------
 
     async def _read_page(self, after: int) -> tuple[list[Sequence[Any]], set[int]]:
-        """The next page of the log after ``after``, and the positions in it this relay skips."""
-        rows = list(await self.store.read_log_rows(after, self.config.batch_size))
+        """The next page of the log after ``after``, and the positions in it this relay skips.
+
+        While catching up (the previous page was full) the skips are read beside the rows,
+        as the first ``batch_size`` skipped positions after ``after``: the page holds at
+        most that many events, so every skip up to its last position is among them. An idle
+        relay reads the skips only when the log has something new."""
+        limit = self.config.batch_size
+        if self._catching_up:
+            found, skips = await asyncio.gather(
+                self.store.read_log_rows(after, limit),
+                self.store.database.read(_skipped_after, self.config.name, after, limit),
+            )
+            rows = list(found)
+            self._catching_up = len(rows) == limit
+            return rows, {p for p in skips if rows and p <= rows[-1][0]}
+        rows = list(await self.store.read_log_rows(after, limit))
+        self._catching_up = len(rows) == limit
         if not rows:
             return rows, set()
-        skipped = await self.store.database.read(_skipped_between, self.config.name, after, rows[-1][0])
-        return rows, skipped
+        return rows, set(await self.store.database.read(_skipped_after, self.config.name, after, limit, rows[-1][0]))
 
     def _plan(self, rows: Sequence[Sequence[Any]], skipped: set[int]) -> _Page:
         """The page to send for ``rows``: without the skipped events, and cut before the
@@ -548,21 +563,34 @@ class Relay:
                 if isinstance(failure, _Refused):
                     before = failure.row[0] - 1
                     if before > checkpoint:
-                        await self._lock.verify()
                         await self._saved()
+                        await self._lock.verify()
                         await self.store.database.write(
                             _save_checkpoint, self.config.name, before, [p for p in page.skipped if p <= before]
                         )
                         failure.checkpoint = before
                 raise failure from None
-        await self._lock.verify()
-        # Save in the background, strictly in order: the previous save has ended first.
+        # Save in the background, strictly in order: the previous save has ended first. The
+        # save checks the lock first (a round trip on PostgreSQL), off the send's path too.
         await self._saved()
         if page.last > checkpoint or page.skipped:
-            self._saving = asyncio.ensure_future(
-                self.store.database.write(_save_checkpoint, self.config.name, page.last, page.skipped)
-            )
+            self._saving = asyncio.ensure_future(self._save_checkpoint(page.last, page.skipped))
+        else:
+            await self._lock.verify()
         return max(checkpoint, page.last)
+
+    async def _save_checkpoint(self, position: int, passed: Sequence[int]) -> None:
+        """Check the lock is still held, then move the checkpoint to ``position`` and stamp
+        the skips ``passed``. On PostgreSQL a move alone is one autocommitted statement on
+        the driver (one round trip, not SQLAlchemy's three: begin, update, commit)."""
+        await self._lock.verify()
+        database = self.store.database
+        if not passed and database.dialect == "postgresql":
+            async with database.driver_connection() as conn:
+                status = await conn.execute(_PG_SAVE_CHECKPOINT, position, datetime.now(UTC), self.config.name)
+            if status == "UPDATE 1":
+                return
+        await database.write(_save_checkpoint, self.config.name, position, passed)
 
     async def _acknowledged(self, future: asyncio.Future[Any], stop: asyncio.Event) -> None:
         """Wait until ``future`` is done, or :class:`_Stopping` once ``stop`` has been set
@@ -751,15 +779,19 @@ class Relay:
         wanted = set(topics)
         partitions = await self._partitions(producer, wanted)
         partitioner = DefaultPartitioner()  # the producer's own, so keys land where they always did
-        times: TimeMemo = {}
         # (topic, partition) -> [open batch, index of its first row, records in it]
         open_batches: dict[tuple[str, int], list[Any]] = {}
         sent: list[tuple[int, asyncio.Future[Any]]] = []  # (index of the first row carried, future)
         refused: tuple[int, _Refused] | None = None
+        # The batch the previous record went to, while the next ones share its key and topic
+        # (an append's events are consecutive in the log); None once that batch is closed.
+        last: tuple[bytes, str, list[Any]] | None = None
 
         async def flush(where: tuple[str, int]) -> None:
+            nonlocal last
             batch, first, count = open_batches.pop(where)
             batch.close()
+            last = None
             if count:
                 try:
                     sent.append((first, await self._bounded(producer.send_batch(batch, where[0], partition=where[1]))))
@@ -767,8 +799,14 @@ class Relay:
                     raise self._failure(rows[first], exc) from None
 
         try:
-            for index, (row, topic) in enumerate(zip(rows, topics, strict=True)):
-                key, value, headers, timestamp_ms = encode_row(row, times)
+            encoded = encode_rows(rows, {})
+            for index, topic in enumerate(topics):
+                key, value, headers, timestamp_ms = encoded[index]
+                if len(value) + len(key) <= _SOLO_BYTES and last is not None and last[0] is key and last[1] is topic:
+                    same = last[2]  # the same stream's batch: its partition is known
+                    if same[0].append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is not None:
+                        same[2] += 1
+                        continue
                 ordered, by_key = partitions[topic]
                 partition = by_key.get(key)
                 if partition is None:
@@ -785,7 +823,7 @@ class Relay:
                             partition=partition,
                         ))
                     except KafkaError as exc:
-                        failure = self._failure(row, exc)
+                        failure = self._failure(rows[index], exc)
                         if not isinstance(failure, _Refused):
                             raise failure from None
                         refused = (index, failure)  # the records before it still go out
@@ -799,9 +837,10 @@ class Relay:
                     await flush(where)  # full: queue it and start the next one
                     entry = open_batches[where] = [producer.create_batch(), index, 0]
                     if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
-                        raise RelayError(f"relay {self.config.name!r}: event at position {row[0]} does not fit"
-                                         " in an empty batch")
+                        raise RelayError(f"relay {self.config.name!r}: event at position {rows[index][0]} does not"
+                                         " fit in an empty batch")
                 entry[2] += 1
+                last = (key, topic, entry)
             for where in list(open_batches):
                 await flush(where)
         except BaseException:
@@ -915,6 +954,9 @@ def _checkpoint_row(conn: Connection, name: str) -> Any:
     ).first()
 
 
+_PG_SAVE_CHECKPOINT = "UPDATE facta_relay_checkpoints SET position = $1, updated_at = $2 WHERE name = $3"
+
+
 def _save_checkpoint(conn: Connection, name: str, position: int, passed: Sequence[int] = ()) -> None:
     """Move relay ``name``'s checkpoint to ``position``, and stamp the skips it ``passed``."""
     now = datetime.now(UTC)
@@ -935,11 +977,13 @@ def _save_checkpoint(conn: Connection, name: str, position: int, passed: Sequenc
 # -- skips ------------------------------------------------------------------------------------
 
 
-def _skipped_between(conn: Connection, name: str, after: int, last: int) -> set[int]:
-    """The positions in (``after``, ``last``] relay ``name`` skips."""
+def _skipped_after(conn: Connection, name: str, after: int, limit: int, last: int | None = None) -> list[int]:
+    """The first ``limit`` positions after ``after`` (up to ``last``, if given) relay ``name`` skips."""
     c = relay_skips.c
-    query = select(c.position).where(c.relay == name, c.position > after, c.position <= last)
-    return {int(p) for p in conn.execute(query).scalars()}
+    query = select(c.position).where(c.relay == name, c.position > after)
+    if last is not None:
+        query = query.where(c.position <= last)
+    return [int(p) for p in conn.execute(query.order_by(c.position).limit(limit)).scalars()]
 
 
 def _skip_rows(conn: Connection, name: str) -> list[Any]:

@@ -32,7 +32,6 @@ from sqlalchemy import (
     TypeDecorator,
     Uuid,
 )
-from sqlalchemy.dialects import postgresql
 
 from .kafka_codec import utc
 
@@ -82,7 +81,9 @@ class JSONText(TypeDecorator[str]):
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.JSONB())
+            from sqlalchemy.dialects.postgresql import JSONB  # only PostgreSQL stores load the dialect
+
+            return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(Text())
 
     def bind_processor(self, dialect: Dialect) -> None:

@@ -12,20 +12,26 @@ below 0001 drops the events themselves, which is refused unless asked for explic
 A database at a revision this facta does not know (written by a newer facta) is never
 migrated: ``upgrade``, ``downgrade`` and ``known_current`` raise
 :class:`~facta.eventstore.errors.UnknownSchemaRevision`, changing nothing.
+
+alembic is imported only by ``upgrade``, ``downgrade`` and ``alembic_config``: it (with
+mako and SQLAlchemy's ORM) is a third of an importing process's memory, and opening a
+store only checks the revision. ``revisions``, ``head``, ``current`` and
+``known_current`` read the revision scripts' ``revision``/``down_revision`` lines and the
+version table directly (``tests/test_import_cost.py`` checks both against alembic's).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 
 if TYPE_CHECKING:
+    from alembic.config import Config
+
     from facta.eventstore.database import Database
 
 __all__ = [
@@ -35,9 +41,13 @@ __all__ = [
 
 VERSION_TABLE = "facta_alembic_version"
 _HERE = Path(__file__).resolve().parent
+_SELECT_VERSIONS = text(f"SELECT version_num FROM {VERSION_TABLE}")  # alembic's column
 
 
 def alembic_config() -> Config:
+    """alembic's configuration for facta's revision scripts (imports alembic)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE))
     cfg.set_main_option("path_separator", "os")
@@ -45,14 +55,55 @@ def alembic_config() -> Config:
 
 
 def head() -> str:
-    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert len(heads) == 1, f"facta migrations must have one head, found {heads}"
-    return heads[0]
+    """The newest of facta's schema revisions (``revisions()[-1]``)."""
+    return _chain()[-1]
 
 
 def revisions() -> list[str]:
     """facta's schema revisions, oldest first (``["0001", ..., head()]``)."""
-    return [r.revision for r in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))]
+    return list(_chain())
+
+
+@functools.cache
+def _chain() -> tuple[str, ...]:
+    """The revision ids of ``versions/*.py``, oldest first, read from each script's
+    module-level ``revision = "..."`` and ``down_revision = "..."`` (or ``None``), as
+    alembic reads them. The scripts must form one line from one base to one head."""
+    down: dict[str, str | None] = {}
+    for path in sorted((_HERE / "versions").glob("*.py")):
+        if path.name != "__init__.py":
+            revision, down_revision = _script_ids(path)
+            assert revision not in down, f"facta migrations: revision {revision} is in two scripts"
+            down[revision] = down_revision
+    up = {parent: child for child, parent in down.items()}
+    assert len(up) == len(down), f"facta migrations must form one line, found branches in {down}"
+    chain: list[str] = []
+    child = up.get(None)
+    while child is not None:
+        chain.append(child)
+        child = up.get(child)
+    assert chain and len(chain) == len(down), f"facta migrations must form one line from one base, found {down}"
+    return tuple(chain)
+
+
+def _script_ids(path: Path) -> tuple[str, str | None]:
+    ids: dict[str, object] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("revision", "down_revision") and isinstance(node.value, ast.Constant)):
+            ids[node.targets[0].id] = node.value.value
+    revision, down_revision = ids.get("revision"), ids.get("down_revision")
+    assert isinstance(revision, str) and (down_revision is None or isinstance(down_revision, str)), (
+        f"{path.name}: a facta revision script sets revision and down_revision to string literals (or None)"
+    )
+    return revision, down_revision
+
+
+def _version_rows(connection: Connection) -> list[str] | None:
+    """The revisions the version table holds, as alembic would read them (None: no table)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return [row[0] for row in connection.execute(_SELECT_VERSIONS)]
 
 
 def _known_current(connection: Connection, where: str) -> str | None:
@@ -60,9 +111,9 @@ def _known_current(connection: Connection, where: str) -> str | None:
     :class:`UnknownSchemaRevision` for one this facta does not know."""
     from facta.errors import UnknownSchemaRevision
 
-    if not inspect(connection).has_table(VERSION_TABLE):
+    heads = _version_rows(connection)
+    if heads is None:
         return None
-    heads = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_heads()
     known = revisions()
     for revision in heads:
         if revision not in known:
@@ -73,6 +124,8 @@ def _known_current(connection: Connection, where: str) -> str | None:
 
 
 def _upgrade(connection: Connection, revision: str, where: str) -> None:
+    from alembic import command
+
     _known_current(connection, where)
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
@@ -82,6 +135,8 @@ def _upgrade(connection: Connection, revision: str, where: str) -> None:
 def _downgrade(
     connection: Connection, revision: str, drop_events: bool, projections: str | list[str] | None, where: str
 ) -> None:
+    from alembic import command
+
     _known_current(connection, where)
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
@@ -90,10 +145,15 @@ def _downgrade(
     command.downgrade(cfg, revision)
 
 
-def _current(connection: Connection) -> str | None:
-    if not inspect(connection).has_table(VERSION_TABLE):
+def _current(connection: Connection, where: str) -> str | None:
+    from facta.errors import UnknownSchemaRevision
+
+    heads = _version_rows(connection)
+    if not heads:
         return None
-    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    if len(heads) > 1:  # several at once: no one revision to name
+        raise UnknownSchemaRevision(where, ", ".join(heads), revisions())
+    return heads[0]
 
 
 def _where(database: Database) -> str:
@@ -138,8 +198,10 @@ async def downgrade(
 
 async def current(database: Database) -> str | None:
     """The revision the database is at, or None when facta's schema is not there (as the
-    version table holds it, known to this facta or not: see :func:`known_current`)."""
-    return await database.read(_current)
+    version table holds it, known to this facta or not: see :func:`known_current`).
+    Raises :class:`~facta.eventstore.errors.UnknownSchemaRevision` when the table holds
+    several revisions at once."""
+    return await database.read(_current, _where(database))
 
 
 async def known_current(database: Database) -> str | None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from alembic.script import ScriptDirectory
 from sqlalchemy import Table
 
 from facta import migrations
@@ -224,8 +223,7 @@ class Revision(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gene
         text = Text("revision", 100).convert(value, param, ctx)
         if text == self.alias:
             return text
-        script = ScriptDirectory.from_config(migrations.alembic_config())
-        known = [r.revision for r in script.walk_revisions()]
+        known = migrations.revisions()
         if text not in known:
             self.fail(f"{text!r} is not a facta schema revision: give {self.alias} or one of {', '.join(sorted(known))}",
                       param, ctx)

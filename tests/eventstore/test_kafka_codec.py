@@ -10,6 +10,8 @@ record format the relay writes and the Kafka source reads.
   to 9999, optional metadata present and absent.
 - On both dialects: every stored event, encoded from the row the relay reads, is the
   record encoded from the event as read, and decodes back to it.
+- A page (:func:`encode_rows`, which shares what an append's events share) encodes each
+  row as it encodes alone, in SQLite's and PostgreSQL's row forms alike.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from facta.eventstore.kafka_codec import (
     encode,
     encode_id,
     encode_row,
+    encode_rows,
     encode_time,
     peek,
     utc,
@@ -183,6 +186,48 @@ def test_encode_then_decode_gives_back_the_same_event(record: RecordedEvent) -> 
     repeated = message(encoded)
     repeated.headers.append(("position", dict(encoded.headers)["position"]))
     assert fields(decode(repeated)) == fields(record)
+
+
+def _row(record: RecordedEvent, dialect: str, offset_minutes: int) -> tuple[Any, ...]:
+    """``record`` as ``read_log_rows`` gives it: SQLite's hex id and naive text times, or
+    asyncpg's UUID and aware times (here at an offset: the same instant, another zone)."""
+    if dialect == "sqlite":
+        event_id: Any = record.event_id.hex
+        occurred: Any = record.occurred_at.replace(tzinfo=None).isoformat(" ", "microseconds")
+        recorded: Any = record.recorded_at.replace(tzinfo=None).isoformat(" ", "microseconds")
+    else:
+        zone = timezone(timedelta(minutes=offset_minutes))
+        event_id = record.event_id
+        try:
+            occurred, recorded = record.occurred_at.astimezone(zone), record.recorded_at.astimezone(zone)
+        except OverflowError:  # no such local time at the ends of the calendar
+            occurred, recorded = record.occurred_at, record.recorded_at
+    return tuple(getattr(record, name) for name in FIELDS[:1]) + (event_id,) + tuple(
+        getattr(record, name) for name in FIELDS[2:8]) + (occurred, recorded) + tuple(
+        getattr(record, name) for name in FIELDS[10:])
+
+
+@settings(max_examples=150, deadline=None)
+@given(page=st.lists(st.tuples(events, st.integers(0, 5), st.integers(-23 * 60 - 59, 23 * 60 + 59)), min_size=1,
+                     max_size=12),
+       dialect=st.sampled_from(["sqlite", "postgresql"]))
+def test_a_page_encodes_each_row_as_it_encodes_alone(page: list[tuple[RecordedEvent, int, int]], dialect: str) -> None:
+    # Rows that share what an append's events share (stream, types, times) with an earlier
+    # row, or not: ``share`` picks how much of the first record each row takes over.
+    first = page[0][0]
+    records = []
+    for record, share, _ in page:
+        taken = {"stream_id": first.stream_id, "stream_type": first.stream_type, "event_type": first.event_type,
+                 "schema_version": first.schema_version, "occurred_at": first.occurred_at,
+                 "recorded_at": first.recorded_at}
+        own = {name: getattr(record, name) for name in FIELDS}
+        records.append(RecordedEvent(**(own | dict(list(taken.items())[: share + 1] if share else []))))
+    rows = [_row(record, dialect, offset) for record, (_, _, offset) in zip(records, page, strict=True)]
+    encoded = encode_rows(rows)
+    assert encoded == [encode_row(row, {}) for row in rows]
+    for record, one in zip(records, encoded, strict=True):
+        assert KafkaRecord(*one) == encode(record)
+        assert fields(decode(message(KafkaRecord(*one)))) == fields(record)
 
 
 @given(moment=times, offset_minutes=st.integers(-23 * 60 - 59, 23 * 60 + 59))
