@@ -22,6 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Table
 
 from facta import migrations
+from facta.domain import Aggregate
 from facta.errors import InvalidSetting
 from facta.eventstore import EventStore, schema
 from facta.eventstore.audit import AuditError
@@ -383,7 +384,10 @@ def aggregates_option(fn: F) -> F:
 def import_aggregates(modules: str | None) -> None:
     """Import the user's aggregate modules by the rule `--projections` follows
     (:mod:`facta.user_modules`: the current folder is on the path), after the reference
-    domain's (``Account``, ``Ride``)."""
+    domain's (``Account``, ``Ride``). Raises :class:`AuditError` (one line) for a module
+    that cannot be imported or that holds no aggregate class declared with
+    ``stream_type=...`` (its own or imported), as `--projections` refuses a module
+    without projections."""
     import facta.domain.reference  # noqa: F401 (declares the reference Account and Ride)
 
     for name in (m.strip() for m in (modules or "").split(",")):
@@ -392,8 +396,12 @@ def import_aggregates(modules: str | None) -> None:
         if not is_module_name(name):
             raise AuditError(f"aggregate module {quoted(name)} is not of the form package.module")
         try:
-            import_user_module(name)
+            module = import_user_module(name)
         except Exception as exc:  # anything the module raises while it is imported
             raise AuditError(f"cannot import aggregate module {quoted(name)}: {import_failure(exc)}") from None
+        if not any(isinstance(value, type) and issubclass(value, Aggregate) and "stream_type" in vars(value)
+                   for value in vars(module).values()):
+            raise AuditError(f"aggregate module {quoted(name)} declares no aggregate (no Aggregate subclass"
+                             " declared with stream_type=...)")
 
 

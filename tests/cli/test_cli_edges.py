@@ -296,13 +296,28 @@ def test_aggregates_and_projections_import_the_users_package_alike(tmp_path: Pat
     (tmp_path / "shop").mkdir()
     (tmp_path / "shop" / "__init__.py").write_text("")
     (tmp_path / "shop" / "domain.py").write_text(
-        "from pathlib import Path\nPath('imported-domain').write_text('yes')\n"
+        "from pathlib import Path\nfrom facta.domain import Aggregate\nPath('imported-domain').write_text('yes')\n"
+        "class Cart(Aggregate, stream_type='edges_cart'):\n    pass\n"
     )
+    (tmp_path / "shop" / "reexport.py").write_text("from shop.domain import Cart\n")
+    (tmp_path / "shop" / "helpers.py").write_text("from facta.domain import Aggregate\nX = 1\n")
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert facta("db", "upgrade", "--database-url", url, cwd=tmp_path).returncode == 0
     one_line_error(facta("audit", "state", "nobody", "--aggregates", "shop.domain", "--database-url", url,
                          cwd=tmp_path), "stream 'nobody' does not exist")
     assert (tmp_path / "imported-domain").read_text() == "yes"
+    one_line_error(facta("audit", "state", "nobody", "--aggregates", "shop.reexport", "--database-url", url,
+                         cwd=tmp_path), "stream 'nobody' does not exist")
+    # A module without an aggregate class is refused, as --projections refuses one without projections.
+    for module in ("shop.helpers", "os"):
+        one_line_error(facta("audit", "diff", "nobody", "--from-version", "1", "--to-version", "2",
+                             "--aggregates", module, "--database-url", url,
+                             cwd=tmp_path),
+                       f"aggregate module '{module}' declares no aggregate (no Aggregate subclass declared with"
+                       " stream_type=...)")
+    one_line_error(facta("projections", "list", "--projections", "shop.helpers", "--database-url", url,
+                         cwd=tmp_path),
+                   "projections module 'shop.helpers' defines no projection")
     one_line_error(facta("audit", "state", "nobody", "--aggregates", "shop.nothing", "--database-url", url,
                          cwd=tmp_path),
                    "cannot import aggregate module 'shop.nothing': ModuleNotFoundError: No module named 'shop.nothing'")
