@@ -80,7 +80,8 @@ def bad_values(kind: click.ParamType) -> list[str]:
     if isinstance(kind, Seconds):
         return ["nan", "inf", "-inf", "-1", str(kind.high * 10), "1e400", "soon"]
     if isinstance(kind, UtcTime):
-        return ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+01:00", "2026-11-22T12:00:00", "yesterday", ""]
+        return ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+01:00", "2026-11-22T12:00:00", "yesterday", "",
+                "2026-11-22T12:00:00+05:30:30", "2026-11-22T12:00:00.5-00:00:01.5"]
     if isinstance(kind, DatabaseURL):
         return ["", "  ", "sqlite:///a\x00b.db", "postgresql://h/x?foo=bar", "sqlite:///x.db?timeout=abc",
                 "postgresql://h/x?prepared_statement_cache_size=-5", "postgresql://127.0.0.1:99999/x"]
