@@ -36,7 +36,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from facta.errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
+from facta.errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError, StoreError
 from facta.settings import settings
 
 P = ParamSpec("P")
@@ -266,6 +266,10 @@ class Database:
     _write_thread: _WriterThread | None = None
     _read_threads: ThreadPoolExecutor | None = None
     _raw_writer: sqlite3.Connection | None = None
+    closed: bool = False
+    """Set by :meth:`dispose`; every later call raises :class:`StoreError` (on SQLite a
+    write would otherwise wait forever on the stopped writer thread, on PostgreSQL the
+    engine would silently open a new pool)."""
 
     @property
     def dialect(self) -> str:
@@ -291,6 +295,7 @@ class Database:
 
     async def write(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(connection, ...)`` in a write transaction; commit if it returns."""
+        self._check_open()
         with translate_connect_errors(self.url):
             if self.engine is not None:
                 async with self.engine.begin() as conn:
@@ -300,6 +305,7 @@ class Database:
 
     async def read(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(connection, ...)`` in a read transaction (rolled back afterwards)."""
+        self._check_open()
         with translate_connect_errors(self.url):
             if self.engine is not None:
                 async with self.engine.connect() as conn:
@@ -313,6 +319,7 @@ class Database:
     async def driver_connection(self) -> AsyncIterator[Any]:
         """PostgreSQL only: the asyncpg connection of a pooled SQLAlchemy connection, with
         no transaction open, for hot paths written as single statements."""
+        self._check_open()
         assert self.engine is not None, "driver_connection is for PostgreSQL"
         with translate_connect_errors(self.url):
             async with self.engine.connect() as conn:
@@ -322,6 +329,7 @@ class Database:
     async def sqlite_write(self, work: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """SQLite only: run ``work(connection, ...)`` inside ``BEGIN IMMEDIATE`` on the
         writer thread's own stdlib connection; commit if it returns, roll back if not."""
+        self._check_open()
         assert self._write_thread is not None, "sqlite_write is for SQLite"
         with translate_connect_errors(self.url):
             return await self._write_thread.run(partial(self._raw_write, work, *args, **kwargs))
@@ -348,7 +356,15 @@ class Database:
         conn.execute("COMMIT")
         return result
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError(f"the store at {self.url.render_as_string(hide_password=True)} is closed:"
+                             " open it again with EventStore.open")
+
     async def dispose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if self._raw_writer is not None and self._write_thread is not None:
             await self._write_thread.run(self._raw_writer.close)
             self._raw_writer = None

@@ -4,6 +4,7 @@ InvalidValue line naming the argument, the value and what is expected, before an
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
@@ -302,3 +303,26 @@ async def test_right_types_still_work(store: EventStore) -> None:
     page = await audit.events(store, since=record.recorded_at, until=record.recorded_at)
     assert [e.position for e in page.events] == list(result.positions)
     assert ReplayFrom(position=0).position == 0
+
+
+async def test_a_closed_store_refuses_every_call_in_one_line(store: EventStore, migrated_url: str) -> None:
+    """After close(), a SQLite append used to wait forever on the stopped writer thread and
+    a read raised a raw RuntimeError; PostgreSQL silently opened a new pool."""
+    from facta.errors import StoreError
+
+    closed = await EventStore.open(migrated_url)
+    await closed.close()
+    await closed.close()  # closing twice is harmless
+    says = f"the store at {closed.database.url.render_as_string(hide_password=True)} is closed: open it again with" \
+           " EventStore.open"
+    for call in [
+        lambda: closed.append(sid(), "argtest", [Ticked()], expected_version=0),
+        lambda: closed.stream_version("s"),
+        lambda: closed.read_log(),
+        lambda: closed.read_stream("s"),
+        lambda: Repository(closed).get(Ticker, "s"),
+    ]:
+        with pytest.raises(StoreError) as caught:
+            await asyncio.wait_for(call(), 10)  # type: ignore[no-untyped-call]
+        assert str(caught.value) == says
+    assert await store.read_log() == []  # nothing was written through the closed store
