@@ -257,7 +257,8 @@ def ensure_distribution(
     Returns at once, without Maven, when the cache holds it already. ``progress`` gets one
     line before a fetch starts (a fetch takes tens of seconds on a cold Maven cache).
 
-    Raises :class:`ApacheKafkaError` (one line) when Java 17+ or Maven is missing, or when
+    Raises :class:`ApacheKafkaError` (one line) when Java 17+ or Maven is missing, when
+    the cache folder cannot be created (``FACTA_CACHE_DIR`` names a file, say), or when
     Maven cannot resolve the artifacts (offline, a missing version); nothing half-fetched
     is left in the cache.
     """
@@ -266,6 +267,13 @@ def ensure_distribution(
     home = root / f"kafka_{SCALA_VERSION}-{version}"
     if _complete(home, version):
         return KafkaDistribution(version, home, java)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ApacheKafkaError(
+            f"cannot use the cache folder {str(root)!r} for Apache Kafka {version} ({exc.strerror or exc}): "
+            "set FACTA_CACHE_DIR to a folder you can write to"
+        ) from None
     with _locked(root / f"kafka_{SCALA_VERSION}-{version}.lock"):
         if _complete(home, version):  # another process fetched it while we waited
             return KafkaDistribution(version, home, java)

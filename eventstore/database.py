@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # imported by Database.create for PostgreSQL only: it imports
     from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.pool import PoolProxiedConnection
 
-from facta.errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError
+from facta.errors import DatabaseBusy, DatabaseUnavailable, DatabaseURLError, StoreError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -275,6 +275,10 @@ class Database:
     _read_threads: ThreadPoolExecutor | None = None
     _raw_writer: sqlite3.Connection | None = None
     _kept_driver: PoolProxiedConnection | None = None
+    closed: bool = False
+    """Set by :meth:`dispose`; every later call raises :class:`StoreError` (on SQLite a
+    write would otherwise wait forever on the stopped writer thread, on PostgreSQL the
+    engine would silently open a new pool)."""
 
     @property
     def dialect(self) -> str:
@@ -302,6 +306,7 @@ class Database:
 
     async def write(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(connection, ...)`` in a write transaction; commit if it returns."""
+        self._check_open()
         with translate_connect_errors(self.url):
             if self.engine is not None:
                 async with self.engine.begin() as conn:
@@ -311,6 +316,7 @@ class Database:
 
     async def read(self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(connection, ...)`` in a read transaction (rolled back afterwards)."""
+        self._check_open()
         with translate_connect_errors(self.url):
             if self.engine is not None:
                 async with self.engine.connect() as conn:
@@ -330,6 +336,7 @@ class Database:
         pool maps and unmaps a new frame stack (Python 3.11), and a SQLAlchemy
         ``Connection`` took three hops, about 45 us per use here; a kept connection takes
         none. One is kept at most; one whose work raised goes back to the pool."""
+        self._check_open()
         assert self.engine is not None, "driver_connection is for PostgreSQL"
         with translate_connect_errors(self.url):
             pooled, self._kept_driver = self._kept_driver, None
@@ -348,6 +355,7 @@ class Database:
     async def sqlite_write(self, work: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """SQLite only: run ``work(connection, ...)`` inside ``BEGIN IMMEDIATE`` on the
         writer thread's own stdlib connection; commit if it returns, roll back if not."""
+        self._check_open()
         assert self._write_thread is not None, "sqlite_write is for SQLite"
         with translate_connect_errors(self.url):
             return await self._write_thread.run(partial(self._raw_write, work, *args, **kwargs))
@@ -374,7 +382,15 @@ class Database:
         conn.execute("COMMIT")
         return result
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError(f"the store at {self.url.render_as_string(hide_password=True)} is closed:"
+                             " open it again with EventStore.open")
+
     async def dispose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if self._raw_writer is not None and self._write_thread is not None:
             await self._write_thread.run(self._raw_writer.close)
             self._raw_writer = None

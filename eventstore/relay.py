@@ -81,7 +81,7 @@ from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints, relay_skips
 from .store import EventStore
-from .validation import TEXT_LIMITS, check_instance_arg, check_settings
+from .validation import TEXT_LIMITS, check_bool_arg, check_instance_arg, check_settings
 
 __all__ = [
     "OPTIONAL_HEADERS", "REQUIRED_HEADERS", "RecordRefused", "Relay", "RelayConfig", "RelayError", "RelaySkip",
@@ -342,6 +342,7 @@ class Relay:
                                           or not math.isfinite(give_up_after) or give_up_after <= 0):
             raise RelayError(f"relay {self.config.name!r}: invalid Kafka timeout {give_up_after!r} s:"
                              " expected a finite number of seconds > 0")
+        check_bool_arg("once", once)
         stop = stop or asyncio.Event()
         self._leave_at = None
         if not await self._lock.acquire(stop, self.config.lock_poll_interval):

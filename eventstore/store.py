@@ -46,7 +46,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from facta import migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
-from facta.errors import ConcurrencyError, DuplicateEventError, InvalidValue, SchemaNotReady, StoreError
+from facta.errors import (
+    ConcurrencyError,
+    DatabaseURLError,
+    DuplicateEventError,
+    InvalidValue,
+    SchemaNotReady,
+    StoreError,
+)
 from facta.errors import StreamTypeMismatch as _StreamTypeMismatch
 
 from . import _blocks as blocks
@@ -59,6 +66,7 @@ from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pen
 from .schema import events
 from .validation import (
     check_append,
+    check_bool_arg,
     check_append_args,
     check_event_id,
     check_limit,
@@ -124,8 +132,15 @@ class EventStore:
         """Connect to ``url`` (default: ``FACTA_DATABASE_URL`` or the embedded SQLite file).
 
         ``migrate=True`` first brings the schema to the newest revision (what
-        ``facta db upgrade`` does); otherwise an unmigrated database is an error.
+        ``facta db upgrade`` does); otherwise an unmigrated database is an error. An empty
+        ``url`` (``""``) is a :class:`DatabaseURLError`, and ``migrate`` or
+        ``check_schema`` other than a bool an :class:`InvalidValue`, before connecting.
         """
+        if isinstance(url, str) and not url.strip():
+            raise DatabaseURLError(f"database URL {url!r} is empty: give one, or None for FACTA_DATABASE_URL or"
+                                   " ./facta.db")
+        check_bool_arg("migrate", migrate)
+        check_bool_arg("check_schema", check_schema)
         store = cls(Database.create(url or database_url_from_env(), **engine_options), registry)
         if migrate or check_schema:
             try:

@@ -65,6 +65,9 @@ keeps the first 63 bytes of a name, and a rebuild's copy adds ``REBUILD_SUFFIX``
 MAX_PROJECTION_NAME = 100
 """The longest projection name, in characters (ASCII letters, digits, underscores): it is
 a key in facta's tables and part of lock file names and Kafka consumer group ids."""
+RESERVED_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
+"""PostgreSQL's system column names, which no table may use for a column of its own (its
+manual, "System Columns"); refused in any case, since unquoted SQL folds to lower case."""
 _KAFKA_TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_TOPIC_LENGTH = 249
 
@@ -116,9 +119,11 @@ def read_model_table(name: str, *items: Column[Any] | Constraint | Index) -> Any
     longer than :data:`MAX_NAME_BYTES` (54) bytes in UTF-8 (one limit for every name, so
     a model declared on one dialect works on the other: PostgreSQL would cut a longer
     column name to 63 bytes); two columns whose names differ only in case (SQLite does
-    not tell them apart); a table name starting with ``facta_`` (facta's own tables) or
-    ending with ``__rebuild`` (rebuild copies). Each raises :class:`ProjectionError`
-    here, naming it.
+    not tell them apart); a column named like one of PostgreSQL's system columns
+    (:data:`RESERVED_COLUMNS`: ``ctid``, ``xmin``, ...); a table or index name starting
+    with ``sqlite_`` (SQLite reserves those, in any case); a table name starting with
+    ``facta_`` (facta's own tables) or ending with ``__rebuild`` (rebuild copies). Each
+    raises :class:`ProjectionError` here, naming it.
     """
     _check_name("read-model table name", name, "")
     lowered = name.lower()
@@ -126,10 +131,13 @@ def read_model_table(name: str, *items: Column[Any] | Constraint | Index) -> Any
         raise ProjectionError(f"read-model table name {name!r} starts with 'facta_', which facta's own tables use")
     if lowered.endswith(REBUILD_SUFFIX):
         raise ProjectionError(f"read-model table name {name!r} ends with {REBUILD_SUFFIX!r}, which rebuild copies use")
+    _check_sqlite_reserved("read-model table name", name, "")
     table = Table(name, MetaData(), *items)
     _check_columns(table)
     for kind, item_name in _named_items(table):
         _check_name(f"{kind} name", item_name, f" of read-model table {name!r}")
+        if kind == "index":
+            _check_sqlite_reserved("index name", item_name, f" of read-model table {name!r}")
     return ReadModelTable(table)
 
 
@@ -141,6 +149,11 @@ def _check_columns(table: Table) -> None:
         _check_name("column name", column.name, where,
                     "the limit of every read-model name, so that a model moves between dialects (PostgreSQL keeps 63"
                     " bytes of a name)")
+        if column.name.lower() in RESERVED_COLUMNS:
+            raise ProjectionError(
+                f"column name {column.name!r}{where} is the name of a PostgreSQL system column"
+                f" ({', '.join(sorted(RESERVED_COLUMNS))}): rename it"
+            )
         other = seen.setdefault(column.name.lower(), column.name)
         if other != column.name:
             raise ProjectionError(
@@ -162,6 +175,12 @@ def _check_name(what: str, name: Any, where: str, reason: str = "") -> None:
             f"{what} {name!r}{where} is {size} bytes long: at most {MAX_NAME_BYTES} (UTF-8), "
             + (reason or f"since PostgreSQL keeps 63 bytes of a name and a rebuild's copy adds {REBUILD_SUFFIX!r}")
         )
+
+
+def _check_sqlite_reserved(what: str, name: str, where: str) -> None:
+    """SQLite refuses to create a table or index whose name starts with ``sqlite_``, in any case."""
+    if name.lower().startswith("sqlite_"):
+        raise ProjectionError(f"{what} {name!r}{where} starts with 'sqlite_', which SQLite reserves for itself")
 
 
 def _named_items(table: Table) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from facta.errors import InvalidValue
 from facta.eventstore import EventStore
-from facta.eventstore.validation import check_instance_arg, check_settings, got
+from facta.eventstore.validation import check_bool_arg, check_instance_arg, check_settings, got
 from facta.settings import settings
 
 from ._applier import applier_for
@@ -90,6 +90,8 @@ class ProjectionRunner:
 
         On the store log one runner per projection is active; another one waits to take
         over, or with ``wait=False`` returns at once (``busy`` is then True)."""
+        check_bool_arg("once", once)
+        check_bool_arg("wait", wait)
         stop = stop or asyncio.Event()
         followed = await self.subscription.follow(self.applier, batch_size=self.config.batch_size, once=once,
                                                   stop=stop, wait=wait)

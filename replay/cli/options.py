@@ -21,6 +21,7 @@ import click
 from sqlalchemy import Table
 
 from facta import migrations
+from facta.domain import Aggregate
 from facta.errors import InvalidSetting
 from facta.eventstore import EventStore, schema
 from facta.eventstore.audit import AuditError
@@ -28,7 +29,7 @@ from facta.eventstore.database import DEFAULT_DATABASE_URL, resolve_url
 from facta.eventstore.errors import DatabaseUnavailable, DatabaseURLError
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.relay import RelayError, check_topic_prefix
-from facta.eventstore.validation import TEXT_LIMITS
+from facta.eventstore.validation import TEXT_LIMITS, offset_problem
 from facta.projections import KafkaSettings
 from facta.settings import Settings, settings
 from facta.user_modules import import_failure, import_user_module, is_module_name
@@ -116,8 +117,9 @@ class Seconds(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 class UtcTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """An ISO 8601 time with a time zone (``2026-11-22T12:00:00+01:00``, ``...Z``), as an
     aware UTC datetime. A time that has no UTC equivalent a datetime can hold (before
-    0001-01-01T00:00:00Z or after 9999-12-31T23:59:59.999999Z once converted), or with
-    more than 6 fractional digits (a datetime holds microseconds), is refused."""
+    0001-01-01T00:00:00Z or after 9999-12-31T23:59:59.999999Z once converted), with
+    more than 6 fractional digits (a datetime holds microseconds), or with a UTC offset
+    of seconds (``+05:30:30``, which Python reads and ISO 8601 has not), is refused."""
     name = "time"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
@@ -134,6 +136,9 @@ class UtcTime(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
                           "2026-11-22T11:00:00Z", param, ctx)
             if parsed.tzinfo is None or parsed.utcoffset() is None:
                 self.fail(f"{text!r} has no time zone: add one, e.g. {text}Z or {text}+01:00", param, ctx)
+            if offset_problem(parsed) is not None:  # Python reads +05:30:30; ISO 8601 has no such offset
+                self.fail(f"{_clip(text)!r} has a UTC offset with seconds, which ISO 8601 does not have: give hours"
+                          " and minutes (+05:30)", param, ctx)
         try:
             return parsed.astimezone(UTC)
         except OverflowError:
@@ -381,7 +386,10 @@ def aggregates_option(fn: F) -> F:
 def import_aggregates(modules: str | None) -> None:
     """Import the user's aggregate modules by the rule `--projections` follows
     (:mod:`facta.user_modules`: the current folder is on the path), after the reference
-    domain's (``Account``, ``Ride``)."""
+    domain's (``Account``, ``Ride``). Raises :class:`AuditError` (one line) for a module
+    that cannot be imported or that holds no aggregate class declared with
+    ``stream_type=...`` (its own or imported), as `--projections` refuses a module
+    without projections."""
     import facta.domain.reference  # noqa: F401 (declares the reference Account and Ride)
 
     for name in (m.strip() for m in (modules or "").split(",")):
@@ -390,8 +398,12 @@ def import_aggregates(modules: str | None) -> None:
         if not is_module_name(name):
             raise AuditError(f"aggregate module {quoted(name)} is not of the form package.module")
         try:
-            import_user_module(name)
+            module = import_user_module(name)
         except Exception as exc:  # anything the module raises while it is imported
             raise AuditError(f"cannot import aggregate module {quoted(name)}: {import_failure(exc)}") from None
+        if not any(isinstance(value, type) and issubclass(value, Aggregate) and "stream_type" in vars(value)
+                   for value in vars(module).values()):
+            raise AuditError(f"aggregate module {quoted(name)} declares no aggregate (no Aggregate subclass"
+                             " declared with stream_type=...)")
 
 

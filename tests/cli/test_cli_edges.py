@@ -81,7 +81,8 @@ def bad_values(kind: click.ParamType) -> list[str]:
     if isinstance(kind, Seconds):
         return ["nan", "inf", "-inf", "-1", str(kind.high * 10), "1e400", "soon"]
     if isinstance(kind, UtcTime):
-        return ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+01:00", "2026-11-22T12:00:00", "yesterday", ""]
+        return ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+01:00", "2026-11-22T12:00:00", "yesterday", "",
+                "2026-11-22T12:00:00+05:30:30", "2026-11-22T12:00:00.5-00:00:01.5"]
     if isinstance(kind, DatabaseURL):
         return ["", "  ", "sqlite:///a\x00b.db", "postgresql://h/x?foo=bar", "sqlite:///x.db?timeout=abc",
                 "postgresql://h/x?prepared_statement_cache_size=-5", "postgresql://127.0.0.1:99999/x"]
@@ -297,13 +298,28 @@ def test_aggregates_and_projections_import_the_users_package_alike(tmp_path: Pat
     (tmp_path / "shop").mkdir()
     (tmp_path / "shop" / "__init__.py").write_text("")
     (tmp_path / "shop" / "domain.py").write_text(
-        "from pathlib import Path\nPath('imported-domain').write_text('yes')\n"
+        "from pathlib import Path\nfrom facta.domain import Aggregate\nPath('imported-domain').write_text('yes')\n"
+        "class Cart(Aggregate, stream_type='edges_cart'):\n    pass\n"
     )
+    (tmp_path / "shop" / "reexport.py").write_text("from shop.domain import Cart\n")
+    (tmp_path / "shop" / "helpers.py").write_text("from facta.domain import Aggregate\nX = 1\n")
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert facta("db", "upgrade", "--database-url", url, cwd=tmp_path).returncode == 0
     one_line_error(facta("audit", "state", "nobody", "--aggregates", "shop.domain", "--database-url", url,
                          cwd=tmp_path), "stream 'nobody' does not exist")
     assert (tmp_path / "imported-domain").read_text() == "yes"
+    one_line_error(facta("audit", "state", "nobody", "--aggregates", "shop.reexport", "--database-url", url,
+                         cwd=tmp_path), "stream 'nobody' does not exist")
+    # A module without an aggregate class is refused, as --projections refuses one without projections.
+    for module in ("shop.helpers", "os"):
+        one_line_error(facta("audit", "diff", "nobody", "--from-version", "1", "--to-version", "2",
+                             "--aggregates", module, "--database-url", url,
+                             cwd=tmp_path),
+                       f"aggregate module '{module}' declares no aggregate (no Aggregate subclass declared with"
+                       " stream_type=...)")
+    one_line_error(facta("projections", "list", "--projections", "shop.helpers", "--database-url", url,
+                         cwd=tmp_path),
+                   "projections module 'shop.helpers' defines no projection")
     one_line_error(facta("audit", "state", "nobody", "--aggregates", "shop.nothing", "--database-url", url,
                          cwd=tmp_path),
                    "cannot import aggregate module 'shop.nothing': ModuleNotFoundError: No module named 'shop.nothing'")

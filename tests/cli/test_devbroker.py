@@ -464,3 +464,25 @@ def test_a_node_formats_with_a_stored_cluster_id_that_starts_with_a_dash(apache_
     spec = apache_kafka.NodeSpec(1, port, controller, ((1, controller),), tmp_path / "node", "-" + "A" * 21)
     assert apache_kafka.format_storage(apache_kafka.ensure_distribution(), spec)
     assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA" in (spec.storage_dir / "meta.properties").read_text()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_cache_folder_that_cannot_be_made_is_one_line(where: str, tmp_path: Path) -> None:
+    """FACTA_CACHE_DIR naming a file (or a folder below one) stops `facta dev broker` with
+    one line naming the folder and the setting, not a FileExistsError traceback."""
+    if not (shutil.which("java") and shutil.which("mvn")):
+        pytest.skip("java and mvn are needed to reach the cache")
+    (tmp_path / "plain").write_text("not a folder")
+    cache = tmp_path / "plain" if where == "a file" else tmp_path / "plain" / "cache"
+    env = os.environ | {"FACTA_CACHE_DIR": str(cache)}
+    result = subprocess.run(
+        facta_command("dev", "broker", "--kind", "apache", "--port", "0", "--data-dir", str(tmp_path / "data")),
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )
+    assert result.returncode == 1, result
+    reason = "File exists" if where == "a file" else "Not a directory"
+    assert result.stderr == (
+        f"facta: error: cannot use the cache folder {str(cache)!r} for Apache Kafka {apache_kafka.KAFKA_VERSION}"
+        f" ({reason}): set FACTA_CACHE_DIR to a folder you can write to\n"
+    )
+    assert (tmp_path / "plain").read_text() == "not a folder"

@@ -4,6 +4,7 @@ InvalidValue line naming the argument, the value and what is expected, before an
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any
@@ -245,7 +246,39 @@ async def test_store_runner_and_relay_arguments(store: EventStore, no_io: NoIO) 
                   "store must be an EventStore, got str")
     await refused(lambda: Relay(store, "127.0.0.1:9092"),  # type: ignore[arg-type]
                   "config must be a RelayConfig, got str '127.0.0.1:9092'")
+    # A truthy text is not a bool: once="no" would have run once.
+    await refused(lambda: ProjectionRunner(store, RideBoard).run(once="no"),  # type: ignore[arg-type]
+                  "once must be True or False, got str 'no'")
+    await refused(lambda: ProjectionRunner(store, RideBoard).run(once=True, wait=1),  # type: ignore[arg-type]
+                  "wait must be True or False, got int 1")
+    await refused(lambda: Relay(store, RelayConfig("127.0.0.1:9092")).run(once="yes"),  # type: ignore[arg-type]
+                  "once must be True or False, got str 'yes'")
     assert no_io.calls == 0
+
+
+async def test_open_checks_its_arguments_before_connecting(migrated_url: str, tmp_path: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit empty URL is refused (it used to open ./facta.db, as the CLI's empty
+    --database-url once did); migrate and check_schema are bools. Nothing is created."""
+    from facta.eventstore import DatabaseURLError
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for url in ("", "   "):
+        with pytest.raises(DatabaseURLError) as caught:
+            await EventStore.open(url)
+        assert str(caught.value) == (f"database URL {url!r} is empty: give one, or None for FACTA_DATABASE_URL or"
+                                     " ./facta.db")
+    for kwargs, says in [({"migrate": "yes"}, "migrate must be True or False, got str 'yes'"),
+                         ({"check_schema": 0}, "check_schema must be True or False, got int 0")]:
+        with pytest.raises(InvalidValue) as refused_open:
+            await EventStore.open(migrated_url, **kwargs)
+        assert str(refused_open.value) == says
+    assert list(here.iterdir()) == []
+    # The right types still open the store.
+    async with await EventStore.open(migrated_url, migrate=False, check_schema=True) as store:
+        assert await store.stream_version("nobody") == 0
 
 
 def test_declaration_decorators_take_event_classes() -> None:
@@ -270,3 +303,26 @@ async def test_right_types_still_work(store: EventStore) -> None:
     page = await audit.events(store, since=record.recorded_at, until=record.recorded_at)
     assert [e.position for e in page.events] == list(result.positions)
     assert ReplayFrom(position=0).position == 0
+
+
+async def test_a_closed_store_refuses_every_call_in_one_line(store: EventStore, migrated_url: str) -> None:
+    """After close(), a SQLite append used to wait forever on the stopped writer thread and
+    a read raised a raw RuntimeError; PostgreSQL silently opened a new pool."""
+    from facta.errors import StoreError
+
+    closed = await EventStore.open(migrated_url)
+    await closed.close()
+    await closed.close()  # closing twice is harmless
+    says = f"the store at {closed.database.url.render_as_string(hide_password=True)} is closed: open it again with" \
+           " EventStore.open"
+    for call in [
+        lambda: closed.append(sid(), "argtest", [Ticked()], expected_version=0),
+        lambda: closed.stream_version("s"),
+        lambda: closed.read_log(),
+        lambda: closed.read_stream("s"),
+        lambda: Repository(closed).get(Ticker, "s"),
+    ]:
+        with pytest.raises(StoreError) as caught:
+            await asyncio.wait_for(call(), 10)  # type: ignore[no-untyped-call]
+        assert str(caught.value) == says
+    assert await store.read_log() == []  # nothing was written through the closed store

@@ -7,6 +7,7 @@ than 6 fractional digits are refused rather than cut to microseconds."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -83,3 +84,28 @@ async def test_cli_times_with_more_than_microseconds_are_refused(migrated_url: s
     # Six digits are a time.
     result = facta("audit", "events", "--since", "2026-01-01T00:00:00.000000Z", "--json", *db)
     assert result.returncode == 0 and stream in result.stdout, result.stderr
+
+
+async def test_cli_times_with_an_offset_of_seconds_are_refused(migrated_url: str) -> None:
+    """Python's fromisoformat reads ``+05:30:30``; ISO 8601 has no such offset, and the
+    store keeps whole-minute offsets only: a usage error, as for a stored time."""
+    async with await EventStore.open(migrated_url) as store:
+        stream = sid()
+        await store.append(stream, "offtest", [Clocked(at=datetime(2026, 1, 1, tzinfo=UTC))], expected_version=0)
+    db = ("--database-url", migrated_url)
+    for args, option, value in [
+        (("audit", "state", stream, "--as-of"), "--as-of", "2026-11-22T12:00:00+05:30:30"),
+        (("audit", "events", "--since"), "--since", "2026-11-22T12:00:00-00:00:01"),
+        (("replay", "ride_board", "--dry-run", "--from-time"), "--from-time", "2026-11-22T12:00:00.5+01:00:00.5"),
+    ]:
+        result = facta(*args, value, *db)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith(
+            f"facta: error: Invalid value for '{option}': '{value}' has a UTC offset with seconds, which ISO 8601"
+            " does not have: give hours and minutes (+05:30)"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    # A whole-minute offset is a time: the window up to now (given at +05:30) holds the event.
+    now = datetime.now(UTC).astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()
+    result = facta("audit", "events", "--until", now, "--json", *db)
+    assert result.returncode == 0, result.stderr
+    assert [e["stream_id"] for e in json.loads(result.stdout)["events"]] == [stream]

@@ -55,6 +55,7 @@ HOSTILE = {
     "sql": "t; DROP TABLE facta_events; --",
     "54 bytes": LONGEST,
     "54 bytes of unicode": LONGEST_UNICODE,
+    "beside reserved": "Sqlite3 stats",  # SQLite reserves only names starting with 'sqlite_'
 }
 
 
@@ -121,6 +122,9 @@ def _declare(table: str, **names: str) -> type[Projection]:
     ("a\x00b", {}, "read-model table name 'a\\x00b' holds a NUL character"),
     ("totals__rebuild", {}, "read-model table name 'totals__rebuild' ends with '__rebuild'"),
     ("Facta_Events", {}, "read-model table name 'Facta_Events' starts with 'facta_'"),
+    ("sqlite_stats", {}, "read-model table name 'sqlite_stats' starts with 'sqlite_', which SQLite reserves for itself"),
+    ("SQLite_Totals", {}, "read-model table name 'SQLite_Totals' starts with 'sqlite_', which SQLite reserves"),
+    ("ok_table", {"index": "SQLITE_ix"}, "index name 'SQLITE_ix' of read-model table 'ok_table' starts with 'sqlite_'"),
 ])
 def test_names_that_cannot_hold_are_refused_when_declared(table: str, names: dict[str, str], message: str) -> None:
     with pytest.raises(ProjectionError) as refused:
@@ -176,3 +180,36 @@ async def test_a_topic_prefix_kafka_cannot_have_is_refused_before_anything_is_wr
         await replay(store, projection, ReplayFrom(offset=0), kafka=settings)
     assert str(refused.value).startswith(message)
     assert not await store.database.read(lambda c: inspect(c).has_table("prefixed_rows"))
+
+
+def _with_columns(name: str, *columns: str) -> type[Projection]:
+    def _on(self: Any, rm: ReadModel, event: Tallied, record: RecordedEvent) -> None:
+        rm.upsert(self.rows, {"k": record.stream_id}, set=dict.fromkeys(columns, event.n))
+
+    namespace = {
+        "rows": read_model_table(f"{name}_rows", Column("k", String(50), primary_key=True),
+                                 *(Column(c, BigInteger) for c in columns)),
+        "_on": handles(Tallied)(_on),
+    }
+    return type(f"P_{name}", (Projection,), namespace, name=name)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("column", ["ctid", "xmin", "CMAX", "tableoid", "Cmin", "xmax"])
+def test_a_postgresql_system_column_name_is_refused_when_declared(column: str) -> None:
+    with pytest.raises(ProjectionError) as refused:
+        _with_columns("sys_cols", column)
+    assert str(refused.value) == (
+        f"column name {column!r} of read-model table 'sys_cols_rows' is the name of a PostgreSQL system column"
+        " (cmax, cmin, ctid, tableoid, xmax, xmin): rename it"
+    )
+
+
+async def test_names_beside_the_reserved_ones_work_on_both_dialects(store: EventStore) -> None:
+    """``oid`` and ``rowid`` are ordinary column names on PostgreSQL 12+ and (quoted) SQLite."""
+    projection = _with_columns("near_reserved", "ctid_", "xmin2", "oid", "rowid")
+    await store.append("s-1", "tally", [Tallied(n=7)], expected_version=0)
+    assert await ProjectionRunner(store, projection).run(once=True) == 1
+    table = projection.rows  # type: ignore[attr-defined]
+    rows = await store.database.read(lambda c: c.execute(
+        select(table.c.k, table.c.ctid_, table.c.xmin2, table.c.oid, table.c.rowid)).all())
+    assert [tuple(r) for r in rows] == [("s-1", 7, 7, 7, 7)]
