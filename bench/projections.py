@@ -738,22 +738,20 @@ async def _load_facta(
     fresh: Fresh, mix: Sequence[Planned], analyze: bool = True
 ) -> list[tuple[int, str, int, str, str, datetime]]:
     store = await EventStore.open(fresh.url, migrate=True)
-    try:
-        await load_store(store, mix)
-    finally:
-        await store.close()
     conn = await asyncpg.connect(fresh.dsn)
     try:
+        if not analyze:  # a store loaded in bulk and rebuilt at once: no statistics, not even autovacuum's
+            await conn.execute("ALTER TABLE facta_events SET (autovacuum_enabled = off)")
+        await load_store(store, mix)
         rows = await conn.fetch(
             "SELECT position, stream_id, version, event_type, payload::text, occurred_at FROM facta_events"
             " ORDER BY position"
         )
         if analyze:
             await conn.execute("ANALYZE facta_events")
-        else:  # a store loaded in bulk and rebuilt at once: no statistics, and none while measured
-            await conn.execute("ALTER TABLE facta_events SET (autovacuum_enabled = off)")
     finally:
         await conn.close()
+        await store.close()
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
 

@@ -40,7 +40,7 @@ How it measures:
   per backend (loaded untimed), which the contenders only read (or, for the rebuild,
   write to tables of their own).
 
-    python bench/versus.py                   # every row, 3 rounds; about 6 minutes on 2 cores
+    python bench/versus.py                   # every row, 3 rounds; 3 to 5 minutes on 2 otherwise idle cores
     python bench/versus.py --rows 1 3 9-11   # some rows
     python bench/versus.py --quick           # smoke run: every row, small sizes, one round
 """
