@@ -3,6 +3,10 @@ facts and the result table.
 
 Every contender in a benchmark gets a database of its own, created just before it runs
 and dropped right after, so no contender writes into a bigger table than another.
+
+This module imports only the standard library at import time (psycopg, facta's
+migrations and the benchmark event load when first used), so a worker process that
+imports it for one contender carries no other contender's libraries in its peak memory.
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-
-from facta import migrations
-from facta.domain import DomainEvent, EventRegistry
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "BENCH_REGISTRY",
@@ -40,42 +43,42 @@ __all__ = [
 
 PG_ADMIN = os.environ.get("FACTA_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
-# A private registry, so the benchmark event never shows up in the application's registry.
-BENCH_REGISTRY = EventRegistry()
+
+def telemetry_fields(i: int, ride: str = "ride-0") -> dict[str, Any]:
+    """The fields of the ``i``-th telemetry point of ``ride`` (values vary so payloads
+    differ like real ones): what :func:`make_events` builds facta events from, and what
+    the eventsourcing and raw contenders build theirs from."""
+    return {
+        "ride_id": ride,
+        "lat": 52.520008 + i * 1e-5,
+        "lon": 13.404954 - i * 1e-5,
+        "speed_kmh": 30.0 + (i % 40) * 0.5,
+        "distance_m": i * 11,
+    }
 
 
-class Telemetry(DomainEvent, name="bench.ride_telemetry", version=1, registry=BENCH_REGISTRY):
-    """A flat five-field telemetry point, the most frequent event of a ride."""
+def __getattr__(name: str) -> Any:
+    # The benchmark event (``Telemetry``, ``BENCH_REGISTRY``, ``make_events``) lives in
+    # _events.py and loads facta.domain (pydantic) only when first asked for.
+    if name in ("BENCH_REGISTRY", "Telemetry", "make_events"):
+        import _events
 
-    ride_id: str
-    lat: float
-    lon: float
-    speed_kmh: float
-    distance_m: int
-
-
-def make_events(n: int, ride: str = "ride-0") -> list[Telemetry]:
-    """``n`` distinct telemetry events (values vary so payloads differ like real ones)."""
-    return [
-        Telemetry(
-            ride_id=ride,
-            lat=52.520008 + i * 1e-5,
-            lon=13.404954 - i * 1e-5,
-            speed_kmh=30.0 + (i % 40) * 0.5,
-            distance_m=i * 11,
-        )
-        for i in range(n)
-    ]
+        return getattr(_events, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- databases --------------------------------------------------------------------------
 
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    import psycopg
+
     return psycopg.connect(PG_ADMIN, autocommit=True)
 
 
 def postgres_server_facts() -> str:
+    import psycopg
+
     try:
         with _admin() as conn:
             row = conn.execute(
@@ -122,6 +125,8 @@ def fresh_database(backend: str, label: str) -> Fresh:
 
 async def migrate(url: str) -> None:
     """Create facta's schema the only supported way: the migrations."""
+    from facta import migrations
+
     await migrations.upgrade_url(url)
 
 

@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -66,12 +66,13 @@ from _common import (
     migrate,
     now_utc,
 )
-from eventsourcing.persistence import OperationalError as ESOperationalError
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
-from facta.eventstore.store import EventStore
+if TYPE_CHECKING:
+    from eventsourcing.persistence import StoredEvent
+
+# eventsourcing and facta are imported where a contender first uses them, so that a
+# process running one contender (bench/versus.py's workers, the writer processes here)
+# carries only that contender's libraries in its peak memory.
 
 CONTENDERS = ("raw", "eventsourcing", "facta")
 BACKENDS = ("sqlite", "postgresql")
@@ -146,6 +147,8 @@ def raw_rows(tx: Tx, backend: str) -> list[tuple[Any, ...]]:
 
 def stored_events(tx: Tx, originators: dict[str, uuid.UUID]) -> list[StoredEvent]:
     """eventsourcing's StoredEvent objects for ``tx``, state = the same JSON as bytes."""
+    from eventsourcing.persistence import StoredEvent
+
     oid = originators.setdefault(tx.stream, uuid.uuid4())
     return [
         StoredEvent(
@@ -179,6 +182,9 @@ def _sqlite_connect(path: str) -> sqlite3.Connection:
 
 
 def _es_recorder(fresh: Fresh, pool_size: int = 1) -> tuple[Any, Any]:
+    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+    from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+
     if fresh.backend == "postgresql":
         pg_ds = PostgresDatastore(**_pg_parts(fresh.dsn), pool_size=pool_size)
         return pg_ds, PostgresApplicationRecorder(pg_ds)
@@ -269,6 +275,8 @@ def _batch_es(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
 
 
 async def _batch_facta(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
+    from facta.eventstore import EventStore
+
     store = await EventStore.open(fresh.url, registry=BENCH_REGISTRY)
     try:
         await store.append(warmup.stream, STREAM_TYPE, warmup.events, expected_version=warmup.expected_version)
@@ -397,6 +405,8 @@ def _timed(one: Callable[[T], None], items: Sequence[T], barrier: Any) -> tuple[
 
 
 def _single_es(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
+    from eventsourcing.persistence import OperationalError as ESOperationalError
+
     originators: dict[str, uuid.UUID] = {}
     batches = [stored_events(tx, originators) for tx in plan]
     datastore, recorder = _es_recorder(task.fresh)
@@ -418,6 +428,8 @@ def _single_es(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
 
 
 async def _single_facta(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
+    from facta.eventstore import EventStore
+
     store = await EventStore.open(task.fresh.url, registry=BENCH_REGISTRY)
     try:
         first, *rest = plan

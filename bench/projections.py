@@ -667,18 +667,9 @@ ES_PROJECTIONS: dict[str, tuple[type[ESProjection[Any]], type[ESView]]] = {
 
 
 def es_env(fresh: Fresh) -> dict[str, str]:
-    from urllib.parse import urlsplit
+    from _es_models import es_env as es_persistence
 
-    u = urlsplit(fresh.dsn)
-    return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": u.path.lstrip("/"),
-        "POSTGRES_HOST": u.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(u.port or 5432),
-        "POSTGRES_USER": u.username or "postgres",
-        "POSTGRES_PASSWORD": u.password or "",
-        "ORIGINATOR_ID_TYPE": "text",
-    }
+    return es_persistence("postgresql", dsn=fresh.dsn) | {"ORIGINATOR_ID_TYPE": "text"}
 
 
 def es_load(fresh: Fresh, log: Sequence[tuple[int, str, int, str, str, datetime]]) -> dict[str, list[tuple[int, int]]]:
@@ -743,21 +734,24 @@ class Setup:
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 
-async def _load_facta(fresh: Fresh, mix: Sequence[Planned]) -> list[tuple[int, str, int, str, str, datetime]]:
+async def _load_facta(
+    fresh: Fresh, mix: Sequence[Planned], analyze: bool = True
+) -> list[tuple[int, str, int, str, str, datetime]]:
     store = await EventStore.open(fresh.url, migrate=True)
-    try:
-        await load_store(store, mix)
-    finally:
-        await store.close()
     conn = await asyncpg.connect(fresh.dsn)
     try:
+        if not analyze:  # a store loaded in bulk and rebuilt at once: no statistics, not even autovacuum's
+            await conn.execute("ALTER TABLE facta_events SET (autovacuum_enabled = off)")
+        await load_store(store, mix)
         rows = await conn.fetch(
             "SELECT position, stream_id, version, event_type, payload::text, occurred_at FROM facta_events"
             " ORDER BY position"
         )
-        await conn.execute("ANALYZE facta_events")
+        if analyze:
+            await conn.execute("ANALYZE facta_events")
     finally:
         await conn.close()
+        await store.close()
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
@@ -787,13 +781,15 @@ def kafka_unavailable() -> str:
     return ""
 
 
-def prepare(events: int, broker: Broker | None, kafka_skip: str) -> Setup:
+def prepare(events: int, broker: Broker | None, kafka_skip: str, *, analyze: bool = True) -> Setup:
+    """The shared stores (and topics): facta's, ANALYZEd after loading unless ``analyze``
+    is false (then autovacuum is off for its events table), and eventsourcing's."""
     mix = build_mix(events)
     facta = fresh_database("postgresql", "proj")
     es = fresh_database("postgresql", "proj_es")
     setup = Setup(facta, es, len(mix), {p.name: handled_count(mix, p) for p in PROJECTIONS}, {}, kafka_skip=kafka_skip)
     t0 = time.perf_counter()
-    rows = asyncio.run(_load_facta(facta, mix))
+    rows = asyncio.run(_load_facta(facta, mix, analyze))
     setup.load_seconds["facta store"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     setup.es_handled = es_load(es, rows)

@@ -12,18 +12,30 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def quick_run(script: str, tmp_path: Path, *args: str) -> str:
+    """``bench/<script> --quick *args``; its output, after asserting it exited 0."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def needs_postgres_and_eventsourcing(postgres_available: bool, script: str) -> None:
+    pytest.importorskip("eventsourcing")
+    if not postgres_available:
+        pytest.skip(f"bench/{script} needs PostgreSQL")
+
+
 @pytest.mark.slow
 def test_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
     pytest.importorskip("eventsourcing")
     backend = "all" if postgres_available else "sqlite"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "append.py"), "--quick", "--backend", backend],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = quick_run("append.py", tmp_path, "--backend", backend)
     for workload in ("(a) 1,000 events/tx", "(b) 1 event/tx"):
-        assert workload in result.stdout
-    assert result.stdout.count("facta/raw") >= 1 and "facta " in result.stdout
+        assert workload in out
+    assert out.count("facta/raw") >= 1 and "facta " in out
 
 
 @pytest.mark.slow
@@ -31,27 +43,16 @@ def test_relay_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> 
     chosen = os.environ.get("FACTA_TEST_KAFKA", "").strip() or "apache"
     kind = chosen if chosen in ("apache", "noida", "tansu") else "apache"
     backend = "all" if postgres_available else "sqlite"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "relay.py"), "--quick", "--backend", backend, "--broker", kind],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = quick_run("relay.py", tmp_path, "--backend", backend, "--broker", kind)
     for measure in (f"(1) store -> {kind}", "(2) append -> readable"):
-        assert measure in result.stdout
-    assert "relay/raw" in result.stdout and "facta relay" in result.stdout and "p99 ms" in result.stdout
+        assert measure in out
+    assert "relay/raw" in out and "facta relay" in out and "p99 ms" in out
 
 
 @pytest.mark.slow
 def test_projections_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
-    pytest.importorskip("eventsourcing")
-    if not postgres_available:
-        pytest.skip("the projections benchmark needs PostgreSQL")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "projections.py"), "--quick"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+    needs_postgres_and_eventsourcing(postgres_available, "projections.py")
+    out = quick_run("projections.py", tmp_path)
     assert "(1) rebuild from the store log" in out and "(1) rebuild from Kafka" in out
     for name in ("account_balances", "ride_board"):
         assert name in out
@@ -63,11 +64,22 @@ def test_projections_benchmark_quick_run(postgres_available: bool, tmp_path: Pat
 def test_audit_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
     if not postgres_available:
         pytest.skip("the audit benchmark needs PostgreSQL")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "audit.py"), "--quick"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+    out = quick_run("audit.py", tmp_path)
     assert "aim <= 2x" in out and "trace C" in out and "query plans on the 20,000-event store" in out
     assert "Index Scan" in out
+
+
+@pytest.mark.slow
+def test_versus_benchmark_quick_run_prints_every_row(postgres_available: bool, tmp_path: Path) -> None:
+    needs_postgres_and_eventsourcing(postgres_available, "versus.py")
+    out = quick_run("versus.py", tmp_path)
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("row ") and "facta/es" in line)
+    table = lines[head + 2 : head + 16]
+    assert [line.split()[0] for line in table] == [str(n) for n in range(1, 15)], "\n".join(lines[head:])
+    for line in table[:11]:  # rows with an eventsourcing contender: both ratios as median (min-max)
+        assert line.count("x (") == 2, line
+    for line in table[11:13]:  # the relay rows: facta/raw only
+        assert line.count("x (") == 1 and "facta/raw >= 0.75x" in line, line
+    assert "MiB" in table[13] and "facta < 45 MiB" in table[13]
+    assert out.count("load average") == 2
