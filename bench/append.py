@@ -16,9 +16,11 @@ raw            the fastest raw path of the driver into facta's own table, schema
                ``executemany`` in BEGIN IMMEDIATE; (b) asyncpg BEGIN; INSERT; COMMIT /
                sqlite3 BEGIN IMMEDIATE; INSERT; COMMIT. No version check, no lock.
                Rows are fully built (ids, times, JSON) before the clock starts.
-eventsourcing  eventsourcing 9.5's application recorder (psycopg / sqlite3), StoredEvent
-               objects with the same JSON bytes as state, pre-built; ``insert_events`` with
-               1,000 events (a) or one (b). No aggregates.
+eventsourcing  eventsourcing 9.5's application recorder (psycopg / sqlite3): its own domain
+               events (``_es_models.ESTelemetry``, the same five fields), built before the
+               clock starts; the clock covers its mapper (``to_stored_event``: JSON
+               transcoding, as facta's clock covers facta's encoding) and ``insert_events``
+               with 1,000 events (a) or one (b). No aggregates.
 facta          ``EventStore.append`` with DomainEvent instances (a flat five-field ride
                telemetry event); the clock includes facta's own work: event ids, times,
                JSON encoding, the version check, the append lock (PostgreSQL).
@@ -67,9 +69,6 @@ from _common import (
     now_utc,
 )
 
-if TYPE_CHECKING:
-    from eventsourcing.persistence import StoredEvent
-
 # eventsourcing and facta are imported where a contender first uses them, so that a
 # process running one contender (bench/versus.py's workers, the writer processes here)
 # carries only that contender's libraries in its peak memory.
@@ -81,7 +80,6 @@ BATCH = 1000
 BATCHES_PER_STREAM = 3
 STREAMS_PER_WRITER = 4
 STREAM_TYPE = "ride"
-TOPIC = "bench:Telemetry"  # eventsourcing's topic column, the counterpart of event_type
 COLUMNS = (
     "event_id",
     "stream_id",
@@ -145,20 +143,30 @@ def raw_rows(tx: Tx, backend: str) -> list[tuple[Any, ...]]:
     return rows
 
 
-def stored_events(tx: Tx, originators: dict[str, uuid.UUID]) -> list[StoredEvent]:
-    """eventsourcing's StoredEvent objects for ``tx``, state = the same JSON as bytes."""
-    from eventsourcing.persistence import StoredEvent
+def es_events(tx: Tx, originators: dict[str, uuid.UUID]) -> list[Any]:
+    """eventsourcing's own domain events for ``tx`` (the same field values), built before
+    any clock starts; its mapper turns them into stored events inside the timed work."""
+    from _es_models import ESTelemetry
 
     oid = originators.setdefault(tx.stream, uuid.uuid4())
+    at = now_utc()
     return [
-        StoredEvent(
-            originator_id=oid,
-            originator_version=tx.expected_version + n + 1,
-            topic=TOPIC,
-            state=event.model_dump_json().encode(),
-        )
+        ESTelemetry(originator_id=oid, originator_version=tx.expected_version + n + 1, timestamp=at,
+                    ride_id=event.ride_id, lat=event.lat, lon=event.lon, speed_kmh=event.speed_kmh,
+                    distance_m=event.distance_m)
         for n, event in enumerate(tx.events)
     ]
+
+
+def es_mapper() -> Any:
+    """eventsourcing's mapper with its JSON transcoder and the transcodings an
+    ``Application`` registers by default (UUIDs, datetimes, decimals)."""
+    from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, Mapper, UUIDAsHex
+
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+        transcoder.register(transcoding)
+    return Mapper(transcoder=transcoder)
 
 
 def _pg_parts(dsn: str) -> dict[str, Any]:
@@ -262,13 +270,14 @@ def _batch_raw_sqlite(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
 
 def _batch_es(fresh: Fresh, warmup: Tx, txs: list[Tx]) -> float:
     originators: dict[str, uuid.UUID] = {}
-    first, *timed = [stored_events(tx, originators) for tx in [warmup, *txs]]
+    first, *timed = [es_events(tx, originators) for tx in [warmup, *txs]]
+    mapper = es_mapper()
     datastore, recorder = _es_recorder(fresh)
     try:
-        recorder.insert_events(first)
+        recorder.insert_events([mapper.to_stored_event(e) for e in first])
         t0 = time.perf_counter()
         for batch in timed:
-            recorder.insert_events(batch)
+            recorder.insert_events([mapper.to_stored_event(e) for e in batch])
         return time.perf_counter() - t0
     finally:
         datastore.close()
@@ -408,12 +417,14 @@ def _single_es(task: WriterTask, plan: list[Tx], barrier: Any) -> Timing:
     from eventsourcing.persistence import OperationalError as ESOperationalError
 
     originators: dict[str, uuid.UUID] = {}
-    batches = [stored_events(tx, originators) for tx in plan]
+    batches = [es_events(tx, originators) for tx in plan]
+    mapper = es_mapper()
     datastore, recorder = _es_recorder(task.fresh)
     retries = 0
 
-    def one(batch: list[StoredEvent]) -> None:
+    def one(events: list[Any]) -> None:
         nonlocal retries
+        batch = [mapper.to_stored_event(e) for e in events]
         while True:
             try:
                 recorder.insert_events(batch)
