@@ -392,12 +392,7 @@ class EventStore:
         check_limit("limit", limit)
         check_texts("event_types", event_types)
         check_texts("stream_types", stream_types)
-        query = select(*self._reader.columns)
-        if event_types is not None:
-            query = query.where(events.c.event_type.in_(list(event_types)))
-        if stream_types is not None:
-            query = query.where(events.c.stream_type.in_(list(stream_types)))
-        return self._records(await self._reader.read(query, after, limit))
+        return self._records(await self._reader.read(after, limit, event_types, stream_types))
 
     async def read_log_window(
         self, after: int = 0, limit: int = 1000, *, event_types: Sequence[str] | None = None
