@@ -19,7 +19,7 @@ from typing import Any
 
 from facta.domain import EventRegistry, default_registry
 
-from .kafka_codec import utc
+from .kafka_codec import _utc_text, utc
 from .records import RecordedEvent
 from .schema import events
 
@@ -35,16 +35,19 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
     of ``.event``. Rows read by one statement are of one kind: sqlite3 driver rows (event
     id as hex text, times as naive UTC text) get a UUID and aware UTC times; other rows
     are taken as they are. One call per page: the hot paths (projection catch-up,
-    rebuilds) pay one list comprehension and one type check per page, as when each
-    reader built its own records."""
+    rebuilds) pay one list comprehension and one type check per page (the times of
+    text rows parsed through :func:`facta.eventstore.kafka_codec.utc`'s memo: an
+    append's events share them)."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    if rows and isinstance(rows[0][1], str):  # sqlite3 driver rows: convert id and times
+        to_uuid, time = uuid.UUID, _utc_text
+        return [
+            RecordedEvent(row[0], to_uuid(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], time(row[8]),
+                          time(row[9]), row[10], row[11], row[12], registry)
+            for row in rows
+        ]
     # Rows come in RecordedEvent's field order; mypy cannot count them.
-    records = [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
-    if records and isinstance(records[0].event_id, str):
-        for record in records:
-            record.event_id = uuid.UUID(str(record.event_id))
-            record.occurred_at = stored_time(record.occurred_at)
-            record.recorded_at = stored_time(record.recorded_at)
-    return records
+    return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
 
 
 def stored_time(value: Any) -> datetime:
