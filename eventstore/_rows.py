@@ -12,6 +12,8 @@ is built from rows.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -23,7 +25,7 @@ from .kafka_codec import _utc_text, utc
 from .records import RecordedEvent
 from .schema import events
 
-__all__ = ["LOG_COLUMNS", "records_from_rows", "stored_time"]
+__all__ = ["LOG_COLUMNS", "decode_records", "records_from_rows", "stored_time"]
 
 # The columns of facta_events in table order: RecordedEvent's fields up to causation_id.
 LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c)
@@ -39,15 +41,44 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
     text rows parsed through :func:`facta.eventstore.kafka_codec.utc`'s memo: an
     append's events share them)."""
     rows = rows if isinstance(rows, list) else list(rows)
-    if rows and isinstance(rows[0][1], str):  # sqlite3 driver rows: convert id and times
-        to_uuid, time = uuid.UUID, _utc_text
-        return [
-            RecordedEvent(row[0], to_uuid(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], time(row[8]),
-                          time(row[9]), row[10], row[11], row[12], registry)
-            for row in rows
-        ]
-    # Rows come in RecordedEvent's field order; mypy cannot count them.
-    return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+    # A page's records (and their UUIDs) are allocated with the collector paused: they
+    # cannot form cycles, and counted one by one they set off a young collection every
+    # 700 objects, each promoting the page's live records towards the old generation, so
+    # that full collections (which walk every imported module's objects) ran every few
+    # pages. Paused, a page counts as one young collection.
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        if rows and isinstance(rows[0][1], str):  # sqlite3 driver rows: convert id and times
+            to_uuid, time = uuid.UUID, _utc_text
+            return [
+                RecordedEvent(row[0], to_uuid(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], time(row[8]),
+                              time(row[9]), row[10], row[11], row[12], registry)
+                for row in rows
+            ]
+        # Rows come in RecordedEvent's field order; mypy cannot count them.
+        return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+    finally:
+        if paused:
+            gc.enable()
+
+
+def decode_records(records: Iterable[RecordedEvent]) -> None:
+    """Decode every record's event now (each keeps it, as a first ``.event`` does), with
+    the collector paused as in :func:`records_from_rows` (an event is two tracked
+    objects). A payload that does not decode is left undecoded: the next ``.event``
+    raises its :class:`~facta.errors.EventDecodeError` (or ``UnknownEventType``)."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        for record in records:
+            with contextlib.suppress(Exception):
+                record.event  # noqa: B018 (decodes and keeps the event)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def stored_time(value: Any) -> datetime:
