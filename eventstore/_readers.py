@@ -118,9 +118,10 @@ _PG_PAGES: dict[tuple[bool, bool], str] = {
     for by_event in (False, True)
     for by_stream in (False, True)
 }
-# Plan settings for a page (see the module docstring): the one plan left without a sort
-# is the primary key's index scan, in position order.
-_PG_BY_POSITION = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
+# A page's read transaction with its plan settings (see the module docstring): the one
+# plan left without a sort is the primary key's index scan, in position order. One round
+# trip (asyncpg's transaction() would take two: BEGIN, then the settings).
+_PG_BEGIN_BY_POSITION = "BEGIN READ ONLY; SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
 
 
 async def pg_page(conn: Any, after: int, upto: int, limit: int, event_types: Sequence[str] | None = None,
@@ -130,9 +131,18 @@ async def pg_page(conn: Any, after: int, upto: int, limit: int, event_types: Seq
     (an asyncpg connection with no transaction open)."""
     sql = _PG_PAGES[event_types is not None, stream_types is not None]
     args = [list(t) for t in (event_types, stream_types) if t is not None]
-    async with conn.transaction(readonly=True):
-        await conn.execute(_PG_BY_POSITION)
-        return list(await conn.fetch(sql, after, upto, limit, *args))
+    await conn.execute(_PG_BEGIN_BY_POSITION)
+    try:
+        rows = list(await conn.fetch(sql, after, upto, limit, *args))
+    except BaseException:
+        try:
+            if not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+        except Exception:
+            conn.terminate()  # state unknown: the pool drops the connection; the first error stands
+        raise
+    await conn.execute("COMMIT")
+    return rows
 
 
 class PostgresLogReader:

@@ -117,3 +117,28 @@ def test_sqlite_log_pages_read_by_position(sqlite_url: str) -> None:
                 plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
                 assert plan.startswith("SEARCH facta_events USING INTEGER PRIMARY KEY (rowid>?"), plan
                 assert "B-TREE" not in plan, plan
+
+
+async def test_postgres_page_that_fails_leaves_no_transaction_open(postgres_url: str) -> None:
+    """A page read runs in its own read transaction; when the read fails (or is
+    cancelled: a read-ahead page is), it is rolled back before the connection goes back
+    to the pool."""
+    await migrate(postgres_url)
+    conn = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql"))
+
+    class Failing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(conn, name)
+
+        async def fetch(self, sql: str, *args: Any) -> list[Any]:
+            assert conn.is_in_transaction()
+            raise RuntimeError("page read failed")
+
+    try:
+        with pytest.raises(RuntimeError, match="page read failed"):
+            await readers.pg_page(Failing(), 0, 10, 5, ["a"])
+        assert not conn.is_in_transaction()
+        assert await readers.pg_page(conn, 0, 10, 5, None, ["ride"]) == []
+        assert not conn.is_in_transaction()
+    finally:
+        await conn.close()
