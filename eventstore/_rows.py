@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,15 +41,7 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
     text rows parsed through :func:`facta.eventstore.kafka_codec.utc`'s memo: an
     append's events share them)."""
     rows = rows if isinstance(rows, list) else list(rows)
-    # A page's records (and their UUIDs) are allocated with the collector paused: they
-    # cannot form cycles, and counted one by one they set off a young collection every
-    # 700 objects, each promoting the page's live records towards the old generation, so
-    # that full collections (which walk every imported module's objects) ran every few
-    # pages. Paused, a page counts as one young collection.
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
+    with collector_paused():
         if rows and isinstance(rows[0][1], str):  # sqlite3 driver rows: convert id and times
             to_uuid, time = uuid.UUID, _utc_text
             return [
@@ -59,9 +51,6 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
             ]
         # Rows come in RecordedEvent's field order; mypy cannot count them.
         return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
-    finally:
-        if paused:
-            gc.enable()
 
 
 def decode_records(records: Iterable[RecordedEvent]) -> None:
@@ -69,13 +58,26 @@ def decode_records(records: Iterable[RecordedEvent]) -> None:
     the collector paused as in :func:`records_from_rows` (an event is two tracked
     objects). A payload that does not decode is left undecoded: the next ``.event``
     raises its :class:`~facta.errors.EventDecodeError` (or ``UnknownEventType``)."""
+    with collector_paused():
+        for record in records:
+            with contextlib.suppress(Exception):
+                record.event  # noqa: B018 (decodes and keeps the event)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run the block with the cyclic garbage collector off (back on after it only if it
+    was on), for a page's allocations, which form no cycles. Counted one by one, a page's
+    tracked objects (a record, its UUID, an event and its field set per event) set off
+    a young collection every 700 of them, each promoting the live page towards the old
+    generation, so full collections, which walk every imported module's objects (about
+    87,000), ran every 15-20 pages of 1,000; paused, a page adds one young collection
+    (ARCHITECTURE.md, Reads and decoding)."""
     paused = gc.isenabled()
     if paused:
         gc.disable()
     try:
-        for record in records:
-            with contextlib.suppress(Exception):
-                record.event  # noqa: B018 (decodes and keeps the event)
+        yield
     finally:
         if paused:
             gc.enable()
