@@ -57,11 +57,13 @@ def decode_records(records: Iterable[RecordedEvent]) -> None:
     """Decode every record's event now (each keeps it, as a first ``.event`` does), with
     the collector paused as in :func:`records_from_rows` (an event is two tracked
     objects). A payload that does not decode is left undecoded: the next ``.event``
-    raises its :class:`~facta.errors.EventDecodeError` (or ``UnknownEventType``)."""
+    raises its :class:`~facta.errors.EventDecodeError`; a type its registry does not
+    know is not tried (``.event`` raises ``UnknownEventType``)."""
     with collector_paused():
         for record in records:
-            with contextlib.suppress(Exception):
-                record.event  # noqa: B018 (decodes and keeps the event)
+            if record.event_type in record.registry:
+                with contextlib.suppress(Exception):
+                    record.event  # noqa: B018 (decodes and keeps the event)
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ from facta.errors import StreamTypeMismatch as _StreamTypeMismatch
 from . import _blocks as blocks
 from ._appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
 from ._readers import LogReader, PostgresLogReader, SQLiteLogReader, all_rows
-from ._rows import records_from_rows
+from ._rows import decode_records, records_from_rows
 from .database import Database, database_url_from_env
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .schema import events, snapshots
@@ -452,13 +452,16 @@ class EventStore:
         event_types: Sequence[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Every event after ``after`` (up to position ``until``), read in pages of
-        ``page_size`` (at least 1). Raises :class:`InvalidValue` for a bad argument."""
+        ``page_size`` (at least 1), each page's events decoded as it arrives (the
+        collector paused, see :func:`._rows.decode_records`; an event that does not
+        decode raises at its ``.event``). Raises :class:`InvalidValue` for a bad argument."""
         check_position("after", after)
         check_limit("page_size", page_size)
         check_position("until", until, optional=True)
         check_texts("event_types", event_types)
         while True:
             page = await self.read_log(after, page_size, event_types=event_types)
+            decode_records(page)
             for record in page:
                 if until is not None and record.position > until:
                     return
