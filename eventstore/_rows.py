@@ -43,7 +43,7 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
     rows = rows if isinstance(rows, list) else list(rows)
     with collector_paused():
         if rows and isinstance(rows[0][1], str):  # sqlite3 driver rows: convert id and times
-            to_uuid, time = uuid.UUID, _utc_text
+            to_uuid, time = _uuid_from_hex, _utc_text
             return [
                 RecordedEvent(row[0], to_uuid(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], time(row[8]),
                               time(row[9]), row[10], row[11], row[12], registry)
@@ -51,6 +51,21 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
             ]
         # Rows come in RecordedEvent's field order; mypy cannot count them.
         return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+
+
+_new, _set, _UUID, _UNKNOWN = object.__new__, object.__setattr__, uuid.UUID, uuid.SafeUUID.unknown
+
+
+def _uuid_from_hex(text: str) -> uuid.UUID:
+    """``uuid.UUID(text)`` for SQLite's stored event ids: 32 hex digits are taken as the
+    integer directly (what ``UUID.__init__`` does after its clean-ups, at 0.27 us against
+    0.65 us); any other text goes through ``uuid.UUID``, which cleans or refuses it."""
+    if len(text) == 32 and text[0] != "-":  # UUID() drops dashes first: "-" + 31 digits is refused
+        value = _new(_UUID)
+        _set(value, "int", int(text, 16))
+        _set(value, "is_safe", _UNKNOWN)
+        return value  # type: ignore[no-any-return]
+    return uuid.UUID(text)
 
 
 def decode_records(records: Iterable[RecordedEvent]) -> None:

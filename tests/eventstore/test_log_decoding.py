@@ -67,3 +67,26 @@ def test_collector_paused_restores_the_collector_even_on_error() -> None:
     assert gc.isenabled()
     decode_records([])
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("text", [
+    "0123456789abcdef0123456789ABCDEF", "01234567-89ab-cdef-0123-456789abcdef", "+123456789abcdef0123456789abcdef",
+    "-123456789abcdef0123456789abcdef", "zz23456789abcdef0123456789abcdef", "abc", "{0123456789abcdef0123456789abcde}",
+])
+def test_sqlite_event_ids_read_as_uuid_reads_them(text: str) -> None:
+    """SQLite's stored ids become UUIDs by a short cut for 32 hex digits: the same UUID, or
+    the same refusal, as ``uuid.UUID(text)``."""
+    import uuid
+
+    from facta.eventstore._rows import _uuid_from_hex
+
+    try:
+        expected: uuid.UUID | None = uuid.UUID(text)
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):
+            _uuid_from_hex(text)
+    else:
+        got = _uuid_from_hex(text)
+        assert (got, str(got), hash(got), got.is_safe) == (expected, str(expected), hash(expected), expected.is_safe)
