@@ -64,7 +64,7 @@ def _uuid_from_hex(text: str) -> uuid.UUID:
         value = _new(_UUID)
         _set(value, "int", int(text, 16))
         _set(value, "is_safe", _UNKNOWN)
-        return value  # type: ignore[no-any-return]
+        return value
     return uuid.UUID(text)
 
 
