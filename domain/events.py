@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import SchemaValidator
 
 from facta.errors import EventDecodeError, EventRegistryError, UnknownEventType
 
@@ -36,6 +37,11 @@ class EventRegistry:
     def __init__(self) -> None:
         self._classes: dict[str, type[DomainEvent]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        # (type name, current schema version) -> the class's JSON validator, filled by the
+        # first decode of that pair: the read path's fast lane (no upcasting to do). It
+        # is pydantic-core's validate_json, which model_validate_json calls; cached late
+        # because a class's validator is final only once the class is fully built.
+        self._json_validators: dict[tuple[str, int], Callable[[str | bytes], Any]] = {}
 
     def register(self, cls: type[DomainEvent]) -> type[DomainEvent]:
         name = cls.event_type
@@ -45,6 +51,8 @@ class EventRegistry:
                 f"event type {name!r} is already registered to {existing.__module__}.{existing.__qualname__}"
             )
         self._classes[name] = cls
+        for key in [key for key in self._json_validators if key[0] == name]:
+            del self._json_validators[key]
         return cls
 
     def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -81,12 +89,26 @@ class EventRegistry:
         payload: str | bytes | Mapping[str, Any],
         position: int | None = None,
     ) -> DomainEvent:
-        """Turn a stored payload into the current class of its type, upcasting on the way."""
+        """Turn a stored payload into the current class of its type, upcasting on the way.
+        Raises :class:`UnknownEventType` for a type not registered and
+        :class:`EventDecodeError` (naming type, version, position and the first problem)
+        for a payload that does not decode."""
+        validate = self._json_validators.get((event_type, schema_version))
+        if validate is not None and isinstance(payload, (str, bytes)):
+            try:
+                event: DomainEvent = validate(payload)
+                return event
+            except ValueError:  # ValidationError is one: the full path below names it
+                pass
         cls = self.get(event_type, position)
         try:
             if schema_version == cls.schema_version:
                 if isinstance(payload, (str, bytes)):
-                    return cls.model_validate_json(payload)
+                    event = cls.model_validate_json(payload)
+                    validator = cls.__pydantic_validator__
+                    if isinstance(validator, SchemaValidator):
+                        self._json_validators[event_type, schema_version] = validator.validate_json
+                    return event
                 return cls.model_validate(payload)
             if schema_version > cls.schema_version:
                 raise EventDecodeError(

@@ -12,18 +12,20 @@ is built from rows.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from facta.domain import EventRegistry, default_registry
 
-from .kafka_codec import utc
+from .kafka_codec import _utc_text, utc
 from .records import RecordedEvent
 from .schema import events
 
-__all__ = ["LOG_COLUMNS", "records_from_rows", "stored_time"]
+__all__ = ["LOG_COLUMNS", "decode_records", "records_from_rows", "stored_time"]
 
 # The columns of facta_events in table order: RecordedEvent's fields up to causation_id.
 LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c)
@@ -35,16 +37,67 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
     of ``.event``. Rows read by one statement are of one kind: sqlite3 driver rows (event
     id as hex text, times as naive UTC text) get a UUID and aware UTC times; other rows
     are taken as they are. One call per page: the hot paths (projection catch-up,
-    rebuilds) pay one list comprehension and one type check per page, as when each
-    reader built its own records."""
-    # Rows come in RecordedEvent's field order; mypy cannot count them.
-    records = [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
-    if records and isinstance(records[0].event_id, str):
+    rebuilds) pay one list comprehension and one type check per page (the times of
+    text rows parsed through :func:`facta.eventstore.kafka_codec.utc`'s memo: an
+    append's events share them)."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    with collector_paused():
+        if rows and isinstance(rows[0][1], str):  # sqlite3 driver rows: convert id and times
+            to_uuid, time = _uuid_from_hex, _utc_text
+            return [
+                RecordedEvent(row[0], to_uuid(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], time(row[8]),
+                              time(row[9]), row[10], row[11], row[12], registry)
+                for row in rows
+            ]
+        # Rows come in RecordedEvent's field order; mypy cannot count them.
+        return [RecordedEvent(*row, registry=registry) for row in rows]  # type: ignore[misc]
+
+
+_new, _set, _UUID, _UNKNOWN = object.__new__, object.__setattr__, uuid.UUID, uuid.SafeUUID.unknown
+
+
+def _uuid_from_hex(text: str) -> uuid.UUID:
+    """``uuid.UUID(text)`` for SQLite's stored event ids: 32 hex digits are taken as the
+    integer directly (what ``UUID.__init__`` does after its clean-ups, at 0.27 us against
+    0.65 us); any other text goes through ``uuid.UUID``, which cleans or refuses it."""
+    if len(text) == 32 and text[0] != "-":  # UUID() drops dashes first: "-" + 31 digits is refused
+        value = _new(_UUID)
+        _set(value, "int", int(text, 16))
+        _set(value, "is_safe", _UNKNOWN)
+        return value
+    return uuid.UUID(text)
+
+
+def decode_records(records: Iterable[RecordedEvent]) -> None:
+    """Decode every record's event now (each keeps it, as a first ``.event`` does), with
+    the collector paused as in :func:`records_from_rows` (an event is two tracked
+    objects). A payload that does not decode is left undecoded: the next ``.event``
+    raises its :class:`~facta.errors.EventDecodeError`; a type its registry does not
+    know is not tried (``.event`` raises ``UnknownEventType``)."""
+    with collector_paused():
         for record in records:
-            record.event_id = uuid.UUID(str(record.event_id))
-            record.occurred_at = stored_time(record.occurred_at)
-            record.recorded_at = stored_time(record.recorded_at)
-    return records
+            if record.event_type in record.registry:
+                with contextlib.suppress(Exception):
+                    record.event  # noqa: B018 (decodes and keeps the event)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run the block with the cyclic garbage collector off (back on after it only if it
+    was on), for a page's allocations, which form no cycles. Counted one by one, a page's
+    tracked objects (a record, its UUID, an event and its field set per event) set off
+    a young collection every 700 of them, each promoting the live page towards the old
+    generation, so full collections, which walk every imported module's objects (about
+    87,000), ran every 15-20 pages of 1,000; paused, a page adds one young collection
+    (ARCHITECTURE.md, Reads and decoding)."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def stored_time(value: Any) -> datetime:

@@ -60,7 +60,7 @@ from . import _blocks as blocks
 from ._appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
 from ._loads import LAST_VERSION, PostgresStreamReader, SQLiteStreamReader, StreamReader
 from ._readers import LogReader, PostgresLogReader, SQLiteLogReader
-from ._rows import records_from_rows, stored_time
+from ._rows import decode_records, records_from_rows, stored_time
 from .database import Database, database_url_from_env
 from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
 from .schema import events
@@ -428,12 +428,7 @@ class EventStore:
         check_limit("limit", limit)
         check_texts("event_types", event_types)
         check_texts("stream_types", stream_types)
-        query = select(*self._reader.columns)
-        if event_types is not None:
-            query = query.where(events.c.event_type.in_(list(event_types)))
-        if stream_types is not None:
-            query = query.where(events.c.stream_type.in_(list(stream_types)))
-        return self._records(await self._reader.read(query, after, limit))
+        return self._records(await self._reader.read(after, limit, event_types, stream_types))
 
     async def read_log_window(
         self, after: int = 0, limit: int = 1000, *, event_types: Sequence[str] | None = None
@@ -493,13 +488,16 @@ class EventStore:
         event_types: Sequence[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Every event after ``after`` (up to position ``until``), read in pages of
-        ``page_size`` (at least 1). Raises :class:`InvalidValue` for a bad argument."""
+        ``page_size`` (at least 1), each page's events decoded as it arrives (the
+        collector paused, see :func:`._rows.decode_records`; an event that does not
+        decode raises at its ``.event``). Raises :class:`InvalidValue` for a bad argument."""
         check_position("after", after)
         check_limit("page_size", page_size)
         check_position("until", until, optional=True)
         check_texts("event_types", event_types)
         while True:
             page = await self.read_log(after, page_size, event_types=event_types)
+            decode_records(page)
             for record in page:
                 if until is not None and record.position > until:
                     return

@@ -40,6 +40,7 @@ from sqlalchemy import Connection, func, select
 
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
+from facta.eventstore._rows import decode_records
 from facta.eventstore.audit import utc_text
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
@@ -184,9 +185,7 @@ class LogPages:
         # Decode the payloads here: for a page read ahead, this runs while the previous
         # page's transaction waits on the database. A payload that does not decode is
         # left for the applier, which decodes it again and stops naming the event.
-        for record in records:
-            with contextlib.suppress(Exception):
-                record.event  # noqa: B018 (decodes and keeps the event)
+        decode_records(records)
         return records, covered
 
     async def close(self) -> None:

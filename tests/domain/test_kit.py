@@ -147,3 +147,32 @@ def test_subclasses_inherit_and_override_handlers() -> None:
     loud = LoudSwitch("l-1")
     loud.flip()
     assert (loud.state.on, loud.state.flips, loud.stream_type, Switch.stream_type) == (True, 11, "loud_switch", "switch")
+
+
+def test_decode_fast_lane_keeps_errors_and_follows_re_registration() -> None:
+    """After a first decode the registry keeps the class's JSON validator for that (type,
+    version); the same payloads decode to equal events, bad ones still raise the full
+    EventDecodeError, and registering the class again (a new version) drops the lane, so
+    the old version is upcast."""
+    lane = EventRegistry()
+
+    def point_class(version: int) -> type[DomainEvent]:
+        class Point(DomainEvent, name="kit.point", version=version, registry=lane):
+            x: int
+            y: int = 0
+        return Point
+
+    v1 = point_class(1)
+    assert lane.decode("kit.point", 1, '{"x": 1}') == v1(x=1)
+    assert ("kit.point", 1) in lane._json_validators
+    assert lane.decode("kit.point", 1, b'{"x": 2, "y": 3}') == v1(x=2, y=3)
+    with pytest.raises(EventDecodeError, match="'kit.point' v1 at position 4: x: Input should be a valid integer"):
+        lane.decode("kit.point", 1, '{"x": "a"}', 4)
+    with pytest.raises(EventDecodeError, match="at position 5: colour: Extra inputs are not permitted"):
+        lane.decode("kit.point", 1, '{"x": 1, "colour": "red"}', 5)
+
+    v2 = point_class(2)
+    assert ("kit.point", 1) not in lane._json_validators
+    lane.upcaster("kit.point", 1)(lambda data: {**data, "y": -1})
+    assert lane.decode("kit.point", 1, '{"x": 1}') == v2(x=1, y=-1)
+    assert lane.decode("kit.point", 2, '{"x": 1}') == v2(x=1, y=0)
