@@ -160,6 +160,7 @@ class SQLiteStreamReader:
         return await self.database.read(_sqlite_snapshot, stream_id, last)
 
     async def from_snapshot(self, stream_id: str, last: int, state_schema: str) -> tuple[Row | None, list[Row]]:
+        self.database._check_open()  # the loop-thread read below does not go through the database
         try:
             snapshot, rows = _sqlite_from_snapshot_on(self._inline(), stream_id, last, state_schema, INLINE_ROWS)
         except sqlite3.Error:
