@@ -165,7 +165,11 @@ async def append_postgres(connection: Any, plan: AppendPlan) -> list[AppendResul
 # Every row of one append (events and snapshots) gets one recorded_at: the clock read once
 # the write lock is held, just before positions are taken (as facta_append does).
 
-_SQLITE_HEAD = "SELECT max(version), min(stream_type) FROM facta_events WHERE stream_id = ?"
+# The head is the stream's newest row, found by one descent of the (stream_id, version)
+# unique index. (max(version) and min(stream_type) together read every row of the
+# stream: SQLite's min/max shortcut takes a single aggregate only.) Every row of a stream
+# has its type: an append of another type is refused.
+_SQLITE_HEAD = "SELECT version, stream_type FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 _SQLITE_INSERT = (
     "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
     " payload, occurred_at, recorded_at, actor, correlation_id, causation_id)"
@@ -185,9 +189,9 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
     """Append inside the caller's ``BEGIN IMMEDIATE`` transaction."""
     heads: dict[str, tuple[str, int]] = {}
     for stream in plan.streams:
-        version, stream_type = connection.execute(_SQLITE_HEAD, (stream.stream_id,)).fetchone()
-        if version is not None:
-            heads[stream.stream_id] = (stream_type, version)
+        head = connection.execute(_SQLITE_HEAD, (stream.stream_id,)).fetchone()
+        if head is not None:
+            heads[stream.stream_id] = (head[1], head[0])
     starts = [heads.get(s.stream_id, ("", 0))[1] for s in plan.streams]
     if any(
         (s.expected_version is not None and s.expected_version != start)

@@ -301,11 +301,14 @@ class EventStore:
 
     @staticmethod
     def _stream_heads(conn: Connection, stream_ids: list[str]) -> dict[str, tuple[str, int]]:
-        if len(stream_ids) == 1:
-            rows = conn.execute(_HEAD_OF_ONE, {"stream_id": stream_ids[0]})
-        else:
-            rows = conn.execute(_HEADS_OF_MANY, {"stream_ids": stream_ids})
-        return {sid: (stype, version) for sid, stype, version in rows if version is not None}
+        """(stream type, version) of each stream in ``stream_ids`` that has events: one
+        index descent per stream."""
+        heads: dict[str, tuple[str, int]] = {}
+        for stream_id in stream_ids:
+            row = conn.execute(_HEAD_OF_ONE, {"stream_id": stream_id}).first()
+            if row is not None:
+                heads[stream_id] = (row[1], row[2])
+        return heads
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -518,16 +521,15 @@ class EventStore:
         return Snapshot(*rows[0]) if rows else None
 
 
-# Built once: statement construction costs more than executing these small queries.
+# Built once: statement construction costs more than executing these small queries. The
+# head is the stream's newest row, one descent of the (stream_id, version) unique index on
+# both dialects (an aggregate such as max(version) beside min(stream_type) reads every row
+# of the stream); every row of a stream has its type, as appends refuse another.
 _HEAD_OF_ONE = (
-    select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
+    select(events.c.stream_id, events.c.stream_type, events.c.version)
     .where(events.c.stream_id == bindparam("stream_id"))
-    .group_by(events.c.stream_id)
-)
-_HEADS_OF_MANY = (
-    select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
-    .where(events.c.stream_id.in_(bindparam("stream_ids", expanding=True)))
-    .group_by(events.c.stream_id)
+    .order_by(events.c.version.desc())
+    .limit(1)
 )
 
 
