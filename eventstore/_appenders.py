@@ -220,10 +220,10 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
     ]
     try:
         if len(rows) == 1:
-            connection.execute(_SQLITE_INSERT, rows[0])
+            last = connection.execute(_SQLITE_INSERT, rows[0]).lastrowid
         else:
             connection.executemany(_SQLITE_INSERT, rows)
-        last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+            last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
         if plan.snapshots:
             connection.executemany(
                 _SQLITE_SNAPSHOT,
