@@ -219,8 +219,9 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
         for n, (p, payload) in enumerate(zip(pending, encoded, strict=True), start=1)
     ]
     try:
+        last: int | None
         if len(rows) == 1:
-            last = connection.execute(_SQLITE_INSERT, rows[0]).lastrowid
+            last = connection.execute(_SQLITE_INSERT, rows[0]).lastrowid  # set by every successful INSERT
         else:
             connection.executemany(_SQLITE_INSERT, rows)
             last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -231,6 +232,7 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
             )
     except sqlite3.IntegrityError:
         raise LostRace() from None
+    assert last is not None
     first = last - len(rows) + 1
     event_ids = [p.event_id for pending in plan.pending for p in pending]
     return plan.results(starts, dict(zip(event_ids, range(first, last + 1), strict=True)), now)
