@@ -12,8 +12,11 @@ beside it), and requires the two counts to stay within a small constant of each 
 - PostgreSQL: the rows each plan node produced and removed by a filter, from
   ``EXPLAIN (ANALYZE, FORMAT JSON)`` on a table never analyzed.
 
-The old head query (``max(version), min(stream_type) ... WHERE stream_id = ?``, two
-aggregates: no min/max shortcut) fails every one of these tests.
+The old head queries (``max(version), min(stream_type) ... WHERE stream_id = ?``, two
+aggregates: no min/max shortcut) fail the three counting tests: 9,166 against 72,166
+instructions for an append, 9,225 against 72,225 for the head reads, 1,001 and 16,001
+rows on PostgreSQL. The plan test guards the index descent itself (no scan, no sort);
+the old query passed it too, as it searched the same index.
 """
 
 from __future__ import annotations
