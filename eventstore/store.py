@@ -54,7 +54,7 @@ from ._appenders import Appender, AppendPlan, LostRace, PostgresAppender, Reject
 from ._readers import LogReader, PostgresLogReader, SQLiteLogReader, all_rows
 from ._rows import records_from_rows
 from .database import Database, database_url_from_env
-from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
+from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, pending_events
 from .schema import events, snapshots
 from .validation import (
     check_append,
@@ -213,7 +213,7 @@ class EventStore:
         if nothing_to_append(appends, snapshots):
             return []
         now = datetime.now(UTC)
-        batch = [(a, [as_pending(e, now) for e in a.events]) for a in appends]
+        batch = [(a, pending_events(a.events, now)) for a in appends]
         snapshots = check_append(batch, actor, correlation_id, causation_id, snapshots)
         _validate(batch)
         plan = AppendPlan(
