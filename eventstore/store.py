@@ -593,6 +593,7 @@ def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: 
 def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
     seen: set[str] = set()
     ids: dict[uuid.UUID, str] = {}  # event id -> the stream it was given for
+    classes: set[type] = set()
     for append, pending in batch:
         if not isinstance(append.stream_id, str) or not append.stream_id or len(append.stream_id) > 255:
             raise StoreError(f"invalid stream id {append.stream_id!r}: need a non-empty string of at most 255 characters")
@@ -608,10 +609,11 @@ def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
         ):
             raise StoreError(f"stream {append.stream_id!r}: invalid expected version {append.expected_version!r}")
         for p in pending:
-            if not isinstance(p.event, DomainEvent) or "event_type" not in vars(type(p.event)):
-                raise EventRegistryError(
-                    f"{type(p.event).__qualname__} is not a registered event class: declare it with name=..."
-                )
+            cls = type(p.event)
+            if cls not in classes:  # one check per event class and append
+                if not issubclass(cls, DomainEvent) or "event_type" not in vars(cls):
+                    raise EventRegistryError(f"{cls.__qualname__} is not a registered event class: declare it with name=...")
+                classes.add(cls)
             first = ids.get(p.event_id)
             if first is not None:
                 where = f"stream {first!r}" if first == append.stream_id else f"streams {first!r} and {append.stream_id!r}"
