@@ -84,6 +84,16 @@ class AppendPlan:
             for stream, pending, start in zip(self.streams, self.pending, starts, strict=True)
         ]
 
+    def consecutive_results(self, starts: Sequence[int], first: int, recorded_at: datetime) -> list[AppendResult]:
+        """The results when the plan's events took the consecutive positions from ``first``
+        on, in plan order (one SQLite insert of all of them)."""
+        results = []
+        for stream, pending, start in zip(self.streams, self.pending, starts, strict=True):
+            n = len(pending)
+            results.append(AppendResult(stream.stream_id, tuple(range(first, first + n)), start + 1, start + n, recorded_at))
+            first += n
+        return results
+
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 #
@@ -200,7 +210,7 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
     ):
         raise Rejected(heads)
     now = datetime.now(UTC)
-    recorded = sqlite_time(now)
+    recorded = now.replace(tzinfo=None).isoformat(" ", "microseconds")  # sqlite_time(now): now is UTC already
     times: dict[datetime, str] = {}  # events of one call often share their occurred-at
 
     def occurred(value: datetime) -> str:
@@ -233,9 +243,7 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
     except sqlite3.IntegrityError:
         raise LostRace() from None
     assert last is not None
-    first = last - len(rows) + 1
-    event_ids = [p.event_id for pending in plan.pending for p in pending]
-    return plan.results(starts, dict(zip(event_ids, range(first, last + 1), strict=True)), now)
+    return plan.consecutive_results(starts, last - len(rows) + 1, now)
 
 
 # -- per dialect, for the store ----------------------------------------------------------------
