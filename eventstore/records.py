@@ -65,7 +65,7 @@ def pending_events(events: Sequence[DomainEvent | PendingEvent], occurred_at: da
     event: about half the cost of ``uuid4()`` per event (0.70 against 1.31 µs here)."""
     fresh = sum(not isinstance(e, PendingEvent) for e in events)
     if not fresh:
-        return list(events)  # type: ignore[arg-type]  # all PendingEvent, checked just above
+        return [e for e in events if isinstance(e, PendingEvent)]  # all of them
     raw = os.urandom(16 * fresh)
     from_bytes, make = int.from_bytes, uuid.UUID
     out: list[PendingEvent] = []

@@ -593,7 +593,7 @@ def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: 
 def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
     seen: set[str] = set()
     ids: dict[uuid.UUID, str] = {}  # event id -> the stream it was given for
-    classes: set[type] = set()
+    classes: set[type[object]] = set()
     for append, pending in batch:
         if not isinstance(append.stream_id, str) or not append.stream_id or len(append.stream_id) > 255:
             raise StoreError(f"invalid stream id {append.stream_id!r}: need a non-empty string of at most 255 characters")
