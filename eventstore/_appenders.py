@@ -83,6 +83,16 @@ class AppendPlan:
             for stream, pending, start in zip(self.streams, self.pending, starts, strict=True)
         ]
 
+    def consecutive_results(self, starts: Sequence[int], first: int, recorded_at: datetime) -> list[AppendResult]:
+        """The results when the plan's events took the consecutive positions from ``first``
+        on, in plan order (one SQLite insert of all of them)."""
+        results = []
+        for stream, pending, start in zip(self.streams, self.pending, starts, strict=True):
+            n = len(pending)
+            results.append(AppendResult(stream.stream_id, tuple(range(first, first + n)), start + 1, start + n, recorded_at))
+            first += n
+        return results
+
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 #
@@ -165,7 +175,11 @@ async def append_postgres(connection: Any, plan: AppendPlan) -> list[AppendResul
 # Every row of one append (events and snapshots) gets one recorded_at: the clock read once
 # the write lock is held, just before positions are taken (as facta_append does).
 
-_SQLITE_HEAD = "SELECT max(version), min(stream_type) FROM facta_events WHERE stream_id = ?"
+# The head is the stream's newest row, found by one descent of the (stream_id, version)
+# unique index. (max(version) and min(stream_type) together read every row of the
+# stream: SQLite's min/max shortcut takes a single aggregate only.) Every row of a stream
+# has its type: an append of another type is refused.
+_SQLITE_HEAD = "SELECT version, stream_type FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 _SQLITE_INSERT = (
     "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
     " payload, occurred_at, recorded_at, actor, correlation_id, causation_id)"
@@ -185,9 +199,9 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
     """Append inside the caller's ``BEGIN IMMEDIATE`` transaction."""
     heads: dict[str, tuple[str, int]] = {}
     for stream in plan.streams:
-        version, stream_type = connection.execute(_SQLITE_HEAD, (stream.stream_id,)).fetchone()
-        if version is not None:
-            heads[stream.stream_id] = (stream_type, version)
+        head = connection.execute(_SQLITE_HEAD, (stream.stream_id,)).fetchone()
+        if head is not None:
+            heads[stream.stream_id] = (head[1], head[0])
     starts = [heads.get(s.stream_id, ("", 0))[1] for s in plan.streams]
     if any(
         (s.expected_version is not None and s.expected_version != start)
@@ -196,7 +210,7 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
     ):
         raise Rejected(heads)
     now = datetime.now(UTC)
-    recorded = sqlite_time(now)
+    recorded = now.replace(tzinfo=None).isoformat(" ", "microseconds")  # sqlite_time(now): now is UTC already
     times: dict[datetime, str] = {}  # events of one call often share their occurred-at
 
     def occurred(value: datetime) -> str:
@@ -215,11 +229,12 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
         for n, (p, payload) in enumerate(zip(pending, encoded, strict=True), start=1)
     ]
     try:
+        last: int | None
         if len(rows) == 1:
-            connection.execute(_SQLITE_INSERT, rows[0])
+            last = connection.execute(_SQLITE_INSERT, rows[0]).lastrowid  # set by every successful INSERT
         else:
             connection.executemany(_SQLITE_INSERT, rows)
-        last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+            last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
         if plan.snapshots:
             connection.executemany(
                 _SQLITE_SNAPSHOT,
@@ -227,9 +242,8 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
             )
     except sqlite3.IntegrityError:
         raise LostRace() from None
-    first = last - len(rows) + 1
-    event_ids = [p.event_id for pending in plan.pending for p in pending]
-    return plan.results(starts, dict(zip(event_ids, range(first, last + 1), strict=True)), now)
+    assert last is not None
+    return plan.consecutive_results(starts, last - len(rows) + 1, now)
 
 
 # -- per dialect, for the store ----------------------------------------------------------------

@@ -62,7 +62,7 @@ from ._loads import LAST_VERSION, PostgresStreamReader, SQLiteStreamReader, Stre
 from ._readers import LogReader, PostgresLogReader, SQLiteLogReader
 from ._rows import decode_records, records_from_rows, stored_time
 from .database import Database, database_url_from_env
-from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, as_pending
+from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, pending_events
 from .schema import events
 from .validation import (
     check_append,
@@ -233,7 +233,7 @@ class EventStore:
         if nothing_to_append(appends, snapshots):
             return []
         now = datetime.now(UTC)
-        batch = [(a, [as_pending(e, now) for e in a.events]) for a in appends]
+        batch = [(a, pending_events(a.events, now)) for a in appends]
         snapshots = check_append(batch, actor, correlation_id, causation_id, snapshots)
         _validate(batch)
         plan = AppendPlan(
@@ -321,11 +321,14 @@ class EventStore:
 
     @staticmethod
     def _stream_heads(conn: Connection, stream_ids: list[str]) -> dict[str, tuple[str, int]]:
-        if len(stream_ids) == 1:
-            rows = conn.execute(_HEAD_OF_ONE, {"stream_id": stream_ids[0]})
-        else:
-            rows = conn.execute(_HEADS_OF_MANY, {"stream_ids": stream_ids})
-        return {sid: (stype, version) for sid, stype, version in rows if version is not None}
+        """(stream type, version) of each stream in ``stream_ids`` that has events: one
+        index descent per stream."""
+        heads: dict[str, tuple[str, int]] = {}
+        for stream_id in stream_ids:
+            row = conn.execute(_HEAD_OF_ONE, {"stream_id": stream_id}).first()
+            if row is not None:
+                heads[stream_id] = (row[1], row[2])
+        return heads
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -544,16 +547,15 @@ class EventStore:
         return _snapshot(await self._streams.snapshot(stream_id, last))
 
 
-# Built once: statement construction costs more than executing these small queries.
+# Built once: statement construction costs more than executing these small queries. The
+# head is the stream's newest row, one descent of the (stream_id, version) unique index on
+# both dialects (an aggregate such as max(version) beside min(stream_type) reads every row
+# of the stream); every row of a stream has its type, as appends refuse another.
 _HEAD_OF_ONE = (
-    select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
+    select(events.c.stream_id, events.c.stream_type, events.c.version)
     .where(events.c.stream_id == bindparam("stream_id"))
-    .group_by(events.c.stream_id)
-)
-_HEADS_OF_MANY = (
-    select(events.c.stream_id, func.min(events.c.stream_type), func.max(events.c.version))
-    .where(events.c.stream_id.in_(bindparam("stream_ids", expanding=True)))
-    .group_by(events.c.stream_id)
+    .order_by(events.c.version.desc())
+    .limit(1)
 )
 
 
@@ -626,6 +628,7 @@ def _conflicting(batch: list[tuple[StreamAppend, list[PendingEvent]]], current: 
 def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
     seen: set[str] = set()
     ids: dict[uuid.UUID, str] = {}  # event id -> the stream it was given for
+    classes: set[type[object]] = set()
     for append, pending in batch:
         if not isinstance(append.stream_id, str) or not append.stream_id or len(append.stream_id) > 255:
             raise StoreError(f"invalid stream id {append.stream_id!r}: need a non-empty string of at most 255 characters")
@@ -641,10 +644,11 @@ def _validate(batch: list[tuple[StreamAppend, list[PendingEvent]]]) -> None:
         ):
             raise StoreError(f"stream {append.stream_id!r}: invalid expected version {append.expected_version!r}")
         for p in pending:
-            if not isinstance(p.event, DomainEvent) or "event_type" not in vars(type(p.event)):
-                raise EventRegistryError(
-                    f"{type(p.event).__qualname__} is not a registered event class: declare it with name=..."
-                )
+            cls = type(p.event)
+            if cls not in classes:  # one check per event class and append
+                if not issubclass(cls, DomainEvent) or "event_type" not in vars(cls):
+                    raise EventRegistryError(f"{cls.__qualname__} is not a registered event class: declare it with name=...")
+                classes.add(cls)
             first = ids.get(p.event_id)
             if first is not None:
                 where = f"stream {first!r}" if first == append.stream_id else f"streams {first!r} and {append.stream_id!r}"

@@ -186,6 +186,7 @@ def check_event_id(value: object) -> None:
 # -- appends ----------------------------------------------------------------------------------
 
 _checked_classes: set[type[DomainEvent]] = set()
+_UNCHECKED = object()
 
 
 def _check_event_class(cls: type[DomainEvent]) -> None:
@@ -245,6 +246,9 @@ def check_append(
     check_text("actor", actor, optional=True, empty=True)
     check_text("correlation id", correlation_id, optional=True, empty=True)
     check_text("causation id", causation_id, optional=True, empty=True)
+    # The events of one call share their occurred-at time (the moment the store took
+    # them), so a time object is checked once: the same object passes the same checks.
+    checked_time: object = _UNCHECKED
     for append, pending in batch:
         check_text("stream id", append.stream_id)
         check_text("stream type", append.stream_type)
@@ -260,7 +264,9 @@ def check_append(
             if isinstance(p.event, DomainEvent):
                 _check_event_class(type(p.event))
             check_event_id(p.event_id)
-            _check_time(f"{where}: occurred at", p.occurred_at)
+            if p.occurred_at is not checked_time:
+                _check_time(f"{where}: occurred at", p.occurred_at)
+                checked_time = p.occurred_at
     return [check_snapshot(s) for s in snapshot_list]
 
 

@@ -152,3 +152,27 @@ def test_nothing_outside_the_store_module_reaches_into_a_store() -> None:
             if name in ("store", "_store"):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}.{node.attr}")
     assert found == []
+
+
+def test_pending_events_gives_fresh_version_4_ids_and_keeps_pending_events_as_given() -> None:
+    from facta.eventstore.records import pending_events
+
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    kept = PendingEvent(Marked(n=-1), uuid.UUID("00000000-0000-0000-0000-000000000001"), datetime(2020, 1, 1, tzinfo=UTC))
+    given = [Marked(n=0), kept, *(Marked(n=i) for i in range(1, 2000))]
+    out = pending_events(given, at)
+    assert [p.event for p in out] == [given[0], kept.event, *given[2:]]
+    assert out[1] is kept
+    fresh = [p for p in out if p is not kept]
+    assert all(p.occurred_at is at for p in fresh)
+    ids = [p.event_id for p in fresh]
+    assert len(set(ids)) == len(ids) == 2000
+    assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+    # Each id is the one uuid.UUID reads back from its text (no stray bits outside 128).
+    assert all(uuid.UUID(str(i)) == i and 0 <= i.int < 1 << 128 for i in ids)
+    # Random bits vary everywhere outside the version and variant fields.
+    varying = 0
+    for i in ids[1:]:
+        varying |= i.int ^ ids[0].int
+    assert varying == ((1 << 128) - 1) & ~((0xF000 << 64) | (0xC000 << 48))
+    assert pending_events([kept], at) == [kept] and pending_events([], at) == []

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from facta.domain import DomainEvent, PendingEvent
-from facta.eventstore import EventStore, InvalidValue
+from facta.eventstore import EventStore, InvalidValue, StreamAppend
 
 from ..cli.test_cli import facta
 
@@ -109,3 +109,23 @@ async def test_cli_times_with_an_offset_of_seconds_are_refused(migrated_url: str
     result = facta("audit", "events", "--until", now, "--json", *db)
     assert result.returncode == 0, result.stderr
     assert [e["stream_id"] for e in json.loads(result.stdout)["events"]] == [stream]
+
+
+async def test_every_distinct_occurred_at_is_checked_not_only_the_first(store: EventStore) -> None:
+    # The store checks a shared occurred-at object once per append; a different, bad time
+    # later in the same stream or in a later stream is still refused before any I/O.
+    fine = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    odd = datetime(2026, 3, 1, 12, 0, tzinfo=ODD)
+    naive = datetime(2026, 3, 1, 12, 0)
+    first, second = sid(), sid()
+    good = [PendingEvent(Clocked(at=fine), uuid.uuid4(), fine) for _ in range(3)]
+    with pytest.raises(InvalidValue) as later_event:
+        await store.append(first, "offtest", [*good, PendingEvent(Clocked(at=fine), uuid.uuid4(), odd)], expected_version=0)
+    assert str(later_event.value).startswith(f"stream {first!r}: occurred at {odd.isoformat()} has the UTC offset +00:00:30")
+    with pytest.raises(InvalidValue) as later_stream:
+        await store.append_many([
+            StreamAppend(first, "offtest", good, 0),
+            StreamAppend(second, "offtest", [PendingEvent(Clocked(at=fine), uuid.uuid4(), naive)], 0),
+        ])
+    assert str(later_stream.value) == f"stream {second!r}: occurred at {naive.isoformat()} is naive: give an aware time"
+    assert await store.stream_version(first) == 0 and await store.stream_version(second) == 0
