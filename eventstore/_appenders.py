@@ -97,7 +97,7 @@ class AppendPlan:
 # -- PostgreSQL ------------------------------------------------------------------------------
 #
 # One autocommit call of facta_append() (created by migration 0001, replaced by 0004 and
-# 0008) does the whole append. It takes the shared writer marker first, then one lock per
+# 0007) does the whole append. It takes the shared writer marker first, then one lock per
 # stream in ascending key order (so appends sharing streams queue in one global order and
 # never deadlock), stamps one recorded_at for the whole append, reads each stream's head
 # (the newest entry of the (stream_id, version) index: O(log n)), inserts the events (and

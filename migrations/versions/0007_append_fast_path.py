@@ -1,6 +1,6 @@
 """Append fast path: ``facta_append`` as plain steps, with a path for one stream.
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-01
 
@@ -32,7 +32,7 @@ from alembic import op
 
 from facta.eventstore.locks import STREAM_LOCK_CLASS, WRITER_MARKER
 
-revision = "0008"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
