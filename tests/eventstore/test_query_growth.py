@@ -213,13 +213,15 @@ async def test_the_postgres_head_read_touches_the_same_rows_at_1000_and_8000_eve
 async def test_the_sqlite_append_connection_checkpoints_every_10000_pages_with_a_16_mib_cache(
     sqlite_store: EventStore,
 ) -> None:
-    def pragmas(conn: sqlite3.Connection) -> tuple[int, int, int, str]:
+    def pragmas(conn: sqlite3.Connection) -> tuple[int, int, int, str, int]:
         return (
             conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
             conn.execute("PRAGMA cache_size").fetchone()[0],
             conn.execute("PRAGMA synchronous").fetchone()[0],
             conn.execute("PRAGMA journal_mode").fetchone()[0],
+            conn.execute("PRAGMA temp_store").fetchone()[0],
         )
 
-    # synchronous 2 = FULL: every commit is synced to the WAL (durability as before).
-    assert await sqlite_store.database.sqlite_write(pragmas) == (10_000, -16_384, 2, "wal")
+    # synchronous 2 = FULL: every commit is synced to the WAL (durability as before);
+    # temp_store 2 = MEMORY: statement journals in memory.
+    assert await sqlite_store.database.sqlite_write(pragmas) == (10_000, -16_384, 2, "wal", 2)
