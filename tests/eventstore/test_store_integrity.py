@@ -61,6 +61,29 @@ async def test_an_identical_retry_returns_the_original_positions(store: EventSto
     assert await count_events(store) == 5
 
 
+async def test_a_retry_with_other_metadata_returns_the_original_positions_and_the_first_values_stand(
+    store: EventStore,
+) -> None:
+    # What a retry re-stamps (occurred-at, actor, correlation and causation ids) is not
+    # compared (README, "Idempotent appends"): the retry is the same event, stored once.
+    stream = sid()
+    events = noted(2)
+    original = await store.append(stream, "note", events, expected_version=0, actor="ana",
+                                  correlation_id="corr-1", causation_id="cause-1")
+    stored = await store.read_stream(stream)
+    later = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    retry = [PendingEvent(p.event, p.event_id, later) for p in events]
+    again = await store.append(stream, "note", retry, expected_version=0, actor="bob",
+                               correlation_id="corr-2", causation_id="cause-2")
+    assert again == original
+    after = await store.read_stream(stream)
+    assert [(e.event_id, e.occurred_at, e.actor, e.correlation_id, e.causation_id) for e in after] == [
+        (p.event_id, s.occurred_at, "ana", "corr-1", "cause-1") for p, s in zip(events, stored, strict=True)
+    ]
+    assert all(s.occurred_at != later for s in after)
+    assert await count_events(store) == 2
+
+
 @pytest.mark.parametrize("expected_version", [0, None])
 @pytest.mark.parametrize(
     ("change", "differs"),
