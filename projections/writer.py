@@ -1,7 +1,9 @@
 """`ReadModel`: how handlers write, batched.
 
-Handlers describe row changes; the runner flushes them at the end of each batch, one
-``executemany`` per table and shape of change, inside the batch's transaction. Changes
+Handlers describe row changes; the runner flushes them at the end of each batch, inside
+the batch's transaction: on SQLite one ``executemany`` per table and shape of change; on
+PostgreSQL one ``unnest`` statement per table and kind of change (the upserts of every
+shape in one statement). Changes
 to the same row within a batch merge first, so a rebuild touches each row once per batch
 however many events hit it:
 
@@ -166,7 +168,7 @@ class ReadModel:
                 else:
                     conn.execute(table.insert(), rows)
             changes.inserts.clear()
-        if changes.upserts and arrays and len({_shape(c) for c in changes.upserts.values()}) > 2:
+        if changes.upserts and arrays and len({_shape(c) for c in changes.upserts.values()}) > 1:
             self._pg_upsert_mixed(changes)
         if changes.upserts:
             # A row deleted earlier in this batch (``replace``) was deleted above, so its
@@ -185,8 +187,9 @@ class ReadModel:
                     conn.execute(self._upsert_statement(changes, set_cols, add_cols), rows)
             changes.upserts.clear()
 
-    # PostgreSQL: one statement per table and shape, the rows passed as one array per
-    # column and turned back into rows by unnest(): a round trip per batch, not per row.
+    # PostgreSQL: one statement per table and kind of change (upserts of several shapes
+    # share one), the rows passed as one array per column and turned back into rows by
+    # unnest(): a round trip per batch, not per row.
 
     def _pg_write(
         self,
@@ -227,75 +230,68 @@ class ReadModel:
         self.connection.exec_driver_sql(sql, self._pg_arrays(changes.table, columns, rows))
 
     def _pg_upsert_mixed(self, changes: _TableChanges) -> None:
-        """Upserts of several shapes in two statements instead of one per shape: insert
-        the rows that are new (complete: set values, add values, defaults for the rest),
-        then update the others, each column only where its row set or added it."""
+        """Upserts of several shapes in one statement instead of one per shape: the rows
+        travel once, each value column as its complete value for a new row (set value,
+        added amount, or the column's default) beside a mode (1 set, 2 add, 0 neither);
+        one data-modifying CTE inserts the new rows and updates the others, each column
+        only where its row set or added it.
+
+        Both parts see the statement's snapshot, so a row another transaction inserted
+        after it began is neither inserted (it conflicts) nor updated (not yet visible):
+        the statement returns the keys of such rows, and they go again in a new
+        statement, which sees them. Leaves ``changes.upserts`` as it found them if the
+        table needs the per-shape statements (server defaults, keys not str or int)."""
         table, dialect = changes.table, self.connection.dialect
-        q = dialect.identifier_preparer.quote
         keys = changes.key_columns
-        set_cols = sorted({c for change in changes.upserts.values() for c in change.set} - set(keys))
-        add_cols = sorted({c for change in changes.upserts.values() for c in change.add} - set(keys))
-        value_cols = [c.name for c in table.c if c.name not in keys]
-        defaults: dict[str, Any] = {}
-        for c in value_cols:
-            default: Any = table.c[c].default
-            defaults[c] = None if default is None else (default.arg(None) if default.is_callable else default.arg)
-        if any(table.c[c].server_default is not None for c in value_cols) or not all(
+        if any(table.c[c].server_default is not None for c in table.c.keys() if c not in keys) or not all(
             _python_type(table.c[c]) in (str, int) for c in keys
         ):
-            # The per-shape statements let the server fill its defaults; and the new rows
-            # are told apart by the keys RETURNING gives back, compared as str or int.
+            # The per-shape statements let the server fill its defaults; and rows left
+            # over are told apart by the keys RETURNING gives back, compared as str or int.
             return
-        new_rows: list[dict[str, Any]] = []
-        for k, change in changes.upserts.items():
-            row = dict(zip(keys, k, strict=True))
-            for c in value_cols:
-                if c in change.set:
-                    row[c] = change.set[c]
-                elif c in change.add:
-                    row[c] = change.add[c]
-                else:
-                    row[c] = defaults[c]
-            new_rows.append(row)
-        columns = (*keys, *value_cols)
-        types = [table.c[c].type.compile(dialect=dialect) for c in columns]
-        insert_sql = (
-            f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
-            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
-            + f") ON CONFLICT ({', '.join(q(c) for c in keys)}) DO NOTHING RETURNING {', '.join(q(c) for c in keys)}"
-        )
-        inserted = {tuple(r) for r in self.connection.exec_driver_sql(insert_sql, self._pg_arrays(table, columns, new_rows))}
-        rest = {k: change for k, change in changes.upserts.items() if k not in inserted}
-        changes.upserts.clear()
-        if not rest or not (set_cols or add_cols):
-            return
-        # u(keys..., c__s (set?), c__v (value set), c__a (amount added, NULL when none)...)
-        names: list[str] = list(keys)
-        arrays: list[list[Any]] = list(self._pg_arrays(table, keys, [dict(zip(keys, k, strict=True)) for k in rest]))
-        casts = [table.c[c].type.compile(dialect=dialect) for c in keys]
-        updates = []
-        for c in sorted({*set_cols, *add_cols}):
-            ctype = table.c[c].type.compile(dialect=dialect)
-            when = []
-            if c in set_cols:
-                names += [f"{c}__s", f"{c}__v"]
-                arrays.append([c in change.set for change in rest.values()])
-                arrays += self._pg_arrays(table, (c,), [{c: change.set.get(c)} for change in rest.values()])
-                casts += ["BOOLEAN", ctype]
-                when.append(f"WHEN u.{q(c + '__s')} THEN u.{q(c + '__v')}")
-            if c in add_cols:
-                names.append(f"{c}__a")
-                arrays += self._pg_arrays(table, (c,), [{c: change.add.get(c)} for change in rest.values()])
-                casts.append(ctype)
-                when.append(f"WHEN u.{q(c + '__a')} IS NOT NULL THEN COALESCE(t.{q(c)}, 0) + u.{q(c + '__a')}")
-            updates.append(f"{q(c)} = CASE {' '.join(when)} ELSE t.{q(c)} END")
-        update_sql = (
-            f"UPDATE {q(table.name)} AS t SET {', '.join(updates)} FROM unnest("
-            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(casts, 1))
-            + f") AS u({', '.join(q(n) for n in names)}) WHERE "
-            + " AND ".join(f"t.{q(c)} = u.{q(c)}" for c in keys)
-        )
-        self.connection.exec_driver_sql(update_sql, tuple(arrays))
+        set_cols = tuple(sorted({c for change in changes.upserts.values() for c in change.set} - set(keys)))
+        add_cols = tuple(sorted({c for change in changes.upserts.values() for c in change.add} - set(keys)))
+        value_cols = tuple(c.name for c in table.c if c.name not in keys)
+        changed = tuple(c for c in value_cols if c in set_cols or c in add_cols)
+        cache_key = ("pg-mixed", table.name, set_cols, add_cols)
+        sql = self._statements.get(cache_key)
+        if sql is None:
+            sql = self._statements[cache_key] = _mixed_upsert_sql(table, dialect, keys, value_cols, set_cols, add_cols)
+        defaults: dict[str, Any] = {}
+        made: dict[str, Any] = {}  # callable defaults, called for each new row
+        for c in value_cols:
+            default: Any = table.c[c].default
+            if default is not None and default.is_callable:
+                made[c] = default.arg
+            defaults[c] = None if default is None or default.is_callable else default.arg
+        pending = changes.upserts
+        changes.upserts = {}
+        tries = 0
+        while pending:
+            tries += 1
+            if tries > 3:
+                raise ValueError(f"read-model table {table.name!r}: {len(pending)} upserted rows were neither inserted"
+                                 f" nor updated in 3 tries, e.g. key {next(iter(pending))!r}")
+            rows: list[dict[str, Any]] = []
+            modes: list[list[int]] = [[] for _ in changed]
+            for k, change in pending.items():
+                row = dict(zip(keys, k, strict=True))
+                sets, adds = change.set, change.add
+                for c in value_cols:
+                    if c in sets:
+                        row[c] = sets[c]
+                    elif c in adds:
+                        row[c] = adds[c]
+                    elif c in made:
+                        row[c] = made[c](None)
+                    else:
+                        row[c] = defaults[c]
+                for i, c in enumerate(changed):
+                    modes[i].append(1 if c in sets else 2 if c in adds else 0)
+                rows.append(row)
+            arrays = (*self._pg_arrays(table, (*keys, *value_cols), rows), *modes)
+            missed = {tuple(r) for r in self.connection.exec_driver_sql(sql, arrays)}
+            pending = {k: change for k, change in pending.items() if k in missed}
 
     def _pg_delete(self, changes: _TableChanges, keys: list[Key]) -> None:
         table, dialect = changes.table, self.connection.dialect
@@ -357,6 +353,46 @@ class ReadModel:
             raise InvalidValue(f"key for {changes.table.name!r} must give only {list(changes.key_columns)}, got {sorted(key)}")
         return k
 
+
+
+def _mixed_upsert_sql(table: Table, dialect: Any, keys: tuple[str, ...], value_cols: tuple[str, ...],
+                      set_cols: tuple[str, ...], add_cols: tuple[str, ...]) -> str:
+    """The statement of :meth:`ReadModel._pg_upsert_mixed`: arrays ``$1..`` of the keys,
+    then of every value column, then of the modes of the columns some row sets or adds
+    to (in table order); returns the keys of the rows it neither inserted nor updated."""
+    q = dialect.identifier_preparer.quote
+    changed = tuple(c for c in value_cols if c in set_cols or c in add_cols)
+    name = q(table.name)
+    columns = (*keys, *value_cols)
+    casts = [f"{table.c[c].type.compile(dialect=dialect)}[]" for c in columns] + ["SMALLINT[]"] * len(changed)
+    aliases = [q(f"c{i}") for i in range(len(columns))] + [q(f"m{i}") for i in range(len(changed))]
+    alias = dict(zip(columns, aliases, strict=False))
+    mode = {c: aliases[len(columns) + i] for i, c in enumerate(changed)}
+    key_list = ", ".join(q(c) for c in keys)
+    updates = [
+        f"{q(c)} = CASE u.{mode[c]}" + (f" WHEN 1 THEN u.{alias[c]}" if c in set_cols else "")
+        + (f" WHEN 2 THEN COALESCE(t.{q(c)}, 0) + u.{alias[c]}" if c in add_cols else "") + f" ELSE t.{q(c)} END"
+        for c in changed
+    ]
+    match_t = " AND ".join(f"t.{q(c)} = u.{alias[c]}" for c in keys)
+    matched = " AND ".join(f"d.{q(c)} = u.{alias[c]}" for c in keys)
+    sql = (
+        "WITH u AS (SELECT * FROM unnest(" + ", ".join(f"${i}::{t}" for i, t in enumerate(casts, 1))
+        + f") AS u({', '.join(aliases)})),"
+        f" ins AS (INSERT INTO {name} ({', '.join(q(c) for c in columns)})"
+        f" SELECT {', '.join(f'u.{a}' for a in aliases[:len(columns)])} FROM u"
+        f" ON CONFLICT ({key_list}) DO NOTHING RETURNING {key_list})"
+    )
+    if updates:
+        sql += (
+            f", upd AS (UPDATE {name} AS t SET {', '.join(updates)} FROM u WHERE {match_t} RETURNING"
+            f" {', '.join(f't.{q(c)}' for c in keys)})"
+        )
+    done = "ins" + (" UNION ALL SELECT * FROM upd" if updates else "")
+    return (
+        sql + f" SELECT {', '.join(f'u.{alias[c]}' for c in keys)} FROM u"
+        f" WHERE NOT EXISTS (SELECT 1 FROM (SELECT * FROM {done}) AS d WHERE {matched})"
+    )
 
 
 def _shape(change: _Change) -> tuple[tuple[str, ...], tuple[str, ...]]:
