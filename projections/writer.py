@@ -164,12 +164,10 @@ class ReadModel:
                 groups.setdefault(tuple(row), []).append(row)
             for columns, rows in groups.items():
                 if arrays:
-                    self._pg_write(changes, columns, (), (), rows, conflict=False)
+                    self._pg_write(changes, columns, rows)
                 else:
                     conn.execute(table.insert(), rows)
             changes.inserts.clear()
-        if changes.upserts and arrays and len({_shape(c) for c in changes.upserts.values()}) > 1:
-            self._pg_upsert_mixed(changes)
         if changes.upserts:
             # A row deleted earlier in this batch (``replace``) was deleted above, so its
             # upsert inserts it afresh, its ``add`` columns counting from 0.
@@ -179,11 +177,10 @@ class ReadModel:
                 row.update(change.set)
                 row.update(change.add)
                 shapes.setdefault(_shape(change), []).append(row)
-            for (set_cols, add_cols), rows in shapes.items():
-                if arrays:
-                    self._pg_write(changes, changes.key_columns + set_cols + add_cols, set_cols, add_cols, rows,
-                                   conflict=True)
-                else:
+            if arrays:
+                self._pg_upsert(changes, shapes)
+            else:
+                for (set_cols, add_cols), rows in shapes.items():
                     conn.execute(self._upsert_statement(changes, set_cols, add_cols), rows)
             changes.upserts.clear()
 
@@ -191,107 +188,25 @@ class ReadModel:
     # share one), the rows passed as one array per column and turned back into rows by
     # unnest(): a round trip per batch, not per row.
 
-    def _pg_write(
-        self,
-        changes: _TableChanges,
-        columns: tuple[str, ...],
-        set_cols: tuple[str, ...],
-        add_cols: tuple[str, ...],
-        rows: list[dict[str, Any]],
-        *,
-        conflict: bool,
-    ) -> None:
-        table = changes.table
-        # Python-side column defaults, which SQLAlchemy would have filled in.
-        defaulted = tuple(c.name for c in table.c if c.name not in columns and c.default is not None)
-        if defaulted:
-            for c in defaulted:
-                default: Any = table.c[c].default
-                for row in rows:
-                    row[c] = default.arg(None) if default.is_callable else default.arg
-            columns += defaulted
-        cache_key = ("pg", changes.table.name, columns, set_cols, add_cols, conflict)
-        sql = self._statements.get(cache_key)
-        if sql is None:
-            table, dialect = changes.table, self.connection.dialect
-            q = dialect.identifier_preparer.quote
-            name = q(table.name)
-            sql = (
-                f"INSERT INTO {name} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
-                + ", ".join(f"${i}::{table.c[c].type.compile(dialect=dialect)}[]" for i, c in enumerate(columns, 1))
-                + ")"
-            )
-            if conflict:
-                updates = [f"{q(c)} = excluded.{q(c)}" for c in set_cols]
-                updates += [f"{q(c)} = COALESCE({name}.{q(c)}, 0) + excluded.{q(c)}" for c in add_cols]
-                keys = ", ".join(q(c) for c in changes.key_columns)
-                sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
-            self._statements[cache_key] = sql
+    def _pg_write(self, changes: _TableChanges, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (each giving ``columns``)."""
+        columns = _fill_defaults(changes.table, columns, rows)
+        sql = _pg_sql(changes.table, self.connection.dialect, changes.key_columns, ((columns, (), (), False),))
         self.connection.exec_driver_sql(sql, self._pg_arrays(changes.table, columns, rows))
 
-    def _pg_upsert_mixed(self, changes: _TableChanges) -> None:
-        """Upserts of several shapes in one statement instead of one per shape: the rows
-        travel once, each value column as its complete value for a new row (set value,
-        added amount, or the column's default) beside a mode (1 set, 2 add, 0 neither);
-        one data-modifying CTE inserts the new rows and updates the others, each column
-        only where its row set or added it.
-
-        Both parts see the statement's snapshot, so a row another transaction inserted
-        after it began is neither inserted (it conflicts) nor updated (not yet visible):
-        the statement returns the keys of such rows, and they go again in a new
-        statement, which sees them. Leaves ``changes.upserts`` as it found them if the
-        table needs the per-shape statements (server defaults, keys not str or int)."""
-        table, dialect = changes.table, self.connection.dialect
-        keys = changes.key_columns
-        if any(table.c[c].server_default is not None for c in table.c.keys() if c not in keys) or not all(
-            _python_type(table.c[c]) in (str, int) for c in keys
-        ):
-            # The per-shape statements let the server fill its defaults; and rows left
-            # over are told apart by the keys RETURNING gives back, compared as str or int.
-            return
-        set_cols = tuple(sorted({c for change in changes.upserts.values() for c in change.set} - set(keys)))
-        add_cols = tuple(sorted({c for change in changes.upserts.values() for c in change.add} - set(keys)))
-        value_cols = tuple(c.name for c in table.c if c.name not in keys)
-        changed = tuple(c for c in value_cols if c in set_cols or c in add_cols)
-        cache_key = ("pg-mixed", table.name, set_cols, add_cols)
-        sql = self._statements.get(cache_key)
-        if sql is None:
-            sql = self._statements[cache_key] = _mixed_upsert_sql(table, dialect, keys, value_cols, set_cols, add_cols)
-        defaults: dict[str, Any] = {}
-        made: dict[str, Any] = {}  # callable defaults, called for each new row
-        for c in value_cols:
-            default: Any = table.c[c].default
-            if default is not None and default.is_callable:
-                made[c] = default.arg
-            defaults[c] = None if default is None or default.is_callable else default.arg
-        pending = changes.upserts
-        changes.upserts = {}
-        tries = 0
-        while pending:
-            tries += 1
-            if tries > 3:
-                raise ValueError(f"read-model table {table.name!r}: {len(pending)} upserted rows were neither inserted"
-                                 f" nor updated in 3 tries, e.g. key {next(iter(pending))!r}")
-            rows: list[dict[str, Any]] = []
-            modes: list[list[int]] = [[] for _ in changed]
-            for k, change in pending.items():
-                row = dict(zip(keys, k, strict=True))
-                sets, adds = change.set, change.add
-                for c in value_cols:
-                    if c in sets:
-                        row[c] = sets[c]
-                    elif c in adds:
-                        row[c] = adds[c]
-                    elif c in made:
-                        row[c] = made[c](None)
-                    else:
-                        row[c] = defaults[c]
-                for i, c in enumerate(changed):
-                    modes[i].append(1 if c in sets else 2 if c in adds else 0)
-                rows.append(row)
-            arrays = (*self._pg_arrays(table, (*keys, *value_cols), rows), *modes)
-            missed = {tuple(r) for r in self.connection.exec_driver_sql(sql, arrays)}
-            pending = {k: change for k, change in pending.items() if k in missed}
+    def _pg_upsert(self, changes: _TableChanges, shapes: dict[tuple[Any, ...], list[dict[str, Any]]]) -> None:
+        """Upsert the rows of every shape in one statement: one ``INSERT ... ON CONFLICT
+        DO UPDATE`` per shape, all but the last as data-modifying CTEs. Each row is in one
+        shape only, so no row is changed twice; and each part is a plain upsert, so a row
+        another transaction inserts meanwhile is updated, as by one statement per shape."""
+        table, keys = changes.table, changes.key_columns
+        parts: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]] = []
+        arrays: list[list[Any]] = []
+        for (set_cols, add_cols), rows in shapes.items():
+            columns = _fill_defaults(table, keys + set_cols + add_cols, rows)
+            parts.append((columns, set_cols, add_cols, True))
+            arrays += self._pg_arrays(table, columns, rows)
+        self.connection.exec_driver_sql(_pg_sql(table, self.connection.dialect, keys, tuple(parts)), tuple(arrays))
 
     def _pg_delete(self, changes: _TableChanges, keys: list[Key]) -> None:
         table, dialect = changes.table, self.connection.dialect
@@ -355,45 +270,53 @@ class ReadModel:
 
 
 
-def _mixed_upsert_sql(table: Table, dialect: Any, keys: tuple[str, ...], value_cols: tuple[str, ...],
-                      set_cols: tuple[str, ...], add_cols: tuple[str, ...]) -> str:
-    """The statement of :meth:`ReadModel._pg_upsert_mixed`: arrays ``$1..`` of the keys,
-    then of every value column, then of the modes of the columns some row sets or adds
-    to (in table order); returns the keys of the rows it neither inserted nor updated."""
-    q = dialect.identifier_preparer.quote
-    changed = tuple(c for c in value_cols if c in set_cols or c in add_cols)
-    name = q(table.name)
-    columns = (*keys, *value_cols)
-    casts = [f"{table.c[c].type.compile(dialect=dialect)}[]" for c in columns] + ["SMALLINT[]"] * len(changed)
-    aliases = [q(f"c{i}") for i in range(len(columns))] + [q(f"m{i}") for i in range(len(changed))]
-    alias = dict(zip(columns, aliases, strict=False))
-    mode = {c: aliases[len(columns) + i] for i, c in enumerate(changed)}
-    key_list = ", ".join(q(c) for c in keys)
-    updates = [
-        f"{q(c)} = CASE u.{mode[c]}" + (f" WHEN 1 THEN u.{alias[c]}" if c in set_cols else "")
-        + (f" WHEN 2 THEN COALESCE(t.{q(c)}, 0) + u.{alias[c]}" if c in add_cols else "") + f" ELSE t.{q(c)} END"
-        for c in changed
-    ]
-    match_t = " AND ".join(f"t.{q(c)} = u.{alias[c]}" for c in keys)
-    matched = " AND ".join(f"d.{q(c)} = u.{alias[c]}" for c in keys)
-    sql = (
-        "WITH u AS (SELECT * FROM unnest(" + ", ".join(f"${i}::{t}" for i, t in enumerate(casts, 1))
-        + f") AS u({', '.join(aliases)})),"
-        f" ins AS (INSERT INTO {name} ({', '.join(q(c) for c in columns)})"
-        f" SELECT {', '.join(f'u.{a}' for a in aliases[:len(columns)])} FROM u"
-        f" ON CONFLICT ({key_list}) DO NOTHING RETURNING {key_list})"
-    )
-    if updates:
-        sql += (
-            f", upd AS (UPDATE {name} AS t SET {', '.join(updates)} FROM u WHERE {match_t} RETURNING"
-            f" {', '.join(f't.{q(c)}' for c in keys)})"
-        )
-    done = "ins" + (" UNION ALL SELECT * FROM upd" if updates else "")
-    return (
-        sql + f" SELECT {', '.join(f'u.{alias[c]}' for c in keys)} FROM u"
-        f" WHERE NOT EXISTS (SELECT 1 FROM (SELECT * FROM {done}) AS d WHERE {matched})"
-    )
+def _fill_defaults(table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """``columns`` and the table's other columns with a Python-side default, which
+    SQLAlchemy would have filled in: filled into ``rows`` (a callable one called per row)."""
+    defaulted = tuple(c.name for c in table.c if c.name not in columns and c.default is not None)
+    for c in defaulted:
+        default: Any = table.c[c].default
+        for row in rows:
+            row[c] = default.arg(None) if default.is_callable else default.arg
+    return columns + defaulted
 
+
+_PgPart = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+_PG_SQL: dict[tuple[Any, ...], str] = {}
+_PG_SQL_KEPT = 512  # statements kept, across batches; the oldest go first
+
+
+def _pg_sql(table: Table, dialect: Any, keys: tuple[str, ...], parts: tuple[_PgPart, ...]) -> str:
+    """One statement writing ``parts``, each (columns, set columns, add columns, upsert?)
+    from ``unnest`` of one array per column, numbered ``$1..`` across the parts; all but
+    the last part are data-modifying CTEs. Built once per table and parts, then kept."""
+    cache_key = (table, keys, parts)
+    sql = _PG_SQL.get(cache_key)
+    if sql is not None:
+        return sql
+    q = dialect.identifier_preparer.quote
+    name = q(table.name)
+    texts, n = [], 1
+    for columns, set_cols, add_cols, conflict in parts:
+        text = (
+            f"INSERT INTO {name} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
+            + ", ".join(f"${i}::{table.c[c].type.compile(dialect=dialect)}[]" for i, c in enumerate(columns, n))
+            + ")"
+        )
+        n += len(columns)
+        if conflict:
+            updates = [f"{q(c)} = excluded.{q(c)}" for c in set_cols]
+            updates += [f"{q(c)} = COALESCE({name}.{q(c)}, 0) + excluded.{q(c)}" for c in add_cols]
+            text += f" ON CONFLICT ({', '.join(q(c) for c in keys)}) " + (
+                f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
+        texts.append(text)
+    sql = texts[-1]
+    if len(texts) > 1:
+        sql = "WITH " + ", ".join(f"s{i} AS ({t} RETURNING 1)" for i, t in enumerate(texts[:-1])) + " " + sql
+    if len(_PG_SQL) >= _PG_SQL_KEPT:
+        del _PG_SQL[next(iter(_PG_SQL))]
+    _PG_SQL[cache_key] = sql
+    return sql
 
 def _shape(change: _Change) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Which columns a row's change sets and which it adds to: rows of one shape share a
@@ -408,10 +331,3 @@ def _unnest_ok(table: Table) -> bool:
         isinstance(c.type, ARRAY | JSON) or (c.default is not None and not (c.default.is_scalar or c.default.is_callable))
         for c in table.c
     )
-
-
-def _python_type(column: Any) -> Any:
-    try:
-        return column.type.python_type
-    except NotImplementedError:
-        return None

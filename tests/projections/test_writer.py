@@ -211,38 +211,6 @@ async def test_upserts_of_several_shapes_are_one_statement_on_postgresql(rm_stor
                                      "new-2": row("new-2", m=7)}
 
 
-async def test_a_row_the_statement_neither_inserted_nor_updated_goes_again(rm_store: EventStore) -> None:
-    """A row another transaction inserts while the upsert runs is invisible to its update
-    and conflicts with its insert; the statement names it and it goes again. Made here
-    by a trigger that drops the first insert of key 'late' (as a conflict would)."""
-    if rm_store.database.dialect != "postgresql":
-        pytest.skip("PostgreSQL's unnest statements")
-    await _seed(rm_store, row("old", "x", 1, 1))
-
-    def trigger(conn: Connection) -> None:
-        conn.exec_driver_sql("CREATE TABLE writer_test_seen (k text PRIMARY KEY)")
-        conn.exec_driver_sql(
-            "CREATE FUNCTION writer_test_drop_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.k = 'late' AND NOT EXISTS (SELECT 1 FROM writer_test_seen WHERE k = NEW.k) THEN"
-            " INSERT INTO writer_test_seen VALUES (NEW.k); RETURN NULL; END IF; RETURN NEW; END $$")
-        conn.exec_driver_sql("CREATE TRIGGER writer_test_drop_once BEFORE INSERT ON writer_test_rows"
-                             " FOR EACH ROW EXECUTE FUNCTION writer_test_drop_once()")
-
-    await rm_store.database.write(trigger)
-    sent = _statements_of(rm_store)
-
-    def body(rm: ReadModel) -> None:
-        rm.upsert(ROWS, {"k": "old"}, add={"n": 2})
-        rm.upsert(ROWS, {"k": "late"}, set={"label": "l"}, add={"n": 4})
-        rm.upsert(ROWS, {"k": "new"}, set={"m": 3})
-
-    await _batch(rm_store, body)
-    assert len([s for s in sent if "writer_test_rows" in s]) == 2, sent
-    # Each row changed once: the retry carries only the row that was missed.
-    assert await _rows(rm_store) == {"old": row("old", "x", 3, 1), "late": row("late", "l", 4),
-                                     "new": row("new", m=3)}
-
-
 async def test_a_callable_default_is_called_for_each_new_row_of_several_shapes(rm_store: EventStore) -> None:
     calls = iter(range(100, 200))
     stamped = Table("writer_test_stamped", MetaData(), Column("k", String(20), primary_key=True),
