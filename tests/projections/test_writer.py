@@ -580,3 +580,35 @@ async def test_batching_never_changes_the_read_model(store: EventStore, seed: in
     assert await batched.run(once=True) == len(ops)
     assert await _projected(store, OpsOneByOne) == expected
     assert await _projected(store, OpsBatched) == expected, "one batch of many changes differs from one at a time"
+
+
+class _Watched(Projection, name="writer_test_watched"):
+    """Records whether the collector ran during each handler call; fails on key 'bad'."""
+
+    rows = _ops_table("writer_test_watched")
+    collector_on: list[bool] = []
+
+    @handles(OpAdd)
+    def _add(self, rm: ReadModel, event: OpAdd, record: RecordedEvent) -> None:
+        import gc
+
+        type(self).collector_on.append(gc.isenabled())
+        if event.key == "bad":
+            raise RuntimeError("bad key")
+        rm.upsert(self.rows, {"k": event.key}, add={"n": event.n})
+
+
+async def test_the_collector_waits_out_a_batch_and_is_back_after_a_failing_one(store: EventStore) -> None:
+    import gc
+
+    from facta.errors import ProjectionError
+
+    await store.append("watched-1", "writer_test", [OpAdd(key="a", n=1), OpAdd(key="a", n=2)], expected_version=0)
+    await store.append("watched-2", "writer_test", [OpAdd(key="bad", n=1)], expected_version=0)
+    assert gc.isenabled()
+    runner = ProjectionRunner(store, _Watched, config=RunnerConfig(batch_size=10))
+    with pytest.raises(ProjectionError, match="bad key"):
+        await runner.run(once=True)
+    assert gc.isenabled(), "the collector stays off after a failing batch"
+    assert _Watched.collector_on and not any(_Watched.collector_on), _Watched.collector_on
+    assert await _projected(store, _Watched) == {"a": (None, 3)}  # the events before the failing one
