@@ -31,6 +31,7 @@ from facta.eventstore.locks import lock_key
 from facta.eventstore.schema import events, projection_checkpoints, projection_skips, projections
 
 from .api import REBUILD_SUFFIX, Projection, _given_name, rebuild_name, rename_index
+from .writer import Rider
 
 __all__ = ["FLOORS", "LIVE", "LOG", "REBUILD", "REBUILD_SUFFIX", "Coord", "Stale", "rename_index"]
 
@@ -168,6 +169,35 @@ _MOVE = (
            projection_checkpoints.c.topic == bindparam("t"), projection_checkpoints.c.partition == bindparam("n"),
            projection_checkpoints.c.position == bindparam("old"))
     .values(position=bindparam("new"), updated_at=bindparam("at"))
+)
+
+
+def checkpoint_rider(
+    conn: Connection, name: str, slot: str, expected: Mapping[Coord, int], advance: Mapping[Coord, int]
+) -> tuple[Rider, int] | None:
+    """PostgreSQL: :func:`move_checkpoints` as a :class:`~facta.projections.writer.Rider`
+    for the batch's flush, and how many rows it must return (else :class:`Stale`); None
+    where it cannot go so (SQLite; a checkpoint not made yet) or nothing moves."""
+    if conn.dialect.name != "postgresql":
+        return None
+    moves = [(coord, expected.get(coord), position) for coord, position in advance.items()
+             if expected.get(coord) != position]
+    if not moves or any(old is None for _, old, _ in moves):
+        return None
+    stamp = projection_checkpoints.c.updated_at.type._cached_bind_processor(conn.dialect)
+    params = (
+        name, slot, [t for (t, _), _, _ in moves], [p for (_, p), _, _ in moves],
+        [old for _, old, _ in moves], [new for _, _, new in moves], stamp(now()) if stamp is not None else now(),
+    )
+    return Rider(_MOVE_RIDER, params), len(moves)
+
+
+# The compare-and-set of move_checkpoints, every coordinate at once.
+_MOVE_RIDER = (
+    "UPDATE facta_projection_checkpoints AS c SET position = u.new, updated_at = {6}::TIMESTAMP WITH TIME ZONE"
+    " FROM unnest({2}::VARCHAR[], {3}::INTEGER[], {4}::BIGINT[], {5}::BIGINT[]) AS u(topic, part, old, new)"
+    " WHERE c.projection = {0}::VARCHAR AND c.slot = {1}::VARCHAR AND c.topic = u.topic AND c.partition = u.part"
+    " AND c.position = u.old RETURNING 1"
 )
 
 

@@ -51,6 +51,17 @@ class _TableChanges:
     inserts: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Rider:
+    """A PostgreSQL statement to run within one of a flush's statements, in its round
+    trip: ``sql`` data-modifying, ending in ``RETURNING``, with ``{0}``, ``{1}``, ...
+    where its parameters go (numbered after the flush's), and ``params`` their values
+    (ready for the driver). The runner's checkpoint moves travel so."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
 class _NoRows(IteratorResult[Any]):
     """The result of running a statement for no parameter sets."""
 
@@ -65,6 +76,8 @@ class ReadModel:
         self._dialect = connection.dialect.name
         self._tables: dict[str, _TableChanges] = {}
         self._statements: dict[tuple[Any, ...], Any] = {}
+        self._rider: Rider | None = None
+        self._rider_rows: int | None = None
 
     # -- changes ----------------------------------------------------------------------------
 
@@ -147,6 +160,17 @@ class ReadModel:
         for changes in self._tables.values():
             self._flush_table(changes)
 
+    def flush_with(self, rider: Rider) -> int | None:
+        """Flush, running ``rider`` within the first statement that writes rows from
+        arrays (PostgreSQL); returns how many rows the rider returned, or None if no
+        such statement ran (then the caller runs its own)."""
+        self._rider, self._rider_rows = rider, None
+        try:
+            self.flush()
+        finally:
+            self._rider = None
+        return self._rider_rows
+
     def _flush_table(self, changes: _TableChanges) -> None:
         conn, table = self.connection, changes.table
         arrays = self._dialect == "postgresql" and _unnest_ok(table)
@@ -191,8 +215,7 @@ class ReadModel:
     def _pg_write(self, changes: _TableChanges, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
         """Insert ``rows`` (each giving ``columns``)."""
         columns = _fill_defaults(changes.table, columns, rows)
-        sql = _pg_sql(changes.table, self.connection.dialect, changes.key_columns, ((columns, (), (), False),))
-        self.connection.exec_driver_sql(sql, self._pg_arrays(changes.table, columns, rows))
+        self._pg_run(changes, ((columns, (), (), False),), list(self._pg_arrays(changes.table, columns, rows)))
 
     def _pg_upsert(self, changes: _TableChanges, shapes: dict[tuple[Any, ...], list[dict[str, Any]]]) -> None:
         """Upsert the rows of every shape in one statement: one ``INSERT ... ON CONFLICT
@@ -206,7 +229,16 @@ class ReadModel:
             columns = _fill_defaults(table, keys + set_cols + add_cols, rows)
             parts.append((columns, set_cols, add_cols, True))
             arrays += self._pg_arrays(table, columns, rows)
-        self.connection.exec_driver_sql(_pg_sql(table, self.connection.dialect, keys, tuple(parts)), tuple(arrays))
+        self._pg_run(changes, tuple(parts), arrays)
+
+    def _pg_run(self, changes: _TableChanges, parts: tuple[_PgPart, ...], arrays: list[Any]) -> None:
+        rider, self._rider = self._rider, None
+        sql = _pg_sql(changes.table, self.connection.dialect, changes.key_columns, parts,
+                      None if rider is None else rider.sql)
+        if rider is None:
+            self.connection.exec_driver_sql(sql, tuple(arrays))
+        else:
+            self._rider_rows = int(self.connection.exec_driver_sql(sql, (*arrays, *rider.params)).scalar_one())
 
     def _pg_delete(self, changes: _TableChanges, keys: list[Key]) -> None:
         table, dialect = changes.table, self.connection.dialect
@@ -286,11 +318,15 @@ _PG_SQL: dict[tuple[Any, ...], str] = {}
 _PG_SQL_KEPT = 512  # statements kept, across batches; the oldest go first
 
 
-def _pg_sql(table: Table, dialect: Any, keys: tuple[str, ...], parts: tuple[_PgPart, ...]) -> str:
+def _pg_sql(table: Table, dialect: Any, keys: tuple[str, ...], parts: tuple[_PgPart, ...],
+            rider: str | None = None) -> str:
     """One statement writing ``parts``, each (columns, set columns, add columns, upsert?)
     from ``unnest`` of one array per column, numbered ``$1..`` across the parts; all but
-    the last part are data-modifying CTEs. Built once per table and parts, then kept."""
-    cache_key = (table, keys, parts)
+    the last part are data-modifying CTEs. With a ``rider`` (:class:`Rider`'s sql), every
+    part is a CTE, the rider another, its parameters numbered after the parts', and the
+    statement returns the count of the rider's rows. Built once per table, parts and
+    rider, then kept."""
+    cache_key = (table, keys, parts, rider)
     sql = _PG_SQL.get(cache_key)
     if sql is not None:
         return sql
@@ -310,13 +346,26 @@ def _pg_sql(table: Table, dialect: Any, keys: tuple[str, ...], parts: tuple[_PgP
             text += f" ON CONFLICT ({', '.join(q(c) for c in keys)}) " + (
                 f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
         texts.append(text)
-    sql = texts[-1]
-    if len(texts) > 1:
-        sql = "WITH " + ", ".join(f"s{i} AS ({t} RETURNING 1)" for i, t in enumerate(texts[:-1])) + " " + sql
+    if rider is not None:
+        ctes = [f"s{i} AS ({t} RETURNING 1)" for i, t in enumerate(texts)]
+        numbered = rider.format(*(f"${n + i}" for i in range(_fields(rider))))
+        sql = "WITH " + ", ".join([*ctes, f"r AS ({numbered})"]) + " SELECT count(*) FROM r"
+    else:
+        sql = texts[-1]
+        if len(texts) > 1:
+            sql = "WITH " + ", ".join(f"s{i} AS ({t} RETURNING 1)" for i, t in enumerate(texts[:-1])) + " " + sql
     if len(_PG_SQL) >= _PG_SQL_KEPT:
         del _PG_SQL[next(iter(_PG_SQL))]
     _PG_SQL[cache_key] = sql
     return sql
+
+def _fields(template: str) -> int:
+    """How many ``{0}``, ``{1}``, ... a rider's sql has (the highest plus one)."""
+    import string
+
+    numbers = [int(field) for _, field, _, _ in string.Formatter().parse(template) if field]
+    return max(numbers) + 1 if numbers else 0
+
 
 def _shape(change: _Change) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Which columns a row's change sets and which it adds to: rows of one shape share a

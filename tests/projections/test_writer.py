@@ -612,3 +612,68 @@ async def test_the_collector_waits_out_a_batch_and_is_back_after_a_failing_one(s
     assert gc.isenabled(), "the collector stays off after a failing batch"
     assert _Watched.collector_on and not any(_Watched.collector_on), _Watched.collector_on
     assert await _projected(store, _Watched) == {"a": (None, 3)}  # the events before the failing one
+
+
+class _Checked(_Ops, name="writer_test_checked"):
+    rows = _ops_table("writer_test_checked")
+
+
+async def test_a_batch_whose_checkpoint_moved_meanwhile_is_refused_whole(store: EventStore) -> None:
+    """The checkpoint's compare-and-set (on PostgreSQL within the flush's statement) fails
+    if another runner moved it: the batch raises Stale and leaves the rows as they were."""
+    from facta.eventstore.schema import projection_checkpoints
+    from facta.projections._applier import Applier, Delivery
+    from facta.projections._tracking import LOG, Stale
+
+    await store.append("checked-1", "writer_test", [OpAdd(key="a", n=1), OpAdd(key="b", n=2)], expected_version=0)
+    await store.append("checked-2", "writer_test", [OpAdd(key="a", n=10), OpSet(key="c", label="x")],
+                       expected_version=0)
+    records, _ = await store.read_log_window(0, 10)
+    applier = Applier(store, _Checked, source="log")
+    await applier.open()
+    await applier.apply([Delivery(r, LOG, r.position) for r in records[:2]])
+    first = records[1].position
+
+    def moved_by_another(conn: Connection) -> None:
+        c = projection_checkpoints.c
+        conn.execute(update(projection_checkpoints).where(c.projection == "writer_test_checked")
+                     .values(position=first + 1))
+
+    await store.database.write(moved_by_another)
+    with pytest.raises(Stale):
+        await applier.apply([Delivery(r, LOG, r.position) for r in records[2:]])
+    assert await _projected(store, _Checked) == {"a": (None, 1), "b": (None, 2)}
+    assert applier.checkpoints == {LOG: first}
+
+
+class _Counted(_Ops, name="writer_test_counted"):
+    rows = _ops_table("writer_test_counted")
+
+
+async def test_a_batch_on_postgresql_writes_rows_and_checkpoint_in_one_statement(store: EventStore) -> None:
+    if store.database.dialect != "postgresql":
+        pytest.skip("PostgreSQL's unnest statements")
+    from facta.projections._applier import Applier, Delivery
+    from facta.projections._tracking import LOG
+
+    await store.append("counted-1", "writer_test", [OpAdd(key="a", n=1), OpSet(key="b", label="x")],
+                       expected_version=0)
+    await store.append("counted-2", "writer_test", [OpAdd(key="a", n=2), OpSet(key="b", label="y", n=4),
+                                                    OpAdd(key="c", n=3)], expected_version=0)
+    records, _ = await store.read_log_window(0, 10)
+    applier = Applier(store, _Counted, source="log")
+    await applier.open()
+    await applier.apply([Delivery(r, LOG, r.position) for r in records[:2]])  # makes the checkpoint row
+    sent = _statements_of(store)
+    await applier.apply([Delivery(r, LOG, r.position) for r in records[2:]])
+    # A live batch checks its generation first, then writes rows and checkpoint at once.
+    assert len(sent) == 2 and "FOR SHARE" in sent[0] and "facta_projection_checkpoints" in sent[1], sent
+    assert await _projected(store, _Counted) == {"a": (None, 3), "b": ("y", 4), "c": (None, 3)}
+    assert applier.checkpoints == {LOG: records[-1].position}
+
+    def stored(conn: Connection) -> int:
+        from facta.eventstore.schema import projection_checkpoints as cp
+
+        return int(conn.execute(select(cp.c.position).where(cp.c.projection == "writer_test_counted")).scalar_one())
+
+    assert await store.database.read(stored) == records[-1].position
