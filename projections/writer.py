@@ -195,15 +195,15 @@ class ReadModel:
         if changes.upserts:
             # A row deleted earlier in this batch (``replace``) was deleted above, so its
             # upsert inserts it afresh, its ``add`` columns counting from 0.
-            shapes: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-            for k, change in changes.upserts.items():
-                row = dict(zip(changes.key_columns, k, strict=True))
-                row.update(change.set)
-                row.update(change.add)
-                shapes.setdefault(_shape(change), []).append(row)
             if arrays:
-                self._pg_upsert(changes, shapes)
+                self._pg_upsert(changes)
             else:
+                shapes: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+                for k, change in changes.upserts.items():
+                    row = dict(zip(changes.key_columns, k, strict=True))
+                    row.update(change.set)
+                    row.update(change.add)
+                    shapes.setdefault(_shape(change), []).append(row)
                 for (set_cols, add_cols), rows in shapes.items():
                     conn.execute(self._upsert_statement(changes, set_cols, add_cols), rows)
             changes.upserts.clear()
@@ -217,18 +217,39 @@ class ReadModel:
         columns = _fill_defaults(changes.table, columns, rows)
         self._pg_run(changes, ((columns, (), (), False),), list(self._pg_arrays(changes.table, columns, rows)))
 
-    def _pg_upsert(self, changes: _TableChanges, shapes: dict[tuple[Any, ...], list[dict[str, Any]]]) -> None:
+    def _pg_upsert(self, changes: _TableChanges) -> None:
         """Upsert the rows of every shape in one statement: one ``INSERT ... ON CONFLICT
         DO UPDATE`` per shape, all but the last as data-modifying CTEs. Each row is in one
         shape only, so no row is changed twice; and each part is a plain upsert, so a row
-        another transaction inserts meanwhile is updated, as by one statement per shape."""
-        table, keys = changes.table, changes.key_columns
-        parts: list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]] = []
+        another transaction inserts meanwhile is updated, as by one statement per shape.
+        The arrays are made from the pending changes column by column, no row dicts."""
+        table, keys, dialect = changes.table, changes.key_columns, self.connection.dialect
+        groups: dict[tuple[Any, ...], list[tuple[Key, _Change]]] = {}
+        for item in changes.upserts.items():
+            change = item[1]
+            shape = (tuple(change.set), tuple(change.add))  # in the order given: one sort per shape
+            group = groups.get(shape)
+            if group is None:
+                groups[shape] = [item]
+            else:
+                group.append(item)
+        merged: dict[tuple[Any, ...], list[tuple[Key, _Change]]] = {}
+        for (set_cols, add_cols), items in groups.items():
+            merged.setdefault((tuple(sorted(set_cols)), tuple(sorted(add_cols))), []).extend(items)
+        parts: list[_PgPart] = []
         arrays: list[list[Any]] = []
-        for (set_cols, add_cols), rows in shapes.items():
-            columns = _fill_defaults(table, keys + set_cols + add_cols, rows)
-            parts.append((columns, set_cols, add_cols, True))
-            arrays += self._pg_arrays(table, columns, rows)
+        for (set_cols, add_cols), items in merged.items():
+            columns: list[tuple[str, list[Any]]] = [(c, [k[i] for k, _ in items]) for i, c in enumerate(keys)]
+            columns += [(c, [ch.set[c] for _, ch in items]) for c in set_cols]
+            columns += [(c, [ch.add[c] for _, ch in items]) for c in add_cols]
+            given = keys + set_cols + add_cols
+            for c in _defaulted(table, given):
+                default: Any = table.c[c].default
+                columns.append((c, [default.arg(None) for _ in items] if default.is_callable else [default.arg] * len(items)))
+            for c, values in columns:
+                process = table.c[c].type._cached_bind_processor(dialect)
+                arrays.append([process(v) for v in values] if process is not None else values)
+            parts.append((tuple(c for c, _ in columns), set_cols, add_cols, True))
         self._pg_run(changes, tuple(parts), arrays)
 
     def _pg_run(self, changes: _TableChanges, parts: tuple[_PgPart, ...], arrays: list[Any]) -> None:
@@ -305,12 +326,17 @@ class ReadModel:
 def _fill_defaults(table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> tuple[str, ...]:
     """``columns`` and the table's other columns with a Python-side default, which
     SQLAlchemy would have filled in: filled into ``rows`` (a callable one called per row)."""
-    defaulted = tuple(c.name for c in table.c if c.name not in columns and c.default is not None)
+    defaulted = _defaulted(table, columns)
     for c in defaulted:
         default: Any = table.c[c].default
         for row in rows:
             row[c] = default.arg(None) if default.is_callable else default.arg
     return columns + defaulted
+
+
+def _defaulted(table: Table, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The table's columns outside ``columns`` with a Python-side default."""
+    return tuple(c.name for c in table.c if c.name not in columns and c.default is not None)
 
 
 _PgPart = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
