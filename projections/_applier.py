@@ -143,20 +143,25 @@ class Applier:
         skipped: list[int] = []
         projection = self.projection
         undecoded: tuple[int, Exception] | None = None
+        skips, handler_for = self.skips, projection.handler_for
+        # A subclass that selects otherwise (a process manager's) is asked; a projection
+        # selects what it has a handler for, looked up once.
+        selects = None if type(self)._selects is Applier._selects else self._selects
         with collector_paused():  # a batch's objects form no cycles (see collector_paused)
             for i, delivery in enumerate(batch):
                 record = delivery.record
-                if record.position in self.skips:
+                if skips and record.position in skips:
                     skipped.append(record.position)
                     continue
-                if not self._selects(record.event_type):
+                handler = handler_for(record.event_type)
+                if handler is None if selects is None else not selects(record.event_type):
                     continue
                 try:
                     event = record.event
                 except Exception as exc:
                     undecoded = i, exc
                     break
-                work.append(_Work(i, projection.handler_for(record.event_type), event, record))
+                work.append(_Work(i, handler, event, record))
         if undecoded is not None:
             await self._fail(batch, undecoded[0], work, undecoded[1])
         await self._before_commit(batch, work)
