@@ -40,7 +40,7 @@ from sqlalchemy import Connection, func, select
 
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
-from facta.eventstore._rows import decode_records
+from facta.eventstore._rows import collector_paused, decode_records
 from facta.eventstore.audit import utc_text
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock
@@ -308,7 +308,9 @@ class StoreLogSubscription:
                 records, covered = await pages.next(after)
                 if covered <= after:
                     return  # caught up
-                await applier.apply([Delivery(r, LOG, r.position) for r in records], {LOG: covered})
+                with collector_paused():
+                    deliveries = [Delivery(r, LOG, r.position) for r in records]
+                await applier.apply(deliveries, {LOG: covered})
                 after = covered
                 on_batch(len(records))
         finally:

@@ -1,7 +1,9 @@
 """`ReadModel`: how handlers write, batched.
 
-Handlers describe row changes; the runner flushes them at the end of each batch, one
-``executemany`` per table and shape of change, inside the batch's transaction. Changes
+Handlers describe row changes; the runner flushes them at the end of each batch, inside
+the batch's transaction: on SQLite one ``executemany`` per table and shape of change; on
+PostgreSQL one ``unnest`` statement per table and kind of change (the upserts of every
+shape in one statement). Changes
 to the same row within a batch merge first, so a rebuild touches each row once per batch
 however many events hit it:
 
@@ -49,6 +51,17 @@ class _TableChanges:
     inserts: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Rider:
+    """A PostgreSQL statement to run within one of a flush's statements, in its round
+    trip: ``sql`` data-modifying, ending in ``RETURNING``, with ``{0}``, ``{1}``, ...
+    where its parameters go (numbered after the flush's), and ``params`` their values
+    (ready for the driver). The runner's checkpoint moves travel so."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
 class _NoRows(IteratorResult[Any]):
     """The result of running a statement for no parameter sets."""
 
@@ -63,6 +76,8 @@ class ReadModel:
         self._dialect = connection.dialect.name
         self._tables: dict[str, _TableChanges] = {}
         self._statements: dict[tuple[Any, ...], Any] = {}
+        self._rider: Rider | None = None
+        self._rider_rows: int | None = None
 
     # -- changes ----------------------------------------------------------------------------
 
@@ -145,6 +160,17 @@ class ReadModel:
         for changes in self._tables.values():
             self._flush_table(changes)
 
+    def flush_with(self, rider: Rider) -> int | None:
+        """Flush, running ``rider`` within the first statement that writes rows from
+        arrays (PostgreSQL); returns how many rows the rider returned, or None if no
+        such statement ran (then the caller runs its own)."""
+        self._rider, self._rider_rows = rider, None
+        try:
+            self.flush()
+        finally:
+            self._rider = None
+        return self._rider_rows
+
     def _flush_table(self, changes: _TableChanges) -> None:
         conn, table = self.connection, changes.table
         arrays = self._dialect == "postgresql" and _unnest_ok(table)
@@ -162,140 +188,78 @@ class ReadModel:
                 groups.setdefault(tuple(row), []).append(row)
             for columns, rows in groups.items():
                 if arrays:
-                    self._pg_write(changes, columns, (), (), rows, conflict=False)
+                    self._pg_write(changes, columns, rows)
                 else:
                     conn.execute(table.insert(), rows)
             changes.inserts.clear()
-        if changes.upserts and arrays and len({_shape(c) for c in changes.upserts.values()}) > 2:
-            self._pg_upsert_mixed(changes)
         if changes.upserts:
             # A row deleted earlier in this batch (``replace``) was deleted above, so its
             # upsert inserts it afresh, its ``add`` columns counting from 0.
-            shapes: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-            for k, change in changes.upserts.items():
-                row = dict(zip(changes.key_columns, k, strict=True))
-                row.update(change.set)
-                row.update(change.add)
-                shapes.setdefault(_shape(change), []).append(row)
-            for (set_cols, add_cols), rows in shapes.items():
-                if arrays:
-                    self._pg_write(changes, changes.key_columns + set_cols + add_cols, set_cols, add_cols, rows,
-                                   conflict=True)
-                else:
+            if arrays:
+                self._pg_upsert(changes)
+            else:
+                shapes: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+                for k, change in changes.upserts.items():
+                    row = dict(zip(changes.key_columns, k, strict=True))
+                    row.update(change.set)
+                    row.update(change.add)
+                    shapes.setdefault(_shape(change), []).append(row)
+                for (set_cols, add_cols), rows in shapes.items():
                     conn.execute(self._upsert_statement(changes, set_cols, add_cols), rows)
             changes.upserts.clear()
 
-    # PostgreSQL: one statement per table and shape, the rows passed as one array per
-    # column and turned back into rows by unnest(): a round trip per batch, not per row.
+    # PostgreSQL: one statement per table and kind of change (upserts of several shapes
+    # share one), the rows passed as one array per column and turned back into rows by
+    # unnest(): a round trip per batch, not per row.
 
-    def _pg_write(
-        self,
-        changes: _TableChanges,
-        columns: tuple[str, ...],
-        set_cols: tuple[str, ...],
-        add_cols: tuple[str, ...],
-        rows: list[dict[str, Any]],
-        *,
-        conflict: bool,
-    ) -> None:
-        table = changes.table
-        # Python-side column defaults, which SQLAlchemy would have filled in.
-        defaulted = tuple(c.name for c in table.c if c.name not in columns and c.default is not None)
-        if defaulted:
-            for c in defaulted:
+    def _pg_write(self, changes: _TableChanges, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (each giving ``columns``)."""
+        columns = _fill_defaults(changes.table, columns, rows)
+        self._pg_run(changes, ((columns, (), (), False),), list(self._pg_arrays(changes.table, columns, rows)))
+
+    def _pg_upsert(self, changes: _TableChanges) -> None:
+        """Upsert the rows of every shape in one statement: one ``INSERT ... ON CONFLICT
+        DO UPDATE`` per shape, all but the last as data-modifying CTEs. Each row is in one
+        shape only, so no row is changed twice; and each part is a plain upsert, so a row
+        another transaction inserts meanwhile is updated, as by one statement per shape.
+        The arrays are made from the pending changes column by column, no row dicts."""
+        table, keys, dialect = changes.table, changes.key_columns, self.connection.dialect
+        groups: dict[tuple[Any, ...], list[tuple[Key, _Change]]] = {}
+        for item in changes.upserts.items():
+            change = item[1]
+            shape = (tuple(change.set), tuple(change.add))  # in the order given: one sort per shape
+            group = groups.get(shape)
+            if group is None:
+                groups[shape] = [item]
+            else:
+                group.append(item)
+        merged: dict[tuple[Any, ...], list[tuple[Key, _Change]]] = {}
+        for (set_cols, add_cols), items in groups.items():
+            merged.setdefault((tuple(sorted(set_cols)), tuple(sorted(add_cols))), []).extend(items)
+        parts: list[_PgPart] = []
+        arrays: list[list[Any]] = []
+        for (set_cols, add_cols), items in merged.items():
+            columns: list[tuple[str, list[Any]]] = [(c, [k[i] for k, _ in items]) for i, c in enumerate(keys)]
+            columns += [(c, [ch.set[c] for _, ch in items]) for c in set_cols]
+            columns += [(c, [ch.add[c] for _, ch in items]) for c in add_cols]
+            given = keys + set_cols + add_cols
+            for c in _defaulted(table, given):
                 default: Any = table.c[c].default
-                for row in rows:
-                    row[c] = default.arg(None) if default.is_callable else default.arg
-            columns += defaulted
-        cache_key = ("pg", changes.table.name, columns, set_cols, add_cols, conflict)
-        sql = self._statements.get(cache_key)
-        if sql is None:
-            table, dialect = changes.table, self.connection.dialect
-            q = dialect.identifier_preparer.quote
-            name = q(table.name)
-            sql = (
-                f"INSERT INTO {name} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
-                + ", ".join(f"${i}::{table.c[c].type.compile(dialect=dialect)}[]" for i, c in enumerate(columns, 1))
-                + ")"
-            )
-            if conflict:
-                updates = [f"{q(c)} = excluded.{q(c)}" for c in set_cols]
-                updates += [f"{q(c)} = COALESCE({name}.{q(c)}, 0) + excluded.{q(c)}" for c in add_cols]
-                keys = ", ".join(q(c) for c in changes.key_columns)
-                sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
-            self._statements[cache_key] = sql
-        self.connection.exec_driver_sql(sql, self._pg_arrays(changes.table, columns, rows))
+                columns.append((c, [default.arg(None) for _ in items] if default.is_callable else [default.arg] * len(items)))
+            for c, values in columns:
+                process = table.c[c].type._cached_bind_processor(dialect)
+                arrays.append([process(v) for v in values] if process is not None else values)
+            parts.append((tuple(c for c, _ in columns), set_cols, add_cols, True))
+        self._pg_run(changes, tuple(parts), arrays)
 
-    def _pg_upsert_mixed(self, changes: _TableChanges) -> None:
-        """Upserts of several shapes in two statements instead of one per shape: insert
-        the rows that are new (complete: set values, add values, defaults for the rest),
-        then update the others, each column only where its row set or added it."""
-        table, dialect = changes.table, self.connection.dialect
-        q = dialect.identifier_preparer.quote
-        keys = changes.key_columns
-        set_cols = sorted({c for change in changes.upserts.values() for c in change.set} - set(keys))
-        add_cols = sorted({c for change in changes.upserts.values() for c in change.add} - set(keys))
-        value_cols = [c.name for c in table.c if c.name not in keys]
-        defaults: dict[str, Any] = {}
-        for c in value_cols:
-            default: Any = table.c[c].default
-            defaults[c] = None if default is None else (default.arg(None) if default.is_callable else default.arg)
-        if any(table.c[c].server_default is not None for c in value_cols) or not all(
-            _python_type(table.c[c]) in (str, int) for c in keys
-        ):
-            # The per-shape statements let the server fill its defaults; and the new rows
-            # are told apart by the keys RETURNING gives back, compared as str or int.
-            return
-        new_rows: list[dict[str, Any]] = []
-        for k, change in changes.upserts.items():
-            row = dict(zip(keys, k, strict=True))
-            for c in value_cols:
-                if c in change.set:
-                    row[c] = change.set[c]
-                elif c in change.add:
-                    row[c] = change.add[c]
-                else:
-                    row[c] = defaults[c]
-            new_rows.append(row)
-        columns = (*keys, *value_cols)
-        types = [table.c[c].type.compile(dialect=dialect) for c in columns]
-        insert_sql = (
-            f"INSERT INTO {q(table.name)} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
-            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, 1))
-            + f") ON CONFLICT ({', '.join(q(c) for c in keys)}) DO NOTHING RETURNING {', '.join(q(c) for c in keys)}"
-        )
-        inserted = {tuple(r) for r in self.connection.exec_driver_sql(insert_sql, self._pg_arrays(table, columns, new_rows))}
-        rest = {k: change for k, change in changes.upserts.items() if k not in inserted}
-        changes.upserts.clear()
-        if not rest or not (set_cols or add_cols):
-            return
-        # u(keys..., c__s (set?), c__v (value set), c__a (amount added, NULL when none)...)
-        names: list[str] = list(keys)
-        arrays: list[list[Any]] = list(self._pg_arrays(table, keys, [dict(zip(keys, k, strict=True)) for k in rest]))
-        casts = [table.c[c].type.compile(dialect=dialect) for c in keys]
-        updates = []
-        for c in sorted({*set_cols, *add_cols}):
-            ctype = table.c[c].type.compile(dialect=dialect)
-            when = []
-            if c in set_cols:
-                names += [f"{c}__s", f"{c}__v"]
-                arrays.append([c in change.set for change in rest.values()])
-                arrays += self._pg_arrays(table, (c,), [{c: change.set.get(c)} for change in rest.values()])
-                casts += ["BOOLEAN", ctype]
-                when.append(f"WHEN u.{q(c + '__s')} THEN u.{q(c + '__v')}")
-            if c in add_cols:
-                names.append(f"{c}__a")
-                arrays += self._pg_arrays(table, (c,), [{c: change.add.get(c)} for change in rest.values()])
-                casts.append(ctype)
-                when.append(f"WHEN u.{q(c + '__a')} IS NOT NULL THEN COALESCE(t.{q(c)}, 0) + u.{q(c + '__a')}")
-            updates.append(f"{q(c)} = CASE {' '.join(when)} ELSE t.{q(c)} END")
-        update_sql = (
-            f"UPDATE {q(table.name)} AS t SET {', '.join(updates)} FROM unnest("
-            + ", ".join(f"${i}::{t}[]" for i, t in enumerate(casts, 1))
-            + f") AS u({', '.join(q(n) for n in names)}) WHERE "
-            + " AND ".join(f"t.{q(c)} = u.{q(c)}" for c in keys)
-        )
-        self.connection.exec_driver_sql(update_sql, tuple(arrays))
+    def _pg_run(self, changes: _TableChanges, parts: tuple[_PgPart, ...], arrays: list[Any]) -> None:
+        rider, self._rider = self._rider, None
+        sql = _pg_sql(changes.table, self.connection.dialect, changes.key_columns, parts,
+                      None if rider is None else rider.sql)
+        if rider is None:
+            self.connection.exec_driver_sql(sql, tuple(arrays))
+        else:
+            self._rider_rows = int(self.connection.exec_driver_sql(sql, (*arrays, *rider.params)).scalar_one())
 
     def _pg_delete(self, changes: _TableChanges, keys: list[Key]) -> None:
         table, dialect = changes.table, self.connection.dialect
@@ -359,6 +323,76 @@ class ReadModel:
 
 
 
+def _fill_defaults(table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """``columns`` and the table's other columns with a Python-side default, which
+    SQLAlchemy would have filled in: filled into ``rows`` (a callable one called per row)."""
+    defaulted = _defaulted(table, columns)
+    for c in defaulted:
+        default: Any = table.c[c].default
+        for row in rows:
+            row[c] = default.arg(None) if default.is_callable else default.arg
+    return columns + defaulted
+
+
+def _defaulted(table: Table, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The table's columns outside ``columns`` with a Python-side default."""
+    return tuple(c.name for c in table.c if c.name not in columns and c.default is not None)
+
+
+_PgPart = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+_PG_SQL: dict[tuple[Any, ...], str] = {}
+_PG_SQL_KEPT = 512  # statements kept, across batches; the oldest go first
+
+
+def _pg_sql(table: Table, dialect: Any, keys: tuple[str, ...], parts: tuple[_PgPart, ...],
+            rider: str | None = None) -> str:
+    """One statement writing ``parts``, each (columns, set columns, add columns, upsert?)
+    from ``unnest`` of one array per column, numbered ``$1..`` across the parts; all but
+    the last part are data-modifying CTEs. With a ``rider`` (:class:`Rider`'s sql), every
+    part is a CTE, the rider another, its parameters numbered after the parts', and the
+    statement returns the count of the rider's rows. Built once per table, parts and
+    rider, then kept."""
+    cache_key = (table, keys, parts, rider)
+    sql = _PG_SQL.get(cache_key)
+    if sql is not None:
+        return sql
+    q = dialect.identifier_preparer.quote
+    name = q(table.name)
+    texts, n = [], 1
+    for columns, set_cols, add_cols, conflict in parts:
+        text = (
+            f"INSERT INTO {name} ({', '.join(q(c) for c in columns)}) SELECT * FROM unnest("
+            + ", ".join(f"${i}::{table.c[c].type.compile(dialect=dialect)}[]" for i, c in enumerate(columns, n))
+            + ")"
+        )
+        n += len(columns)
+        if conflict:
+            updates = [f"{q(c)} = excluded.{q(c)}" for c in set_cols]
+            updates += [f"{q(c)} = COALESCE({name}.{q(c)}, 0) + excluded.{q(c)}" for c in add_cols]
+            text += f" ON CONFLICT ({', '.join(q(c) for c in keys)}) " + (
+                f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
+        texts.append(text)
+    if rider is not None:
+        ctes = [f"s{i} AS ({t} RETURNING 1)" for i, t in enumerate(texts)]
+        numbered = rider.format(*(f"${n + i}" for i in range(_fields(rider))))
+        sql = "WITH " + ", ".join([*ctes, f"r AS ({numbered})"]) + " SELECT count(*) FROM r"
+    else:
+        sql = texts[-1]
+        if len(texts) > 1:
+            sql = "WITH " + ", ".join(f"s{i} AS ({t} RETURNING 1)" for i, t in enumerate(texts[:-1])) + " " + sql
+    if len(_PG_SQL) >= _PG_SQL_KEPT:
+        del _PG_SQL[next(iter(_PG_SQL))]
+    _PG_SQL[cache_key] = sql
+    return sql
+
+def _fields(template: str) -> int:
+    """How many ``{0}``, ``{1}``, ... a rider's sql has (the highest plus one)."""
+    import string
+
+    numbers = [int(field) for _, field, _, _ in string.Formatter().parse(template) if field]
+    return max(numbers) + 1 if numbers else 0
+
+
 def _shape(change: _Change) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Which columns a row's change sets and which it adds to: rows of one shape share a
     statement."""
@@ -372,10 +406,3 @@ def _unnest_ok(table: Table) -> bool:
         isinstance(c.type, ARRAY | JSON) or (c.default is not None and not (c.default.is_scalar or c.default.is_callable))
         for c in table.c
     )
-
-
-def _python_type(column: Any) -> Any:
-    try:
-        return column.type.python_type
-    except NotImplementedError:
-        return None

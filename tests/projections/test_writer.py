@@ -183,6 +183,50 @@ async def test_rows_of_different_shapes_in_one_batch(rm_store: EventStore) -> No
     } | {f"new-{i}": row(f"new-{i}", "y" if i % 2 else None, i) for i in range(6)}
 
 
+def _statements_of(store: EventStore) -> list[str]:
+    """The statements the store's PostgreSQL engine sends from now on (appended as sent)."""
+    from sqlalchemy import event
+
+    assert store.database.engine is not None
+    sent: list[str] = []
+    event.listen(store.database.engine.sync_engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: sent.append(statement))
+    return sent
+
+
+async def test_upserts_of_several_shapes_are_one_statement_on_postgresql(rm_store: EventStore) -> None:
+    if rm_store.database.dialect != "postgresql":
+        pytest.skip("PostgreSQL's unnest statements")
+    await _seed(rm_store, row("old", "x", 1, 1))
+    sent = _statements_of(rm_store)
+
+    def body(rm: ReadModel) -> None:
+        rm.upsert(ROWS, {"k": "old"}, set={"label": "s"}, add={"n": 2})
+        rm.upsert(ROWS, {"k": "new-1"}, add={"n": 5})
+        rm.upsert(ROWS, {"k": "new-2"}, set={"m": 7})
+
+    await _batch(rm_store, body)
+    assert len([s for s in sent if "writer_test_rows" in s]) == 1, sent
+    assert await _rows(rm_store) == {"old": row("old", "s", 3, 1), "new-1": row("new-1", n=5),
+                                     "new-2": row("new-2", m=7)}
+
+
+async def test_a_callable_default_is_called_for_each_new_row_of_several_shapes(rm_store: EventStore) -> None:
+    calls = iter(range(100, 200))
+    stamped = Table("writer_test_stamped", MetaData(), Column("k", String(20), primary_key=True),
+                    Column("a", Integer), Column("b", Integer), Column("made", Integer, default=lambda: next(calls)))
+    await rm_store.database.write(lambda conn: stamped.create(conn))
+
+    def body(rm: ReadModel) -> None:
+        rm.upsert(stamped, {"k": "x"}, set={"a": 1})
+        rm.upsert(stamped, {"k": "y"}, add={"b": 2})
+        rm.upsert(stamped, {"k": "z"}, set={"a": 3}, add={"b": 4})
+
+    await _batch(rm_store, body)
+    made = [r["made"] for r in (await _rows(rm_store, stamped)).values()]
+    assert sorted(made) == [100, 101, 102]
+
+
 async def test_composite_keys(rm_store: EventStore) -> None:
     def body(rm: ReadModel) -> None:
         rm.upsert(PAIRS, {"a": "x", "b": 1}, add={"v": 1})
@@ -536,3 +580,100 @@ async def test_batching_never_changes_the_read_model(store: EventStore, seed: in
     assert await batched.run(once=True) == len(ops)
     assert await _projected(store, OpsOneByOne) == expected
     assert await _projected(store, OpsBatched) == expected, "one batch of many changes differs from one at a time"
+
+
+class _Watched(Projection, name="writer_test_watched"):
+    """Records whether the collector ran during each handler call; fails on key 'bad'."""
+
+    rows = _ops_table("writer_test_watched")
+    collector_on: list[bool] = []
+
+    @handles(OpAdd)
+    def _add(self, rm: ReadModel, event: OpAdd, record: RecordedEvent) -> None:
+        import gc
+
+        type(self).collector_on.append(gc.isenabled())
+        if event.key == "bad":
+            raise RuntimeError("bad key")
+        rm.upsert(self.rows, {"k": event.key}, add={"n": event.n})
+
+
+async def test_the_collector_waits_out_a_batch_and_is_back_after_a_failing_one(store: EventStore) -> None:
+    import gc
+
+    from facta.errors import ProjectionError
+
+    await store.append("watched-1", "writer_test", [OpAdd(key="a", n=1), OpAdd(key="a", n=2)], expected_version=0)
+    await store.append("watched-2", "writer_test", [OpAdd(key="bad", n=1)], expected_version=0)
+    assert gc.isenabled()
+    runner = ProjectionRunner(store, _Watched, config=RunnerConfig(batch_size=10))
+    with pytest.raises(ProjectionError, match="bad key"):
+        await runner.run(once=True)
+    assert gc.isenabled(), "the collector stays off after a failing batch"
+    assert _Watched.collector_on and not any(_Watched.collector_on), _Watched.collector_on
+    assert await _projected(store, _Watched) == {"a": (None, 3)}  # the events before the failing one
+
+
+class _Checked(_Ops, name="writer_test_checked"):
+    rows = _ops_table("writer_test_checked")
+
+
+async def test_a_batch_whose_checkpoint_moved_meanwhile_is_refused_whole(store: EventStore) -> None:
+    """The checkpoint's compare-and-set (on PostgreSQL within the flush's statement) fails
+    if another runner moved it: the batch raises Stale and leaves the rows as they were."""
+    from facta.eventstore.schema import projection_checkpoints
+    from facta.projections._applier import Applier, Delivery
+    from facta.projections._tracking import LOG, Stale
+
+    await store.append("checked-1", "writer_test", [OpAdd(key="a", n=1), OpAdd(key="b", n=2)], expected_version=0)
+    await store.append("checked-2", "writer_test", [OpAdd(key="a", n=10), OpSet(key="c", label="x")],
+                       expected_version=0)
+    records, _ = await store.read_log_window(0, 10)
+    applier = Applier(store, _Checked, source="log")
+    await applier.open()
+    await applier.apply([Delivery(r, LOG, r.position) for r in records[:2]])
+    first = records[1].position
+
+    def moved_by_another(conn: Connection) -> None:
+        c = projection_checkpoints.c
+        conn.execute(update(projection_checkpoints).where(c.projection == "writer_test_checked")
+                     .values(position=first + 1))
+
+    await store.database.write(moved_by_another)
+    with pytest.raises(Stale):
+        await applier.apply([Delivery(r, LOG, r.position) for r in records[2:]])
+    assert await _projected(store, _Checked) == {"a": (None, 1), "b": (None, 2)}
+    assert applier.checkpoints == {LOG: first}
+
+
+class _Counted(_Ops, name="writer_test_counted"):
+    rows = _ops_table("writer_test_counted")
+
+
+async def test_a_batch_on_postgresql_writes_rows_and_checkpoint_in_one_statement(store: EventStore) -> None:
+    if store.database.dialect != "postgresql":
+        pytest.skip("PostgreSQL's unnest statements")
+    from facta.projections._applier import Applier, Delivery
+    from facta.projections._tracking import LOG
+
+    await store.append("counted-1", "writer_test", [OpAdd(key="a", n=1), OpSet(key="b", label="x")],
+                       expected_version=0)
+    await store.append("counted-2", "writer_test", [OpAdd(key="a", n=2), OpSet(key="b", label="y", n=4),
+                                                    OpAdd(key="c", n=3)], expected_version=0)
+    records, _ = await store.read_log_window(0, 10)
+    applier = Applier(store, _Counted, source="log")
+    await applier.open()
+    await applier.apply([Delivery(r, LOG, r.position) for r in records[:2]])  # makes the checkpoint row
+    sent = _statements_of(store)
+    await applier.apply([Delivery(r, LOG, r.position) for r in records[2:]])
+    # A live batch checks its generation first, then writes rows and checkpoint at once.
+    assert len(sent) == 2 and "FOR SHARE" in sent[0] and "facta_projection_checkpoints" in sent[1], sent
+    assert await _projected(store, _Counted) == {"a": (None, 3), "b": ("y", 4), "c": (None, 3)}
+    assert applier.checkpoints == {LOG: records[-1].position}
+
+    def stored(conn: Connection) -> int:
+        from facta.eventstore.schema import projection_checkpoints as cp
+
+        return int(conn.execute(select(cp.c.position).where(cp.c.projection == "writer_test_counted")).scalar_one())
+
+    assert await store.database.read(stored) == records[-1].position
