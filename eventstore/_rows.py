@@ -13,7 +13,6 @@ is built from rows.
 from __future__ import annotations
 
 import contextlib
-import gc
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -21,7 +20,7 @@ from typing import Any
 
 from facta.domain import EventRegistry, default_registry
 
-from .kafka_codec import _utc_text, utc
+from .kafka_codec import _utc_text, collector_paused, utc
 from .records import RecordedEvent
 from .schema import events
 
@@ -81,23 +80,6 @@ def decode_records(records: Iterable[RecordedEvent]) -> None:
                     record.event  # noqa: B018 (decodes and keeps the event)
 
 
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Run the block with the cyclic garbage collector off (back on after it only if it
-    was on), for a page's allocations, which form no cycles. Counted one by one, a page's
-    tracked objects (a record, its UUID, an event and its field set per event) set off
-    a young collection every 700 of them, each promoting the live page towards the old
-    generation, so full collections, which walk every imported module's objects (about
-    87,000), ran every 15-20 pages of 1,000; paused, a page adds one young collection
-    (ARCHITECTURE.md, Reads and decoding)."""
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()
 
 
 def stored_time(value: Any) -> datetime:

@@ -30,7 +30,7 @@ import contextlib
 import functools
 import gc
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -144,6 +144,26 @@ def encode_row(row: Sequence[Any], times: TimeMemo) -> tuple[bytes, bytes, list[
     return encode_rows((row,), times)[0]
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run the block with the cyclic garbage collector off (back on after it only if it
+    was on), for a page's allocations, which form no cycles. Counted one by one, a page's
+    tracked objects (a record, its UUID, an event and its field set per event) set off
+    a young collection every 700 of them, each promoting the live page towards the old
+    generation, so full collections, which walk every imported module's objects (about
+    87,000), ran every 15-20 pages of 1,000; paused, a page adds one young collection
+    (ARCHITECTURE.md, Reads and decoding). Defined here, below the row decoder, so that
+    the relay's page encoder, the log readers and the appliers share it."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 def encode_rows(
     rows: Iterable[Sequence[Any]], times: TimeMemo | None = None
 ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]], int]]:
@@ -159,14 +179,8 @@ def encode_rows(
     counted one by one they would set off a young collection every 700 objects, promoting
     the pages in flight until full collections (which walk every imported module's
     objects) ran every few pages."""
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
+    with collector_paused():
         return _encode_rows(rows, {} if times is None else times)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _encode_rows(rows: Iterable[Sequence[Any]], times: TimeMemo) -> list[tuple[bytes, bytes, list[tuple[str, bytes]], int]]:

@@ -31,7 +31,7 @@ from facta.domain import DomainEvent
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore._diagnostics import describe
-from facta.eventstore._rows import collector_paused
+from facta.eventstore.kafka_codec import collector_paused
 
 from . import _tracking as tracking
 from ._tracking import LIVE, Coord, Stale

@@ -40,7 +40,8 @@ from sqlalchemy import Connection, func, select
 
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
-from facta.eventstore._rows import collector_paused, decode_records
+from facta.eventstore._rows import decode_records
+from facta.eventstore.kafka_codec import collector_paused
 from facta.eventstore.audit import utc_text
 from facta.eventstore.kafka_support import bootstrap_problem
 from facta.eventstore.locks import active_lock

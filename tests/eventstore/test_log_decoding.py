@@ -10,7 +10,8 @@ import pytest
 
 from facta.domain import DomainEvent, EventDecodeError, EventRegistry, UnknownEventType
 from facta.eventstore import EventStore
-from facta.eventstore._rows import collector_paused, decode_records
+from facta.eventstore._rows import decode_records
+from facta.eventstore.kafka_codec import collector_paused
 
 WRITE, READ = EventRegistry(), EventRegistry()
 
