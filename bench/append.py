@@ -38,10 +38,13 @@ rounds; ratios are medians of the per-round ratios.
 ``--positions`` measures what one unbroken range of positions per append costs: facta
 alone, with revision 0008's ``facta_append`` (positions from ``facta_take_positions``)
 against 0007's (the sequence's default per row), each on a fresh database migrated to
-the head with 0007's function put back for the other, in rotated order each round.
-Workloads: 1 event/tx from 1 and from 8 writer processes, 1,000 events/tx from 1 and
-from 4. Besides events/s it reads the server's own time per ``facta_append`` call from
-``pg_stat_user_functions`` (``track_functions = 'pl'`` on the fresh database).
+the head, with 0007's function put back in one of them. Each round runs 10 slices; in a
+slice every writer appends to one database and then to the other (the first one
+alternating), all writers on the same one at a time, so the two contenders see the same
+machine within a second of each other. Workloads: 1 event/tx from 1 and from 8 writer
+processes, 1,000 events/tx from 1 and from 4. Besides events/s it reads the server's own
+time per ``facta_append`` call from ``pg_stat_user_functions`` (``track_functions =
+'pl'`` on the fresh databases).
 """
 
 from __future__ import annotations
@@ -353,7 +356,11 @@ class WriterTask:
     fresh: Fresh
     writer: int
     appends: int
-    batch: int = 1  # events per append (``--positions`` only; facta)
+    # --positions only (facta): events per append, and the database to alternate with.
+    batch: int = 1
+    paired: Fresh | None = None
+    slices: int = 0
+    active: bool = True
 
 
 def writer_plan(writer: int, appends: int, batch: int = 1) -> list[Tx]:
@@ -466,11 +473,9 @@ async def _single_facta(task: WriterTask, plan: list[Tx], barrier: Any) -> Timin
         await store.close()
 
 
-def _run_writer_task(task: WriterTask, barrier: Any) -> Timing:
-    if task.appends == 0:  # an idle writer (--positions): it only meets the others
-        barrier.wait(BARRIER_TIMEOUT)
-        now = time.perf_counter()
-        return now, now, 0, 0
+def _run_writer_task(task: WriterTask, barrier: Any) -> Any:
+    if task.paired is not None:
+        return asyncio.run(_paired_facta(task, barrier))
     plan = writer_plan(task.writer, task.appends, task.batch)
     pg = task.fresh.backend == "postgresql"
     if task.contender == "raw":
@@ -485,10 +490,10 @@ def _writer_main(tasks: Any, results: Any, barrier: Any) -> None:
     results.put(("ready", None))
     while (task := tasks.get()) is not None:
         try:
-            results.put(("ok", _run_writer_task(task, barrier)))
+            results.put(("ok", _run_writer_task(task, barrier), task.writer))
         except BaseException:
             barrier.abort()
-            results.put(("error", f"writer {task.writer} ({task.contender}):\n{traceback.format_exc()}"))
+            results.put(("error", f"writer {task.writer} ({task.contender}):\n{traceback.format_exc()}", task.writer))
 
 
 class WriterPool:
@@ -514,13 +519,14 @@ class WriterPool:
             kind, _detail = self.results.get(timeout=300)
             assert kind == "ready", kind
 
-    def run(self, contender: str, fresh: Fresh, appends: int, *, batch: int = 1, active: int | None = None) -> list[Timing]:
-        """Every writer runs ``contender``; the first ``active`` (default all) make
-        ``appends`` appends of ``batch`` events after a warm-up of the same size, the
-        others nothing (all meet at the start barrier)."""
-        active = self.size if active is None else active
-        for i, q in enumerate(self.tasks):
-            q.put(WriterTask(contender, fresh, i, appends if i < active else 0, batch))
+    def run(self, contender: str, fresh: Fresh, appends: int) -> list[Timing]:
+        return self.run_tasks([WriterTask(contender, fresh, i, appends) for i in range(self.size)])
+
+    def run_tasks(self, tasks: Sequence[WriterTask]) -> list[Any]:
+        """One task per writer; their results, in writer order."""
+        contender, fresh = tasks[0].contender, tasks[0].fresh
+        for q, task in zip(self.tasks, tasks, strict=True):
+            q.put(task)
         replies = []
         for _ in range(self.size):
             try:
@@ -531,7 +537,7 @@ class WriterPool:
         if errors:
             self.barrier.reset()
             raise SystemExit("\n".join(errors))
-        return [r[1] for r in replies]
+        return [r[1] for r in sorted(replies, key=lambda r: r[2])]
 
     def close(self) -> None:
         for q in self.tasks:
@@ -639,18 +645,48 @@ def render(all_runs: dict[tuple[str, str], dict[str, list[Result]]], titles: dic
 
 #: The revision scripts whose ``facta_append`` each ``--positions`` contender runs.
 POSITION_FUNCTIONS = {"0007": "0007_append_fast_path", "0008": "0008_contiguous_positions"}
-#: (label, events per append, writer processes); the appends per writer follow from --events.
-POSITION_WORKLOADS = (("1 event/tx", 1, 1), ("1 event/tx", 1, WRITERS), ("1,000 events/tx", BATCH, 1),
-                      ("1,000 events/tx", BATCH, 4))
+#: (label, events per append, writer processes, appends per writer and slice).
+POSITION_WORKLOADS = (("1 event/tx", 1, 1, 100), ("1 event/tx", 1, WRITERS, 25), ("1,000 events/tx", BATCH, 1, 2),
+                      ("1,000 events/tx", BATCH, 4, 1))
+#: Slices per round: each slice runs 0007 then 0008 (or the other way round, alternately).
+POSITION_SLICES = 10
+
+SliceTiming = tuple[int, str, float, float, int]  # slice, revision, start, end, events
 
 
-@dataclass(frozen=True)
-class PositionsRun:
-    result: Result
-    server_us: float  # facta_append's own time per call, from pg_stat_user_functions (us)
+async def _paired_facta(task: WriterTask, barrier: Any) -> list[SliceTiming]:
+    """A --positions writer: a store on each database (``fresh``: 0007, ``paired``:
+    0008), one warm-up append of ``batch`` events on each, then ``slices`` slices of
+    ``appends`` appends on one database and then the other; every writer meets the others
+    at the barrier before each part, so all writers run one contender at a time. An idle
+    writer only meets the others."""
+    from facta.eventstore import EventStore
+
+    assert task.paired is not None
+    fresh = {"0007": task.fresh, "0008": task.paired}
+    out: list[SliceTiming] = []
+    stores = {rev: await EventStore.open(f.url, registry=BENCH_REGISTRY) for rev, f in fresh.items()} if task.active else {}
+    try:
+        plan = writer_plan(task.writer, task.slices * task.appends, task.batch)
+        for store in stores.values():
+            await store.append(plan[0].stream, STREAM_TYPE, plan[0].events, expected_version=plan[0].expected_version)
+        for k in range(task.slices):
+            for rev in ("0007", "0008") if k % 2 == 0 else ("0008", "0007"):
+                barrier.wait(BARRIER_TIMEOUT)
+                if not task.active:
+                    continue
+                t0 = time.perf_counter()
+                part = plan[1 + k * task.appends : 1 + (k + 1) * task.appends]
+                for tx in part:
+                    await stores[rev].append(tx.stream, STREAM_TYPE, tx.events, expected_version=tx.expected_version)
+                out.append((k, rev, t0, time.perf_counter(), sum(len(tx.events) for tx in part)))
+        return out
+    finally:
+        for store in stores.values():
+            await store.close()
 
 
-def _function_times(fresh: Fresh, calls_at_least: int) -> float:
+def _function_time_us(fresh: Fresh, calls_at_least: int) -> float:
     """facta_append's mean time per call in microseconds (``total_time``, which includes
     ``facta_take_positions`` it calls), once every writer's backend has reported. The
     warm-up calls (one per writer, the same size) are in it, and each backend's first
@@ -672,27 +708,52 @@ def _function_times(fresh: Fresh, calls_at_least: int) -> float:
             time.sleep(0.05)
 
 
-def run_positions_once(pool: WriterPool, revision: str, batch: int, writers: int, appends: int) -> PositionsRun:
+def _positions_database(revision: str) -> Fresh:
+    """A fresh database at the head, running ``revision``'s facta_append, with
+    ``track_functions = 'pl'`` for the sessions that connect next."""
     import importlib
 
     import psycopg
 
     fresh = fresh_database("postgresql", f"p{revision}")
+    asyncio.run(migrate(fresh.url))
+    with psycopg.connect(fresh.dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{fresh.dbname}" SET track_functions = \'pl\'')
+        if revision != "0008":
+            module = importlib.import_module(f"facta.migrations.versions.{POSITION_FUNCTIONS[revision]}")
+            conn.execute(module._FACTA_APPEND)
+    return fresh
+
+
+@dataclass
+class PositionsRound:
+    rate_ratios: list[float]  # 0008 / 0007 events/s, per slice
+    rates: dict[str, list[float]]  # events/s per slice
+    server_us: dict[str, float]  # facta_append's time per call over the round
+
+
+def run_positions_round(pool: WriterPool, batch: int, writers: int, appends: int, slices: int) -> PositionsRound:
+    old, new = _positions_database("0007"), _positions_database("0008")
     try:
-        asyncio.run(migrate(fresh.url))
-        with psycopg.connect(fresh.dsn, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{fresh.dbname}" SET track_functions = \'pl\'')
-            if revision != "0008":
-                conn.execute(importlib.import_module(f"facta.migrations.versions.{POSITION_FUNCTIONS[revision]}")._FACTA_APPEND)
-        timings = pool.run("facta", fresh, appends, batch=batch, active=writers)
-        start = min(t[0] for t in timings)
-        end = max(t[1] for t in timings)
-        timed = sum(t[2] for t in timings)
-        _check_rows(fresh, "facta", timed + writers * batch)
-        server_us = _function_times(fresh, (appends + 1) * writers)
-        return PositionsRun(Result(revision, timed, end - start), server_us)
+        tasks = [
+            WriterTask("facta", old, i, appends, batch=batch, paired=new, slices=slices, active=i < writers)
+            for i in range(pool.size)
+        ]
+        timings: list[SliceTiming] = [t for per_writer in pool.run_tasks(tasks) for t in per_writer]
+        rates: dict[str, list[float]] = {"0007": [], "0008": []}
+        for k in range(slices):
+            for rev in rates:
+                part = [t for t in timings if t[0] == k and t[1] == rev]
+                rates[rev].append(sum(t[4] for t in part) / (max(t[3] for t in part) - min(t[2] for t in part)))
+        per_db = (slices * appends + 1) * writers
+        for fresh in (old, new):
+            _check_rows(fresh, "facta", per_db * batch)
+        server = {"0007": _function_time_us(old, per_db), "0008": _function_time_us(new, per_db)}
+        ratios = [n / o for n, o in zip(rates["0008"], rates["0007"], strict=True)]
+        return PositionsRound(ratios, rates, server)
     finally:
-        fresh.drop()
+        old.drop()
+        new.drop()
 
 
 def _spread(values: Sequence[float], fmt: str) -> str:
@@ -701,37 +762,40 @@ def _spread(values: Sequence[float], fmt: str) -> str:
 
 def run_positions(args: argparse.Namespace) -> None:
     """``--positions``: see the module docstring."""
+    slices = 2 if args.quick else POSITION_SLICES
     for line in machine_facts(["postgresql"]):
         print(line)
-    print(f"rounds: {args.rounds}, contenders in rotated order; facta only, 0008 = revision 0008's facta_append,"
-          " 0007 = 0007's; figures: median (min-max) over rounds, ratios are medians of per-round ratios\n", flush=True)
+    print(f"rounds: {args.rounds}, each a fresh database per contender and {slices} slices; in each slice every"
+          " writer appends to 0007's then 0008's database (or the other way round, alternately), all writers on one"
+          " at a time. events/s: median (min-max) over all slices; 0008/0007: median (min-max) of the per-slice"
+          " ratios; server us: facta_append's own time per call (pg_stat_user_functions), median (min-max) over"
+          " rounds, and the median (min-max) of per-round ratios\n", flush=True)
     started = time.perf_counter()
     pool = WriterPool(WRITERS)
-    runs: dict[tuple[str, int, int], dict[str, list[PositionsRun]]] = {}
+    rounds: dict[tuple[str, int], list[PositionsRound]] = {}
     try:
         for r in range(args.rounds):
-            for label, batch, writers in POSITION_WORKLOADS:
-                total = args.events if batch > 1 else args.events // 10
-                appends = max(1, total // batch // writers)
-                order = list(POSITION_FUNCTIONS)[r % 2 :] + list(POSITION_FUNCTIONS)[: r % 2]
-                for revision in order:
-                    run = run_positions_once(pool, revision, batch, writers, appends)
-                    runs.setdefault((label, batch, writers), {}).setdefault(revision, []).append(run)
-                    print(f"  round {r + 1}  {label:<15} x{writers}  {revision}  {run.result.rate:>9,.0f} events/s"
-                          f"  facta_append {run.server_us:8.1f} us/call", file=sys.stderr, flush=True)
+            for label, batch, writers, appends in POSITION_WORKLOADS:
+                one = run_positions_round(pool, batch, writers, appends, slices)
+                rounds.setdefault((label, writers), []).append(one)
+                print(f"  round {r + 1}  {label:<15} x{writers}  0008/0007 events/s {median(one.rate_ratios):.2f}"
+                      f"  facta_append us/call 0007 {one.server_us['0007']:.1f}, 0008 {one.server_us['0008']:.1f}",
+                      file=sys.stderr, flush=True)
     finally:
         pool.close()
     head = ("workload", "writers", "events/s 0007", "events/s 0008", "0008/0007", "server us 0007", "server us 0008",
             "server 0008/0007")
-    lines = []
-    for (label, _batch, writers), by in runs.items():
-        old, new = by["0007"], by["0008"]
-        rate_ratio = [n.result.rate / o.result.rate for n, o in zip(new, old, strict=True)]
-        time_ratio = [n.server_us / o.server_us for n, o in zip(new, old, strict=True)]
-        lines.append((label, str(writers), _spread([o.result.rate for o in old], ",.0f"),
-                      _spread([n.result.rate for n in new], ",.0f"), _spread(rate_ratio, ".2f"),
-                      _spread([o.server_us for o in old], ",.1f"), _spread([n.server_us for n in new], ",.1f"),
-                      _spread(time_ratio, ".2f")))
+    lines: list[tuple[str, ...]] = []
+    for (label, writers), done in rounds.items():
+        def every(rev: str, done: list[PositionsRound] = done) -> list[float]:
+            return [x for one in done for x in one.rates[rev]]
+
+        ratios = [x for one in done for x in one.rate_ratios]
+        server = {rev: [one.server_us[rev] for one in done] for rev in ("0007", "0008")}
+        server_ratio = [one.server_us["0008"] / one.server_us["0007"] for one in done]
+        lines.append((label, str(writers), _spread(every("0007"), ",.0f"), _spread(every("0008"), ",.0f"),
+                      _spread(ratios, ".2f"), _spread(server["0007"], ",.1f"), _spread(server["0008"], ",.1f"),
+                      _spread(server_ratio, ".2f")))
     print(render_table(head, lines, numeric=set(range(1, len(head)))))
     print(f"\n(total wall time {time.perf_counter() - started:.0f} s; at the end, {load_average()})")
 

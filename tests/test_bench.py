@@ -39,6 +39,19 @@ def test_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+def test_append_benchmark_positions_quick_run(postgres_available: bool, tmp_path: Path) -> None:
+    if not postgres_available:
+        pytest.skip("bench/append.py --positions needs PostgreSQL")
+    out = quick_run("append.py", tmp_path, "--positions")
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("workload") and "0008/0007" in line)
+    rows = lines[head + 2 : head + 6]
+    assert [line.split()[:2] for line in rows] == [["1", "event/tx"]] * 2 + [["1,000", "events/tx"]] * 2, out
+    for line in rows:  # events/s and server time for each contender and their ratios: median (min-max)
+        assert line.count(" (") == 6, line
+
+
+@pytest.mark.slow
 def test_relay_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
     chosen = os.environ.get("FACTA_TEST_KAFKA", "").strip() or "apache"
     kind = chosen if chosen in ("apache", "noida", "tansu") else "apache"
