@@ -34,6 +34,11 @@ queues on a stream lock or is rejected no longer holds the marker, and readers d
 wait for it; the marker still precedes every position, which is all the horizon needs.
 No lock is held while waiting for another: the positions lock is taken after the stream
 locks and released before the insert, so it cannot close a cycle with them.
+
+Cost (``bench/append.py --positions``, this function against 0007's, alternating): the
+function's own time per one-event call 1.14x under load, about +3 us without (a PL/pgSQL
+loop of 300 calls per transaction: 39.4 -> 42.9 us), of which the exception block is
+about 2 us; 1,000-event calls 1.03x to 1.06x; events/s unchanged within the noise.
 """
 
 from __future__ import annotations

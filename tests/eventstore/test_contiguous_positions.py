@@ -13,7 +13,8 @@ The cancel tests stop an append while it holds the positions lock, a session loc
 outlives the transaction: the sequence itself is held by an ``ALTER SEQUENCE`` in an
 open transaction, so the append waits in ``nextval`` with the lock taken; then it is
 cancelled (``statement_timeout`` or ``pg_cancel_backend``). The lock must be gone and
-the next append, from another connection, must complete.
+the next append, from another connection, must complete. An append cancelled while it
+still waits for the lock has nothing to let go of and appends again once it is free.
 """
 
 from __future__ import annotations
@@ -250,3 +251,38 @@ async def test_take_positions_refuses_a_count_below_one_postgres(postgres_url: s
         assert await _positions_lock_holders(conn) == []
     finally:
         await conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("events", [1, BIG])
+async def test_an_append_cancelled_while_waiting_for_the_positions_lock_goes_on_cleanly_postgres(
+    postgres_url: str, events: int
+) -> None:
+    """Cancelled before the lock was granted: nothing to let go of, the cancel is the
+    error the caller sees, and the session appends again once the lock is free."""
+    await migrate(postgres_url)
+    holder = await asyncpg.connect(_dsn(postgres_url))
+    victim = await asyncpg.connect(_dsn(postgres_url))
+    try:
+        pid = await victim.fetchval("SELECT pg_backend_pid()")
+        await holder.execute("SELECT pg_advisory_lock($1, $2)", *POSITIONS_LOCK)
+        append = asyncio.create_task(append_postgres(victim, _plan("victim", events)))
+        waiting = ("SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND classid = $2"
+                   " AND objid = $3 AND NOT granted")
+        async with asyncio.timeout(HANG_GUARD_S):
+            while await holder.fetchval(waiting, pid, *POSITIONS_LOCK) != 1:
+                assert not append.done(), "the append ended before it waited for the positions lock"
+                await asyncio.sleep(0.005)
+        assert await holder.fetchval("SELECT pg_cancel_backend($1)", pid)
+        with pytest.raises(asyncpg.QueryCanceledError):
+            async with asyncio.timeout(HANG_GUARD_S):
+                await append
+        assert await _positions_lock_holders(holder) == [(await holder.fetchval("SELECT pg_backend_pid()"), "ExclusiveLock")]
+        await holder.execute("SELECT pg_advisory_unlock($1, $2)", *POSITIONS_LOCK)
+        async with asyncio.timeout(HANG_GUARD_S):
+            again = await append_postgres(victim, _plan("victim", events))
+        assert_one_range_each([list(again[0].positions)])
+        assert await _positions_lock_holders(holder) == []
+    finally:
+        await victim.close()
+        await holder.close()
