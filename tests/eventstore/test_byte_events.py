@@ -371,3 +371,29 @@ def test_events_table_lists_payload_bytes_but_log_reads_do_not() -> None:
 
     assert "payload_bytes" in events_table.c and "payload_bytes" not in LOG_COLUMNS
     assert LOG_COLUMNS[-1] == "causation_id"
+
+
+async def test_each_append_gets_one_contiguous_range_under_concurrent_writers(migrated_url: str) -> None:
+    """Six store objects append at once (batches of 25 and single events, the log read
+    back afterwards): every call's positions are one unbroken range holding exactly its
+    own events in the order given (eventsourcing's non-interleaving notification ids)."""
+    stores = [await EventStore.open(migrated_url) for _ in range(6)]
+    try:
+        async def writer(k: int) -> list[tuple[list[int], list[tuple[str, int]]]]:
+            calls = []
+            for j in range(8):
+                size = 25 if k % 2 == 0 else 1
+                batch = [ByteEvent(f"w{k}-{j}-{i % 3}", i, "T", f"{k}/{j}/{i}".encode()) for i in range(size)]
+                positions = await stores[k].append_bytes("bank", batch)
+                calls.append((positions, [(e.stream_id, e.version) for e in batch]))
+            return calls
+
+        results = [c for calls in await asyncio.gather(*(writer(k) for k in range(6))) for c in calls]
+        log = {e.position: (e.stream_id, e.version) for e in await stores[0].read_byte_log("bank", after=0, limit=10_000)}
+        assert len(log) == 3 * 8 * 25 + 3 * 8
+        for positions, keys in results:
+            assert positions == list(range(positions[0], positions[0] + len(keys)))
+            assert [log[p] for p in positions] == keys
+    finally:
+        for s in stores:
+            await s.close()
