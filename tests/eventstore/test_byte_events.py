@@ -45,6 +45,9 @@ PAYLOADS = [
     b"\xc3\x28 not UTF-8",
     b'{"x": NaN}',  # JSON facta refuses (NaN): kept exactly, shown as a placeholder
     b'{"a": "\\u0000"}',  # a NUL in a string: PostgreSQL's jsonb cannot hold it
+    b'{"lone": "\\ud800"}',  # a lone surrogate: not Unicode text
+    b'{"pair": "\\ud83d\\ude00", "big": 1e400}',  # a surrogate pair, and a number JSON reads as infinity
+    b'{"pair": "\\ud83d\\ude00"}',  # an escaped pair is Unicode text: shown as JSON
     b'{"amount": 5, "note": "caf\xc3\xa9"}',
     b"[1, 2, 3]",  # JSON, but not an object
     b'  {"spaced": true}',
@@ -73,7 +76,7 @@ async def test_bytes_round_trip_exactly_and_the_payload_column_shows_json_or_a_p
     assert [e.payload for e in logged] == PAYLOADS and [e.position for e in logged] == positions
     shown = await _payload_column(store)
     for position, data in zip(positions, PAYLOADS, strict=True):
-        if data in (b'{"amount": 5, "note": "caf\xc3\xa9"}', b'  {"spaced": true}'):
+        if data in (b'{"amount": 5, "note": "caf\xc3\xa9"}', b'  {"spaced": true}', b'{"pair": "\\ud83d\\ude00"}'):
             assert shown[position] == json.loads(data)
         else:
             assert shown[position] == _placeholder(data), data[:20]
