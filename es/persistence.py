@@ -176,6 +176,9 @@ def eventsourcing_errors() -> Iterator[None]:
 
 _stores_lock = threading.Lock()
 _stores: dict[str, tuple[BlockingEventStore, int]] = {}
+#: Releases that could not take the lock at once (a factory closed by the garbage collector
+#: while its thread held the lock): counted down by the next acquire or a helper thread.
+_pending: list[str] = []
 
 
 def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
@@ -183,39 +186,80 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
     counted once more. Returns the key to :func:`_release` it with."""
     with eventsourcing_errors():
         key = resolve_url(url).render_as_string(hide_password=False)
-    with _stores_lock:
-        held = _stores.get(key)
-        if held is None:
-            with eventsourcing_errors():
-                store = BlockingEventStore.open(url, migrate=migrate)
-            _stores[key] = (store, 1)
-        else:
-            store, count = held
-            _stores[key] = (store, count + 1)
+    done: list[BlockingEventStore] = []
+    try:
+        with _stores_lock:
+            done = _count_down_pending()
+            held = _stores.get(key)
+            if held is None:
+                with eventsourcing_errors():
+                    store = BlockingEventStore.open(url, migrate=migrate)
+                _stores[key] = (store, 1)
+            else:
+                store, count = held
+                _stores[key] = (store, count + 1)
+    finally:
+        _close_stores(done)
     return key, store
 
 
 def _release(key: str) -> None:
+    """Count the store of ``key`` down; close it when no factory holds it any more.
+
+    Safe from a garbage collector's finaliser (``Application.__del__`` closes its factory)
+    whatever the thread holds: when the lock is taken, the release is queued and counted by
+    a helper thread, and a store is never closed on its own loop's thread."""
+    _pending.append(key)
+    if not _stores_lock.acquire(blocking=False):
+        with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown
+            threading.Thread(target=_release_pending, name="facta-es-release", daemon=True).start()
+        return
+    try:
+        done = _count_down_pending()
+    finally:
+        _stores_lock.release()
+    _close_stores(done)
+
+
+def _release_pending() -> None:
     with _stores_lock:
+        done = _count_down_pending()
+    _close_stores(done)
+
+
+def _count_down_pending() -> list[BlockingEventStore]:
+    """With the lock held: apply the queued releases; returns the stores no one holds."""
+    done = []
+    while _pending:
+        key = _pending.pop()
         held = _stores.get(key)
         if held is None:
-            return
+            continue
         store, count = held
         if count > 1:
             _stores[key] = (store, count - 1)
-            return
-        del _stores[key]
-    store.close()
+        else:
+            del _stores[key]
+            done.append(store)
+    return done
+
+
+def _close_stores(stores: list[BlockingEventStore]) -> None:
+    for store in stores:
+        if threading.current_thread().name == "facta-loop":  # a finaliser on a store's own loop
+            threading.Thread(target=store.close, name="facta-es-release", daemon=True).start()
+        else:
+            store.close()
 
 
 def _close_all() -> None:
     """Close every shared store, counted or not (for test teardown: an application a test
     never closed keeps its store open until garbage collection)."""
     with _stores_lock:
+        _pending.clear()
         held = list(_stores.values())
         _stores.clear()
-    for store, _ in held:
-        store.close()
+    _close_stores([store for store, _ in held])
 
 
 # -- recorders ---------------------------------------------------------------------------------
@@ -226,13 +270,18 @@ class FactaRecorder:
     the stream type of its application's events (``stream_type``).
 
     ``originator_id_type`` is ``"uuid"`` (ids are UUIDs, read back as ``UUID``) or
-    ``"text"`` (any string, read back as ``str``).
+    ``"text"`` (any string, read back as ``str``). ``owner`` (the factory that made the
+    recorder) is kept so that the shared store stays counted while the recorder lives,
+    even when no one keeps the factory (eventsourcing's ``ProjectionRunner`` drops the one
+    that made its view).
     """
 
-    def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid") -> None:
+    def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid",
+                 owner: object = None) -> None:
         self.store = store
         self.stream_type = stream_type
         self.originator_id_type = originator_id_type
+        self._owner = owner
 
     def call(self, fn: Callable[[EventStore], Awaitable[T]]) -> T:
         """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's."""
@@ -474,7 +523,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         return self.env.name or UNNAMED_STREAM_TYPE
 
     def _recorder(self, cls: type[FactaRecorderT]) -> FactaRecorderT:
-        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type)
+        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self)
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         """``"events"``: a :class:`FactaAggregateRecorder`; ``"snapshots"``: a
@@ -492,7 +541,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def tracking_recorder(self, tracking_recorder_class: type[FactaTrackingRecorder] | None = None
                           ) -> FactaTrackingRecorder:
         """``tracking_recorder_class``, else ``TRACKING_RECORDER_TOPIC``'s class, else
-        :class:`FactaTrackingRecorder`, made with ``(store, stream_type, originator_id_type=)``."""
+        :class:`FactaTrackingRecorder`, made with ``(store, stream_type, originator_id_type=, owner=)``."""
         cls = tracking_recorder_class or self._topic_class(self.TRACKING_RECORDER_TOPIC, FactaTrackingRecorder)
         return self._recorder(cls)
 
@@ -516,6 +565,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
             _release(key)
 
     def __del__(self) -> None:
+        # The factory and every recorder it made are gone (recorders keep their factory).
         with contextlib.suppress(Exception):
             self.close()
 

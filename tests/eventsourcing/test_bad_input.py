@@ -169,7 +169,7 @@ def test_an_event_eventsourcing_cannot_transcode_stores_nothing(migrated_url: st
         app.save(good, Holder(Unserialisable()))
     assert "is not serializable" in one_line(caught.value)
     assert app.recorder.max_notification_id() is None
-    assert app.repository.contains(good.id) is False
+    assert good.id not in app.repository
     app.close()
     assert log_size(migrated_url) == 0
 
