@@ -19,7 +19,7 @@ topic too). It builds every recorder eventsourcing defines:
 **Settings**, read through eventsourcing's ``Environment`` (so an application-prefixed name,
 ``BANKACCOUNTS_FACTA_DATABASE_URL``, wins over the plain one):
 
-- ``FACTA_DATABASE_URL``: the store; unset: facta's own setting (``FACTA_DATABASE_URL`` in
+- ``FACTA_DATABASE_URL``: the store; unset or empty: facta's own setting (``FACTA_DATABASE_URL`` in
   the process environment, else ``sqlite+aiosqlite:///./facta.db``). One
   :class:`~facta.eventstore.blocking.BlockingEventStore` per URL per process is shared by
   every factory naming it, counted, and closed when the last factory closes
@@ -126,6 +126,7 @@ from facta.eventstore.blocking import BlockingEventStore
 from facta.eventstore.database import database_url_from_env, resolve_url
 from facta.eventstore.records import ByteEvent
 from facta.eventstore.store import EventStore
+from facta.eventstore.validation import check_text
 
 __all__ = [
     "UNNAMED_STREAM_TYPE",
@@ -503,9 +504,8 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def __init__(self, env: Environment | dict[str, str] | None) -> None:
         super().__init__(env)
         self._key: str | None = None
-        url = self.env.get(self.FACTA_DATABASE_URL)
-        if url is None:
-            url = database_url_from_env()
+        # Unset or empty: facta's own setting, as facta reads FACTA_DATABASE_URL itself.
+        url = self.env.get(self.FACTA_DATABASE_URL) or database_url_from_env()
         create = self.env.get(self.CREATE_TABLE) or "yes"
         try:
             migrate = strtobool(create)
@@ -523,6 +523,8 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         return self.env.name or UNNAMED_STREAM_TYPE
 
     def _recorder(self, cls: type[FactaRecorderT]) -> FactaRecorderT:
+        with eventsourcing_errors():  # an application name facta cannot store as a stream type
+            check_text("stream type", self.stream_type)
         return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self)
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:

@@ -120,6 +120,17 @@ def test_app_prefixed_database_url_wins(tmp_path: Path, sqlite_url: str) -> None
     assert not (tmp_path / "other.db").exists()
 
 
+def test_without_a_url_in_its_environment_the_factory_uses_facta_setting(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACTA_DATABASE_URL", sqlite_url)
+    for given in ({}, {"FACTA_DATABASE_URL": ""}):
+        factory = FactaFactory(given)
+        factory.application_recorder().insert_events([StoredEvent(uuid4(), 1, "t", b"{}")])
+        factory.close()
+    assert log_size(sqlite_url) == 2
+
+
 # -- PERSISTENCE_MODULE ---------------------------------------------------------------------------
 
 
@@ -144,7 +155,7 @@ def test_wrong_persistence_module_is_eventsourcings_one_line(value: str, expecte
 
 
 def test_module_and_class_topic_both_find_the_factory(sqlite_url: str) -> None:
-    for value in ("facta.eventsourcing", "facta.eventsourcing:FactaFactory"):
+    for value in ("facta.eventsourcing", "facta.eventsourcing:FactaFactory", "facta.eventsourcing.persistence"):
         app = Application[Any](env={"PERSISTENCE_MODULE": value, "FACTA_DATABASE_URL": sqlite_url})
         assert type(app.factory) is FactaFactory
         app.close()
@@ -224,6 +235,15 @@ def test_state_that_is_not_bytes_is_one_data_error(migrated_url: str) -> None:
     with pytest.raises(DataError, match=r"^state of 'ok' at version 1 is str, not bytes$"):
         recorder.insert_events([StoredEvent(uuid4(), 1, "ok", "{}")])  # type: ignore[arg-type]
     assert recorder.max_notification_id() is None
+
+
+def test_an_application_name_longer_than_a_stream_type_is_one_data_error(migrated_url: str) -> None:
+    limit = TEXT_LIMITS["stream type"]
+    long_name = "A" * (limit + 1)
+    with pytest.raises(DataError) as caught:
+        type(long_name, (Application,), {})(env=env(migrated_url))
+    message = one_line(caught.value)
+    assert "stream type" in message and str(limit) in message
 
 
 def test_an_unknown_aggregate_recorder_purpose_is_one_line(migrated_url: str) -> None:
