@@ -9,6 +9,7 @@ every ``Application()`` the cases build stores its events in facta.
 from __future__ import annotations
 
 import os
+from uuid import UUID
 
 import pytest
 from eventsourcing.application import Application
@@ -43,7 +44,7 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
     def test_events_are_rows_of_facta_log(self) -> None:
         # Not in the library's case: what an application saved is an ordinary facta event,
         # with the application's name as stream type and the originator id as stream id.
-        app = Application[object]()
+        app = Application[UUID]()
         aggregate = Aggregate()
         aggregate.trigger_event(Aggregate.Event)
         recordings = app.save(aggregate)
@@ -60,10 +61,10 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
     def test_two_applications_share_one_log(self) -> None:
         # Not in the library's case: two applications in one database each read only their
         # own notifications (stream type = application name), with the log's positions.
-        class Orders(Application[object]):
+        class Orders(Application[UUID]):
             pass
 
-        class Payments(Application[object]):
+        class Payments(Application[UUID]):
             pass
 
         orders, payments = Orders(), Payments()
@@ -80,12 +81,12 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
 
     def test_unclosed_and_closed_applications_share_one_store(self) -> None:
         # Not in the library's case: one BlockingEventStore per URL per process, counted.
-        first, second = Application[object](), Application[object]()
+        first, second = Application[UUID](), Application[UUID]()
         self.assertIs(first.factory.store, second.factory.store)  # type: ignore[attr-defined]
         first.close()
         second.save(Aggregate())  # still open: the second application holds it
         second.close()
-        third = Application[object]()
+        third = Application[UUID]()
         self.assertIsNot(third.factory.store, second.factory.store)  # type: ignore[attr-defined]
         self.assertEqual(third.recorder.max_notification_id(), 1)
         third.close()
