@@ -16,6 +16,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.tests import application as cases
 
+from facta.domain.reference import AccountOpened
 from facta.eventstore.blocking import BlockingEventStore
 
 from ._databases import FreshDatabase
@@ -78,6 +79,21 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
         self.assertEqual(payments.recorder.max_notification_id(), 2)
         orders.close()
         payments.close()
+
+    def test_facta_aggregates_and_an_application_share_one_database(self) -> None:
+        # Not in the library's case: facta's own API and eventsourcing write to one log
+        # without conflict; each reads back only its own events.
+        app = Application[UUID]()
+        first = app.save(Aggregate())[0].notification.id
+        with BlockingEventStore.open(self.url) as store:
+            opened = AccountOpened(owner="Ada", currency="EUR")
+            result = store.call(lambda s: s.append("acct-1", "account", [opened], expected_version=0))
+            facta_events = store.call(lambda s: s.read_stream("acct-1"))
+        second = app.save(Aggregate())[0].notification.id
+        self.assertEqual((first, result.positions, second), (1, (2,), 3))
+        self.assertEqual([e.event_type for e in facta_events], ["account.opened"])
+        self.assertEqual([n.id for n in app.recorder.select_notifications(None, 10)], [1, 3])
+        app.close()
 
     def test_unclosed_and_closed_applications_share_one_store(self) -> None:
         # Not in the library's case: one BlockingEventStore per URL per process, counted.
