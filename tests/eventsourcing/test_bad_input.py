@@ -5,6 +5,8 @@ and nothing half-written."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,18 @@ def test_an_unknown_aggregate_recorder_purpose_is_one_line(migrated_url: str) ->
     with pytest.raises(ProgrammingError, match=r"^aggregate recorder purpose 'audit': facta records"):
         factory.aggregate_recorder("audit")
     factory.close()
+
+
+def test_without_eventsourcing_the_package_imports_and_the_factory_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['eventsourcing'] = None\n"
+        "import facta.eventsourcing as es\n"
+        "try:\n"
+        "    es.FactaFactory\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("facta.eventsourcing.FactaFactory needs the eventsourcing library, which is not"
+                             " installed: pip install 'facta[eventsourcing]'\n")
