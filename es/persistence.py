@@ -87,6 +87,7 @@ long -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -186,7 +187,13 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
     """The process's store for ``url`` (opened, and migrated when ``migrate``, on first use),
     counted once more. Returns the key to :func:`_release` it with."""
     with eventsourcing_errors():
-        key = resolve_url(url).render_as_string(hide_password=False)
+        parsed = resolve_url(url)
+    key = parsed.render_as_string(hide_password=False)
+    if not migrate and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        # Opening would create an empty file: refuse first, leaving no file behind.
+        if not os.path.exists(parsed.database):
+            raise ProgrammingError(f"{parsed.render_as_string(hide_password=True)} has no facta schema (the file "
+                                   "does not exist): run `facta db upgrade`")
     done: list[BlockingEventStore] = []
     try:
         with _stores_lock:
