@@ -27,7 +27,8 @@ topic too). It builds every recorder eventsourcing defines:
 - ``CREATE_TABLE`` (eventsourcing's convention, default yes): yes migrates the database to
   facta's newest revision when the store is opened (what ``facta db upgrade`` does); no
   refuses a database without facta's schema or at an older revision, in one line naming
-  the URL (password hidden) and ``facta db upgrade``. facta's schema is one schema for all
+  the URL (password hidden) and ``facta db upgrade`` (a SQLite file that does not exist is
+  refused before opening, so none is left behind). facta's schema is one schema for all
   recorders, so the setting counts when a factory opens the store, not per recorder.
 - ``ORIGINATOR_ID_TYPE`` (eventsourcing's, ``uuid`` by default, or ``text``): with ``uuid``
   an originator id must be a UUID (stored as its canonical text, read back as a ``UUID``);
