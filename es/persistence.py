@@ -435,6 +435,7 @@ class FactaSubscription(Subscription[FactaApplicationRecorder]):
     def __init__(self, recorder: FactaApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()) -> None:
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         self._buffer: deque[Notification] = deque()
+        self._catching_up = False  # the last page was full: more is stored, no need to note the head
 
     def __next__(self) -> Notification:
         while not self._has_been_stopped:
@@ -442,15 +443,16 @@ class FactaSubscription(Subscription[FactaApplicationRecorder]):
                 notification = self._buffer.popleft()
                 self._last_notification_id = notification.id
                 return notification
-            # The log's head first, then the page: an append after the head read has a
-            # higher position, so the wait below returns for it.
-            head = self._recorder.call(lambda s: s.last_byte_position(None)) or 0
+            # Near the head, the log's head first, then the page: an append after the head
+            # read has a higher position, so the wait below returns for it.
+            head = None if self._catching_up else self._recorder.call(lambda s: s.last_byte_position(None)) or 0
             page = self._recorder.select_notifications(self._last_notification_id or 0, SUBSCRIPTION_PAGE,
                                                         topics=self._topics, inclusive_of_start=False)
+            self._catching_up = len(page) == SUBSCRIPTION_PAGE
             if page:
                 self._buffer.extend(page)
-                continue
-            self._recorder.call(lambda s: s.wait_for_append(head, SUBSCRIPTION_WAIT_S))
+            elif head is not None:
+                self._recorder.call(lambda s: s.wait_for_append(head, SUBSCRIPTION_WAIT_S))
         raise StopIteration
 
 
