@@ -137,6 +137,22 @@ class AppRecorder(OnFacta, cases.ApplicationRecorderTestCase[ApplicationRecorder
         self.assertEqual([(n.originator_id, n.originator_version, n.state, n.id) for n in received],
                          [(originator, 1, b"x", 1)])
 
+    def test_subscription_catches_up_over_many_pages_with_topics(self) -> None:
+        # Not in the library's cases: more than one page (500) behind, with a topic filter.
+        recorder = self.create_recorder()
+        originator = uuid4()
+        events = [StoredEvent(originator, v, "even" if v % 2 == 0 else "odd", str(v).encode()) for v in range(2400)]
+        ids: list[int] = []
+        for chunk in range(0, 2400, 800):
+            ids += list(recorder.insert_events(events[chunk:chunk + 800]) or [])
+        with recorder.subscribe(gt=None, topics=["even"]) as subscription:
+            got = []
+            for notification in subscription:
+                got.append((notification.id, notification.originator_version, notification.state))
+                if len(got) == 1200:
+                    break
+        self.assertEqual(got, [(ids[v], v, str(v).encode()) for v in range(0, 2400, 2)])
+
     def test_a_refused_insert_leaves_a_gap_on_postgres_only(self) -> None:
         # Not in the library's cases (ARCHITECTURE.md lists it among the differences): on
         # PostgreSQL the positions a refused insert took are not reused; on SQLite the
