@@ -89,9 +89,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -124,11 +126,12 @@ from facta.errors import (
     StoreError,
     UnknownSchemaRevision,
 )
+from facta.eventstore import _bytes
 from facta.eventstore.blocking import BlockingEventStore
-from facta.eventstore.database import database_url_from_env, resolve_url
+from facta.eventstore.database import database_url_from_env, driver_options, resolve_url
 from facta.eventstore.records import ByteEvent
 from facta.eventstore.store import EventStore
-from facta.eventstore.validation import check_text
+from facta.eventstore.validation import TEXT_LIMITS, check_text
 
 __all__ = [
     "UNNAMED_STREAM_TYPE",
@@ -175,13 +178,64 @@ def eventsourcing_errors() -> Iterator[None]:
         raise DatabaseError(str(exc)) from None
 
 
+# -- reads on SQLite: in the caller's thread -------------------------------------------------------
+
+_SQLITE_LAST_OF_TYPE = "SELECT max(position) FROM facta_events WHERE stream_type = ?"
+_SQLITE_TRACKED = "SELECT position FROM facta_tracking WHERE name = ?"
+
+
+class SQLiteReads:
+    """Read-only sqlite3 connections to a SQLite store's file, one per calling thread.
+
+    eventsourcing calls a recorder from its own threads; a read through the blocking
+    facade hops to the store's loop and on to its read threads and back (about 130 us for
+    a short stream, against 8 us for the statement itself; measured on the development
+    machine). Reads on SQLite are plain snapshots of the WAL, so a recorder runs them
+    here, in the caller's thread, with the store's own statements (``_bytes``). Writes
+    still go through the store's one writer. Any sqlite3 error (a file that cannot be
+    opened read-only, a busy database) returns None: the caller then reads through the
+    store, whose errors are the usual ones.
+    """
+
+    def __init__(self, path: str, timeout_s: float) -> None:
+        self._uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+
+    def fetch(self, sql: str, args: Sequence[Any]) -> list[Any] | None:
+        """The rows of ``sql``, or None when SQLite refused (read through the store then)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = sqlite3.connect(self._uri, uri=True, timeout=self._timeout_s, isolation_level=None)
+                conn.execute("PRAGMA query_only=1")
+                self._local.conn = conn
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.Error:
+            return None
+
+
+def _sqlite_reads(store: BlockingEventStore) -> SQLiteReads | None:
+    database = store.store.database
+    if database.dialect != "sqlite" or not database.url.database:
+        return None
+    return SQLiteReads(database.url.database, float(driver_options(database.url)["timeout"]))
+
+
 # -- the shared stores --------------------------------------------------------------------------
 
 _stores_lock = threading.Lock()
 _stores: dict[str, tuple[BlockingEventStore, int]] = {}
+#: The direct SQLite reads of each shared SQLite store, by store key.
+_reads: dict[str, SQLiteReads | None] = {}
 #: Releases that could not take the lock at once (a factory closed by the garbage collector
 #: while its thread held the lock): counted down by the next acquire or a helper thread.
 _pending: list[str] = []
+
+
+def _shared_reads(key: str) -> SQLiteReads | None:
+    with _stores_lock:
+        return _reads.get(key)
 
 
 def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
@@ -204,6 +258,7 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
                 with eventsourcing_errors():
                     store = BlockingEventStore.open(url, migrate=migrate)
                 _stores[key] = (store, 1)
+                _reads[key] = _sqlite_reads(store)
             else:
                 store, count = held
                 _stores[key] = (store, count + 1)
@@ -249,6 +304,7 @@ def _count_down_pending() -> list[BlockingEventStore]:
             _stores[key] = (store, count - 1)
         else:
             del _stores[key]
+            _reads.pop(key, None)
             done.append(store)
     return done
 
@@ -268,6 +324,7 @@ def _close_all() -> None:
         _pending.clear()
         held = list(_stores.values())
         _stores.clear()
+        _reads.clear()
     _close_stores([store for store, _ in held])
 
 
@@ -286,11 +343,18 @@ class FactaRecorder:
     """
 
     def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid",
-                 owner: object = None) -> None:
+                 owner: object = None, sqlite_reads: SQLiteReads | None = None) -> None:
         self.store = store
         self.stream_type = stream_type
         self.originator_id_type = originator_id_type
         self._owner = owner
+        self._direct = sqlite_reads
+
+    def _fetch(self, sql: str, args: Sequence[Any]) -> list[Any] | None:
+        """Rows read in this thread on SQLite (:class:`SQLiteReads`), or None: read through the store."""
+        if self._direct is None or self.store.closed:  # a closed store's calls raise: let them
+            return None
+        return self._direct.fetch(sql, args)
 
     def call(self, fn: Callable[[EventStore], Awaitable[T]]) -> T:
         """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's."""
@@ -334,6 +398,15 @@ class FactaRecorder:
     def _select(self, kind: str, originator_id: UUID | str, gt: int | None, lte: int | None, desc: bool,
                 limit: int | None) -> list[StoredEvent]:
         stream_id = self._stream_id(originator_id)
+        if self._direct is not None and _plain_int(gt) and _plain_int(lte) and _plain_int(limit) and desc in (
+                True, False) and len(stream_id) <= TEXT_LIMITS["stream id"]:
+            build = _bytes.snapshot_sql if kind == "snapshots" else _bytes.stream_sql
+            sql = build(False, gt is not None, lte is not None, desc, limit is not None)
+            rows = self._fetch(sql, [stream_id, *(v for v in (gt, lte, limit) if v is not None)])
+            if rows is not None:
+                if kind == "snapshots":
+                    return [StoredEvent(self._originator_id(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+                return [StoredEvent(self._originator_id(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
         if kind == "snapshots":
             events = self.call(lambda s: s.read_byte_snapshots(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
         else:
@@ -408,6 +481,13 @@ class FactaApplicationRecorder(FactaAggregateRecorder, ApplicationRecorder):
         else:
             after = max(0, start - 1 if inclusive_of_start else start)
         stream_type, kinds = self.stream_type, list(topics)
+        if self._direct is not None and _plain_int(after) and _plain_int(limit) and limit > 0 and _plain_int(stop) and all(
+                isinstance(k, str) for k in kinds):
+            sql = _bytes.log_sql(False, True, len(kinds))
+            upto = stop if stop is not None else 2**63 - 1
+            rows = self._fetch(sql, [after, upto, stream_type, *kinds, limit])
+            if rows is not None:
+                return [Notification(self._originator_id(r[1]), r[2], r[3], bytes(r[4]), r[0]) for r in rows]
         events = self.call(lambda s: s.read_byte_log(stream_type, after=after, limit=limit, stop=stop,
                                                        event_types=kinds))
         return [Notification(self._originator_id(e.stream_id), e.version, e.event_type, e.payload, e.position)
@@ -416,6 +496,9 @@ class FactaApplicationRecorder(FactaAggregateRecorder, ApplicationRecorder):
     def max_notification_id(self) -> int | None:
         """The highest settled position of this application's events, or None."""
         stream_type = self.stream_type
+        rows = self._fetch(_SQLITE_LAST_OF_TYPE, [stream_type])
+        if rows is not None:
+            return None if rows[0][0] is None else int(rows[0][0])
         return self.call(lambda s: s.last_byte_position(stream_type))
 
     def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> FactaSubscription:
@@ -487,6 +570,9 @@ class FactaTrackingRecorder(FactaRecorder, TrackingRecorder):
     def max_tracking_id(self, application_name: str) -> int | None:
         """The notification id recorded last for ``application_name``, or None."""
         name = self.tracking_name(application_name)
+        rows = self._fetch(_SQLITE_TRACKED, [name]) if len(name) <= TEXT_LIMITS["tracking name"] else None
+        if rows is not None:
+            return int(rows[0][0]) if rows else None
         return self.call(lambda s: s.tracking_position(name))
 
 
@@ -526,6 +612,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
             raise ValueError(f"ORIGINATOR_ID_TYPE={id_type!r}: expected uuid or text")
         self.originator_id_type = id_type
         self._key, self.store = _acquire(url, migrate=migrate)
+        self._sqlite_reads = _shared_reads(self._key)
 
     @property
     def stream_type(self) -> str:
@@ -535,7 +622,8 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def _recorder(self, cls: type[FactaRecorderT]) -> FactaRecorderT:
         with eventsourcing_errors():  # an application name facta cannot store as a stream type
             check_text("stream type", self.stream_type)
-        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self)
+        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self,
+                   sqlite_reads=self._sqlite_reads)
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         """``"events"``: a :class:`FactaAggregateRecorder`; ``"snapshots"``: a
@@ -583,3 +671,9 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
 
 
 FactaRecorderT = TypeVar("FactaRecorderT", bound=FactaRecorder)
+
+
+def _plain_int(value: object) -> bool:
+    """None or an int within int64 (what a direct SQLite read binds; anything else reads
+    through the store, which checks it and names it)."""
+    return value is None or (type(value) is int and -(2**63) <= value < 2**63)

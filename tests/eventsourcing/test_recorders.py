@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    DatabaseError,
     IntegrityError,
     Notification,
     ProcessRecorder,
@@ -176,6 +177,33 @@ class TestApplicationRecorderSQLite(AppRecorder):
 class TestApplicationRecorderPostgres(AppRecorder):
     __test__ = True
     dialect = "postgresql"
+
+
+class TestApplicationRecorderSQLiteThroughStore(AppRecorder):
+    """The library's application cases with every SQLite read through the store (a
+    recorder made without the factory's direct SQLite reads), so both read paths are
+    held to the same expectations."""
+
+    __test__ = True
+
+    def create_recorder(self) -> ApplicationRecorder:
+        factory = self.factory()
+        recorder = FactaApplicationRecorder(factory.store, factory.stream_type, owner=factory)
+        self.assertIsNone(recorder._direct)
+        return recorder
+
+    def test_direct_reads_are_used_by_the_factorys_recorders(self) -> None:
+        recorder = self.factory().application_recorder()
+        assert isinstance(recorder, FactaApplicationRecorder)
+        self.assertIsNotNone(recorder._direct)
+
+    def test_a_closed_factorys_recorder_refuses_reads_as_the_store_does(self) -> None:
+        factory = self.factory()
+        recorder = factory.application_recorder()
+        factory.close()
+        with self.assertRaises(DatabaseError) as caught:
+            recorder.select_events(uuid4())
+        self.assertIn("is closed: open a new one", str(caught.exception))
 
 
 # -- tracking and process recorders -----------------------------------------------------------
