@@ -63,7 +63,13 @@ run a function of a ``Connection`` in a read or write transaction::
     class Counters(FactaTrackingRecorder):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.write(lambda conn: counters.create(conn, checkfirst=True))
+            self.write(self._create)
+
+        @staticmethod
+        def _create(conn: Connection) -> None:
+            counters.create(conn, checkfirst=True)
+            if conn.execute(select(counters.c.n)).first() is None:
+                conn.execute(counters.insert().values(name="all", n=0))
 
         def count(self, tracking: Tracking) -> None:
             self.record_tracking(tracking, with_=lambda conn: conn.execute(
@@ -74,6 +80,10 @@ run a function of a ``Connection`` in a read or write transaction::
 
 ``tests/eventsourcing/test_projections.py`` holds a complete one (eventsourcing's
 ``EventCountersView``).
+
+**Reads on SQLite** run in the calling thread, on a read-only sqlite3 connection per
+thread (:class:`SQLiteReads`), with the store's own statements; writes, and every read
+on PostgreSQL, go through the shared store.
 
 **Errors.** facta's errors reach eventsourcing's code as eventsourcing's exception classes
 (PEP 249's names), each with facta's one-line message naming the bad value (never a
@@ -143,6 +153,8 @@ __all__ = [
     "FactaSnapshotRecorder",
     "FactaSubscription",
     "FactaTrackingRecorder",
+    "SQLiteReads",
+    "eventsourcing_errors",
 ]
 
 #: The stream type of events written through a factory whose environment has no name.
@@ -233,14 +245,10 @@ _reads: dict[str, SQLiteReads | None] = {}
 _pending: list[str] = []
 
 
-def _shared_reads(key: str) -> SQLiteReads | None:
-    with _stores_lock:
-        return _reads.get(key)
-
-
-def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
+def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore, SQLiteReads | None]:
     """The process's store for ``url`` (opened, and migrated when ``migrate``, on first use),
-    counted once more. Returns the key to :func:`_release` it with."""
+    counted once more, and its direct SQLite reads (None on PostgreSQL). Returns the key to
+    :func:`_release` it with first."""
     with eventsourcing_errors():
         parsed = resolve_url(url)
     key = parsed.render_as_string(hide_password=False)
@@ -262,9 +270,10 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
             else:
                 store, count = held
                 _stores[key] = (store, count + 1)
+            reads = _reads.get(key)
     finally:
         _close_stores(done)
-    return key, store
+    return key, store, reads
 
 
 def _release(key: str) -> None:
@@ -611,8 +620,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         if id_type not in ("uuid", "text"):
             raise ValueError(f"ORIGINATOR_ID_TYPE={id_type!r}: expected uuid or text")
         self.originator_id_type = id_type
-        self._key, self.store = _acquire(url, migrate=migrate)
-        self._sqlite_reads = _shared_reads(self._key)
+        self._key, self.store, self._sqlite_reads = _acquire(url, migrate=migrate)
 
     @property
     def stream_type(self) -> str:
