@@ -83,3 +83,9 @@ def test_versus_benchmark_quick_run_prints_every_row(postgres_available: bool, t
         assert line.count("x (") == 1 and "facta/raw >= 0.75x" in line, line
     assert "MiB" in table[13] and "facta < 45 MiB" in table[13]
     assert out.count("load average") == 2
+
+
+@pytest.mark.slow
+def test_byte_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
+    out = quick_run("byte_append.py", tmp_path, "--backend", "all" if postgres_available else "sqlite")
+    assert "append_bytes/append" in out and out.count("x (") >= 2
