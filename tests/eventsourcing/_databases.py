@@ -27,7 +27,6 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
-
 from facta import migrations
 from facta.eventsourcing import persistence
 
