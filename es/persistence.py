@@ -407,8 +407,8 @@ class FactaRecorder:
     def _select(self, kind: str, originator_id: UUID | str, gt: int | None, lte: int | None, desc: bool,
                 limit: int | None) -> list[StoredEvent]:
         stream_id = self._stream_id(originator_id)
-        if self._direct is not None and _plain_int(gt) and _plain_int(lte) and _plain_int(limit) and desc in (
-                True, False) and len(stream_id) <= TEXT_LIMITS["stream id"]:
+        if self._direct is not None and _plain_version(gt) and _plain_version(lte) and _plain_int(limit, 1) and (
+                type(desc) is bool and len(stream_id) <= TEXT_LIMITS["stream id"]):
             build = _bytes.snapshot_sql if kind == "snapshots" else _bytes.stream_sql
             sql = build(False, gt is not None, lte is not None, desc, limit is not None)
             rows = self._fetch(sql, [stream_id, *(v for v in (gt, lte, limit) if v is not None)])
@@ -490,7 +490,7 @@ class FactaApplicationRecorder(FactaAggregateRecorder, ApplicationRecorder):
         else:
             after = max(0, start - 1 if inclusive_of_start else start)
         stream_type, kinds = self.stream_type, list(topics)
-        if self._direct is not None and _plain_int(after) and _plain_int(limit) and limit > 0 and _plain_int(stop) and all(
+        if self._direct is not None and _plain_int(after) and _plain_int(limit, 1) and _plain_int(stop) and all(
                 isinstance(k, str) for k in kinds):
             sql = _bytes.log_sql(False, True, len(kinds))
             upto = stop if stop is not None else 2**63 - 1
@@ -681,7 +681,11 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
 FactaRecorderT = TypeVar("FactaRecorderT", bound=FactaRecorder)
 
 
-def _plain_int(value: object) -> bool:
-    """None or an int within int64 (what a direct SQLite read binds; anything else reads
-    through the store, which checks it and names it)."""
-    return value is None or (type(value) is int and -(2**63) <= value < 2**63)
+def _plain_int(value: object, low: int = 0, high: int = 2**63 - 1) -> bool:
+    """None or an int in [low, high]: what a direct SQLite read binds. Anything else reads
+    through the store, which refuses it naming it, as on PostgreSQL."""
+    return value is None or (type(value) is int and low <= value <= high)
+
+
+def _plain_version(value: object) -> bool:
+    return _plain_int(value, -(2**31), 2**31 - 1)

@@ -305,3 +305,23 @@ def test_without_eventsourcing_the_package_imports_and_the_factory_says_what_to_
     assert result.returncode == 0, result.stderr
     assert result.stdout == ("facta.eventsourcing.FactaFactory needs the eventsourcing library, which is not"
                              " installed: pip install 'facta[eventsourcing]'\n")
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda r: r.select_events(uuid4(), gt=2**31), str(2**31)),
+        (lambda r: r.select_events(uuid4(), limit=0), "limit"),
+        (lambda r: r.select_notifications(None, 0), "limit"),
+        (lambda r: r.select_notifications(None, 10, stop=2**63), str(2**63)),
+    ],
+)
+def test_bad_read_arguments_are_one_data_error_on_both_read_paths(
+    call: Any, named: str, migrated_url: str
+) -> None:
+    # On SQLite the factory's recorders read in the caller's thread; a value that path
+    # does not bind goes through the store, which names it, as on PostgreSQL.
+    recorder = _recorder(migrated_url)
+    with pytest.raises(DataError) as caught:
+        call(recorder)
+    assert named in one_line(caught.value)
