@@ -124,6 +124,26 @@ async def test_old_schema_with_create_table_no_names_both_revisions(sqlite_url: 
     assert "facta db upgrade" in message
 
 
+@pytest.mark.postgres
+def test_applications_starting_together_on_a_fresh_postgres_database_all_start(postgres_url: str) -> None:
+    # Six processes open a fresh database with CREATE_TABLE's default at once: their
+    # upgrades queue on a transaction lock (facta.migrations) instead of racing on the
+    # same CREATE statements (before, most runs lost one or more processes to a raw
+    # UniqueViolationError from pg_type).
+    code = (
+        "import uuid\n"
+        "from eventsourcing.persistence import StoredEvent\n"
+        "from facta.eventsourcing import FactaFactory\n"
+        f"factory = FactaFactory({{'FACTA_DATABASE_URL': {postgres_url!r}}})\n"
+        "factory.application_recorder().insert_events([StoredEvent(uuid.uuid4(), 1, 't', b'{}')])\n"
+        "factory.close()\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, errors
+    assert log_size(postgres_url) == 6
+
+
 def test_create_table_default_migrates_to_head(sqlite_url: str) -> None:
     app = Application[Any](env=env(sqlite_url))
     app.save(Aggregate())
