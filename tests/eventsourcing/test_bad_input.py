@@ -345,3 +345,15 @@ def test_bad_read_arguments_are_one_data_error_on_both_read_paths(
     with pytest.raises(DataError) as caught:
         call(recorder)
     assert named in one_line(caught.value)
+
+
+def test_a_direct_sqlite_read_sqlite_refuses_reads_through_the_store(sqlite_url: str, tmp_path: Path) -> None:
+    recorder = _recorder(sqlite_url)
+    originator = uuid4()
+    recorder.insert_events([StoredEvent(originator, 1, "t", b"kept")])
+    assert recorder._direct is not None
+    assert persistence.SQLiteReads(str(tmp_path / "missing.db"), 1.0).fetch("SELECT 1", []) is None
+    recorder._direct = persistence.SQLiteReads(str(tmp_path / "missing.db"), 1.0)  # every direct read refused
+    assert recorder.select_events(originator) == [StoredEvent(originator, 1, "t", b"kept")]
+    assert [n.state for n in recorder.select_notifications(None, 10)] == [b"kept"]
+    assert recorder.max_notification_id() == 1
