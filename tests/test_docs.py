@@ -68,6 +68,18 @@ def test_the_testing_example_is_a_passing_test_module(tmp_path: Path) -> None:
     assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout + result.stderr
 
 
+EXAMPLE_FILES = ["bankaccounts.py", "bank_day.py", "bank_read_model.py"]
+
+
+def test_the_eventsourcing_example_shows_its_files_as_they_are() -> None:
+    """Blocks 3-5 are the files of examples/eventsourcing_bank/, which
+    tests/eventsourcing_example/test_bank_example.py runs end to end."""
+    for block, name in zip(PYTHON_BLOCKS[3:6], EXAMPLE_FILES, strict=True):
+        header = f"# examples/eventsourcing_bank/{name}\n"
+        assert block.startswith(header), block[:80]
+        assert block.removeprefix(header) == (ROOT / "examples" / "eventsourcing_bank" / name).read_text(), name
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_every_python_block_is_covered(index: int) -> None:
-    assert index < 3, "a new README example needs a test above"
+    assert index < 3 + len(EXAMPLE_FILES), "a new README example needs a test above"
