@@ -1,7 +1,7 @@
 """Byte events, byte snapshots and tracking records: facta as another library's store.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01
 
 - ``facta_events.payload_bytes`` (BYTEA / BLOB, nullable): the exact bytes of an event
@@ -22,7 +22,9 @@ Create Date: 2026-12-01
 - PostgreSQL: ``facta_append_bytes(...)``, the byte append as one autocommit call (see
   :mod:`facta.eventstore._bytes`): the writer marker first, exactly as ``facta_append``,
   one clock read for the whole append, the stream-type check against each stream's
-  newest row, the tracking record (only upwards), then the events in the order given.
+  newest row, the tracking record (only upwards), then the events in the order given at
+  one contiguous range of positions taken with ``facta_take_positions(n)`` (revision
+  0008), as every writer of ``facta_events`` takes them.
 
 The downgrade drops them; it refuses (as revision 0001 does) when byte events or byte
 snapshots are stored, unless asked to drop them (``--drop-events``, alembic
@@ -37,7 +39,7 @@ from alembic import context, op
 from facta.eventstore.locks import WRITER_MARKER
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -58,6 +60,7 @@ CREATE OR REPLACE FUNCTION facta_append_bytes(
 DECLARE
     n int := cardinality(event_ids);
     stamp timestamptz;
+    first_position bigint;
 BEGIN
     -- The writer-in-flight marker, taken before any position: readers wait for the
     -- holders they see before reading past the log's head (facta.eventstore._readers).
@@ -86,27 +89,26 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    IF n = 1 THEN
-        INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,
-                                  payload, occurred_at, recorded_at, payload_bytes)
-        VALUES (event_ids[1], stream_ids[1], p_stream_type, versions[1], event_types[1], 1,
-                payloads[1]::jsonb, stamp, stamp, payload_bytes[1])
-        RETURNING ARRAY[facta_events.position] INTO positions;
-    ELSIF n > 1 THEN
-        WITH inserted AS (
-            INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,
-                                      payload, occurred_at, recorded_at, payload_bytes)
-            SELECT e.event_id, e.stream_id, p_stream_type, e.version, e.event_type, 1,
-                   e.payload::jsonb, stamp, stamp, e.payload_bytes
-            FROM unnest(stream_ids, versions, event_ids, event_types, payloads, payload_bytes)
-                 WITH ORDINALITY AS e(stream_id, version, event_id, event_type, payload, payload_bytes, ord)
-            ORDER BY e.ord
-            RETURNING facta_events.position
-        )
-        SELECT array_agg(i.position ORDER BY i.position) INTO positions FROM inserted i;
-    ELSE
+    IF n = 0 THEN
         positions := ARRAY[]::bigint[];
+        RETURN;
     END IF;
+    -- One contiguous range of positions for the whole append (revision 0008).
+    first_position := facta_take_positions(n);
+    IF n = 1 THEN
+        INSERT INTO facta_events (position, event_id, stream_id, stream_type, version, event_type, schema_version,
+                                  payload, occurred_at, recorded_at, payload_bytes)
+        VALUES (first_position, event_ids[1], stream_ids[1], p_stream_type, versions[1], event_types[1], 1,
+                payloads[1]::jsonb, stamp, stamp, payload_bytes[1]);
+    ELSE
+        INSERT INTO facta_events (position, event_id, stream_id, stream_type, version, event_type, schema_version,
+                                  payload, occurred_at, recorded_at, payload_bytes)
+        SELECT first_position + e.ord - 1, e.event_id, e.stream_id, p_stream_type, e.version, e.event_type, 1,
+               e.payload::jsonb, stamp, stamp, e.payload_bytes
+        FROM unnest(stream_ids, versions, event_ids, event_types, payloads, payload_bytes)
+             WITH ORDINALITY AS e(stream_id, version, event_id, event_type, payload, payload_bytes, ord);
+    END IF;
+    positions := ARRAY(SELECT generate_series(first_position, first_position + n - 1));
 END
 $fn$
 """
