@@ -38,8 +38,8 @@ class BankAccountSummaries(Projection, name="bank_account_summaries"):
     accounts = read_model_table(
         "bank_accounts",
         Column("account_id", String(36), primary_key=True),  # the originator id
-        Column("full_name", String(200), nullable=False),
-        Column("email", String(200), nullable=False),
+        Column("full_name", String(200)),  # nullable: a credit's upsert names only its own columns
+        Column("email", String(200)),
         Column("balance_cents", BigInteger, nullable=False),
         Column("version", Integer, nullable=False),  # the originator version last applied
     )

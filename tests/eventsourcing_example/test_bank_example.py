@@ -56,7 +56,7 @@ def readme_rows() -> list[tuple[Any, ...]]:
     """The README's table of bank_accounts after the first run."""
     section = README.split("After the first run, `bank_accounts` holds one row per account:\n", 1)[1]
     rows = []
-    for line in section.split("\n\n", 1)[0].splitlines()[2:]:
+    for line in section.lstrip("\n").split("\n\n", 1)[0].splitlines()[2:]:
         cells = [cell.strip().strip("`") for cell in line.strip("|").split("|")]
         rows.append((cells[0], cells[1], cells[2], int(cells[3]), int(cells[4])))
     return rows
@@ -126,7 +126,7 @@ def test_the_readme_example_runs_end_to_end(tmp_path: Path, database_url: str | 
     assert outputs["python bank_day.py"] == f"{ALICE} 69.50\n{BOB} 30.50\n"
 
     # Kafka carried the events: the projection's source is Kafka, and its rows are exact.
-    listed = {p["name"]: p for p in json.loads(shell.run("facta projections list --json --projections bank_read_model"))}
+    listed = {p["name"]: p for p in json.loads(shell.run("facta projections list --json"))}
     rows = read_rows(url, tmp_path)
     assert rows == readme_rows() == [
         (ALICE, "Alice", "alice@example.com", 6950, 3),
@@ -163,9 +163,9 @@ def test_the_readme_example_runs_end_to_end(tmp_path: Path, database_url: str | 
     # The replay rebuilt the same rows; from the store's log (no Kafka) it does too.
     replayed = json.loads(outputs["facta replay bank_account_summaries --from-position 0 --json"])
     assert replayed["events"] == 5, replayed
-    shell.run("facta replay bank_account_summaries --from-position 0 --json --projections bank_read_model",
+    shell.run("facta replay bank_account_summaries --from-position 0 --json",
               drop=("FACTA_KAFKA_BOOTSTRAP",))
-    listed = {p["name"]: p for p in json.loads(shell.run("facta projections list --json --projections bank_read_model",
+    listed = {p["name"]: p for p in json.loads(shell.run("facta projections list --json",
                                                          drop=("FACTA_KAFKA_BOOTSTRAP",)))}
     assert listed["bank_account_summaries"]["source"] == "log", listed
     assert read_rows(url, tmp_path) == rows
@@ -174,7 +174,7 @@ def test_the_readme_example_runs_end_to_end(tmp_path: Path, database_url: str | 
     # the relay and the projection (from the store's log now).
     assert shell.run("python bank_day.py") == f"{ALICE} 139.00\n{BOB} 61.00\n"
     shell.run("facta relay run --once")
-    shell.run("facta projections run bank_account_summaries --projections bank_read_model --once",
+    shell.run("facta projections run bank_account_summaries --once",
               drop=("FACTA_KAFKA_BOOTSTRAP",))
     assert read_rows(url, tmp_path) == [
         (ALICE, "Alice", "alice@example.com", 13900, 5),
