@@ -12,6 +12,9 @@ snapshots rows of ``facta_snapshots``, its tracking records rows of ``facta_trac
 See :mod:`facta.eventsourcing.persistence` for the recorders, the settings they read and
 how facta's errors map to eventsourcing's.
 
+facta projections read such events through :mod:`facta.eventsourcing.events`
+(``TranscodedEvent``, ``OpaqueEvent``).
+
 ``eventsourcing`` is an optional dependency: ``pip install facta[eventsourcing]``.
 """
 
@@ -36,4 +39,4 @@ __all__ = [
     "FactaSubscription",
     "FactaTrackingRecorder",
 ]
-__all__ += ["persistence"]  # the public module
+__all__ += ["events", "persistence"]  # the public modules
