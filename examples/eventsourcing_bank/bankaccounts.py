@@ -45,15 +45,17 @@ class BankAccounts(Application[UUID]):
         return account.id
 
     def deposit(self, account_id: UUID, amount: Decimal) -> None:
-        account = self.repository.get(account_id)
+        account: BankAccount = self.repository.get(account_id)
         account.credit(amount)
         self.save(account)
 
     def transfer(self, from_id: UUID, to_id: UUID, amount: Decimal) -> None:
-        source, target = self.repository.get(from_id), self.repository.get(to_id)
+        source: BankAccount = self.repository.get(from_id)
+        target: BankAccount = self.repository.get(to_id)
         source.debit(amount)
         target.credit(amount)
         self.save(source, target)  # both events in one transaction
 
     def balance(self, account_id: UUID) -> Decimal:
-        return self.repository.get(account_id).balance
+        account: BankAccount = self.repository.get(account_id)
+        return account.balance

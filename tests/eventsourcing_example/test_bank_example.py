@@ -180,3 +180,20 @@ def test_the_readme_example_runs_end_to_end(tmp_path: Path, database_url: str | 
         (ALICE, "Alice", "alice@example.com", 13900, 5),
         (BOB, "Bob", "bob@example.com", 6100, 3),
     ]
+
+
+@pytest.mark.slow
+def test_the_example_type_checks_with_mypy_strict(tmp_path: Path) -> None:
+    """A user copying the example gets code mypy --strict accepts (eventsourcing and facta
+    both ship their annotations)."""
+    pytest.importorskip("mypy")
+    names = ["bankaccounts.py", "bank_day.py", "bank_read_model.py"]
+    for name in names:
+        shutil.copy(EXAMPLE / name, tmp_path / name)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", str(ROOT / "pyproject.toml"),
+         "--cache-dir", str(tmp_path / ".mypy_cache"), *names],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0 and "Success: no issues found in 3 source files" in result.stdout, \
+        result.stdout + result.stderr
