@@ -205,8 +205,10 @@ class TranscodedEvent(DomainEvent):
     (an ignored field here unless declared). ``timestamp`` is the event's time as
     eventsourcing's aggregate gave it.
 
-    Raises :class:`~facta.errors.EventRegistryError` when declared without ``topic`` but
-    with fields, or with ``name`` (the topic is the name).
+    A subclass without ``topic`` is an abstract base (registered under no name). Raises
+    :class:`~facta.errors.EventRegistryError` when declared with ``name=`` or ``version=``
+    (the topic is the name) or a ``topic`` that is neither a class nor a non-empty str, and
+    when another class holds that topic in the registry.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -222,15 +224,9 @@ class TranscodedEvent(DomainEvent):
         registry: EventRegistry | None = None,
         **kwargs: Any,
     ) -> None:
-        if "name" in kwargs or "version" in kwargs:
-            raise EventRegistryError(
-                f"event {cls.__qualname__}: a {_base_name(cls)} is named by its eventsourcing topic: pass topic=...,"
-                " not name= or version="
-            )
         if transcodings is not None:
             cls.transcodings = transcodings
-        name = topic_of(topic) if topic is not None else None
-        super().__init_subclass__(name=name, registry=registry, **kwargs)
+        super().__init_subclass__(name=_topic_name(cls, topic, kwargs), registry=registry, **kwargs)
 
     @model_validator(mode="before")
     @classmethod
@@ -239,7 +235,7 @@ class TranscodedEvent(DomainEvent):
         if summary is not None:
             raise ValueError(
                 f"the payload is opaque ({summary.get('length')} bytes, sha256 {summary.get('sha256')}): ciphered or"
-                f" compressed by the application, so facta cannot read its fields; declare {cls.event_type!r}"
+                f" compressed by the application, so facta cannot read its fields; declare {getattr(cls, 'event_type', cls.__qualname__)!r}"
                 " with OpaqueEvent (facta.eventsourcing.events) to read such events"
             )
         return untranscode(data, cls.transcodings)
@@ -260,13 +256,7 @@ class OpaqueEvent(DomainEvent):
     def __init_subclass__(
         cls, *, topic: str | type | None = None, registry: EventRegistry | None = None, **kwargs: Any
     ) -> None:
-        if "name" in kwargs or "version" in kwargs:
-            raise EventRegistryError(
-                f"event {cls.__qualname__}: a {_base_name(cls)} is named by its eventsourcing topic: pass topic=...,"
-                " not name= or version="
-            )
-        name = topic_of(topic) if topic is not None else None
-        super().__init_subclass__(name=name, registry=registry, **kwargs)
+        super().__init_subclass__(name=_topic_name(cls, topic, kwargs), registry=registry, **kwargs)
 
     @model_validator(mode="before")
     @classmethod
@@ -284,5 +274,13 @@ class OpaqueEvent(DomainEvent):
         return dict(summary)
 
 
-def _base_name(cls: type) -> str:
-    return "OpaqueEvent" if issubclass(cls, OpaqueEvent) else "TranscodedEvent"
+def _topic_name(cls: type, topic: str | type | None, kwargs: dict[str, Any]) -> str | None:
+    """The facta name of an event class declared with ``topic=`` (None: an abstract base).
+    Raises :class:`~facta.errors.EventRegistryError` when ``name=`` or ``version=`` is given."""
+    if "name" in kwargs or "version" in kwargs:
+        base = "OpaqueEvent" if issubclass(cls, OpaqueEvent) else "TranscodedEvent"
+        raise EventRegistryError(
+            f"event {cls.__qualname__}: a {base} is named by its eventsourcing topic: pass topic=..., not name= or"
+            " version="
+        )
+    return topic_of(topic) if topic is not None else None
