@@ -133,7 +133,7 @@ def test_the_readme_example_runs_end_to_end(tmp_path: Path, database_url: str | 
         (BOB, "Bob", "bob@example.com", 3050, 2),
     ]
     assert listed["bank_account_summaries"]["source"] == "kafka", listed
-    consumed = json.loads(shell.run(f"facta relay status --json"))
+    consumed = json.loads(shell.run("facta relay status --json"))
     assert consumed["lag"] == 0 and consumed["checkpoint"] == consumed["head"], consumed
 
     # facta audit: the events with their topics, originator ids and versions, in log order.

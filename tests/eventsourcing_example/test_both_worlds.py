@@ -22,12 +22,20 @@ from sqlalchemy import Column, Integer, String, select
 
 from facta.domain import EventRegistry
 from facta.domain.reference import Account
-from facta.eventsourcing.events import OpaqueEvent, TranscodedEvent
+from facta.eventsourcing.events import OPAQUE_KEY, OpaqueEvent, TranscodedEvent
 from facta.eventstore import EventStore, RecordedEvent, Repository, audit
 from facta.eventstore._bytes import OPAQUE_KEY as STORE_OPAQUE_KEY
 from facta.eventstore._bytes import opaque_placeholder
-from facta.eventsourcing.events import OPAQUE_KEY
-from facta.projections import Projection, ProjectionError, ProjectionRunner, ReadModel, handles, read_model_table
+from facta.eventstore.relay import Relay, RelayConfig
+from facta.projections import (
+    KafkaSettings,
+    Projection,
+    ProjectionError,
+    ProjectionRunner,
+    ReadModel,
+    handles,
+    read_model_table,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "eventsourcing_bank"
 TOPIC = "bankaccounts:BankAccount."
@@ -146,11 +154,14 @@ def test_facta_aggregates_and_an_eventsourcing_application_share_one_store(backe
         app.close()
 
 
-def test_a_ciphered_applications_events_show_the_placeholder(backend_url: str, bank: ModuleType) -> None:
+@pytest.mark.parametrize("sealing", ["cipher", "compressor"])
+def test_a_ciphered_applications_events_show_the_placeholder(backend_url: str, bank: ModuleType, sealing: str) -> None:
     assert OPAQUE_KEY == STORE_OPAQUE_KEY  # the bridge reads what the store writes
-    key = AESCipher.create_key(16)
-    app = bank.BankAccounts(env=app_env(backend_url, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
-                                        CIPHER_KEY=key))
+    settings = {
+        "cipher": {"CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher", "CIPHER_KEY": AESCipher.create_key(16)},
+        "compressor": {"COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"},
+    }[sealing]
+    app = bank.BankAccounts(env=app_env(backend_url, **settings))
     try:
         alice = app.open_account("Alice", "alice@example.com")
         app.deposit(alice, Decimal("100.00"))
@@ -188,3 +199,31 @@ def test_a_ciphered_applications_events_show_the_placeholder(backend_url: str, b
     assert (f"the payload is opaque ({len(ciphered[1])} bytes, sha256 {hashlib.sha256(ciphered[1]).hexdigest()}):"
             " ciphered or compressed by the application") in stopped, stopped
     assert isinstance(alice, UUID)
+
+
+def test_a_ciphered_applications_events_go_through_kafka_as_the_placeholder(
+        backend_url: str, bank: ModuleType, kafka_bootstrap: str, prefix: str) -> None:
+    app = bank.BankAccounts(env=app_env(backend_url, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
+                                        CIPHER_KEY=AESCipher.create_key(16)))
+    try:
+        alice = app.open_account("Alice", "alice@example.com")
+        app.deposit(alice, Decimal("100.00"))
+        ciphered = [e.state for e in app.recorder.select_events(alice)]
+    finally:
+        app.close()
+
+    async def relay_and_project() -> list[tuple[Any, ...]]:
+        async with await EventStore.open(backend_url, registry=SEALED) as store:
+            published = await Relay(store, RelayConfig(bootstrap=kafka_bootstrap, topic_prefix=prefix)).run(once=True)
+            assert published == 2, published
+            kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix, group_prefix=f"{prefix}.")
+            runner = ProjectionRunner(store, SealedActivity, kafka=kafka)
+            assert runner.subscription.source == "kafka"
+            await runner.run(once=True)
+            table = SealedActivity.activity
+            return await store.database.read(
+                lambda conn: [tuple(r) for r in conn.execute(select(table.c.account_id, table.c.events,
+                                                                   table.c.version, table.c.last_sha256))])
+
+    rows = asyncio.run(relay_and_project())
+    assert rows == [(str(alice), 2, 2, hashlib.sha256(ciphered[1]).hexdigest())]
