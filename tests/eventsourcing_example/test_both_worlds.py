@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.cryptography import AESCipher
 from sqlalchemy import Column, Integer, String, select
 
 from facta.domain import EventRegistry
@@ -98,6 +97,18 @@ def bank(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     yield importlib.import_module("bankaccounts")
 
 
+def cipher_settings() -> dict[str, str]:
+    """eventsourcing's AES cipher: on pycryptodome (the test extra's, as eventsourcing's own
+    test cases use) or, where only the `cryptography` package is installed, on that one."""
+    for module in ("eventsourcing.cipher", "eventsourcing.cryptography"):
+        try:
+            cipher = importlib.import_module(module).AESCipher
+        except ImportError:
+            continue
+        return {"CIPHER_TOPIC": f"{module}:AESCipher", "CIPHER_KEY": cipher.create_key(16)}
+    raise AssertionError("neither pycryptodome nor cryptography is installed: pip install -e '.[test]'")
+
+
 def app_env(url: str, **more: str) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "facta.eventsourcing", "FACTA_DATABASE_URL": url, **more}
 
@@ -158,7 +169,7 @@ def test_facta_aggregates_and_an_eventsourcing_application_share_one_store(backe
 def test_a_ciphered_applications_events_show_the_placeholder(backend_url: str, bank: ModuleType, sealing: str) -> None:
     assert OPAQUE_KEY == STORE_OPAQUE_KEY  # the bridge reads what the store writes
     settings = {
-        "cipher": {"CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher", "CIPHER_KEY": AESCipher.create_key(16)},
+        "cipher": cipher_settings(),
         "compressor": {"COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor"},
     }[sealing]
     app = bank.BankAccounts(env=app_env(backend_url, **settings))
@@ -203,8 +214,7 @@ def test_a_ciphered_applications_events_show_the_placeholder(backend_url: str, b
 
 def test_a_ciphered_applications_events_go_through_kafka_as_the_placeholder(
         backend_url: str, bank: ModuleType, kafka_bootstrap: str, prefix: str) -> None:
-    app = bank.BankAccounts(env=app_env(backend_url, CIPHER_TOPIC="eventsourcing.cryptography:AESCipher",
-                                        CIPHER_KEY=AESCipher.create_key(16)))
+    app = bank.BankAccounts(env=app_env(backend_url, **cipher_settings()))
     try:
         alice = app.open_account("Alice", "alice@example.com")
         app.deposit(alice, Decimal("100.00"))
