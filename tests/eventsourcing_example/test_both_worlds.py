@@ -35,6 +35,7 @@ from facta.projections import (
     handles,
     read_model_table,
 )
+from tests.eventstore.test_relay import consume_all, headers_of
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "eventsourcing_bank"
 TOPIC = "bankaccounts:BankAccount."
@@ -226,6 +227,16 @@ def test_a_ciphered_applications_events_go_through_kafka_as_the_placeholder(
         async with await EventStore.open(backend_url, registry=SEALED) as store:
             published = await Relay(store, RelayConfig(bootstrap=kafka_bootstrap, topic_prefix=prefix)).run(once=True)
             assert published == 2, published
+            # What the relay sent: ordinary facta records whose value is the placeholder.
+            records = sorted(await consume_all(kafka_bootstrap, [f"{prefix}.BankAccounts"], 2),
+                             key=lambda r: int(headers_of(r)["position"]))
+            assert [(r.key.decode(), json.loads(r.value)) for r in records] == [
+                (str(alice), json.loads(opaque_placeholder(state))) for state in ciphered]
+            headers = [headers_of(r) for r in records]
+            assert [(h["event-type"], h["stream-type"], h["stream-id"], h["stream-version"], h["schema-version"])
+                    for h in headers] == [(TOPIC + "Opened", "BankAccounts", str(alice), "1", "1"),
+                                          (TOPIC + "Credited", "BankAccounts", str(alice), "2", "1")]
+            assert not any({"actor", "correlation-id", "causation-id"} & set(h) for h in headers)
             kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix, group_prefix=f"{prefix}.")
             runner = ProjectionRunner(store, SealedActivity, kafka=kafka)
             assert runner.subscription.source == "kafka"
