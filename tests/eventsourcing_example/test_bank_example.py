@@ -153,6 +153,9 @@ def test_the_readme_example_runs_end_to_end(tmp_path: Path, database_url: str | 
         assert re.search(rf"^\s*{position}\s.*{stream_id}\s+{version}\s+{re.escape(event_type)}\s", table, flags=re.M), \
             (position, event_type, table)
 
+    debits = outputs["facta audit events --type bankaccounts:BankAccount.Debited"].splitlines()
+    assert len(debits) == 2 and re.match(rf"{positions[3]}\s.*{ALICE}\s+3\s+{re.escape(TOPIC)}Debited\s", debits[1]), debits
+
     history = outputs[f"facta audit history {ALICE}"]
     assert history.startswith(f"BankAccounts {ALICE}: 3 events\n"), history
     alice = json.loads(shell.run(f"facta audit history {ALICE} --json"))
