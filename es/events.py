@@ -93,9 +93,11 @@ class Transcodings:
         }
 
     def register(self, transcoding: Transcoding) -> None:
-        """Decode ``transcoding.name`` with ``transcoding.decode``. Raises
-        :class:`~facta.errors.EventRegistryError` for a name that is not a non-empty str,
-        or is registered already to another decoder."""
+        """Decode ``transcoding.name`` with ``transcoding.decode``. One of the three standard
+        names may be taken over (an application that registers its own transcoding under it,
+        as eventsourcing's ``JSONTranscoder.register`` allows). Raises
+        :class:`~facta.errors.EventRegistryError` for a name that is not a non-empty str, or
+        another name registered already to a different decoder."""
         name = getattr(transcoding, "name", None)
         decode = getattr(transcoding, "decode", None)
         if not isinstance(name, str) or not name or not callable(decode):
