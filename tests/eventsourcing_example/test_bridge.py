@@ -232,3 +232,20 @@ def test_declarations_are_named_by_topic() -> None:
             def decode(self, data: list[int]) -> dict[str, int]:
                 return {}
         transcodings.register(Other())
+
+
+def test_a_standard_transcoding_may_be_taken_over() -> None:
+    class CentsAsInt(Transcoding):  # an application that stores decimals as whole cents
+        type = Decimal
+        name = "decimal_str"
+
+        def encode(self, obj: Decimal) -> int:
+            return int(obj * 100)
+
+        def decode(self, data: int) -> Decimal:
+            return Decimal(data) / 100
+
+    transcodings = Transcodings()
+    transcodings.register(CentsAsInt())
+    assert untranscode({"_type_": "decimal_str", "_data_": 1250}, transcodings) == Decimal("12.5")
+    assert untranscode({"_type_": "decimal_str", "_data_": "1.5"}) == Decimal("1.5")  # the default ones are untouched
