@@ -12,6 +12,9 @@ snapshots rows of ``facta_snapshots``, its tracking records rows of ``facta_trac
 See :mod:`facta.eventsourcing.persistence` for the recorders, the settings they read and
 how facta's errors map to eventsourcing's.
 
+facta projections read such events through :mod:`facta.eventsourcing.events`
+(``TranscodedEvent``, ``OpaqueEvent``).
+
 ``eventsourcing`` is an optional dependency: ``pip install facta[eventsourcing]``. Without
 it the package still imports (its modules that do not need the library work, e.g. for a
 facta projection reading an application's events); its recorders and factory are then
@@ -30,7 +33,7 @@ __all__ = [
     "FactaSubscription",
     "FactaTrackingRecorder",
 ]
-__all__ += ["persistence"]  # the public module
+__all__ += ["events", "persistence"]  # the public modules
 
 try:
     from .persistence import (

@@ -97,6 +97,7 @@ long -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sqlite3
@@ -335,6 +336,13 @@ def _close_all() -> None:
         _stores.clear()
         _reads.clear()
     _close_stores([store for store, _ in held])
+
+
+# An application never closed is closed by its __del__ at interpreter shutdown, when the
+# stores' loop threads (daemon threads) no longer run: closing a store then would wait for
+# its loop forever. So the stores close at exit, while those threads still run, and the
+# applications' later close() finds nothing to release.
+atexit.register(_close_all)
 
 
 # -- recorders ---------------------------------------------------------------------------------

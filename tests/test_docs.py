@@ -77,6 +77,18 @@ def test_the_byte_events_example_prints_what_its_comments_say(tmp_path: Path) ->
     assert lines[2] == "41"
 
 
+EXAMPLE_FILES = ["bankaccounts.py", "bank_day.py", "bank_read_model.py"]
+
+
+def test_the_eventsourcing_example_shows_its_files_as_they_are() -> None:
+    """Blocks 4-6 are the files of examples/eventsourcing_bank/, which
+    tests/eventsourcing_example/test_bank_example.py runs end to end."""
+    for block, name in zip(PYTHON_BLOCKS[4:7], EXAMPLE_FILES, strict=True):
+        header = f"# examples/eventsourcing_bank/{name}\n"
+        assert block.startswith(header), block[:80]
+        assert block.removeprefix(header) == (ROOT / "examples" / "eventsourcing_bank" / name).read_text(), name
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_every_python_block_is_covered(index: int) -> None:
-    assert index < 4, "a new README example needs a test above"
+    assert index < 4 + len(EXAMPLE_FILES), "a new README example needs a test above"

@@ -26,7 +26,7 @@ PUBLIC_MODULES = {
     "facta.projections": {"reference", "replay"},
     "facta.replay": set(),
     "facta.migrations": set(),
-    "facta.eventsourcing": {"persistence"},
+    "facta.eventsourcing": {"events", "persistence"},
 }
 
 

@@ -97,7 +97,22 @@ SYNOPSES: dict[str, list[str]] = {
 
 
 def readme_blocks() -> list[list[str]]:
-    """The `facta` lines of each non-Python code block (comments stripped), in order."""
+    """The `facta` lines of each non-Python code block (comments stripped), in order,
+    but for the eventsourcing example's block (:func:`eventsourcing_block`)."""
+    return [block for block in all_readme_blocks() if block != eventsourcing_block()]
+
+
+def eventsourcing_block() -> list[str]:
+    """The `facta` lines of the eventsourcing example's block (the section "eventsourcing
+    applications on facta"): tests/eventsourcing_example/test_bank_example.py runs that
+    block whole, with the application's own lines, on a database and Kafka of its own."""
+    section = README.split("## eventsourcing applications on facta\n", 1)[1].split("\n## ", 1)[0]
+    body = re.findall(r"```sh\n(.*?)```", section, flags=re.S)[0]
+    return [re.sub(r"\s+#.*$", "", raw).strip() for raw in body.splitlines()
+            if raw.startswith(("facta ", "export FACTA_"))]
+
+
+def all_readme_blocks() -> list[list[str]]:
     blocks = []
     for lang, body in re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S):
         if lang == "python":
@@ -133,6 +148,8 @@ def test_every_readme_command_is_covered() -> None:
     stale = [key for key in SYNOPSES if key not in lines]
     assert not stale, f"entries here whose README line is gone: {stale}"
     assert README_BOOTSTRAP in README and README_AS_OF in README
+    example = eventsourcing_block()
+    assert len(all_readme_blocks()) == len(readme_blocks()) + 1 and len(example) > 3, example
 
 
 def free_port() -> int:
