@@ -18,7 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("domain", "eventstore", "projections", "replay", "dev", "migrations")
-PACKAGES = ("facta_pkg", *FOLDERS, "migrations/versions")
+# Folders installed under another name (pyproject's package-dir): es/ is facta.eventsourcing.
+RENAMED = {"es": "eventsourcing"}
+PACKAGES = ("facta_pkg", *FOLDERS, *RENAMED, "migrations/versions")
 
 # A user's module: events, an aggregate, a projection, a repository round trip. Every
 # class keyword (name=, version=, stream_type=) must type-check, and the reveal_type lines
@@ -112,6 +114,8 @@ def test_library_passes_mypy_strict(tmp_path: Path) -> None:
         shutil.copy(module, package / module.name)
     for folder in FOLDERS:
         (package / folder).symlink_to(ROOT / folder, target_is_directory=True)
+    for folder, name in RENAMED.items():
+        (package / name).symlink_to(ROOT / folder, target_is_directory=True)
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--config-file", str(ROOT / "pyproject.toml"),
          "--cache-dir", str(tmp_path / ".mypy_cache"), "-p", "facta"],
@@ -124,7 +128,7 @@ def test_every_package_ships_py_typed() -> None:
     assert [p for p in PACKAGES if not (ROOT / p / "py.typed").is_file()] == []
     pyproject = (ROOT / "pyproject.toml").read_text()
     for package in ("facta", "facta.domain", "facta.eventstore", "facta.projections", "facta.replay",
-                    "facta.migrations", "facta.migrations.versions"):
+                    "facta.migrations", "facta.migrations.versions", "facta.eventsourcing"):
         line = next(line for line in pyproject.splitlines() if line.startswith(f'"{package}" = ['))
         assert '"py.typed"' in line, line
 
