@@ -1,7 +1,8 @@
 """facta.eventstore: the permanent SQL event store, its repository and its errors.
 
-``__all__`` is the public face: the names below and four public modules, each with an
+``__all__`` is the public face: the names below and five public modules, each with an
 ``__all__`` of its own: :mod:`~facta.eventstore.audit` (history queries),
+:mod:`~facta.eventstore.blocking` (the store for threads and scripts, no event loop),
 :mod:`~facta.eventstore.relay` (publishing the log to Kafka),
 :mod:`~facta.eventstore.kafka_codec` (the Kafka record format) and
 :mod:`~facta.eventstore.schema` (the tables, for queries). The other modules are the
@@ -17,19 +18,21 @@ from .errors import (
     DuplicateEventError,
     InvalidValue,
     MigrationRefused,
+    RecordConflict,
     SchemaNotReady,
     StoreError,
     StreamNotFound,
     StreamTypeMismatch,
     UnknownSchemaRevision,
 )
-from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend
+from .records import AppendResult, ByteEvent, RecordedEvent, Snapshot, StreamAppend
 from .repository import Repository, VersionNotFound
 from .store import EventStore
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "AppendResult",
+    "ByteEvent",
     "ConcurrencyError",
     "Database",
     "DatabaseBusy",
@@ -39,6 +42,7 @@ __all__ = [
     "EventStore",
     "InvalidValue",
     "MigrationRefused",
+    "RecordConflict",
     "RecordedEvent",
     "Repository",
     "SchemaNotReady",
@@ -52,4 +56,4 @@ __all__ = [
     "database_url_from_env",
     "resolve_url",
 ]
-__all__ += ["audit", "kafka_codec", "relay", "schema"]  # the public modules
+__all__ += ["audit", "blocking", "kafka_codec", "relay", "schema"]  # the public modules

@@ -151,7 +151,8 @@ class PostgresLogReader:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.columns: list[ColumnElement[Any]] = [
-            self.json_text(c).label("payload") if c.name == "payload" else c for c in events.c
+            self.json_text(c).label("payload") if c.name == "payload" else c
+            for c in events.c if c.name in LOG_COLUMNS
         ]
         # Every position at or below this is committed or will never exist.
         self.horizon = 0
@@ -272,7 +273,7 @@ class SQLiteLogReader:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self.columns: list[ColumnElement[Any]] = list(events.c)
+        self.columns: list[ColumnElement[Any]] = [c for c in events.c if c.name in LOG_COLUMNS]
 
     @staticmethod
     def json_text(column: Any) -> Any:

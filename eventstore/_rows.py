@@ -27,7 +27,10 @@ from .schema import events
 __all__ = ["LOG_COLUMNS", "decode_records", "records_from_rows", "stored_time"]
 
 # The columns of facta_events in table order: RecordedEvent's fields up to causation_id.
-LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c)
+# payload_bytes (revision 0009, byte events only) is not one of them: a log read takes the
+# payload column (JSON text, or the placeholder of bytes that are not JSON, see
+# facta.eventstore._bytes); only the byte reads select the exact bytes.
+LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c if c.name != "payload_bytes")
 
 
 def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = default_registry) -> list[RecordedEvent]:

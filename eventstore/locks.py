@@ -33,19 +33,25 @@ from .kafka_support import pause
 if TYPE_CHECKING:
     from .store import EventStore
 
-__all__ = ["LOCK_CLASS", "STREAM_LOCK_CLASS", "WRITER_MARKER", "ActiveLock", "active_lock", "lock_dir", "lock_key",
+__all__ = ["LOCK_CLASS", "POSITIONS_LOCK", "STREAM_LOCK_CLASS", "WRITER_MARKER", "ActiveLock", "active_lock", "lock_dir", "lock_key",
            "lock_path"]
 
 log = logging.getLogger("facta.locks")
 
 # PostgreSQL's advisory locks, the one definition of their keys (the migrations' SQL too).
-#: The first key of facta's two-key advisory locks: "fact" in ASCII. The second key is 1
-#: for :data:`WRITER_MARKER`, 2 and up for a named lock (:func:`lock_key`).
+#: The first key of facta's two-key advisory locks: "fact" in ASCII. The second key is 0
+#: for :data:`POSITIONS_LOCK`, 1 for :data:`WRITER_MARKER`, 2 and up for a named lock
+#: (:func:`lock_key`).
 LOCK_CLASS = 0x66616374
 #: The lock every append holds, shared, from before it takes sequence values until it
 #: commits: the "writer in flight" marker that log readers wait on (``_readers.py``). In
 #: ``pg_locks``: classid ``LOCK_CLASS``, objid 1, objsubid 2 (the two-key form).
 WRITER_MARKER = (LOCK_CLASS, 1)
+#: The session lock ``facta_take_positions(n)`` (revision 0008) holds only while it takes
+#: sequence values, never to commit: exclusive to take n > 1 contiguous values, shared to
+#: take one, so one append's positions form one unbroken range however many write at
+#: once. In ``pg_locks``: classid ``LOCK_CLASS``, objid 0, objsubid 2.
+POSITIONS_LOCK = (LOCK_CLASS, 0)
 #: The first key of the transaction lock ``facta_append()`` takes per stream (revision
 #: 0004), in ascending order of the second key, ``hashtext(stream_id)``: "facu" in ASCII.
 STREAM_LOCK_CLASS = 0x66616375

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from facta.domain import DomainEvent, EventRegistry, PendingEvent, default_registry
 
-__all__ = ["AppendResult", "RecordedEvent", "Snapshot", "StreamAppend", "as_pending", "pending_events"]
+__all__ = ["AppendResult", "ByteEvent", "RecordedEvent", "Snapshot", "StreamAppend", "as_pending", "pending_events"]
 
 
 @dataclass(slots=True, eq=False)
@@ -113,3 +113,24 @@ class Snapshot:
     state: str
     state_schema: str
     recorded_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ByteEvent:
+    """An event (or snapshot) written by another library, stored exactly as bytes
+    (:meth:`facta.eventstore.EventStore.append_bytes`).
+
+    eventsourcing's stored event maps field for field: ``stream_id`` is its
+    ``str(originator_id)``, ``version`` its ``originator_version`` (any int32, 0 allowed),
+    ``event_type`` its ``topic`` and ``payload`` its ``state``, the bytes its transcoder
+    made (ciphered or compressed, as may be). ``position`` is the event's global position
+    when read from the store (0 for a snapshot, and when given to an append, which
+    ignores it). A facta event read through the byte calls has its payload's JSON text,
+    encoded UTF-8, as ``payload``.
+    """
+
+    stream_id: str
+    version: int
+    event_type: str
+    payload: bytes
+    position: int = 0

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -48,6 +49,7 @@ __all__ = [
     "relay_checkpoints",
     "relay_skips",
     "snapshots",
+    "tracking",
 ]
 
 
@@ -113,6 +115,10 @@ events = Table(
     Column("actor", String(255)),
     Column("correlation_id", String(255)),
     Column("causation_id", String(255)),
+    # Revision 0009: the exact bytes of an event written by another library
+    # (EventStore.append_bytes); NULL for facta's own events. Not one of the log's columns
+    # (facta.eventstore._rows.LOG_COLUMNS): only the byte reads select it.
+    Column("payload_bytes", LargeBinary()),
 )
 
 snapshots = Table(
@@ -124,6 +130,7 @@ snapshots = Table(
     Column("state", JSONText(), nullable=False),
     Column("state_schema", String(200), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("state_bytes", LargeBinary()),  # revision 0009: a byte snapshot's exact bytes
 )
 
 relay_checkpoints = Table(
@@ -192,4 +199,15 @@ log_blocks = Table(
     Column("min_recorded_at", UTCDateTime(), nullable=False),
     Column("max_recorded_at", UTCDateTime(), nullable=False),
     Column("events", Integer(), nullable=False),
+)
+
+# A tracking record per name (revision 0009): how far a consumer of another library
+# (eventsourcing's tracking and process recorders) has processed, a position that only
+# moves up (EventStore.record_tracking).
+tracking = Table(
+    "facta_tracking",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("position", POSITION_TYPE, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )

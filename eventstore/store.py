@@ -37,9 +37,9 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Connection, Select, bindparam, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -57,12 +57,13 @@ from facta.errors import (
 from facta.errors import StreamTypeMismatch as _StreamTypeMismatch
 
 from . import _blocks as blocks
+from . import _bytes
 from ._appenders import Appender, AppendPlan, LostRace, PostgresAppender, Rejected, SQLiteAppender
 from ._loads import LAST_VERSION, PostgresStreamReader, SQLiteStreamReader, StreamReader
 from ._readers import LogReader, PostgresLogReader, SQLiteLogReader
 from ._rows import decode_records, records_from_rows, stored_time
 from .database import Database, database_url_from_env
-from .records import AppendResult, RecordedEvent, Snapshot, StreamAppend, pending_events
+from .records import AppendResult, ByteEvent, RecordedEvent, Snapshot, StreamAppend, pending_events
 from .schema import events
 from .validation import (
     check_append,
@@ -71,6 +72,7 @@ from .validation import (
     check_event_id,
     check_limit,
     check_position,
+    check_seconds_arg,
     check_snapshot,
     check_text,
     check_texts,
@@ -81,6 +83,13 @@ from .validation import (
 )
 
 __all__ = ["EventStore"]
+
+T = TypeVar("T")
+
+# wait_for_append polls the database for other processes' appends: first after this long,
+# doubling up to _WAIT_POLL_MAX_S (an append of this store object wakes it at once).
+_WAIT_POLL_S = 0.002
+_WAIT_POLL_MAX_S = 0.1
 
 # An append without an expected version that loses the race for a stream's next version
 # (another writer took it between facta_append's head read and its insert) tries again
@@ -116,6 +125,8 @@ class EventStore:
             self._appender, self._reader = SQLiteAppender(database), SQLiteLogReader(database)
             self._streams = SQLiteStreamReader(database)
         self.block_summaries = blocks.Summaries()
+        # Waiters of wait_for_append, woken by every append of this store object.
+        self._append_waiters: set[asyncio.Future[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -250,7 +261,10 @@ class EventStore:
         while True:
             attempts += 1
             try:
-                return await self._appender.append(plan)
+                results = await self._appender.append(plan)
+                if self._append_waiters:
+                    self._wake()
+                return results
             except Rejected as rejected:
                 # Nothing was written. An identical earlier append explains it (a retry);
                 # otherwise a stream has another type or moved on.
@@ -546,6 +560,216 @@ class EventStore:
         last = LAST_VERSION if max_version is None else max_version
         return _snapshot(await self._streams.snapshot(stream_id, last))
 
+    # -- byte events, byte snapshots and tracking (another library's records) ----------------
+    #
+    # See facta.eventstore._bytes: the payload column rule, the SQL, the costs.
+
+    async def append_bytes(
+        self, stream_type: str, events: Sequence[ByteEvent], *, tracking: tuple[str, int] | None = None
+    ) -> list[int]:
+        """Append byte events (:class:`ByteEvent`, written by another library and stored
+        exactly) and, if given, the tracking record ``(name, position)``, in one
+        transaction. Returns the events' positions, in the order given: contiguous, one
+        range per call. The events' own ``position`` is ignored.
+
+        There is no expected-version check: the unique (stream id, version) key decides.
+        Raises, writing nothing: :class:`~facta.errors.RecordConflict` when a (stream id,
+        version) is stored already or given twice, or the tracking position is not above
+        the stored one; :class:`~facta.errors.StreamTypeMismatch` when a stream holds
+        events of another stream type; :class:`InvalidValue` (before any I/O) for a text
+        facta cannot store, a version outside int32 or a payload that is not ``bytes``.
+        No events and no tracking: ``[]``, no I/O; no events with tracking: only the
+        tracking record."""
+        items = _bytes.check_byte_events(stream_type, events)
+        track = _bytes.check_tracking(tracking)
+        if not items and track is None:
+            return []
+        if self.database.dialect == "postgresql":
+            async with self.database.driver_connection() as conn:
+                positions, _ = await _bytes.append_bytes_postgres(conn, stream_type, items, track)
+        else:
+            positions, _ = await self.database.sqlite_write(_bytes.append_bytes_sqlite, stream_type, items, track)
+        if self._append_waiters and positions:
+            self._wake()
+        return positions
+
+    async def read_byte_stream(
+        self, stream_id: str, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
+        limit: int | None = None,
+    ) -> list[ByteEvent]:
+        """A stream's events as :class:`ByteEvent` (with their positions), in version
+        order (``desc``: newest first), versions > ``gt`` and <= ``lte``, at most
+        ``limit``. The payload is the stored bytes; a facta event's is its payload's JSON
+        text encoded UTF-8. Raises :class:`InvalidValue` for a bad argument."""
+        check_text("stream id", stream_id)
+        check_version("gt", gt, optional=True)
+        check_version("lte", lte, optional=True)
+        check_bool_arg("desc", desc)
+        check_limit("limit", limit, optional=True)
+        args = [stream_id, *(v for v in (gt, lte, limit) if v is not None)]
+        postgres = self.database.dialect == "postgresql"
+        sql = _bytes.stream_sql(postgres, gt is not None, lte is not None, desc, limit is not None)
+        return _bytes.byte_events(await self._byte_fetch(sql, args))
+
+    async def read_byte_log(
+        self, stream_type: str | None, *, after: int, limit: int, stop: int | None = None,
+        event_types: Sequence[str] = (),
+    ) -> list[ByteEvent]:
+        """Up to ``limit`` events of the log with ``after < position <= stop`` (no upper
+        bound when ``stop`` is None), in position order, as :class:`ByteEvent`; only those
+        of ``stream_type`` (None: every stream type) and, when given, of ``event_types``.
+
+        On PostgreSQL it reads only up to the settled horizon, as :meth:`read_log` does,
+        so a follower paging with it never skips an event. Raises :class:`InvalidValue`
+        for a bad argument."""
+        check_text("stream type", stream_type, optional=True)
+        check_position("after", after)
+        check_limit("limit", limit)
+        check_position("stop", stop, optional=True)
+        check_texts("event_types", event_types)
+        types = list(event_types)
+        postgres = self.database.dialect == "postgresql"
+        sql = _bytes.log_sql(postgres, stream_type is not None, len(types))
+        if not postgres:
+            args = [after, stop if stop is not None else _bytes_max_position(), *(() if stream_type is None else (stream_type,)),
+                    *types, limit]
+            return _bytes.byte_events(await self.database.read(_bytes.sqlite_fetch, sql, args))
+        extra: list[Any] = [*(() if stream_type is None else (stream_type,)), *((types,) if types else ())]
+
+        async def fetch(start: int, upto: int, n: int) -> list[Any]:
+            if stop is not None:
+                upto = min(upto, stop)
+            if upto <= start:
+                return []
+            async with self.database.driver_connection() as conn:
+                return list(await conn.fetch(sql, start, upto, n, *extra))
+
+        reader = self._reader
+        assert isinstance(reader, PostgresLogReader)
+        if stop is not None and stop <= reader.horizon:  # settled already: no wait
+            return _bytes.byte_events(await fetch(after, stop, limit))
+        rows, _ = await reader._settled(after, limit, fetch, None)
+        return _bytes.byte_events(rows)
+
+    async def last_byte_position(self, stream_type: str | None) -> int | None:
+        """The highest position of an event of ``stream_type`` (None: of any), or None
+        when there is none; on PostgreSQL the highest at or below the settled horizon
+        (it first waits for the appends in flight, as :meth:`head_position`)."""
+        check_text("stream type", stream_type, optional=True)
+        upto = await self._reader.head()
+        if stream_type is None or upto == 0:
+            return upto or None
+        if self.database.dialect == "postgresql":
+            async with self.database.driver_connection() as conn:
+                found = await conn.fetchval(_PG_LAST_OF_TYPE, stream_type, upto)
+        else:
+            found = (await self.database.read(_bytes.sqlite_fetch, _SQLITE_LAST_OF_TYPE, [stream_type]))[0][0]
+        return None if found is None else int(found)
+
+    async def wait_for_append(self, after: int, timeout_s: float) -> None:
+        """Return once an event past position ``after`` may be stored, or after
+        ``timeout_s`` seconds (raising nothing either way). An append of this store
+        object wakes it at once; appends of other store objects and processes are seen
+        by polling the log's head, every 2 ms at first, doubling up to every 100 ms.
+        Raises :class:`InvalidValue` for a bad argument."""
+        check_position("after", after)
+        check_seconds_arg("timeout_s", timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        pause = _WAIT_POLL_S
+        while True:
+            if await self._latest_position() > after:
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._append_waiters.add(waiter)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), min(pause, left))
+                return
+            except TimeoutError:
+                pause = min(pause * 2, _WAIT_POLL_MAX_S)
+            finally:
+                self._append_waiters.discard(waiter)
+
+    async def _latest_position(self) -> int:
+        """The log's highest committed position now (not waiting for the horizon)."""
+        if self.database.dialect == "postgresql":
+            async with self.database.driver_connection() as conn:
+                return int(await conn.fetchval(_PG_LATEST))
+        return int((await self.database.read(_bytes.sqlite_fetch, _SQLITE_LATEST, []))[0][0])
+
+    def _wake(self) -> None:
+        waiters, self._append_waiters = self._append_waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def append_byte_snapshots(self, stream_type: str, snapshots: Sequence[ByteEvent]) -> None:
+        """Store byte snapshots (:class:`ByteEvent`: ``event_type`` is the snapshot's
+        type, kept as its ``state_schema``; ``payload`` its exact bytes) in one
+        transaction. Raises :class:`~facta.errors.RecordConflict` when a snapshot at
+        that (stream id, version) is stored already or given twice, writing nothing, and
+        :class:`InvalidValue` before any I/O for a bad value."""
+        items = _bytes.check_byte_events(stream_type, snapshots, "snapshots")
+        if not items:
+            return
+        if self.database.dialect == "postgresql":
+            async with self.database.driver_connection() as conn:
+                await _bytes.insert_byte_snapshots_postgres(conn, stream_type, items)
+        else:
+            await self.database.sqlite_write(_bytes.insert_byte_snapshots_sqlite, stream_type, items)
+
+    async def read_byte_snapshots(
+        self, stream_id: str, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
+        limit: int | None = None,
+    ) -> list[ByteEvent]:
+        """A stream's snapshots as :class:`ByteEvent` (``event_type``: the snapshot's
+        ``state_schema``; ``payload``: its exact bytes, or a facta snapshot's state as
+        JSON text encoded UTF-8; ``position`` 0), in version order (``desc``: newest
+        first), versions > ``gt`` and <= ``lte``, at most ``limit``."""
+        check_text("stream id", stream_id)
+        check_version("gt", gt, optional=True)
+        check_version("lte", lte, optional=True)
+        check_bool_arg("desc", desc)
+        check_limit("limit", limit, optional=True)
+        args = [stream_id, *(v for v in (gt, lte, limit) if v is not None)]
+        sql = _bytes.snapshot_sql(self.database.dialect == "postgresql", gt is not None, lte is not None, desc,
+                                  limit is not None)
+        rows = await self._byte_fetch(sql, args)
+        return [ByteEvent(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    async def record_tracking(
+        self, name: str, position: int, *, with_: Callable[[Connection], T] | None = None
+    ) -> T | None:
+        """Record that the consumer ``name`` has processed the log up to ``position``
+        (a tracking record: one row per name, which only moves up). ``with_``, if given,
+        is a synchronous function of a SQLAlchemy :class:`~sqlalchemy.engine.Connection`
+        run in the same transaction after the record is written (PostgreSQL: through
+        ``AsyncConnection.run_sync``; SQLite: on the writer thread), e.g. a read model's
+        update: both are committed or neither. Returns its result (None without it).
+
+        Raises :class:`~facta.errors.RecordConflict` when ``position`` is not above the
+        stored one (``with_`` is not run, nothing is written); an error of ``with_``
+        rolls the record back too. :class:`InvalidValue` for a bad argument."""
+        check_text("tracking name", name)
+        check_position("tracking position", position)
+        if with_ is not None and not callable(with_):
+            raise InvalidValue(f"with_ must be a function of a Connection or None, got {type(with_).__name__}")
+        return await self.database.write(_tracking_then, name, position, with_)
+
+    async def tracking_position(self, name: str) -> int | None:
+        """The tracking record's position for ``name``, or None when there is none."""
+        check_text("tracking name", name)
+        return await self.database.read(_bytes.tracking_position_tx, name)
+
+    async def _byte_fetch(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        if self.database.dialect == "postgresql":
+            async with self.database.driver_connection() as conn:
+                return list(await conn.fetch(sql, *args))
+        return await self.database.read(_bytes.sqlite_fetch, sql, args)
+
 
 # Built once: statement construction costs more than executing these small queries. The
 # head is the stream's newest row, one descent of the (stream_id, version) unique index on
@@ -557,6 +781,21 @@ _HEAD_OF_ONE = (
     .order_by(events.c.version.desc())
     .limit(1)
 )
+
+
+_PG_LAST_OF_TYPE = "SELECT max(position) FROM facta_events WHERE stream_type = $1 AND position <= $2"
+_SQLITE_LAST_OF_TYPE = "SELECT max(position) FROM facta_events WHERE stream_type = ?"
+_PG_LATEST = "SELECT coalesce(max(position), 0) FROM facta_events"
+_SQLITE_LATEST = _PG_LATEST
+
+
+def _bytes_max_position() -> int:
+    return 2**63 - 1
+
+
+def _tracking_then(conn: Connection, name: str, position: int, with_: Callable[[Connection], T] | None) -> T | None:
+    _bytes.record_tracking_tx(conn, name, position)
+    return None if with_ is None else with_(conn)
 
 
 def _find(

@@ -44,7 +44,7 @@ from facta.domain import DomainEvent, PendingEvent
 from facta.errors import InvalidValue
 
 from .records import Snapshot, StreamAppend
-from .schema import events, projection_skips, projections, relay_checkpoints, snapshots
+from .schema import events, projection_skips, projections, relay_checkpoints, snapshots, tracking
 
 __all__ = [
     "INT32",
@@ -79,6 +79,7 @@ TEXT_LIMITS: dict[str, int] = {
     "causation id": _length(events.c.causation_id),
     "state schema": _length(snapshots.c.state_schema),
     "relay name": _length(relay_checkpoints.c.name),
+    "tracking name": _length(tracking.c.name),
     "projection name": _length(projections.c.name),
     "skipped by": _length(projection_skips.c.skipped_by),
     # A skip's reason (projections and relay) is a TEXT column; this limit is facta's own:

@@ -18,6 +18,7 @@ all of them, or a branch::
     │   ├── InvalidValue            (above)
     │   ├── ConcurrencyError        an append at a version the stream is not at
     │   ├── DuplicateEventError     an event id stored before, not by an identical retry
+    │   ├── RecordConflict          a byte event's (stream, version) or a tracking position taken
     │   ├── DatabaseURLError        a database URL facta cannot use
     │   ├── DatabaseUnavailable     the server could not be reached
     │   ├── DatabaseBusy            SQLite's write lock held past the busy timeout
@@ -69,6 +70,7 @@ __all__ = [
     "KafkaRecordError",
     "MigrationRefused",
     "ProjectionError",
+    "RecordConflict",
     "RecordRefused",
     "RelayError",
     "RetentionGap",
@@ -188,6 +190,20 @@ class DuplicateEventError(StoreError):
             f"event {event_id} is already stored as {stream_id!r} version {version} at position {position}"
             " and this append is not an identical retry" + (f": {differs}" if differs else "")
         )
+
+
+class RecordConflict(StoreError):
+    """A record of :meth:`facta.eventstore.EventStore.append_bytes` (or of the byte
+    snapshot and tracking calls) conflicts with one stored already or given twice: a
+    (stream id, version) taken, or a tracking position not above the stored one. Nothing
+    of that call was written. ``stream_id`` and ``version`` (or ``tracking`` name and
+    ``position``) name the record; eventsourcing's recorders turn it into their
+    ``IntegrityError``."""
+
+    def __init__(self, message: str, *, stream_id: str | None = None, version: int | None = None,
+                 tracking: str | None = None, position: int | None = None) -> None:
+        super().__init__(message)
+        self.stream_id, self.version, self.tracking, self.position = stream_id, version, tracking, position
 
 
 class DatabaseURLError(StoreError):

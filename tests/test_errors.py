@@ -30,7 +30,7 @@ def public_classes() -> dict[str, type[BaseException]]:
 
 def test_every_public_error_is_a_facta_error_drawn_in_the_tree() -> None:
     classes = public_classes()
-    assert len(classes) == 31
+    assert len(classes) == 32
     doc = errors.__doc__ or ""
     tree = doc[doc.index("FactaError  "):doc.index("This module imports")]
     # One class per line: FactaError, then each under its parent (InvalidValue is drawn twice).
@@ -63,7 +63,7 @@ def test_invalid_value_is_still_a_value_error_and_a_store_error() -> None:
     ("facta.domain.errors", ["FactaError", "DomainError", "UnknownAggregateType"]),
     ("facta.domain.aggregate", ["UnknownAggregateType"]),
     ("facta.eventstore", ["ConcurrencyError", "DatabaseBusy", "DatabaseURLError", "DatabaseUnavailable",
-                          "DuplicateEventError", "InvalidValue", "MigrationRefused", "SchemaNotReady", "StoreError",
+                          "DuplicateEventError", "InvalidValue", "MigrationRefused", "RecordConflict", "SchemaNotReady", "StoreError",
                           "StreamNotFound", "StreamTypeMismatch", "UnknownSchemaRevision", "VersionNotFound"]),
     ("facta.eventstore.errors", ["InvalidValue", "StoreError", "ConcurrencyError"]),
     ("facta.eventstore.repository", ["VersionNotFound"]),

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["facta", "facta.domain", "facta.eventstore", "facta.projections", "facta.replay", "facta.migrations"]
+PACKAGES = [
+    "facta", "facta.domain", "facta.eventstore", "facta.projections", "facta.replay", "facta.migrations",
+    "facta.eventsourcing",
+]
 #: The public modules, each on its package's face; every other module is implementation.
 PUBLIC_MODULES = {
     "facta": {"migrations", "testing"},
@@ -23,6 +26,7 @@ PUBLIC_MODULES = {
     "facta.projections": {"reference", "replay"},
     "facta.replay": set(),
     "facta.migrations": set(),
+    "facta.eventsourcing": {"persistence"},
 }
 
 

@@ -47,6 +47,10 @@ PACKAGE_LAYERS: dict[str, int] = {
     # Development tools (a local Kafka broker or cluster) the CLI and the tests start: beside
     # the CLI, above the store (devbroker parses bootstrap lists with eventstore's rule).
     "facta.dev": 3,
+    # facta's store as an eventsourcing persistence module (PERSISTENCE_MODULE=facta.eventsourcing):
+    # an adapter at the edge, above the store (it may use the projections too, e.g. es/events.py);
+    # no facta layer imports it.
+    "facta.eventsourcing": 3,
     # facta_pkg's modules (facta.testing, facta.__main__): on top.
     "facta": 4,
     # The revisions are scripts alembic loads from their files; no library module imports

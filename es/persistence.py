@@ -1,0 +1,523 @@
+"""The recorders and the infrastructure factory of ``PERSISTENCE_MODULE=facta.eventsourcing``.
+
+eventsourcing's ``InfrastructureFactory.construct`` imports the module named by
+``PERSISTENCE_MODULE`` and takes the one ``InfrastructureFactory`` subclass it finds in its
+namespace: :class:`FactaFactory` (``facta.eventsourcing:FactaFactory`` names it as a class
+topic too). It builds every recorder eventsourcing defines:
+
+==========================================  ===================================================
+``aggregate_recorder("events")``            :class:`FactaAggregateRecorder`: rows of ``facta_events``
+``aggregate_recorder("snapshots")``         :class:`FactaSnapshotRecorder`: rows of ``facta_snapshots``
+``application_recorder()``                  :class:`FactaApplicationRecorder`: notification ids are
+                                            facta's global positions
+``tracking_recorder(cls=None)``             :class:`FactaTrackingRecorder` (or ``cls``, or
+                                            ``TRACKING_RECORDER_TOPIC``): rows of ``facta_tracking``
+``process_recorder()``                      :class:`FactaProcessRecorder`: new events and the tracking
+                                            record in one transaction
+==========================================  ===================================================
+
+**Settings**, read through eventsourcing's ``Environment`` (so an application-prefixed name,
+``BANKACCOUNTS_FACTA_DATABASE_URL``, wins over the plain one):
+
+- ``FACTA_DATABASE_URL``: the store; unset: facta's own setting (``FACTA_DATABASE_URL`` in
+  the process environment, else ``sqlite+aiosqlite:///./facta.db``). One
+  :class:`~facta.eventstore.blocking.BlockingEventStore` per URL per process is shared by
+  every factory naming it, counted, and closed when the last factory closes
+  (``Application.close()`` closes its factory).
+- ``CREATE_TABLE`` (eventsourcing's convention, default yes): yes migrates the database to
+  facta's newest revision when the store is opened (what ``facta db upgrade`` does); no
+  refuses a database without facta's schema or at an older revision, in one line naming
+  the URL (password hidden) and ``facta db upgrade``. facta's schema is one schema for all
+  recorders, so the setting counts when a factory opens the store, not per recorder.
+- ``ORIGINATOR_ID_TYPE`` (eventsourcing's, ``uuid`` by default, or ``text``): with ``uuid``
+  an originator id must be a UUID (stored as its canonical text, read back as a ``UUID``);
+  with ``text`` any string (read back as ``str``).
+
+**Stream type.** An application's events have the stream type of the application's name
+(``Environment.name``, the class name unless the class sets ``name``); a factory built
+from an environment without a name (``InfrastructureFactory.construct()`` in a script)
+uses :data:`UNNAMED_STREAM_TYPE`, ``"eventsourcing"``. Notification ids are facta's
+global positions of that stream type only: when several applications (or facta's own
+aggregates) write to one database, each application's notification ids are increasing
+but not consecutive, since the others' events sit between them.
+
+**Tracking records** are rows of ``facta_tracking`` named
+``"<this recorder's application>/<upstream application>"``
+(:meth:`FactaTrackingRecorder.tracking_name`): a checkpoint per pair that only moves up,
+so a position at or below the stored one is an ``IntegrityError``, as eventsourcing's own
+recorders refuse a tracking record at a notification id already recorded or below it.
+
+**A materialised view** (eventsourcing's ``TrackingRecorder`` subclassed by a user, as
+its ``ProjectionRunner`` wants) subclasses :class:`FactaTrackingRecorder` and keeps its own
+table in the same database. :meth:`FactaTrackingRecorder.record_tracking` takes
+``with_=fn``, a synchronous function of a SQLAlchemy ``Connection`` that runs in the
+transaction that moves the checkpoint (the store's ``record_tracking(name, position,
+with_=fn)``): both are committed or neither, and a position at or below the stored one
+runs nothing. :meth:`~FactaTrackingRecorder.read` and :meth:`~FactaTrackingRecorder.write`
+run a function of a ``Connection`` in a read or write transaction::
+
+    counters = Table("bank_counters", MetaData(), Column("name", String(50), primary_key=True),
+                     Column("n", Integer, nullable=False))
+
+    class Counters(FactaTrackingRecorder):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.write(lambda conn: counters.create(conn, checkfirst=True))
+
+        def count(self, tracking: Tracking) -> None:
+            self.record_tracking(tracking, with_=lambda conn: conn.execute(
+                update(counters).where(counters.c.name == "all").values(n=counters.c.n + 1)))
+
+        def total(self) -> int:
+            return self.read(lambda conn: conn.execute(select(counters.c.n)).scalar_one())
+
+``tests/eventsourcing/test_projections.py`` holds a complete one (eventsourcing's
+``EventCountersView``).
+
+**Errors.** facta's errors reach eventsourcing's code as eventsourcing's exception classes
+(PEP 249's names), each with facta's one-line message naming the bad value (never a
+password): a stored (originator id, version) or a tracking record at or below the stored
+one -> ``IntegrityError``; a value facta refuses (a topic or originator id longer than
+facta's columns, a NUL, a version outside int32, state that is not bytes) -> ``DataError``;
+an unreachable database, a database URL facta cannot use, SQLite's write lock held too
+long -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no``) ->
+``ProgrammingError``; any other error of the store -> ``DatabaseError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    DatabaseError,
+    DataError,
+    InfrastructureFactory,
+    IntegrityError,
+    Notification,
+    OperationalError,
+    ProcessRecorder,
+    ProgrammingError,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+)
+from eventsourcing.utils import Environment, resolve_topic, strtobool
+from sqlalchemy import Connection
+
+from facta.errors import (
+    DatabaseBusy,
+    DatabaseUnavailable,
+    DatabaseURLError,
+    InvalidValue,
+    RecordConflict,
+    SchemaNotReady,
+    StoreError,
+    UnknownSchemaRevision,
+)
+from facta.eventstore.blocking import BlockingEventStore
+from facta.eventstore.database import database_url_from_env, resolve_url
+from facta.eventstore.records import ByteEvent
+from facta.eventstore.store import EventStore
+
+__all__ = [
+    "UNNAMED_STREAM_TYPE",
+    "FactaAggregateRecorder",
+    "FactaApplicationRecorder",
+    "FactaFactory",
+    "FactaProcessRecorder",
+    "FactaRecorder",
+    "FactaSnapshotRecorder",
+    "FactaSubscription",
+    "FactaTrackingRecorder",
+]
+
+#: The stream type of events written through a factory whose environment has no name.
+UNNAMED_STREAM_TYPE = "eventsourcing"
+
+#: Notifications a subscription reads per query.
+SUBSCRIPTION_PAGE = 500
+#: How long a subscription at the head waits for an append before it looks at its stop flag
+#: again: the longest a ``stop()`` from another thread takes to end a blocked iteration.
+SUBSCRIPTION_WAIT_S = 0.1
+
+T = TypeVar("T")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eventsourcing_errors() -> Iterator[None]:
+    """Raise facta's errors as eventsourcing's exception classes (table in the module docstring),
+    with facta's one-line message; the facta error is the new one's ``__context__``."""
+    try:
+        yield
+    except RecordConflict as exc:
+        raise IntegrityError(str(exc)) from None
+    except InvalidValue as exc:
+        raise DataError(str(exc)) from None
+    except (DatabaseUnavailable, DatabaseURLError, DatabaseBusy) as exc:
+        raise OperationalError(str(exc)) from None
+    except (SchemaNotReady, UnknownSchemaRevision) as exc:
+        raise ProgrammingError(str(exc)) from None
+    except StoreError as exc:
+        raise DatabaseError(str(exc)) from None
+
+
+# -- the shared stores --------------------------------------------------------------------------
+
+_stores_lock = threading.Lock()
+_stores: dict[str, tuple[BlockingEventStore, int]] = {}
+
+
+def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
+    """The process's store for ``url`` (opened, and migrated when ``migrate``, on first use),
+    counted once more. Returns the key to :func:`_release` it with."""
+    with eventsourcing_errors():
+        key = resolve_url(url).render_as_string(hide_password=False)
+    with _stores_lock:
+        held = _stores.get(key)
+        if held is None:
+            with eventsourcing_errors():
+                store = BlockingEventStore.open(url, migrate=migrate)
+            _stores[key] = (store, 1)
+        else:
+            store, count = held
+            _stores[key] = (store, count + 1)
+    return key, store
+
+
+def _release(key: str) -> None:
+    with _stores_lock:
+        held = _stores.get(key)
+        if held is None:
+            return
+        store, count = held
+        if count > 1:
+            _stores[key] = (store, count - 1)
+            return
+        del _stores[key]
+    store.close()
+
+
+def _close_all() -> None:
+    """Close every shared store, counted or not (for test teardown: an application a test
+    never closed keeps its store open until garbage collection)."""
+    with _stores_lock:
+        held = list(_stores.values())
+        _stores.clear()
+    for store, _ in held:
+        store.close()
+
+
+# -- recorders ---------------------------------------------------------------------------------
+
+
+class FactaRecorder:
+    """What every recorder of this module holds: the shared blocking store (``store``) and
+    the stream type of its application's events (``stream_type``).
+
+    ``originator_id_type`` is ``"uuid"`` (ids are UUIDs, read back as ``UUID``) or
+    ``"text"`` (any string, read back as ``str``).
+    """
+
+    def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid") -> None:
+        self.store = store
+        self.stream_type = stream_type
+        self.originator_id_type = originator_id_type
+
+    def call(self, fn: Callable[[EventStore], Awaitable[T]]) -> T:
+        """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's."""
+        with eventsourcing_errors():
+            return self.store.call(fn)
+
+    def tracking_name(self, application_name: str) -> str:
+        """The ``facta_tracking`` name of this application's position in ``application_name``'s
+        notification log: ``"<stream type>/<application_name>"``."""
+        return f"{self.stream_type}/{application_name}"
+
+    def _stream_id(self, originator_id: object) -> str:
+        if isinstance(originator_id, UUID):
+            return str(originator_id)
+        if self.originator_id_type == "uuid":
+            try:
+                return str(UUID(str(originator_id)))
+            except ValueError:
+                raise DataError(
+                    f"originator id {originator_id!r} is not a UUID: set ORIGINATOR_ID_TYPE=text for string ids"
+                ) from None
+        if not isinstance(originator_id, str):
+            raise DataError(f"originator id {originator_id!r} is not a str or UUID")
+        return originator_id
+
+    def _originator_id(self, stream_id: str) -> UUID | str:
+        return UUID(stream_id) if self.originator_id_type == "uuid" else stream_id
+
+    def _byte_events(self, stored_events: Sequence[StoredEvent]) -> list[ByteEvent]:
+        events = []
+        for s in stored_events:
+            if not isinstance(s.state, bytes):
+                raise DataError(f"state of {s.topic!r} at version {s.originator_version!r} is "
+                                f"{type(s.state).__name__}, not bytes")
+            events.append(ByteEvent(self._stream_id(s.originator_id), s.originator_version, s.topic, s.state))
+        return events
+
+    def _stored(self, events: Sequence[ByteEvent]) -> list[StoredEvent]:
+        return [StoredEvent(self._originator_id(e.stream_id), e.version, e.event_type, e.payload) for e in events]
+
+    def _select(self, kind: str, originator_id: UUID | str, gt: int | None, lte: int | None, desc: bool,
+                limit: int | None) -> list[StoredEvent]:
+        stream_id = self._stream_id(originator_id)
+        if kind == "snapshots":
+            events = self.call(lambda s: s.read_byte_snapshots(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
+        else:
+            events = self.call(lambda s: s.read_byte_stream(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
+        return self._stored(events)
+
+
+class FactaAggregateRecorder(FactaRecorder, AggregateRecorder):
+    """Events of an aggregate sequence as rows of ``facta_events`` (no notification ids)."""
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Store ``stored_events`` in one transaction; ``IntegrityError`` (nothing stored)
+        when an (originator id, version) is stored already or given twice."""
+        self._insert(stored_events, kwargs.get("tracking"))
+        return None
+
+    def _insert(self, stored_events: Sequence[StoredEvent], tracking: Tracking | None) -> list[int]:
+        events = self._byte_events(stored_events)
+        checkpoint = None if tracking is None else (self.tracking_name(tracking.application_name),
+                                                    tracking.notification_id)
+        if not events and checkpoint is None:
+            return []
+        stream_type = self.stream_type
+        return self.call(lambda s: s.append_bytes(stream_type, events, tracking=checkpoint))
+
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
+                      desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
+        """An aggregate sequence's events, versions in (gt, lte], oldest first (``desc``: newest first)."""
+        return self._select("events", originator_id, gt, lte, desc, limit)
+
+
+class FactaSnapshotRecorder(FactaRecorder, AggregateRecorder):
+    """Snapshots as rows of ``facta_snapshots`` (state kept as the exact bytes, the topic as
+    ``state_schema``); eventsourcing's ``aggregate_recorder("snapshots")``."""
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Store snapshots in one transaction; ``IntegrityError`` (nothing stored) when an
+        (originator id, version) is stored already or given twice."""
+        snapshots = self._byte_events(stored_events)
+        if snapshots:
+            stream_type = self.stream_type
+            self.call(lambda s: s.append_byte_snapshots(stream_type, snapshots))
+        return None
+
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
+                      desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
+        """An aggregate's snapshots, versions in (gt, lte], oldest first (``desc``: newest first)."""
+        return self._select("snapshots", originator_id, gt, lte, desc, limit)
+
+
+class FactaApplicationRecorder(FactaAggregateRecorder, ApplicationRecorder):
+    """Events as rows of ``facta_events``; notification ids are their global positions.
+
+    ``insert_events`` returns the positions (contiguous for one call). Reads of the
+    notification log stop at the settled horizon on PostgreSQL (no position below it can
+    still commit), so a follower never skips an event. A ``tracking=Tracking(...)`` keyword
+    is recorded in the events' transaction (what :class:`FactaProcessRecorder` relies on).
+    """
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Store ``stored_events`` (and a ``tracking`` keyword's record) in one transaction;
+        returns their positions. ``IntegrityError`` (nothing stored) on a stored
+        (originator id, version) or a tracking record not above the stored one."""
+        return self._insert(stored_events, kwargs.get("tracking"))
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (),
+                             *, inclusive_of_start: bool = True) -> Sequence[Notification]:
+        """This application's events with positions from ``start`` (after it, unless
+        ``inclusive_of_start``) to ``stop``, at most ``limit``, only ``topics`` when given."""
+        if start is None:
+            after = 0
+        else:
+            after = max(0, start - 1 if inclusive_of_start else start)
+        stream_type, kinds = self.stream_type, list(topics)
+        events = self.call(lambda s: s.read_byte_log(stream_type, after=after, limit=limit, stop=stop,
+                                                       event_types=kinds))
+        return [Notification(self._originator_id(e.stream_id), e.version, e.event_type, e.payload, e.position)
+                for e in events]
+
+    def max_notification_id(self) -> int | None:
+        """The highest settled position of this application's events, or None."""
+        stream_type = self.stream_type
+        return self.call(lambda s: s.last_byte_position(stream_type))
+
+    def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> FactaSubscription:
+        """Notifications after ``gt``, blocking at the head until new ones are recorded
+        (see :class:`FactaSubscription`)."""
+        return FactaSubscription(self, gt=gt, topics=topics)
+
+
+class FactaSubscription(Subscription[FactaApplicationRecorder]):
+    """An iterator of an application's notifications after ``gt``: it reads pages of
+    :data:`SUBSCRIPTION_PAGE` and, at the head, waits for an append (``wait_for_append``,
+    woken at once by this process's appends to the shared store, polling for other
+    processes'). ``stop()`` from any thread ends the iteration within
+    :data:`SUBSCRIPTION_WAIT_S`; as a context manager it stops on exit.
+    """
+
+    def __init__(self, recorder: FactaApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()) -> None:
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        self._buffer: deque[Notification] = deque()
+
+    def __next__(self) -> Notification:
+        while not self._has_been_stopped:
+            if self._buffer:
+                notification = self._buffer.popleft()
+                self._last_notification_id = notification.id
+                return notification
+            # The log's head first, then the page: an append after the head read has a
+            # higher position, so the wait below returns for it.
+            head = self._recorder.call(lambda s: s.last_byte_position(None)) or 0
+            page = self._recorder.select_notifications(self._last_notification_id or 0, SUBSCRIPTION_PAGE,
+                                                        topics=self._topics, inclusive_of_start=False)
+            if page:
+                self._buffer.extend(page)
+                continue
+            self._recorder.call(lambda s: s.wait_for_append(head, SUBSCRIPTION_WAIT_S))
+        raise StopIteration
+
+
+class FactaTrackingRecorder(FactaRecorder, TrackingRecorder):
+    """Tracking records as rows of ``facta_tracking``, one checkpoint per (this application,
+    upstream application) that only moves up. Subclass it for a materialised view (module
+    docstring); :meth:`record_tracking` writes a view's rows in the tracking record's
+    transaction."""
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record ``tracking``; ``IntegrityError`` when its notification id is not above the
+        one stored for its application."""
+        self.record_tracking(tracking)
+
+    def record_tracking(self, tracking: Tracking, with_: Callable[[Connection], object] | None = None) -> None:
+        """Record ``tracking`` and, in the same transaction, run ``with_(connection)`` (a
+        view's own writes, on a SQLAlchemy ``Connection``). ``IntegrityError`` and nothing
+        written (``with_`` not run) when the notification id is not above the stored one;
+        an error of ``with_`` rolls the tracking record back and propagates."""
+        name, position = self.tracking_name(tracking.application_name), tracking.notification_id
+        self.call(lambda s: s.record_tracking(name, position, with_=with_))
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` in a read transaction of the store's database (a view's queries)."""
+        return self.call(lambda s: s.database.read(fn))
+
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` in a write transaction of the store's database, committed when it
+        returns (a view's DDL, or writes that move no checkpoint)."""
+        return self.call(lambda s: s.database.write(fn))
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        """The notification id recorded last for ``application_name``, or None."""
+        name = self.tracking_name(application_name)
+        return self.call(lambda s: s.tracking_position(name))
+
+
+class FactaProcessRecorder(FactaTrackingRecorder, FactaApplicationRecorder, ProcessRecorder):
+    """An application recorder that is also a tracking recorder: ``insert_events(events,
+    tracking=...)`` writes the events and the tracking record in one transaction."""
+
+
+# -- the factory ------------------------------------------------------------------------------
+
+
+class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
+    """eventsourcing's infrastructure factory for facta's store (settings in the module docstring).
+
+    Opening it opens (or shares) the store: ``OperationalError`` when the database cannot be
+    reached or its URL is not one facta uses, ``ProgrammingError`` when ``CREATE_TABLE=no``
+    and the schema is missing or old, ``ValueError`` for a ``CREATE_TABLE`` or
+    ``ORIGINATOR_ID_TYPE`` value it does not know. :meth:`close` (idempotent) releases the store.
+    """
+
+    FACTA_DATABASE_URL = "FACTA_DATABASE_URL"
+    CREATE_TABLE = "CREATE_TABLE"
+    ORIGINATOR_ID_TYPE = "ORIGINATOR_ID_TYPE"
+
+    def __init__(self, env: Environment | dict[str, str] | None) -> None:
+        super().__init__(env)
+        self._key: str | None = None
+        url = self.env.get(self.FACTA_DATABASE_URL)
+        if url is None:
+            url = database_url_from_env()
+        create = self.env.get(self.CREATE_TABLE) or "yes"
+        try:
+            migrate = strtobool(create)
+        except ValueError:
+            raise ValueError(f"CREATE_TABLE={create!r}: expected yes or no (y, true, 1 / n, false, 0)") from None
+        id_type = (self.env.get(self.ORIGINATOR_ID_TYPE) or "uuid").lower()
+        if id_type not in ("uuid", "text"):
+            raise ValueError(f"ORIGINATOR_ID_TYPE={id_type!r}: expected uuid or text")
+        self.originator_id_type = id_type
+        self._key, self.store = _acquire(url, migrate=migrate)
+
+    @property
+    def stream_type(self) -> str:
+        """The stream type of this application's events: its name, or :data:`UNNAMED_STREAM_TYPE`."""
+        return self.env.name or UNNAMED_STREAM_TYPE
+
+    def _recorder(self, cls: type[FactaRecorderT]) -> FactaRecorderT:
+        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type)
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        """``"events"``: a :class:`FactaAggregateRecorder`; ``"snapshots"``: a
+        :class:`FactaSnapshotRecorder`; any other purpose is a ``ProgrammingError``."""
+        if purpose == "snapshots":
+            return self._recorder(FactaSnapshotRecorder)
+        if purpose == "events":
+            return self._recorder(FactaAggregateRecorder)
+        raise ProgrammingError(f"aggregate recorder purpose {purpose!r}: facta records 'events' and 'snapshots'")
+
+    def application_recorder(self) -> ApplicationRecorder:
+        """A :class:`FactaApplicationRecorder` (or ``APPLICATION_RECORDER_TOPIC``'s subclass)."""
+        return self._recorder(self._topic_class(self.APPLICATION_RECORDER_TOPIC, FactaApplicationRecorder))
+
+    def tracking_recorder(self, tracking_recorder_class: type[FactaTrackingRecorder] | None = None
+                          ) -> FactaTrackingRecorder:
+        """``tracking_recorder_class``, else ``TRACKING_RECORDER_TOPIC``'s class, else
+        :class:`FactaTrackingRecorder`, made with ``(store, stream_type, originator_id_type=)``."""
+        cls = tracking_recorder_class or self._topic_class(self.TRACKING_RECORDER_TOPIC, FactaTrackingRecorder)
+        return self._recorder(cls)
+
+    def process_recorder(self) -> ProcessRecorder:
+        """A :class:`FactaProcessRecorder` (or ``PROCESS_RECORDER_TOPIC``'s subclass)."""
+        return self._recorder(self._topic_class(self.PROCESS_RECORDER_TOPIC, FactaProcessRecorder))
+
+    def _topic_class(self, variable: str, default: type[FactaRecorderT]) -> type[FactaRecorderT]:
+        topic = self.env.get(variable)
+        if not topic:
+            return default
+        cls = resolve_topic(topic)
+        if not (isinstance(cls, type) and issubclass(cls, default)):
+            raise ProgrammingError(f"{variable}={topic!r} is not a subclass of {default.__qualname__}")
+        return cls
+
+    def close(self) -> None:
+        """Release the shared store (closed when no other factory holds it); idempotent."""
+        key, self._key = self._key, None
+        if key is not None:
+            _release(key)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+FactaRecorderT = TypeVar("FactaRecorderT", bound=FactaRecorder)

@@ -1,0 +1,233 @@
+"""What a user of ``PERSISTENCE_MODULE=facta.eventsourcing`` sees when something is wrong:
+one line naming the bad value (never a password), as an eventsourcing exception class,
+and nothing half-written."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    DataError,
+    InfrastructureFactoryError,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+)
+
+from facta import migrations
+from facta.eventsourcing import FactaApplicationRecorder, FactaFactory, persistence
+from facta.eventstore.blocking import BlockingEventStore
+from facta.eventstore.validation import TEXT_LIMITS
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    persistence._close_all()
+
+
+def env(url: str, **more: str) -> dict[str, str]:
+    return {"PERSISTENCE_MODULE": "facta.eventsourcing", "FACTA_DATABASE_URL": url, **more}
+
+
+def one_line(exc: BaseException) -> str:
+    message = str(exc)
+    assert "\n" not in message, message
+    assert message.strip() == message and message
+    return message
+
+
+def log_size(url: str) -> int:
+    with BlockingEventStore.open(url) as store:
+        return len(store.call(lambda s: s.read_log(after=0, limit=1000)))
+
+
+# -- the database -------------------------------------------------------------------------------
+
+
+def test_unreachable_postgres_is_one_operational_error_without_the_password() -> None:
+    with pytest.raises(OperationalError) as caught:
+        Application[Any](env=env("postgresql://postgres:s3cret@127.0.0.1:1/nowhere"))
+    message = one_line(caught.value)
+    assert "127.0.0.1:1/nowhere" in message
+    assert "s3cret" not in message
+
+
+def test_sqlite_file_in_a_missing_folder_is_one_operational_error(tmp_path: Path) -> None:
+    with pytest.raises(OperationalError) as caught:
+        Application[Any](env=env(f"sqlite:///{tmp_path}/missing/bank.db"))
+    assert f"{tmp_path}/missing" in one_line(caught.value)
+
+
+def test_a_url_facta_cannot_use_is_one_operational_error() -> None:
+    with pytest.raises(OperationalError) as caught:
+        Application[Any](env=env("mysql://db/bank"))
+    assert "'mysql'" in one_line(caught.value)
+
+
+def test_missing_schema_with_create_table_no_names_the_url_and_the_upgrade(backend_url: str) -> None:
+    with pytest.raises(ProgrammingError) as caught:
+        Application[Any](env=env(backend_url, CREATE_TABLE="no"))
+    message = one_line(caught.value)
+    assert "has no facta schema" in message
+    assert "facta db upgrade" in message
+    assert backend_url.rsplit("/", 1)[1] in message
+
+
+async def test_old_schema_with_create_table_no_names_both_revisions(sqlite_url: str) -> None:
+    older = migrations.revisions()[-2]
+    await migrations.upgrade_url(sqlite_url, older)
+
+    def build() -> None:
+        Application[Any](env=env(sqlite_url, CREATE_TABLE="no"))
+
+    with pytest.raises(ProgrammingError) as caught:
+        await asyncio.to_thread(build)
+    message = one_line(caught.value)
+    assert f"at schema revision {older}" in message and migrations.head() in message
+    assert "facta db upgrade" in message
+
+
+def test_create_table_default_migrates_to_head(sqlite_url: str) -> None:
+    app = Application[Any](env=env(sqlite_url))
+    app.save(Aggregate())
+    app.close()
+    with BlockingEventStore.open(sqlite_url) as store:  # opening checks the schema is at head
+        assert store.call(lambda s: migrations.known_current(s.database)) == migrations.head()
+
+
+def test_unknown_create_table_value_is_one_line(sqlite_url: str) -> None:
+    with pytest.raises(ValueError, match=r"^CREATE_TABLE='maybe': expected yes or no"):
+        Application[Any](env=env(sqlite_url, CREATE_TABLE="maybe"))
+
+
+def test_app_prefixed_database_url_wins(tmp_path: Path, sqlite_url: str) -> None:
+    class Bank(Application[Any]):
+        pass
+
+    other = f"sqlite:///{tmp_path}/other.db"
+    app = Bank(env={**env(other), "BANK_FACTA_DATABASE_URL": sqlite_url})
+    app.save(Aggregate())
+    app.close()
+    assert log_size(sqlite_url) == 1
+    assert not (tmp_path / "other.db").exists()
+
+
+# -- PERSISTENCE_MODULE ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # A typo: eventsourcing's own line (the TopicError behind it is its __cause__).
+        ("facta.eventsorcing", "Failed to resolve persistence module topic: 'facta.eventsorcing' from environment "
+                               "variable 'PERSISTENCE_MODULE'"),
+        # One of facta's packages that is not a persistence module.
+        ("facta.eventstore", "Found 0 infrastructure factory classes in 'facta.eventstore', expected 1."),
+        # A class of the module that is not the factory.
+        ("facta.eventsourcing:FactaRecorder", "Topic 'facta.eventsourcing:FactaRecorder' didn't resolve to a "
+                                              "persistence module or infrastructure factory class: <class "
+                                              "'facta.eventsourcing.persistence.FactaRecorder'>"),
+    ],
+)
+def test_wrong_persistence_module_is_eventsourcings_one_line(value: str, expected: str, sqlite_url: str) -> None:
+    with pytest.raises(InfrastructureFactoryError) as caught:
+        Application[Any](env={"PERSISTENCE_MODULE": value, "FACTA_DATABASE_URL": sqlite_url})
+    assert one_line(caught.value) == expected
+
+
+def test_module_and_class_topic_both_find_the_factory(sqlite_url: str) -> None:
+    for value in ("facta.eventsourcing", "facta.eventsourcing:FactaFactory"):
+        app = Application[Any](env={"PERSISTENCE_MODULE": value, "FACTA_DATABASE_URL": sqlite_url})
+        assert type(app.factory) is FactaFactory
+        app.close()
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+class Unserialisable:
+    """A value eventsourcing's JSON transcoder has no transcoding for."""
+
+
+class Holder(Aggregate):
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def test_an_event_eventsourcing_cannot_transcode_stores_nothing(migrated_url: str) -> None:
+    app = Application[Any](env=env(migrated_url))
+    good = Aggregate()
+    with pytest.raises(TypeError) as caught:
+        app.save(good, Holder(Unserialisable()))
+    assert "is not serializable" in one_line(caught.value)
+    assert app.recorder.max_notification_id() is None
+    assert app.repository.contains(good.id) is False
+    app.close()
+    assert log_size(migrated_url) == 0
+
+
+def _recorder(url: str, **more: str) -> FactaApplicationRecorder:
+    factory = FactaFactory(env(url, **more))
+    recorder = factory.application_recorder()
+    assert isinstance(recorder, FactaApplicationRecorder)
+    return recorder
+
+
+def test_a_topic_longer_than_facta_allows_is_one_data_error(migrated_url: str) -> None:
+    limit = TEXT_LIMITS["event type"]
+    recorder = _recorder(migrated_url)
+    originator = uuid4()
+    events = [StoredEvent(originator, 1, "ok", b"{}"), StoredEvent(originator, 2, "t" * (limit + 1), b"{}")]
+    with pytest.raises(DataError) as caught:
+        recorder.insert_events(events)
+    message = one_line(caught.value)
+    assert "event type" in message and str(limit) in message
+    assert recorder.select_events(originator) == []
+
+
+def test_an_originator_id_longer_than_facta_allows_is_one_data_error(migrated_url: str) -> None:
+    limit = TEXT_LIMITS["stream id"]
+    recorder = _recorder(migrated_url, ORIGINATOR_ID_TYPE="text")
+    long_id = "a" * (limit + 1)
+    with pytest.raises(DataError) as caught:
+        recorder.insert_events([StoredEvent("short", 1, "ok", b"{}"), StoredEvent(long_id, 1, "ok", b"{}")])
+    message = one_line(caught.value)
+    assert "stream id" in message and str(limit) in message
+    assert recorder.select_events("short") == []
+
+
+def test_a_string_originator_id_with_uuid_ids_is_one_data_error(migrated_url: str) -> None:
+    recorder = _recorder(migrated_url)
+    with pytest.raises(DataError, match=r"^originator id 'order-1' is not a UUID: set ORIGINATOR_ID_TYPE=text"):
+        recorder.insert_events([StoredEvent("order-1", 1, "ok", b"{}")])
+    assert recorder.max_notification_id() is None
+
+
+def test_a_version_outside_int32_is_one_data_error(migrated_url: str) -> None:
+    recorder = _recorder(migrated_url)
+    with pytest.raises(DataError) as caught:
+        recorder.insert_events([StoredEvent(uuid4(), 2**31, "ok", b"{}")])
+    assert str(2**31) in one_line(caught.value)
+    assert recorder.max_notification_id() is None
+
+
+def test_state_that_is_not_bytes_is_one_data_error(migrated_url: str) -> None:
+    recorder = _recorder(migrated_url)
+    with pytest.raises(DataError, match=r"^state of 'ok' at version 1 is str, not bytes$"):
+        recorder.insert_events([StoredEvent(uuid4(), 1, "ok", "{}")])  # type: ignore[arg-type]
+    assert recorder.max_notification_id() is None
+
+
+def test_an_unknown_aggregate_recorder_purpose_is_one_line(migrated_url: str) -> None:
+    factory = FactaFactory(env(migrated_url))
+    with pytest.raises(ProgrammingError, match=r"^aggregate recorder purpose 'audit': facta records"):
+        factory.aggregate_recorder("audit")
+    factory.close()
