@@ -537,36 +537,61 @@ def render(rows: Sequence[Row], outcomes: dict[int, Outcome]) -> str:
 # -- profile ---------------------------------------------------------------------------------------------
 
 
+THREAD_PROFILERS: list[tuple[str, Any]] = []  # --profile: (thread name, its cProfile)
+
+
+def _profile_new_thread(frame: Any, event: str, arg: Any) -> None:
+    """--profile: installed with ``threading.setprofile``, so it runs first in every thread
+    started afterwards (facta's store loop, SQLite writer and reader threads); it gives that
+    thread a cProfile of its own (cProfile sees only the thread that enabled it)."""
+    import cProfile
+    import threading
+
+    sys.setprofile(None)
+    profiler = cProfile.Profile()
+    THREAD_PROFILERS.append((threading.current_thread().name, profiler))
+    profiler.enable()
+
+
 def profile_row(row: Row, args: argparse.Namespace) -> None:
-    """cProfile of facta's contender on one row, in this process (writer rows: one writer)."""
+    """cProfile of facta's contender on one row, in this process (writer rows: one writer):
+    the calling thread (eventsourcing's application and facta's recorder), then each thread
+    the run started (facta's store loop; on SQLite its writer and reader threads)."""
     import cProfile
     import pstats
+    import threading
 
     fresh = fresh_for("facta", row.dialect, f"esb_prof{row.number}")
     env = env_for("facta", fresh)
     profiler = cProfile.Profile()
     try:
         prepare_job(env)
+        if row.kind != "save" and row.kind != "writers":
+            ids = setup_job(env, args.aggregate_events, args.log_events)
+        threading.setprofile(_profile_new_thread)
+        profiler.enable()
         if row.kind in ("save", "writers"):
             saves = args.big_saves if row.per_save > 1 else args.saves if row.writers == 1 else args.writer_saves
-            profiler.enable()
             value: Any = write_job(env, 0, 1, saves, row.per_save)
-            profiler.disable()
-            print(f"row {row.number} (one writer): {value[2]:,} events in {value[1] - value[0]:.3f} s")
+            seconds, items = value[1] - value[0], value[2]
+        elif row.kind == "follow":
+            seconds, items, _ = follow_job(env, args.passes)
         else:
-            app_ids = setup_job(env, args.aggregate_events, args.log_events)
-            profiler.enable()
-            if row.kind == "follow":
-                value = follow_job(env, args.passes)
-            else:
-                snapshot = row.kind == "load_snapshot"
-                value = load_job(env, app_ids["snap" if snapshot else "plain"], snapshot,
-                                 args.snapshot_loads if snapshot else args.loads)
-            profiler.disable()
-            print(f"row {row.number}: {value[1]:,} in {value[0]:.3f} s")
+            snapshot = row.kind == "load_snapshot"
+            seconds, items, _ = load_job(env, ids["snap" if snapshot else "plain"], snapshot,
+                                         args.snapshot_loads if snapshot else args.loads)
+        profiler.disable()
     finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
         fresh.drop()
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+    print(f"row {row.number} {row.title} (facta, one process): {items:,} in {seconds:.3f} s timed")
+    print("\n== the calling thread (eventsourcing's application, facta's recorders) ==")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+    for name, thread_profiler in THREAD_PROFILERS:
+        stats = pstats.Stats(thread_profiler)
+        if stats.total_tt > 0.05:  # type: ignore[attr-defined]
+            print(f"\n== thread {name} ==")
+            stats.sort_stats("tottime").print_stats(15)
 
 
 # -- main ------------------------------------------------------------------------------------------------
