@@ -70,7 +70,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Only the standard library at import time: every worker process imports this module
+import versus
+from versus import log_line, rotated
+
+# Only the standard library (and versus.py, which imports only the standard library) at import time: every worker process imports this module
 # (spawn runs it as __mp_main__) and then only its own contender's libraries.
 
 CONTENDERS = ("facta", "eventsourcing")
@@ -283,8 +286,9 @@ def follow_job(env: dict[str, str], passes: int) -> tuple[float, int, tuple[int,
 # -- the parent: workers, databases, rounds --------------------------------------------------------
 
 
-class Worker:
-    """One spawned process of one contender."""
+class Worker(versus.Worker):
+    """One spawned process of one contender (versus.py's worker, with this script's jobs
+    and the writer barriers; ``close`` is versus.py's)."""
 
     def __init__(self, label: str, preload: Sequence[str], barriers: dict[int, Any]) -> None:
         ctx = mp.get_context("spawn")
@@ -300,13 +304,6 @@ class Worker:
     def call(self, job: str, *args: Any) -> tuple[Any, float]:
         self.send(job, *args)
         return gather([self], job)[0]
-
-    def close(self) -> None:
-        if self.proc.is_alive():
-            self.conn.send(None)
-            self.proc.join(timeout=30)
-        if self.proc.is_alive():
-            self.proc.terminate()
 
 
 def gather(workers: Sequence[Worker], job: str) -> list[tuple[Any, float]]:
@@ -384,15 +381,6 @@ class Outcome:
 
     def ratios(self) -> list[float]:
         return [f / e for f, e in zip(self.rates.get("facta", []), self.rates.get("eventsourcing", []), strict=True)]
-
-
-def rotated(items: Sequence[str], r: int) -> list[str]:
-    k = r % len(items)
-    return [*items[k:], *items[:k]]
-
-
-def log_line(row: Row, r: int, contender: str, text: str) -> None:
-    print(f"  row {row.number:>2} round {r + 1}  {contender:<13} {text}", file=sys.stderr, flush=True)
 
 
 def run_write(row: Row, args: argparse.Namespace, pool: list[Worker], contender: str, r: int) -> tuple[float, float, str]:
