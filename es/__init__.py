@@ -12,19 +12,13 @@ snapshots rows of ``facta_snapshots``, its tracking records rows of ``facta_trac
 See :mod:`facta.eventsourcing.persistence` for the recorders, the settings they read and
 how facta's errors map to eventsourcing's.
 
-``eventsourcing`` is an optional dependency: ``pip install facta[eventsourcing]``.
+``eventsourcing`` is an optional dependency: ``pip install facta[eventsourcing]``. Without
+it the package still imports (its modules that do not need the library work, e.g. for a
+facta projection reading an application's events); its recorders and factory are then
+an ``ImportError`` of one line saying what to install.
 """
 
-from .persistence import (
-    FactaAggregateRecorder,
-    FactaApplicationRecorder,
-    FactaFactory,
-    FactaProcessRecorder,
-    FactaRecorder,
-    FactaSnapshotRecorder,
-    FactaSubscription,
-    FactaTrackingRecorder,
-)
+from __future__ import annotations
 
 __all__ = [
     "FactaAggregateRecorder",
@@ -37,3 +31,24 @@ __all__ = [
     "FactaTrackingRecorder",
 ]
 __all__ += ["persistence"]  # the public module
+
+try:
+    from .persistence import (
+        FactaAggregateRecorder,
+        FactaApplicationRecorder,
+        FactaFactory,
+        FactaProcessRecorder,
+        FactaRecorder,
+        FactaSnapshotRecorder,
+        FactaSubscription,
+        FactaTrackingRecorder,
+    )
+except ModuleNotFoundError as exc:  # without eventsourcing, the package's other modules still import
+    if exc.name != "eventsourcing" and not (exc.name or "").startswith("eventsourcing."):
+        raise
+
+    def __getattr__(name: str) -> object:
+        if name in __all__:
+            raise ImportError(f"facta.eventsourcing.{name} needs the eventsourcing library, which is not installed:"
+                              " pip install 'facta[eventsourcing]'")
+        raise AttributeError(f"module 'facta.eventsourcing' has no attribute {name!r}")

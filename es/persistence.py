@@ -19,7 +19,7 @@ topic too). It builds every recorder eventsourcing defines:
 **Settings**, read through eventsourcing's ``Environment`` (so an application-prefixed name,
 ``BANKACCOUNTS_FACTA_DATABASE_URL``, wins over the plain one):
 
-- ``FACTA_DATABASE_URL``: the store; unset: facta's own setting (``FACTA_DATABASE_URL`` in
+- ``FACTA_DATABASE_URL``: the store; unset or empty: facta's own setting (``FACTA_DATABASE_URL`` in
   the process environment, else ``sqlite+aiosqlite:///./facta.db``). One
   :class:`~facta.eventstore.blocking.BlockingEventStore` per URL per process is shared by
   every factory naming it, counted, and closed when the last factory closes
@@ -126,6 +126,7 @@ from facta.eventstore.blocking import BlockingEventStore
 from facta.eventstore.database import database_url_from_env, resolve_url
 from facta.eventstore.records import ByteEvent
 from facta.eventstore.store import EventStore
+from facta.eventstore.validation import check_text
 
 __all__ = [
     "UNNAMED_STREAM_TYPE",
@@ -176,6 +177,9 @@ def eventsourcing_errors() -> Iterator[None]:
 
 _stores_lock = threading.Lock()
 _stores: dict[str, tuple[BlockingEventStore, int]] = {}
+#: Releases that could not take the lock at once (a factory closed by the garbage collector
+#: while its thread held the lock): counted down by the next acquire or a helper thread.
+_pending: list[str] = []
 
 
 def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
@@ -183,39 +187,80 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
     counted once more. Returns the key to :func:`_release` it with."""
     with eventsourcing_errors():
         key = resolve_url(url).render_as_string(hide_password=False)
-    with _stores_lock:
-        held = _stores.get(key)
-        if held is None:
-            with eventsourcing_errors():
-                store = BlockingEventStore.open(url, migrate=migrate)
-            _stores[key] = (store, 1)
-        else:
-            store, count = held
-            _stores[key] = (store, count + 1)
+    done: list[BlockingEventStore] = []
+    try:
+        with _stores_lock:
+            done = _count_down_pending()
+            held = _stores.get(key)
+            if held is None:
+                with eventsourcing_errors():
+                    store = BlockingEventStore.open(url, migrate=migrate)
+                _stores[key] = (store, 1)
+            else:
+                store, count = held
+                _stores[key] = (store, count + 1)
+    finally:
+        _close_stores(done)
     return key, store
 
 
 def _release(key: str) -> None:
+    """Count the store of ``key`` down; close it when no factory holds it any more.
+
+    Safe from a garbage collector's finaliser (``Application.__del__`` closes its factory)
+    whatever the thread holds: when the lock is taken, the release is queued and counted by
+    a helper thread, and a store is never closed on its own loop's thread."""
+    _pending.append(key)
+    if not _stores_lock.acquire(blocking=False):
+        with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown
+            threading.Thread(target=_release_pending, name="facta-es-release", daemon=True).start()
+        return
+    try:
+        done = _count_down_pending()
+    finally:
+        _stores_lock.release()
+    _close_stores(done)
+
+
+def _release_pending() -> None:
     with _stores_lock:
+        done = _count_down_pending()
+    _close_stores(done)
+
+
+def _count_down_pending() -> list[BlockingEventStore]:
+    """With the lock held: apply the queued releases; returns the stores no one holds."""
+    done = []
+    while _pending:
+        key = _pending.pop()
         held = _stores.get(key)
         if held is None:
-            return
+            continue
         store, count = held
         if count > 1:
             _stores[key] = (store, count - 1)
-            return
-        del _stores[key]
-    store.close()
+        else:
+            del _stores[key]
+            done.append(store)
+    return done
+
+
+def _close_stores(stores: list[BlockingEventStore]) -> None:
+    for store in stores:
+        if threading.current_thread().name == "facta-loop":  # a finaliser on a store's own loop
+            threading.Thread(target=store.close, name="facta-es-release", daemon=True).start()
+        else:
+            store.close()
 
 
 def _close_all() -> None:
     """Close every shared store, counted or not (for test teardown: an application a test
     never closed keeps its store open until garbage collection)."""
     with _stores_lock:
+        _pending.clear()
         held = list(_stores.values())
         _stores.clear()
-    for store, _ in held:
-        store.close()
+    _close_stores([store for store, _ in held])
 
 
 # -- recorders ---------------------------------------------------------------------------------
@@ -226,13 +271,18 @@ class FactaRecorder:
     the stream type of its application's events (``stream_type``).
 
     ``originator_id_type`` is ``"uuid"`` (ids are UUIDs, read back as ``UUID``) or
-    ``"text"`` (any string, read back as ``str``).
+    ``"text"`` (any string, read back as ``str``). ``owner`` (the factory that made the
+    recorder) is kept so that the shared store stays counted while the recorder lives,
+    even when no one keeps the factory (eventsourcing's ``ProjectionRunner`` drops the one
+    that made its view).
     """
 
-    def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid") -> None:
+    def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid",
+                 owner: object = None) -> None:
         self.store = store
         self.stream_type = stream_type
         self.originator_id_type = originator_id_type
+        self._owner = owner
 
     def call(self, fn: Callable[[EventStore], Awaitable[T]]) -> T:
         """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's."""
@@ -454,9 +504,8 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def __init__(self, env: Environment | dict[str, str] | None) -> None:
         super().__init__(env)
         self._key: str | None = None
-        url = self.env.get(self.FACTA_DATABASE_URL)
-        if url is None:
-            url = database_url_from_env()
+        # Unset or empty: facta's own setting, as facta reads FACTA_DATABASE_URL itself.
+        url = self.env.get(self.FACTA_DATABASE_URL) or database_url_from_env()
         create = self.env.get(self.CREATE_TABLE) or "yes"
         try:
             migrate = strtobool(create)
@@ -474,7 +523,9 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         return self.env.name or UNNAMED_STREAM_TYPE
 
     def _recorder(self, cls: type[FactaRecorderT]) -> FactaRecorderT:
-        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type)
+        with eventsourcing_errors():  # an application name facta cannot store as a stream type
+            check_text("stream type", self.stream_type)
+        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self)
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         """``"events"``: a :class:`FactaAggregateRecorder`; ``"snapshots"``: a
@@ -492,7 +543,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def tracking_recorder(self, tracking_recorder_class: type[FactaTrackingRecorder] | None = None
                           ) -> FactaTrackingRecorder:
         """``tracking_recorder_class``, else ``TRACKING_RECORDER_TOPIC``'s class, else
-        :class:`FactaTrackingRecorder`, made with ``(store, stream_type, originator_id_type=)``."""
+        :class:`FactaTrackingRecorder`, made with ``(store, stream_type, originator_id_type=, owner=)``."""
         cls = tracking_recorder_class or self._topic_class(self.TRACKING_RECORDER_TOPIC, FactaTrackingRecorder)
         return self._recorder(cls)
 
@@ -516,6 +567,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
             _release(key)
 
     def __del__(self) -> None:
+        # The factory and every recorder it made are gone (recorders keep their factory).
         with contextlib.suppress(Exception):
             self.close()
 

@@ -310,39 +310,37 @@ _PG_BYTES = "coalesce(payload_bytes, convert_to(payload::text, 'UTF8'))"
 _SQLITE_BYTES = "coalesce(payload_bytes, CAST(payload AS BLOB))"
 
 
+def _bounded(postgres: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
+    """The version bounds, order and limit of a stream or snapshot read; parameters after
+    the stream id: [gt,] [lte,] [limit]."""
+    names = iter(f"${k}" for k in range(2, 6)) if postgres else iter("???")
+    sql = ""
+    if gt:
+        sql += f" AND version > {next(names)}"
+    if lte:
+        sql += f" AND version <= {next(names)}"
+    sql += " ORDER BY version" + (" DESC" if desc else "")
+    if limit:
+        sql += f" LIMIT {next(names)}"
+    return sql
+
+
 @functools.lru_cache(maxsize=64)
 def stream_sql(postgres: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
     """A stream read's statement for these bounds, built once. Parameters: stream id,
     [gt,] [lte,] [limit]."""
-    n = iter(range(2, 6))
-    p = (lambda: f"${next(n)}") if postgres else (lambda: "?")
-    sql = (f"SELECT position, stream_id, version, event_type, {_PG_BYTES if postgres else _SQLITE_BYTES}"
-           f" FROM facta_events WHERE stream_id = {'$1' if postgres else '?'}")
-    if gt:
-        sql += f" AND version > {p()}"
-    if lte:
-        sql += f" AND version <= {p()}"
-    sql += " ORDER BY version" + (" DESC" if desc else "")
-    if limit:
-        sql += f" LIMIT {p()}"
-    return sql
+    return (f"SELECT position, stream_id, version, event_type, {_PG_BYTES if postgres else _SQLITE_BYTES}"
+            f" FROM facta_events WHERE stream_id = {'$1' if postgres else '?'}"
+            + _bounded(postgres, gt, lte, desc, limit))
 
 
 @functools.lru_cache(maxsize=64)
 def snapshot_sql(postgres: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
     """A snapshot read's statement (rows: stream id, version, state schema, bytes)."""
-    n = iter(range(2, 6))
-    p = (lambda: f"${next(n)}") if postgres else (lambda: "?")
-    state = "coalesce(state_bytes, convert_to(state::text, 'UTF8'))" if postgres else "coalesce(state_bytes, CAST(state AS BLOB))"
-    sql = f"SELECT stream_id, version, state_schema, {state} FROM facta_snapshots WHERE stream_id = {'$1' if postgres else '?'}"
-    if gt:
-        sql += f" AND version > {p()}"
-    if lte:
-        sql += f" AND version <= {p()}"
-    sql += " ORDER BY version" + (" DESC" if desc else "")
-    if limit:
-        sql += f" LIMIT {p()}"
-    return sql
+    state = ("coalesce(state_bytes, convert_to(state::text, 'UTF8'))" if postgres
+             else "coalesce(state_bytes, CAST(state AS BLOB))")
+    return (f"SELECT stream_id, version, state_schema, {state} FROM facta_snapshots"
+            f" WHERE stream_id = {'$1' if postgres else '?'}" + _bounded(postgres, gt, lte, desc, limit))
 
 
 @functools.lru_cache(maxsize=256)

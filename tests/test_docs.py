@@ -68,6 +68,15 @@ def test_the_testing_example_is_a_passing_test_module(tmp_path: Path) -> None:
     assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout + result.stderr
 
 
+def test_the_byte_events_example_prints_what_its_comments_say(tmp_path: Path) -> None:
+    block = PYTHON_BLOCKS[3]
+    assert "BlockingEventStore.open" in block
+    lines = run_block(block, tmp_path).splitlines()
+    assert lines[0] == "[b'{\"owner\": \"ann\"}', b'\\x00\\xff']"
+    assert re.fullmatch(r'\{"\$opaque": \{"length": 2, "sha256": "[0-9a-f]{64}"\}\}', lines[1])
+    assert lines[2] == "41"
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_every_python_block_is_covered(index: int) -> None:
-    assert index < 3, "a new README example needs a test above"
+    assert index < 4, "a new README example needs a test above"

@@ -26,22 +26,18 @@ import threading
 import unittest
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import psycopg
 
 from facta import migrations
 from facta.eventsourcing import persistence
 
-POSTGRES_ADMIN = os.environ.get("FACTA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+from ..conftest import POSTGRES_ADMIN, _admin
 
 _lock = threading.Lock()
 _templates: dict[str, str] = {}
 _sqlite_dir: Path | None = None
-
-
-def _admin() -> psycopg.Connection[Any]:
-    return psycopg.connect(POSTGRES_ADMIN.replace("postgresql+asyncpg", "postgresql"), autocommit=True)
 
 
 def _postgres_base() -> str:
@@ -49,6 +45,7 @@ def _postgres_base() -> str:
 
 
 def postgres_available() -> bool:
+    """conftest's ``postgres_available`` fixture, for unittest cases (no fixtures there)."""
     try:
         with _admin() as conn:
             conn.execute("SELECT 1")

@@ -9,12 +9,14 @@ every ``Application()`` the cases build stores its events in facta.
 from __future__ import annotations
 
 import os
+from uuid import UUID
 
 import pytest
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.tests import application as cases
 
+from facta.domain.reference import AccountOpened
 from facta.eventstore.blocking import BlockingEventStore
 
 from ._databases import FreshDatabase
@@ -43,7 +45,7 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
     def test_events_are_rows_of_facta_log(self) -> None:
         # Not in the library's case: what an application saved is an ordinary facta event,
         # with the application's name as stream type and the originator id as stream id.
-        app = Application[object]()
+        app = Application[UUID]()
         aggregate = Aggregate()
         aggregate.trigger_event(Aggregate.Event)
         recordings = app.save(aggregate)
@@ -60,10 +62,10 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
     def test_two_applications_share_one_log(self) -> None:
         # Not in the library's case: two applications in one database each read only their
         # own notifications (stream type = application name), with the log's positions.
-        class Orders(Application[object]):
+        class Orders(Application[UUID]):
             pass
 
-        class Payments(Application[object]):
+        class Payments(Application[UUID]):
             pass
 
         orders, payments = Orders(), Payments()
@@ -78,14 +80,29 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
         orders.close()
         payments.close()
 
+    def test_facta_aggregates_and_an_application_share_one_database(self) -> None:
+        # Not in the library's case: facta's own API and eventsourcing write to one log
+        # without conflict; each reads back only its own events.
+        app = Application[UUID]()
+        first = app.save(Aggregate())[0].notification.id
+        with BlockingEventStore.open(self.url) as store:
+            opened = AccountOpened(owner="Ada", currency="EUR")
+            result = store.call(lambda s: s.append("acct-1", "account", [opened], expected_version=0))
+            facta_events = store.call(lambda s: s.read_stream("acct-1"))
+        second = app.save(Aggregate())[0].notification.id
+        self.assertEqual((first, result.positions, second), (1, (2,), 3))
+        self.assertEqual([e.event_type for e in facta_events], ["account.opened"])
+        self.assertEqual([n.id for n in app.recorder.select_notifications(None, 10)], [1, 3])
+        app.close()
+
     def test_unclosed_and_closed_applications_share_one_store(self) -> None:
         # Not in the library's case: one BlockingEventStore per URL per process, counted.
-        first, second = Application[object](), Application[object]()
+        first, second = Application[UUID](), Application[UUID]()
         self.assertIs(first.factory.store, second.factory.store)  # type: ignore[attr-defined]
         first.close()
         second.save(Aggregate())  # still open: the second application holds it
         second.close()
-        third = Application[object]()
+        third = Application[UUID]()
         self.assertIsNot(third.factory.store, second.factory.store)  # type: ignore[attr-defined]
         self.assertEqual(third.recorder.max_notification_id(), 1)
         third.close()

@@ -5,6 +5,8 @@ and nothing half-written."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,17 @@ def test_app_prefixed_database_url_wins(tmp_path: Path, sqlite_url: str) -> None
     assert not (tmp_path / "other.db").exists()
 
 
+def test_without_a_url_in_its_environment_the_factory_uses_facta_setting(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACTA_DATABASE_URL", sqlite_url)
+    for given in ({}, {"FACTA_DATABASE_URL": ""}):
+        factory = FactaFactory(given)
+        factory.application_recorder().insert_events([StoredEvent(uuid4(), 1, "t", b"{}")])
+        factory.close()
+    assert log_size(sqlite_url) == 2
+
+
 # -- PERSISTENCE_MODULE ---------------------------------------------------------------------------
 
 
@@ -144,7 +157,7 @@ def test_wrong_persistence_module_is_eventsourcings_one_line(value: str, expecte
 
 
 def test_module_and_class_topic_both_find_the_factory(sqlite_url: str) -> None:
-    for value in ("facta.eventsourcing", "facta.eventsourcing:FactaFactory"):
+    for value in ("facta.eventsourcing", "facta.eventsourcing:FactaFactory", "facta.eventsourcing.persistence"):
         app = Application[Any](env={"PERSISTENCE_MODULE": value, "FACTA_DATABASE_URL": sqlite_url})
         assert type(app.factory) is FactaFactory
         app.close()
@@ -169,7 +182,7 @@ def test_an_event_eventsourcing_cannot_transcode_stores_nothing(migrated_url: st
         app.save(good, Holder(Unserialisable()))
     assert "is not serializable" in one_line(caught.value)
     assert app.recorder.max_notification_id() is None
-    assert app.repository.contains(good.id) is False
+    assert good.id not in app.repository
     app.close()
     assert log_size(migrated_url) == 0
 
@@ -226,8 +239,32 @@ def test_state_that_is_not_bytes_is_one_data_error(migrated_url: str) -> None:
     assert recorder.max_notification_id() is None
 
 
+def test_an_application_name_longer_than_a_stream_type_is_one_data_error(migrated_url: str) -> None:
+    limit = TEXT_LIMITS["stream type"]
+    long_name = "A" * (limit + 1)
+    with pytest.raises(DataError) as caught:
+        type(long_name, (Application,), {})(env=env(migrated_url))
+    message = one_line(caught.value)
+    assert "stream type" in message and str(limit) in message
+
+
 def test_an_unknown_aggregate_recorder_purpose_is_one_line(migrated_url: str) -> None:
     factory = FactaFactory(env(migrated_url))
     with pytest.raises(ProgrammingError, match=r"^aggregate recorder purpose 'audit': facta records"):
         factory.aggregate_recorder("audit")
     factory.close()
+
+
+def test_without_eventsourcing_the_package_imports_and_the_factory_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['eventsourcing'] = None\n"
+        "import facta.eventsourcing as es\n"
+        "try:\n"
+        "    es.FactaFactory\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("facta.eventsourcing.FactaFactory needs the eventsourcing library, which is not"
+                             " installed: pip install 'facta[eventsourcing]'\n")

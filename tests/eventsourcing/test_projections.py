@@ -76,7 +76,7 @@ class FactaEventCounters(FactaTrackingRecorder, cases.EventCountersView):
 class InEnv(FreshDatabase):
     """``self.env`` (the projection cases' class attribute) set per test to this database."""
 
-    env: ClassVar[dict[str, str]]  # type: ignore[misc]
+    env: ClassVar[dict[str, str]]
 
     def database_ready(self) -> None:
         self.env = self.es_env()  # type: ignore[misc]
