@@ -47,7 +47,7 @@ How it measures:
 - Aims (issue 13): facta/es at least 1.0x on every row, 1.5x on the PostgreSQL writer
   rows (eventsourcing locks its events table for every insert there).
 
-    python bench/eventsourcing_backend.py                 # both dialects, 3 rounds; about 3 to 5 minutes on 2 cores
+    python bench/eventsourcing_backend.py                 # both dialects, 3 rounds; 2 to 4 minutes on 2 shared cores
     python bench/eventsourcing_backend.py --dialect sqlite
     python bench/eventsourcing_backend.py --rounds 5
     python bench/eventsourcing_backend.py --quick         # smoke run: small sizes, one round, < 40 s
