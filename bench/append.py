@@ -33,6 +33,15 @@ rounds; ratios are medians of the per-round ratios.
     python bench/append.py --backend postgresql
     python bench/append.py --quick               # smoke run, < 30 s
     python bench/append.py --profile --backend sqlite   # cProfile facta's batch append
+    python bench/append.py --positions           # PostgreSQL: revision 0008's facta_append vs 0007's
+
+``--positions`` measures what one unbroken range of positions per append costs: facta
+alone, with revision 0008's ``facta_append`` (positions from ``facta_take_positions``)
+against 0007's (the sequence's default per row), each on a fresh database migrated to
+the head with 0007's function put back for the other, in rotated order each round.
+Workloads: 1 event/tx from 1 and from 8 writer processes, 1,000 events/tx from 1 and
+from 4. Besides events/s it reads the server's own time per ``facta_append`` call from
+``pg_stat_user_functions`` (``track_functions = 'pl'`` on the fresh database).
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ from _common import (
     median,
     migrate,
     now_utc,
+    render_table,
 )
 
 # eventsourcing and facta are imported where a contender first uses them, so that a
@@ -343,18 +353,20 @@ class WriterTask:
     fresh: Fresh
     writer: int
     appends: int
+    batch: int = 1  # events per append (``--positions`` only; facta)
 
 
-def writer_plan(writer: int, appends: int) -> list[Tx]:
-    """The writer's transactions, the first one being the untimed warm-up: one event each,
-    round robin over the writer's own streams, each at its current version."""
-    events = make_events(appends + 1, ride=f"w{writer}")
+def writer_plan(writer: int, appends: int, batch: int = 1) -> list[Tx]:
+    """The writer's transactions, the first one being the untimed warm-up: ``appends + 1``
+    of ``batch`` events each, round robin over the writer's own streams, each at its
+    current version."""
+    events = make_events((appends + 1) * batch, ride=f"w{writer}")
     versions = [0] * STREAMS_PER_WRITER
     plan = []
-    for i, event in enumerate(events):
+    for i in range(appends + 1):
         s = i % STREAMS_PER_WRITER
-        plan.append(Tx(f"w{writer}-s{s}", versions[s], [event]))
-        versions[s] += 1
+        plan.append(Tx(f"w{writer}-s{s}", versions[s], events[i * batch : (i + 1) * batch]))
+        versions[s] += batch
     return plan
 
 
@@ -449,13 +461,17 @@ async def _single_facta(task: WriterTask, plan: list[Tx], barrier: Any) -> Timin
         t0 = time.perf_counter()
         for tx in rest:
             await store.append(tx.stream, STREAM_TYPE, tx.events, expected_version=tx.expected_version)
-        return t0, time.perf_counter(), len(rest), 0
+        return t0, time.perf_counter(), sum(len(tx.events) for tx in rest), 0
     finally:
         await store.close()
 
 
 def _run_writer_task(task: WriterTask, barrier: Any) -> Timing:
-    plan = writer_plan(task.writer, task.appends)
+    if task.appends == 0:  # an idle writer (--positions): it only meets the others
+        barrier.wait(BARRIER_TIMEOUT)
+        now = time.perf_counter()
+        return now, now, 0, 0
+    plan = writer_plan(task.writer, task.appends, task.batch)
     pg = task.fresh.backend == "postgresql"
     if task.contender == "raw":
         return asyncio.run(_single_raw_pg(task, plan, barrier)) if pg else _single_raw_sqlite(task, plan, barrier)
@@ -498,9 +514,13 @@ class WriterPool:
             kind, _detail = self.results.get(timeout=300)
             assert kind == "ready", kind
 
-    def run(self, contender: str, fresh: Fresh, appends: int) -> list[Timing]:
+    def run(self, contender: str, fresh: Fresh, appends: int, *, batch: int = 1, active: int | None = None) -> list[Timing]:
+        """Every writer runs ``contender``; the first ``active`` (default all) make
+        ``appends`` appends of ``batch`` events after a warm-up of the same size, the
+        others nothing (all meet at the start barrier)."""
+        active = self.size if active is None else active
         for i, q in enumerate(self.tasks):
-            q.put(WriterTask(contender, fresh, i, appends))
+            q.put(WriterTask(contender, fresh, i, appends if i < active else 0, batch))
         replies = []
         for _ in range(self.size):
             try:
@@ -615,6 +635,107 @@ def render(all_runs: dict[tuple[str, str], dict[str, list[Result]]], titles: dic
     return "\n".join(out)
 
 
+# -- --positions: revision 0008's facta_append against 0007's ------------------------------
+
+#: The revision scripts whose ``facta_append`` each ``--positions`` contender runs.
+POSITION_FUNCTIONS = {"0007": "0007_append_fast_path", "0008": "0008_contiguous_positions"}
+#: (label, events per append, writer processes); the appends per writer follow from --events.
+POSITION_WORKLOADS = (("1 event/tx", 1, 1), ("1 event/tx", 1, WRITERS), ("1,000 events/tx", BATCH, 1),
+                      ("1,000 events/tx", BATCH, 4))
+
+
+@dataclass(frozen=True)
+class PositionsRun:
+    result: Result
+    server_us: float  # facta_append's own time per call, from pg_stat_user_functions (us)
+
+
+def _function_times(fresh: Fresh, calls_at_least: int) -> float:
+    """facta_append's mean time per call in microseconds (``total_time``, which includes
+    ``facta_take_positions`` it calls), once every writer's backend has reported. The
+    warm-up calls (one per writer, the same size) are in it, and each backend's first
+    call compiles the function."""
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    with psycopg.connect(fresh.dsn, autocommit=True) as conn:
+        while True:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(
+                "SELECT calls, total_time FROM pg_stat_user_functions WHERE funcname = 'facta_append'"
+            ).fetchone()
+            calls, total_ms = row if row is not None else (0, 0.0)
+            if calls >= calls_at_least:
+                return float(total_ms) * 1000.0 / int(calls)
+            if time.monotonic() > deadline:  # a backend's statistics never arrived
+                raise SystemExit(f"pg_stat_user_functions counts {calls} facta_append calls, not {calls_at_least}")
+            time.sleep(0.05)
+
+
+def run_positions_once(pool: WriterPool, revision: str, batch: int, writers: int, appends: int) -> PositionsRun:
+    import importlib
+
+    import psycopg
+
+    fresh = fresh_database("postgresql", f"p{revision}")
+    try:
+        asyncio.run(migrate(fresh.url))
+        with psycopg.connect(fresh.dsn, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{fresh.dbname}" SET track_functions = \'pl\'')
+            if revision != "0008":
+                conn.execute(importlib.import_module(f"facta.migrations.versions.{POSITION_FUNCTIONS[revision]}")._FACTA_APPEND)
+        timings = pool.run("facta", fresh, appends, batch=batch, active=writers)
+        start = min(t[0] for t in timings)
+        end = max(t[1] for t in timings)
+        timed = sum(t[2] for t in timings)
+        _check_rows(fresh, "facta", timed + writers * batch)
+        server_us = _function_times(fresh, (appends + 1) * writers)
+        return PositionsRun(Result(revision, timed, end - start), server_us)
+    finally:
+        fresh.drop()
+
+
+def _spread(values: Sequence[float], fmt: str) -> str:
+    return f"{median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def run_positions(args: argparse.Namespace) -> None:
+    """``--positions``: see the module docstring."""
+    for line in machine_facts(["postgresql"]):
+        print(line)
+    print(f"rounds: {args.rounds}, contenders in rotated order; facta only, 0008 = revision 0008's facta_append,"
+          " 0007 = 0007's; figures: median (min-max) over rounds, ratios are medians of per-round ratios\n", flush=True)
+    started = time.perf_counter()
+    pool = WriterPool(WRITERS)
+    runs: dict[tuple[str, int, int], dict[str, list[PositionsRun]]] = {}
+    try:
+        for r in range(args.rounds):
+            for label, batch, writers in POSITION_WORKLOADS:
+                total = args.events if batch > 1 else args.events // 10
+                appends = max(1, total // batch // writers)
+                order = list(POSITION_FUNCTIONS)[r % 2 :] + list(POSITION_FUNCTIONS)[: r % 2]
+                for revision in order:
+                    run = run_positions_once(pool, revision, batch, writers, appends)
+                    runs.setdefault((label, batch, writers), {}).setdefault(revision, []).append(run)
+                    print(f"  round {r + 1}  {label:<15} x{writers}  {revision}  {run.result.rate:>9,.0f} events/s"
+                          f"  facta_append {run.server_us:8.1f} us/call", file=sys.stderr, flush=True)
+    finally:
+        pool.close()
+    head = ("workload", "writers", "events/s 0007", "events/s 0008", "0008/0007", "server us 0007", "server us 0008",
+            "server 0008/0007")
+    lines = []
+    for (label, _batch, writers), by in runs.items():
+        old, new = by["0007"], by["0008"]
+        rate_ratio = [n.result.rate / o.result.rate for n, o in zip(new, old, strict=True)]
+        time_ratio = [n.server_us / o.server_us for n, o in zip(new, old, strict=True)]
+        lines.append((label, str(writers), _spread([o.result.rate for o in old], ",.0f"),
+                      _spread([n.result.rate for n in new], ",.0f"), _spread(rate_ratio, ".2f"),
+                      _spread([o.server_us for o in old], ",.1f"), _spread([n.server_us for n in new], ",.1f"),
+                      _spread(time_ratio, ".2f")))
+    print(render_table(head, lines, numeric=set(range(1, len(head)))))
+    print(f"\n(total wall time {time.perf_counter() - started:.0f} s; at the end, {load_average()})")
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -652,7 +773,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds per contender, order rotated (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 8 x 25 single appends, one round")
     p.add_argument("--profile", action="store_true", help="instead of the comparison, cProfile facta's batch append")
+    p.add_argument("--positions", action="store_true",
+                   help="instead of the comparison, PostgreSQL only: revision 0008's facta_append (one range of"
+                        " positions per append) against 0007's, facta alone")
     args = p.parse_args(argv)
+    if args.positions and args.backend == "sqlite":
+        p.error("--positions measures PostgreSQL's facta_append: not with --backend sqlite")
     if args.quick:
         args.events, args.rounds = 3_000, 1
     if args.events < BATCH or args.rounds < 1:
@@ -669,6 +795,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         appends = 25
     if args.profile:
         profile_facta_batch(backends, warmup, txs)
+        return
+    if args.positions:
+        run_positions(args)
         return
 
     titles = {

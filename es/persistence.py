@@ -27,7 +27,8 @@ topic too). It builds every recorder eventsourcing defines:
 - ``CREATE_TABLE`` (eventsourcing's convention, default yes): yes migrates the database to
   facta's newest revision when the store is opened (what ``facta db upgrade`` does); no
   refuses a database without facta's schema or at an older revision, in one line naming
-  the URL (password hidden) and ``facta db upgrade``. facta's schema is one schema for all
+  the URL (password hidden) and ``facta db upgrade`` (a SQLite file that does not exist is
+  refused before opening, so none is left behind). facta's schema is one schema for all
   recorders, so the setting counts when a factory opens the store, not per recorder.
 - ``ORIGINATOR_ID_TYPE`` (eventsourcing's, ``uuid`` by default, or ``text``): with ``uuid``
   an originator id must be a UUID (stored as its canonical text, read back as a ``UUID``);
@@ -62,7 +63,13 @@ run a function of a ``Connection`` in a read or write transaction::
     class Counters(FactaTrackingRecorder):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.write(lambda conn: counters.create(conn, checkfirst=True))
+            self.write(self._create)
+
+        @staticmethod
+        def _create(conn: Connection) -> None:
+            counters.create(conn, checkfirst=True)
+            if conn.execute(select(counters.c.n)).first() is None:
+                conn.execute(counters.insert().values(name="all", n=0))
 
         def count(self, tracking: Tracking) -> None:
             self.record_tracking(tracking, with_=lambda conn: conn.execute(
@@ -73,6 +80,10 @@ run a function of a ``Connection`` in a read or write transaction::
 
 ``tests/eventsourcing/test_projections.py`` holds a complete one (eventsourcing's
 ``EventCountersView``).
+
+**Reads on SQLite** run in the calling thread, on a read-only sqlite3 connection per
+thread (:class:`SQLiteReads`), with the store's own statements; writes, and every read
+on PostgreSQL, go through the shared store.
 
 **Errors.** facta's errors reach eventsourcing's code as eventsourcing's exception classes
 (PEP 249's names), each with facta's one-line message naming the bad value (never a
@@ -87,9 +98,12 @@ long -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -122,11 +136,12 @@ from facta.errors import (
     StoreError,
     UnknownSchemaRevision,
 )
+from facta.eventstore import _bytes
 from facta.eventstore.blocking import BlockingEventStore
-from facta.eventstore.database import database_url_from_env, resolve_url
+from facta.eventstore.database import database_url_from_env, driver_options, resolve_url
 from facta.eventstore.records import ByteEvent
 from facta.eventstore.store import EventStore
-from facta.eventstore.validation import check_text
+from facta.eventstore.validation import TEXT_LIMITS, check_text
 
 __all__ = [
     "UNNAMED_STREAM_TYPE",
@@ -138,6 +153,8 @@ __all__ = [
     "FactaSnapshotRecorder",
     "FactaSubscription",
     "FactaTrackingRecorder",
+    "SQLiteReads",
+    "eventsourcing_errors",
 ]
 
 #: The stream type of events written through a factory whose environment has no name.
@@ -173,20 +190,73 @@ def eventsourcing_errors() -> Iterator[None]:
         raise DatabaseError(str(exc)) from None
 
 
+# -- reads on SQLite: in the caller's thread -------------------------------------------------------
+
+_SQLITE_LAST_OF_TYPE = "SELECT max(position) FROM facta_events WHERE stream_type = ?"
+_SQLITE_TRACKED = "SELECT position FROM facta_tracking WHERE name = ?"
+
+
+class SQLiteReads:
+    """Read-only sqlite3 connections to a SQLite store's file, one per calling thread.
+
+    eventsourcing calls a recorder from its own threads; a read through the blocking
+    facade hops to the store's loop and on to its read threads and back (about 130 us for
+    a short stream, against 8 us for the statement itself; measured on the development
+    machine). Reads on SQLite are plain snapshots of the WAL, so a recorder runs them
+    here, in the caller's thread, with the store's own statements (``_bytes``). Writes
+    still go through the store's one writer. Any sqlite3 error (a file that cannot be
+    opened read-only, a busy database) returns None: the caller then reads through the
+    store, whose errors are the usual ones.
+    """
+
+    def __init__(self, path: str, timeout_s: float) -> None:
+        self._uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+
+    def fetch(self, sql: str, args: Sequence[Any]) -> list[Any] | None:
+        """The rows of ``sql``, or None when SQLite refused (read through the store then)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = sqlite3.connect(self._uri, uri=True, timeout=self._timeout_s, isolation_level=None)
+                conn.execute("PRAGMA query_only=1")
+                self._local.conn = conn
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.Error:
+            return None
+
+
+def _sqlite_reads(store: BlockingEventStore) -> SQLiteReads | None:
+    database = store.store.database
+    if database.dialect != "sqlite" or not database.url.database:
+        return None
+    return SQLiteReads(database.url.database, float(driver_options(database.url)["timeout"]))
+
+
 # -- the shared stores --------------------------------------------------------------------------
 
 _stores_lock = threading.Lock()
 _stores: dict[str, tuple[BlockingEventStore, int]] = {}
+#: The direct SQLite reads of each shared SQLite store, by store key.
+_reads: dict[str, SQLiteReads | None] = {}
 #: Releases that could not take the lock at once (a factory closed by the garbage collector
 #: while its thread held the lock): counted down by the next acquire or a helper thread.
 _pending: list[str] = []
 
 
-def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
+def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore, SQLiteReads | None]:
     """The process's store for ``url`` (opened, and migrated when ``migrate``, on first use),
-    counted once more. Returns the key to :func:`_release` it with."""
+    counted once more, and its direct SQLite reads (None on PostgreSQL). Returns the key to
+    :func:`_release` it with first."""
     with eventsourcing_errors():
-        key = resolve_url(url).render_as_string(hide_password=False)
+        parsed = resolve_url(url)
+    key = parsed.render_as_string(hide_password=False)
+    if not migrate and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        # Opening would create an empty file: refuse first, leaving no file behind.
+        if not os.path.exists(parsed.database):
+            raise ProgrammingError(f"{parsed.render_as_string(hide_password=True)} has no facta schema (the file "
+                                   "does not exist): run `facta db upgrade`")
     done: list[BlockingEventStore] = []
     try:
         with _stores_lock:
@@ -196,12 +266,14 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore]:
                 with eventsourcing_errors():
                     store = BlockingEventStore.open(url, migrate=migrate)
                 _stores[key] = (store, 1)
+                _reads[key] = _sqlite_reads(store)
             else:
                 store, count = held
                 _stores[key] = (store, count + 1)
+            reads = _reads.get(key)
     finally:
         _close_stores(done)
-    return key, store
+    return key, store, reads
 
 
 def _release(key: str) -> None:
@@ -241,6 +313,7 @@ def _count_down_pending() -> list[BlockingEventStore]:
             _stores[key] = (store, count - 1)
         else:
             del _stores[key]
+            _reads.pop(key, None)
             done.append(store)
     return done
 
@@ -260,6 +333,7 @@ def _close_all() -> None:
         _pending.clear()
         held = list(_stores.values())
         _stores.clear()
+        _reads.clear()
     _close_stores([store for store, _ in held])
 
 
@@ -278,11 +352,18 @@ class FactaRecorder:
     """
 
     def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid",
-                 owner: object = None) -> None:
+                 owner: object = None, sqlite_reads: SQLiteReads | None = None) -> None:
         self.store = store
         self.stream_type = stream_type
         self.originator_id_type = originator_id_type
         self._owner = owner
+        self._direct = sqlite_reads
+
+    def _fetch(self, sql: str, args: Sequence[Any]) -> list[Any] | None:
+        """Rows read in this thread on SQLite (:class:`SQLiteReads`), or None: read through the store."""
+        if self._direct is None or self.store.closed:  # a closed store's calls raise: let them
+            return None
+        return self._direct.fetch(sql, args)
 
     def call(self, fn: Callable[[EventStore], Awaitable[T]]) -> T:
         """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's."""
@@ -326,6 +407,15 @@ class FactaRecorder:
     def _select(self, kind: str, originator_id: UUID | str, gt: int | None, lte: int | None, desc: bool,
                 limit: int | None) -> list[StoredEvent]:
         stream_id = self._stream_id(originator_id)
+        if self._direct is not None and _plain_version(gt) and _plain_version(lte) and _plain_int(limit, 1) and (
+                type(desc) is bool and len(stream_id) <= TEXT_LIMITS["stream id"]):
+            build = _bytes.snapshot_sql if kind == "snapshots" else _bytes.stream_sql
+            sql = build(False, gt is not None, lte is not None, desc, limit is not None)
+            rows = self._fetch(sql, [stream_id, *(v for v in (gt, lte, limit) if v is not None)])
+            if rows is not None:
+                if kind == "snapshots":
+                    return [StoredEvent(self._originator_id(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
+                return [StoredEvent(self._originator_id(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
         if kind == "snapshots":
             events = self.call(lambda s: s.read_byte_snapshots(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
         else:
@@ -400,6 +490,13 @@ class FactaApplicationRecorder(FactaAggregateRecorder, ApplicationRecorder):
         else:
             after = max(0, start - 1 if inclusive_of_start else start)
         stream_type, kinds = self.stream_type, list(topics)
+        if self._direct is not None and _plain_int(after) and _plain_int(limit, 1) and _plain_int(stop) and all(
+                isinstance(k, str) for k in kinds):
+            sql = _bytes.log_sql(False, True, len(kinds))
+            upto = stop if stop is not None else 2**63 - 1
+            rows = self._fetch(sql, [after, upto, stream_type, *kinds, limit])
+            if rows is not None:
+                return [Notification(self._originator_id(r[1]), r[2], r[3], bytes(r[4]), r[0]) for r in rows]
         events = self.call(lambda s: s.read_byte_log(stream_type, after=after, limit=limit, stop=stop,
                                                        event_types=kinds))
         return [Notification(self._originator_id(e.stream_id), e.version, e.event_type, e.payload, e.position)
@@ -408,6 +505,9 @@ class FactaApplicationRecorder(FactaAggregateRecorder, ApplicationRecorder):
     def max_notification_id(self) -> int | None:
         """The highest settled position of this application's events, or None."""
         stream_type = self.stream_type
+        rows = self._fetch(_SQLITE_LAST_OF_TYPE, [stream_type])
+        if rows is not None:
+            return None if rows[0][0] is None else int(rows[0][0])
         return self.call(lambda s: s.last_byte_position(stream_type))
 
     def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> FactaSubscription:
@@ -427,6 +527,7 @@ class FactaSubscription(Subscription[FactaApplicationRecorder]):
     def __init__(self, recorder: FactaApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()) -> None:
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         self._buffer: deque[Notification] = deque()
+        self._catching_up = False  # the last page was full: more is stored, no need to note the head
 
     def __next__(self) -> Notification:
         while not self._has_been_stopped:
@@ -434,15 +535,16 @@ class FactaSubscription(Subscription[FactaApplicationRecorder]):
                 notification = self._buffer.popleft()
                 self._last_notification_id = notification.id
                 return notification
-            # The log's head first, then the page: an append after the head read has a
-            # higher position, so the wait below returns for it.
-            head = self._recorder.call(lambda s: s.last_byte_position(None)) or 0
+            # Near the head, the log's head first, then the page: an append after the head
+            # read has a higher position, so the wait below returns for it.
+            head = None if self._catching_up else self._recorder.call(lambda s: s.last_byte_position(None)) or 0
             page = self._recorder.select_notifications(self._last_notification_id or 0, SUBSCRIPTION_PAGE,
                                                         topics=self._topics, inclusive_of_start=False)
+            self._catching_up = len(page) == SUBSCRIPTION_PAGE
             if page:
                 self._buffer.extend(page)
-                continue
-            self._recorder.call(lambda s: s.wait_for_append(head, SUBSCRIPTION_WAIT_S))
+            elif head is not None:
+                self._recorder.call(lambda s: s.wait_for_append(head, SUBSCRIPTION_WAIT_S))
         raise StopIteration
 
 
@@ -477,6 +579,9 @@ class FactaTrackingRecorder(FactaRecorder, TrackingRecorder):
     def max_tracking_id(self, application_name: str) -> int | None:
         """The notification id recorded last for ``application_name``, or None."""
         name = self.tracking_name(application_name)
+        rows = self._fetch(_SQLITE_TRACKED, [name]) if len(name) <= TEXT_LIMITS["tracking name"] else None
+        if rows is not None:
+            return int(rows[0][0]) if rows else None
         return self.call(lambda s: s.tracking_position(name))
 
 
@@ -515,7 +620,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         if id_type not in ("uuid", "text"):
             raise ValueError(f"ORIGINATOR_ID_TYPE={id_type!r}: expected uuid or text")
         self.originator_id_type = id_type
-        self._key, self.store = _acquire(url, migrate=migrate)
+        self._key, self.store, self._sqlite_reads = _acquire(url, migrate=migrate)
 
     @property
     def stream_type(self) -> str:
@@ -525,7 +630,8 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def _recorder(self, cls: type[FactaRecorderT]) -> FactaRecorderT:
         with eventsourcing_errors():  # an application name facta cannot store as a stream type
             check_text("stream type", self.stream_type)
-        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self)
+        return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self,
+                   sqlite_reads=self._sqlite_reads)
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         """``"events"``: a :class:`FactaAggregateRecorder`; ``"snapshots"``: a
@@ -573,3 +679,13 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
 
 
 FactaRecorderT = TypeVar("FactaRecorderT", bound=FactaRecorder)
+
+
+def _plain_int(value: object, low: int = 0, high: int = 2**63 - 1) -> bool:
+    """None or an int in [low, high]: what a direct SQLite read binds. Anything else reads
+    through the store, which refuses it naming it, as on PostgreSQL."""
+    return value is None or (type(value) is int and low <= value <= high)
+
+
+def _plain_version(value: object) -> bool:
+    return _plain_int(value, -(2**31), 2**31 - 1)

@@ -96,17 +96,19 @@ class AppendPlan:
 
 # -- PostgreSQL ------------------------------------------------------------------------------
 #
-# One autocommit call of facta_append() (created by migration 0001, replaced by 0004 and
-# 0007) does the whole append. It takes the shared writer marker first, then one lock per
-# stream in ascending key order (so appends sharing streams queue in one global order and
-# never deadlock), stamps one recorded_at for the whole append, reads each stream's head
-# (the newest entry of the (stream_id, version) index: O(log n)), inserts the events (and
-# any snapshots) only if every expected version and stream type matches, and reports the
-# heads either way. One stream, the common case, takes a path of plain statements. Writers to different streams never wait for
-# each other, so their commits share WAL flushes; readers hold the log's order instead
-# (EventStore.read_log). The function runs with plan_cache_mode =
-# force_generic_plan: PostgreSQL otherwise re-plans the statement for every call, which
-# cost more than executing it.
+# One autocommit call of facta_append() (created by migration 0001, replaced by 0004, 0007
+# and 0008) does the whole append. It takes one lock per stream in ascending key order (so
+# appends sharing streams queue in one global order and never deadlock), stamps one
+# recorded_at for the whole append, reads each stream's head (the newest entry of the
+# (stream_id, version) index: O(log n)), and only if every expected version and stream
+# type matches takes its positions with facta_take_positions(n) (the shared writer marker,
+# then n contiguous positions however many write at once) and inserts the events (and any
+# snapshots); it reports the heads either way. One stream, the common case, takes a path
+# of plain statements. Writers to different streams never wait for each other (the
+# positions lock is held only while values are taken, never to commit), so their commits
+# share WAL flushes; readers hold the log's order instead (EventStore.read_log). The
+# function runs with plan_cache_mode = force_generic_plan: PostgreSQL otherwise re-plans
+# the statement for every call, which cost more than executing it.
 
 _POSTGRES_APPEND = "SELECT * FROM facta_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
 

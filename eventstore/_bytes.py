@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -59,6 +60,11 @@ __all__ = [
     "payload_text",
 ]
 
+# Text that needs the full check before it goes into the payload column: what facta's own
+# encoding looks closer at (NaN/infinity, -0.0, an escaped NUL, an exponent), and an
+# escaped UTF-16 surrogate (a lone one is not Unicode text: PostgreSQL's jsonb refuses it).
+_SUSPECT_BYTES = re.compile(_SUSPECT.pattern + r"|\\u[dD][89a-fA-F]")
+
 #: The key of the placeholder object stored in the payload column for bytes that are not
 #: JSON facta accepts.
 OPAQUE_KEY = "$opaque"
@@ -82,7 +88,7 @@ def payload_text(data: bytes) -> str:
     except UnicodeDecodeError:
         return opaque_placeholder(data)
     try:
-        if _SUSPECT.search(value) is not None or (
+        if _SUSPECT_BYTES.search(value) is not None or (
             len(value) > 2 * MAX_DEPTH
             and (len(value) > MAX_INT_DIGITS or value.count("[") + value.count("{") > MAX_DEPTH)
         ):

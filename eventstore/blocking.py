@@ -61,6 +61,7 @@ class BlockingEventStore:
         self._thread = thread
         self._closed = False
         self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
 
     @classmethod
     def open(cls, url: str | None = None, **open_kwargs: Any) -> BlockingEventStore:
@@ -90,9 +91,11 @@ class BlockingEventStore:
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         try:
             _refuse_running_loop("BlockingEventStore")
-            if self._closed:
-                raise StoreError(f"this BlockingEventStore ({self._where()}) is closed: open a new one")
-            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            with self._lock:  # a call is handed over before close() stops the loop, or refused
+                if self._closed:
+                    raise StoreError(f"this BlockingEventStore ({self._where()}) is closed: open a new one")
+                future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+                self._pending.add(future)
         except BaseException:
             coroutine.close()
             raise
@@ -101,9 +104,18 @@ class BlockingEventStore:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"store call did not finish within {timeout_s:g} s; it was cancelled") from None
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise StoreError(f"this BlockingEventStore ({self._where()}) was closed while the call ran") from None
+            raise
+        finally:
+            with self._lock:
+                self._pending.discard(future)
 
     def close(self) -> None:
-        """Close the store and stop the loop's thread. Closing again does nothing."""
+        """Close the store and stop the loop's thread. Closing again does nothing. A call
+        still running in another thread then raises :class:`~facta.errors.StoreError`
+        (or the store's own error for the closed database)."""
         with self._lock:
             if self._closed:
                 return
@@ -113,6 +125,10 @@ class BlockingEventStore:
                 asyncio.run_coroutine_threadsafe(self.store.close(), self._loop).result()
         finally:
             _stop_loop(self._loop, self._thread)
+            with self._lock:
+                pending, self._pending = self._pending, set()
+            for future in pending:
+                future.cancel()
 
     @property
     def closed(self) -> bool:

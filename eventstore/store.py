@@ -601,15 +601,7 @@ class EventStore:
         order (``desc``: newest first), versions > ``gt`` and <= ``lte``, at most
         ``limit``. The payload is the stored bytes; a facta event's is its payload's JSON
         text encoded UTF-8. Raises :class:`InvalidValue` for a bad argument."""
-        check_text("stream id", stream_id)
-        check_version("gt", gt, optional=True)
-        check_version("lte", lte, optional=True)
-        check_bool_arg("desc", desc)
-        check_limit("limit", limit, optional=True)
-        args = [stream_id, *(v for v in (gt, lte, limit) if v is not None)]
-        postgres = self.database.dialect == "postgresql"
-        sql = _bytes.stream_sql(postgres, gt is not None, lte is not None, desc, limit is not None)
-        return _bytes.byte_events(await self._byte_fetch(sql, args))
+        return _bytes.byte_events(await self._byte_fetch(_bytes.stream_sql, stream_id, gt, lte, desc, limit))
 
     async def read_byte_log(
         self, stream_type: str | None, *, after: int, limit: int, stop: int | None = None,
@@ -729,15 +721,7 @@ class EventStore:
         ``state_schema``; ``payload``: its exact bytes, or a facta snapshot's state as
         JSON text encoded UTF-8; ``position`` 0), in version order (``desc``: newest
         first), versions > ``gt`` and <= ``lte``, at most ``limit``."""
-        check_text("stream id", stream_id)
-        check_version("gt", gt, optional=True)
-        check_version("lte", lte, optional=True)
-        check_bool_arg("desc", desc)
-        check_limit("limit", limit, optional=True)
-        args = [stream_id, *(v for v in (gt, lte, limit) if v is not None)]
-        sql = _bytes.snapshot_sql(self.database.dialect == "postgresql", gt is not None, lte is not None, desc,
-                                  limit is not None)
-        rows = await self._byte_fetch(sql, args)
+        rows = await self._byte_fetch(_bytes.snapshot_sql, stream_id, gt, lte, desc, limit)
         return [ByteEvent(row[0], row[1], row[2], bytes(row[3])) for row in rows]
 
     async def record_tracking(
@@ -764,8 +748,19 @@ class EventStore:
         check_text("tracking name", name)
         return await self.database.read(_bytes.tracking_position_tx, name)
 
-    async def _byte_fetch(self, sql: str, args: Sequence[Any]) -> list[Any]:
-        if self.database.dialect == "postgresql":
+    async def _byte_fetch(self, statement: Callable[[bool, bool, bool, bool, bool], str], stream_id: str,
+                          gt: int | None, lte: int | None, desc: bool, limit: int | None) -> list[Any]:
+        """The rows of a stream's byte events or snapshots (``statement``: which, for
+        these bounds), the arguments checked first."""
+        check_text("stream id", stream_id)
+        check_version("gt", gt, optional=True)
+        check_version("lte", lte, optional=True)
+        check_bool_arg("desc", desc)
+        check_limit("limit", limit, optional=True)
+        args = [stream_id, *(v for v in (gt, lte, limit) if v is not None)]
+        postgres = self.database.dialect == "postgresql"
+        sql = statement(postgres, gt is not None, lte is not None, desc, limit is not None)
+        if postgres:
             async with self.database.driver_connection() as conn:
                 return list(await conn.fetch(sql, *args))
         return await self.database.read(_bytes.sqlite_fetch, sql, args)

@@ -105,3 +105,9 @@ def test_eventsourcing_backend_benchmark_quick_run_prints_every_row(postgres_ava
     for line in table[9:11]:  # concurrent PostgreSQL writers
         assert "facta/es >= 1.5x" in line, line
     assert out.count("load average") == 2
+
+
+@pytest.mark.slow
+def test_byte_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
+    out = quick_run("byte_append.py", tmp_path, "--backend", "all" if postgres_available else "sqlite")
+    assert "append_bytes/append" in out and out.count("x (") >= 2

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import os
 import shutil
 import tempfile
 import threading
@@ -28,12 +27,10 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
-import psycopg
-
 from facta import migrations
 from facta.eventsourcing import persistence
 
-from ..conftest import POSTGRES_ADMIN, _admin
+from ..conftest import POSTGRES_ADMIN, _admin, postgres_reachable
 
 _lock = threading.Lock()
 _templates: dict[str, str] = {}
@@ -42,18 +39,6 @@ _sqlite_dir: Path | None = None
 
 def _postgres_base() -> str:
     return POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-
-
-def postgres_available() -> bool:
-    """conftest's ``postgres_available`` fixture, for unittest cases (no fixtures there)."""
-    try:
-        with _admin() as conn:
-            conn.execute("SELECT 1")
-        return True
-    except psycopg.OperationalError:
-        if os.environ.get("CI"):
-            raise
-        return False
 
 
 def _sqlite_template() -> Path:
@@ -93,7 +78,7 @@ class FreshDatabase(unittest.TestCase):
 
     def setUp(self) -> None:
         if self.dialect == "postgresql":
-            if not postgres_available():
+            if not postgres_reachable():
                 self.skipTest("PostgreSQL is not reachable at FACTA_TEST_POSTGRES")
             template = _postgres_template()
             name = f"facta_es_{uuid.uuid4().hex[:12]}"

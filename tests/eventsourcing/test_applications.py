@@ -12,8 +12,10 @@ import os
 from uuid import UUID
 
 import pytest
-from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.system import ProcessApplication, SingleThreadedRunner, System
 from eventsourcing.tests import application as cases
 
 from facta.domain.reference import AccountOpened
@@ -106,6 +108,53 @@ class ApplicationCases(InProcessEnvironment, cases.ApplicationTestCase):
         self.assertIsNot(third.factory.store, second.factory.store)  # type: ignore[attr-defined]
         self.assertEqual(third.recorder.max_notification_id(), 1)
         third.close()
+
+
+class Writer(Application[UUID]):
+    """An upstream application of the system test."""
+
+
+class Tally(ProcessApplication[UUID]):
+    """Follows Writer: one aggregate of its own per aggregate Writer creates."""
+
+    @singledispatchmethod
+    def policy(self, domain_event: DomainEventProtocol[UUID], processing_event: ProcessingEvent[UUID]) -> None:
+        if isinstance(domain_event, Aggregate.Created):
+            processing_event.collect_events(Aggregate())
+
+
+class SystemCases(FreshDatabase):
+    __test__ = False
+
+    def test_a_process_application_follows_its_leader(self) -> None:
+        # Not in the library's cases: an eventsourcing System on facta. The follower's
+        # new events and its tracking record of the leader's position are one transaction
+        # of the process recorder; the leader's notification ids are facta positions.
+        runner = SingleThreadedRunner[UUID](System(pipes=[[Writer, Tally]]), env=self.es_env())
+        runner.start()
+        try:
+            writer, tally = runner.get(Writer), runner.get(Tally)
+            first = writer.save(Aggregate())[0].notification.id
+            aggregate = Aggregate()
+            aggregate.trigger_event(Aggregate.Event)
+            last = writer.save(aggregate)[-1].notification.id
+            self.assertEqual(tally.recorder.max_tracking_id("Writer"), last)
+            tallied = tally.recorder.select_notifications(None, 10)
+            self.assertEqual(len(tallied), 2)
+            self.assertGreater(tallied[0].id, first)
+            self.assertEqual([n.id for n in writer.recorder.select_notifications(None, 10)], [1, 3, 4])
+        finally:
+            runner.stop()
+
+
+class TestSystemSQLite(SystemCases):
+    __test__ = True
+
+
+@pytest.mark.postgres
+class TestSystemPostgres(SystemCases):
+    __test__ = True
+    dialect = "postgresql"
 
 
 class TestApplicationSQLite(ApplicationCases):

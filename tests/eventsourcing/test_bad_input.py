@@ -5,6 +5,7 @@ and nothing half-written."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,6 +84,32 @@ def test_missing_schema_with_create_table_no_names_the_url_and_the_upgrade(backe
     assert backend_url.rsplit("/", 1)[1] in message
 
 
+def test_missing_sqlite_file_with_create_table_no_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "bank.db"
+    with pytest.raises(ProgrammingError) as caught:
+        Application[Any](env=env(f"sqlite:///{path}", CREATE_TABLE="no"))
+    assert one_line(caught.value) == (f"sqlite+aiosqlite:///{path} has no facta schema (the file does not exist): "
+                                      "run `facta db upgrade`")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_sqlite_file_without_schema_with_create_table_no_keeps_its_tables(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE mine (x INTEGER)")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ProgrammingError) as caught:
+        Application[Any](env=env(f"sqlite:///{path}", CREATE_TABLE="no"))
+    assert one_line(caught.value) == f"sqlite+aiosqlite:///{path} has no facta schema: run `facta db upgrade`"
+    persistence._close_all()
+    with sqlite3.connect(path) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    conn.close()
+    assert tables == ["mine"]
+    assert len(path.read_bytes()) == len(before)
+
+
 async def test_old_schema_with_create_table_no_names_both_revisions(sqlite_url: str) -> None:
     older = migrations.revisions()[-2]
     await migrations.upgrade_url(sqlite_url, older)
@@ -131,6 +158,16 @@ def test_without_a_url_in_its_environment_the_factory_uses_facta_setting(
         factory.application_recorder().insert_events([StoredEvent(uuid4(), 1, "t", b"{}")])
         factory.close()
     assert log_size(sqlite_url) == 2
+
+
+def test_a_factory_without_a_name_writes_stream_type_eventsourcing(migrated_url: str) -> None:
+    factory = FactaFactory(env(migrated_url))  # a plain dict: Environment's name is ""
+    recorder = factory.application_recorder()
+    recorder.insert_events([StoredEvent(uuid4(), 1, "t", b"{}")])
+    factory.close()
+    with BlockingEventStore.open(migrated_url) as store:
+        log = store.call(lambda s: s.read_log(after=0, limit=10))
+    assert [e.stream_type for e in log] == [persistence.UNNAMED_STREAM_TYPE] == ["eventsourcing"]
 
 
 # -- PERSISTENCE_MODULE ---------------------------------------------------------------------------
@@ -268,3 +305,23 @@ def test_without_eventsourcing_the_package_imports_and_the_factory_says_what_to_
     assert result.returncode == 0, result.stderr
     assert result.stdout == ("facta.eventsourcing.FactaFactory needs the eventsourcing library, which is not"
                              " installed: pip install 'facta[eventsourcing]'\n")
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda r: r.select_events(uuid4(), gt=2**31), str(2**31)),
+        (lambda r: r.select_events(uuid4(), limit=0), "limit"),
+        (lambda r: r.select_notifications(None, 0), "limit"),
+        (lambda r: r.select_notifications(None, 10, stop=2**63), str(2**63)),
+    ],
+)
+def test_bad_read_arguments_are_one_data_error_on_both_read_paths(
+    call: Any, named: str, migrated_url: str
+) -> None:
+    # On SQLite the factory's recorders read in the caller's thread; a value that path
+    # does not bind goes through the store, which names it, as on PostgreSQL.
+    recorder = _recorder(migrated_url)
+    with pytest.raises(DataError) as caught:
+        call(recorder)
+    assert named in one_line(caught.value)

@@ -19,6 +19,7 @@ import pytest
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    DatabaseError,
     IntegrityError,
     Notification,
     ProcessRecorder,
@@ -137,6 +138,22 @@ class AppRecorder(OnFacta, cases.ApplicationRecorderTestCase[ApplicationRecorder
         self.assertEqual([(n.originator_id, n.originator_version, n.state, n.id) for n in received],
                          [(originator, 1, b"x", 1)])
 
+    def test_subscription_catches_up_over_many_pages_with_topics(self) -> None:
+        # Not in the library's cases: more than one page (500) behind, with a topic filter.
+        recorder = self.create_recorder()
+        originator = uuid4()
+        events = [StoredEvent(originator, v, "even" if v % 2 == 0 else "odd", str(v).encode()) for v in range(2400)]
+        ids: list[int] = []
+        for chunk in range(0, 2400, 800):
+            ids += list(recorder.insert_events(events[chunk:chunk + 800]) or [])
+        with recorder.subscribe(gt=None, topics=["even"]) as subscription:
+            got = []
+            for notification in subscription:
+                got.append((notification.id, notification.originator_version, notification.state))
+                if len(got) == 1200:
+                    break
+        self.assertEqual(got, [(ids[v], v, str(v).encode()) for v in range(0, 2400, 2)])
+
     def test_a_refused_insert_leaves_a_gap_on_postgres_only(self) -> None:
         # Not in the library's cases (ARCHITECTURE.md lists it among the differences): on
         # PostgreSQL the positions a refused insert took are not reused; on SQLite the
@@ -160,6 +177,33 @@ class TestApplicationRecorderSQLite(AppRecorder):
 class TestApplicationRecorderPostgres(AppRecorder):
     __test__ = True
     dialect = "postgresql"
+
+
+class TestApplicationRecorderSQLiteThroughStore(AppRecorder):
+    """The library's application cases with every SQLite read through the store (a
+    recorder made without the factory's direct SQLite reads), so both read paths are
+    held to the same expectations."""
+
+    __test__ = True
+
+    def create_recorder(self) -> ApplicationRecorder:
+        factory = self.factory()
+        recorder = FactaApplicationRecorder(factory.store, factory.stream_type, owner=factory)
+        self.assertIsNone(recorder._direct)
+        return recorder
+
+    def test_direct_reads_are_used_by_the_factorys_recorders(self) -> None:
+        recorder = self.factory().application_recorder()
+        assert isinstance(recorder, FactaApplicationRecorder)
+        self.assertIsNotNone(recorder._direct)
+
+    def test_a_closed_factorys_recorder_refuses_reads_as_the_store_does(self) -> None:
+        factory = self.factory()
+        recorder = factory.application_recorder()
+        factory.close()
+        with self.assertRaises(DatabaseError) as caught:
+            recorder.select_events(uuid4())
+        self.assertIn("is closed: open a new one", str(caught.exception))
 
 
 # -- tracking and process recorders -----------------------------------------------------------

@@ -100,7 +100,9 @@ async def _write(plan: WriterPlan, ready: Queue[int], start: Event, log: list[di
             for name in names:
                 expected = None if any_version else await store.stream_version(name)
                 events = []
-                for _ in range(1 if rng.random() < 0.6 else rng.randint(2, 4)):
+                size = rng.random()
+                # Mostly one event, some a few; a few batches wide enough to overlap others.
+                for _ in range(1 if size < 0.6 else rng.randint(2, 4) if size < 0.95 else rng.randint(20, 60)):
                     seq += 1
                     events.append(PendingEvent(Tick(writer=plan.writer, seq=seq)))
                 appends.append(StreamAppend(name, STREAM_TYPE, events, expected))

@@ -115,3 +115,19 @@ def test_a_timeout_cancels_the_call(blocking: BlockingEventStore) -> None:
     with pytest.raises(TimeoutError, match="did not finish within 0.05 s"):
         blocking.call(lambda s: asyncio.sleep(5), timeout_s=0.05)
     assert blocking.head_position() == 0
+
+
+def test_a_call_running_when_another_thread_closes_gets_one_line(blocking: BlockingEventStore) -> None:
+    started = threading.Event()
+
+    async def slow(store: EventStore) -> int:
+        started.set()
+        await asyncio.sleep(30)
+        return 1
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(blocking.call, slow)
+        assert started.wait(10)
+        blocking.close()
+        with pytest.raises(StoreError, match=r"^this BlockingEventStore \(.*\) was closed while the call ran$"):
+            running.result(30)

@@ -98,8 +98,9 @@ async def test_the_advisory_lock_keys_are_the_ones_facta_takes(postgres_url: str
     """Issue 11, item 9: the keys are defined once (facta.eventstore.locks). A lock held
     under each definition makes the matching facta operation wait, so each definition is
     the key the code (and the migrations' SQL) really takes: a worker's lock, the stream
-    lock of facta_append(), the projection DDL lock and the writer marker."""
-    from facta.eventstore.locks import STREAM_LOCK_CLASS, WRITER_MARKER, lock_key
+    lock of facta_append(), the projection DDL lock, the writer marker and the positions
+    lock (held exclusively, it stops appends of one event and of many alike)."""
+    from facta.eventstore.locks import POSITIONS_LOCK, STREAM_LOCK_CLASS, WRITER_MARKER, lock_key
     from facta.projections import ProjectionRunner
     from facta.projections.reference import AccountBalances
 
@@ -108,6 +109,7 @@ async def test_the_advisory_lock_keys_are_the_ones_facta_takes(postgres_url: str
 
     await migrate(postgres_url)
     assert WRITER_MARKER == (0x66616374, 1) and STREAM_LOCK_CLASS == 0x66616375
+    assert POSITIONS_LOCK == (0x66616374, 0)
     assert lock_key("relay:main") == lock_key("relay:main") != lock_key("relay:other")
     assert all(2 <= lock_key(name)[1] < 2**31 for name in ("", "relay:main", "projection-ddl:é" * 50))
     async with await EventStore.open(postgres_url) as store, store.database.driver_connection() as gate:
@@ -147,6 +149,16 @@ async def test_the_advisory_lock_keys_are_the_ones_facta_takes(postgres_url: str
         finally:
             await gate.execute("SELECT pg_advisory_unlock($1, $2)", *WRITER_MARKER)
         assert (await append).last_version == 1
+        # The positions lock: appends of one event and of three wait while it is held exclusively.
+        await gate.execute("SELECT pg_advisory_lock($1, $2)", *POSITIONS_LOCK)
+        try:
+            one = asyncio.ensure_future(store.append("s-3", "note", _noted(), expected_version=0))
+            three = asyncio.ensure_future(store.append("s-4", "note", _noted() * 3, expected_version=0))
+            await wait_for(lambda: waiting(POSITIONS_LOCK), lambda n: n == 2, 30, "two appends waiting for positions")
+            assert not one.done() and not three.done()
+        finally:
+            await gate.execute("SELECT pg_advisory_unlock($1, $2)", *POSITIONS_LOCK)
+        assert (await one).last_version == 1 and (await three).last_version == 3
 
 
 

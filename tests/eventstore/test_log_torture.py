@@ -3,8 +3,9 @@
 Many writer processes append at once (with real optimistic-concurrency conflicts on
 shared streams) while a reader tails the log with ``read_log(after=last_seen)``. The
 checker then proves the reader saw every committed event exactly once, in position
-order, that committed appends got gap-free consecutive stream versions, and that rejected
-appends left nothing behind. Deterministic tests show the PostgreSQL mechanism at work:
+order, that committed appends got gap-free consecutive stream versions and one unbroken
+range of positions each (in the order given, revision 0008), and that rejected appends
+left nothing behind. Deterministic tests show the PostgreSQL mechanism at work:
 while an append is in flight (it holds the writer marker and has taken a position),
 other appends go ahead but readers do not read past it until it commits or rolls back.
 """
@@ -178,6 +179,10 @@ def _check(logs: list[list[dict[str, Any]]], seen: list[tuple[int, uuid.UUID]], 
                 continue
             ok += 1
             multi += len(entry["streams"]) > 1
+            taken = [p for s in entry["streams"] for p in s["positions"]]
+            assert taken == list(range(taken[0], taken[0] + len(taken))), (
+                f"an append's positions are not one range in the order given: {taken}"
+            )
             for s in entry["streams"]:
                 ids = [uuid.UUID(e) for e in s["event_ids"]]
                 committed.update(ids)

@@ -12,8 +12,9 @@ the store sends (:func:`facta.eventstore._appenders.append_postgres`).
 
 The last test proves the count can fail: with a head read that walks the stream
 (``max(version)``, ``min(stream_type)``, the query shape issue 12 found on SQLite) put
-into ``facta_append``, the same count grows with the stream. And a downgrade below
-revision 0007 puts back 0004's function body, as stored, and an upgrade 0007's.
+into ``facta_append``, the same count grows with the stream. And each downgrade puts back
+the function body before it, as stored (below 0008: 0007's and no
+``facta_take_positions``; below 0007: 0004's), and an upgrade the newest again.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ _BAD_HEAD = (
 
 
 async def test_the_count_catches_a_head_read_that_walks_the_stream(pg_store: EventStore) -> None:
-    function = importlib.import_module("facta.migrations.versions.0007_append_fast_path")._FACTA_APPEND
+    function = importlib.import_module("facta.migrations.versions.0008_contiguous_positions")._FACTA_APPEND
     assert _GOOD_HEAD in function, "facta_append's head read changed: update this test's copy of it"
     async with pg_store.database.driver_connection() as conn:
         await conn.execute(function.replace(_GOOD_HEAD, _BAD_HEAD))
@@ -174,20 +175,27 @@ def _body(function_sql: str) -> str:
     return function_sql.split("$fn$")[1]
 
 
-async def test_a_downgrade_below_0007_puts_back_the_0004_function(pg_store: EventStore) -> None:
+async def test_each_downgrade_puts_back_the_function_before_it(pg_store: EventStore) -> None:
     from facta import migrations
 
     def revision(name: str) -> Any:
         return importlib.import_module(f"facta.migrations.versions.{name}")
 
-    async def stored_body() -> str:
+    async def stored_body(function: str = "facta_append") -> str | None:
         async with pg_store.database.driver_connection() as conn:
-            return str(await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'facta_append'"))
+            body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = $1", function)
+            return None if body is None else str(body)
 
-    assert await stored_body() == _body(revision("0007_append_fast_path")._FACTA_APPEND)
+    newest = revision("0008_contiguous_positions")
+    assert await stored_body() == _body(newest._FACTA_APPEND)
+    assert await stored_body("facta_take_positions") == _body(newest._TAKE_POSITIONS)
     revisions = migrations.revisions()
+    await migrations.downgrade(pg_store.database, "0007")
+    assert await stored_body() == _body(revision("0007_append_fast_path")._FACTA_APPEND)
+    assert await stored_body("facta_take_positions") is None
     await migrations.downgrade(pg_store.database, revisions[revisions.index("0007") - 1])
     assert await stored_body() == _body(revision("0004_append_integrity")._FACTA_APPEND)
     await migrations.upgrade(pg_store.database)
-    assert await stored_body() == _body(revision("0007_append_fast_path")._FACTA_APPEND)
+    assert await stored_body() == _body(newest._FACTA_APPEND)
+    assert await stored_body("facta_take_positions") == _body(newest._TAKE_POSITIONS)
     assert (await pg_store.append("after", "ticker", ticks(2), expected_version=0)).last_version == 2

@@ -272,9 +272,10 @@ async def test_one_set_of_ids_appended_to_two_streams_in_opposite_order_at_once(
 
 async def _together(store: EventStore, *appends: Any) -> list[Any]:
     """Run appends started together; their results or errors. On PostgreSQL they start
-    inserting at the same moment: the writer marker is held exclusively until every
-    append waits for it, then let go."""
-    from facta.eventstore.locks import WRITER_MARKER
+    inserting at the same moment: the writer marker (which an append takes with its
+    positions, after its stream locks, revision 0008) is held exclusively until every
+    append waits, for it or for a stream lock another waiting append holds, then let go."""
+    from facta.eventstore.locks import STREAM_LOCK_CLASS, WRITER_MARKER
 
     if store.database.dialect != "postgresql":
         return list(await asyncio.gather(*appends, return_exceptions=True))
@@ -284,8 +285,8 @@ async def _together(store: EventStore, *appends: Any) -> list[Any]:
         try:
             tasks = [asyncio.ensure_future(a) for a in appends]
             while await gate.fetchval(  # noqa: ASYNC110 - polling the server's lock table
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1"
-                " AND objid = $2 AND objsubid = 2", *WRITER_MARKER
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2"
+                " AND (classid = $1 AND objid = $2 OR classid = $3)", *WRITER_MARKER, STREAM_LOCK_CLASS
             ) < len(appends):
                 await asyncio.sleep(0.01)
         finally:

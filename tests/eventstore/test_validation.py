@@ -80,12 +80,13 @@ def test_the_table_of_limits_is_the_schema() -> None:
 
     assert TEXT_LIMITS == {
         "stream id": 255, "stream type": 100, "event type": 200, "actor": 255, "correlation id": 255,
-        "causation id": 255, "state schema": 200, "relay name": 200, "projection name": 200,
-        "skipped by": 200, "skip reason": 1000,  # a skip's reason is TEXT: 1000 is facta's own limit
+        "causation id": 255, "state schema": 200, "relay name": 200, "tracking name": 200,
+        "projection name": 200, "skipped by": 200, "skip reason": 1000,  # a skip's reason is TEXT: 1000 is facta's own limit
     }
     assert schema.projection_skips.c.skipped_by.type.length == TEXT_LIMITS["skipped by"]  # type: ignore[attr-defined]
     assert schema.relay_skips.c.skipped_by.type.length == TEXT_LIMITS["skipped by"]  # type: ignore[attr-defined]
     assert schema.events.c.stream_id.type.length == TEXT_LIMITS["stream id"]  # type: ignore[attr-defined]
+    assert schema.tracking.c.name.type.length == TEXT_LIMITS["tracking name"]  # type: ignore[attr-defined]
 
 
 # -- item 3: not-a-number -----------------------------------------------------------------------
