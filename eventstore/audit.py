@@ -29,7 +29,7 @@ from .records import RecordedEvent
 from .repository import Repository, VersionNotFound
 from .schema import events as events_table
 from .store import EventStore
-from .validation import check_position, check_text, check_texts, check_version, check_window_args
+from .validation import INT32, check_position, check_text, check_texts, check_version, check_window_args
 
 __all__ = [
     "FILTER_COLUMNS",
@@ -128,8 +128,11 @@ class EventPage:
 
 
 async def history(store: EventStore, stream_id: str) -> list[RecordedEvent]:
-    """Every event of a stream, in version order. Raises :class:`StreamNotFound`."""
-    records = await store.read_stream(stream_id)
+    """Every event of a stream, in version order. Raises :class:`StreamNotFound`.
+
+    From the lowest version stored: facta's own streams start at 1, byte events
+    (:meth:`EventStore.append_bytes`, eventsourcing's) may start at 0 or below."""
+    records = await store.read_stream(stream_id, from_version=INT32[0])
     if not records:
         raise StreamNotFound(stream_id)
     return records

@@ -126,6 +126,15 @@ def _known_current(connection: Connection, where: str) -> str | None:
 def _upgrade(connection: Connection, revision: str, where: str) -> None:
     from alembic import command
 
+    from facta.eventstore.locks import lock_key
+
+    if connection.dialect.name == "postgresql":
+        # Upgrades from several processes at once (applications starting together, each
+        # opening the store with migrate=True) queue here, for the transaction, instead of
+        # racing on the same CREATE statements; the next one then finds the schema at head.
+        # (SQLite's write transaction already queues them.)
+        classid, objid = lock_key("migrations")
+        connection.execute(text("SELECT pg_advisory_xact_lock(:classid, :objid)"), {"classid": classid, "objid": objid})
     _known_current(connection, where)
     cfg = alembic_config()
     cfg.attributes["connection"] = connection

@@ -124,6 +124,26 @@ async def test_old_schema_with_create_table_no_names_both_revisions(sqlite_url: 
     assert "facta db upgrade" in message
 
 
+@pytest.mark.postgres
+def test_applications_starting_together_on_a_fresh_postgres_database_all_start(postgres_url: str) -> None:
+    # Six processes open a fresh database with CREATE_TABLE's default at once: their
+    # upgrades queue on a transaction lock (facta.migrations) instead of racing on the
+    # same CREATE statements (before, most runs lost one or more processes to a raw
+    # UniqueViolationError from pg_type).
+    code = (
+        "import uuid\n"
+        "from eventsourcing.persistence import StoredEvent\n"
+        "from facta.eventsourcing import FactaFactory\n"
+        f"factory = FactaFactory({{'FACTA_DATABASE_URL': {postgres_url!r}}})\n"
+        "factory.application_recorder().insert_events([StoredEvent(uuid.uuid4(), 1, 't', b'{}')])\n"
+        "factory.close()\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, errors
+    assert log_size(postgres_url) == 6
+
+
 def test_create_table_default_migrates_to_head(sqlite_url: str) -> None:
     app = Application[Any](env=env(sqlite_url))
     app.save(Aggregate())
@@ -325,3 +345,15 @@ def test_bad_read_arguments_are_one_data_error_on_both_read_paths(
     with pytest.raises(DataError) as caught:
         call(recorder)
     assert named in one_line(caught.value)
+
+
+def test_a_direct_sqlite_read_sqlite_refuses_reads_through_the_store(sqlite_url: str, tmp_path: Path) -> None:
+    recorder = _recorder(sqlite_url)
+    originator = uuid4()
+    recorder.insert_events([StoredEvent(originator, 1, "t", b"kept")])
+    assert recorder._direct is not None
+    assert persistence.SQLiteReads(str(tmp_path / "missing.db"), 1.0).fetch("SELECT 1", []) is None
+    recorder._direct = persistence.SQLiteReads(str(tmp_path / "missing.db"), 1.0)  # every direct read refused
+    assert recorder.select_events(originator) == [StoredEvent(originator, 1, "t", b"kept")]
+    assert [n.state for n in recorder.select_notifications(None, 10)] == [b"kept"]
+    assert recorder.max_notification_id() == 1

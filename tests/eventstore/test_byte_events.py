@@ -360,7 +360,8 @@ async def test_the_audit_cli_shows_byte_events(migrated_url: str) -> None:
     from ..cli.test_cli import facta
 
     async with await EventStore.open(migrated_url) as store:
-        await store.append_bytes("bank", [ByteEvent("acc-9", 1, "Opened", b'{"owner": "ann"}')])
+        await store.append_bytes("bank", [ByteEvent("acc-9", 0, "Created", b"{}"),
+                                          ByteEvent("acc-9", 1, "Opened", b'{"owner": "ann"}')])
         await store.append("dep-1", "deposit", [Deposited(amount=3)], expected_version=0, correlation_id="corr-1")
         await store.append_bytes("bank", [ByteEvent("acc-9", 2, "Sealed", b"\x00\x01")])
     db = ("--database-url", migrated_url)
@@ -368,10 +369,11 @@ async def test_the_audit_cli_shows_byte_events(migrated_url: str) -> None:
                  ("audit", "trace", "corr-1", "--json"), ("audit", "history", "acc-9")):
         result = facta(*args, *db)
         assert result.returncode == 0, (args, result.stderr)
-    assert [e["position"] for e in json.loads(facta("audit", "events", "--json", *db).stdout)["events"]] == [1, 2, 3]
-    assert [e["position"] for e in json.loads(facta("audit", "trace", "corr-1", "--json", *db).stdout)] == [2]
+    assert [e["position"] for e in json.loads(facta("audit", "events", "--json", *db).stdout)["events"]] == [1, 2, 3, 4]
+    assert [e["position"] for e in json.loads(facta("audit", "trace", "corr-1", "--json", *db).stdout)] == [3]
     listed = json.loads(facta("audit", "history", "acc-9", "--json", *db).stdout)
-    assert [e["payload"] for e in listed] == [{"owner": "ann"}, _placeholder(b"\x00\x01")]
+    assert [(e["version"], e["payload"]) for e in listed] == [(0, {}), (1, {"owner": "ann"}),
+                                                              (2, _placeholder(b"\x00\x01"))]
 
 
 def test_events_table_lists_payload_bytes_but_log_reads_do_not() -> None:
