@@ -600,7 +600,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--aggregate-events must be >= 2, got {args.aggregate_events}")
     # Per contender and round: 1-event saves (one process; per writer), 100-event saves, loads
     # without and with snapshot, events in the log besides the two accounts, passes over it.
-    args.saves, args.writer_saves, args.big_saves = 1_000, 300, 200
+    args.saves, args.writer_saves, args.big_saves = 600, 200, 200
     args.loads, args.snapshot_loads, args.log_events, args.passes = 20, 4_000, 24_000, 3
     if args.quick:
         args.rounds = 1
