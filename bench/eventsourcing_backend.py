@@ -26,7 +26,8 @@ Seven rows per dialect (SQLite, then PostgreSQL):
                             the snapshotting application (``take_snapshot`` untimed)
  follower reads the log     a catch-up follower: ``app.recorder.select_notifications`` pages
                             of 500 from the start to the end of the log, each notification
-                            decoded with ``app.mapper.to_domain_event``
+                            decoded with ``app.mapper.to_domain_event`` (one pass untimed,
+                            then 3 timed)
 
 How it measures:
 - Each contender has 8 worker processes of its own (spawn), started once for the run; all
@@ -50,7 +51,7 @@ How it measures:
     python bench/eventsourcing_backend.py                 # both dialects, 3 rounds; 2 to 4 minutes on 2 shared cores
     python bench/eventsourcing_backend.py --dialect sqlite
     python bench/eventsourcing_backend.py --rounds 5
-    python bench/eventsourcing_backend.py --quick         # smoke run: small sizes, one round, < 40 s
+    python bench/eventsourcing_backend.py --quick         # smoke run: small sizes, one round; 25 s (45 s at load 7)
     python bench/eventsourcing_backend.py --profile 1     # cProfile of facta's contender on one row instead
 """
 
@@ -590,7 +591,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dialect", choices=("sqlite", "postgresql", "all"), default="all")
     p.add_argument("--rounds", type=int, default=3, help="rounds, the order of contenders rotated each (default 3)")
-    p.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round (< 40 s)")
+    p.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round (25 s; 45 s at load 7)")
     p.add_argument("--aggregate-events", type=int, default=3_000, help="events of the loaded aggregate (default 3,000)")
     p.add_argument("--profile", type=int, metavar="ROW", help="cProfile facta's contender on one row instead")
     args = p.parse_args(argv)
