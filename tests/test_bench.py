@@ -99,6 +99,28 @@ def test_versus_benchmark_quick_run_prints_every_row(postgres_available: bool, t
 
 
 @pytest.mark.slow
+def test_eventsourcing_backend_benchmark_quick_run_prints_every_row(postgres_available: bool, tmp_path: Path) -> None:
+    needs_postgres_and_eventsourcing(postgres_available, "eventsourcing_backend.py")
+    pytest.importorskip("facta.eventsourcing")
+    out = quick_run("eventsourcing_backend.py", tmp_path)
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("row ") and "facta/es" in line)
+    table = lines[head + 2 : head + 16]
+    assert [line.split()[0] for line in table] == [str(n) for n in range(1, 15)], "\n".join(lines[head:])
+    for dialect, part in (("SQLite", table[:7]), ("PostgreSQL", table[7:])):
+        titles = [line.split(None, 1)[1] for line in part]
+        for i, what in enumerate(("save, 1 new event", "save, 100 new events", "4 writer processes",
+                                  "8 writer processes", "-event aggregate", "snapshot at head", "follower reads")):
+            assert titles[i].startswith(dialect) and what in titles[i], titles[i]
+    for line in table:  # both rates, one ratio as median (min-max), both peaks, the aim judged
+        assert line.count(" ev/s") + line.count(" loads/s") == 2 and line.count("x (") == 1, line
+        assert line.rstrip().endswith((" ok", " MISSED")), line
+    for line in table[9:11]:  # concurrent PostgreSQL writers
+        assert "facta/es >= 1.5x" in line, line
+    assert out.count("load average") == 2
+
+
+@pytest.mark.slow
 def test_byte_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
     out = quick_run("byte_append.py", tmp_path, "--backend", "all" if postgres_available else "sqlite")
     assert "append_bytes/append" in out and out.count("x (") >= 2
