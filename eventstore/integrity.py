@@ -238,7 +238,7 @@ _PG_EVENTS = (
 )
 _SQLITE_EVENTS = (
     "SELECT position, event_id, stream_id, stream_type, version, event_type, schema_version,"
-    " CASE WHEN payload_bytes IS NULL THEN payload END, payload_bytes,"
+    " CASE WHEN payload_bytes IS NULL THEN payload END, CAST(payload_bytes AS BLOB),"
     " CAST(strftime('%s', occurred_at) AS INTEGER) * 1000000 + CAST(substr(occurred_at, 21, 6) AS INTEGER),"
     " actor, correlation_id, causation_id, event_hash"
     " FROM facta_events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
@@ -250,7 +250,7 @@ _PG_SNAPSHOTS = (
 )
 _SQLITE_SNAPSHOTS = (
     "SELECT stream_id, version, stream_type, state_schema, CASE WHEN state_bytes IS NULL THEN state END,"
-    " state_bytes, state_hash FROM facta_snapshots WHERE stream_id > ? OR (stream_id = ? AND version > ?)"
+    " CAST(state_bytes AS BLOB), state_hash FROM facta_snapshots WHERE stream_id > ? OR (stream_id = ? AND version > ?)"
     " ORDER BY stream_id, version LIMIT ?"
 )
 _START = "SELECT position FROM facta_hash_start"
@@ -318,9 +318,11 @@ class _Checker:
                 and sha(CHAIN_TAG + ZERO + digest).digest() == stored
             ):
                 if before is not None and version > before[0] + 1:
+                    low, high = before[0] + 1, version - 1
+                    missing = f"version {low} is" if low == high else f"versions {low} to {high} are"
                     self._note(position, sid, version, "gap",
-                               f"versions {before[0] + 1}..{version - 1} are missing before it"
-                               f" (version {before[0]} at position {before[1]})")
+                               f"{missing} missing before it, deleted or moved (the stream's previous event is"
+                               f" version {before[0]} at position {before[1]})")
                 elif before is not None and before[2] is None:
                     self._note(position, sid, version, "hash",
                                "event_hash does not match: its predecessor has no hash to chain from")

@@ -117,3 +117,134 @@ async def test_an_untampered_store_verifies(store: EventStore) -> None:
     assert report == integrity.VerifyReport(events=13, streams=4, snapshots=2, differences=0, first=None)
     assert report.intact
     assert seen == [4, 8, 12, 13]
+
+
+async def position_of(store: EventStore, stream_id: str, version: int) -> int:
+    found = await rows(store, "SELECT position FROM facta_events WHERE stream_id = :s AND version = :v",
+                       s=stream_id, v=version)
+    return int(found[0][0])
+
+
+async def first_difference(store: EventStore) -> integrity.Difference:
+    report = await integrity.verify(store)
+    assert not report.intact and report.first is not None
+    return report.first
+
+
+def payload_sql(store: EventStore, expression: str) -> str:
+    """``expression`` over the payload's text, stored back as the column's type."""
+    return f"({expression.replace('payload', 'payload::text')})::jsonb" if postgres(store) else expression
+
+
+async def test_one_changed_byte_in_a_payload_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    at = await position_of(store, n["a"], 2)
+    changed = payload_sql(store, "replace(payload, 'note 1', 'note 7')")
+    await raw(store, f"UPDATE facta_events SET payload = {changed} WHERE position = {at}")
+    first = await first_difference(store)
+    assert (first.position, first.stream_id, first.version, first.kind) == (at, n["a"], 2, "hash")
+    assert "content" in first.what
+
+
+async def test_a_changed_byte_in_byte_event_bytes_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    at = await position_of(store, n["e"], 1)
+    flip = "'\\x01ff'::bytea || substring(payload_bytes from 3)" if postgres(store) else "X'01ff' || substr(payload_bytes, 3)"
+    await raw(store, f"UPDATE facta_events SET payload_bytes = {flip} WHERE position = {at}")
+    first = await first_difference(store)
+    assert (first.position, first.stream_id, first.version, first.kind) == (at, n["e"], 1, "hash")
+
+
+async def test_a_changed_actor_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    at = await position_of(store, n["a"], 3)
+    await raw(store, f"UPDATE facta_events SET actor = 'eve' WHERE position = {at}")
+    first = await first_difference(store)
+    assert (first.position, first.stream_id, first.version, first.kind) == (at, n["a"], 3, "hash")
+
+
+async def test_a_swapped_pair_of_positions_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    p4, p5 = await position_of(store, n["a"], 4), await position_of(store, n["a"], 5)
+    await raw(store, f"UPDATE facta_events SET position = -1 WHERE position = {p4}",
+              f"UPDATE facta_events SET position = {p4} WHERE position = {p5}",
+              f"UPDATE facta_events SET position = {p5} WHERE position = -1")
+    report = await integrity.verify(store)
+    assert report.first is not None
+    assert (report.first.position, report.first.stream_id, report.first.version) == (p4, n["a"], 5)
+    assert "version 4" in report.first.what
+    assert report.differences == 2  # and version 4 after version 5, at p5
+
+
+async def test_a_swapped_pair_of_versions_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    p1 = await position_of(store, n["b"], 1)
+    await raw(store, f"UPDATE facta_events SET version = 1000 WHERE stream_id = '{n['b']}' AND version = 1",
+              f"UPDATE facta_events SET version = 1 WHERE stream_id = '{n['b']}' AND version = 2",
+              f"UPDATE facta_events SET version = 2 WHERE stream_id = '{n['b']}' AND version = 1000")
+    first = await first_difference(store)
+    assert (first.position, first.stream_id, first.version, first.kind) == (p1, n["b"], 2, "hash")
+
+
+async def test_a_deleted_event_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    at = await position_of(store, n["b"], 2)
+    await raw(store, f"DELETE FROM facta_events WHERE position = {at}")
+    first = await first_difference(store)
+    assert (first.position, first.stream_id, first.version, first.kind) == (at + 1, n["b"], 3, "gap")
+    assert "version 2 is missing" in first.what
+
+
+async def test_an_inserted_event_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    # A copy of stream c's first event as its version 2, with a fresh id and c's own hash.
+    eid = uuid.uuid4()
+    ident = f"'{eid}'" if postgres(store) else f"'{eid.hex}'"
+    await raw(store, "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type,"
+                     " schema_version, payload, occurred_at, recorded_at, event_hash)"
+                     f" SELECT {ident}, stream_id, stream_type, 2, event_type, schema_version, payload, occurred_at,"
+                     f" recorded_at, event_hash FROM facta_events WHERE stream_id = '{n['c']}' AND version = 1")
+    at = await position_of(store, n["c"], 2)
+    first = await first_difference(store)
+    assert (first.position, first.stream_id, first.version, first.kind) == (at, n["c"], 2, "hash")
+
+
+async def test_an_inserted_event_without_a_hash_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    eid = uuid.uuid4()
+    ident = f"'{eid}'" if postgres(store) else f"'{eid.hex}'"
+    await raw(store, "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type,"
+                     " schema_version, payload, occurred_at, recorded_at)"
+                     f" SELECT {ident}, stream_id, stream_type, 6, event_type, schema_version, payload, occurred_at,"
+                     f" recorded_at FROM facta_events WHERE stream_id = '{n['a']}' AND version = 5")
+    at = await position_of(store, n["a"], 6)
+    first = await first_difference(store)
+    assert (first.position, first.stream_id, first.version, first.kind) == (at, n["a"], 6, "missing")
+
+
+async def test_a_changed_snapshot_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    changed = ("(replace(state::text, '5', '6'))::jsonb" if postgres(store) else "replace(state, '5', '6')")
+    await raw(store, f"UPDATE facta_snapshots SET state = {changed} WHERE stream_id = '{n['a']}'")
+    report = await integrity.verify(store)
+    assert report.differences == 1 and report.first is not None
+    assert (report.first.position, report.first.stream_id, report.first.version, report.first.kind) == (
+        None, n["a"], 5, "snapshot")
+
+
+async def test_a_changed_byte_snapshot_is_found(store: EventStore) -> None:
+    n = await filled(store)
+    await drop_triggers(store)
+    other = "'\\x02'::bytea" if postgres(store) else "X'02'"
+    await raw(store, f"UPDATE facta_snapshots SET state_bytes = {other} WHERE stream_id = '{n['e']}'")
+    first = await first_difference(store)
+    assert (first.stream_id, first.version, first.kind) == (n["e"], 2, "snapshot")
