@@ -197,6 +197,7 @@ DECLARE
     matches boolean;
     first_position bigint;
     one_payload jsonb;
+    one_text text;
     js jsonb[];
     digests bytea[];
     hashes bytea[];
@@ -243,7 +244,8 @@ BEGIN
     first_position := facta_take_positions(cardinality(event_ids));
     IF cardinality(event_ids) = 1 THEN
         one_payload := payloads[1]::jsonb;
-        h := {_CHAIN_STEP % ("head_hashes[1]", "facta_event_digest(stream_ids[1], stream_types[1], actor, correlation_id, causation_id, event_ids[1], head_versions[1] + 1, event_types[1], schema_versions[1], occurred[1], one_payload::text, NULL)")};
+        one_text := one_payload::text;
+        h := {_CHAIN_STEP % ("head_hashes[1]", "facta_event_digest(stream_ids[1], stream_types[1], actor, correlation_id, causation_id, event_ids[1], head_versions[1] + 1, event_types[1], schema_versions[1], occurred[1], one_text, NULL)")};
         INSERT INTO facta_events (position, event_id, stream_id, stream_type, version, event_type, schema_version,
                                   payload, occurred_at, recorded_at, actor, correlation_id, causation_id, event_hash)
         VALUES (first_position, event_ids[1], stream_ids[1], stream_types[1], head_versions[1] + 1, event_types[1],
@@ -255,11 +257,17 @@ BEGIN
         SELECT array_agg(x.j ORDER BY x.ord),
                array_agg(facta_event_digest(stream_ids[x.k], stream_types[x.k], actor, correlation_id, causation_id,
                                             x.event_id, head_versions[x.k] + x.n, x.event_type, x.schema_version,
-                                            x.occurred_at, x.j::text, NULL) ORDER BY x.ord)
+                                            x.occurred_at, x.jt, NULL) ORDER BY x.ord)
         INTO js, digests
-        FROM (SELECT e.*, e.payload::jsonb AS j
-              FROM unnest(event_streams, event_offsets, event_ids, event_types, schema_versions, payloads, occurred)
-                   WITH ORDINALITY AS e(k, n, event_id, event_type, schema_version, payload, occurred_at, ord)) x;
+        -- OFFSET 0 keeps each level from being flattened: one jsonb parse and one jsonb
+        -- text per event (the inlined digest names its payload argument twice).
+        FROM (SELECT y.*, y.j::text AS jt
+              FROM (SELECT e.*, e.payload::jsonb AS j
+                    FROM unnest(event_streams, event_offsets, event_ids, event_types, schema_versions, payloads,
+                                occurred)
+                         WITH ORDINALITY AS e(k, n, event_id, event_type, schema_version, payload, occurred_at, ord)
+                    OFFSET 0) y
+              OFFSET 0) x;
         -- Each stream's chain, in the order given (versions ascend within a stream).
         hashes := array_fill(NULL::bytea, ARRAY[cardinality(event_ids)]);
         FOR i IN 1 .. cardinality(event_ids) LOOP
@@ -353,11 +361,14 @@ BEGIN
     END IF;
     SELECT array_agg(x.j ORDER BY x.ord),
            array_agg(facta_event_digest(x.stream_id, p_stream_type, NULL, NULL, NULL, x.event_id, x.version,
-                                        x.event_type, 1, stamp, x.j::text, x.payload_bytes) ORDER BY x.ord)
+                                        x.event_type, 1, stamp, x.jt, x.payload_bytes) ORDER BY x.ord)
     INTO js, digests
-    FROM (SELECT e.*, e.payload::jsonb AS j
-          FROM unnest(stream_ids, versions, event_ids, event_types, payloads, payload_bytes)
-               WITH ORDINALITY AS e(stream_id, version, event_id, event_type, payload, payload_bytes, ord)) x;
+    FROM (SELECT y.*, CASE WHEN y.payload_bytes IS NULL THEN y.j::text END AS jt
+          FROM (SELECT e.*, e.payload::jsonb AS j
+                FROM unnest(stream_ids, versions, event_ids, event_types, payloads, payload_bytes)
+                     WITH ORDINALITY AS e(stream_id, version, event_id, event_type, payload, payload_bytes, ord)
+                OFFSET 0) y
+          OFFSET 0) x;
     hashes := array_fill(NULL::bytea, ARRAY[n]);
     FOR i IN 1 .. n LOOP
         k := array_position(heads, stream_ids[i]);
