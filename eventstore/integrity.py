@@ -16,7 +16,7 @@ versions, so the chain runs in version and in position order alike.
 
     EVENT_TAG || T(stream_id) || T(stream_type) || N(actor) || N(correlation_id)
     || N(causation_id) || event_id (16 bytes) || I32(version) || T(event_type)
-    || I32(schema_version) || I64(occurred_at: microseconds since 1970-01-01 UTC)
+    || I32(schema_version) || I64(occurred_at: microseconds since 2000-01-01 UTC)
     || b"b" || I32(len) || payload_bytes          (byte events, revision 0009)
      | b"j" || I32(len) || UTF-8 of the payload's JSON text as the database returns it
 
@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from facta.errors import InvalidValue
+
 if TYPE_CHECKING:
     from .store import EventStore
 
@@ -76,7 +78,8 @@ SNAPSHOT_TAG = b"facta.snapshot.1\x00"
 #: The predecessor of a stream's first event.
 ZERO = bytes(32)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# PostgreSQL's timestamp epoch: timestamptz_send gives these microseconds as an int64.
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _I32 = struct.Struct(">i")
 _NULL = _I32.pack(-1)
@@ -85,7 +88,8 @@ _TAIL = struct.Struct(">iq")  # schema version, occurred-at
 
 
 def micros(value: datetime) -> int:
-    """Microseconds since 1970-01-01 UTC of an aware datetime (naive: taken as UTC)."""
+    """Microseconds since 2000-01-01 UTC (PostgreSQL's timestamp epoch) of an aware
+    datetime (naive: taken as UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return (value - _EPOCH) // _US
@@ -104,7 +108,7 @@ def _body(text: str | None, data: bytes | None) -> bytes:
     if data is not None:
         return b"b" + _I32.pack(len(data)) + data
     if text is None:
-        raise ValueError("a payload needs its JSON text or its bytes")
+        raise InvalidValue("a payload needs its JSON text or its bytes, got neither")
     encoded = text.encode("utf-8")
     return b"j" + _I32.pack(len(encoded)) + encoded
 
@@ -137,10 +141,10 @@ def content_digest(**fields: object) -> bytes:
 
 def event_hash(prev: bytes | None, digest: bytes) -> bytes:
     """One chain step: SHA-256(CHAIN_TAG || prev || digest); ``prev`` None means
-    :data:`ZERO`. Raises ValueError unless both are 32 bytes."""
+    :data:`ZERO`. Raises :class:`~facta.errors.InvalidValue` unless both are 32 bytes."""
     prev = ZERO if prev is None else prev
     if len(prev) != 32 or len(digest) != 32:
-        raise ValueError("prev and digest must be 32 bytes each")
+        raise InvalidValue(f"prev and digest must be 32 bytes each, got {len(prev)} and {len(digest)}")
     return hashlib.sha256(CHAIN_TAG + prev + digest).digest()
 
 
@@ -233,13 +237,13 @@ class VerifyReport:
 _PG_EVENTS = (
     "SELECT position, uuid_send(event_id), stream_id, stream_type, version, event_type, schema_version,"
     " CASE WHEN payload_bytes IS NULL THEN payload::text END, payload_bytes,"
-    " (extract(epoch FROM occurred_at) * 1000000)::bigint, actor, correlation_id, causation_id, event_hash"
+    " (extract(epoch FROM occurred_at) * 1000000)::bigint - 946684800000000, actor, correlation_id, causation_id, event_hash"
     " FROM facta_events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
 )
 _SQLITE_EVENTS = (
     "SELECT position, event_id, stream_id, stream_type, version, event_type, schema_version,"
     " CASE WHEN payload_bytes IS NULL THEN payload END, CAST(payload_bytes AS BLOB),"
-    " CAST(strftime('%s', occurred_at) AS INTEGER) * 1000000 + CAST(substr(occurred_at, 21, 6) AS INTEGER),"
+    " (CAST(strftime('%s', occurred_at) AS INTEGER) - 946684800) * 1000000 + CAST(substr(occurred_at, 21, 6) AS INTEGER),"
     " actor, correlation_id, causation_id, event_hash"
     " FROM facta_events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
 )
