@@ -287,6 +287,7 @@ _SQLITE_SNAPSHOTS = (
     " ORDER BY stream_id, version LIMIT ?"
 )
 _START = "SELECT position FROM facta_hash_start"
+_FIRST_SNAPSHOT = ("", -(2**31))  # below every (stream id, version)
 _HEAD = "SELECT coalesce(max(position), 0) FROM facta_events"
 
 
@@ -302,6 +303,7 @@ class _Checker:
         self.first: Difference | None = None
         self._prefixes: dict[tuple[str, str, str | None, str | None, str | None], bytes] = {}
         self._types: dict[str, bytes] = {}
+        self.snapshot_count = 0
 
     def _note(self, position: int | None, stream_id: str, version: int, kind: str, what: str) -> None:
         self.differences += 1
@@ -388,6 +390,14 @@ class _Checker:
                        "event_hash does not match the event's content and its predecessor's hash"
                        f" ({'the first event of its stream' if before is None else f'version {before[0]} at position {before[1]}'})")
 
+    def snapshots(self, rows: Sequence[Sequence[Any]]) -> tuple[str, int] | None:
+        """Check a page of snapshot rows; the key after which the next page starts (None
+        when this one was empty)."""
+        for row in rows:
+            self.snapshot(row)
+        self.snapshot_count += len(rows)
+        return (rows[-1][0], rows[-1][1]) if rows else None
+
     def snapshot(self, row: Sequence[Any]) -> None:
         sid, version, stype, schema, state, data, stored = row
         expected = state_hash(stream_id=sid, version=version, stream_type=stype, state_schema=schema, state=state,
@@ -425,17 +435,10 @@ async def verify(store: EventStore, *, progress: Callable[[int], None] | None = 
                 checker.chain(rows)
                 if progress is not None:
                     progress(checker.events)
-            snapshots = 0
-            key: tuple[str, int] = ("", -(2**31))
-            while True:
-                srows = await conn.fetch(_PG_SNAPSHOTS, key[0], key[1], page_size)
-                if not srows:
-                    break
-                for row in srows:
-                    checker.snapshot(row)
-                snapshots += len(srows)
-                key = (srows[-1][0], srows[-1][1])
-    return VerifyReport(checker.events, len(checker.last), snapshots, checker.differences, checker.first)
+            key: tuple[str, int] | None = _FIRST_SNAPSHOT
+            while key is not None:
+                key = checker.snapshots(await conn.fetch(_PG_SNAPSHOTS, key[0], key[1], page_size))
+    return VerifyReport(checker.events, len(checker.last), checker.snapshot_count, checker.differences, checker.first)
 
 
 def _verify_sqlite(conn: Connection, page_size: int, progress: Callable[[int], None] | None) -> VerifyReport:
@@ -453,17 +456,10 @@ def _verify_sqlite(conn: Connection, page_size: int, progress: Callable[[int], N
         after = rows[-1][0]
         if progress is not None:
             progress(checker.events)
-    snapshots = 0
-    key: tuple[str, int] = ("", -(2**31))
-    while True:
-        srows = raw.execute(_SQLITE_SNAPSHOTS, (key[0], key[0], key[1], page_size)).fetchall()
-        if not srows:
-            break
-        for row in srows:
-            checker.snapshot(row)
-        snapshots += len(srows)
-        key = (srows[-1][0], srows[-1][1])
-    return VerifyReport(checker.events, len(checker.last), snapshots, checker.differences, checker.first)
+    key: tuple[str, int] | None = _FIRST_SNAPSHOT
+    while key is not None:
+        key = checker.snapshots(raw.execute(_SQLITE_SNAPSHOTS, (key[0], key[0], key[1], page_size)).fetchall())
+    return VerifyReport(checker.events, len(checker.last), checker.snapshot_count, checker.differences, checker.first)
 
 
 # -- backfill (facta audit seal) ------------------------------------------------------------------

@@ -131,30 +131,24 @@ $fn$
 
 # The one UPDATE allowed: a NULL hash set once to 32 bytes, nothing else changed (the
 # whole row compared as jsonb, so a column added later is covered without a new revision).
-_EVENTS_REJECT_CHANGE = """
-CREATE OR REPLACE FUNCTION facta_events_reject_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+def _reject_change(function: str, column: str, message: str) -> str:
+    return f"""
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF TG_OP = 'UPDATE' AND OLD.event_hash IS NULL AND octet_length(NEW.event_hash) = 32
-       AND (to_jsonb(NEW) - 'event_hash') = (to_jsonb(OLD) - 'event_hash') THEN
+    IF TG_OP = 'UPDATE' AND OLD.{column} IS NULL AND octet_length(NEW.{column}) = 32
+       AND (to_jsonb(NEW) - '{column}') = (to_jsonb(OLD) - '{column}') THEN
         RETURN NEW;
     END IF;
-    RAISE EXCEPTION 'facta_events is append-only: % is not allowed', TG_OP
+    RAISE EXCEPTION '{message}: % is not allowed', TG_OP
         USING ERRCODE = 'restrict_violation';
 END
 $fn$
 """
-_SNAPSHOTS_REJECT_UPDATE = """
-CREATE OR REPLACE FUNCTION facta_snapshots_reject_update() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF TG_OP = 'UPDATE' AND OLD.state_hash IS NULL AND octet_length(NEW.state_hash) = 32
-       AND (to_jsonb(NEW) - 'state_hash') = (to_jsonb(OLD) - 'state_hash') THEN
-        RETURN NEW;
-    END IF;
-    RAISE EXCEPTION 'facta_snapshots keeps a snapshot as first written: % is not allowed', TG_OP
-        USING ERRCODE = 'restrict_violation';
-END
-$fn$
-"""
+
+
+_EVENTS_REJECT_CHANGE = _reject_change("facta_events_reject_change", "event_hash", "facta_events is append-only")
+_SNAPSHOTS_REJECT_UPDATE = _reject_change(
+    "facta_snapshots_reject_update", "state_hash", "facta_snapshots keeps a snapshot as first written")
 
 _EVENT_COLUMNS = (
     "position", "event_id", "stream_id", "stream_type", "version", "event_type", "schema_version", "payload",

@@ -201,16 +201,26 @@ async def test_a_deleted_event_is_found(store: EventStore) -> None:
     assert "version 2 is missing" in first.what
 
 
+async def insert_copy(store: EventStore, stream_id: str, version: int, new_stream: str | None = None,
+                      new_version: int | None = None, with_hash: bool = False) -> None:
+    """A copy of a stored event under a fresh id, at another stream and version, from a
+    raw connection (inserts are not refused): with the original's hash, or none."""
+    eid = uuid.uuid4()
+    ident = f"'{eid}'" if postgres(store) else f"'{eid.hex}'"
+    stream = "stream_id" if new_stream is None else f"'{new_stream}'"
+    hashed = ", event_hash" if with_hash else ""
+    await raw(store, "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type,"
+                     f" schema_version, payload, occurred_at, recorded_at{hashed})"
+                     f" SELECT {ident}, {stream}, stream_type, {new_version}, event_type, schema_version, payload,"
+                     f" occurred_at, recorded_at{hashed} FROM facta_events"
+                     f" WHERE stream_id = '{stream_id}' AND version = {version}")
+
+
 async def test_an_inserted_event_is_found(store: EventStore) -> None:
     n = await filled(store)
     await drop_triggers(store)
     # A copy of stream c's first event as its version 2, with a fresh id and c's own hash.
-    eid = uuid.uuid4()
-    ident = f"'{eid}'" if postgres(store) else f"'{eid.hex}'"
-    await raw(store, "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type,"
-                     " schema_version, payload, occurred_at, recorded_at, event_hash)"
-                     f" SELECT {ident}, stream_id, stream_type, 2, event_type, schema_version, payload, occurred_at,"
-                     f" recorded_at, event_hash FROM facta_events WHERE stream_id = '{n['c']}' AND version = 1")
+    await insert_copy(store, n["c"], 1, new_version=2, with_hash=True)
     at = await position_of(store, n["c"], 2)
     first = await first_difference(store)
     assert (first.position, first.stream_id, first.version, first.kind) == (at, n["c"], 2, "hash")
@@ -219,12 +229,7 @@ async def test_an_inserted_event_is_found(store: EventStore) -> None:
 async def test_an_inserted_event_without_a_hash_is_found(store: EventStore) -> None:
     n = await filled(store)
     await drop_triggers(store)
-    eid = uuid.uuid4()
-    ident = f"'{eid}'" if postgres(store) else f"'{eid.hex}'"
-    await raw(store, "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type,"
-                     " schema_version, payload, occurred_at, recorded_at)"
-                     f" SELECT {ident}, stream_id, stream_type, 6, event_type, schema_version, payload, occurred_at,"
-                     f" recorded_at FROM facta_events WHERE stream_id = '{n['a']}' AND version = 5")
+    await insert_copy(store, n["a"], 5, new_version=6)
     at = await position_of(store, n["a"], 6)
     first = await first_difference(store)
     assert (first.position, first.stream_id, first.version, first.kind) == (at, n["a"], 6, "missing")
@@ -267,13 +272,8 @@ async def refused(store: EventStore, sql: str) -> str:
 
 async def test_only_setting_a_null_hash_once_is_allowed(store: EventStore) -> None:
     n = await filled(store)
-    eid = uuid.uuid4()
-    ident = f"'{eid}'" if postgres(store) else f"'{eid.hex}'"
     # An event without a hash, as revision 0009 stored them (inserts are not refused).
-    await raw(store, "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type,"
-                     " schema_version, payload, occurred_at, recorded_at)"
-                     f" SELECT {ident}, 'old', stream_type, 1, event_type, schema_version, payload, occurred_at,"
-                     f" recorded_at FROM facta_events WHERE stream_id = '{n['c']}'")
+    await insert_copy(store, n["c"], 1, new_stream="old", new_version=1)
     where = "WHERE stream_id = 'old'"
     h1, h2 = bytes(range(32)), bytes(range(1, 33))
     await refused(store, f"UPDATE facta_events SET event_hash = {blob(store, h1[:31])} {where}")  # not 32 bytes
@@ -356,12 +356,7 @@ async def test_a_store_upgraded_from_0009_verifies_once_sealed(backend_url: str)
 
 async def test_seal_leaves_a_missing_hash_above_the_start_alone(store: EventStore) -> None:
     n = await filled(store)
-    eid = uuid.uuid4()
-    ident = f"'{eid}'" if postgres(store) else f"'{eid.hex}'"
-    await raw(store, "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type,"
-                     " schema_version, payload, occurred_at, recorded_at)"
-                     f" SELECT {ident}, stream_id, stream_type, 2, event_type, schema_version, payload, occurred_at,"
-                     f" recorded_at FROM facta_events WHERE stream_id = '{n['c']}' AND version = 1")
+    await insert_copy(store, n["c"], 1, new_version=2)
     assert await integrity.seal_backfill(store) == integrity.SealReport(events=0, snapshots=0)
     first = await first_difference(store)
     assert (first.stream_id, first.version, first.kind) == (n["c"], 2, "missing")
