@@ -426,15 +426,19 @@ async def verify(store: EventStore, *, progress: Callable[[int], None] | None = 
             # The next page is asked for before this one is checked: the server computes
             # its digests while this process checks the chain.
             pending = asyncio.ensure_future(conn.fetch(_PG_DIGESTS, 0, head, page_size))
-            while True:
-                rows = await pending
-                if not rows:
-                    break
-                pending = asyncio.ensure_future(conn.fetch(_PG_DIGESTS, rows[-1][0], head, page_size))
-                await asyncio.sleep(0)  # let the request go out
-                checker.chain(rows)
-                if progress is not None:
-                    progress(checker.events)
+            try:
+                while True:
+                    rows = await pending
+                    if not rows:
+                        break
+                    pending = asyncio.ensure_future(conn.fetch(_PG_DIGESTS, rows[-1][0], head, page_size))
+                    await asyncio.sleep(0)  # let the request go out
+                    checker.chain(rows)
+                    if progress is not None:
+                        progress(checker.events)
+            finally:
+                if not pending.done():  # a progress callback raised: let the page arrive first
+                    await asyncio.gather(pending, return_exceptions=True)
             key: tuple[str, int] | None = _FIRST_SNAPSHOT
             while key is not None:
                 key = checker.snapshots(await conn.fetch(_PG_SNAPSHOTS, key[0], key[1], page_size))

@@ -360,3 +360,15 @@ async def test_seal_leaves_a_missing_hash_above_the_start_alone(store: EventStor
     assert await integrity.seal_backfill(store) == integrity.SealReport(events=0, snapshots=0)
     first = await first_difference(store)
     assert (first.stream_id, first.version, first.kind) == (n["c"], 2, "missing")
+
+
+async def test_a_progress_callback_that_raises_leaves_the_store_usable(store: EventStore) -> None:
+    await filled(store)
+
+    def stop(done: int) -> None:
+        raise RuntimeError(f"stopped at {done}")
+
+    with pytest.raises(RuntimeError, match="stopped at 4"):
+        await integrity.verify(store, progress=stop, page_size=4)
+    assert (await integrity.verify(store)).intact
+    assert len(await store.read_log(limit=100)) == 13
