@@ -245,7 +245,10 @@ _PG_EVENTS = (
 _SQLITE_EVENTS = (
     "SELECT position, event_id, stream_id, stream_type, version, event_type, schema_version,"
     " CASE WHEN payload_bytes IS NULL THEN payload END, CAST(payload_bytes AS BLOB),"
-    " (CAST(strftime('%s', occurred_at) AS INTEGER) - 946684800) * 1000000 + CAST(substr(occurred_at, 21, 6) AS INTEGER),"
+    # Whole seconds, then the microseconds: strftime('%s') of the full text rounds to
+    # milliseconds first (.9995 and up becomes the next second).
+    " (CAST(strftime('%s', substr(occurred_at, 1, 19)) AS INTEGER) - 946684800) * 1000000"
+    " + CAST(substr(occurred_at, 21, 6) AS INTEGER),"
     " actor, correlation_id, causation_id, event_hash"
     " FROM facta_events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
 )

@@ -119,6 +119,18 @@ async def test_an_untampered_store_verifies(store: EventStore) -> None:
     assert seen == [4, 8, 12, 13]
 
 
+async def test_occurred_at_times_verify_to_the_microsecond(store: EventStore) -> None:
+    # .9995 and up: SQLite's strftime rounds to milliseconds; before 1970 and 2000: negative
+    # offsets from either epoch.
+    times = [datetime(2026, 1, 1, 12, 0, 0, 999_999, tzinfo=UTC), datetime(2026, 1, 1, 12, 0, 0, 999_500, tzinfo=UTC),
+             datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+             datetime(2000, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, 9, 30, tzinfo=UTC) + timedelta(microseconds=1)]
+    events = [PendingEvent(Noted(text=f"at {t}"), occurred_at=t) for t in times]
+    await store.append(sid(), "note", events, expected_version=0)
+    assert await integrity.verify(store) == integrity.VerifyReport(
+        events=len(times), streams=1, snapshots=0, differences=0, first=None)
+
+
 async def position_of(store: EventStore, stream_id: str, version: int) -> int:
     found = await rows(store, "SELECT position FROM facta_events WHERE stream_id = :s AND version = :v",
                        s=stream_id, v=version)
