@@ -202,12 +202,12 @@ def sqlite_time(value: datetime) -> str:
 def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[AppendResult]:
     """Append inside the caller's ``BEGIN IMMEDIATE`` transaction."""
     heads: dict[str, tuple[str, int]] = {}
-    head_hashes: dict[str, bytes | None] = {}
+    head_hashes: dict[str, tuple[int, bytes | None]] = {}
     for stream in plan.streams:
         head = connection.execute(_SQLITE_HEAD, (stream.stream_id,)).fetchone()
         if head is not None:
             heads[stream.stream_id] = (head[1], head[0])
-            head_hashes[stream.stream_id] = head[2]
+            head_hashes[stream.stream_id] = (head[0], head[2])
     starts = [heads.get(s.stream_id, ("", 0))[1] for s in plan.streams]
     if any(
         (s.expected_version is not None and s.expected_version != start)

@@ -196,7 +196,9 @@ async def append_bytes_postgres(
 # -- appends: SQLite -------------------------------------------------------------------------
 
 # The stream's newest row: its type, and the hash its next event chains from.
-_SQLITE_TYPE_OF = "SELECT stream_type, event_hash FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+_SQLITE_TYPE_OF = (
+    "SELECT stream_type, version, event_hash FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+)
 _SQLITE_INSERT_BYTES = (
     "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
     " payload, occurred_at, recorded_at, payload_bytes, event_hash) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
@@ -221,7 +223,8 @@ def append_bytes_sqlite(
         head = connection.execute(_SQLITE_TYPE_OF, (stream_id,)).fetchone()
         if head is not None and head[0] != stream_type:
             raise StreamTypeMismatch(stream_id, stream_type, head[0])
-        bases[stream_id] = chain.start(stream_id, stream_type, None, None, None, None if head is None else head[1])
+        bases[stream_id] = chain.start(stream_id, stream_type, None, None, None,
+                                       None if head is None else (head[1], head[2]))
     now = datetime.now(UTC)
     recorded = sqlite_time(now)
     if tracking is not None:

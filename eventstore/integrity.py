@@ -5,12 +5,15 @@ Every event stored since revision 0010 carries ``event_hash`` (32 bytes)::
     content_digest = SHA-256(content_bytes(event))
     event_hash     = SHA-256(CHAIN_TAG || prev || content_digest)
 
-where ``prev`` is the ``event_hash`` of the event appended to the same stream just before
-it (the stream's head when it was appended: its highest version), or :data:`ZERO` (32
-zero bytes) for a stream's first event, and for the first event appended after revision
-0010 to a stream whose earlier events were stored before it and not sealed yet (their
-hash was NULL then; see :func:`seal_backfill`). Within a stream, positions follow
-versions, so the chain runs in version and in position order alike.
+where ``prev`` is the ``event_hash`` of the stream's head when the event was appended:
+its event with the highest version stored (or appended earlier in the same call), or
+:data:`ZERO` (32 zero bytes) for a stream's first event, and for the first event
+appended after revision 0010 to a stream whose earlier events were stored before it and
+not sealed yet (their hash was NULL then; see :func:`seal_backfill`). A stream's appends
+are serialised, so in position order each event chains from the highest version seen
+before it in its stream: for facta's own events (versions follow positions) that is the
+previous event; a byte event written below its stream's head (``append_bytes`` allows
+any free version) chains from the head and leaves it the head.
 
 :func:`content_bytes` is the one definition of the canonical bytes, field by field::
 
@@ -164,21 +167,20 @@ class Chainer:
     SQLite appenders' hot path: the fields an append shares are encoded once per stream,
     the event type once per type)."""
 
-    __slots__ = ("_types", "_prefixes", "heads")
+    __slots__ = ("_types", "heads")
 
     def __init__(self) -> None:
         self._types: dict[str, bytes] = {}
-        self._prefixes: dict[tuple[str, str], hashlib._Hash] = {}
-        #: stream id -> the hash the stream's next event chains from (None: ZERO).
-        self.heads: dict[str, bytes | None] = {}
+        #: stream id -> (version, hash) of the stream's head: the event with its highest
+        #: version, whose hash the next event chains from (None: ZERO).
+        self.heads: dict[str, tuple[int, bytes | None]] = {}
 
     def start(self, stream_id: str, stream_type: str, actor: str | None, correlation_id: str | None,
-              causation_id: str | None, head: bytes | None) -> hashlib._Hash:
-        """Begin a stream's part of the append: its shared prefix, hashed once."""
-        self.heads[stream_id] = head
-        base = hashlib.sha256(_prefix(stream_id, stream_type, actor, correlation_id, causation_id))
-        self._prefixes[(stream_id, stream_type)] = base
-        return base
+              causation_id: str | None, head: tuple[int, bytes | None] | None) -> hashlib._Hash:
+        """Begin a stream's part of the append (``head``: its stored head's version and
+        hash, None for a new stream): its shared prefix, hashed once."""
+        self.heads[stream_id] = (-(2**31) - 1, None) if head is None else head
+        return hashlib.sha256(_prefix(stream_id, stream_type, actor, correlation_id, causation_id))
 
     def next(self, base: hashlib._Hash, stream_id: str, event_id: bytes, version: int, event_type: str,
              schema_version: int, occurred_us: int, payload: str | None, payload_bytes: bytes | None) -> bytes:
@@ -189,9 +191,10 @@ class Chainer:
         h = base.copy()
         h.update(_MIDDLE.pack(event_id, version) + et + _TAIL.pack(schema_version, occurred_us)
                  + _body(payload, payload_bytes))
-        prev = self.heads[stream_id]
+        head_version, prev = self.heads[stream_id]
         chained = hashlib.sha256(CHAIN_TAG + (ZERO if prev is None else prev) + h.digest()).digest()
-        self.heads[stream_id] = chained
+        if version > head_version:  # byte events may come below the head: it stays
+            self.heads[stream_id] = (version, chained)
         return chained
 
 
@@ -211,8 +214,8 @@ class Difference:
 
 
 #: The kinds of :class:`Difference`: an event whose hash does not match its content and
-#: its predecessor's hash (``hash``), a version at or below one seen before in its stream
-#: (``order``), versions missing before it (``gap``), a NULL hash above the backfill start
+#: its stream head's hash (``hash``), the same for a version at or below one seen before in
+#: its stream (``order``) or with versions missing before it (``gap``), a NULL hash above the backfill start
 #: (``missing``), one at or below it not sealed yet (``unsealed``), a snapshot (``snapshot``).
 KINDS = ("hash", "order", "gap", "missing", "unsealed", "snapshot")
 
@@ -352,6 +355,7 @@ class _Checker:
         start = self.start
         chain_tag = CHAIN_TAG
         for position, sid, version, digest, stored in rows:
+            # before: the stream's head so far (highest version): what this one chains from.
             before = last.get(sid)
             if stored is None:
                 if position <= start:
@@ -359,27 +363,25 @@ class _Checker:
                                "no event_hash yet (stored before revision 0010): run `facta audit seal`")
                 else:
                     self._note(position, sid, version, "missing", "event_hash is NULL")
-                last[sid] = (version, position, None)
+                if before is None or version > before[0]:
+                    last[sid] = (version, position, None)
                 continue
-            if before is None:
-                expected = sha(chain_tag + ZERO + digest).digest()
-            elif version <= before[0]:
-                self._note(position, sid, version, "order",
-                           f"version {version} comes after version {before[0]} (position {before[1]})")
-                last[sid] = (version, position, stored)
-                continue
-            else:
-                expected = sha(chain_tag + (before[2] or ZERO) + digest).digest()
-            if expected != stored and not (
+            prev = ZERO if before is None else (before[2] or ZERO)
+            if sha(chain_tag + prev + digest).digest() != stored and not (
                 before is not None and before[1] <= start < position
                 and sha(chain_tag + ZERO + digest).digest() == stored
             ):
                 self._mismatch(position, sid, version, before)
-            last[sid] = (version, position, stored)
+            if before is None or version > before[0]:
+                last[sid] = (version, position, stored)
         self.events += len(rows)
 
     def _mismatch(self, position: int, sid: str, version: int, before: tuple[int, int, bytes | None] | None) -> None:
-        if before is not None and version > before[0] + 1:
+        if before is not None and version <= before[0]:
+            self._note(position, sid, version, "order",
+                       f"event_hash does not match, and version {version} comes after version {before[0]}"
+                       f" (position {before[1]}): moved, or its content changed")
+        elif before is not None and version > before[0] + 1:
             low, high = before[0] + 1, version - 1
             missing = f"version {low} is" if low == high else f"versions {low} to {high} are"
             self._note(position, sid, version, "gap",
@@ -500,7 +502,7 @@ class _Backfill:
     from its stream's previous event (ZERO for a stream's first)."""
 
     def __init__(self) -> None:
-        self.last: dict[str, bytes] = {}
+        self.last: dict[str, tuple[int, bytes]] = {}  # stream -> its head so far: version, hash
 
     def page(self, rows: Sequence[Sequence[Any]], hex_ids: bool) -> list[tuple[int, bytes]]:
         todo = []
@@ -512,9 +514,12 @@ class _Backfill:
                     payload=payload, payload_bytes=None if data is None else bytes(data), occurred_at=us,
                     actor=actor, correlation_id=corr, causation_id=caus,
                 )).digest()
-                stored = event_hash(self.last.get(sid), digest)
+                head = self.last.get(sid)
+                stored = event_hash(None if head is None else head[1], digest)
                 todo.append((position, stored))
-            self.last[sid] = bytes(stored)
+            head = self.last.get(sid)
+            if head is None or version > head[0]:
+                self.last[sid] = (version, bytes(stored))
         return todo
 
 

@@ -36,6 +36,9 @@ here is tested to give the same digests, ``tests/eventstore/test_integrity.py``)
                    | "j" || I32(len) || payload text as the database returns it)
     event_hash = SHA-256("facta.chain.1\\0" || prev || SHA-256(content))
 
+prev: the event_hash of the stream's head (its highest version, stored or given earlier in
+the call; 32 zero bytes for none). A byte event below the head leaves the head as it is.
+
 T(s) = I32(UTF-8 length) || UTF-8 bytes, N(s) = T(s) or I32(-1) for NULL, I32/I64 big
 endian two's complement (``int4send`` / ``int8send``).
 """
@@ -328,6 +331,7 @@ DECLARE
     stream_key int;
     heads text[];
     head_hashes bytea[];
+    head_versions int[];
     js jsonb[];
     digests bytea[];
     hashes bytea[];
@@ -346,13 +350,13 @@ BEGIN
     IF n > 0 THEN
         -- Every row of a stream has its type: compare with each stream's newest row,
         -- whose hash the stream's next event chains from.
-        SELECT array_agg(s.stream_id), array_agg(h.event_hash),
+        SELECT array_agg(s.stream_id), array_agg(h.event_hash), array_agg(h.version),
                (array_agg(s.stream_id) FILTER (WHERE h.stream_type <> p_stream_type))[1],
                (array_agg(h.stream_type) FILTER (WHERE h.stream_type <> p_stream_type))[1]
-        INTO heads, head_hashes, mismatch_stream, mismatch_type
+        INTO heads, head_hashes, head_versions, mismatch_stream, mismatch_type
         FROM (SELECT DISTINCT x AS stream_id FROM unnest(stream_ids) AS x) s
         LEFT JOIN LATERAL (
-            SELECT e.stream_type, e.event_hash FROM facta_events e
+            SELECT e.stream_type, e.event_hash, e.version FROM facta_events e
             WHERE e.stream_id = s.stream_id ORDER BY e.version DESC LIMIT 1
         ) h ON true;
         IF mismatch_stream IS NOT NULL THEN
@@ -383,10 +387,15 @@ BEGIN
                 OFFSET 0) y
           OFFSET 0) x;
     hashes := array_fill(NULL::bytea, ARRAY[n]);
+    -- Each event chains from its stream's head: the highest version stored or given
+    -- before it (a version below the head leaves the head where it is).
     FOR i IN 1 .. n LOOP
         k := array_position(heads, stream_ids[i]);
         h := {_CHAIN_STEP % ("head_hashes[k]", "digests[i]")};
-        head_hashes[k] := h;
+        IF head_versions[k] IS NULL OR versions[i] > head_versions[k] THEN
+            head_versions[k] := versions[i];
+            head_hashes[k] := h;
+        END IF;
         hashes[i] := h;
     END LOOP;
     -- One contiguous range of positions for the whole append (revision 0008).

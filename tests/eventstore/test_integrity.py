@@ -6,6 +6,7 @@ is detected and located; a store upgraded from revision 0009 verifies after
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,6 +78,8 @@ async def filled(store: EventStore) -> dict[str, Any]:
     await store.append_bytes("acct", [ByteEvent(e, 0, "Opened", b'{"z": 1, "a": -2}'),
                                       ByteEvent(e, 1, "Raw", b"\x00\xff not json")])
     await store.append_bytes("acct", [ByteEvent(e, 2, "Closed", b'{"ok": true}')])
+    # Versions the stream skipped, in one call and below the newest: each chains from the head.
+    await store.append_bytes("acct", [ByteEvent(e, 6, "Late", b"6"), ByteEvent(e, 4, "Later", b"4")])
     await store.append_byte_snapshots("acct", [ByteEvent(e, 2, "acct.state", b"\x01state")])
     return {"a": a, "b": b, "c": c, "e": e}
 
@@ -87,8 +90,8 @@ async def test_hashes_at_append_are_the_modules_definition(store: EventStore) ->
     found = await rows(store, f"SELECT event_id, stream_id, stream_type, version, event_type, schema_version, {payload},"
                               " payload_bytes, occurred_at, actor, correlation_id, causation_id, event_hash"
                               " FROM facta_events ORDER BY position")
-    assert len(found) == 13
-    last: dict[str, bytes] = {}
+    assert len(found) == 15
+    last: dict[str, tuple[int, bytes]] = {}  # each stream's head: highest version so far
     for r in found:
         occurred = r[8] if isinstance(r[8], datetime) else datetime.fromisoformat(r[8]).replace(tzinfo=UTC)
         digest = integrity.content_digest(
@@ -96,9 +99,11 @@ async def test_hashes_at_append_are_the_modules_definition(store: EventStore) ->
             version=r[3], event_type=r[4], schema_version=r[5], payload=None if r[7] is not None else r[6],
             payload_bytes=None if r[7] is None else bytes(r[7]), occurred_at=occurred,
             actor=r[9], correlation_id=r[10], causation_id=r[11])
-        expected = integrity.event_hash(last.get(r[1]), digest)
+        head = last.get(r[1])
+        expected = integrity.event_hash(None if head is None else head[1], digest)
         assert bytes(r[12]) == expected, r
-        last[r[1]] = expected
+        if head is None or r[3] > head[0]:
+            last[r[1]] = (r[3], expected)
     snaps = await rows(store, "SELECT stream_id, version, stream_type, state_schema,"
                               f" {'state::text' if postgres(store) else 'state'}, state_bytes, state_hash"
                               " FROM facta_snapshots ORDER BY stream_id")
@@ -114,9 +119,9 @@ async def test_an_untampered_store_verifies(store: EventStore) -> None:
     await filled(store)
     seen: list[int] = []
     report = await integrity.verify(store, progress=seen.append, page_size=4)
-    assert report == integrity.VerifyReport(events=13, streams=4, snapshots=2, differences=0, first=None)
+    assert report == integrity.VerifyReport(events=15, streams=4, snapshots=2, differences=0, first=None)
     assert report.intact
-    assert seen == [4, 8, 12, 13]
+    assert seen == [4, 8, 12, 15]
 
 
 async def test_occurred_at_times_verify_to_the_microsecond(store: EventStore) -> None:
@@ -383,4 +388,34 @@ async def test_a_progress_callback_that_raises_leaves_the_store_usable(store: Ev
     with pytest.raises(RuntimeError, match="stopped at 4"):
         await integrity.verify(store, progress=stop, page_size=4)
     assert (await integrity.verify(store)).intact
-    assert len(await store.read_log(limit=100)) == 13
+    assert len(await store.read_log(limit=100)) == 15
+
+
+async def test_concurrent_writers_to_shared_streams_keep_every_chain_intact(migrated_url: str) -> None:
+    """Six stores append at once to two shared streams (any version, single events and
+    batches of 20, two streams in one call) and one byte stream (each writer its own
+    versions), then the log verifies: each stream's appends chain from the head they
+    were queued behind."""
+    from facta.errors import RecordConflict
+
+    stores = [await EventStore.open(migrated_url) for _ in range(6)]
+    try:
+        async def writer(k: int) -> None:
+            store = stores[k]
+            for j in range(6):
+                size = 20 if (k + j) % 3 == 0 else 1
+                await store.append_many([StreamAppend("shared-a", "note", noted(size, f"w{k}-{j}"), None),
+                                         StreamAppend("shared-b", "note", noted(1, f"w{k}-{j}"), None)])
+                await store.append("shared-a", "note", noted(1, f"x{k}-{j}"), expected_version=None)
+                await store.append_bytes("bank", [ByteEvent("shared-bytes", 100 * k + j, "T", f"{k}/{j}".encode())])
+
+        await asyncio.gather(*(writer(k) for k in range(6)))
+        report = await integrity.verify(stores[0])
+        assert report.intact, report.first
+        assert report.streams == 3 and report.events == len(await stores[0].read_log(limit=10_000))
+        versions = [e.version for e in await stores[0].read_byte_stream("shared-bytes")]
+        in_log_order = [e.version for e in await stores[0].read_byte_log("bank", after=0, limit=100)]
+        assert sorted(versions) == versions and in_log_order != versions  # some came below the head
+    finally:
+        for s in stores:
+            await s.close()
