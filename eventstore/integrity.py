@@ -214,9 +214,10 @@ class Difference:
 
 
 #: The kinds of :class:`Difference`: an event whose hash does not match its content and
-#: its stream head's hash (``hash``), the same for a version at or below one seen before in
-#: its stream (``order``) or with versions missing before it (``gap``), a NULL hash above the backfill start
-#: (``missing``), one at or below it not sealed yet (``unsealed``), a snapshot (``snapshot``).
+#: its stream head's hash (``hash``), the same for a version at or below the head's
+#: (``order``) or with versions missing before it (``gap``), a NULL hash above the
+#: backfill start (``missing``), one at or below it not sealed yet (``unsealed``), a
+#: snapshot whose hash does not match or is missing (``snapshot``).
 KINDS = ("hash", "order", "gap", "missing", "unsealed", "snapshot")
 
 
@@ -255,6 +256,7 @@ _SQLITE_EVENTS = (
     " actor, correlation_id, causation_id, event_hash"
     " FROM facta_events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
 )
+
 
 def _pg_t(column: str) -> str:
     return f"int4send(octet_length(convert_to({column}, 'UTF8'))) || convert_to({column}, 'UTF8')"
