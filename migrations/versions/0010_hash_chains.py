@@ -447,26 +447,14 @@ def downgrade() -> None:
         byte = importlib.import_module("facta.migrations.versions.0009_byte_events")
         op.execute(pos._FACTA_APPEND)
         op.execute(byte._FACTA_APPEND_BYTES)
-        op.execute(
-            """
-            CREATE OR REPLACE FUNCTION facta_events_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                RAISE EXCEPTION 'facta_events is append-only: % is not allowed', TG_OP
-                    USING ERRCODE = 'restrict_violation';
-            END
-            $$
-            """
-        )
-        op.execute(
-            """
-            CREATE OR REPLACE FUNCTION facta_snapshots_reject_update() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                RAISE EXCEPTION 'facta_snapshots keeps a snapshot as first written: % is not allowed', TG_OP
-                    USING ERRCODE = 'restrict_violation';
-            END
-            $$
-            """
-        )
+        # The trigger functions of revisions 0001 and 0004: every UPDATE refused.
+        for function, message in (("facta_events_reject_change", "facta_events is append-only"),
+                                  ("facta_snapshots_reject_update", "facta_snapshots keeps a snapshot as first written")):
+            op.execute(
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
+                f" BEGIN RAISE EXCEPTION '{message}: % is not allowed', TG_OP USING ERRCODE = 'restrict_violation';"
+                " END $$"
+            )
         op.execute("DROP FUNCTION facta_event_digest(text, text, text, text, text, uuid, int, text, int, timestamptz,"
                    " text, bytea)")
         op.execute("DROP FUNCTION facta_event_digest_from(bytea, uuid, int, text, int, timestamptz, text, bytea)")
