@@ -83,6 +83,15 @@ def test_audit_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_audit_chain_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
+    if not postgres_available:
+        pytest.skip("the audit benchmark needs PostgreSQL")
+    out = quick_run("audit.py", tmp_path, "--chains", "--verify", "2000", "--verify-sqlite")
+    assert "hashed / plain" in out and "1,000 events/append" in out
+    assert "raw time / verify time" in out and out.count("2,000") >= 2
+
+
+@pytest.mark.slow
 def test_versus_benchmark_quick_run_prints_every_row(postgres_available: bool, tmp_path: Path) -> None:
     needs_postgres_and_eventsourcing(postgres_available, "versus.py")
     out = quick_run("versus.py", tmp_path)

@@ -186,8 +186,14 @@ async def test_each_downgrade_puts_back_the_function_before_it(pg_store: EventSt
             body = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = $1", function)
             return None if body is None else str(body)
 
-    newest = revision("0008_contiguous_positions")
-    assert await stored_body() == _body(newest._FACTA_APPEND)
+    chains, positions = revision("0010_hash_chains"), revision("0008_contiguous_positions")
+    assert await stored_body() == _body(chains._FACTA_APPEND)
+    assert await stored_body("facta_append_bytes") == _body(chains._FACTA_APPEND_BYTES)
+    await migrations.downgrade(pg_store.database, "0009")
+    assert await stored_body() == _body(positions._FACTA_APPEND)
+    assert await stored_body("facta_append_bytes") == _body(revision("0009_byte_events")._FACTA_APPEND_BYTES)
+    assert await stored_body("facta_event_digest") is None
+    newest = positions
     assert await stored_body("facta_take_positions") == _body(newest._TAKE_POSITIONS)
     revisions = migrations.revisions()
     await migrations.downgrade(pg_store.database, "0007")
@@ -196,6 +202,6 @@ async def test_each_downgrade_puts_back_the_function_before_it(pg_store: EventSt
     await migrations.downgrade(pg_store.database, revisions[revisions.index("0007") - 1])
     assert await stored_body() == _body(revision("0004_append_integrity")._FACTA_APPEND)
     await migrations.upgrade(pg_store.database)
-    assert await stored_body() == _body(newest._FACTA_APPEND)
+    assert await stored_body() == _body(chains._FACTA_APPEND)
     assert await stored_body("facta_take_positions") == _body(newest._TAKE_POSITIONS)
     assert (await pg_store.append("after", "ticker", ticks(2), expected_version=0)).last_version == 2
