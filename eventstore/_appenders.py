@@ -31,6 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from facta.domain import PendingEvent
 
 from .database import Database
+from .integrity import Chainer, micros, state_hash
 from .records import AppendResult, Snapshot, StreamAppend
 from .schema import UTCDateTime, snapshots
 
@@ -181,15 +182,16 @@ async def append_postgres(connection: Any, plan: AppendPlan) -> list[AppendResul
 # unique index. (max(version) and min(stream_type) together read every row of the
 # stream: SQLite's min/max shortcut takes a single aggregate only.) Every row of a stream
 # has its type: an append of another type is refused.
-_SQLITE_HEAD = "SELECT version, stream_type FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+# It also gives the hash the stream's next event chains from (facta.eventstore.integrity).
+_SQLITE_HEAD = "SELECT version, stream_type, event_hash FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 _SQLITE_INSERT = (
     "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
-    " payload, occurred_at, recorded_at, actor, correlation_id, causation_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " payload, occurred_at, recorded_at, actor, correlation_id, causation_id, event_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQLITE_SNAPSHOT = (
-    "INSERT OR IGNORE INTO facta_snapshots (stream_id, version, stream_type, state, state_schema, recorded_at)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO facta_snapshots (stream_id, version, stream_type, state, state_schema, recorded_at,"
+    " state_hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -200,10 +202,12 @@ def sqlite_time(value: datetime) -> str:
 def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[AppendResult]:
     """Append inside the caller's ``BEGIN IMMEDIATE`` transaction."""
     heads: dict[str, tuple[str, int]] = {}
+    head_hashes: dict[str, bytes | None] = {}
     for stream in plan.streams:
         head = connection.execute(_SQLITE_HEAD, (stream.stream_id,)).fetchone()
         if head is not None:
             heads[stream.stream_id] = (head[1], head[0])
+            head_hashes[stream.stream_id] = head[2]
     starts = [heads.get(s.stream_id, ("", 0))[1] for s in plan.streams]
     if any(
         (s.expected_version is not None and s.expected_version != start)
@@ -213,23 +217,29 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
         raise Rejected(heads)
     now = datetime.now(UTC)
     recorded = now.replace(tzinfo=None).isoformat(" ", "microseconds")  # sqlite_time(now): now is UTC already
-    times: dict[datetime, str] = {}  # events of one call often share their occurred-at
+    times: dict[datetime, tuple[str, int]] = {}  # events of one call often share their occurred-at
 
-    def occurred(value: datetime) -> str:
-        text = times.get(value)
-        if text is None:
-            text = times[value] = sqlite_time(value)
-        return text
+    def occurred(value: datetime) -> tuple[str, int]:
+        found = times.get(value)
+        if found is None:
+            found = times[value] = (sqlite_time(value), micros(value))
+        return found
 
-    rows = [
-        (
-            p.event_id.hex, stream.stream_id, stream.stream_type, start + n, p.event.event_type,
-            p.event.schema_version, payload, occurred(p.occurred_at), recorded,
-            plan.actor, plan.correlation_id, plan.causation_id,
-        )
-        for stream, pending, encoded, start in zip(plan.streams, plan.pending, plan.payloads, starts, strict=True)
-        for n, (p, payload) in enumerate(zip(pending, encoded, strict=True), start=1)
-    ]
+    chain = Chainer()
+    actor, correlation_id, causation_id = plan.actor, plan.correlation_id, plan.causation_id
+    rows = []
+    for stream, pending, encoded, start in zip(plan.streams, plan.pending, plan.payloads, starts, strict=True):
+        sid = stream.stream_id
+        base = chain.start(sid, stream.stream_type, actor, correlation_id, causation_id, head_hashes.get(sid))
+        for n, (p, payload) in enumerate(zip(pending, encoded, strict=True), start=start + 1):
+            event = p.event
+            at, us = occurred(p.occurred_at)
+            event_id = p.event_id
+            rows.append((
+                event_id.hex, sid, stream.stream_type, n, event.event_type, event.schema_version, payload, at,
+                recorded, actor, correlation_id, causation_id,
+                chain.next(base, sid, event_id.bytes, n, event.event_type, event.schema_version, us, payload, None),
+            ))
     try:
         last: int | None
         if len(rows) == 1:
@@ -240,7 +250,8 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
         if plan.snapshots:
             connection.executemany(
                 _SQLITE_SNAPSHOT,
-                [(s.stream_id, s.version, s.stream_type, s.state, s.state_schema, recorded) for s in plan.snapshots],
+                [(s.stream_id, s.version, s.stream_type, s.state, s.state_schema, recorded, _state_hash(s))
+                 for s in plan.snapshots],
             )
     except sqlite3.IntegrityError:
         raise LostRace() from None
@@ -295,10 +306,17 @@ def _pg_insert_snapshots() -> Any:
     return _PG_INSERT_SNAPSHOTS[0]
 
 
-def _snapshot_rows(snaps: Sequence[Snapshot]) -> list[dict[str, Any]]:
+def _state_hash(s: Snapshot) -> bytes:
+    return state_hash(stream_id=s.stream_id, version=s.version, stream_type=s.stream_type,
+                      state_schema=s.state_schema, state=s.state)
+
+
+def _snapshot_rows(snaps: Sequence[Snapshot], hashed: bool = False) -> list[dict[str, Any]]:
+    """The rows of ``snaps``; ``hashed`` adds ``state_hash`` (SQLite: PostgreSQL's
+    trigger of revision 0010 computes it from the stored jsonb)."""
     return [
         {"stream_id": s.stream_id, "version": s.version, "stream_type": s.stream_type,
-         "state": s.state, "state_schema": s.state_schema}
+         "state": s.state, "state_schema": s.state_schema, **({"state_hash": _state_hash(s)} if hashed else {})}
         for s in snaps
     ]
 
@@ -354,4 +372,4 @@ class SQLiteAppender:
 
     @staticmethod
     def insert_snapshots(conn: Connection, snaps: Sequence[Snapshot]) -> None:
-        conn.execute(sqlite_insert(snapshots).on_conflict_do_nothing(), _snapshot_rows(snaps))
+        conn.execute(sqlite_insert(snapshots).on_conflict_do_nothing(), _snapshot_rows(snaps, hashed=True))

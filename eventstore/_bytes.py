@@ -46,6 +46,7 @@ from sqlalchemy import Connection, bindparam, text
 from facta.errors import InvalidValue, RecordConflict, StreamTypeMismatch
 
 from ._appenders import sqlite_time
+from .integrity import Chainer, micros, state_hash
 from .records import ByteEvent
 from .schema import UTCDateTime
 from .validation import MAX_DEPTH, MAX_INT_DIGITS, _SUSPECT, _check_json_text, check_position, check_text, check_version
@@ -194,10 +195,11 @@ async def append_bytes_postgres(
 
 # -- appends: SQLite -------------------------------------------------------------------------
 
-_SQLITE_TYPE_OF = "SELECT stream_type FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+# The stream's newest row: its type, and the hash its next event chains from.
+_SQLITE_TYPE_OF = "SELECT stream_type, event_hash FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 _SQLITE_INSERT_BYTES = (
     "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
-    " payload, occurred_at, recorded_at, payload_bytes) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"
+    " payload, occurred_at, recorded_at, payload_bytes, event_hash) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
 )
 _SQLITE_TRACK = (
     "INSERT INTO facta_tracking (name, position, updated_at) VALUES (?, ?, ?)"
@@ -213,10 +215,13 @@ def append_bytes_sqlite(
 ) -> tuple[list[int], datetime]:
     """The byte append inside the caller's ``BEGIN IMMEDIATE`` (the writer thread's own
     connection): the same steps as ``facta_append_bytes()``; raising rolls it all back."""
+    chain = Chainer()
+    bases = {}
     for stream_id in dict.fromkeys(e.stream_id for e in events):
         head = connection.execute(_SQLITE_TYPE_OF, (stream_id,)).fetchone()
         if head is not None and head[0] != stream_type:
             raise StreamTypeMismatch(stream_id, stream_type, head[0])
+        bases[stream_id] = chain.start(stream_id, stream_type, None, None, None, None if head is None else head[1])
     now = datetime.now(UTC)
     recorded = sqlite_time(now)
     if tracking is not None:
@@ -225,11 +230,15 @@ def append_bytes_sqlite(
             raise _tracking_behind(name, position, connection.execute(_SQLITE_TRACKED, (name,)).fetchone()[0])
     if not events:
         return [], now
-    rows = [
-        (uuid.uuid4().hex, e.stream_id, stream_type, e.version, e.event_type, payload_text(e.payload),
-         recorded, recorded, e.payload)
-        for e in events
-    ]
+    us = micros(now)
+    rows = []
+    for e in events:
+        event_id = uuid.uuid4()
+        text = payload_text(e.payload)
+        rows.append((
+            event_id.hex, e.stream_id, stream_type, e.version, e.event_type, text, recorded, recorded, e.payload,
+            chain.next(bases[e.stream_id], e.stream_id, event_id.bytes, e.version, e.event_type, 1, us, text, e.payload),
+        ))
     try:
         if len(rows) == 1:
             last = connection.execute(_SQLITE_INSERT_BYTES, rows[0]).lastrowid
@@ -287,8 +296,8 @@ async def insert_byte_snapshots_postgres(connection: Any, stream_type: str, snap
 
 _SQLITE_SNAPSHOT_EXISTS = "SELECT 1 FROM facta_snapshots WHERE stream_id = ? AND version = ?"
 _SQLITE_INSERT_SNAPSHOT = (
-    "INSERT INTO facta_snapshots (stream_id, version, stream_type, state, state_schema, recorded_at, state_bytes)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO facta_snapshots (stream_id, version, stream_type, state, state_schema, recorded_at, state_bytes,"
+    " state_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -302,7 +311,9 @@ def insert_byte_snapshots_sqlite(connection: sqlite3.Connection, stream_type: st
     recorded = sqlite_time(datetime.now(UTC))
     connection.executemany(
         _SQLITE_INSERT_SNAPSHOT,
-        [(s.stream_id, s.version, stream_type, payload_text(s.payload), s.event_type, recorded, s.payload)
+        [(s.stream_id, s.version, stream_type, payload_text(s.payload), s.event_type, recorded, s.payload,
+          state_hash(stream_id=s.stream_id, version=s.version, stream_type=stream_type, state_schema=s.event_type,
+                     state=None, state_bytes=s.payload))
          for s in snaps],
     )
 

@@ -30,7 +30,7 @@ __all__ = ["LOG_COLUMNS", "decode_records", "records_from_rows", "stored_time"]
 # payload_bytes (revision 0009, byte events only) is not one of them: a log read takes the
 # payload column (JSON text, or the placeholder of bytes that are not JSON, see
 # facta.eventstore._bytes); only the byte reads select the exact bytes.
-LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c if c.name != "payload_bytes")
+LOG_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.c if c.name not in ("payload_bytes", "event_hash"))
 
 
 def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = default_registry) -> list[RecordedEvent]:

@@ -42,6 +42,7 @@ __all__ = [
     "JSONText",
     "UTCDateTime",
     "events",
+    "hash_start",
     "log_blocks",
     "metadata",
     "projection_checkpoints",
@@ -123,6 +124,10 @@ events = Table(
     # (EventStore.append_bytes); NULL for facta's own events. Not one of the log's columns
     # (facta.eventstore._rows.LOG_COLUMNS): only the byte reads select it.
     Column("payload_bytes", LargeBinary()),
+    # Revision 0010: SHA-256 of the event's canonical bytes chained to the stream's
+    # previous event (facta.eventstore.integrity); NULL for events stored before 0010
+    # until `facta audit seal` fills it in. Not one of the log's columns either.
+    Column("event_hash", LargeBinary()),
 )
 
 snapshots = Table(
@@ -135,6 +140,15 @@ snapshots = Table(
     Column("state_schema", String(200), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("state_bytes", LargeBinary()),  # revision 0009: a byte snapshot's exact bytes
+    Column("state_hash", LargeBinary()),  # revision 0010: facta.eventstore.integrity.state_hash
+)
+
+#: Revision 0010: one row, the highest position stored before hash chains (0: none);
+#: only events at or below it may be backfilled by ``facta audit seal``.
+hash_start = Table(
+    "facta_hash_start",
+    metadata,
+    Column("position", POSITION_TYPE, primary_key=True, autoincrement=False),
 )
 
 relay_checkpoints = Table(
