@@ -313,13 +313,14 @@ async def verify_tree(store: EventStore, public_key: Ed25519PublicKey, *, agains
                       progress: Callable[[int], None] | None = None) -> TreeReport:
     """Recompute the tree from the stored event hashes and compare, in position order:
 
-    1. every stored head's signature with ``public_key`` (AuditError for another key's);
+    1. the saved digest's signature, then every stored head's, with ``public_key``
+       (AuditError for another key's);
     2. each sealed leaf against the event at its place: the same position (else an
        event was deleted or inserted) and SHA-256(0x00 || event_hash) (else the event's
        hash, or the leaf, was changed); and every stored node against the tree recomputed
        from them (the nodes later proofs are built from);
     3. the recomputed root at every stored head's size against that head's root;
-    4. with ``against`` (a digest saved earlier, its signature checked too): its size is
+    4. with ``against`` (a digest saved earlier): its size is
        at most the newest head's, the recomputed root at its size is its root, and the
        consistency proof built from the stored nodes shows the newest head's tree
        extends it (RFC 9162 section 2.1.4.2).
@@ -330,11 +331,11 @@ async def verify_tree(store: EventStore, public_key: Ed25519PublicKey, *, agains
     heads = await store.database.read(_all_heads)
     if not heads:
         raise AuditError("no signed tree head yet: run facta audit seal")
-    for h in heads:
-        merkle.verify_head(h, public_key, source=f"stored tree head {h.tree_size}")
     if against is not None:
         merkle.verify_head(against, public_key, source="the saved digest")
         report.against = against
+    for h in heads:
+        merkle.verify_head(h, public_key, source=f"stored tree head {h.tree_size}")
     newest = heads[-1]
     report.head, report.heads = newest, len(heads)
     by_size = {h.tree_size: h for h in heads}
@@ -362,8 +363,8 @@ async def verify_tree(store: EventStore, public_key: Ed25519PublicKey, *, agains
             if event_hash is None or merkle.leaf_hash(event_hash) != stored_leaf:
                 return _bad(report, f"position {position}: the event's hash does not match leaf {index} sealed for it"
                                     " (the event, its hash or the leaf was changed)", position)
-            for (level, node_index), h in tree.push(stored_leaf)[1:]:
-                if stored_nodes.get((level, node_index)) != h:
+            for (level, node_index), node in tree.push(stored_leaf)[1:]:
+                if stored_nodes.get((level, node_index)) != node:
                     first = node_index << level
                     return _bad(report, f"position {position}: the stored node ({level}, {node_index}) over leaves"
                                         f" {first} to {first + (1 << level) - 1} differs from the tree recomputed from"

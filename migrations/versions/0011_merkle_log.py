@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"  # TEMPORARY until the chain branch (0010) is merged
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from facta.errors import AuditError, InvalidValue
-from facta.eventstore import merkle, sealer
+from facta.eventstore import integrity, merkle, sealer
 from facta.eventstore.merkle import TreeHead
 
 from .app import async_command, fail, stop_on_signals, usage_error
@@ -115,7 +115,8 @@ def _seal_line(report: sealer.SealReport) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per run.")
 @async_command
 async def audit_seal(once: bool, interval: float, key_file: str | None, database_url: str, as_json: bool) -> None:
-    """Fold the settled events into the Merkle log, in position order, and sign a tree
+    """Give events and snapshots stored before revision 0010 their hashes (once), then
+    fold the settled events into the Merkle log, in position order, and sign a tree
     head with the signing key. Each run continues where the last one stopped; a head is
     signed when the tree grew. Without --once it runs every --interval seconds until
     Ctrl-C or SIGTERM.
@@ -129,11 +130,16 @@ async def audit_seal(once: bool, interval: float, key_file: str | None, database
     async with await open_store(database_url) as store:
         stop = None if once else stop_on_signals()
         while True:
+            backfill = await integrity.seal_backfill(store)
             report = await sealer.seal(store, key)
             if as_json:
-                echo_json({"added": report.added, "tree_size": report.tree_size,
+                echo_json({"hashed_events": backfill.events, "hashed_snapshots": backfill.snapshots,
+                           "added": report.added, "tree_size": report.tree_size,
                            "head": None if report.head is None else report.head.as_json()})
             else:
+                if backfill.events or backfill.snapshots:
+                    click.echo(f"hashed {plural(backfill.events, 'event')} and {plural(backfill.snapshots, 'snapshot')}"
+                               " stored before revision 0010")
                 click.echo(_seal_line(report))
             if stop is None:
                 return
@@ -178,17 +184,21 @@ async def audit_digest(database_url: str) -> None:
 @async_command
 async def audit_verify(digest_file: str | None, public_key_file: str | None, key_file: str | None,
                        database_url: str, as_json: bool) -> None:
-    """Recompute the Merkle log from the stored event hashes and check it against the
-    sealed leaves and every signed head; with --against, prove the log extends the tree
-    a digest saved earlier committed to. The first difference is reported with its
-    position. Exit 0 intact, 1 tampered (or a head another key signed), 2 usage.
+    """Recompute every stream's hash chain and every snapshot's hash; with a key (the
+    signing key or --public-key), also recompute the Merkle log from the event hashes and
+    check it against the sealed leaves, the stored nodes and every signed head; with
+    --against, prove the log extends the tree a digest saved earlier committed to. The
+    first difference is reported with its position. Exit 0 intact, 1 tampered (or a head
+    another key signed), 2 usage.
 
     \b
     Examples:
       facta audit verify
       facta audit verify --against digest-2026-12-01.json --public-key signing.pub.pem
     """
-    public = _public_key(key_file, public_key_file)
+    public: Ed25519PublicKey | None = None
+    if public_key_file or key_file or digest_file is not None:
+        public = _public_key(key_file, public_key_file)
     against: TreeHead | None = None
     if digest_file is not None:
         try:
@@ -196,26 +206,46 @@ async def audit_verify(digest_file: str | None, public_key_file: str | None, key
         except InvalidValue as exc:
             raise usage_error(str(exc)) from None
     async with await open_store(database_url) as store:
-        report = await sealer.verify_tree(store, public, against=against)
+        chains = await integrity.verify(store)
+        tree = None
+        if public is not None and chains.intact:
+            if against is not None or await sealer.latest_head(store) is not None:
+                tree = await sealer.verify_tree(store, public, against=against)
+    first = chains.first
+    problem = (None if first is None else
+               f"{'position ' + str(first.position) if first.position is not None else 'snapshot'}: stream"
+               f" {first.stream_id!r} version {first.version}: {first.what}")
+    position = None if first is None else first.position
+    if problem is None and tree is not None:
+        problem, position = tree.problem, tree.position
     doc: dict[str, Any] = {
-        "intact": report.intact, "problem": report.problem, "position": report.position,
-        "leaves_checked": report.leaves, "heads_checked": report.heads,
-        "tree_size": None if report.head is None else report.head.tree_size,
-        "unsealed_events": report.unsealed,
+        "intact": problem is None, "problem": problem, "position": position,
+        "events_checked": chains.events, "streams_checked": chains.streams, "snapshots_checked": chains.snapshots,
+        "differences": chains.differences,
+        "tree_checked": tree is not None,
+        "tree_size": None if tree is None or tree.head is None else tree.head.tree_size,
+        "heads_checked": 0 if tree is None else tree.heads,
+        "unsealed_events": None if tree is None else tree.unsealed,
         "against_tree_size": None if against is None else against.tree_size,
     }
     if as_json:
         echo_json(doc, indent=2)
-    elif report.problem is not None:
-        click.echo(f"TAMPERED: {report.problem}")
+    elif problem is not None:
+        more = f" ({plural(chains.differences, 'difference')} in the chains)" if chains.differences > 1 else ""
+        click.echo(f"TAMPERED: {problem}{more}")
     else:
-        head = report.head
-        assert head is not None
-        extends = f"; extends the saved digest's tree of {against.tree_size}" if against is not None else ""
-        click.echo(f"intact: {plural(report.leaves, 'sealed event')}, {plural(report.heads, 'signed head')},"
-                   f" newest {head.tree_size} to position {head.last_position}{extends};"
-                   f" {plural(report.unsealed, 'event')} not sealed yet")
-    if report.problem is not None:
+        click.echo(f"chains intact: {plural(chains.events, 'event')} in {plural(chains.streams, 'stream')},"
+                   f" {plural(chains.snapshots, 'snapshot')}")
+        if tree is not None and tree.head is not None:
+            extends = f"; extends the saved digest's tree of {against.tree_size}" if against is not None else ""
+            click.echo(f"tree intact: {plural(tree.leaves, 'sealed event')}, {plural(tree.heads, 'signed head')},"
+                       f" the newest of {tree.head.tree_size} to position {tree.head.last_position}{extends};"
+                       f" {plural(tree.unsealed, 'event')} not sealed yet")
+        elif public is None:
+            click.echo("tree not checked: give --key-file or --public-key (or set FACTA_SIGNING_KEY_FILE)")
+        else:
+            click.echo("tree not checked: no signed tree head yet (facta audit seal)")
+    if problem is not None:
         sys.exit(1)
 
 

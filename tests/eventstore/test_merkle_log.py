@@ -7,6 +7,7 @@ hash, a deleted or inserted event, a changed leaf or node) is found and located.
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,11 @@ async def grow(store: EventStore, accounts: int, *, first: int = 0) -> None:
         account.deposit(100 + n)
         account.deposit(7)
         await repo.save(account, actor="test")
+
+
+def as_uuid(value: object) -> uuid.UUID:
+    """An event id read by raw SQL: a UUID on PostgreSQL, 32 hex digits on SQLite."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def _rows(conn: Connection, sql: str) -> list[Sequence[Any]]:
@@ -115,14 +121,14 @@ async def test_a_digest_from_yesterdays_log_verifies_against_todays(store: Event
     await grow(store, 1, first=9)  # appended after the last seal: not covered yet, not a problem
     report = await sealer.verify_tree(store, KEY.public_key(), against=saved)
     assert report.problem is None and report.intact
-    assert (report.leaves, report.heads, report.unsealed) == (27, 3, 3)
+    assert (report.leaves, report.heads, report.unsealed) == (27, 2, 3)
     assert report.head is not None and report.head.tree_size == 27
     # The same digest with another key's signature is refused, naming both keys.
     forged = merkle.sign_head(OTHER, saved.tree_size, saved.root_hash, saved.last_position, saved.signed_at)
     with pytest.raises(AuditError, match=f"^the saved digest is signed by key {forged.key_id}, not by this key"):
         await sealer.verify_tree(store, KEY.public_key(), against=forged)
     # A store whose heads another key signed is refused too.
-    with pytest.raises(AuditError, match=r"^stored tree head 0 is signed by key [0-9a-f]{16}, not by this key"):
+    with pytest.raises(AuditError, match=r"^stored tree head 9 is signed by key [0-9a-f]{16}, not by this key"):
         await sealer.verify_tree(store, OTHER.public_key())
     # A digest of a different history of the same size does not verify.
     other_root = merkle.sign_head(KEY, saved.tree_size, bytes(32), saved.last_position, saved.signed_at)
@@ -136,11 +142,11 @@ async def test_an_inclusion_proof_verifies_offline_and_fails_when_a_byte_changes
     await sealer.seal(store, KEY)
     rows = await store.database.read(_rows, "SELECT event_id, position FROM facta_events ORDER BY position")
     for event_id, position in rows:
-        doc = await sealer.prove(store, event_id if not isinstance(event_id, str) else __import__("uuid").UUID(event_id))
+        doc = await sealer.prove(store, as_uuid(event_id))
         assert doc["position"] == int(position)
         head = sealer.verify_proof(doc, KEY.public_key())
         assert head.tree_size == 21
-    assert len(doc["audit_path"]) == 5  # the last of 21 leaves: 16 | 4 | 1 -> 2 siblings... checked by the RFC tests
+    assert len(doc["audit_path"]) == 2  # leaf 20 of 21: the subtrees over leaves 16..19 and 0..15
     sealer.verify_proof(copy.deepcopy(doc), KEY.public_key())
 
     def flip(hex_text: str, at: int = 0) -> str:
@@ -168,19 +174,14 @@ async def test_an_inclusion_proof_verifies_offline_and_fails_when_a_byte_changes
     await tamper(store, "facta_events", "UPDATE facta_events SET event_hash = "
                  + ("decode(repeat('ab', 32), 'hex')" if store.database.dialect == "postgresql" else "randomblob(32)")
                  + f" WHERE position = {target}")
-    import uuid
-
-    event_id = rows[3][0] if not isinstance(rows[3][0], str) else uuid.UUID(rows[3][0])
+    event_id = as_uuid(rows[3][0])
     with pytest.raises(AuditError, match=r"is not in the tree of 21 events its head signs"):
         sealer.verify_proof(await sealer.prove(store, event_id), KEY.public_key())
 
 
 async def test_a_proof_of_an_unsealed_or_unknown_event_is_refused(store: EventStore) -> None:
-    import uuid
-
     await grow(store, 1)
-    (event_id,) = (await store.database.read(_rows, "SELECT event_id FROM facta_events ORDER BY position LIMIT 1"))[0]
-    event_id = event_id if not isinstance(event_id, str) else uuid.UUID(event_id)
+    event_id = as_uuid((await store.database.read(_rows, "SELECT event_id FROM facta_events ORDER BY position LIMIT 1"))[0][0])
     with pytest.raises(AuditError, match=r"is not sealed yet: run facta audit seal$"):
         await sealer.prove(store, event_id)
     missing = uuid.UUID(int=7)
@@ -239,3 +240,49 @@ async def test_seal_waits_for_the_hash_of_every_event_it_folds(store: EventStore
 def test_signed_at_survives_the_database_to_the_microsecond() -> None:
     head = merkle.sign_head(KEY, 0, merkle.EMPTY_ROOT, 0, datetime(2026, 12, 1, 1, 2, 3, 456789, tzinfo=UTC))
     assert TreeHead.from_json(head.as_json()) == head
+
+
+@pytest.mark.postgres
+async def test_seal_never_passes_an_append_in_flight_postgres(postgres_url: str) -> None:
+    """An append in flight holds position 4 while positions 5-10 commit. A tree sealed
+    now past position 4 would lack it forever (sealed leaves are never re-folded): the
+    sealer waits for the settled horizon, and its tree holds position 4 in its place."""
+    import asyncio
+
+    import asyncpg
+
+    from facta.eventstore.locks import WRITER_MARKER
+
+    from ..conftest import migrate
+
+    await migrate(postgres_url)
+    store = await EventStore.open(postgres_url)
+    raw = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
+    sealing: asyncio.Task[Any] | None = None
+    try:
+        await grow(store, 1)
+        tx = raw.transaction()
+        await tx.start()
+        await raw.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", *WRITER_MARKER)
+        held = await raw.fetchval(
+            "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
+            " payload, occurred_at, recorded_at, event_hash) VALUES ($1, 'held', 'account', 1, 'account.deposited',"
+            " 1, '{}'::jsonb, now(), now(), $2) RETURNING position", uuid.uuid4(), bytes(range(32)))
+        assert held == 4
+        await grow(store, 2, first=1)
+        sealing = asyncio.create_task(sealer.seal(store, KEY))
+        await asyncio.wait({sealing}, timeout=1.0)
+        assert not sealing.done(), f"the sealer folded past an append in flight: {sealing}"
+        assert await store.database.read(_rows, "SELECT count(*) FROM facta_tree_leaves") == [(0,)]
+        await tx.commit()
+        report = await asyncio.wait_for(sealing, 10)
+        assert report.tree_size == 10
+        leaves = await store.database.read(_rows, "SELECT position FROM facta_tree_leaves ORDER BY leaf_index")
+        assert [int(p) for (p,) in leaves] == list(range(1, 11))
+        assert (await sealer.verify_tree(store, KEY.public_key())).intact
+    finally:
+        await raw.close()
+        if sealing is not None and not sealing.done():
+            sealing.cancel()
+            await asyncio.gather(sealing, return_exceptions=True)
+        await store.close()
