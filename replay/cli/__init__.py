@@ -30,6 +30,7 @@ from .options import (
     MAX_SECONDS,
     MAX_VERSION,
     DatabaseURL,
+    FilePath,
     Folder,
     KafkaBootstrap,
     Revision,
@@ -47,7 +48,7 @@ from .output import quoted as _quoted  # noqa: F401
 from .output import shown as _shown  # noqa: F401
 
 __all__ = [
-    "MAX_PARTITION", "MAX_POSITION", "MAX_SECONDS", "MAX_VERSION", "DatabaseURL", "Folder", "KafkaBootstrap",
+    "MAX_PARTITION", "MAX_POSITION", "MAX_SECONDS", "MAX_VERSION", "DatabaseURL", "FilePath", "Folder", "KafkaBootstrap",
     "Revision", "Seconds", "Text", "UtcTime", "WholeNumber", "cli", "main",
 ]
 

@@ -216,6 +216,15 @@ class Folder(click.Path):
         return super().convert(Text("folder path", 4096).convert(value, param, ctx), param, ctx)
 
 
+class FilePath(click.Path):
+    """A file path (it need not exist yet) with no NUL character and valid UTF-8."""
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(Text("file path", 4096).convert(value, param, ctx), param, ctx)
+
+
 class Revision(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """One of facta's schema revisions: ``alias`` (``head`` for an upgrade, ``base`` for a
     downgrade), or a revision id alembic knows."""
@@ -256,6 +265,7 @@ def _store_texts() -> dict[str, Text]:
         "skipped_by": Text("actor", TEXT_LIMITS["skipped by"]),
         "prefix": Text("prefix", 249, empty=True),  # Kafka's longest topic name; empty: see topic_prefix_callback
         "group_prefix": Text("prefix", 249, empty=True),  # no prefix: groups named after the projections
+        "event_id": Text("event id", 36),  # a UUID's text; the command parses it
     }
 
 

@@ -26,14 +26,14 @@ from facta.eventstore.merkle import TreeHead
 
 from .app import async_command, fail, stop_on_signals, usage_error
 from .audit import audit_group
-from .options import Seconds, database_option, from_settings, open_store
+from .options import TEXT, FilePath, Seconds, database_option, from_settings, open_store
 from .output import echo_json, plural
 
 __all__ = ["audit_digest", "audit_keygen", "audit_prove", "audit_seal", "audit_verify", "audit_verify_proof"]
 
 
 def _key_file_option(fn: Any) -> Any:
-    return click.option("--key-file", **from_settings("signing_key_file"), metavar="PEM_FILE",
+    return click.option("--key-file", **from_settings("signing_key_file"), type=FilePath(), metavar="PEM_FILE",
                         help="The Ed25519 private key (PEM) that signs tree heads (env: FACTA_SIGNING_KEY_FILE).")(fn)
 
 
@@ -69,10 +69,11 @@ def _json_file(path: str, what: str) -> object:
 
 
 @audit_group.command("keygen")
-@click.argument("key_file", type=click.Path(dir_okay=False))
-@click.option("--public-key", "public_key_file", type=click.Path(dir_okay=False), default=None, metavar="PEM_FILE",
+@click.argument("key_file", type=FilePath())
+@click.option("--public-key", "public_key_file", type=FilePath(), default=None, metavar="PEM_FILE",
               help="Also write the public key here (what an auditor needs for verify-proof).")
-def audit_keygen(key_file: str, public_key_file: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {key_file, public_key_file, key_id}.")
+def audit_keygen(key_file: str, public_key_file: str | None, as_json: bool) -> None:
     """Write a new Ed25519 signing key to KEY_FILE (PEM, readable by its owner only) and
     print its key id. Refuses to overwrite a file. The same key from openssl:
     ``openssl genpkey -algorithm ed25519 -out KEY_FILE``.
@@ -97,7 +98,10 @@ def audit_keygen(key_file: str, public_key_file: str | None) -> None:
             Path(public_key_file).write_bytes(public)
     except OSError as exc:
         raise usage_error(f"cannot write {exc.filename!r}: {exc.strerror or exc}") from None
-    click.echo(f"{key_file}: Ed25519 signing key {merkle.key_id(key.public_key())}")
+    if as_json:
+        echo_json({"key_file": key_file, "public_key_file": public_key_file, "key_id": merkle.key_id(key.public_key())})
+    else:
+        click.echo(f"{key_file}: Ed25519 signing key {merkle.key_id(key.public_key())}")
 
 
 def _seal_line(report: sealer.SealReport) -> str:
@@ -152,8 +156,9 @@ async def audit_seal(once: bool, interval: float, key_file: str | None, database
 
 @audit_group.command("digest")
 @database_option
+@click.option("--json", "as_json", is_flag=True, help="The output is JSON either way; accepted like every data command's --json.")
 @async_command
-async def audit_digest(database_url: str) -> None:
+async def audit_digest(database_url: str, as_json: bool) -> None:
     """Print the newest signed tree head as a JSON document: keep it somewhere the
     database's owner cannot change (another system, a ticket, an e-mail), and later
     ``facta audit verify --against FILE`` proves the log still extends it.
@@ -174,9 +179,9 @@ async def audit_digest(database_url: str) -> None:
 
 
 @audit_group.command("verify")
-@click.option("--against", "digest_file", type=click.Path(dir_okay=False), default=None, metavar="DIGEST_FILE",
+@click.option("--against", "digest_file", type=FilePath(), default=None, metavar="DIGEST_FILE",
               help="A digest saved earlier by facta audit digest: prove the log still extends it.")
-@click.option("--public-key", "public_key_file", default=None, metavar="PEM_FILE",
+@click.option("--public-key", "public_key_file", type=FilePath(), default=None, metavar="PEM_FILE",
               help="The public key that checks the heads (default: the signing key's public half).")
 @_key_file_option
 @database_option
@@ -250,10 +255,11 @@ async def audit_verify(digest_file: str | None, public_key_file: str | None, key
 
 
 @audit_group.command("prove")
-@click.argument("event_id")
+@click.argument("event_id", type=TEXT["event_id"])
 @database_option
+@click.option("--json", "as_json", is_flag=True, help="The output is JSON either way; accepted like every data command's --json.")
 @async_command
-async def audit_prove(event_id: str, database_url: str) -> None:
+async def audit_prove(event_id: str, database_url: str, as_json: bool) -> None:
     """Print a JSON inclusion proof that event EVENT_ID (a UUID) is in the newest signed
     tree: its position and leaf index, its event hash, the audit path and the signed head.
     ``facta audit verify-proof`` checks it without the database.
@@ -272,10 +278,12 @@ async def audit_prove(event_id: str, database_url: str) -> None:
 
 
 @audit_group.command("verify-proof")
-@click.argument("proof_file", type=click.Path(dir_okay=False))
-@click.option("--public-key", "public_key_file", required=True, metavar="PEM_FILE",
+@click.argument("proof_file", type=FilePath())
+@click.option("--public-key", "public_key_file", type=FilePath(), required=True, metavar="PEM_FILE",
               help="The public key (or the private key file) whose signature the head must carry.")
-def audit_verify_proof(proof_file: str, public_key_file: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: {proven, event_id, position, leaf_index, tree_size, key_id, signed_at}.")
+def audit_verify_proof(proof_file: str, public_key_file: str, as_json: bool) -> None:
     """Check an inclusion proof from ``facta audit prove`` offline (no database): the
     head's signature, then the audit path from the event's hash to the signed root.
     Exit 0 proven, 1 refused (changed proof, changed event, another key), 2 usage.
@@ -293,5 +301,10 @@ def audit_verify_proof(proof_file: str, public_key_file: str) -> None:
     except AuditError as exc:
         fail(str(exc))
     assert isinstance(doc, dict)
+    if as_json:
+        echo_json({"proven": True, "event_id": doc["event_id"], "position": doc["position"],
+                   "leaf_index": doc["leaf_index"], "tree_size": head.tree_size, "key_id": head.key_id,
+                   "signed_at": doc["tree_head"]["signed_at"]}, indent=2)
+        return
     click.echo(f"proven: event {doc['event_id']} at position {doc['position']} (leaf {doc['leaf_index']}) is in the"
                f" tree of {head.tree_size} events signed by key {head.key_id} at {doc['tree_head']['signed_at']}")
