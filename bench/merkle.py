@@ -1,0 +1,181 @@
+"""Inclusion proofs from the sealed Merkle log at 10,000 and 1,000,000 events (PostgreSQL).
+
+    python bench/merkle.py              # 10,000 and 1,000,000 events, 300 rounds
+    python bench/merkle.py --quick      # 1,000 and 20,000 events, 30 rounds (smoke run, used by tests)
+
+Two fresh stores. The small one is sealed the real way (``facta.eventstore.sealer.seal``,
+timed: sealing events/s); the large one gets the same tables from the same code path's
+arithmetic, loaded with COPY (not timed): its events (COPY, a synthetic 32-byte
+event_hash each), then every leaf and complete node computed by ``merkle.Frontier`` and
+one head signed over the root. Both roots are checked against a tree computed apart.
+
+Then ``--rounds`` rounds, each proving one random event on each store, the order of the two
+alternating by round: ``sealer.prove(store, event_id)`` (what ``facta audit prove`` runs:
+the event by id, its leaf, the newest head and the O(log n) stored nodes in one query)
+is timed; every proof is then checked offline (``sealer.verify_proof``, not timed). The
+table gives each store's median with min-max, the median of the per-round ratios
+large/small with min-max (aim: under 10 ms at 1M events, growing like log n: 1M/10k
+is 20 levels against 14) and the offline check's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import random
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+from _common import Fresh, fresh_database, load_average, machine_facts, migrate
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from facta.eventstore import EventStore, merkle, sealer
+
+KEY = Ed25519PrivateKey.generate()
+CHUNK = 100_000
+
+
+def synthetic_hash(n: int) -> bytes:
+    return hashlib.sha256(n.to_bytes(8, "big")).digest()
+
+
+@dataclass
+class Store:
+    size: int
+    fresh: Fresh
+    ids: list[uuid.UUID]
+    seal_s: float | None = None
+
+
+def _copy(conn: psycopg.Connection[tuple[object, ...]], statement: str, lines: list[str]) -> None:
+    with conn.cursor().copy(statement) as copy:
+        copy.write("".join(lines))
+
+
+def load_events(fresh: Fresh, size: int) -> list[uuid.UUID]:
+    """``size`` events of 50 per stream with synthetic hashes, by COPY."""
+    ids = [uuid.UUID(int=random.Random(size).getrandbits(128) ^ n) for n in range(size)]
+    stamp = datetime(2026, 11, 1, tzinfo=UTC).isoformat()
+    with psycopg.connect(fresh.dsn, autocommit=True) as conn:
+        for start in range(0, size, CHUNK):
+            lines = [
+                f"{ids[n]}\tacct-{n // 50:07d}\taccount\t{n % 50 + 1}\taccount.deposited\t1\t"
+                f'{{"amount": {n % 500}, "reference": null}}\t{stamp}\t{stamp}\t\\\\x{synthetic_hash(n).hex()}\n'
+                for n in range(start, min(size, start + CHUNK))
+            ]
+            _copy(conn, "COPY facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
+                        " payload, occurred_at, recorded_at, event_hash) FROM STDIN", lines)
+        conn.execute("ANALYZE facta_events")
+    return ids
+
+
+def load_tree(fresh: Fresh, size: int) -> bytes:
+    """Every leaf and complete node of the tree over the synthetic hashes, by COPY; one
+    signed head. Returns the root."""
+    tree = merkle.Frontier()
+    leaves: list[str] = []
+    nodes: list[str] = []
+    with psycopg.connect(fresh.dsn, autocommit=True) as conn:
+        for n in range(size):
+            for (level, index), h in tree.push(merkle.leaf_hash(synthetic_hash(n))):
+                if level == 0:
+                    leaves.append(f"{index}\t{n + 1}\t\\\\x{h.hex()}\n")
+                else:
+                    nodes.append(f"{level}\t{index}\t\\\\x{h.hex()}\n")
+            if len(leaves) >= CHUNK or n == size - 1:
+                _copy(conn, "COPY facta_tree_leaves (leaf_index, position, leaf_hash) FROM STDIN", leaves)
+                _copy(conn, "COPY facta_tree_nodes (level, node_index, hash) FROM STDIN", nodes)
+                leaves, nodes = [], []
+        head = merkle.sign_head(KEY, size, tree.root(), size, datetime.now(UTC))
+        conn.execute("INSERT INTO facta_tree_heads (tree_size, root_hash, last_position, signed_at, key_id, signature)"
+                     " VALUES (%s, %s, %s, %s, %s, %s)",
+                     (head.tree_size, head.root_hash, head.last_position, head.signed_at, head.key_id, head.signature))
+        conn.execute("ANALYZE facta_tree_leaves")
+        conn.execute("ANALYZE facta_tree_nodes")
+    return tree.root()
+
+
+async def build(size: int, *, real_seal: bool) -> Store:
+    fresh = fresh_database("postgresql", f"merkle{size}")
+    await migrate(fresh.url)
+    ids = load_events(fresh, size)
+    expected = merkle.root_hash(merkle.leaf_hash(synthetic_hash(n)) for n in range(size))
+    store = Store(size, fresh, ids)
+    if real_seal:
+        async with await EventStore.open(fresh.url) as es:
+            t0 = time.perf_counter()
+            report = await sealer.seal(es, KEY)
+            store.seal_s = time.perf_counter() - t0
+        assert report.head is not None and report.head.root_hash == expected
+    else:
+        assert load_tree(fresh, size) == expected
+    with psycopg.connect(fresh.dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_total_relation_size('facta_tree_leaves') + pg_total_relation_size('facta_tree_nodes'),"
+                           " pg_total_relation_size('facta_events')").fetchone()
+        assert row is not None
+        print(f"{size:,} events: tree tables {row[0] / 2**20:,.1f} MiB (with indexes), events {row[1] / 2**20:,.1f} MiB")
+    return store
+
+
+async def run(sizes: tuple[int, int], rounds: int) -> None:
+    for line in machine_facts(["postgresql"]):
+        print(line)
+    small, large = await build(sizes[0], real_seal=True), await build(sizes[1], real_seal=False)
+    assert small.seal_s is not None
+    print(f"sealed {small.size:,} events with sealer.seal in {small.seal_s:.2f} s"
+          f" ({small.size / small.seal_s:,.0f} events/s)")
+    rng = random.Random(14)
+    times: dict[int, list[float]] = {small.size: [], large.size: []}
+    checks: list[float] = []
+    ratios: list[float] = []
+    try:
+        async with await EventStore.open(small.fresh.url) as a, await EventStore.open(large.fresh.url) as b:
+            pairs = [(small, a), (large, b)]
+            for s, es in pairs:  # warm-up: connections, statement caches
+                await sealer.prove(es, s.ids[0])
+            for r in range(rounds):
+                this: dict[int, float] = {}
+                for s, es in (pairs if r % 2 == 0 else pairs[::-1]):
+                    wanted = s.ids[rng.randrange(s.size)]
+                    t0 = time.perf_counter()
+                    doc = await sealer.prove(es, wanted)
+                    this[s.size] = time.perf_counter() - t0
+                    t1 = time.perf_counter()
+                    sealer.verify_proof(doc, KEY.public_key())
+                    checks.append(time.perf_counter() - t1)
+                for size, t in this.items():
+                    times[size].append(t)
+                ratios.append(this[large.size] / this[small.size])
+    finally:
+        small.fresh.drop()
+        large.fresh.drop()
+    print(f"{rounds} rounds, the two stores alternating first; times in ms")
+    print(f"{'store':>12} | {'prove median (min-max)':>28} | audit path length")
+    for size in sizes:
+        ms = [t * 1000 for t in times[size]]
+        depth = (size - 1).bit_length()
+        print(f"{size:>12,} | {statistics.median(ms):8.3f} ({min(ms):.3f}-{max(ms):.3f}) | up to {depth}")
+    print(f"ratio {sizes[1]:,} / {sizes[0]:,}, median of per-round ratios: {statistics.median(ratios):.2f}"
+          f" ({min(ratios):.2f}-{max(ratios):.2f})")
+    print(f"offline check (verify_proof: signature + path), median {statistics.median(checks) * 1000:.3f} ms"
+          f" ({min(checks) * 1000:.3f}-{max(checks) * 1000:.3f})")
+    print(load_average())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1,000 and 20,000 events, 30 rounds")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args()
+    sizes = (1_000, 20_000) if args.quick else (10_000, 1_000_000)
+    asyncio.run(run(sizes, args.rounds or (30 if args.quick else 300)))
+
+
+if __name__ == "__main__":
+    main()
