@@ -3,11 +3,13 @@
     python bench/merkle.py              # 10,000 and 1,000,000 events, 300 rounds
     python bench/merkle.py --quick      # 1,000 and 20,000 events, 30 rounds (smoke run, used by tests)
 
-Two fresh stores. The small one is sealed the real way (``facta.eventstore.sealer.seal``,
-timed: sealing events/s); the large one gets the same tables from the same code path's
-arithmetic, loaded with COPY (not timed): its events (COPY, a synthetic 32-byte
-event_hash each), then every leaf and complete node computed by ``merkle.Frontier`` and
-one head signed over the root. Both roots are checked against a tree computed apart.
+Two fresh stores, their events loaded with COPY (not timed), each the first of its own
+stream with its chain hash computed as ``facta_append`` computes it (so every proof also
+passes the offline check of the event's fields). The small one is sealed the real way
+(``facta.eventstore.sealer.seal``, timed: sealing events/s); the large one gets the same
+tables by COPY (not timed): every leaf and complete node computed by ``merkle.Frontier``
+(the sealer's own arithmetic) and one head signed over the root. Both roots are checked
+against a tree computed apart.
 
 Then ``--rounds`` rounds, each proving one random event on each store, the order of the two
 alternating by round: ``sealer.prove(store, event_id)`` (what ``facta audit prove`` runs:
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import io
 import random
 import statistics
@@ -35,14 +36,26 @@ import psycopg
 from _common import Fresh, fresh_database, load_average, machine_facts, migrate
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from facta.eventstore import EventStore, merkle, sealer
+from facta.eventstore import EventStore, integrity, merkle, sealer
 
 KEY = Ed25519PrivateKey.generate()
 CHUNK = 100_000
 
 
-def synthetic_hash(n: int) -> bytes:
-    return hashlib.sha256(n.to_bytes(8, "big")).digest()
+STAMP = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def event_ids(size: int) -> list[uuid.UUID]:
+    return [uuid.UUID(int=random.Random(size).getrandbits(128) ^ n) for n in range(size)]
+
+
+def chain_hashes(ids: list[uuid.UUID]) -> list[bytes]:
+    """Each event is the first of its own stream (so its chain predecessor is ZERO) with
+    payload ``{}`` (jsonb gives back the same text): its event_hash as facta_append makes it."""
+    return [integrity.event_hash(integrity.ZERO, integrity.content_digest(
+        event_id=e, stream_id=f"s-{n:07d}", stream_type="account", version=1, event_type="account.deposited",
+        schema_version=1, payload="{}", occurred_at=STAMP, actor=None, correlation_id=None, causation_id=None))
+        for n, e in enumerate(ids)]
 
 
 @dataclass
@@ -58,32 +71,30 @@ def _copy(conn: psycopg.Connection[tuple[object, ...]], statement: str, lines: l
         copy.write("".join(lines))
 
 
-def load_events(fresh: Fresh, size: int) -> list[uuid.UUID]:
-    """``size`` events of 50 per stream with synthetic hashes, by COPY."""
-    ids = [uuid.UUID(int=random.Random(size).getrandbits(128) ^ n) for n in range(size)]
-    stamp = datetime(2026, 11, 1, tzinfo=UTC).isoformat()
+def load_events(fresh: Fresh, ids: list[uuid.UUID], hashes: list[bytes]) -> None:
+    """The events, one per stream, with their chain hashes, by COPY."""
+    stamp = STAMP.isoformat()
     with psycopg.connect(fresh.dsn, autocommit=True) as conn:
-        for start in range(0, size, CHUNK):
+        for start in range(0, len(ids), CHUNK):
             lines = [
-                f"{ids[n]}\tacct-{n // 50:07d}\taccount\t{n % 50 + 1}\taccount.deposited\t1\t"
-                f'{{"amount": {n % 500}, "reference": null}}\t{stamp}\t{stamp}\t\\\\x{synthetic_hash(n).hex()}\n'
-                for n in range(start, min(size, start + CHUNK))
+                f"{ids[n]}\ts-{n:07d}\taccount\t1\taccount.deposited\t1\t{{}}\t{stamp}\t{stamp}\t\\\\x{hashes[n].hex()}\n"
+                for n in range(start, min(len(ids), start + CHUNK))
             ]
             _copy(conn, "COPY facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
                         " payload, occurred_at, recorded_at, event_hash) FROM STDIN", lines)
         conn.execute("ANALYZE facta_events")
-    return ids
 
 
-def load_tree(fresh: Fresh, size: int) -> bytes:
-    """Every leaf and complete node of the tree over the synthetic hashes, by COPY; one
+def load_tree(fresh: Fresh, hashes: list[bytes]) -> bytes:
+    """Every leaf and complete node of the tree over the events' hashes, by COPY; one
     signed head. Returns the root."""
+    size = len(hashes)
     tree = merkle.Frontier()
     leaves: list[str] = []
     nodes: list[str] = []
     with psycopg.connect(fresh.dsn, autocommit=True) as conn:
         for n in range(size):
-            for (level, index), h in tree.push(merkle.leaf_hash(synthetic_hash(n))):
+            for (level, index), h in tree.push(merkle.leaf_hash(hashes[n])):
                 if level == 0:
                     leaves.append(f"{index}\t{n + 1}\t\\\\x{h.hex()}\n")
                 else:
@@ -104,8 +115,10 @@ def load_tree(fresh: Fresh, size: int) -> bytes:
 async def build(size: int, *, real_seal: bool) -> Store:
     fresh = fresh_database("postgresql", f"merkle{size}")
     await migrate(fresh.url)
-    ids = load_events(fresh, size)
-    expected = merkle.root_hash(merkle.leaf_hash(synthetic_hash(n)) for n in range(size))
+    ids = event_ids(size)
+    hashes = chain_hashes(ids)
+    load_events(fresh, ids, hashes)
+    expected = merkle.root_hash(merkle.leaf_hash(h) for h in hashes)
     store = Store(size, fresh, ids)
     if real_seal:
         async with await EventStore.open(fresh.url) as es:
@@ -114,7 +127,7 @@ async def build(size: int, *, real_seal: bool) -> Store:
             store.seal_s = time.perf_counter() - t0
         assert report.head is not None and report.head.root_hash == expected
     else:
-        assert load_tree(fresh, size) == expected
+        assert load_tree(fresh, hashes) == expected
     with psycopg.connect(fresh.dsn, autocommit=True) as conn:
         row = conn.execute("SELECT pg_total_relation_size('facta_tree_leaves') + pg_total_relation_size('facta_tree_nodes'),"
                            " pg_total_relation_size('facta_events')").fetchone()

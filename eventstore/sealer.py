@@ -26,6 +26,9 @@ the digest's root recomputed from the events).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,16 +39,15 @@ from sqlalchemy import Connection, and_, column, func, or_, select, text, tuple_
 
 from facta.errors import AuditError, InvalidValue
 
-from . import merkle
+from . import integrity, merkle
 from .merkle import Frontier, Node, TreeHead
 from .schema import events, tree_heads, tree_leaves, tree_nodes
 
 if TYPE_CHECKING:
-    import uuid
-
     from .store import EventStore
 
 __all__ = [
+    "EVENT_FIELDS",
     "PROOF_VERSION",
     "SEAL_BATCH",
     "SealReport",
@@ -200,11 +202,47 @@ async def seal(store: EventStore, key: Ed25519PrivateKey, *, batch: int = SEAL_B
 
 # -- inclusion proofs -------------------------------------------------------------------------
 
+_PG_EVENT = text(
+    "SELECT position, stream_id, stream_type, version, event_type, schema_version,"
+    " CASE WHEN payload_bytes IS NULL THEN payload::text END, payload_bytes,"
+    " (extract(epoch FROM occurred_at) * 1000000)::bigint, actor, correlation_id, causation_id, event_hash"
+    " FROM facta_events WHERE event_id = :id"
+)
+_SQLITE_EVENT = text(
+    "SELECT position, stream_id, stream_type, version, event_type, schema_version,"
+    " CASE WHEN payload_bytes IS NULL THEN payload END, payload_bytes,"
+    " CAST(strftime('%s', occurred_at) AS INTEGER) * 1000000 + CAST(substr(occurred_at, 21, 6) AS INTEGER),"
+    " actor, correlation_id, causation_id, event_hash FROM facta_events WHERE event_id = :id"
+)
+_PREVIOUS = text(
+    "SELECT event_hash FROM facta_events WHERE stream_id = :s AND version < :v ORDER BY version DESC LIMIT 1"
+)
+#: The event's fields a proof carries, in the order of its ``event`` object.
+EVENT_FIELDS = ("stream_id", "stream_type", "version", "event_type", "schema_version", "payload", "payload_bytes",
+                "occurred_at_us", "actor", "correlation_id", "causation_id")
+
+
 def _proof_parts(conn: Connection, event_id: uuid.UUID) -> dict[str, Any]:
-    row = conn.execute(select(events.c.position, column("event_hash")).where(events.c.event_id == event_id)).first()
+    pg = conn.dialect.name == "postgresql"
+    row = conn.execute(_PG_EVENT if pg else _SQLITE_EVENT, {"id": event_id if pg else event_id.hex}).first()
     if row is None:
         raise AuditError(f"no event {event_id}")
-    position, event_hash = int(row[0]), row[1]
+    position = int(row[0])
+    event = dict(zip(EVENT_FIELDS, row[1:12], strict=True))
+    event["payload_bytes"] = None if row[7] is None else bytes(row[7])
+    event["occurred_at_us"] = int(row[8])
+    event_hash = None if row[12] is None else bytes(row[12])
+    digest = integrity.content_digest(event_id=event_id, payload_bytes=event["payload_bytes"],
+                                      occurred_at=event["occurred_at_us"],
+                                      **{k: v for k, v in event.items() if k not in ("payload_bytes", "occurred_at_us")})
+    # The chain's predecessor: the stream's previous event's hash, or ZERO (a stream's
+    # first event, or its first one hashed after the backfill start): whichever this
+    # event's hash was made from (facta.eventstore.integrity).
+    before = conn.execute(_PREVIOUS, {"s": event["stream_id"], "v": event["version"]}).scalar()
+    prev = integrity.ZERO if before is None else bytes(before)
+    if event_hash is not None and integrity.event_hash(prev, digest) != event_hash \
+            and integrity.event_hash(integrity.ZERO, digest) == event_hash:
+        prev = integrity.ZERO
     head = _latest_head(conn)
     leaf = conn.execute(select(tree_leaves.c.leaf_index, tree_leaves.c.leaf_hash)
                         .where(tree_leaves.c.position == position)).first()
@@ -212,40 +250,80 @@ def _proof_parts(conn: Connection, event_id: uuid.UUID) -> dict[str, Any]:
         raise AuditError(f"event {event_id} (position {position}) is not sealed yet: run facta audit seal")
     index = int(leaf[0])
     nodes = _nodes(conn, merkle.inclusion_nodes(index, head.tree_size))
-    return {"position": position, "event_hash": None if event_hash is None else bytes(event_hash),
+    return {"position": position, "event": event, "prev_hash": prev, "event_hash": event_hash,
             "leaf_index": index, "head": head, "path": merkle.inclusion_proof(index, head.tree_size, nodes)}
 
 
 async def prove(store: EventStore, event_id: uuid.UUID) -> dict[str, Any]:
     """The inclusion proof of event ``event_id`` in the newest signed tree, as the JSON
-    document ``facta audit prove`` prints: version, event_id, position, leaf_index,
+    document ``facta audit prove`` prints: version, event_id, position, leaf_index, event
+    (the fields its hash covers: stream_id, stream_type, version, event_type,
+    schema_version, payload (the JSON text as the store returns it) or payload_bytes
+    (base64), occurred_at_us (microseconds since 1970 UTC), actor, correlation_id,
+    causation_id), prev_hash (hex: its stream predecessor's hash, the chain's input),
     event_hash (hex), audit_path (hex, the leaf's sibling first) and tree_head (the signed
-    head, as ``facta audit digest`` prints it). Reads the event, its leaf, the head and
-    at most about 2 * log2(tree size) stored nodes in one query.
+    head, as ``facta audit digest`` prints it). Reads the event, its predecessor's hash,
+    its leaf, the head and at most about 2 * log2(tree size) stored nodes in one query.
 
     Raises AuditError for an unknown event or one not sealed yet."""
     parts = await store.database.read(_proof_parts, event_id)
     head: TreeHead = parts["head"]
+    event = dict(parts["event"])
+    if event["payload_bytes"] is not None:
+        event["payload_bytes"] = base64.b64encode(event["payload_bytes"]).decode("ascii")
     return {
         "version": PROOF_VERSION,
         "event_id": str(event_id),
         "position": parts["position"],
         "leaf_index": parts["leaf_index"],
+        "event": event,
+        "prev_hash": parts["prev_hash"].hex(),
         "event_hash": None if parts["event_hash"] is None else parts["event_hash"].hex(),
         "audit_path": [h.hex() for h in parts["path"]],
         "tree_head": head.as_json(),
     }
 
 
+def _proof_event(doc: dict[str, Any], source: str) -> tuple[uuid.UUID, dict[str, Any]]:
+    """The event id and the fields of a proof's ``event``, checked for their types."""
+    try:
+        event_id = uuid.UUID(str(doc["event_id"]))
+    except ValueError:
+        raise InvalidValue(f"{source}'s event_id {doc['event_id']!r} is not a UUID") from None
+    event = doc["event"]
+    if not isinstance(event, dict) or sorted(event) != sorted(EVENT_FIELDS):
+        raise InvalidValue(f"{source}'s event does not hold exactly the fields {', '.join(EVENT_FIELDS)}")
+    kinds: dict[str, tuple[type, ...]] = {
+        "stream_id": (str,), "stream_type": (str,), "version": (int,), "event_type": (str,), "schema_version": (int,),
+        "payload": (str, type(None)), "payload_bytes": (str, type(None)), "occurred_at_us": (int,),
+        "actor": (str, type(None)), "correlation_id": (str, type(None)), "causation_id": (str, type(None)),
+    }
+    for name, allowed in kinds.items():
+        if type(event[name]) not in allowed:
+            raise InvalidValue(f"{source}'s event.{name} {event[name]!r} is not a {' or '.join(t.__name__ for t in allowed)}")
+    fields = dict(event)
+    if fields["payload_bytes"] is not None:
+        try:
+            fields["payload_bytes"] = base64.b64decode(fields["payload_bytes"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidValue(f"{source}'s event.payload_bytes is not base64") from None
+    if (fields["payload"] is None) == (fields["payload_bytes"] is None):
+        raise InvalidValue(f"{source}'s event has both or neither of payload and payload_bytes")
+    return event_id, fields
+
+
 def verify_proof(doc: object, public_key: Ed25519PublicKey, *, source: str = "proof") -> TreeHead:
     """Check an inclusion proof document (:func:`prove`'s) offline: the head's signature
-    with ``public_key``, then the audit path from the event hash's leaf to the head's root.
-    Returns the head. Raises InvalidValue (one line, naming ``source`` and the field) for
-    a malformed document, AuditError for a head another key signed, a changed head, or a
-    path that does not lead to its root."""
+    with ``public_key``; the event's fields and prev_hash hash to its event_hash (the chain
+    step of :mod:`facta.eventstore.integrity`); the audit path leads from that event
+    hash's leaf to the head's root. Returns the head. Raises InvalidValue (one line, naming
+    ``source`` and the field) for a malformed document, AuditError for a head another key
+    signed, a changed head, an event whose fields do not give its hash, or a path that
+    does not lead to the root."""
     if not isinstance(doc, dict):
         raise InvalidValue(f"{source} is not a JSON object")
-    fields = ("version", "event_id", "position", "leaf_index", "event_hash", "audit_path", "tree_head")
+    fields = ("version", "event_id", "position", "leaf_index", "event", "prev_hash", "event_hash", "audit_path",
+              "tree_head")
     for name in fields:
         if name not in doc:
             raise InvalidValue(f"{source} has no {name!r}")
@@ -257,6 +335,8 @@ def verify_proof(doc: object, public_key: Ed25519PublicKey, *, source: str = "pr
     for name in ("position", "leaf_index"):
         if type(doc[name]) is not int or doc[name] < 0:
             raise InvalidValue(f"{source}'s {name} {doc[name]!r} is not a whole number >= 0")
+    event_id, event = _proof_event(doc, source)
+    prev = merkle._hex(doc["prev_hash"], f"{source}'s prev_hash", merkle.HASH_SIZE)
     event_hash = merkle._hex(doc["event_hash"], f"{source}'s event_hash", merkle.HASH_SIZE)
     path = doc["audit_path"]
     if not isinstance(path, list):
@@ -264,8 +344,12 @@ def verify_proof(doc: object, public_key: Ed25519PublicKey, *, source: str = "pr
     hashes = [merkle._hex(h, f"{source}'s audit_path[{i}]", merkle.HASH_SIZE) for i, h in enumerate(path)]
     head = TreeHead.from_json(doc["tree_head"], source=f"{source}'s tree_head")
     merkle.verify_head(head, public_key, source=f"{source}'s tree head")
+    occurred = event.pop("occurred_at_us")
+    if integrity.event_hash(prev, integrity.content_digest(event_id=event_id, occurred_at=occurred, **event)) != event_hash:
+        raise AuditError(f"{source}: the fields of event {event_id} and prev_hash do not hash to its event_hash:"
+                         " the event in the proof was changed")
     if not merkle.verify_inclusion(merkle.leaf_hash(event_hash), doc["leaf_index"], head.tree_size, hashes, head.root_hash):
-        raise AuditError(f"{source}: event {doc['event_id']} (position {doc['position']}, leaf {doc['leaf_index']})"
+        raise AuditError(f"{source}: event {event_id} (position {doc['position']}, leaf {doc['leaf_index']})"
                          f" is not in the tree of {head.tree_size} events its head signs: the proof or the event was changed")
     if doc["position"] > head.last_position:
         raise AuditError(f"{source}: position {doc['position']} is past the head's last position {head.last_position}")

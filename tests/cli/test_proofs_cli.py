@@ -89,6 +89,11 @@ async def test_the_four_commands_from_seal_to_an_offline_proof(migrated_url: str
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     one_line_error(facta("audit", "verify-proof", str(tmp_path / "changed.json"), "--public-key", str(pub)),
                    f"event {ids[4]} (position 5, leaf 4) is not in the tree of 18 events its head signs")
+    edited = json.loads(json.dumps(proof))
+    edited["event"]["actor"] = "someone-else"
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    one_line_error(facta("audit", "verify-proof", str(tmp_path / "edited.json"), "--public-key", str(pub)),
+                   f"the fields of event {ids[4]} and prev_hash do not hash to its event_hash")
     one_line_error(facta("audit", "verify-proof", str(proof_file), "--public-key", str(other)),
                    "tree head is signed by key", "not by this key")
     (tmp_path / "bad.json").write_text("{")

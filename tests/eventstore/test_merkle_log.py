@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 
 from facta.domain.reference import Account
 from facta.errors import AuditError
-from facta.eventstore import EventStore, Repository, merkle, schema, sealer
+from facta.eventstore import EventStore, Repository, integrity, merkle, schema, sealer
 from facta.eventstore.merkle import TreeHead
 
 KEY = Ed25519PrivateKey.generate()
@@ -49,7 +49,7 @@ async def event_hashes(store: EventStore) -> list[tuple[int, bytes]]:
     return [(int(p), bytes(h)) for p, h in rows]
 
 
-async def tamper(store: EventStore, table: str, *statements: str) -> None:
+async def tamper(store: EventStore, table: str, *statements: str | Callable[[Connection], object]) -> None:
     """Run ``statements`` from a raw connection with ``table``'s triggers out of the way
     (PostgreSQL: disabled for the transaction's duration; SQLite: dropped)."""
     def work(conn: Connection) -> None:
@@ -60,7 +60,10 @@ async def tamper(store: EventStore, table: str, *statements: str) -> None:
                                         {"t": table}).all():
                 conn.execute(text(f'DROP TRIGGER "{name}"'))
         for statement in statements:
-            conn.execute(text(statement))
+            if isinstance(statement, str):
+                conn.execute(text(statement))
+            else:
+                statement(conn)
         if conn.dialect.name == "postgresql":
             conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
 
@@ -161,6 +164,10 @@ async def test_an_inclusion_proof_verifies_offline_and_fails_when_a_byte_changes
         lambda d: d.update(leaf_index=d["leaf_index"] - 1),
         lambda d: d["tree_head"].update(root_hash=flip(d["tree_head"]["root_hash"])),
         lambda d: d["tree_head"].update(tree_size=d["tree_head"]["tree_size"] + 1),
+        lambda d: d["event"].update(payload=d["event"]["payload"].replace("7", "8")),
+        lambda d: d["event"].update(actor="someone else"),
+        lambda d: d["event"].update(occurred_at_us=d["event"]["occurred_at_us"] + 1),
+        lambda d: d.update(prev_hash=flip(d["prev_hash"], 9)),
     ):
         changed = copy.deepcopy(doc)
         change(changed)
@@ -169,12 +176,30 @@ async def test_an_inclusion_proof_verifies_offline_and_fails_when_a_byte_changes
     with pytest.raises(AuditError, match="is signed by key"):
         sealer.verify_proof(doc, OTHER.public_key())
 
-    # The event changes in the database after sealing: its proof no longer verifies.
-    target = int(rows[3][1])
-    await tamper(store, "facta_events", "UPDATE facta_events SET event_hash = "
-                 + ("decode(repeat('ab', 32), 'hex')" if store.database.dialect == "postgresql" else "randomblob(32)")
-                 + f" WHERE position = {target}")
-    event_id = as_uuid(rows[3][0])
+    # The event changes in the database after sealing. Its content alone: the proof's
+    # fields no longer give its hash. Its content and a hash recomputed to match (the chain
+    # step done again): the hash is no leaf of the signed tree.
+    target, event_id = int(rows[4][1]), as_uuid(rows[4][0])
+    original = await sealer.prove(store, event_id)
+    assert original["event"]["payload"] in ('{"amount": 101, "reference": null}', '{"amount":101,"reference":null}')
+    assert original["event"]["version"] == 2 and original["prev_hash"] == (await event_hashes(store))[3][1].hex()
+    forged = '{"amount": 9999, "reference": null}'
+    cast = "CAST(:p AS jsonb)" if store.database.dialect == "postgresql" else ":p"
+
+    def set_payload(conn: Connection) -> None:
+        conn.execute(text(f"UPDATE facta_events SET payload = {cast} WHERE position = :n"), {"p": forged, "n": target})
+
+    await tamper(store, "facta_events", set_payload)
+    with pytest.raises(AuditError, match=r"do not hash to its event_hash: the event in the proof was changed$"):
+        sealer.verify_proof(await sealer.prove(store, event_id), KEY.public_key())
+    fields = {k: v for k, v in original["event"].items() if k != "occurred_at_us"} | {"payload": forged}
+    rehashed = integrity.event_hash(bytes.fromhex(original["prev_hash"]), integrity.content_digest(
+        event_id=event_id, occurred_at=original["event"]["occurred_at_us"], **fields))
+
+    def set_hash(conn: Connection) -> None:
+        conn.execute(text("UPDATE facta_events SET event_hash = :h WHERE position = :n"), {"h": rehashed, "n": target})
+
+    await tamper(store, "facta_events", set_hash)
     with pytest.raises(AuditError, match=r"is not in the tree of 21 events its head signs"):
         sealer.verify_proof(await sealer.prove(store, event_id), KEY.public_key())
 
