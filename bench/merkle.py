@@ -176,7 +176,7 @@ async def run(sizes: tuple[int, int], rounds: int) -> None:
         print(f"{size:>12,} | {statistics.median(ms):8.3f} ({min(ms):.3f}-{max(ms):.3f}) | up to {depth}")
     print(f"ratio {sizes[1]:,} / {sizes[0]:,}, median of per-round ratios: {statistics.median(ratios):.2f}"
           f" ({min(ratios):.2f}-{max(ratios):.2f})")
-    print(f"offline check (verify_proof: signature + path), median {statistics.median(checks) * 1000:.3f} ms"
+    print(f"offline check (verify_proof: signature, event hash, path), median {statistics.median(checks) * 1000:.3f} ms"
           f" ({min(checks) * 1000:.3f}-{max(checks) * 1000:.3f})")
     print(load_average())
 

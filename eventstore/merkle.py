@@ -71,6 +71,8 @@ __all__ = [
     "node_hash",
     "pieces",
     "range_hash",
+    "read_document",
+    "read_hex",
     "root_hash",
     "sign_head",
     "verify_consistency",
@@ -408,21 +410,10 @@ class TreeHead:
     def from_json(cls, doc: object, *, source: str = "tree head") -> TreeHead:
         """The head in a digest document; raises InvalidValue naming ``source`` and the
         first field that is missing or malformed."""
-        if not isinstance(doc, dict):
-            raise InvalidValue(f"{source} is not a JSON object")
-        fields = ("version", "tree_size", "root_hash", "last_position", "signed_at", "key_id", "signature")
-        for name in fields:
-            if name not in doc:
-                raise InvalidValue(f"{source} has no {name!r}")
-        extra = sorted(set(doc) - set(fields))
-        if extra:
-            raise InvalidValue(f"{source} has an unknown field {extra[0]!r}")
-        if doc["version"] != HEAD_VERSION:
-            raise InvalidValue(f"{source} has version {doc['version']!r}; this facta reads version {HEAD_VERSION}")
-        for name in ("tree_size", "last_position"):
-            if type(doc[name]) is not int or doc[name] < 0:
-                raise InvalidValue(f"{source}'s {name} {doc[name]!r} is not a whole number >= 0")
-        root = _hex(doc["root_hash"], f"{source}'s root_hash", HASH_SIZE)
+        doc = read_document(doc, source=source, version=HEAD_VERSION, whole=("tree_size", "last_position"),
+                            fields=("version", "tree_size", "root_hash", "last_position", "signed_at", "key_id",
+                                    "signature"))
+        root = read_hex(doc["root_hash"], f"{source}'s root_hash", HASH_SIZE)
         try:
             signature = base64.b64decode(str(doc["signature"]), validate=True)
         except (binascii.Error, ValueError):
@@ -440,7 +431,29 @@ class TreeHead:
         return cls(doc["tree_size"], root, doc["last_position"], when, kid, signature)
 
 
-def _hex(value: object, what: str, size: int) -> bytes:
+def read_document(doc: object, *, source: str, version: int, fields: Sequence[str],
+                  whole: Sequence[str]) -> dict[str, Any]:
+    """``doc`` as a JSON object holding exactly ``fields``, ``version`` its version and
+    each of ``whole`` a whole number >= 0; raises InvalidValue naming ``source`` and the
+    first field that is missing, unknown or malformed."""
+    if not isinstance(doc, dict):
+        raise InvalidValue(f"{source} is not a JSON object")
+    for name in fields:
+        if name not in doc:
+            raise InvalidValue(f"{source} has no {name!r}")
+    extra = sorted(set(doc) - set(fields))
+    if extra:
+        raise InvalidValue(f"{source} has an unknown field {extra[0]!r}")
+    if doc["version"] != version:
+        raise InvalidValue(f"{source} has version {doc['version']!r}; this facta reads version {version}")
+    for name in whole:
+        if type(doc[name]) is not int or doc[name] < 0:
+            raise InvalidValue(f"{source}'s {name} {doc[name]!r} is not a whole number >= 0")
+    return doc
+
+
+def read_hex(value: object, what: str, size: int) -> bytes:
+    """``size`` bytes from lower-case hex text; raises InvalidValue naming ``what`` otherwise."""
     try:
         out = bytes.fromhex(value) if isinstance(value, str) else b""
     except ValueError:

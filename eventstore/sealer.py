@@ -320,28 +320,16 @@ def verify_proof(doc: object, public_key: Ed25519PublicKey, *, source: str = "pr
     ``source`` and the field) for a malformed document, AuditError for a head another key
     signed, a changed head, an event whose fields do not give its hash, or a path that
     does not lead to the root."""
-    if not isinstance(doc, dict):
-        raise InvalidValue(f"{source} is not a JSON object")
-    fields = ("version", "event_id", "position", "leaf_index", "event", "prev_hash", "event_hash", "audit_path",
-              "tree_head")
-    for name in fields:
-        if name not in doc:
-            raise InvalidValue(f"{source} has no {name!r}")
-    extra = sorted(set(doc) - set(fields))
-    if extra:
-        raise InvalidValue(f"{source} has an unknown field {extra[0]!r}")
-    if doc["version"] != PROOF_VERSION:
-        raise InvalidValue(f"{source} has version {doc['version']!r}; this facta reads version {PROOF_VERSION}")
-    for name in ("position", "leaf_index"):
-        if type(doc[name]) is not int or doc[name] < 0:
-            raise InvalidValue(f"{source}'s {name} {doc[name]!r} is not a whole number >= 0")
+    doc = merkle.read_document(doc, source=source, version=PROOF_VERSION, whole=("position", "leaf_index"),
+                               fields=("version", "event_id", "position", "leaf_index", "event", "prev_hash",
+                                       "event_hash", "audit_path", "tree_head"))
     event_id, event = _proof_event(doc, source)
-    prev = merkle._hex(doc["prev_hash"], f"{source}'s prev_hash", merkle.HASH_SIZE)
-    event_hash = merkle._hex(doc["event_hash"], f"{source}'s event_hash", merkle.HASH_SIZE)
+    prev = merkle.read_hex(doc["prev_hash"], f"{source}'s prev_hash", merkle.HASH_SIZE)
+    event_hash = merkle.read_hex(doc["event_hash"], f"{source}'s event_hash", merkle.HASH_SIZE)
     path = doc["audit_path"]
     if not isinstance(path, list):
         raise InvalidValue(f"{source}'s audit_path is not a list")
-    hashes = [merkle._hex(h, f"{source}'s audit_path[{i}]", merkle.HASH_SIZE) for i, h in enumerate(path)]
+    hashes = [merkle.read_hex(h, f"{source}'s audit_path[{i}]", merkle.HASH_SIZE) for i, h in enumerate(path)]
     head = TreeHead.from_json(doc["tree_head"], source=f"{source}'s tree_head")
     merkle.verify_head(head, public_key, source=f"{source}'s tree head")
     occurred = event.pop("occurred_at_us")
