@@ -6,6 +6,7 @@ tampered event makes `verify --against` exit 1 naming its position; exit codes 0
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,32 @@ async def test_digest_before_any_seal_and_a_missing_key_file(migrated_url: str, 
     assert (found.returncode, found.stdout) == (
         1, "TAMPERED: position 2: the event sealed as leaf 1 is missing (deleted)\n"), found.stderr
     assert json.loads(facta("audit", "verify", "--json", *db).stdout)["tree_checked"] is False  # no key: chains only
+
+
+async def test_seal_without_once_keeps_sealing_until_interrupted(migrated_url: str, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from .test_cli import FACTA
+
+    key = tmp_path / "k.pem"
+    run_ok("audit", "keygen", str(key))
+    command = [FACTA] if FACTA else [sys.executable, "-m", "facta.replay.cli"]
+    proc = subprocess.Popen([*command, "audit", "seal", "--interval", "0.2", "--json", "--key-file", str(key),
+                             "--database-url", migrated_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await _accounts(migrated_url, 0, 2)
+        deadline = time.monotonic() + 60
+        while json.loads(facta("audit", "digest", "--database-url", migrated_url).stdout or '{"tree_size": 0}')["tree_size"] < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    runs = [json.loads(line) for line in out.splitlines()]
+    assert runs[-1]["tree_size"] == 4 and sum(r["added"] for r in runs) == 4
