@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, and_, column, func, or_, select, text, tuple_
+from sqlalchemy import Connection, Text, and_, cast, column, func, or_, select, text, tuple_
 
 from facta.errors import AuditError, InvalidValue
 
@@ -202,39 +202,29 @@ async def seal(store: EventStore, key: Ed25519PrivateKey, *, batch: int = SEAL_B
 
 # -- inclusion proofs -------------------------------------------------------------------------
 
-_PG_EVENT = text(
-    "SELECT position, stream_id, stream_type, version, event_type, schema_version,"
-    " CASE WHEN payload_bytes IS NULL THEN payload::text END, payload_bytes,"
-    " (extract(epoch FROM occurred_at) * 1000000)::bigint, actor, correlation_id, causation_id, event_hash"
-    " FROM facta_events WHERE event_id = :id"
-)
-_SQLITE_EVENT = text(
-    "SELECT position, stream_id, stream_type, version, event_type, schema_version,"
-    " CASE WHEN payload_bytes IS NULL THEN payload END, payload_bytes,"
-    " CAST(strftime('%s', occurred_at) AS INTEGER) * 1000000 + CAST(substr(occurred_at, 21, 6) AS INTEGER),"
-    " actor, correlation_id, causation_id, event_hash FROM facta_events WHERE event_id = :id"
-)
 _PREVIOUS = text(
     "SELECT event_hash FROM facta_events WHERE stream_id = :s AND version < :v ORDER BY version DESC LIMIT 1"
 )
 #: The event's fields a proof carries, in the order of its ``event`` object.
 EVENT_FIELDS = ("stream_id", "stream_type", "version", "event_type", "schema_version", "payload", "payload_bytes",
-                "occurred_at_us", "actor", "correlation_id", "causation_id")
+                "occurred_at", "actor", "correlation_id", "causation_id")
+_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _proof_parts(conn: Connection, event_id: uuid.UUID) -> dict[str, Any]:
-    pg = conn.dialect.name == "postgresql"
-    row = conn.execute(_PG_EVENT if pg else _SQLITE_EVENT, {"id": event_id if pg else event_id.hex}).first()
+    c = events.c
+    row = conn.execute(select(c.position, c.stream_id, c.stream_type, c.version, c.event_type, c.schema_version,
+                              cast(c.payload, Text()), c.payload_bytes, c.occurred_at, c.actor, c.correlation_id, c.causation_id,
+                              column("event_hash")).where(c.event_id == event_id)).first()
     if row is None:
         raise AuditError(f"no event {event_id}")
     position = int(row[0])
-    event = dict(zip(EVENT_FIELDS, row[1:12], strict=True))
-    event["payload_bytes"] = None if row[7] is None else bytes(row[7])
-    event["occurred_at_us"] = int(row[8])
+    event: dict[str, Any] = dict(zip(EVENT_FIELDS, row[1:12], strict=True))
+    if row[7] is not None:  # a byte event: its hash covers the bytes, not the payload column's text
+        event["payload"], event["payload_bytes"] = None, bytes(row[7])
     event_hash = None if row[12] is None else bytes(row[12])
-    digest = integrity.content_digest(event_id=event_id, payload_bytes=event["payload_bytes"],
-                                      occurred_at=event["occurred_at_us"],
-                                      **{k: v for k, v in event.items() if k not in ("payload_bytes", "occurred_at_us")})
+    digest = integrity.content_digest(event_id=event_id, **event)
+    event["occurred_at"] = event["occurred_at"].astimezone(UTC).strftime(_TIME)
     # The chain's predecessor: the stream's previous event's hash, or ZERO (a stream's
     # first event, or its first one hashed after the backfill start): whichever this
     # event's hash was made from (facta.eventstore.integrity).
@@ -259,7 +249,7 @@ async def prove(store: EventStore, event_id: uuid.UUID) -> dict[str, Any]:
     document ``facta audit prove`` prints: version, event_id, position, leaf_index, event
     (the fields its hash covers: stream_id, stream_type, version, event_type,
     schema_version, payload (the JSON text as the store returns it) or payload_bytes
-    (base64), occurred_at_us (microseconds since 1970 UTC), actor, correlation_id,
+    (base64), occurred_at (ISO 8601 UTC, microseconds), actor, correlation_id,
     causation_id), prev_hash (hex: its stream predecessor's hash, the chain's input),
     event_hash (hex), audit_path (hex, the leaf's sibling first) and tree_head (the signed
     head, as ``facta audit digest`` prints it). Reads the event, its predecessor's hash,
@@ -295,7 +285,7 @@ def _proof_event(doc: dict[str, Any], source: str) -> tuple[uuid.UUID, dict[str,
         raise InvalidValue(f"{source}'s event does not hold exactly the fields {', '.join(EVENT_FIELDS)}")
     kinds: dict[str, tuple[type, ...]] = {
         "stream_id": (str,), "stream_type": (str,), "version": (int,), "event_type": (str,), "schema_version": (int,),
-        "payload": (str, type(None)), "payload_bytes": (str, type(None)), "occurred_at_us": (int,),
+        "payload": (str, type(None)), "payload_bytes": (str, type(None)), "occurred_at": (str,),
         "actor": (str, type(None)), "correlation_id": (str, type(None)), "causation_id": (str, type(None)),
     }
     for name, allowed in kinds.items():
@@ -309,6 +299,10 @@ def _proof_event(doc: dict[str, Any], source: str) -> tuple[uuid.UUID, dict[str,
             raise InvalidValue(f"{source}'s event.payload_bytes is not base64") from None
     if (fields["payload"] is None) == (fields["payload_bytes"] is None):
         raise InvalidValue(f"{source}'s event has both or neither of payload and payload_bytes")
+    try:
+        fields["occurred_at"] = datetime.strptime(fields["occurred_at"], _TIME).replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidValue(f"{source}'s event.occurred_at {event['occurred_at']!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ") from None
     return event_id, fields
 
 
@@ -332,8 +326,7 @@ def verify_proof(doc: object, public_key: Ed25519PublicKey, *, source: str = "pr
     hashes = [merkle.read_hex(h, f"{source}'s audit_path[{i}]", merkle.HASH_SIZE) for i, h in enumerate(path)]
     head = TreeHead.from_json(doc["tree_head"], source=f"{source}'s tree_head")
     merkle.verify_head(head, public_key, source=f"{source}'s tree head")
-    occurred = event.pop("occurred_at_us")
-    if integrity.event_hash(prev, integrity.content_digest(event_id=event_id, occurred_at=occurred, **event)) != event_hash:
+    if integrity.event_hash(prev, integrity.content_digest(event_id=event_id, **event)) != event_hash:
         raise AuditError(f"{source}: the fields of event {event_id} and prev_hash do not hash to its event_hash:"
                          " the event in the proof was changed")
     if not merkle.verify_inclusion(merkle.leaf_hash(event_hash), doc["leaf_index"], head.tree_size, hashes, head.root_hash):

@@ -19,7 +19,7 @@ PACKAGES = ["facta", "facta.domain", "facta.eventstore", "facta.projections", "f
 PUBLIC_MODULES = {
     "facta": {"migrations", "testing"},
     "facta.domain": {"reference"},
-    "facta.eventstore": {"audit", "blocking", "kafka_codec", "merkle", "relay", "schema", "sealer"},
+    "facta.eventstore": {"audit", "blocking", "integrity", "kafka_codec", "merkle", "relay", "schema", "sealer"},
     "facta.projections": {"reference", "replay"},
     "facta.replay": set(),
     "facta.migrations": set(),

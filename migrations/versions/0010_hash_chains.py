@@ -31,7 +31,7 @@ here is tested to give the same digests, ``tests/eventstore/test_integrity.py``)
     content  = "facta.event.1\\0" || T(stream_id) || T(stream_type) || N(actor)
                || N(correlation_id) || N(causation_id) || event_id (16 bytes)
                || I32(version) || T(event_type) || I32(schema_version)
-               || I64(occurred_at, microseconds since 1970-01-01 UTC)
+               || I64(occurred_at, microseconds since 2000-01-01 UTC: timestamptz_send)
                || ("b" || I32(len) || payload_bytes   when payload_bytes is set
                    | "j" || I32(len) || payload text as the database returns it)
     event_hash = SHA-256("facta.chain.1\\0" || prev || SHA-256(content))
@@ -78,18 +78,35 @@ def _body(text_arg: str, bytes_arg: str) -> str:
     )
 
 
-# One expression: PostgreSQL inlines it into the statements that call it.
-_EVENT_DIGEST = f"""
+# Each one expression: PostgreSQL inlines them into the statements that call them. The
+# content's first part (what one append shares per stream) is computed once per stream
+# (facta_event_prefix), the rest per event (facta_event_digest_from); occurred-at is
+# timestamptz_send's int64 (microseconds since 2000-01-01 UTC).
+_EVENT_PREFIX = f"""
+CREATE OR REPLACE FUNCTION facta_event_prefix(
+    stream_id text, stream_type text, actor text, correlation_id text, causation_id text
+) RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
+SELECT '{EVENT_TAG}'::bytea || {_t('stream_id')} || {_t('stream_type')} || {_n('actor')}
+       || {_n('correlation_id')} || {_n('causation_id')}
+$fn$
+"""
+_EVENT_DIGEST_FROM = f"""
+CREATE OR REPLACE FUNCTION facta_event_digest_from(
+    prefix bytea, event_id uuid, version int, event_type text, schema_version int, occurred_at timestamptz,
+    payload text, payload_bytes bytea
+) RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
+SELECT sha256(prefix || uuid_send(event_id) || int4send(version) || {_t('event_type')} || int4send(schema_version)
+              || timestamptz_send(occurred_at) || {_body('payload', 'payload_bytes')})
+$fn$
+"""
+_EVENT_DIGEST = """
 CREATE OR REPLACE FUNCTION facta_event_digest(
     stream_id text, stream_type text, actor text, correlation_id text, causation_id text,
     event_id uuid, version int, event_type text, schema_version int, occurred_at timestamptz,
     payload text, payload_bytes bytea
 ) RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $fn$
-SELECT sha256('{EVENT_TAG}'::bytea || {_t('stream_id')} || {_t('stream_type')} || {_n('actor')}
-              || {_n('correlation_id')} || {_n('causation_id')} || uuid_send(event_id) || int4send(version)
-              || {_t('event_type')} || int4send(schema_version)
-              || int8send((extract(epoch FROM occurred_at) * 1000000)::bigint)
-              || {_body('payload', 'payload_bytes')})
+SELECT facta_event_digest_from(facta_event_prefix(stream_id, stream_type, actor, correlation_id, causation_id),
+                               event_id, version, event_type, schema_version, occurred_at, payload, payload_bytes)
 $fn$
 """
 
@@ -197,9 +214,11 @@ DECLARE
     matches boolean;
     first_position bigint;
     one_payload jsonb;
+    one_text text;
     js jsonb[];
     digests bytea[];
     hashes bytea[];
+    prefixes bytea[];
     h bytea;
     k int;
 BEGIN
@@ -243,7 +262,8 @@ BEGIN
     first_position := facta_take_positions(cardinality(event_ids));
     IF cardinality(event_ids) = 1 THEN
         one_payload := payloads[1]::jsonb;
-        h := {_CHAIN_STEP % ("head_hashes[1]", "facta_event_digest(stream_ids[1], stream_types[1], actor, correlation_id, causation_id, event_ids[1], head_versions[1] + 1, event_types[1], schema_versions[1], occurred[1], one_payload::text, NULL)")};
+        one_text := one_payload::text;
+        h := {_CHAIN_STEP % ("head_hashes[1]", "facta_event_digest(stream_ids[1], stream_types[1], actor, correlation_id, causation_id, event_ids[1], head_versions[1] + 1, event_types[1], schema_versions[1], occurred[1], one_text, NULL)")};
         INSERT INTO facta_events (position, event_id, stream_id, stream_type, version, event_type, schema_version,
                                   payload, occurred_at, recorded_at, actor, correlation_id, causation_id, event_hash)
         VALUES (first_position, event_ids[1], stream_ids[1], stream_types[1], head_versions[1] + 1, event_types[1],
@@ -252,14 +272,21 @@ BEGIN
         inserted_ids := event_ids;
         positions := ARRAY[first_position];
     ELSE
+        prefixes := ARRAY(SELECT facta_event_prefix(u.s, u.t, actor, correlation_id, causation_id)
+                          FROM unnest(stream_ids, stream_types) WITH ORDINALITY AS u(s, t, k) ORDER BY u.k);
         SELECT array_agg(x.j ORDER BY x.ord),
-               array_agg(facta_event_digest(stream_ids[x.k], stream_types[x.k], actor, correlation_id, causation_id,
-                                            x.event_id, head_versions[x.k] + x.n, x.event_type, x.schema_version,
-                                            x.occurred_at, x.j::text, NULL) ORDER BY x.ord)
+               array_agg(facta_event_digest_from(prefixes[x.k], x.event_id, head_versions[x.k] + x.n, x.event_type,
+                                                 x.schema_version, x.occurred_at, x.jt, NULL) ORDER BY x.ord)
         INTO js, digests
-        FROM (SELECT e.*, e.payload::jsonb AS j
-              FROM unnest(event_streams, event_offsets, event_ids, event_types, schema_versions, payloads, occurred)
-                   WITH ORDINALITY AS e(k, n, event_id, event_type, schema_version, payload, occurred_at, ord)) x;
+        -- OFFSET 0 keeps each level from being flattened: one jsonb parse and one jsonb
+        -- text per event (the inlined digest names its payload argument twice).
+        FROM (SELECT y.*, y.j::text AS jt
+              FROM (SELECT e.*, e.payload::jsonb AS j
+                    FROM unnest(event_streams, event_offsets, event_ids, event_types, schema_versions, payloads,
+                                occurred)
+                         WITH ORDINALITY AS e(k, n, event_id, event_type, schema_version, payload, occurred_at, ord)
+                    OFFSET 0) y
+              OFFSET 0) x;
         -- Each stream's chain, in the order given (versions ascend within a stream).
         hashes := array_fill(NULL::bytea, ARRAY[cardinality(event_ids)]);
         FOR i IN 1 .. cardinality(event_ids) LOOP
@@ -353,11 +380,14 @@ BEGIN
     END IF;
     SELECT array_agg(x.j ORDER BY x.ord),
            array_agg(facta_event_digest(x.stream_id, p_stream_type, NULL, NULL, NULL, x.event_id, x.version,
-                                        x.event_type, 1, stamp, x.j::text, x.payload_bytes) ORDER BY x.ord)
+                                        x.event_type, 1, stamp, x.jt, x.payload_bytes) ORDER BY x.ord)
     INTO js, digests
-    FROM (SELECT e.*, e.payload::jsonb AS j
-          FROM unnest(stream_ids, versions, event_ids, event_types, payloads, payload_bytes)
-               WITH ORDINALITY AS e(stream_id, version, event_id, event_type, payload, payload_bytes, ord)) x;
+    FROM (SELECT y.*, CASE WHEN y.payload_bytes IS NULL THEN y.j::text END AS jt
+          FROM (SELECT e.*, e.payload::jsonb AS j
+                FROM unnest(stream_ids, versions, event_ids, event_types, payloads, payload_bytes)
+                     WITH ORDINALITY AS e(stream_id, version, event_id, event_type, payload, payload_bytes, ord)
+                OFFSET 0) y
+          OFFSET 0) x;
     hashes := array_fill(NULL::bytea, ARRAY[n]);
     FOR i IN 1 .. n LOOP
         k := array_position(heads, stream_ids[i]);
@@ -391,7 +421,7 @@ def upgrade() -> None:
     # Taken with the table locked by ADD COLUMN (PostgreSQL) or the write lock (SQLite).
     op.execute("INSERT INTO facta_hash_start (position) SELECT coalesce(max(position), 0) FROM facta_events")
     if bind.dialect.name == "postgresql":
-        for sql in (_EVENT_DIGEST, _STATE_HASH, _SNAPSHOT_TRIGGER_FN, _EVENTS_REJECT_CHANGE,
+        for sql in (_EVENT_PREFIX, _EVENT_DIGEST_FROM, _EVENT_DIGEST, _STATE_HASH, _SNAPSHOT_TRIGGER_FN, _EVENTS_REJECT_CHANGE,
                     _SNAPSHOTS_REJECT_UPDATE, _FACTA_APPEND, _FACTA_APPEND_BYTES):
             op.execute(sql)
         op.execute(
@@ -436,6 +466,8 @@ def downgrade() -> None:
         )
         op.execute("DROP FUNCTION facta_event_digest(text, text, text, text, text, uuid, int, text, int, timestamptz,"
                    " text, bytea)")
+        op.execute("DROP FUNCTION facta_event_digest_from(bytea, uuid, int, text, int, timestamptz, text, bytea)")
+        op.execute("DROP FUNCTION facta_event_prefix(text, text, text, text, text)")
         op.execute("DROP FUNCTION facta_state_hash(text, int, text, text, text, bytea)")
     else:
         op.execute("DROP TRIGGER facta_events_no_update")

@@ -9,8 +9,8 @@
 ``relay``                     ``facta relay run|status|skip``
 ``projections``               ``facta projections list|run|skip|skipped``
 ``replay``                    ``facta replay``
-``audit``                     ``facta audit history|state|diff|events|trace``
-``proofs``                    ``facta audit keygen|seal|digest|verify|prove|verify-proof``
+``audit``                     ``facta audit history|state|diff|events|trace|verify|seal``
+``proofs``                    ``facta audit keygen|digest|prove|verify-proof``
 ``dev``                       ``facta dev broker``
 ============================  ====================================================================
 

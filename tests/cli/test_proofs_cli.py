@@ -30,6 +30,15 @@ async def _accounts(url: str, first: int, count: int) -> list[str]:
         return [str(e.event_id) for e in await store.read_log(limit=1000)]
 
 
+class AnyStartingWith(str):
+    """Equal to any string that starts with it."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith(str(self))
+
+    __hash__ = str.__hash__
+
+
 def run_ok(*args: str) -> str:
     result = facta(*args)
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
@@ -54,25 +63,29 @@ async def test_the_four_commands_from_seal_to_an_offline_proof(migrated_url: str
     usage(facta("audit", "keygen", str(key)), "exists: facta audit keygen never overwrites a key")
 
     await _accounts(migrated_url, 0, 4)
-    assert run_ok("audit", "seal", "--once", "--key-file", str(key), *db).splitlines()[-1].startswith(
-        "sealed 8 events: tree of 8, signed head 8 (root ")
+    assert run_ok("audit", "seal", "--key-file", str(key), *db).splitlines() == [
+        "backfilled: 0 events, 0 snapshots", AnyStartingWith("sealed 8 events: tree of 8, signed head 8 (root ")]
     yesterday = json.loads(run_ok("audit", "digest", *db))
     assert (yesterday["tree_size"], yesterday["version"]) == (8, 1)
     digest = tmp_path / "digest.json"
     digest.write_text(json.dumps(yesterday))
 
     ids = await _accounts(migrated_url, 4, 5)
-    by_env = facta("audit", "seal", "--once", "--json", *db, env={"FACTA_SIGNING_KEY_FILE": str(key)})
+    by_env = facta("audit", "seal", "--json", *db, env={"FACTA_SIGNING_KEY_FILE": str(key)})
     assert by_env.returncode == 0, by_env.stderr
     sealed = json.loads(by_env.stdout)
-    assert (sealed["added"], sealed["tree_size"]) == (10, 18)
+    assert (sealed["events"], sealed["tree"]["added"], sealed["tree"]["tree_size"]) == (0, 10, 18)
+    assert sealed["tree"]["head"]["tree_size"] == 18
 
     out = run_ok("audit", "verify", "--against", str(digest), "--public-key", str(pub), *db)
-    assert out.splitlines()[0] == "chains intact: 18 events in 9 streams, 0 snapshots"
-    assert out.splitlines()[1] == ("tree intact: 18 sealed events, 2 signed heads, the newest of 18 to position 18;"
-                                   " extends the saved digest's tree of 8; 0 events not sealed yet")
+    assert out.splitlines() == [
+        "18 events in 9 streams, 0 snapshots: chains intact",
+        "tree: 2 signed heads, the newest over 18 events to position 18, extends the saved digest's tree of 8:"
+        " intact (0 events not sealed yet)"]
     report = json.loads(run_ok("audit", "verify", "--against", str(digest), "--key-file", str(key), "--json", *db))
-    assert report["intact"] is True and report["against_tree_size"] == 8 and report["tree_size"] == 18
+    assert report["intact"] is True and report["first"] is None
+    assert report["tree"] == {"intact": True, "leaves": 18, "heads": 2, "tree_size": 18, "last_position": 18,
+                              "unsealed_events": 0, "against_tree_size": 8}
 
     proof = json.loads(run_ok("audit", "prove", ids[4], *db))
     assert (proof["position"], proof["leaf_index"], proof["tree_head"]["tree_size"]) == (5, 4, 18)
@@ -105,7 +118,7 @@ async def test_the_four_commands_from_seal_to_an_offline_proof(migrated_url: str
     one_line_error(facta("audit", "verify", "--against", str(digest), "--key-file", str(other), *db),
                    "the saved digest is signed by key")
     usage(facta("audit", "verify", "--against", str(digest), *db), "no key to check signatures with")
-    usage(facta("audit", "seal", "--once", *db), "no signing key: give --key-file PEM_FILE")
+    usage(facta("audit", "seal", "--interval", "1", *db), "no signing key: give --key-file PEM_FILE")
 
     # Tamper: one event's hash changed behind the triggers' back.
     async with await EventStore.open(migrated_url) as store:
@@ -123,22 +136,23 @@ async def test_the_four_commands_from_seal_to_an_offline_proof(migrated_url: str
         await store.database.write(work)
     tampered = facta("audit", "verify", "--against", str(digest), "--public-key", str(pub), *db)
     assert tampered.returncode == 1, (tampered.stdout, tampered.stderr)
-    assert tampered.stdout.startswith("TAMPERED: position 3: stream 'acct-1' version 1:"), tampered.stdout
+    assert tampered.stdout.splitlines()[-1].startswith("first: position 3, stream acct-1 version 1 (hash):"), tampered.stdout
 
 
 async def test_digest_before_any_seal_and_a_missing_key_file(migrated_url: str, tmp_path: Path) -> None:
     db = ("--database-url", migrated_url)
     one_line_error(facta("audit", "digest", *db), "no signed tree head yet: run facta audit seal")
-    usage(facta("audit", "seal", "--once", "--key-file", str(tmp_path / "nope.pem"), *db),
+    usage(facta("audit", "seal", "--key-file", str(tmp_path / "nope.pem"), *db),
           "cannot read signing key file", "nope.pem")
     key = tmp_path / "k.pem"
     run_ok("audit", "keygen", str(key))
-    assert run_ok("audit", "seal", "--once", "--key-file", str(key), *db) == "sealed 0 events: tree of 0, signed head 0 (root e3b0c44298fc1c14..)\n"
+    assert run_ok("audit", "seal", "--key-file", str(key), *db) == (
+        "backfilled: 0 events, 0 snapshots\nsealed 0 events: tree of 0, signed head 0 (root e3b0c44298fc1c14..)\n")
     empty = json.loads(run_ok("audit", "digest", *db))
     assert empty["tree_size"] == 0 and empty["root_hash"] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     (tmp_path / "d.json").write_text(json.dumps(empty))
     await _accounts(migrated_url, 0, 1)
-    run_ok("audit", "seal", "--once", "--key-file", str(key), *db)
+    run_ok("audit", "seal", "--key-file", str(key), *db)
     assert "extends the saved digest's tree of 0" in run_ok("audit", "verify", "--against", str(tmp_path / "d.json"),
                                                            "--key-file", str(key), *db)
 
@@ -158,9 +172,15 @@ async def test_digest_before_any_seal_and_a_missing_key_file(migrated_url: str, 
 
         await store.database.write(delete)
     found = facta("audit", "verify", "--against", str(tmp_path / "d.json"), "--key-file", str(key), *db)
-    assert (found.returncode, found.stdout) == (
-        1, "TAMPERED: position 2: the event sealed as leaf 1 is missing (deleted)\n"), found.stderr
-    assert json.loads(facta("audit", "verify", "--json", *db).stdout)["tree_checked"] is False  # no key: chains only
+    assert found.returncode == 1, found.stderr
+    assert found.stdout.splitlines()[-2:] == [
+        "tree: 2 signed heads, the newest over 2 events to position 2, extends the saved digest's tree of 0: TAMPERED",
+        "first: position 2: the event sealed as leaf 1 is missing (deleted)"]
+    chains_only = facta("audit", "verify", "--json", *db)  # no key: the chains only, and they are intact
+    assert chains_only.returncode == 0 and json.loads(chains_only.stdout)["tree"] is None
+    text_form = facta("audit", "verify", *db)
+    assert text_form.returncode == 0 and text_form.stdout == "1 event in 1 stream, 0 snapshots: intact\n"
+    assert "the Merkle log was not checked: give --key-file or --public-key" in text_form.stderr
 
 
 async def test_seal_without_once_keeps_sealing_until_interrupted(migrated_url: str, tmp_path: Path) -> None:
@@ -188,5 +208,5 @@ async def test_seal_without_once_keeps_sealing_until_interrupted(migrated_url: s
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    runs = [json.loads(line) for line in out.splitlines()]
+    runs = [json.loads(line)["tree"] for line in out.splitlines()]
     assert runs[-1]["tree_size"] == 4 and sum(r["added"] for r in runs) == 4

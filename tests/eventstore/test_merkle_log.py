@@ -166,7 +166,7 @@ async def test_an_inclusion_proof_verifies_offline_and_fails_when_a_byte_changes
         lambda d: d["tree_head"].update(tree_size=d["tree_head"]["tree_size"] + 1),
         lambda d: d["event"].update(payload=d["event"]["payload"].replace("7", "8")),
         lambda d: d["event"].update(actor="someone else"),
-        lambda d: d["event"].update(occurred_at_us=d["event"]["occurred_at_us"] + 1),
+        lambda d: d["event"].update(occurred_at=d["event"]["occurred_at"][:-2] + ("1" if d["event"]["occurred_at"][-2] != "1" else "2") + "Z"),
         lambda d: d.update(prev_hash=flip(d["prev_hash"], 9)),
     ):
         changed = copy.deepcopy(doc)
@@ -192,9 +192,10 @@ async def test_an_inclusion_proof_verifies_offline_and_fails_when_a_byte_changes
     await tamper(store, "facta_events", set_payload)
     with pytest.raises(AuditError, match=r"do not hash to its event_hash: the event in the proof was changed$"):
         sealer.verify_proof(await sealer.prove(store, event_id), KEY.public_key())
-    fields = {k: v for k, v in original["event"].items() if k != "occurred_at_us"} | {"payload": forged}
+    when = datetime.strptime(original["event"]["occurred_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    fields = original["event"] | {"payload": forged, "occurred_at": when}
     rehashed = integrity.event_hash(bytes.fromhex(original["prev_hash"]), integrity.content_digest(
-        event_id=event_id, occurred_at=original["event"]["occurred_at_us"], **fields))
+        event_id=event_id, **fields))
 
     def set_hash(conn: Connection) -> None:
         conn.execute(text("UPDATE facta_events SET event_hash = :h WHERE position = :n"), {"h": rehashed, "n": target})
