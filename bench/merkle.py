@@ -114,6 +114,14 @@ def load_tree(fresh: Fresh, hashes: list[bytes]) -> bytes:
 
 async def build(size: int, *, real_seal: bool) -> Store:
     fresh = fresh_database("postgresql", f"merkle{size}")
+    try:
+        return await _fill(fresh, size, real_seal=real_seal)
+    except BaseException:
+        fresh.drop()
+        raise
+
+
+async def _fill(fresh: Fresh, size: int, *, real_seal: bool) -> Store:
     await migrate(fresh.url)
     ids = event_ids(size)
     hashes = chain_hashes(ids)
@@ -139,7 +147,12 @@ async def build(size: int, *, real_seal: bool) -> Store:
 async def run(sizes: tuple[int, int], rounds: int) -> None:
     for line in machine_facts(["postgresql"]):
         print(line)
-    small, large = await build(sizes[0], real_seal=True), await build(sizes[1], real_seal=False)
+    small = await build(sizes[0], real_seal=True)
+    try:
+        large = await build(sizes[1], real_seal=False)
+    except BaseException:
+        small.fresh.drop()
+        raise
     assert small.seal_s is not None
     print(f"sealed {small.size:,} events with sealer.seal in {small.seal_s:.2f} s"
           f" ({small.size / small.seal_s:,.0f} events/s)")
