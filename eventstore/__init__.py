@@ -1,7 +1,9 @@
 """facta.eventstore: the permanent SQL event store, its repository and its errors.
 
-``__all__`` is the public face: the names below and six public modules, each with an
+``__all__`` is the public face: the names below and eight public modules, each with an
 ``__all__`` of its own: :mod:`~facta.eventstore.audit` (history queries),
+:mod:`~facta.eventstore.merkle` (the Merkle tree, proofs and signed tree heads, pure),
+:mod:`~facta.eventstore.sealer` (sealing the log into the tree, proofs from the store),
 :mod:`~facta.eventstore.blocking` (the store for threads and scripts, no event loop),
 :mod:`~facta.eventstore.integrity` (hash chains: their definition, verify and backfill),
 :mod:`~facta.eventstore.relay` (publishing the log to Kafka),
@@ -57,4 +59,4 @@ __all__ = [
     "database_url_from_env",
     "resolve_url",
 ]
-__all__ += ["audit", "blocking", "integrity", "kafka_codec", "relay", "schema"]  # the public modules
+__all__ += ["audit", "blocking", "integrity", "kafka_codec", "merkle", "relay", "schema", "sealer"]  # the public modules

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -51,6 +52,9 @@ __all__ = [
     "relay_skips",
     "snapshots",
     "tracking",
+    "tree_heads",
+    "tree_leaves",
+    "tree_nodes",
 ]
 
 
@@ -224,4 +228,35 @@ tracking = Table(
     Column("name", String(200), primary_key=True),
     Column("position", POSITION_TYPE, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# The Merkle log (revision 0011; facta.eventstore.sealer writes them, each row once):
+# leaf leaf_index is the event at position, leaf_hash = SHA-256(0x00 || event_hash);
+# node (level >= 1, node_index) is the hash of the complete subtree over leaves
+# node_index * 2**level .. (node_index + 1) * 2**level - 1; one signed head per seal.
+tree_leaves = Table(
+    "facta_tree_leaves",
+    metadata,
+    Column("leaf_index", POSITION_TYPE, primary_key=True, autoincrement=False),
+    Column("position", POSITION_TYPE, nullable=False, unique=True),
+    Column("leaf_hash", LargeBinary(), nullable=False),
+)
+
+tree_nodes = Table(
+    "facta_tree_nodes",
+    metadata,
+    Column("level", SmallInteger(), primary_key=True, autoincrement=False),
+    Column("node_index", POSITION_TYPE, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(), nullable=False),
+)
+
+tree_heads = Table(
+    "facta_tree_heads",
+    metadata,
+    Column("tree_size", POSITION_TYPE, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(), nullable=False),
+    Column("last_position", POSITION_TYPE, nullable=False),
+    Column("signed_at", UTCDateTime(), nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("signature", LargeBinary(), nullable=False),
 )

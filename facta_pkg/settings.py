@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     """Where SQLite stores keep their workers' lock files (default ``<temp>/facta-locks``)."""
     test_database_url: str | None = None
     """``facta.testing``'s ``facta_store`` fixture: a PostgreSQL server to run tests on too."""
+    signing_key_file: str | None = None
+    """The PEM file of the Ed25519 private key that signs tree heads (``facta audit seal``)
+    and whose public half checks them (``facta audit verify``); ``facta audit keygen`` writes one."""
 
     # -- the defaults of the relay, the projection runners and replays -------------------------
     topic_prefix: str = Field("facta", pattern=r"^[A-Za-z0-9._-]{1,247}$")

@@ -133,3 +133,12 @@ def test_eventsourcing_backend_benchmark_quick_run_prints_every_row(postgres_ava
 def test_byte_append_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
     out = quick_run("byte_append.py", tmp_path, "--backend", "all" if postgres_available else "sqlite")
     assert "append_bytes/append" in out and out.count("x (") >= 2
+
+
+@pytest.mark.slow
+def test_merkle_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
+    if not postgres_available:
+        pytest.skip("bench/merkle.py runs on PostgreSQL")
+    out = quick_run("merkle.py", tmp_path)
+    assert "sealed 1,000 events with sealer.seal" in out and "median of per-round ratios" in out
+    assert out.count("up to ") == 2 and "offline check" in out

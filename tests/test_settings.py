@@ -28,6 +28,7 @@ DEFAULTS = {
     "cache_dir": ("FACTA_CACHE_DIR", None),
     "lock_dir": ("FACTA_LOCK_DIR", None),
     "test_database_url": ("FACTA_TEST_DATABASE_URL", None),
+    "signing_key_file": ("FACTA_SIGNING_KEY_FILE", None),
     "topic_prefix": ("FACTA_TOPIC_PREFIX", "facta"),
     "group_prefix": ("FACTA_GROUP_PREFIX", "facta.projection."),
     "batch_size": ("FACTA_BATCH_SIZE", 1000),

@@ -9,7 +9,8 @@
 ``relay``                     ``facta relay run|status|skip``
 ``projections``               ``facta projections list|run|skip|skipped``
 ``replay``                    ``facta replay``
-``audit``                     ``facta audit history|state|diff|events|trace``
+``audit``                     ``facta audit history|state|diff|events|trace|verify|seal``
+``proofs``                    ``facta audit keygen|digest|prove|verify-proof``
 ``dev``                       ``facta dev broker``
 ============================  ====================================================================
 
@@ -21,7 +22,7 @@ SQL and status computations live in the library.
 from __future__ import annotations
 
 # Importing the command modules adds their commands to the group.
-from . import audit, db, demo, dev, projections, relay, replay
+from . import audit, db, demo, dev, projections, proofs, relay, replay
 from .app import cli
 from .options import (
     MAX_PARTITION,
@@ -29,6 +30,7 @@ from .options import (
     MAX_SECONDS,
     MAX_VERSION,
     DatabaseURL,
+    FilePath,
     Folder,
     KafkaBootstrap,
     Revision,
@@ -46,12 +48,12 @@ from .output import quoted as _quoted  # noqa: F401
 from .output import shown as _shown  # noqa: F401
 
 __all__ = [
-    "MAX_PARTITION", "MAX_POSITION", "MAX_SECONDS", "MAX_VERSION", "DatabaseURL", "Folder", "KafkaBootstrap",
+    "MAX_PARTITION", "MAX_POSITION", "MAX_SECONDS", "MAX_VERSION", "DatabaseURL", "FilePath", "Folder", "KafkaBootstrap",
     "Revision", "Seconds", "Text", "UtcTime", "WholeNumber", "cli", "main",
 ]
 
 #: The command modules, one per group (importing them added their commands to ``cli``).
-COMMAND_MODULES = (db, demo, relay, projections, replay, audit, dev)
+COMMAND_MODULES = (db, demo, relay, projections, replay, audit, proofs, dev)
 
 
 def main() -> None:

@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import datetime
+from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from facta.eventstore import integrity
+from facta.errors import InvalidValue
+from facta.eventstore import integrity, sealer
+from facta.eventstore.merkle import TreeHead
+from facta.eventstore.sealer import TreeReport
 from facta.eventstore.audit import (
     FILTER_COLUMNS,
     AuditError,
@@ -20,7 +26,7 @@ from facta.eventstore.audit import (
     unknown_filter_values,
 )
 
-from .app import async_command, cli, usage_error
+from .app import async_command, cli, stop_on_signals, usage_error
 from .options import (
     POSITION,
     POSITION_OR_ZERO,
@@ -28,11 +34,17 @@ from .options import (
     UTC_TIME,
     VERSION,
     VERSION_OR_ZERO,
+    FilePath,
+    Seconds,
     WholeNumber,
     aggregates_option,
     database_option,
     import_aggregates,
+    json_file,
+    key_file_option,
     open_store,
+    private_key,
+    public_key,
 )
 from .output import (
     EVENT_COLUMNS,
@@ -265,63 +277,136 @@ async def audit_trace(correlation_id: str, database_url: str, as_json: bool) -> 
 
 
 @audit_group.command("verify")
+@click.option("--against", "digest_file", type=FilePath(), default=None, metavar="DIGEST_FILE",
+              help="A digest saved earlier by facta audit digest: prove the log still extends it.")
+@click.option("--public-key", "public_key_file", type=FilePath(), default=None, metavar="PEM_FILE",
+              help="The public key that checks the tree heads (default: the signing key's public half).")
+@key_file_option
 @database_option
 @click.option("--json", "as_json", is_flag=True,
-              help="Print JSON: {intact, events, streams, snapshots, differences, first}.")
+              help="Print JSON: {intact, events, streams, snapshots, differences, first, tree}.")
 @async_command
-async def audit_verify(database_url: str, as_json: bool) -> None:
+async def audit_verify(digest_file: str | None, public_key_file: str | None, key_file: str | None,
+                       database_url: str, as_json: bool) -> None:
     """Recompute every stream's hash chain and every snapshot's hash, and report the first
-    place where anything differs: position, stream, version and what differs.
+    place where anything differs: position, stream, version and what differs. With a key
+    (--key-file, FACTA_SIGNING_KEY_FILE or --public-key) and once the chains are intact,
+    also recompute the Merkle log from the event hashes and check it against the sealed
+    leaves, the stored nodes and every signed head; with --against, prove the log extends
+    the tree a digest saved earlier committed to.
 
-    Exit code 0: intact; 1: something differs (or the database could not be read);
-    2: usage. Events stored before revision 0010 count as differences until
-    `facta audit seal` gave them their hash.
+    Exit code 0: intact; 1: something differs, a head or digest another key signed (or
+    the database could not be read); 2: usage. Events stored before revision 0010 count
+    as differences until `facta audit seal` gave them their hash.
 
     \b
     Examples:
       facta audit verify
       facta audit verify --json
+      facta audit verify --against digest-2026-12-01.json --public-key signing.pub.pem
     """
+    key: Ed25519PublicKey | None = None
+    if public_key_file or key_file or digest_file is not None:
+        key = public_key(key_file, public_key_file)
+    against: TreeHead | None = None
+    if digest_file is not None:
+        try:
+            against = TreeHead.from_json(json_file(digest_file, "digest file"), source=f"digest file {digest_file!r}")
+        except InvalidValue as exc:
+            raise usage_error(str(exc)) from None
+    tree: TreeReport | None = None
     async with await open_store(database_url) as store:
         report = await integrity.verify(store)
+        if key is not None and report.intact and (against is not None or await sealer.latest_head(store) is not None):
+            tree = await sealer.verify_tree(store, key, against=against)
     first = report.first
+    intact = report.intact and (tree is None or tree.intact)
     if as_json:
+        first_json = None if first is None else {"position": first.position, "stream_id": first.stream_id,
+                                                 "version": first.version, "kind": first.kind, "what": first.what}
+        if first_json is None and tree is not None and tree.problem is not None:
+            first_json = {"position": tree.position, "stream_id": None, "version": None, "kind": "tree",
+                          "what": tree.problem}
         echo_json({
-            "intact": report.intact, "events": report.events, "streams": report.streams,
+            "intact": intact, "events": report.events, "streams": report.streams,
             "snapshots": report.snapshots, "differences": report.differences,
-            "first": None if first is None else {"position": first.position, "stream_id": first.stream_id,
-                                                 "version": first.version, "kind": first.kind, "what": first.what},
+            "first": first_json,
+            "tree": None if tree is None or tree.head is None else {
+                "intact": tree.intact, "leaves": tree.leaves, "heads": tree.heads, "tree_size": tree.head.tree_size,
+                "last_position": tree.head.last_position, "unsealed_events": tree.unsealed,
+                "against_tree_size": None if against is None else against.tree_size},
         }, indent=2)
     else:
         checked = (f"{plural(report.events, 'event')} in {plural(report.streams, 'stream')},"
                    f" {plural(report.snapshots, 'snapshot')}")
-        if first is None:
-            click.echo(f"{checked}: intact")
-        else:
+        if first is not None:
             where = "snapshot" if first.position is None else f"position {first.position}"
             click.echo(f"{checked}: {plural(report.differences, 'difference')}")
             click.echo(f"first: {where}, stream {shown(first.stream_id)} version {first.version} ({first.kind}):"
                        f" {first.what}")
-    if not report.intact:
+        elif tree is not None and tree.head is not None:
+            click.echo(f"{checked}: chains intact")
+            extends = f", extends the saved digest's tree of {against.tree_size}" if against is not None else ""
+            sealed = (f"tree: {plural(tree.heads, 'signed head')}, the newest over {plural(tree.head.tree_size, 'event')}"
+                      f" to position {tree.head.last_position}{extends}")
+            click.echo(f"{sealed}: intact ({plural(tree.unsealed, 'event')} not sealed yet)" if tree.problem is None
+                       else f"{sealed}: TAMPERED")
+            if tree.problem is not None:
+                click.echo(f"first: {tree.problem}")
+        else:
+            click.echo(f"{checked}: intact")
+            why = "no signed tree head yet (facta audit seal --key-file)" if key is not None else \
+                "give --key-file or --public-key (or set FACTA_SIGNING_KEY_FILE)"
+            click.echo(f"facta: note: the Merkle log was not checked: {why}", err=True)
+    if not intact:
         sys.exit(1)
 
 
 @audit_group.command("seal")
+@click.option("--interval", type=Seconds(0.1), default=None, metavar="SECONDS",
+              help="With a key: keep sealing every SECONDS until Ctrl-C or SIGTERM (default: once).")
+@key_file_option
 @database_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: {events, snapshots} (hashes written).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON per run: {events, snapshots} (hashes written), and tree {added, tree_size, head}.")
 @async_command
-async def audit_seal(database_url: str, as_json: bool) -> None:
+async def audit_seal(interval: float | None, key_file: str | None, database_url: str, as_json: bool) -> None:
     """Give the events stored before revision 0010, and snapshots without one, their
     hash (once: the only change the permanent history allows), chained per stream from
     32 zero bytes. Safe to run again: it then writes nothing.
 
+    With a signing key (--key-file or FACTA_SIGNING_KEY_FILE), then fold the settled
+    events into the Merkle log, in position order, continuing where the last run
+    stopped, and sign a tree head when the tree grew. --interval repeats the whole run.
+
     \b
     Examples:
       facta audit seal
+      facta audit seal --key-file signing.pem
+      facta audit seal --interval 60
     """
+    key = private_key(key_file) if key_file or interval is not None else None
     async with await open_store(database_url) as store:
-        sealed = await integrity.seal_backfill(store)
-    if as_json:
-        echo_json({"events": sealed.events, "snapshots": sealed.snapshots}, indent=2)
-    else:
-        click.echo(f"backfilled: {plural(sealed.events, 'event')}, {plural(sealed.snapshots, 'snapshot')}")
+        stop = None if interval is None else stop_on_signals()
+        while True:
+            sealed = await integrity.seal_backfill(store)
+            tree = None if key is None else await sealer.seal(store, key)
+            if as_json:
+                doc: dict[str, Any] = {"events": sealed.events, "snapshots": sealed.snapshots}
+                if tree is not None:
+                    doc["tree"] = {"added": tree.added, "tree_size": tree.tree_size,
+                                   "head": None if tree.head is None else tree.head.as_json()}
+                echo_json(doc, indent=None if stop is not None else 2)
+            else:
+                click.echo(f"backfilled: {plural(sealed.events, 'event')}, {plural(sealed.snapshots, 'snapshot')}")
+                if tree is not None:
+                    signed = (f"signed head {tree.head.tree_size} (root {tree.head.root_hash.hex()[:16]}..)"
+                              if tree.head is not None else "no new head")
+                    click.echo(f"sealed {plural(tree.added, 'event')}: tree of {tree.tree_size}, {signed}")
+            if stop is None or interval is None:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            except TimeoutError:
+                pass

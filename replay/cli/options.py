@@ -9,6 +9,7 @@ types here before any I/O: a value out of range, non-finite or malformed is a us
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Table
 
 from facta import migrations
 from facta.domain import Aggregate
-from facta.errors import InvalidSetting
-from facta.eventstore import EventStore, schema
+from facta.errors import InvalidSetting, InvalidValue
+from facta.eventstore import EventStore, merkle, schema
 from facta.eventstore.audit import AuditError
 from facta.eventstore.database import DEFAULT_DATABASE_URL, resolve_url
 from facta.eventstore.errors import DatabaseUnavailable, DatabaseURLError
@@ -34,6 +36,7 @@ from facta.projections import KafkaSettings
 from facta.settings import Settings, settings
 from facta.user_modules import import_failure, import_user_module, is_module_name
 
+from .app import usage_error
 from .output import a as _a
 from .output import clip as _clip
 from .output import quoted
@@ -216,6 +219,15 @@ class Folder(click.Path):
         return super().convert(Text("folder path", 4096).convert(value, param, ctx), param, ctx)
 
 
+class FilePath(click.Path):
+    """A file path (it need not exist yet) with no NUL character and valid UTF-8."""
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(Text("file path", 4096).convert(value, param, ctx), param, ctx)
+
+
 class Revision(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """One of facta's schema revisions: ``alias`` (``head`` for an upgrade, ``base`` for a
     downgrade), or a revision id alembic knows."""
@@ -256,6 +268,7 @@ def _store_texts() -> dict[str, Text]:
         "skipped_by": Text("actor", TEXT_LIMITS["skipped by"]),
         "prefix": Text("prefix", 249, empty=True),  # Kafka's longest topic name; empty: see topic_prefix_callback
         "group_prefix": Text("prefix", 249, empty=True),  # no prefix: groups named after the projections
+        "event_id": Text("event id", 36),  # a UUID's text; the command parses it
     }
 
 
@@ -407,3 +420,43 @@ def import_aggregates(modules: str | None) -> None:
                              " declared with stream_type=...)")
 
 
+# -- signing keys and documents (facta audit seal, verify, verify-proof) ----------------------
+
+def key_file_option(fn: F) -> F:
+    """``--key-file PEM_FILE``, default ``FACTA_SIGNING_KEY_FILE`` (settings)."""
+    return click.option("--key-file", **from_settings("signing_key_file"), type=FilePath(), metavar="PEM_FILE",
+                        help="The Ed25519 private key (PEM) that signs tree heads (env: FACTA_SIGNING_KEY_FILE).")(fn)
+
+
+def private_key(key_file: str | None) -> Ed25519PrivateKey:
+    """The signing key in ``key_file``; a usage error (exit 2, one line) when none is given or it cannot be used."""
+    if not key_file:
+        raise usage_error("no signing key: give --key-file PEM_FILE or set FACTA_SIGNING_KEY_FILE"
+                          " (facta audit keygen FILE writes one)")
+    try:
+        return merkle.load_private_key(key_file)
+    except InvalidValue as exc:
+        raise usage_error(str(exc)) from None
+
+
+def public_key(key_file: str | None, public_key_file: str | None) -> Ed25519PublicKey:
+    """The key that checks signatures: ``public_key_file``, else the signing key's public half; a usage error otherwise."""
+    if public_key_file:
+        try:
+            return merkle.load_public_key(public_key_file)
+        except InvalidValue as exc:
+            raise usage_error(str(exc)) from None
+    if not key_file:
+        raise usage_error("no key to check signatures with: give --public-key PEM_FILE or --key-file PEM_FILE"
+                          " (or set FACTA_SIGNING_KEY_FILE)")
+    return private_key(key_file).public_key()
+
+
+def json_file(path: str, what: str) -> object:
+    """The JSON document in ``path``; a usage error naming ``what`` and the file when it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise usage_error(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise usage_error(f"{what} {path!r} is not JSON: {str(exc).splitlines()[0]}") from None

@@ -30,6 +30,7 @@ from facta.replay.cli import (
     MAX_POSITION,
     MAX_VERSION,
     DatabaseURL,
+    FilePath,
     Folder,
     KafkaBootstrap,
     Revision,
@@ -44,7 +45,7 @@ from tests.conftest import migrate
 from ..eventstore._audit_scenario import ACCOUNT, build
 from .test_cli import facta, one_line_error
 
-CHECKED_TYPES = (WholeNumber, Seconds, UtcTime, Text, DatabaseURL, KafkaBootstrap, Revision, Folder, click.Choice)
+CHECKED_TYPES = (WholeNumber, Seconds, UtcTime, Text, DatabaseURL, KafkaBootstrap, Revision, Folder, FilePath, click.Choice)
 
 
 def commands() -> Iterator[tuple[list[str], click.Command]]:

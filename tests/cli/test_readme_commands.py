@@ -235,7 +235,7 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
 def follow_the_readme(session: Session, tmp_path: Path, visit: int) -> None:
     """Every README command in order; ``visit`` 2: in the folder the first visit left."""
     covered: list[str] = []
-    setup, streaming, dev_broker, audit, command_line, projections = readme_blocks()
+    setup, streaming, dev_broker, audit, proofs, command_line, projections = readme_blocks()
     try:
         # -- the set-up command: the demo on ./facta.db --------------------------------
         assert setup == ["facta demo"]
@@ -279,6 +279,23 @@ def follow_the_readme(session: Session, tmp_path: Path, visit: int) -> None:
             assert out.stdout.strip(), f"{line!r} printed nothing"
         rows = (tmp_path / "trips.csv").read_text().splitlines()
         assert rows[0].startswith("position,") and len(rows) > 1, rows[:2]
+
+        # -- proving your history (the key made on the first visit signs both) ----------------
+        key_env: dict[str, str] = {}
+        for line in proofs:
+            covered.append(line)
+            if line.startswith("export FACTA_SIGNING_KEY_FILE=$PWD/"):
+                key_env = {"FACTA_SIGNING_KEY_FILE": str(tmp_path / line.rsplit("/", 1)[1])}
+            elif line.startswith("facta audit keygen") and visit == 2:  # the key is there: refused, kept
+                refused = subprocess.run([*COMMAND, *shlex.split(line)[1:]], cwd=tmp_path, env=session.env,
+                                         capture_output=True, text=True, timeout=300, check=False)
+                assert refused.returncode == 2 and "never overwrites a key" in refused.stderr, refused
+            elif line.startswith("facta audit prove "):  # the README's id is an example: a demo event's instead
+                first = json.loads(session.run("facta audit events --limit 1 --json").stdout)["events"][0]
+                session.run(f"facta audit prove {first['event_id']} > {line.rsplit(' ', 1)[1]}")
+            else:
+                out = session.run(line, env=key_env).stdout
+                assert out.strip(), f"{line!r} printed nothing"
 
         # -- the command line, then projections and replay --------------------------------
         substitutions = {"{bootstrap}": bootstrap, "{hour_ago}": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}
