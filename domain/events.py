@@ -22,6 +22,8 @@ from pydantic_core import SchemaValidator
 
 from facta.errors import EventDecodeError, EventRegistryError, UnknownEventType
 
+from .personal import personal_fields
+
 __all__ = ["DomainEvent", "EventRegistry", "Upcaster", "default_registry"]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -148,6 +150,14 @@ class DomainEvent(BaseModel):
 
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    #: ``(field, subject field or None)`` of each field marked ``PersonalData``, checked
+    #: when the class is declared (:func:`facta.domain.personal.personal_fields`).
+    __personal_data__: ClassVar[tuple[tuple[str, str | None], ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__personal_data__ = personal_fields(cls)
 
     def __init_subclass__(
         cls,

@@ -23,6 +23,7 @@ from facta.errors import DomainError, InvalidTransition
 
 from .aggregate import Aggregate, AggregateState, applies
 from .events import DomainEvent
+from .personal import PersonalData
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -106,7 +107,9 @@ class RideRequested(DomainEvent, name="ride.requested", version=1):
     rider_id: NonEmpty
     pickup: Location
     dropoff: Location
-    rider_account: NonEmpty | None = None
+    # Personal data of the rider (subject: rider_id): stored encrypted, "[erased]" once
+    # `facta gdpr forget <rider id>` destroyed the rider's key.
+    rider_account: Annotated[NonEmpty | None, PersonalData(subject="rider_id")] = None
 
 
 class RideOffered(DomainEvent, name="ride.offered", version=1):
@@ -155,7 +158,7 @@ class Ride(Aggregate, stream_type="ride"):
     class State(AggregateState):
         status: RideStatus = "new"
         rider_id: str | None = None
-        rider_account: str | None = None
+        rider_account: Annotated[str | None, PersonalData(subject="rider_id")] = None  # sealed in snapshots too
         pickup: Location | None = None
         dropoff: Location | None = None
         offered_to: tuple[str, ...] = ()

@@ -49,6 +49,7 @@ __all__ = [
     "relay_checkpoints",
     "relay_skips",
     "snapshots",
+    "subject_keys",
     "tracking",
 ]
 
@@ -210,4 +211,14 @@ tracking = Table(
     Column("name", String(200), primary_key=True),
     Column("position", POSITION_TYPE, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# A data key per subject of personal data (revision 0012): see
+# facta.eventstore.personal_data. The one table facta deletes from (forgetting a subject).
+subject_keys = Table(
+    "facta_subject_keys",
+    metadata,
+    Column("subject", String(255), primary_key=True),
+    Column("data_key", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )
