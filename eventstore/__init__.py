@@ -1,7 +1,8 @@
 """facta.eventstore: the permanent SQL event store, its repository and its errors.
 
-``__all__`` is the public face: the names below and five public modules, each with an
+``__all__`` is the public face: the names below and six public modules, each with an
 ``__all__`` of its own: :mod:`~facta.eventstore.audit` (history queries),
+:mod:`~facta.eventstore.personal_data` (erasable personal data: key stores, forgetting),
 :mod:`~facta.eventstore.blocking` (the store for threads and scripts, no event loop),
 :mod:`~facta.eventstore.relay` (publishing the log to Kafka),
 :mod:`~facta.eventstore.kafka_codec` (the Kafka record format) and
@@ -56,4 +57,4 @@ __all__ = [
     "database_url_from_env",
     "resolve_url",
 ]
-__all__ += ["audit", "blocking", "kafka_codec", "relay", "schema"]  # the public modules
+__all__ += ["audit", "blocking", "kafka_codec", "personal_data", "relay", "schema"]  # the public modules

@@ -82,7 +82,7 @@ NONCE_BYTES = 12  # 96 bits, GCM's recommended nonce (NIST SP 800-38D, 8.2)
 KID_BYTES = 8
 #: The stream type of the facta-owned streams recording erasures.
 FORGOTTEN_STREAM_TYPE = "facta.gdpr"
-_SUBJECT_LIMIT = 255  # facta_subject_keys.subject is VARCHAR(255)
+_SUBJECT_LIMIT = 244  # the record stream "facta.gdpr/<subject>" is a stream id of at most 255
 
 
 @runtime_checkable
@@ -226,6 +226,38 @@ def check_key_store(value: object) -> KeyStore:
             f"key_store must be a KeyStore (async get_keys, create_keys and forget), got {type(value).__name__}"
         )
     return value
+
+
+def key_store_from_settings(database: Database) -> KeyStore:
+    """The key store ``FACTA_KEY_STORE`` names (``module:factory``, the factory called
+    with ``database``), or :class:`SqlKeyStore` on ``database`` when it is unset or empty.
+    Raises :class:`~facta.errors.InvalidSetting` (one line) for a value that is not
+    ``module:factory``, a module that does not import, a missing factory, or a factory
+    that raises or returns something that is not a :class:`KeyStore`."""
+    from facta.errors import InvalidSetting
+    from facta.settings import settings
+    from facta.user_modules import import_failure, import_user_module, is_module_name
+
+    spec = settings().key_store
+    if not spec:
+        return SqlKeyStore(database)
+    module_name, _, name = spec.partition(":")
+    if not is_module_name(module_name) or not name.isidentifier():
+        raise InvalidSetting("FACTA_KEY_STORE", spec, "module:factory, e.g. shop.keys:make_key_store")
+    try:
+        factory = getattr(import_user_module(module_name), name)
+    except AttributeError:
+        raise InvalidSetting("FACTA_KEY_STORE", spec, f"a factory named {name!r} in {module_name}") from None
+    except Exception as exc:
+        raise InvalidSetting("FACTA_KEY_STORE", spec, f"an importable module ({import_failure(exc)})") from None
+    try:
+        made = factory(database)
+    except Exception as exc:
+        raise InvalidSetting("FACTA_KEY_STORE", spec, f"a factory that makes a KeyStore ({import_failure(exc)})") from None
+    if not isinstance(made, KeyStore):
+        raise InvalidSetting("FACTA_KEY_STORE", spec,
+                             f"a factory that returns a KeyStore (it returned {type(made).__name__})")
+    return made
 
 
 def _subject_of(event: Any, subject_field: str | None, stream_id: str, where: str) -> str:

@@ -64,7 +64,7 @@ from ._loads import LAST_VERSION, PostgresStreamReader, SQLiteStreamReader, Stre
 from ._readers import LogReader, PostgresLogReader, SQLiteLogReader
 from ._rows import decode_records, records_from_rows, stored_time
 from .database import Database, database_url_from_env
-from .personal_data import KeyStore, Shredder, SqlKeyStore, check_key_store
+from .personal_data import KeyStore, Shredder, SqlKeyStore, check_key_store, key_store_from_settings
 from .records import AppendResult, ByteEvent, RecordedEvent, Snapshot, StreamAppend, pending_events
 from .schema import events
 from .validation import (
@@ -154,8 +154,10 @@ class EventStore:
         ``facta db upgrade`` does); otherwise an unmigrated database is an error. An empty
         ``url`` (``""``) is a :class:`DatabaseURLError`, and ``migrate`` or
         ``check_schema`` other than a bool an :class:`InvalidValue`, before connecting.
-        ``key_store``: where the data keys of personal data live (None: the table
-        ``facta_subject_keys`` of this database); anything that is not a
+        ``key_store``: where the data keys of personal data live (None: what
+        ``FACTA_KEY_STORE`` names, else the table ``facta_subject_keys`` of this
+        database, see :func:`~facta.eventstore.personal_data.key_store_from_settings`,
+        whose :class:`~facta.errors.InvalidSetting` it raises); anything that is not a
         :class:`~facta.eventstore.personal_data.KeyStore` is an :class:`InvalidValue`.
         """
         if isinstance(url, str) and not url.strip():
@@ -165,7 +167,13 @@ class EventStore:
         check_bool_arg("check_schema", check_schema)
         if key_store is not None:
             check_key_store(key_store)
-        store = cls(Database.create(url or database_url_from_env(), **engine_options), registry, key_store)
+        database = Database.create(url or database_url_from_env(), **engine_options)
+        try:
+            keys = key_store if key_store is not None else key_store_from_settings(database)
+        except BaseException:
+            await database.dispose()
+            raise
+        store = cls(database, registry, keys)
         if migrate or check_schema:
             try:
                 if migrate:

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """Modules with the user's own projections, comma-separated."""
     aggregates: str | None = None
     """Modules with the user's own aggregates, comma-separated."""
+    key_store: str | None = None
+    """The key store of personal data, ``module:factory`` (the factory takes the store's
+    ``Database`` and returns a ``KeyStore``); unset or empty: ``SqlKeyStore``, the table
+    ``facta_subject_keys`` of the store's database."""
     cache_dir: str | None = None
     """Where ``facta dev broker`` keeps the Apache Kafka it fetched (default ``~/.cache/facta``)."""
     lock_dir: str | None = None

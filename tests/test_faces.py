@@ -19,7 +19,7 @@ PACKAGES = ["facta", "facta.domain", "facta.eventstore", "facta.projections", "f
 PUBLIC_MODULES = {
     "facta": {"migrations", "testing"},
     "facta.domain": {"reference"},
-    "facta.eventstore": {"audit", "blocking", "kafka_codec", "relay", "schema"},
+    "facta.eventstore": {"audit", "blocking", "kafka_codec", "personal_data", "relay", "schema"},
     "facta.projections": {"reference", "replay"},
     "facta.replay": set(),
     "facta.migrations": set(),

@@ -10,6 +10,7 @@
 ``projections``               ``facta projections list|run|skip|skipped``
 ``replay``                    ``facta replay``
 ``audit``                     ``facta audit history|state|diff|events|trace``
+``gdpr``                      ``facta gdpr forget``
 ``dev``                       ``facta dev broker``
 ============================  ====================================================================
 
@@ -21,7 +22,7 @@ SQL and status computations live in the library.
 from __future__ import annotations
 
 # Importing the command modules adds their commands to the group.
-from . import audit, db, demo, dev, projections, relay, replay
+from . import audit, db, demo, dev, gdpr, projections, relay, replay
 from .app import cli
 from .options import (
     MAX_PARTITION,
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 #: The command modules, one per group (importing them added their commands to ``cli``).
-COMMAND_MODULES = (db, demo, relay, projections, replay, audit, dev)
+COMMAND_MODULES = (db, demo, relay, projections, replay, audit, gdpr, dev)
 
 
 def main() -> None:
