@@ -81,7 +81,7 @@ def personal_fields(cls: Any) -> tuple[tuple[str, str | None], ...]:
         if subject is not None:
             if subject not in fields:
                 raise EventRegistryError(
-                    f"{where}: PersonalData subject {subject!r} is not a field of {cls.__qualname__}"
+                    f"{where}: PersonalData subject {subject!r} is not a field of {cls.__name__}"
                     f" (fields: {', '.join(fields)})"
                 )
             target = fields[subject]
