@@ -25,6 +25,7 @@ DEFAULTS = {
     "kafka_bootstrap": ("FACTA_KAFKA_BOOTSTRAP", None),
     "projections": ("FACTA_PROJECTIONS", None),
     "aggregates": ("FACTA_AGGREGATES", None),
+    "key_store": ("FACTA_KEY_STORE", None),
     "cache_dir": ("FACTA_CACHE_DIR", None),
     "lock_dir": ("FACTA_LOCK_DIR", None),
     "test_database_url": ("FACTA_TEST_DATABASE_URL", None),
