@@ -157,7 +157,10 @@ def _insert_keys(conn: Connection, dialect: str, rows: list[dict[str, Any]]) -> 
 
 
 def _delete_key(conn: Connection, subject: str) -> int:
-    return conn.execute(delete(subject_keys).where(subject_keys.c.subject == subject)).rowcount
+    if conn.dialect.name == "sqlite":
+        # Zero the deleted row's bytes in the file's pages, not only unlink them.
+        conn.exec_driver_sql("PRAGMA secure_delete = ON")
+    return int(conn.execute(delete(subject_keys).where(subject_keys.c.subject == subject)).rowcount)
 
 
 class SubjectForgotten(DomainEvent, name="facta.subject_forgotten", version=1):
