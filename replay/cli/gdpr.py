@@ -49,6 +49,11 @@ async def gdpr_forget(subject: str, actor: str | None, yes: bool, database_url: 
     facta.gdpr/SUBJECT. Forgetting twice changes nothing. This cannot be undone.
 
     \b
+    Examples:
+      facta gdpr forget rider-007 --yes
+      facta gdpr forget acct-rider-001 --actor dpo@example.com --yes --json
+
+    \b
     Exit codes: 0 forgotten (now or before), 1 error, 2 usage.
     """
     if not yes:
