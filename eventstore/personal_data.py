@@ -396,7 +396,7 @@ class Shredder:
     async def seal_snapshots(self, snaps: Sequence[Snapshot], state_classes: Sequence[Any]) -> list[Snapshot]:
         """Snapshots with their states' marked fields sealed (``state_classes``: each
         snapshot's state class)."""
-        todo = []
+        todo: list[tuple[Snapshot, dict[str, Any] | None, list[tuple[str, str, str]]]] = []
         subjects: dict[str, None] = {}
         for snap, cls in zip(snaps, state_classes, strict=True):
             marked = cls.__personal_data__
