@@ -12,7 +12,8 @@ Allowed types, checked when the class is declared: ``str`` (constrained strings 
 and ``str | None``. A ``None`` is stored as it is (it holds no data); the placeholder
 :data:`ERASED` is a string, so a marked field must accept it. The subject field must be a
 ``str`` (or ``str | None``) field of the same class, not itself marked; a marked value
-whose subject field is empty is refused at append. A marker nested in a union
+whose subject field is empty is refused at append. A marked field is stored under its own name as
+its JSON string: no alias, no ``exclude=True``, no ``field_serializer``. A marker nested in a union
 (``Annotated[str, PersonalData()] | None``) or in a nested model is not seen: write
 ``Annotated[str | None, PersonalData()]`` on the event's own field.
 """
@@ -77,6 +78,15 @@ def personal_fields(cls: Any) -> tuple[tuple[str, str | None], ...]:
             raise EventRegistryError(
                 f"{where}: PersonalData marks str or str | None fields only, not {_type_name(info.annotation)}"
             )
+        # The store finds a marked field in the payload as `"name":<its JSON string>`:
+        # a field written otherwise (left out, renamed, serialised by code) cannot be marked.
+        if info.exclude:
+            raise EventRegistryError(f"{where}: PersonalData marks a field left out of the payload (exclude=True)")
+        if info.alias is not None or info.serialization_alias is not None:
+            raise EventRegistryError(f"{where}: PersonalData marks fields stored under their own name, without an alias")
+        serializers = getattr(cls, "__pydantic_decorators__", None)
+        if serializers is not None and any(name in d.info.fields for d in serializers.field_serializers.values()):
+            raise EventRegistryError(f"{where}: PersonalData marks fields without a field_serializer")
         subject = markers[0].subject
         if subject is not None:
             if subject not in fields:

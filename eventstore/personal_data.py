@@ -52,6 +52,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
+from pydantic_core import to_json as _to_json
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, select
 
@@ -315,21 +316,12 @@ class Shredder:
         at = 0
         out = [list(row) for row in payloads]
         for i, j, p, fields in todo:
-            # Dumped with a placeholder per field ("\x00" and its index: a stored string never
-            # holds NUL, so each is found once), then the tokens put in: the exponent check
-            # scans the event's own text, not the long base64 tokens.
-            update, tokens = {}, []
-            for k, (field, subject, value) in enumerate(fields):
-                update[field] = f"\x00{k}"
+            tokens = []
+            for field, subject, value in fields:
                 tokens.append(keys.seal(subject, value, _event_aad(p.event_id, field, subject),
                                         nonces[at:at + NONCE_BYTES]))
                 at += NONCE_BYTES
-            text = _dump_with(p.event, update)
-            if _EXPONENT_HINT.search(text) is not None:  # the plain payload passed every check;
-                text = positional_floats(text)  # only an exponent needs rewriting again
-            for k, token in enumerate(tokens):
-                text = text.replace(f'"\\u0000{k}"', f'"{token}"', 1)
-            out[i][j] = text
+            out[i][j] = _put_tokens(p.event, out[i][j], fields, tokens)
         return out, keys
 
     # -- reads ----------------------------------------------------------------------------
@@ -456,6 +448,29 @@ class Shredder:
 
 
 _set = object.__setattr__
+
+
+def _put_tokens(event: DomainEvent, plain: str, fields: list[tuple[str, str, str]], tokens: list[str]) -> str:
+    """The payload text ``plain`` (what :func:`~.validation.encode_event` made) with each
+    marked field's value replaced by its token. Fast path: the field's ``"name":"value"``
+    text is found exactly once, and replaced in place (everything else stays as encoded).
+    Otherwise the event is serialised again with a placeholder per field ("\x00" and its
+    index: a stored string never holds NUL, so each is found once) that the token
+    replaces."""
+    text = plain
+    for (field, _, value), token in zip(fields, tokens, strict=True):
+        needle = f'"{field}":{_to_json(value).decode()}'
+        if text.count(needle) != 1:
+            break
+        text = text.replace(needle, f'"{field}":"{token}"', 1)
+    else:
+        return text
+    text = _dump_with(event, {field: f"\x00{k}" for k, (field, _, _) in enumerate(fields)})
+    if _EXPONENT_HINT.search(text) is not None:  # the plain payload passed every check;
+        text = positional_floats(text)  # only an exponent needs rewriting again
+    for k, token in enumerate(tokens):
+        text = text.replace(f'"\\u0000{k}"', f'"{token}"', 1)
+    return text
 
 
 def _dump_with(event: DomainEvent, update: dict[str, str]) -> str:

@@ -329,3 +329,36 @@ async def test_kafka_carries_ciphertext_only_and_a_kafka_projection_shows_the_pl
         by_type = {r.event_type: r.event for r in decoded}
         assert by_type["account.opened"].owner == ERASED  # type: ignore[attr-defined]
         assert by_type["ride.requested"].rider_name == RIDER_NAME  # type: ignore[attr-defined]
+
+
+def test_a_marked_field_must_be_stored_under_its_own_name() -> None:
+    from pydantic import Field, field_serializer
+
+    with pytest.raises(EventRegistryError, match="without an alias"):
+        class Aliased(DomainEvent, name="test.pd.aliased"):
+            email: Annotated[str, PersonalData()] = Field(alias="mail")
+    with pytest.raises(EventRegistryError, match="without a field_serializer"):
+        class Serialised(DomainEvent, name="test.pd.serialised"):
+            email: Annotated[str, PersonalData()]
+
+            @field_serializer("email")
+            def _lower(self, value: str) -> str:
+                return value.lower()
+
+
+async def test_a_nested_field_of_the_same_name_and_value_is_left_alone(store: EventStore) -> None:
+    from pydantic import BaseModel
+
+    class Inner(BaseModel):
+        email: str
+
+    class Nested(DomainEvent, name="test.pd.nested"):
+        inner: Inner
+        email: Annotated[str, PersonalData()]
+
+    await store.append("n-1", "person", [Nested(inner=Inner(email="same@example.com"), email="same@example.com")],
+                       expected_version=0)
+    (raw,) = await store.database.read(_raw_payloads)
+    assert json.loads(raw)["inner"] == {"email": "same@example.com"} and json.loads(raw)["email"].startswith(PREFIX)
+    (record,) = await store.read_stream("n-1")
+    assert record.event == Nested(inner=Inner(email="same@example.com"), email="same@example.com")
