@@ -11,16 +11,17 @@ sealed   ``bench.pd_sealed``: the same six fields, ``rider_name`` marked
          key store call per append for the append's subjects (the default
          ``SqlKeyStore``: one read when the keys exist, a write when one is missing).
 
-Workloads, each timed per round for both contenders, in rotated order (the one that goes
-first alternates) so the two see the same machine within seconds of each other:
+Workloads, in units; a round is ``--slices`` slices, and in each slice both contenders
+run one unit, the one going first alternating, so the two see the same machine within a
+second of each other:
 
-(a) batch    1,000 events per append on one new stream, 10 riders (10 subjects) per batch,
-             ``--batches`` appends per round.
-(b) single   one event per append, ``--singles`` appends per round on one stream, the
-             riders of a round's events drawn from 10 (their keys exist after the first).
+(a) batch    a unit is one append of 1,000 events to a new stream, 10 riders (10
+             subjects) per batch (their keys exist after the warm-up).
+(b) single   a unit is ``--singles`` one-event appends to a new stream, the riders of
+             its events drawn from the same 10.
 
 Reported: events/s per contender (median over rounds) and the ratio sealed/plain of the
-time per round: the median of the per-round ratios, with min and max. The aim (issue 14)
+time per round (the sum of its slices): the median of the per-round ratios, with min and max. The aim (issue 14)
 is a ratio of at most 1.10 on both workloads.
 
     python bench/personal_data.py                     # both backends
@@ -70,26 +71,25 @@ def make(cls: type[DomainEvent], n: int, ride: str) -> list[DomainEvent]:
                 rider_name=f"Rider Number {i % RIDERS:03d} Name") for i in range(n)]
 
 
-async def batch_round(store: EventStore, cls: type[DomainEvent], label: str, batches: int, round_no: int) -> float:
-    """Seconds for ``batches`` appends of 1,000 events (events built before the clock)."""
-    work = [make(cls, 1000, f"{label}-{round_no}-{b}") for b in range(batches)]
+async def batch_unit(store: EventStore, cls: type[DomainEvent], label: str, n: int, key: str) -> float:
+    """Seconds for one append of ``n`` (1,000) events to a new stream (events built before the clock)."""
+    events = make(cls, n, f"{label}-{key}")
     start = time.perf_counter()
-    for b, events in enumerate(work):
-        await store.append(f"{label}-{round_no}-{b}", "ride", events, expected_version=0)
+    await store.append(f"{label}-{key}", "ride", events, expected_version=0)
     return time.perf_counter() - start
 
 
-async def single_round(store: EventStore, cls: type[DomainEvent], label: str, singles: int, round_no: int) -> float:
-    """Seconds for ``singles`` one-event appends to one stream."""
-    stream = f"{label}-single-{round_no}"
-    work = make(cls, singles, stream)
+async def single_unit(store: EventStore, cls: type[DomainEvent], label: str, n: int, key: str) -> float:
+    """Seconds for ``n`` one-event appends to a new stream."""
+    stream = f"{label}-single-{key}"
+    work = make(cls, n, stream)
     start = time.perf_counter()
     for version, event in enumerate(work):
         await store.append(stream, "ride", [event], expected_version=version)
     return time.perf_counter() - start
 
 
-async def run(backend: str, rounds: int, batches: int, singles: int) -> list[str]:
+async def run(backend: str, rounds: int, slices: int, singles: int) -> list[str]:
     lines = []
     dbs = {name: fresh_database(backend, f"pd_{name}") for name in ("plain", "sealed")}
     try:
@@ -100,17 +100,22 @@ async def run(backend: str, rounds: int, batches: int, singles: int) -> list[str
         classes: dict[str, Any] = {"plain": PlainPoint, "sealed": SealedPoint}
         for name, store in stores.items():  # warm-up: connections, statements, the riders' keys
             await store.append(f"warm-{name}", "ride", make(classes[name], 20, "warm"), expected_version=0)
-        for workload, fn, count in (("batch 1,000 events/append", batch_round, batches * 1000),
-                                    ("single event/append", single_round, singles)):
+        for workload, fn, unit in (("batch 1,000 events/append", batch_unit, 1000),
+                                   ("single event/append", single_unit, singles)):
             times: dict[str, list[float]] = {"plain": [], "sealed": []}
             ratios = []
             for r in range(rounds):
-                order = ["plain", "sealed"] if r % 2 == 0 else ["sealed", "plain"]
-                took = {}
-                for name in order:
-                    took[name] = await fn(stores[name], classes[name], name, batches if fn is batch_round else singles, r)
+                # A round is `slices` slices; in each, both contenders run one unit, the
+                # one going first alternating, so both see the same machine within a second.
+                took = {"plain": 0.0, "sealed": 0.0}
+                for k in range(slices):
+                    order = ["plain", "sealed"] if (r + k) % 2 == 0 else ["sealed", "plain"]
+                    for name in order:
+                        took[name] += await fn(stores[name], classes[name], name, unit, f"{r}-{k}")
+                for name in took:
                     times[name].append(took[name])
                 ratios.append(took["sealed"] / took["plain"])
+            count = unit * slices
             plain_rate = count / median(times["plain"])
             sealed_rate = count / median(times["sealed"])
             lines.append(
@@ -131,18 +136,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--batches", type=int, default=5, help="1,000-event appends per round")
-    parser.add_argument("--singles", type=int, default=300, help="one-event appends per round")
-    parser.add_argument("--quick", action="store_true", help="3 rounds, 2 batches, 50 singles")
+    parser.add_argument("--slices", type=int, default=6, help="slices per round (each: one unit per contender)")
+    parser.add_argument("--singles", type=int, default=40, help="one-event appends per single-event unit")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 slices, 10 singles a unit")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.batches, args.singles = 3, 2, 50
+        args.rounds, args.slices, args.singles = 3, 2, 10
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for fact in machine_facts(backends):
         print(fact)
     print(f"load average before: {load_average()}")
     for backend in backends:
-        asyncio.run(run(backend, args.rounds, args.batches, args.singles))
+        asyncio.run(run(backend, args.rounds, args.slices, args.singles))
     print(f"load average after: {load_average()}")
 
 

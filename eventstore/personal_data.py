@@ -125,12 +125,25 @@ class SqlKeyStore:
     async def get_keys(self, subjects: Collection[str]) -> Mapping[str, bytes]:
         if not subjects:
             return {}
-        return await self.database.read(_select_keys, list(subjects))
+        # On the hot paths (every append and read page with personal data): one prebuilt
+        # driver statement, as the store's own fast reads, not a Core query.
+        wanted = list(subjects)
+        if self.database.dialect == "postgresql":
+            async with self.database.driver_connection() as conn:
+                rows = await conn.fetch(_PG_SELECT_KEYS, wanted)
+        else:
+            from ._bytes import sqlite_fetch
+
+            rows = []
+            for start in range(0, len(wanted), _SQLITE_CHUNK):
+                chunk = wanted[start:start + _SQLITE_CHUNK]
+                rows += await self.database.read(sqlite_fetch, _sqlite_select_keys(len(chunk)), chunk)
+        return {row[0]: bytes(row[1]) for row in rows}
 
     async def create_keys(self, subjects: Collection[str]) -> Mapping[str, bytes]:
         if not subjects:
             return {}
-        found = await self.database.read(_select_keys, list(subjects))
+        found = await self.get_keys(subjects)
         missing = [s for s in subjects if s not in found]
         if not missing:
             return found
@@ -140,6 +153,14 @@ class SqlKeyStore:
 
     async def forget(self, subject: str) -> bool:
         return bool(await self.database.write(_delete_key, subject))
+
+
+_PG_SELECT_KEYS = "SELECT subject, data_key FROM facta_subject_keys WHERE subject = ANY($1::text[])"
+_SQLITE_CHUNK = 500  # subjects per statement: below SQLite's bound-parameter limit
+
+
+def _sqlite_select_keys(n: int) -> str:
+    return f"SELECT subject, data_key FROM facta_subject_keys WHERE subject IN ({', '.join('?' * n)})"
 
 
 def _select_keys(conn: Connection, subjects: list[str]) -> dict[str, bytes]:

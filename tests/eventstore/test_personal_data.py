@@ -362,3 +362,10 @@ async def test_a_nested_field_of_the_same_name_and_value_is_left_alone(store: Ev
     assert json.loads(raw)["inner"] == {"email": "same@example.com"} and json.loads(raw)["email"].startswith(PREFIX)
     (record,) = await store.read_stream("n-1")
     assert record.event == Nested(inner=Inner(email="same@example.com"), email="same@example.com")
+
+
+async def test_an_append_of_many_subjects_gets_and_reads_every_key(store: EventStore) -> None:
+    events = [Contact(person_id=f"p-{i}", email=f"{i}@example.com") for i in range(1200)]
+    await store.append("crowd", "person", events, expected_version=0)
+    assert len(await store.database.read(_key_rows)) == 1200
+    assert [r.event.email for r in await store.read_stream("crowd")] == [e.email for e in events]  # type: ignore[attr-defined]
