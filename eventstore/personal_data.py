@@ -32,6 +32,11 @@ with an earlier key of the subject). The raw reads (``read_log_rows``, what the 
 publishes to Kafka, and the byte reads) return the stored ciphertext. A token that does
 not open with the key it names (changed bytes) is a :class:`PersonalDataError`.
 
+**Sealing keys.** An appending store keeps the keys it sealed with for
+``FACTA_KEY_CACHE_S`` seconds (default 2) and asks the key store only for the others;
+:func:`forget_subject` waits that long after destroying a key before it returns. Reads
+always ask the key store.
+
 **Forgetting.** :func:`forget_subject` (``facta gdpr forget SUBJECT``) destroys the key
 and appends :class:`SubjectForgotten` (who, when, which subject; never the data) to the
 facta-owned stream ``facta.gdpr/<subject>``. A later append for the same subject gets a
@@ -43,9 +48,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import asyncio
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
@@ -87,6 +94,7 @@ FORGOTTEN_STREAM_TYPE = "facta.gdpr"
 # A digit before e/E and a sign or digit: where pydantic may have written an exponent (a
 # base64 token may match too; positional_floats then skips it as a string).
 _EXPONENT_HINT = re.compile(r"[0-9][eE][-+0-9]")
+_CACHE_LIMIT = 100_000  # subjects whose sealing keys a store keeps at most (then it starts over)
 _SUBJECT_LIMIT = 244  # the record stream "facta.gdpr/<subject>" is a stream id of at most 255
 
 
@@ -302,8 +310,41 @@ def _subject_of(event: Any, subject_field: str | None, stream_id: str, where: st
 class Shredder:
     """The store's personal-data part: seals payloads at append, opens them at read."""
 
-    def __init__(self, key_store: KeyStore) -> None:
+    def __init__(self, key_store: KeyStore, cache_s: float = 0.0) -> None:
         self.key_store = key_store
+        #: Seconds a key fetched for sealing is used again without asking the key store
+        #: (``FACTA_KEY_CACHE_S``); reads never use these keys.
+        self.cache_s = cache_s
+        self._sealing: dict[str, tuple[float, bytes]] = {}  # subject -> (monotonic time fetched, key)
+
+    def forget_cached(self, subject: str) -> None:
+        self._sealing.pop(subject, None)
+
+    async def _sealing_keys(self, subjects: dict[str, None]) -> _Keys:
+        """The keys to seal with: those fetched in the last ``cache_s`` seconds, and one
+        ``create_keys`` call for the rest."""
+        if self.cache_s <= 0:
+            return _Keys(await self.key_store.create_keys(list(subjects)), subjects, create=True)
+        now = time.monotonic()
+        cached = self._sealing
+        keys: dict[str, bytes] = {}
+        missing = []
+        for subject in subjects:
+            hit = cached.get(subject)
+            if hit is not None and now - hit[0] < self.cache_s:
+                keys[subject] = hit[1]
+            else:
+                missing.append(subject)
+        if missing:
+            fetched = await self.key_store.create_keys(missing)
+            checked = _Keys(fetched, missing, create=True)  # refuses a bad answer before caching it
+            del checked
+            if len(cached) > _CACHE_LIMIT:
+                cached.clear()
+            for subject in missing:
+                cached[subject] = (now, fetched[subject])
+                keys[subject] = fetched[subject]
+        return _Keys(keys, subjects, create=True)
 
     # -- appends --------------------------------------------------------------------------
 
@@ -332,7 +373,7 @@ class Shredder:
                     todo.append((i, j, p, fields))
         if not todo:
             return payloads, None
-        keys = _Keys(await self.key_store.create_keys(list(subjects)), subjects, create=True)
+        keys = await self._sealing_keys(subjects)
         nonces = os.urandom(NONCE_BYTES * sum(len(f) for *_, f in todo))
         at = 0
         out = [list(row) for row in payloads]
@@ -526,6 +567,11 @@ async def forget_subject(store: EventStore, subject: str, *, actor: str | None) 
     """Destroy ``subject``'s data key and record the erasure: a :class:`SubjectForgotten`
     event (actor ``actor``, the subject; never the data) to the stream ``facta.gdpr/<subject>`` (stream type :data:`FORGOTTEN_STREAM_TYPE`).
 
+    When it destroys a key it then waits ``FACTA_KEY_CACHE_S`` seconds (the store's
+    ``key_cache_s``, default 2) before it records the erasure and returns: every store,
+    in any process, stops sealing with a key that long after fetching it, so no event
+    appended after this call returns is sealed with the destroyed key.
+
     Idempotent: returns True when this call destroyed a key (a record is appended each
     time one is) or wrote the first record of a subject that had no key, False when the
     subject was forgotten before (no key, a record stored): nothing is written. Afterwards
@@ -536,6 +582,13 @@ async def forget_subject(store: EventStore, subject: str, *, actor: str | None) 
         raise InvalidValue(f"subject must be a non-empty string of at most {_SUBJECT_LIMIT} characters,"
                            f" got {type(subject).__name__} {subject!r}")
     destroyed = await store.key_store.forget(subject)
+    store._shredder.forget_cached(subject)
+    if destroyed and store._shredder.cache_s > 0:
+        # Every store may have fetched the key for sealing up to FACTA_KEY_CACHE_S ago:
+        # once that has passed, none seals with it, so nothing appended after this call
+        # returns is sealed with a destroyed key. (An append during the wait may be, and
+        # then reads as erased: it was concurrent with the forget.)
+        await asyncio.sleep(store._shredder.cache_s)
     stream = forgotten_stream(subject)
     if not destroyed and await store.stream_version(stream) > 0:
         return False  # forgotten before, and recorded

@@ -40,6 +40,13 @@ OWNER = "Ada Lovelace"
 RIDER_NAME = "Grace Hopper"
 
 
+@pytest.fixture(autouse=True)
+def _no_sealing_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores made here ask the key store on every append and forget without waiting;
+    the test of the sealing cache sets its own."""
+    monkeypatch.setenv("FACTA_KEY_CACHE_S", "0")
+
+
 class Contact(DomainEvent, name="test.pd.contact"):
     person_id: str
     email: Annotated[str, PersonalData(subject="person_id")]
@@ -369,3 +376,24 @@ async def test_an_append_of_many_subjects_gets_and_reads_every_key(store: EventS
     await store.append("crowd", "person", events, expected_version=0)
     assert len(await store.database.read(_key_rows)) == 1200
     assert [r.event.email for r in await store.read_stream("crowd")] == [e.email for e in events]  # type: ignore[attr-defined]
+
+
+async def test_sealing_keys_are_kept_and_a_forget_waits_them_out(migrated_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("FACTA_KEY_CACHE_S", "0.5")
+    kms = WrappingKeyStore()
+    async with await EventStore.open(migrated_url, key_store=kms) as store, \
+            await EventStore.open(migrated_url, key_store=kms) as other:
+        await store.append("a", "person", [Contact(person_id="p-1", email="1@example.com")], expected_version=0)
+        await store.append("a", "person", [Contact(person_id="p-1", email="2@example.com")], expected_version=1)
+        assert kms.calls == [("create", 1)]  # the second append sealed with the kept key
+        started = time.monotonic()
+        assert await forget_subject(other, "p-1", actor="dpo") is True
+        assert time.monotonic() - started >= 0.5  # waited out every store's kept key
+        # After the forget returned, `store` no longer seals with the destroyed key: its
+        # new event gets a new key and reads back; the old ones read as erased.
+        await store.append("a", "person", [Contact(person_id="p-1", email="3@example.com")], expected_version=2)
+        emails = [r.event.email for r in await store.read_stream("a")]  # type: ignore[attr-defined]
+        assert emails == [ERASED, ERASED, "3@example.com"]
