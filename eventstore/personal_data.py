@@ -209,6 +209,7 @@ def key_id(key: bytes) -> bytes:
 
 
 def _event_aad(event_id: uuid.UUID, field: str, subject: str) -> bytes:
+    # Shredder.seal builds the same bytes inline (its hot loop).
     return b"facta.pd1.event\x00" + event_id.bytes + field.encode() + b"\x00" + subject.encode()
 
 
@@ -238,7 +239,7 @@ class _Keys:
     def seal(self, subject: str, value: str, aad: bytes, nonce: bytes) -> str:
         kid, cipher = self.ciphers[subject]
         sealed = cipher.encrypt(nonce, value.encode(), aad)
-        return PREFIX + base64.b64encode(kid + nonce + sealed).decode("ascii")
+        return PREFIX + binascii.b2a_base64(kid + nonce + sealed, newline=False).decode("ascii")
 
     def open(self, subject: str, token: str, aad: bytes, where: str) -> str:
         try:
@@ -356,17 +357,20 @@ class Shredder:
         todo: list[tuple[int, int, PendingEvent, list[tuple[str, str, str]]]] = []
         subjects: dict[str, None] = {}
         for i, (append, pending) in enumerate(batch):
+            stream_id = append.stream_id
             for j, p in enumerate(pending):
-                marked = type(p.event).__personal_data__
+                event = p.event
+                marked = type(event).__personal_data__
                 if not marked:
                     continue
                 fields = []
                 for field, subject_field in marked:
-                    value = getattr(p.event, field)
+                    value = getattr(event, field)
                     if value is None:
                         continue
-                    where = f"event {p.event.event_type!r} field {field!r}"
-                    subject = _subject_of(p.event, subject_field, append.stream_id, where)
+                    subject = stream_id if subject_field is None else getattr(event, subject_field)
+                    if not subject or len(subject) > _SUBJECT_LIMIT:
+                        _subject_of(event, subject_field, stream_id, f"event {event.event_type!r} field {field!r}")
                     subjects[subject] = None
                     fields.append((field, subject, value))
                 if fields:
@@ -377,11 +381,13 @@ class Shredder:
         nonces = os.urandom(NONCE_BYTES * sum(len(f) for *_, f in todo))
         at = 0
         out = [list(row) for row in payloads]
+        seal = keys.seal
         for i, j, p, fields in todo:
+            id_bytes = p.event_id.bytes
             tokens = []
             for field, subject, value in fields:
-                tokens.append(keys.seal(subject, value, _event_aad(p.event_id, field, subject),
-                                        nonces[at:at + NONCE_BYTES]))
+                aad = b"facta.pd1.event\x00" + id_bytes + field.encode() + b"\x00" + subject.encode()
+                tokens.append(seal(subject, value, aad, nonces[at:at + NONCE_BYTES]))
                 at += NONCE_BYTES
             out[i][j] = _put_tokens(p.event, out[i][j], fields, tokens)
         return out, keys
