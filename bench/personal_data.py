@@ -7,9 +7,10 @@ database), both through ``EventStore.append``:
 plain    ``bench.pd_plain``: the five-field telemetry event of ``_events`` plus a
          ``rider_name`` string (about 20 characters), unmarked.
 sealed   ``bench.pd_sealed``: the same six fields, ``rider_name`` marked
-         ``PersonalData(subject="rider_id")``: encrypted with AES-256-GCM at append, one
-         key store call per append for the append's subjects (the default
-         ``SqlKeyStore``: one read when the keys exist, a write when one is missing).
+         ``PersonalData(subject="rider_id")``: encrypted with AES-256-GCM at append. The
+         keys come from the default ``SqlKeyStore``, kept ``FACTA_KEY_CACHE_S`` seconds
+         (default 2) for sealing; with ``FACTA_KEY_CACHE_S=0`` every append asks the key
+         store once (one read when the keys exist, a write when one is missing).
 
 Workloads, in units; a round is ``--slices`` slices, and in each slice both contenders
 run one unit, the one going first alternating, so the two see the same machine within a
