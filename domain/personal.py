@@ -87,6 +87,11 @@ def personal_fields(cls: Any) -> tuple[tuple[str, str | None], ...]:
         serializers = getattr(cls, "__pydantic_decorators__", None)
         if serializers is not None and any(name in d.info.fields for d in serializers.field_serializers.values()):
             raise EventRegistryError(f"{where}: PersonalData marks fields without a field_serializer")
+        if not _accepts_placeholder(info):
+            raise EventRegistryError(
+                f"{where}: a PersonalData field must accept the placeholder {ERASED!r} (what it reads as once"
+                " its subject is forgotten); loosen its constraints"
+            )
         subject = markers[0].subject
         if subject is not None:
             if subject not in fields:
@@ -101,6 +106,17 @@ def personal_fields(cls: Any) -> tuple[tuple[str, str | None], ...]:
                 )
         found.append((name, subject))
     return tuple(found)
+
+
+def _accepts_placeholder(info: Any) -> bool:
+    """Whether the field's own type and constraints take :data:`ERASED`."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(typing.Annotated[info.annotation, *info.metadata]).validate_python(ERASED)
+    except ValidationError:
+        return False
+    return True
 
 
 def _type_name(annotation: Any) -> str:

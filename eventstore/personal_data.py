@@ -58,9 +58,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidTag
 from pydantic_core import to_json as _to_json
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, select
 
 from facta.domain import ERASED, DomainEvent, PendingEvent
@@ -72,6 +70,8 @@ from .schema import subject_keys
 from .validation import positional_floats
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from .store import EventStore
 
 __all__ = [
@@ -221,6 +221,10 @@ class _Keys:
     """The keys of one append or one read: checked once, ciphers made once per subject."""
 
     def __init__(self, keys: Mapping[str, bytes], wanted: Collection[str], *, create: bool) -> None:
+        # cryptography is imported by the first personal data sealed or opened, not by
+        # `import facta.eventstore` (see ARCHITECTURE.md, "Import cost").
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self.ciphers: dict[str, tuple[bytes, AESGCM]] = {}
         for subject in wanted:
             key = keys.get(subject)
@@ -251,6 +255,8 @@ class _Keys:
         found = self.ciphers.get(subject)
         if found is None or found[0] != raw[:KID_BYTES]:
             return ERASED  # forgotten, or sealed with an earlier key of the subject
+        from cryptography.exceptions import InvalidTag
+
         try:
             return found[1].decrypt(raw[KID_BYTES:KID_BYTES + NONCE_BYTES], raw[KID_BYTES + NONCE_BYTES:], aad).decode()
         except InvalidTag:

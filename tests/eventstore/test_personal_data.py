@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import pytest
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
+from pydantic import StringConstraints
 from sqlalchemy import Connection, select, text
 
 from facta.domain import ERASED, DomainEvent, EventRegistryError, PendingEvent, PersonalData
@@ -302,6 +303,9 @@ def test_markers_are_checked_when_the_event_is_declared() -> None:
         class Bad3(DomainEvent, name="test.pd.bad_subject_type"):
             n: int
             email: Annotated[str, PersonalData(subject="n")]
+    with pytest.raises(EventRegistryError, match="must accept the placeholder '\\[erased\\]'"):
+        class Bad4(DomainEvent, name="test.pd.bad_constraint"):
+            code: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), PersonalData()]
     with pytest.raises(EventRegistryError, match="must be a field name"):
         PersonalData(subject="not a name")
     assert Contact.__personal_data__ == (("email", "person_id"), ("phone", "person_id"))
