@@ -46,7 +46,6 @@ from sqlalchemy import Connection, Select, bindparam, func, literal_column, sele
 from sqlalchemy.sql.elements import ColumnElement
 
 from facta import migrations
-from facta.settings import settings
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 from facta.errors import (
     ConcurrencyError,
@@ -121,6 +120,8 @@ class EventStore:
         self.database = database
         self.registry = registry
         self.key_store: KeyStore = SqlKeyStore(database) if key_store is None else check_key_store(key_store)
+        from facta.settings import settings  # not at import: pydantic-settings loads with the first store
+
         self._shredder = Shredder(self.key_store, settings().key_cache_s)
         # The one place the dialect is asked: the appender and the log reader to use.
         self._appender: Appender
