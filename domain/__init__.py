@@ -16,8 +16,10 @@ from .errors import (
     UnknownEventType,
 )
 from .events import DomainEvent, EventRegistry, Upcaster, default_registry
+from .personal import ERASED, PersonalData
 
 __all__ = [
+    "ERASED",
     "Aggregate",
     "AggregateState",
     "DomainError",
@@ -28,6 +30,7 @@ __all__ = [
     "FactaError",
     "InvalidTransition",
     "PendingEvent",
+    "PersonalData",
     "UnknownAggregateType",
     "UnknownEventType",
     "Upcaster",

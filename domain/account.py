@@ -15,6 +15,7 @@ from facta.errors import DomainError, InvalidTransition
 
 from .aggregate import Aggregate, AggregateState, applies
 from .events import DomainEvent
+from .personal import PersonalData
 
 __all__ = [
     "Account",
@@ -40,7 +41,9 @@ AccountStatus = Literal["new", "open", "closed"]
 
 
 class AccountOpened(DomainEvent, name="account.opened", version=1):
-    owner: NonEmpty
+    # The owner's name is personal data of the account (the stream): stored encrypted,
+    # "[erased]" once `facta gdpr forget <account id>` destroyed the account's key.
+    owner: Annotated[NonEmpty, PersonalData()]
     currency: CurrencyCode
 
 
@@ -79,7 +82,7 @@ class Account(Aggregate, stream_type="account"):
     """A single-currency account whose balance never drops below zero."""
 
     class State(AggregateState):
-        owner: str | None = None
+        owner: Annotated[str | None, PersonalData()] = None  # sealed in snapshots too
         currency: str | None = None
         balance: int = 0
         status: AccountStatus = "new"

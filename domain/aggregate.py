@@ -33,6 +33,7 @@ from facta.errors import DomainError, EventRegistryError, InvalidValue, UnknownA
 
 from .events import DomainEvent, check_event_class
 from .names import stream_type_problem
+from .personal import personal_fields
 
 __all__ = ["Aggregate", "AggregateState", "PendingEvent", "UnknownAggregateType", "aggregate_class", "applies"]
 
@@ -44,6 +45,14 @@ class AggregateState(BaseModel):
     """Base for an aggregate's state: validated on assignment, serialisable for snapshots."""
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    #: The fields marked ``PersonalData`` (as :attr:`DomainEvent.__personal_data__`):
+    #: snapshots store them encrypted, like events.
+    __personal_data__: ClassVar[tuple[tuple[str, str | None], ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__personal_data__ = personal_fields(cls)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ from pydantic_core import SchemaValidator
 
 from facta.errors import EventDecodeError, EventRegistryError, UnknownEventType
 
+from .personal import personal_fields
+
 __all__ = ["DomainEvent", "EventRegistry", "Upcaster", "default_registry"]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -148,6 +150,22 @@ class DomainEvent(BaseModel):
 
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    #: ``(field, subject field or None)`` of each field marked ``PersonalData``, checked
+    #: when the class is declared (:func:`facta.domain.personal.personal_fields`).
+    __personal_data__: ClassVar[tuple[tuple[str, str | None], ...]] = ()
+
+    __registry_pending__: ClassVar[EventRegistry | None] = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs once pydantic has built the fields: check the personal data markers, then
+        # register (a class refused here is not registered).
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__personal_data__ = personal_fields(cls)
+        registry = vars(cls).get("__registry_pending__")
+        if registry is not None:
+            cls.__registry_pending__ = None
+            registry.register(cls)
 
     def __init_subclass__(
         cls,
@@ -164,7 +182,7 @@ class DomainEvent(BaseModel):
             raise EventRegistryError(f"event {cls.__qualname__}: need a non-empty name and version >= 1, got {name!r} v{version!r}")
         cls.event_type = name
         cls.schema_version = version
-        (registry if registry is not None else default_registry).register(cls)
+        cls.__registry_pending__ = registry if registry is not None else default_registry
 
 
 def check_event_class(decorator: str, event_cls: object) -> None:

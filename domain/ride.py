@@ -23,6 +23,7 @@ from facta.errors import DomainError, InvalidTransition
 
 from .aggregate import Aggregate, AggregateState, applies
 from .events import DomainEvent
+from .personal import PersonalData
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -107,6 +108,12 @@ class RideRequested(DomainEvent, name="ride.requested", version=1):
     pickup: Location
     dropoff: Location
     rider_account: NonEmpty | None = None
+    # Personal data of the rider (subject: rider_id): stored encrypted, "[erased]" once
+    # `facta gdpr forget <rider id>` destroyed the rider's key. Left out of the payload
+    # when None, so rides requested without a name are stored as before.
+    rider_name: Annotated[NonEmpty | None, PersonalData(subject="rider_id")] = Field(
+        default=None, exclude_if=lambda value: value is None
+    )
 
 
 class RideOffered(DomainEvent, name="ride.offered", version=1):
@@ -156,6 +163,11 @@ class Ride(Aggregate, stream_type="ride"):
         status: RideStatus = "new"
         rider_id: str | None = None
         rider_account: str | None = None
+        # Sealed in snapshots too; left out when None (snapshots of rides without a name
+        # keep their shape).
+        rider_name: Annotated[str | None, PersonalData(subject="rider_id")] = Field(
+            default=None, exclude_if=lambda value: value is None
+        )
         pickup: Location | None = None
         dropoff: Location | None = None
         offered_to: tuple[str, ...] = ()
@@ -179,15 +191,20 @@ class Ride(Aggregate, stream_type="ride"):
         pickup: Location,
         dropoff: Location,
         rider_account: str | None = None,
+        rider_name: str | None = None,
     ) -> Ride:
-        """A rider asks for a ride from ``pickup`` to ``dropoff``."""
+        """A rider asks for a ride from ``pickup`` to ``dropoff``. ``rider_name`` is
+        personal data of ``rider_id`` (stored encrypted; erased by forgetting the rider)."""
         ride = cls(ride_id)
         ride._text(rider_id, "rider_id")
         ride._location(pickup, "pickup")
         ride._location(dropoff, "dropoff")
         if rider_account is not None:
             ride._text(rider_account, "rider_account")
-        ride._emit(RideRequested(rider_id=rider_id, pickup=pickup, dropoff=dropoff, rider_account=rider_account))
+        if rider_name is not None:
+            ride._text(rider_name, "rider_name")
+        ride._emit(RideRequested(rider_id=rider_id, pickup=pickup, dropoff=dropoff, rider_account=rider_account,
+                                 rider_name=rider_name))
         return ride
 
     def offer(self, driver_ids: Iterable[str]) -> None:
@@ -287,6 +304,7 @@ class Ride(Aggregate, stream_type="ride"):
         self.state.status = "requested"
         self.state.rider_id = event.rider_id
         self.state.rider_account = event.rider_account
+        self.state.rider_name = event.rider_name
         self.state.pickup = event.pickup
         self.state.dropoff = event.dropoff
 

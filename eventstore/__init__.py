@@ -1,7 +1,8 @@
 """facta.eventstore: the permanent SQL event store, its repository and its errors.
 
-``__all__`` is the public face: the names below and eight public modules, each with an
+``__all__`` is the public face: the names below and nine public modules, each with an
 ``__all__`` of its own: :mod:`~facta.eventstore.audit` (history queries),
+:mod:`~facta.eventstore.personal_data` (erasable personal data: key stores, forgetting),
 :mod:`~facta.eventstore.merkle` (the Merkle tree, proofs and signed tree heads, pure),
 :mod:`~facta.eventstore.sealer` (sealing the log into the tree, proofs from the store),
 :mod:`~facta.eventstore.blocking` (the store for threads and scripts, no event loop),
@@ -59,4 +60,4 @@ __all__ = [
     "database_url_from_env",
     "resolve_url",
 ]
-__all__ += ["audit", "blocking", "integrity", "kafka_codec", "merkle", "relay", "schema", "sealer"]  # the public modules
+__all__ += ["audit", "blocking", "integrity", "kafka_codec", "merkle", "personal_data", "relay", "schema", "sealer"]  # the public modules

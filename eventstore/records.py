@@ -15,8 +15,11 @@ __all__ = ["AppendResult", "ByteEvent", "RecordedEvent", "Snapshot", "StreamAppe
 
 @dataclass(slots=True, eq=False)
 class RecordedEvent:
-    """A stored event with its metadata. ``payload`` is the JSON text as stored;
-    ``event`` decodes it (upcasting older versions) on first access."""
+    """A stored event with its metadata. ``payload`` is the JSON text as stored, with
+    the fields marked ``PersonalData`` opened by the store's reads (their plaintext, or
+    ``"[erased]"`` once the subject is forgotten; see
+    :mod:`facta.eventstore.personal_data`); ``event`` decodes it (upcasting older
+    versions) on first access."""
 
     position: int
     event_id: uuid.UUID

@@ -83,6 +83,8 @@ class Repository:
         snapshot, records = await self.store.read_from_snapshot(aggregate_id, state_schema=schema, to_version=at_version)
         state, version = None, 0
         if snapshot is not None:
+            # Its personal data opened, or erased: a snapshot stores it sealed, as events do.
+            snapshot = await self.store._shredder.reveal_snapshot(snapshot, cls.State)
             state = _snapshot_state(cls, snapshot)
             if state is None:
                 if snapshot.state_schema == schema and snapshot.version > 1:  # read from the snapshot on
@@ -118,7 +120,8 @@ class Repository:
         if not dirty:
             return []
         appends = [StreamAppend(a.id, a.stream_type, a.pending_events, a.saved_version) for a in dirty]
-        snaps = [self._snapshot(a) for a in dirty if self._due(a)]
+        due = [a for a in dirty if self._due(a)]
+        snaps = await self._sealed([self._snapshot(a) for a in due], due)
         results = await self.store.append_many(
             appends, actor=actor, correlation_id=correlation_id, causation_id=causation_id, snapshots=snaps
         )
@@ -131,7 +134,15 @@ class Repository:
         check_aggregates("aggregate", [aggregate])
         if aggregate.pending_events:
             raise StoreError(f"{aggregate.stream_type} {aggregate.id!r} has unsaved events: save it first")
-        await self.store.save_snapshot(self._snapshot(aggregate))
+        (snap,) = await self._sealed([self._snapshot(aggregate)], [aggregate])
+        await self.store.save_snapshot(snap)
+
+    async def _sealed(self, snaps: list[Snapshot], aggregates: list[Aggregate]) -> list[Snapshot]:
+        """``snaps`` with the fields their State marks ``PersonalData`` sealed: a snapshot in
+        plaintext would outlive a forget (see :mod:`facta.eventstore.personal_data`)."""
+        if not snaps:
+            return snaps
+        return await self.store._shredder.seal_snapshots(snaps, [type(a).State for a in aggregates])
 
     def _due(self, aggregate: Aggregate) -> bool:
         n = self.snapshot_every

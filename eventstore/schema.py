@@ -51,6 +51,7 @@ __all__ = [
     "relay_checkpoints",
     "relay_skips",
     "snapshots",
+    "subject_keys",
     "tracking",
     "tree_heads",
     "tree_leaves",
@@ -259,4 +260,14 @@ tree_heads = Table(
     Column("signed_at", UTCDateTime(), nullable=False),
     Column("key_id", String(16), nullable=False),
     Column("signature", LargeBinary(), nullable=False),
+)
+
+# A data key per subject of personal data (revision 0012): see
+# facta.eventstore.personal_data. The one table facta deletes from (forgetting a subject).
+subject_keys = Table(
+    "facta_subject_keys",
+    metadata,
+    Column("subject", String(255), primary_key=True),
+    Column("data_key", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )

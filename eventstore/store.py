@@ -34,6 +34,7 @@ snapshots and :meth:`EventStore.find_events`.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -63,6 +64,7 @@ from ._loads import LAST_VERSION, PostgresStreamReader, SQLiteStreamReader, Stre
 from ._readers import LogReader, PostgresLogReader, SQLiteLogReader
 from ._rows import decode_records, records_from_rows, stored_time
 from .database import Database, database_url_from_env
+from .personal_data import KeyStore, Shredder, SqlKeyStore, check_key_store, key_store_from_settings
 from .records import AppendResult, ByteEvent, RecordedEvent, Snapshot, StreamAppend, pending_events
 from .schema import events
 from .validation import (
@@ -106,14 +108,21 @@ class EventStore:
     Open one with :meth:`open` (it checks the schema is migrated), use it as an async
     context manager or call :meth:`close`.
 
-    Attributes: ``database`` (:class:`Database`), ``registry`` (decodes payloads) and
+    Attributes: ``database`` (:class:`Database`), ``registry`` (decodes payloads),
+    ``key_store`` (the :class:`~facta.eventstore.personal_data.KeyStore` of personal data;
+    default: :class:`~facta.eventstore.personal_data.SqlKeyStore` on ``database``) and
     ``block_summaries`` (:class:`facta.eventstore._blocks.Summaries`: which log blocks
     this store object knows are summarised for time windows).
     """
 
-    def __init__(self, database: Database, registry: EventRegistry = default_registry) -> None:
+    def __init__(self, database: Database, registry: EventRegistry = default_registry,
+                 key_store: KeyStore | None = None) -> None:
         self.database = database
         self.registry = registry
+        self.key_store: KeyStore = SqlKeyStore(database) if key_store is None else check_key_store(key_store)
+        from facta.settings import settings  # not at import: pydantic-settings loads with the first store
+
+        self._shredder = Shredder(self.key_store, settings().key_cache_s)
         # The one place the dialect is asked: the appender and the log reader to use.
         self._appender: Appender
         self._reader: LogReader
@@ -138,6 +147,7 @@ class EventStore:
         registry: EventRegistry = default_registry,
         migrate: bool = False,
         check_schema: bool = True,
+        key_store: KeyStore | None = None,
         **engine_options: Any,
     ) -> EventStore:
         """Connect to ``url`` (default: ``FACTA_DATABASE_URL`` or the embedded SQLite file).
@@ -146,13 +156,26 @@ class EventStore:
         ``facta db upgrade`` does); otherwise an unmigrated database is an error. An empty
         ``url`` (``""``) is a :class:`DatabaseURLError`, and ``migrate`` or
         ``check_schema`` other than a bool an :class:`InvalidValue`, before connecting.
+        ``key_store``: where the data keys of personal data live (None: what
+        ``FACTA_KEY_STORE`` names, else the table ``facta_subject_keys`` of this
+        database, see :func:`~facta.eventstore.personal_data.key_store_from_settings`,
+        whose :class:`~facta.errors.InvalidSetting` it raises); anything that is not a
+        :class:`~facta.eventstore.personal_data.KeyStore` is an :class:`InvalidValue`.
         """
         if isinstance(url, str) and not url.strip():
             raise DatabaseURLError(f"database URL {url!r} is empty: give one, or None for FACTA_DATABASE_URL or"
                                    " ./facta.db")
         check_bool_arg("migrate", migrate)
         check_bool_arg("check_schema", check_schema)
-        store = cls(Database.create(url or database_url_from_env(), **engine_options), registry)
+        if key_store is not None:
+            check_key_store(key_store)
+        database = Database.create(url or database_url_from_env(), **engine_options)
+        try:
+            keys = key_store if key_store is not None else key_store_from_settings(database)
+        except BaseException:
+            await database.dispose()
+            raise
+        store = cls(database, registry, keys)
         if migrate or check_schema:
             try:
                 if migrate:
@@ -247,10 +270,12 @@ class EventStore:
         batch = [(a, pending_events(a.events, now)) for a in appends]
         snapshots = check_append(batch, actor, correlation_id, causation_id, snapshots)
         _validate(batch)
+        plain = [[encode_event(p.event) for p in pending] for _, pending in batch]
+        payloads, keys = await self._shredder.seal(batch, plain)
         plan = AppendPlan(
             streams=[a for a, _ in batch],
             pending=[pending for _, pending in batch],
-            payloads=[[encode_event(p.event) for p in pending] for _, pending in batch],
+            payloads=payloads,
             actor=actor,
             correlation_id=correlation_id,
             causation_id=causation_id,
@@ -268,7 +293,7 @@ class EventStore:
             except Rejected as rejected:
                 # Nothing was written. An identical earlier append explains it (a retry);
                 # otherwise a stream has another type or moved on.
-                retried = await self.database.read(self._original_results, batch, plan.payloads)
+                retried = await self.database.read(self._original_results, batch, plan.payloads, keys, plain)
                 if retried is not None:
                     return retried
                 _check_types(batch, rejected.heads)
@@ -276,7 +301,7 @@ class EventStore:
             except LostRace:
                 # A concurrent writer won a version or an event id between our check and
                 # our insert; find out which case this is.
-                settled = await self.database.read(self._settle_tx, batch, plan.payloads)
+                settled = await self.database.read(self._settle_tx, batch, plan.payloads, keys, plain)
                 if settled is not None:
                     return settled
                 if time.monotonic() >= deadline:
@@ -288,10 +313,11 @@ class EventStore:
                 await asyncio.sleep(pause * random.random())
 
     def _settle_tx(
-        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]], payloads: Sequence[Sequence[str]]
+        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]], payloads: Sequence[Sequence[str]],
+        keys: Any = None, plain: Sequence[Sequence[str]] = (),
     ) -> list[AppendResult] | None:
         """After a lost race: the original results (a retry), a conflict error, or None to try again."""
-        retried = self._original_results(conn, batch, payloads)
+        retried = self._original_results(conn, batch, payloads, keys, plain)
         if retried is not None:
             return retried
         current = self._stream_heads(conn, [a.stream_id for a, _ in batch])
@@ -300,7 +326,8 @@ class EventStore:
         return None
 
     def _original_results(
-        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]], payloads: Sequence[Sequence[str]]
+        self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]], payloads: Sequence[Sequence[str]],
+        keys: Any = None, plain: Sequence[Sequence[str]] = (),
     ) -> list[AppendResult] | None:
         """If every event of the batch is stored already, as this batch, return where.
 
@@ -310,12 +337,17 @@ class EventStore:
         stream type, event type, schema version or payload (compared as stored: the exact
         JSON text on SQLite, the JSONB value's text on PostgreSQL), or only some events
         stored. The events' occurred-at times and the append's metadata are not compared.
+        An event with personal data (``keys``: the append's keys) is sealed with a fresh
+        nonce each time, so its stored payload is opened with ``keys`` and compared, as
+        JSON values, with its ``plain`` payload.
         """
         ids = [p.event_id for _, pending in batch for p in pending]
         texts = [t for encoded in payloads for t in encoded]
         found = self._appender.stored(conn, ids, texts)
         if not found:
             return None
+        if keys is not None:
+            self._same_personal_payloads(conn, batch, found, keys, plain)
         results = []
         for append, pending in batch:
             rows_of = [found.get(p.event_id) for p in pending]
@@ -333,6 +365,21 @@ class EventStore:
             )
         return results
 
+    def _same_personal_payloads(self, conn: Connection, batch: list[tuple[StreamAppend, list[PendingEvent]]],
+                                found: dict[uuid.UUID, Any], keys: Any, plain: Sequence[Sequence[str]]) -> None:
+        """Set ``same_payload`` of the found events with personal data by their opened payloads."""
+        ours = {p.event_id: (p, text, a.stream_id) for (a, pending), texts in zip(batch, plain, strict=True)
+                for p, text in zip(pending, texts, strict=True)
+                if p.event_id in found and type(p.event).__personal_data__ and not found[p.event_id].same_payload}
+        if not ours:
+            return
+        rows = conn.execute(select(events.c.event_id, events.c.payload).where(events.c.event_id.in_(list(ours))))
+        for event_id, payload in rows:
+            p, text, stream_id = ours[event_id]
+            stored = payload if isinstance(payload, str) else json.dumps(payload)
+            opened = self._shredder.reveal_with(keys, event_id, type(p.event), stored, stream_id)
+            found[event_id].same_payload = json.loads(opened) == json.loads(text)
+
     @staticmethod
     def _stream_heads(conn: Connection, stream_ids: list[str]) -> dict[str, tuple[str, int]]:
         """(stream type, version) of each stream in ``stream_ids`` that has events: one
@@ -346,8 +393,9 @@ class EventStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _records(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
-        return records_from_rows(rows, self.registry)
+    async def _records(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
+        """The records of ``rows``, their personal data opened (or erased)."""
+        return await self._shredder.reveal(records_from_rows(rows, self.registry))
 
     async def find_events(
         self,
@@ -384,7 +432,7 @@ class EventStore:
                 query = query.where(events.c.position <= bound)
         query = query.order_by(*([order_by] if isinstance(order_by, ColumnElement) else order_by))
         rows = await self.database.read(_find, query, limit, ranges)
-        return self._records(rows)
+        return await self._records(rows)
 
     async def read_stream(
         self,
@@ -405,7 +453,7 @@ class EventStore:
         check_version("to_version", to_version, optional=True)
         check_limit("limit", limit, optional=True)
         last = LAST_VERSION if to_version is None else to_version
-        return self._records(await self._streams.stream(stream_id, from_version, last, backwards, limit))
+        return await self._records(await self._streams.stream(stream_id, from_version, last, backwards, limit))
 
     async def read_from_snapshot(
         self, stream_id: str, *, state_schema: str, to_version: int | None = None
@@ -424,7 +472,7 @@ class EventStore:
         check_version("to_version", to_version, optional=True)
         last = LAST_VERSION if to_version is None else to_version
         snapshot, rows = await self._streams.from_snapshot(stream_id, last, state_schema)
-        return _snapshot(snapshot), self._records(rows)
+        return _snapshot(snapshot), await self._records(rows)
 
     async def read_log(
         self,
@@ -445,7 +493,7 @@ class EventStore:
         check_limit("limit", limit)
         check_texts("event_types", event_types)
         check_texts("stream_types", stream_types)
-        return self._records(await self._reader.read(after, limit, event_types, stream_types))
+        return await self._records(await self._reader.read(after, limit, event_types, stream_types))
 
     async def read_log_window(
         self, after: int = 0, limit: int = 1000, *, event_types: Sequence[str] | None = None
@@ -457,7 +505,7 @@ class EventStore:
         check_limit("limit", limit)
         check_texts("event_types", event_types)
         rows, covered = await self._reader.window(after, limit, event_types)
-        return self._records(rows), covered
+        return await self._records(rows), covered
 
     async def first_position_at(self, when: datetime) -> int:
         """The position just before the first event recorded at or after ``when`` (the

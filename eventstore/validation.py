@@ -361,6 +361,9 @@ def _positional_floats(text: str) -> str:
     return out if changed else text
 
 
+positional_floats = _positional_floats  # for payloads rewritten after encoding (personal data)
+
+
 def _check_json_text(text: str, label: str) -> None:
     """Raise unless ``text`` is JSON facta can store and read back (see the module doc)."""
     problem = _text_problem(text)

@@ -29,6 +29,7 @@ all of them, or a branch::
     │   ├── StreamTypeMismatch
     │   ├── VersionNotFound         a version the stream does not have
     │   ├── AuditError              an audit question that cannot be answered
+    │   ├── PersonalDataError       personal data that cannot be sealed or read (key store)
     │   ├── KafkaRecordError        a Kafka record that is not a facta event
     │   └── RelayError              the relay cannot go on
     │       └── RecordRefused       Kafka refused the record of one event
@@ -69,6 +70,7 @@ __all__ = [
     "InvalidValue",
     "KafkaRecordError",
     "MigrationRefused",
+    "PersonalDataError",
     "ProjectionError",
     "RecordConflict",
     "RecordRefused",
@@ -260,6 +262,13 @@ class VersionNotFound(StoreError):
 
 class AuditError(StoreError):
     """An audit query was asked something that cannot be answered (one line, names the values)."""
+
+
+class PersonalDataError(StoreError):
+    """Personal data (fields marked ``PersonalData``) cannot be sealed or read: no key
+    store, a key store that answers wrongly (a key that is not 32 bytes, a subject
+    missing from its answer), or stored ciphertext that does not open with its subject's
+    key. The message is one line naming the subject, event and field; never a key."""
 
 
 class KafkaRecordError(StoreError):

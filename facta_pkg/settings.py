@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """Modules with the user's own projections, comma-separated."""
     aggregates: str | None = None
     """Modules with the user's own aggregates, comma-separated."""
+    key_store: str | None = None
+    """The key store of personal data, ``module:factory`` (the factory takes the store's
+    ``Database`` and returns a ``KeyStore``); unset or empty: ``SqlKeyStore``, the table
+    ``facta_subject_keys`` of the store's database."""
     cache_dir: str | None = None
     """Where ``facta dev broker`` keeps the Apache Kafka it fetched (default ``~/.cache/facta``)."""
     lock_dir: str | None = None
@@ -85,6 +89,10 @@ class Settings(BaseSettings):
     runner_poll_interval_s: float = Field(0.05, gt=0, le=_DAY_S, allow_inf_nan=False)
     """How often an idle runner looks at the log."""
     lock_poll_interval_s: float = Field(0.5, gt=0, le=_DAY_S, allow_inf_nan=False)
+    key_cache_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False)
+    """How long an appending store keeps a subject's data key for sealing (0: it asks the key
+    store on every append); ``forget_subject`` waits this long after destroying a key, so no
+    process seals with it once the forget returns. Reads never use it."""
     """How often a waiting relay or runner tries to take over the active one's lock."""
 
 

@@ -218,6 +218,14 @@ def _walk(
     return walk
 
 
+async def _reveal(applier: Applier, walk: _Walk) -> None:
+    """Open the personal data of the batch's records (Kafka carries the stored ciphertext
+    only; see :mod:`facta.eventstore.personal_data`): one key store call per batch, and
+    a forgotten subject's fields read as "[erased]", as from the store."""
+    if walk.batch:
+        await applier.store._shredder.reveal([d.record for d in walk.batch])
+
+
 def _learn(seen: _Seen, walk: _Walk) -> None:
     """Once ``walk`` is committed (or had nothing to commit): remember its positions."""
     seen.known.update(walk.highest)
@@ -504,6 +512,7 @@ class _GroupSession:
         walk = _walk(applier, fetched, self.types, applier.checkpoints, self.seen)
         try:
             if walk.advance:
+                await _reveal(applier, walk)
                 await applier.apply(walk.batch, walk.advance)
         except Stale:
             log.info("projection %r: a checkpoint moved or the tables were swapped; reloading (its batch of %d"
@@ -739,6 +748,7 @@ async def consume_range(
                         done.append(tp)
                 if walk.advance:
                     try:
+                        await _reveal(applier, walk)
                         await applier.apply(walk.batch, walk.advance)
                     except Stale:
                         raise ProjectionError(

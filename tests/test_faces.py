@@ -22,7 +22,7 @@ PACKAGES = [
 PUBLIC_MODULES = {
     "facta": {"migrations", "testing"},
     "facta.domain": {"reference"},
-    "facta.eventstore": {"audit", "blocking", "integrity", "kafka_codec", "merkle", "relay", "schema", "sealer"},
+    "facta.eventstore": {"audit", "blocking", "integrity", "kafka_codec", "merkle", "personal_data", "relay", "schema", "sealer"},
     "facta.projections": {"reference", "replay"},
     "facta.replay": set(),
     "facta.migrations": set(),

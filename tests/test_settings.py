@@ -25,6 +25,7 @@ DEFAULTS = {
     "kafka_bootstrap": ("FACTA_KAFKA_BOOTSTRAP", None),
     "projections": ("FACTA_PROJECTIONS", None),
     "aggregates": ("FACTA_AGGREGATES", None),
+    "key_store": ("FACTA_KEY_STORE", None),
     "cache_dir": ("FACTA_CACHE_DIR", None),
     "lock_dir": ("FACTA_LOCK_DIR", None),
     "test_database_url": ("FACTA_TEST_DATABASE_URL", None),
@@ -41,6 +42,7 @@ DEFAULTS = {
     "relay_max_backoff_s": ("FACTA_RELAY_MAX_BACKOFF_S", 5.0),
     "runner_poll_interval_s": ("FACTA_RUNNER_POLL_INTERVAL_S", 0.05),
     "lock_poll_interval_s": ("FACTA_LOCK_POLL_INTERVAL_S", 0.5),
+    "key_cache_s": ("FACTA_KEY_CACHE_S", 2.0),
 }
 
 

@@ -11,6 +11,7 @@
 ``replay``                    ``facta replay``
 ``audit``                     ``facta audit history|state|diff|events|trace|verify|seal``
 ``proofs``                    ``facta audit keygen|digest|prove|verify-proof``
+``gdpr``                      ``facta gdpr forget``
 ``dev``                       ``facta dev broker``
 ============================  ====================================================================
 
@@ -22,7 +23,7 @@ SQL and status computations live in the library.
 from __future__ import annotations
 
 # Importing the command modules adds their commands to the group.
-from . import audit, db, demo, dev, projections, proofs, relay, replay
+from . import audit, db, demo, dev, gdpr, projections, proofs, relay, replay
 from .app import cli
 from .options import (
     MAX_PARTITION,
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 #: The command modules, one per group (importing them added their commands to ``cli``).
-COMMAND_MODULES = (db, demo, relay, projections, replay, audit, proofs, dev)
+COMMAND_MODULES = (db, demo, relay, projections, replay, audit, proofs, gdpr, dev)
 
 
 def main() -> None:

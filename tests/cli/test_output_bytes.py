@@ -13,6 +13,7 @@ files (with the facta that python imports).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import uuid
@@ -70,19 +71,24 @@ def _fix_ids_and_times(path: Path) -> None:
                                 "AND tbl_name = 'facta_events'").fetchall()
         for name, _ in triggers:
             conn.execute(f"DROP TRIGGER {name}")
-        rows = conn.execute("SELECT position, event_id FROM facta_events ORDER BY position").fetchall()
+        rows = conn.execute("SELECT position, event_id, stream_id, event_type, payload FROM facta_events"
+                            " ORDER BY position").fetchall()
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        keys = {subject: bytes(key) for subject, key in conn.execute("SELECT subject, data_key FROM facta_subject_keys")
+                } if "facta_subject_keys" in tables else {}
         new_ids = {}
-        for position, old in rows:
+        for position, old, stream_id, event_type, payload in rows:
             new = uuid.uuid5(IDS, str(position))
             new_ids[str(uuid.UUID(old))] = str(new)
             at = f"2026-11-22 10:{position // 60:02d}:{position % 60:02d}.000000"
-            conn.execute("UPDATE facta_events SET event_id = ?, recorded_at = ?, occurred_at = ? WHERE position = ?",
-                         (new.hex, at, at, position))
+            if uuid.UUID(old) != new:
+                payload = _reseal(payload, uuid.UUID(old), new, stream_id, event_type, keys)
+            conn.execute("UPDATE facta_events SET event_id = ?, recorded_at = ?, occurred_at = ?, payload = ?"
+                         " WHERE position = ?", (new.hex, at, at, payload, position))
         for old, new in new_ids.items():
             conn.execute("UPDATE facta_events SET causation_id = ? WHERE causation_id = ?", (new, old))
         for _, sql in triggers:
             conn.execute(sql)
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         fixed = {"facta_projections": "updated_at = '2026-11-22 11:00:00.000000'",
                  "facta_projection_skips": "skipped_at = '2026-11-22 11:30:00.000000', event_id = (SELECT event_id "
                                            "FROM facta_events WHERE facta_events.position = facta_projection_skips.position)",
@@ -93,6 +99,26 @@ def _fix_ids_and_times(path: Path) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+def _reseal(payload: str, old: uuid.UUID, new: uuid.UUID, stream_id: str, event_type: str,
+            keys: dict[str, bytes]) -> str:
+    """``payload`` with its personal data sealed again for the event's new id: a sealed
+    field's associated data binds it to its event id (facta.eventstore.personal_data)."""
+    from facta.domain import default_registry
+    from facta.eventstore.personal_data import PREFIX, _event_aad, _Keys
+
+    if PREFIX not in payload:
+        return payload
+    data = json.loads(payload)
+    for field, subject_field in default_registry.get(event_type).__personal_data__:
+        token = data.get(field)
+        if isinstance(token, str) and token.startswith(PREFIX):
+            subject = stream_id if subject_field is None else data[subject_field]
+            opener = _Keys(keys, [subject], create=True)
+            plain = opener.open(subject, token, _event_aad(old, field, subject), "golden")
+            data[field] = opener.seal(subject, plain, _event_aad(new, field, subject), os.urandom(12))
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def seeded_store(folder: Path) -> None:

@@ -67,6 +67,11 @@ SYNOPSES: dict[str, list[str]] = {
         "facta relay skip --name readme --position {readme_next} --reason 'a README example' --json",
         "facta relay status --name readme",
     ],
+    "facta gdpr forget SUBJECT [--actor NAME] [--yes] [--json]": [
+        # a subject of its own: the demo's owners stay readable for the README's later commands
+        "facta gdpr forget readme-subject --yes --actor readme",
+        "facta gdpr forget readme-subject --yes --json",  # forgotten before: still exit 0
+    ],
     "facta dev broker [--kind apache|noida|tansu] [--nodes N] [--port 9092] [--data-dir D] [--json]": [
         "facta dev broker --kind tansu --port {port} --data-dir tansu --json &",
     ],
