@@ -1,7 +1,7 @@
 """Subject keys: one data key per subject of personal data (crypto-shredding).
 
 Revision ID: 0012
-Revises: 0009 (the lead re-chains it after 0010 and 0011 at merge)
+Revises: 0011
 Create Date: 2026-12-01
 
 ``facta_subject_keys`` holds, per subject (the id named by a field marked
