@@ -401,3 +401,37 @@ async def test_sealing_keys_are_kept_and_a_forget_waits_them_out(migrated_url: s
         await store.append("a", "person", [Contact(person_id="p-1", email="3@example.com")], expected_version=2)
         emails = [r.event.email for r in await store.read_stream("a")]  # type: ignore[attr-defined]
         assert emails == [ERASED, ERASED, "3@example.com"]
+
+
+async def test_forget_then_the_chains_the_tree_and_an_earlier_digest_still_verify(store: EventStore) -> None:
+    """Hashes cover the ciphertext (issue 14: "forget then verify passes"): destroying a
+    subject's key changes no stored byte of its events, so every stream chain, the signed
+    tree and a digest saved before the forget still verify; the erasure's own record is
+    one more event the next seal folds in. An inclusion proof of an erased event still
+    verifies offline: it proves the ciphertext."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from facta.eventstore import integrity, sealer
+
+    key = Ed25519PrivateKey.generate()
+    await _city(store)
+    await sealer.seal(store, key)
+    before = await sealer.latest_head(store)
+    assert before is not None
+    (opened, _) = await store.read_stream("acct-1")
+    raw_before = await store.database.read(_raw_payloads)
+
+    assert await forget_subject(store, "acct-1", actor="dpo") is True
+    assert (await store.read_stream("acct-1"))[0].event.owner == ERASED  # type: ignore[attr-defined]
+    raw_after = await store.database.read(_raw_payloads)
+    assert raw_after[: len(raw_before)] == raw_before  # not one stored byte changed
+    assert len(raw_after) == len(raw_before) + 1  # the record of the erasure
+
+    report = await integrity.verify(store)
+    assert report.intact and report.differences == 0, report
+    await sealer.seal(store, key)
+    tree = await sealer.verify_tree(store, key.public_key(), against=before)
+    assert tree.intact, tree.problem
+    proof = await sealer.prove(store, opened.event_id)
+    head = sealer.verify_proof(proof, key.public_key())
+    assert head.tree_size == before.tree_size + 1
