@@ -1,8 +1,8 @@
 """facta.eventsourcing's direct SQLite writes (``SQLiteWrites``: the recorders write in the
 calling thread on a connection of its own) against the store's path (the blocking facade,
 the store's loop and writer thread): the same rows, the same positions, the same errors,
-the store's wake-up for a waiting subscription, and contiguous positions for concurrent
-writer processes.
+the store's wake-up for a waiting subscription, contiguous positions for concurrent
+writer processes, and the store writer's connection settings.
 
 Each comparison runs one list of operations twice, on two fresh SQLite files: once with
 the recorders' direct writer, once with it switched off (``_writes = None``: every write
@@ -300,3 +300,21 @@ def test_four_processes_writing_directly_get_contiguous_positions_and_lose_nothi
     for index in range(4):
         stream = str(UUID(int=index + 1, version=4))
         assert [r[2] for r in rows if r[1] == stream] == list(range(1, inserts * 3 + 1))
+
+
+def _pragmas(conn: sqlite3.Connection) -> tuple[Any, ...]:
+    return tuple(conn.execute(f"PRAGMA {name}").fetchone()[0] for name in (
+        "journal_mode", "synchronous", "busy_timeout", "wal_autocheckpoint", "cache_size", "temp_store",
+        "foreign_keys"))
+
+
+def test_a_direct_connection_has_the_store_writers_pragmas(tmp_path: Path) -> None:
+    factory = _factory(_url(tmp_path / "pragmas.db", timeout="7.5"), "Bank")
+    recorder = factory.application_recorder()
+    assert isinstance(recorder, FactaRecorder) and recorder._writes is not None
+    assert recorder.insert_events([_ev(A, 1, JSON)]) == [1]
+    direct = recorder._writes.run(_pragmas)
+    store = factory.store.call(lambda s: s.database.sqlite_write(_pragmas))
+    # WAL, synchronous FULL, the URL's timeout, facta's checkpoint, cache and temp settings
+    assert direct is not None and direct[0] == store == ("wal", 2, 7500, 10_000, -16_384, 2, 1)
+    factory.close()
