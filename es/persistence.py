@@ -81,9 +81,13 @@ run a function of a ``Connection`` in a read or write transaction::
 ``tests/eventsourcing/test_projections.py`` holds a complete one (eventsourcing's
 ``EventCountersView``).
 
-**Reads on SQLite** run in the calling thread, on a read-only sqlite3 connection per
-thread (:class:`SQLiteReads`), with the store's own statements; writes, and every read
-on PostgreSQL, go through the shared store.
+**Reads and writes on SQLite** run in the calling thread: reads on a read-only sqlite3
+connection per thread (:class:`SQLiteReads`), writes (events with or without a tracking
+record, snapshots, tracking records without ``with_``) on an append connection per
+thread (:class:`SQLiteWrites`), with the store's own statements, transaction, checks and
+errors, waking the store's ``wait_for_append`` in this process. Whatever SQLite refuses
+there, a materialised view's ``with_`` and ``write``, and every call on PostgreSQL, go
+through the shared store.
 
 **Errors.** facta's errors reach eventsourcing's code as eventsourcing's exception classes
 (PEP 249's names), each with facta's one-line message naming the bad value (never a
@@ -139,7 +143,13 @@ from facta.errors import (
 )
 from facta.eventstore import _bytes
 from facta.eventstore.blocking import BlockingEventStore
-from facta.eventstore.database import database_url_from_env, driver_options, resolve_url
+from facta.eventstore.database import (
+    database_url_from_env,
+    driver_options,
+    resolve_url,
+    sqlite_append_connection,
+    sqlite_immediate,
+)
 from facta.eventstore.records import ByteEvent
 from facta.eventstore.store import EventStore
 from facta.eventstore.validation import TEXT_LIMITS, check_text
@@ -155,6 +165,8 @@ __all__ = [
     "FactaSubscription",
     "FactaTrackingRecorder",
     "SQLiteReads",
+    "SQLiteWrites",
+    "eventsourcing_error",
     "eventsourcing_errors",
 ]
 
@@ -179,16 +191,23 @@ def eventsourcing_errors() -> Iterator[None]:
     with facta's one-line message; the facta error is the new one's ``__context__``."""
     try:
         yield
-    except RecordConflict as exc:
-        raise IntegrityError(str(exc)) from None
-    except InvalidValue as exc:
-        raise DataError(str(exc)) from None
-    except (DatabaseUnavailable, DatabaseURLError, DatabaseBusy) as exc:
-        raise OperationalError(str(exc)) from None
-    except (SchemaNotReady, UnknownSchemaRevision) as exc:
-        raise ProgrammingError(str(exc)) from None
     except StoreError as exc:
-        raise DatabaseError(str(exc)) from None
+        raise eventsourcing_error(exc) from None
+
+
+def eventsourcing_error(exc: StoreError) -> DatabaseError:
+    """facta's error as eventsourcing's exception class, with its one-line message (the
+    table in the module docstring); for hot paths that catch ``StoreError`` themselves
+    instead of entering :func:`eventsourcing_errors`."""
+    if isinstance(exc, RecordConflict):
+        return IntegrityError(str(exc))
+    if isinstance(exc, InvalidValue):
+        return DataError(str(exc))
+    if isinstance(exc, (DatabaseUnavailable, DatabaseURLError, DatabaseBusy)):
+        return OperationalError(str(exc))
+    if isinstance(exc, (SchemaNotReady, UnknownSchemaRevision)):
+        return ProgrammingError(str(exc))
+    return DatabaseError(str(exc))
 
 
 # -- reads on SQLite: in the caller's thread -------------------------------------------------------
@@ -204,8 +223,8 @@ class SQLiteReads:
     facade hops to the store's loop and on to its read threads and back (about 130 us for
     a short stream, against 8 us for the statement itself; measured on the development
     machine). Reads on SQLite are plain snapshots of the WAL, so a recorder runs them
-    here, in the caller's thread, with the store's own statements (``_bytes``). Writes
-    still go through the store's one writer. Any sqlite3 error (a file that cannot be
+    here, in the caller's thread, with the store's own statements (``_bytes``); writes
+    go through :class:`SQLiteWrites`. Any sqlite3 error (a file that cannot be
     opened read-only, a busy database) returns None: the caller then reads through the
     store, whose errors are the usual ones.
     """
@@ -228,6 +247,114 @@ class SQLiteReads:
             return None
 
 
+class SQLiteWrites:
+    """Direct SQLite writes: an append connection to a SQLite store's file per calling thread.
+
+    A write through the blocking facade hops from the caller to the store's loop thread,
+    on to its writer thread and back (a ``BlockingEventStore.call`` that does nothing
+    takes 54 us, against about 60 us for a 1-event save's own statements; bench/README.md).
+    So a recorder writes here, in the caller's thread, with the store's own code: the
+    connection is made as the store's writer makes its own
+    (:func:`~facta.eventstore.database.sqlite_append_connection`: WAL, synchronous FULL,
+    the busy timeout of the URL's ``timeout``, ``wal_autocheckpoint``, ``cache_size``,
+    ``temp_store``), the transaction is the store writer's
+    (:func:`~facta.eventstore.database.sqlite_immediate`: ``BEGIN IMMEDIATE``,
+    :class:`~facta.errors.DatabaseBusy` past the busy timeout) and the work the store
+    writer's functions (:mod:`facta.eventstore._bytes`: ``append_bytes_sqlite``,
+    ``insert_byte_snapshots_sqlite``, ``record_tracking_sqlite``), after the store's own
+    value checks. So rows, positions and errors are the store's. After an append the
+    store's ``wait_for_append`` callers in this process are woken
+    (:meth:`BlockingEventStore.notify_append`), as the store's own appends wake them.
+
+    :meth:`run` returns None when SQLite refused the connection or the statements with an
+    error of its own (a file it cannot open for writing, an I/O error): nothing was
+    written (rolled back) and the caller writes through the store, whose errors are the
+    usual ones. The file is opened ``mode=rw``: a file deleted since never comes back empty.
+    """
+
+    def __init__(self, store: BlockingEventStore, path: str, name: str, timeout_s: float) -> None:
+        self._store = store
+        self._uri = f"{Path(path).resolve().as_uri()}?mode=rw"
+        self._name = name  # the URL's database, as the store's DatabaseBusy message names it
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: dict[int, sqlite3.Connection] = {}  # by thread id
+        self._closed = False
+
+    def run(self, work: Callable[..., T], *args: Any) -> tuple[T] | None:
+        """``(work(connection, *args),)`` run in ``BEGIN IMMEDIATE`` on this thread's append
+        connection, committed; or None (nothing written) when SQLite refused."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid != os.getpid():
+            conn = None  # a forked child never uses its parent's connection (SQLite's rule)
+        if conn is None:
+            try:
+                conn = sqlite_append_connection(self._uri, self._timeout_s, uri=True)
+            except sqlite3.Error:
+                return None
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return None
+                # A thread that ended left its connection here: close it (its local is gone).
+                alive = {t.ident for t in threading.enumerate()}
+                for ident in [i for i in self._open if i not in alive]:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._open.pop(ident).close()
+                self._open[threading.get_ident()] = conn
+            self._local.conn, self._local.pid = conn, os.getpid()
+        try:
+            return (sqlite_immediate(conn, self._name, work, *args),)
+        except sqlite3.Error:
+            self._drop(conn)
+            return None
+
+    def append(self, stream_type: str, events: Sequence[ByteEvent], tracking: tuple[str, int] | None
+               ) -> list[int] | None:
+        """:meth:`EventStore.append_bytes` in this thread (the same checks first, the same
+        errors), waking the store's waiters; None: write through the store."""
+        items = _bytes.check_byte_events(stream_type, events)
+        track = _bytes.check_tracking(tracking)
+        if not items and track is None:
+            return []
+        done = self.run(_bytes.append_bytes_sqlite, stream_type, items, track)
+        if done is None:
+            return None
+        positions = done[0][0]
+        if positions:
+            self._store.notify_append()
+        return positions
+
+    def _drop(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        with self._lock:
+            if self._open.get(threading.get_ident()) is conn:
+                del self._open[threading.get_ident()]
+        self._local.conn = None
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (the store is being closed); later runs return None."""
+        with self._lock:
+            self._closed = True
+            conns, self._open = list(self._open.values()), {}
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
+def _sqlite_writes(store: BlockingEventStore) -> SQLiteWrites | None:
+    database = store.store.database
+    name = database.url.database
+    if database.dialect != "sqlite" or not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return SQLiteWrites(store, name, name, float(driver_options(database.url)["timeout"]))
+
+
 def _sqlite_reads(store: BlockingEventStore) -> SQLiteReads | None:
     database = store.store.database
     if database.dialect != "sqlite" or not database.url.database:
@@ -239,16 +366,17 @@ def _sqlite_reads(store: BlockingEventStore) -> SQLiteReads | None:
 
 _stores_lock = threading.Lock()
 _stores: dict[str, tuple[BlockingEventStore, int]] = {}
-#: The direct SQLite reads of each shared SQLite store, by store key.
-_reads: dict[str, SQLiteReads | None] = {}
+#: The direct SQLite reads and writes of each shared SQLite store, by store key.
+_reads: dict[str, tuple[SQLiteReads | None, SQLiteWrites | None]] = {}
 #: Releases that could not take the lock at once (a factory closed by the garbage collector
 #: while its thread held the lock): counted down by the next acquire or a helper thread.
 _pending: list[str] = []
 
 
-def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore, SQLiteReads | None]:
+def _acquire(url: str, *, migrate: bool
+             ) -> tuple[str, BlockingEventStore, tuple[SQLiteReads | None, SQLiteWrites | None]]:
     """The process's store for ``url`` (opened, and migrated when ``migrate``, on first use),
-    counted once more, and its direct SQLite reads (None on PostgreSQL). Returns the key to
+    counted once more, and its direct SQLite reads and writes (None on PostgreSQL). Returns the key to
     :func:`_release` it with first."""
     with eventsourcing_errors():
         parsed = resolve_url(url)
@@ -267,11 +395,11 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore, SQLit
                 with eventsourcing_errors():
                     store = BlockingEventStore.open(url, migrate=migrate)
                 _stores[key] = (store, 1)
-                _reads[key] = _sqlite_reads(store)
+                _reads[key] = (_sqlite_reads(store), _sqlite_writes(store))
             else:
                 store, count = held
                 _stores[key] = (store, count + 1)
-            reads = _reads.get(key)
+            reads = _reads.get(key, (None, None))
     finally:
         _close_stores(done)
     return key, store, reads
@@ -314,9 +442,14 @@ def _count_down_pending() -> list[BlockingEventStore]:
             _stores[key] = (store, count - 1)
         else:
             del _stores[key]
-            _reads.pop(key, None)
+            _close_writes(_reads.pop(key, None))
             done.append(store)
     return done
+
+
+def _close_writes(direct: tuple[SQLiteReads | None, SQLiteWrites | None] | None) -> None:
+    if direct is not None and direct[1] is not None:
+        direct[1].close()
 
 
 def _close_stores(stores: list[BlockingEventStore]) -> None:
@@ -334,6 +467,8 @@ def _close_all() -> None:
         _pending.clear()
         held = list(_stores.values())
         _stores.clear()
+        for direct in _reads.values():
+            _close_writes(direct)
         _reads.clear()
     _close_stores([store for store, _ in held])
 
@@ -360,12 +495,14 @@ class FactaRecorder:
     """
 
     def __init__(self, store: BlockingEventStore, stream_type: str, *, originator_id_type: str = "uuid",
-                 owner: object = None, sqlite_reads: SQLiteReads | None = None) -> None:
+                 owner: object = None, sqlite_reads: SQLiteReads | None = None,
+                 sqlite_writes: SQLiteWrites | None = None) -> None:
         self.store = store
         self.stream_type = stream_type
         self.originator_id_type = originator_id_type
         self._owner = owner
         self._direct = sqlite_reads
+        self._writes = sqlite_writes
 
     def _fetch(self, sql: str, args: Sequence[Any]) -> list[Any] | None:
         """Rows read in this thread on SQLite (:class:`SQLiteReads`), or None: read through the store."""
@@ -447,6 +584,13 @@ class FactaAggregateRecorder(FactaRecorder, AggregateRecorder):
         if not events and checkpoint is None:
             return []
         stream_type = self.stream_type
+        if self._writes is not None and not self.store.closed:
+            try:
+                positions = self._writes.append(stream_type, events, checkpoint)
+            except StoreError as exc:
+                raise eventsourcing_error(exc) from None
+            if positions is not None:
+                return positions
         return self.call(lambda s: s.append_bytes(stream_type, events, tracking=checkpoint))
 
     def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
@@ -465,6 +609,11 @@ class FactaSnapshotRecorder(FactaRecorder, AggregateRecorder):
         snapshots = self._byte_events(stored_events)
         if snapshots:
             stream_type = self.stream_type
+            if self._writes is not None and not self.store.closed:
+                with eventsourcing_errors():
+                    items = _bytes.check_byte_events(stream_type, snapshots, "snapshots")  # the store's checks
+                    if self._writes.run(_bytes.insert_byte_snapshots_sqlite, stream_type, items) is not None:
+                        return None
             self.call(lambda s: s.append_byte_snapshots(stream_type, snapshots))
         return None
 
@@ -573,6 +722,12 @@ class FactaTrackingRecorder(FactaRecorder, TrackingRecorder):
         written (``with_`` not run) when the notification id is not above the stored one;
         an error of ``with_`` rolls the tracking record back and propagates."""
         name, position = self.tracking_name(tracking.application_name), tracking.notification_id
+        if with_ is None and self._writes is not None and not self.store.closed:
+            with eventsourcing_errors():
+                checked = _bytes.check_tracking((name, position))  # the store's checks
+                assert checked is not None
+                if self._writes.run(_bytes.record_tracking_sqlite, *checked) is not None:
+                    return
         self.call(lambda s: s.record_tracking(name, position, with_=with_))
 
     def read(self, fn: Callable[[Connection], T]) -> T:
@@ -628,7 +783,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         if id_type not in ("uuid", "text"):
             raise ValueError(f"ORIGINATOR_ID_TYPE={id_type!r}: expected uuid or text")
         self.originator_id_type = id_type
-        self._key, self.store, self._sqlite_reads = _acquire(url, migrate=migrate)
+        self._key, self.store, (self._sqlite_reads, self._sqlite_writes) = _acquire(url, migrate=migrate)
 
     @property
     def stream_type(self) -> str:
@@ -639,7 +794,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         with eventsourcing_errors():  # an application name facta cannot store as a stream type
             check_text("stream type", self.stream_type)
         return cls(self.store, self.stream_type, originator_id_type=self.originator_id_type, owner=self,
-                   sqlite_reads=self._sqlite_reads)
+                   sqlite_reads=self._sqlite_reads, sqlite_writes=self._sqlite_writes)
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         """``"events"``: a :class:`FactaAggregateRecorder`; ``"snapshots"``: a

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -219,6 +220,14 @@ class BlockingEventStore:
     def last_byte_position(self, stream_type: str | None) -> int | None:
         """:meth:`EventStore.last_byte_position`."""
         return self._run(self.store.last_byte_position(stream_type))
+
+    def notify_append(self) -> None:
+        """After an append committed on another connection of this process: wake this
+        store's :meth:`wait_for_append` callers at once (:meth:`EventStore.wake_append_waiters`
+        on the loop). Thread-safe; does nothing when no one waits or the store is closed."""
+        if self.store._append_waiters and not self._closed:
+            with contextlib.suppress(RuntimeError):  # the loop stopped: no one waits any more
+                self._loop.call_soon_threadsafe(self.store.wake_append_waiters)
 
     def wait_for_append(self, after: int, timeout_s: float) -> None:
         """:meth:`EventStore.wait_for_append` (blocks the calling thread only)."""

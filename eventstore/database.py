@@ -52,6 +52,8 @@ __all__ = [
     "database_url_from_env",
     "driver_options",
     "resolve_url",
+    "sqlite_append_connection",
+    "sqlite_immediate",
     "translate_connect_errors",
 ]
 
@@ -362,25 +364,8 @@ class Database:
 
     def _raw_write(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._raw_writer is None:
-            self._raw_writer = _sqlite_connect(self.url.database or "", driver_options(self.url)["timeout"])
-        conn = self._raw_writer
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                raise
-            waited = int(conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
-            raise DatabaseBusy(
-                f"SQLite database {self.url.database!r} is locked: another connection held its write lock"
-                f" for over {waited:g} s; nothing was written"
-            ) from None
-        try:
-            result = work(conn, *args, **kwargs)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+            self._raw_writer = sqlite_append_connection(self.url.database or "", driver_options(self.url)["timeout"])
+        return sqlite_immediate(self._raw_writer, self.url.database or "", work, *args, **kwargs)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -518,10 +503,44 @@ def _configure_sqlite(connection: sqlite3.Connection, timeout_s: float) -> None:
     connection.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
 
 
-def _sqlite_connect(path: str, timeout_s: float) -> sqlite3.Connection:
-    """The append writer's own connection (:meth:`Database.sqlite_write`)."""
-    connection = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
-    _configure_sqlite(connection, timeout_s)
-    connection.execute(f"PRAGMA cache_size=-{SQLITE_APPEND_CACHE_KIB}")
-    connection.execute(f"PRAGMA temp_store={SQLITE_APPEND_TEMP_STORE}")
+def sqlite_append_connection(path: str, timeout_s: float, *, uri: bool = False) -> sqlite3.Connection:
+    """An append connection to the SQLite file ``path`` (a ``file:`` URI when ``uri``):
+    the store writer's own (:meth:`Database.sqlite_write`) and each direct writer's
+    (``facta.eventsourcing``): WAL, ``busy_timeout`` of ``timeout_s`` seconds,
+    ``wal_autocheckpoint``, ``cache_size`` and ``temp_store`` as set above; the driver
+    leaves transaction control to :func:`sqlite_immediate`. Raises ``sqlite3.Error``."""
+    connection = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False, uri=uri)
+    try:
+        _configure_sqlite(connection, timeout_s)
+        connection.execute(f"PRAGMA cache_size=-{SQLITE_APPEND_CACHE_KIB}")
+        connection.execute(f"PRAGMA temp_store={SQLITE_APPEND_TEMP_STORE}")
+    except BaseException:
+        connection.close()
+        raise
     return connection
+
+
+def sqlite_immediate(connection: sqlite3.Connection, name: str, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``work(connection, ...)`` inside ``BEGIN IMMEDIATE`` on an append connection
+    (:func:`sqlite_append_connection`): committed if it returns, rolled back if it raises.
+    :class:`~facta.errors.DatabaseBusy` (one line naming ``name``, the URL's database)
+    when another connection holds the write lock past the busy timeout; nothing written.
+    The one transaction of every SQLite append, on the store's writer thread and in a
+    direct writer's thread alike."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise
+        waited = int(connection.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
+        raise DatabaseBusy(
+            f"SQLite database {name!r} is locked: another connection held its write lock"
+            f" for over {waited:g} s; nothing was written"
+        ) from None
+    try:
+        result = work(connection, *args, **kwargs)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return result

@@ -718,14 +718,17 @@ class EventStore:
         deadline = loop.time() + timeout_s
         pause = _WAIT_POLL_S
         while True:
-            if await self._latest_position() > after:
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                return
+            # The waiter is registered before the head is read: an append committed after
+            # that read (on the store or on another connection of this process, which
+            # calls wake_append_waiters after its commit) finds it and wakes it.
             waiter: asyncio.Future[None] = loop.create_future()
             self._append_waiters.add(waiter)
             try:
+                if await self._latest_position() > after:
+                    return
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
                 await asyncio.wait_for(asyncio.shield(waiter), min(pause, left))
                 return
             except TimeoutError:
@@ -739,6 +742,13 @@ class EventStore:
             async with self.database.driver_connection() as conn:
                 return int(await conn.fetchval(_PG_LATEST))
         return int((await self.database.read(_bytes.sqlite_fetch, _SQLITE_LATEST, []))[0][0])
+
+    def wake_append_waiters(self) -> None:
+        """Wake every :meth:`wait_for_append` of this store at once, for an append made on
+        another connection of this process (``facta.eventsourcing``'s direct SQLite
+        writers). Call it on the store's loop, after the append's commit."""
+        if self._append_waiters:
+            self._wake()
 
     def _wake(self) -> None:
         waiters, self._append_waiters = self._append_waiters, set()
@@ -789,6 +799,9 @@ class EventStore:
         check_position("tracking position", position)
         if with_ is not None and not callable(with_):
             raise InvalidValue(f"with_ must be a function of a Connection or None, got {type(with_).__name__}")
+        if with_ is None and self.database.dialect == "sqlite":  # the byte append's step, on its connection
+            await self.database.sqlite_write(_bytes.record_tracking_sqlite, name, position)
+            return None
         return await self.database.write(_tracking_then, name, position, with_)
 
     async def tracking_position(self, name: str) -> int | None:

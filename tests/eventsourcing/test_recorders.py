@@ -180,9 +180,9 @@ class TestApplicationRecorderPostgres(AppRecorder):
 
 
 class TestApplicationRecorderSQLiteThroughStore(AppRecorder):
-    """The library's application cases with every SQLite read through the store (a
-    recorder made without the factory's direct SQLite reads), so both read paths are
-    held to the same expectations."""
+    """The library's application cases with every SQLite read and write through the store
+    (a recorder made without the factory's direct SQLite reads and writes), so both paths
+    are held to the same expectations."""
 
     __test__ = True
 
@@ -190,12 +190,14 @@ class TestApplicationRecorderSQLiteThroughStore(AppRecorder):
         factory = self.factory()
         recorder = FactaApplicationRecorder(factory.store, factory.stream_type, owner=factory)
         self.assertIsNone(recorder._direct)
+        self.assertIsNone(recorder._writes)
         return recorder
 
     def test_direct_reads_are_used_by_the_factorys_recorders(self) -> None:
         recorder = self.factory().application_recorder()
         assert isinstance(recorder, FactaApplicationRecorder)
         self.assertIsNotNone(recorder._direct)
+        self.assertIsNotNone(recorder._writes)
 
     def test_a_closed_factorys_recorder_refuses_reads_as_the_store_does(self) -> None:
         factory = self.factory()
@@ -239,6 +241,33 @@ class ProcessCases(OnFacta, cases.ProcessRecorderTestCase):
 
 class TestProcessRecorderSQLite(ProcessCases):
     __test__ = True
+
+
+class TestProcessRecorderSQLiteThroughStore(ProcessCases):
+    """The library's process cases (events with tracking, tracking alone) with every SQLite
+    write and read through the store, as the direct ones are held to them above."""
+
+    __test__ = True
+
+    def create_recorder(self) -> ProcessRecorder:
+        factory = self.factory()
+        return FactaProcessRecorder(factory.store, factory.stream_type, owner=factory)
+
+
+class TestTrackingRecorderSQLiteThroughStore(TrackingCases):
+    __test__ = True
+
+    def create_recorder(self) -> TrackingRecorder:
+        factory = self.factory()
+        return FactaTrackingRecorder(factory.store, factory.stream_type, owner=factory)
+
+
+class TestSnapshotsRecorderSQLiteThroughStore(SnapshotsRecorder):
+    __test__ = True
+
+    def create_recorder(self) -> AggregateRecorder:
+        factory = self.factory()
+        return FactaSnapshotRecorder(factory.store, factory.stream_type, owner=factory)
 
 
 @pytest.mark.postgres

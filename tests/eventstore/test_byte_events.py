@@ -24,6 +24,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import BigInteger, Column, String, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -32,6 +34,7 @@ from facta.domain import DomainEvent
 from facta.errors import ConcurrencyError, InvalidValue, MigrationRefused, RecordConflict, StreamTypeMismatch
 from facta.eventstore import ByteEvent, EventStore, RecordedEvent
 from facta.eventstore import audit
+from facta.eventstore._bytes import _SUSPECT_BYTES, _suspect, event_id_hex
 from facta.eventstore.kafka_codec import encode_rows
 from facta.eventstore.locks import WRITER_MARKER
 from facta.eventstore.schema import events as events_table
@@ -407,3 +410,40 @@ async def test_each_append_gets_one_contiguous_range_under_concurrent_writers(mi
     finally:
         for s in stores:
             await s.close()
+
+
+# -- the payload column's cheap suspect test ---------------------------------------------------
+
+# Every character the suspect pattern names, and some it does not.
+_SUSPECT_ALPHABET = '-0.\\u0000NaInfityeE+9dD8fA"{}:, x'
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=_SUSPECT_ALPHABET, max_size=24))
+def test_the_cheap_suspect_test_agrees_with_the_pattern(value: str) -> None:
+    assert _suspect(value) == (_SUSPECT_BYTES.search(value) is not None)
+
+
+@pytest.mark.parametrize("value", [
+    "", "{}", '{"a":1}', '{"a":-0.0}', '{"a":"\\u0000"}', '{"a":NaN}', '{"a":Infinity}', '{"a":1e5}', '{"a":1E+5}',
+    '{"a":1e-5}', '{"a":"e5"}', '{"a":"\\ud800"}', '{"a":"\\uD9ff"}', '{"a":"\\u00e9"}', '{"a":"\\ue000"}',
+    '{"a":"-0.01"}', '{"a":"x9e"}',
+])
+def test_the_cheap_suspect_test_on_each_alternative(value: str) -> None:
+    assert _suspect(value) == (_SUSPECT_BYTES.search(value) is not None)
+
+
+def test_event_ids_of_sqlite_byte_appends_are_fresh_version_4_uuids() -> None:
+    ids = [event_id_hex() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every bit outside the version and variant fields takes both values somewhere
+    ored = 0
+    anded = (1 << 128) - 1
+    for value in ids:
+        ored |= int(value, 16)
+        anded &= int(value, 16)
+    assert ored == (1 << 128) - 1 - (0xB << 76) - (0x4 << 60)  # version 0100, variant 10
+    assert anded == (0x4 << 76) | (0x8 << 60)
