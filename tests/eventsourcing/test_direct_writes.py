@@ -12,6 +12,7 @@ a direct path that quietly fell back to the store fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from eventsourcing.utils import Environment
 
 from facta.eventsourcing import FactaFactory, persistence
 from facta.eventsourcing.persistence import FactaRecorder
+from facta.eventstore import EventStore, integrity
 from facta.eventstore import store as store_module
 from facta.eventstore.validation import TEXT_LIMITS
 
@@ -132,11 +134,12 @@ def _run(url: str, direct: bool) -> tuple[list[tuple[str, str, Any]], int]:
 
 
 def _rows(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the three tables, without event ids and times."""
+    """Every row of the three tables, without event ids and times (and the event hashes,
+    which cover both: both files' chains are checked by facta's verify instead)."""
     conn = sqlite3.connect(path)
     try:
         found = {}
-        for table, order, times in (("facta_events", "position", ("event_id", "occurred_at", "recorded_at")),
+        for table, order, times in (("facta_events", "position", ("event_id", "occurred_at", "recorded_at", "event_hash")),
                                     ("facta_snapshots", "stream_id, version", ("recorded_at",)),
                                     ("facta_tracking", "name", ("updated_at",))):
             cursor = conn.execute(f"SELECT * FROM {table} ORDER BY {order}")  # noqa: S608 (our names)
@@ -145,6 +148,14 @@ def _rows(path: Path) -> dict[str, list[dict[str, Any]]]:
         return found
     finally:
         conn.close()
+
+
+async def _verify(url: str) -> integrity.VerifyReport:
+    store = await EventStore.open(url)
+    try:
+        return await integrity.verify(store)
+    finally:
+        await store.close()
 
 
 def _times(path: Path) -> list[tuple[Any, ...]]:
@@ -179,6 +190,9 @@ def test_direct_and_store_paths_write_the_same_rows_and_raise_the_same_errors(tm
 
     rows = _rows(direct_db)
     assert rows == _rows(store_db)
+    for path in (direct_db, store_db):  # each event's hash chains as the store's own appends do
+        report = asyncio.run(_verify(_url(path)))
+        assert report.intact and report.events == len(rows["facta_events"]), report
     events = rows["facta_events"]
     assert [(e["stream_id"], e["version"]) for e in events] == [
         (str(A), 1), (str(A), 2), (str(B), 1), (str(B), 2), ("acc-1", 1), ("acc-1", 2), (str(C), 1), (str(C), 2)]
