@@ -87,16 +87,19 @@ on PostgreSQL, go through the shared store.
 
 **Errors.** facta's errors reach eventsourcing's code as eventsourcing's exception classes
 (PEP 249's names), each with facta's one-line message naming the bad value (never a
-password): a stored (originator id, version) or a tracking record at or below the stored
-one -> ``IntegrityError``; a value facta refuses (a topic or originator id longer than
+password): a stored (originator id, version), an originator id that is another stream
+type's stream (another application's, or facta's own aggregates') or a tracking record at
+or below the stored one -> ``IntegrityError``; a value facta refuses (a topic or originator id longer than
 facta's columns, a NUL, a version outside int32, state that is not bytes) -> ``DataError``;
 an unreachable database, a database URL facta cannot use, SQLite's write lock held too
-long -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no``) ->
+long, a call inside a running event loop (make and call the application in a thread
+there: ``await asyncio.to_thread(app.save, aggregate)``) -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no``) ->
 ``ProgrammingError``; any other error of the store -> ``DatabaseError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -135,6 +138,7 @@ from facta.errors import (
     RecordConflict,
     SchemaNotReady,
     StoreError,
+    StreamTypeMismatch,
     UnknownSchemaRevision,
 )
 from facta.eventstore import _bytes
@@ -179,7 +183,7 @@ def eventsourcing_errors() -> Iterator[None]:
     with facta's one-line message; the facta error is the new one's ``__context__``."""
     try:
         yield
-    except RecordConflict as exc:
+    except (RecordConflict, StreamTypeMismatch) as exc:  # the stream id is another stream type's
         raise IntegrityError(str(exc)) from None
     except InvalidValue as exc:
         raise DataError(str(exc)) from None
@@ -374,7 +378,9 @@ class FactaRecorder:
         return self._direct.fetch(sql, args)
 
     def call(self, fn: Callable[[EventStore], Awaitable[T]]) -> T:
-        """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's."""
+        """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's;
+        ``OperationalError`` (one line, saying what to do) inside a running event loop."""
+        _refuse_running_loop()
         with eventsourcing_errors():
             return self.store.call(fn)
 
@@ -617,6 +623,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def __init__(self, env: Environment | dict[str, str] | None) -> None:
         super().__init__(env)
         self._key: str | None = None
+        _refuse_running_loop()
         # Unset or empty: facta's own setting, as facta reads FACTA_DATABASE_URL itself.
         url = self.env.get(self.FACTA_DATABASE_URL) or database_url_from_env()
         create = self.env.get(self.CREATE_TABLE) or "yes"
@@ -682,11 +689,27 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
 
     def __del__(self) -> None:
         # The factory and every recorder it made are gone (recorders keep their factory).
-        with contextlib.suppress(Exception):
+        # No module global here: at interpreter shutdown they may already be None
+        # (``contextlib.suppress`` was, printing "Exception ignored" after a clean run).
+        try:
             self.close()
+        except Exception:  # noqa: S110 - a finaliser reports nothing; atexit closed the stores
+            pass
 
 
 FactaRecorderT = TypeVar("FactaRecorderT", bound=FactaRecorder)
+
+
+def _refuse_running_loop() -> None:
+    """An eventsourcing application blocks; inside a coroutine it would block the caller's
+    event loop, which the blocking facade refuses. Say what an eventsourcing user does
+    instead (the facade's own advice, ``EventStore``, is for facta's API)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise OperationalError("facta.eventsourcing blocks, and was called inside a running event loop: make and call the "
+                           "application in a thread there, e.g. `await asyncio.to_thread(app.save, aggregate)`")
 
 
 def _plain_int(value: object, low: int = 0, high: int = 2**63 - 1) -> bool:
