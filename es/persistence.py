@@ -90,7 +90,8 @@ on PostgreSQL, go through the shared store.
 password): a stored (originator id, version), an originator id that is another stream
 type's stream (another application's, or facta's own aggregates') or a tracking record at
 or below the stored one -> ``IntegrityError``; a value facta refuses (a topic or originator id longer than
-facta's columns, a NUL, a version outside int32, state that is not bytes) -> ``DataError``;
+facta's columns, a NUL, a version outside int32, state that is not bytes; a stored stream id that is not a UUID
+read with ``ORIGINATOR_ID_TYPE=uuid``) -> ``DataError``;
 an unreachable database, a database URL facta cannot use, SQLite's write lock held too
 long, a call inside a running event loop (make and call the application in a thread
 there: ``await asyncio.to_thread(app.save, aggregate)``) -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no``) ->
@@ -404,7 +405,15 @@ class FactaRecorder:
         return originator_id
 
     def _originator_id(self, stream_id: str) -> UUID | str:
-        return UUID(stream_id) if self.originator_id_type == "uuid" else stream_id
+        if self.originator_id_type != "uuid":
+            return stream_id
+        try:
+            return UUID(stream_id)
+        except ValueError:  # a stream of this stream type written by text ids or by facta's own aggregates
+            raise DataError(
+                f"stream id {stream_id!r} of stream type {self.stream_type!r} is not a UUID: it was written with "
+                "ORIGINATOR_ID_TYPE=text or by facta's own aggregates of that stream type (set "
+                "ORIGINATOR_ID_TYPE=text, or give the application a name of its own)") from None
 
     def _byte_events(self, stored_events: Sequence[StoredEvent]) -> list[ByteEvent]:
         events = []

@@ -13,7 +13,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.persistence import DataError, IntegrityError, OperationalError, StoredEvent
 
 from facta.domain.reference import Account
 from facta.eventsourcing import persistence
@@ -147,3 +147,36 @@ def test_an_unknown_id_of_another_application_is_not_found(migrated_url: str) ->
     with pytest.raises(AggregateNotFoundError):
         app.repository.get(str(uuid4()))
     app.close()
+
+
+class AccountNamed(Application[object]):
+    name = "account"  # facta's reference Account's stream type
+
+
+async def test_a_stream_id_that_is_not_a_uuid_in_the_notification_log_is_one_data_error(migrated_url: str) -> None:
+    # An application named like facta's own aggregates' stream type, with UUID ids, reads
+    # their notifications: was a bare ValueError "badly formed hexadecimal UUID string".
+    await _open_account(migrated_url, "acc-x")
+
+    def read() -> object:
+        app = AccountNamed(env=env(migrated_url))
+        try:
+            return app.recorder.select_notifications(1, 10)
+        finally:
+            app.close()
+
+    with pytest.raises(DataError) as refused:
+        await asyncio.to_thread(read)
+    assert str(refused.value) == (
+        "stream id 'acc-x' of stream type 'account' is not a UUID: it was written with ORIGINATOR_ID_TYPE=text or "
+        "by facta's own aggregates of that stream type (set ORIGINATOR_ID_TYPE=text, or give the application a "
+        "name of its own)")
+
+    def read_text() -> list[tuple[object, int]]:
+        app = AccountNamed(env=env(migrated_url, ORIGINATOR_ID_TYPE="text"))
+        try:
+            return [(n.originator_id, n.originator_version) for n in app.recorder.select_notifications(1, 10)]
+        finally:
+            app.close()
+
+    assert await asyncio.to_thread(read_text) == [("acc-x", 1), ("acc-x", 2)]
