@@ -264,6 +264,14 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     try:
         loop.run_forever()
     finally:
+        # Calls still running when close() stopped the loop (a subscription waiting for an
+        # append) end here, cancelled while the loop can still run them: their callers get
+        # "closed while the call ran", and nothing is left pending on a closed loop (which
+        # printed "Event loop is closed" and "Task was destroyed but it is pending!").
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 

@@ -180,3 +180,34 @@ async def test_a_stream_id_that_is_not_a_uuid_in_the_notification_log_is_one_dat
             app.close()
 
     assert await asyncio.to_thread(read_text) == [("acc-x", 1), ("acc-x", 2)]
+
+
+def test_closing_an_application_under_a_waiting_subscription_is_one_line_and_nothing_on_stderr(
+        migrated_url: str, tmp_path: Path) -> None:
+    # The follower's thread got its one line, but the process printed "exception calling
+    # callback ... RuntimeError: Event loop is closed" and "Task was destroyed but it is
+    # pending!" (the waiting call's task outlived the facade's loop).
+    script = (
+        "import threading, time\n"
+        "from eventsourcing.application import Application\n"
+        "class Dogs(Application): pass\n"
+        f"app = Dogs(env=dict(PERSISTENCE_MODULE='facta.eventsourcing', FACTA_DATABASE_URL={migrated_url!r}))\n"
+        "out = []\n"
+        "def follow():\n"
+        "    try:\n"
+        "        for n in app.recorder.subscribe(gt=0):\n"
+        "            out.append(n)\n"
+        "    except Exception as e:\n"
+        "        out.append(f'{type(e).__name__}: {e}')\n"
+        "t = threading.Thread(target=follow); t.start()\n"
+        "time.sleep(0.5)\n"
+        "app.close()\n"
+        "t.join()\n"
+        "print(out[0].split(' (')[0], out[0].split(') ')[1])\n"
+    )
+    (tmp_path / "follower.py").write_text(script)
+    done = subprocess.run([sys.executable, str(tmp_path / "follower.py")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "DatabaseError: this BlockingEventStore was closed while the call ran\n"
+    assert done.stderr == ""
