@@ -248,7 +248,9 @@ _stores: dict[str, tuple[BlockingEventStore, int]] = {}
 _reads: dict[str, SQLiteReads | None] = {}
 #: Releases that could not take the lock at once (a factory closed by the garbage collector
 #: while its thread held the lock): counted down by the next acquire or a helper thread.
-_pending: list[str] = []
+_pending: list[tuple[str, BlockingEventStore]] = []
+#: Stores a forked child found open in its parent's table: never used, closed nor collected.
+_forked_away: list[BlockingEventStore] = []
 
 
 def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore, SQLiteReads | None]:
@@ -268,6 +270,10 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore, SQLit
         with _stores_lock:
             done = _count_down_pending()
             held = _stores.get(key)
+            if held is not None and held[0].forked:  # the parent's, before a fork: not ours to use or close
+                _forked_away.append(held[0])  # kept: collecting it could touch the parent's connections
+                held = None
+                _reads.pop(key, None)
             if held is None:
                 with eventsourcing_errors():
                     store = BlockingEventStore.open(url, migrate=migrate)
@@ -282,13 +288,13 @@ def _acquire(url: str, *, migrate: bool) -> tuple[str, BlockingEventStore, SQLit
     return key, store, reads
 
 
-def _release(key: str) -> None:
+def _release(key: str, store: BlockingEventStore) -> None:
     """Count the store of ``key`` down; close it when no factory holds it any more.
 
     Safe from a garbage collector's finaliser (``Application.__del__`` closes its factory)
     whatever the thread holds: when the lock is taken, the release is queued and counted by
     a helper thread, and a store is never closed on its own loop's thread."""
-    _pending.append(key)
+    _pending.append((key, store))
     if not _stores_lock.acquire(blocking=False):
         with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown
             threading.Thread(target=_release_pending, name="facta-es-release", daemon=True).start()
@@ -310,9 +316,9 @@ def _count_down_pending() -> list[BlockingEventStore]:
     """With the lock held: apply the queued releases; returns the stores no one holds."""
     done = []
     while _pending:
-        key = _pending.pop()
+        key, released = _pending.pop()
         held = _stores.get(key)
-        if held is None:
+        if held is None or held[0] is not released:  # closed already, or the parent's before a fork
             continue
         store, count = held
         if count > 1:
@@ -326,7 +332,9 @@ def _count_down_pending() -> list[BlockingEventStore]:
 
 def _close_stores(stores: list[BlockingEventStore]) -> None:
     for store in stores:
-        if threading.current_thread().name == "facta-loop":  # a finaliser on a store's own loop
+        if store.forked:  # the parent's, before a fork: kept, collecting it could touch its connections
+            _forked_away.append(store)
+        elif threading.current_thread().name == "facta-loop":  # a finaliser on a store's own loop
             threading.Thread(target=store.close, name="facta-es-release", daemon=True).start()
         else:
             store.close()
@@ -694,7 +702,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         """Release the shared store (closed when no other factory holds it); idempotent."""
         key, self._key = self._key, None
         if key is not None:
-            _release(key)
+            _release(key, self.store)
 
     def __del__(self) -> None:
         # The factory and every recorder it made are gone (recorders keep their factory).

@@ -211,3 +211,39 @@ def test_closing_an_application_under_a_waiting_subscription_is_one_line_and_not
     assert done.returncode == 0, done.stderr
     assert done.stdout == "DatabaseError: this BlockingEventStore was closed while the call ran\n"
     assert done.stderr == ""
+
+
+def test_an_application_made_before_a_fork_is_one_line_in_the_child_and_a_new_one_works(
+        migrated_url: str, tmp_path: Path) -> None:
+    # A web server's pre-forked workers (gunicorn --preload): the child used the parent's
+    # store, whose loop thread did not come along, and hung forever (and the parent in waitpid).
+    script = (
+        "import os, sys\n"
+        "from eventsourcing.application import Application\n"
+        "from eventsourcing.domain import Aggregate\n"
+        "class Dogs(Application): pass\n"
+        f"env = dict(PERSISTENCE_MODULE='facta.eventsourcing', FACTA_DATABASE_URL={migrated_url!r})\n"
+        "app = Dogs(env=env)\n"
+        "app.save(Aggregate())\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        app.save(Aggregate())\n"
+        "    except Exception as e:\n"
+        "        print('child:', type(e).__name__, str(e).split('; ')[-1], flush=True)\n"
+        "    app.close()  # releases nothing of the child's own store\n"
+        "    app2 = Dogs(env=env)\n"
+        "    a = Aggregate()\n"
+        "    app2.save(a)\n"
+        "    print('child new app:', app2.repository.get(a.id).version, flush=True)\n"
+        "    app2.close()\n"
+        "    sys.exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('parent:', len(app.recorder.select_notifications(1, 10)))\n"
+        "app.close()\n"
+    )
+    (tmp_path / "forked.py").write_text(script)
+    done = subprocess.run([sys.executable, str(tmp_path / "forked.py")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ("child: DatabaseError open a new one after the fork (an eventsourcing application: make it "
+                           "after the fork)\nchild new app: 1\nparent: 2\n")
