@@ -91,16 +91,20 @@ through the shared store.
 
 **Errors.** facta's errors reach eventsourcing's code as eventsourcing's exception classes
 (PEP 249's names), each with facta's one-line message naming the bad value (never a
-password): a stored (originator id, version) or a tracking record at or below the stored
-one -> ``IntegrityError``; a value facta refuses (a topic or originator id longer than
-facta's columns, a NUL, a version outside int32, state that is not bytes) -> ``DataError``;
+password): a stored (originator id, version), an originator id that is another stream
+type's stream (another application's, or facta's own aggregates') or a tracking record at
+or below the stored one -> ``IntegrityError``; a value facta refuses (a topic or originator id longer than
+facta's columns, a NUL, a version outside int32, state that is not bytes; a stored stream id that is not a UUID
+read with ``ORIGINATOR_ID_TYPE=uuid``) -> ``DataError``;
 an unreachable database, a database URL facta cannot use, SQLite's write lock held too
-long -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no``) ->
+long, a call inside a running event loop (make and call the application in a thread
+there: ``await asyncio.to_thread(app.save, aggregate)``) -> ``OperationalError``; no facta schema or an older one (``CREATE_TABLE=no``) ->
 ``ProgrammingError``; any other error of the store -> ``DatabaseError``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -139,6 +143,7 @@ from facta.errors import (
     RecordConflict,
     SchemaNotReady,
     StoreError,
+    StreamTypeMismatch,
     UnknownSchemaRevision,
 )
 from facta.eventstore import _bytes
@@ -199,7 +204,7 @@ def eventsourcing_error(exc: StoreError) -> DatabaseError:
     """facta's error as eventsourcing's exception class, with its one-line message (the
     table in the module docstring); for hot paths that catch ``StoreError`` themselves
     instead of entering :func:`eventsourcing_errors`."""
-    if isinstance(exc, RecordConflict):
+    if isinstance(exc, (RecordConflict, StreamTypeMismatch)):  # StreamTypeMismatch: the id is another stream type's
         return IntegrityError(str(exc))
     if isinstance(exc, InvalidValue):
         return DataError(str(exc))
@@ -370,7 +375,9 @@ _stores: dict[str, tuple[BlockingEventStore, int]] = {}
 _reads: dict[str, tuple[SQLiteReads | None, SQLiteWrites | None]] = {}
 #: Releases that could not take the lock at once (a factory closed by the garbage collector
 #: while its thread held the lock): counted down by the next acquire or a helper thread.
-_pending: list[str] = []
+_pending: list[tuple[str, BlockingEventStore]] = []
+#: Stores a forked child found open in its parent's table: never used, closed nor collected.
+_forked_away: list[BlockingEventStore] = []
 
 
 def _acquire(url: str, *, migrate: bool
@@ -391,6 +398,10 @@ def _acquire(url: str, *, migrate: bool
         with _stores_lock:
             done = _count_down_pending()
             held = _stores.get(key)
+            if held is not None and held[0].forked:  # the parent's, before a fork: not ours to use or close
+                _forked_away.append(held[0])  # kept: collecting it could touch the parent's connections
+                held = None
+                _reads.pop(key, None)
             if held is None:
                 with eventsourcing_errors():
                     store = BlockingEventStore.open(url, migrate=migrate)
@@ -405,13 +416,13 @@ def _acquire(url: str, *, migrate: bool
     return key, store, reads
 
 
-def _release(key: str) -> None:
+def _release(key: str, store: BlockingEventStore) -> None:
     """Count the store of ``key`` down; close it when no factory holds it any more.
 
     Safe from a garbage collector's finaliser (``Application.__del__`` closes its factory)
     whatever the thread holds: when the lock is taken, the release is queued and counted by
     a helper thread, and a store is never closed on its own loop's thread."""
-    _pending.append(key)
+    _pending.append((key, store))
     if not _stores_lock.acquire(blocking=False):
         with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown
             threading.Thread(target=_release_pending, name="facta-es-release", daemon=True).start()
@@ -433,9 +444,9 @@ def _count_down_pending() -> list[BlockingEventStore]:
     """With the lock held: apply the queued releases; returns the stores no one holds."""
     done = []
     while _pending:
-        key = _pending.pop()
+        key, released = _pending.pop()
         held = _stores.get(key)
-        if held is None:
+        if held is None or held[0] is not released:  # closed already, or the parent's before a fork
             continue
         store, count = held
         if count > 1:
@@ -454,7 +465,9 @@ def _close_writes(direct: tuple[SQLiteReads | None, SQLiteWrites | None] | None)
 
 def _close_stores(stores: list[BlockingEventStore]) -> None:
     for store in stores:
-        if threading.current_thread().name == "facta-loop":  # a finaliser on a store's own loop
+        if store.forked:  # the parent's, before a fork: kept, collecting it could touch its connections
+            _forked_away.append(store)
+        elif threading.current_thread().name == "facta-loop":  # a finaliser on a store's own loop
             threading.Thread(target=store.close, name="facta-es-release", daemon=True).start()
         else:
             store.close()
@@ -511,7 +524,9 @@ class FactaRecorder:
         return self._direct.fetch(sql, args)
 
     def call(self, fn: Callable[[EventStore], Awaitable[T]]) -> T:
-        """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's."""
+        """Run ``fn(event_store)`` on the store's loop, facta's errors raised as eventsourcing's;
+        ``OperationalError`` (one line, saying what to do) inside a running event loop."""
+        _refuse_running_loop()
         with eventsourcing_errors():
             return self.store.call(fn)
 
@@ -535,7 +550,15 @@ class FactaRecorder:
         return originator_id
 
     def _originator_id(self, stream_id: str) -> UUID | str:
-        return UUID(stream_id) if self.originator_id_type == "uuid" else stream_id
+        if self.originator_id_type != "uuid":
+            return stream_id
+        try:
+            return UUID(stream_id)
+        except ValueError:  # a stream of this stream type written by text ids or by facta's own aggregates
+            raise DataError(
+                f"stream id {stream_id!r} of stream type {self.stream_type!r} is not a UUID: it was written with "
+                "ORIGINATOR_ID_TYPE=text or by facta's own aggregates of that stream type (set "
+                "ORIGINATOR_ID_TYPE=text, or give the application a name of its own)") from None
 
     def _byte_events(self, stored_events: Sequence[StoredEvent]) -> list[ByteEvent]:
         events = []
@@ -772,6 +795,7 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
     def __init__(self, env: Environment | dict[str, str] | None) -> None:
         super().__init__(env)
         self._key: str | None = None
+        _refuse_running_loop()
         # Unset or empty: facta's own setting, as facta reads FACTA_DATABASE_URL itself.
         url = self.env.get(self.FACTA_DATABASE_URL) or database_url_from_env()
         create = self.env.get(self.CREATE_TABLE) or "yes"
@@ -833,15 +857,31 @@ class FactaFactory(InfrastructureFactory[FactaTrackingRecorder]):
         """Release the shared store (closed when no other factory holds it); idempotent."""
         key, self._key = self._key, None
         if key is not None:
-            _release(key)
+            _release(key, self.store)
 
     def __del__(self) -> None:
         # The factory and every recorder it made are gone (recorders keep their factory).
-        with contextlib.suppress(Exception):
+        # No module global here: at interpreter shutdown they may already be None
+        # (``contextlib.suppress`` was, printing "Exception ignored" after a clean run).
+        try:
             self.close()
+        except Exception:  # noqa: S110 - a finaliser reports nothing; atexit closed the stores
+            pass
 
 
 FactaRecorderT = TypeVar("FactaRecorderT", bound=FactaRecorder)
+
+
+def _refuse_running_loop() -> None:
+    """An eventsourcing application blocks; inside a coroutine it would block the caller's
+    event loop, which the blocking facade refuses. Say what an eventsourcing user does
+    instead (the facade's own advice, ``EventStore``, is for facta's API)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise OperationalError("facta.eventsourcing blocks, and was called inside a running event loop: make and call the "
+                           "application in a thread there, e.g. `await asyncio.to_thread(app.save, aggregate)`")
 
 
 def _plain_int(value: object, low: int = 0, high: int = 2**63 - 1) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -63,6 +64,7 @@ class BlockingEventStore:
         self._closed = False
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._pid = os.getpid()  # a forked child has no loop thread: it is refused, not hung
 
     @classmethod
     def open(cls, url: str | None = None, **open_kwargs: Any) -> BlockingEventStore:
@@ -92,6 +94,7 @@ class BlockingEventStore:
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         try:
             _refuse_running_loop("BlockingEventStore")
+            self._refuse_forked()
             with self._lock:  # a call is handed over before close() stops the loop, or refused
                 if self._closed:
                     raise StoreError(f"this BlockingEventStore ({self._where()}) is closed: open a new one")
@@ -116,7 +119,11 @@ class BlockingEventStore:
     def close(self) -> None:
         """Close the store and stop the loop's thread. Closing again does nothing. A call
         still running in another thread then raises :class:`~facta.errors.StoreError`
-        (or the store's own error for the closed database)."""
+        (or the store's own error for the closed database). In a process forked after
+        :meth:`open` it only marks the store closed: the loop's thread is the parent's."""
+        if os.getpid() != self._pid:
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
@@ -130,6 +137,17 @@ class BlockingEventStore:
                 pending, self._pending = self._pending, set()
             for future in pending:
                 future.cancel()
+
+    def _refuse_forked(self) -> None:
+        if os.getpid() != self._pid:
+            raise StoreError(f"this BlockingEventStore ({self._where()}) was opened in process {self._pid}, and this is "
+                             f"process {os.getpid()}, forked from it: its loop's thread did not come along; open a "
+                             "new one after the fork (an eventsourcing application: make it after the fork)")
+
+    @property
+    def forked(self) -> bool:
+        """True in a process forked after :meth:`open`, where every call is refused."""
+        return os.getpid() != self._pid
 
     @property
     def closed(self) -> bool:
@@ -273,6 +291,14 @@ def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     try:
         loop.run_forever()
     finally:
+        # Calls still running when close() stopped the loop (a subscription waiting for an
+        # append) end here, cancelled while the loop can still run them: their callers get
+        # "closed while the call ran", and nothing is left pending on a closed loop (which
+        # printed "Event loop is closed" and "Task was destroyed but it is pending!").
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
