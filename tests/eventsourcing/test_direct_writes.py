@@ -180,7 +180,7 @@ def test_direct_and_store_paths_write_the_same_rows_and_raise_the_same_errors(tm
     assert outcomes["conflict: a stored version"][0] == "IntegrityError"
     assert "version 2" in outcomes["conflict: a stored version"][1]
     assert outcomes["tracking not above"][0] == "IntegrityError"
-    assert outcomes["stream type mismatch"][0] == "DatabaseError"
+    assert outcomes["stream type mismatch"][0] == "IntegrityError"
     assert "Bank" in outcomes["stream type mismatch"][1]
     for label in ("too-long topic", "too-long originator id", "NUL in an originator id", "too-long tracking name",
                   "version outside int32", "snapshot too-long topic", "tracking record too-long name"):
