@@ -586,16 +586,18 @@ class FactaRecorder:
         if self._direct is not None and _plain_version(gt) and _plain_version(lte) and _plain_int(limit, 1) and (
                 type(desc) is bool and len(stream_id) <= TEXT_LIMITS["stream id"]):
             build = _bytes.snapshot_sql if kind == "snapshots" else _bytes.stream_sql
-            sql = build(False, gt is not None, lte is not None, desc, limit is not None)
-            rows = self._fetch(sql, [stream_id, *(v for v in (gt, lte, limit) if v is not None)])
+            sql = build(False, True, gt is not None, lte is not None, desc, limit is not None)
+            rows = self._fetch(sql, [stream_id, self.stream_type, *(v for v in (gt, lte, limit) if v is not None)])
             if rows is not None:
                 if kind == "snapshots":
                     return [StoredEvent(self._originator_id(r[0]), r[1], r[2], bytes(r[3])) for r in rows]
                 return [StoredEvent(self._originator_id(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
         if kind == "snapshots":
-            events = self.call(lambda s: s.read_byte_snapshots(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
+            events = self.call(lambda s: s.read_byte_snapshots(stream_id, gt=gt, lte=lte, desc=desc, limit=limit,
+                                                               stream_type=self.stream_type))
         else:
-            events = self.call(lambda s: s.read_byte_stream(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
+            events = self.call(lambda s: s.read_byte_stream(stream_id, gt=gt, lte=lte, desc=desc, limit=limit,
+                                                            stream_type=self.stream_type))
         return self._stored(events)
 
 

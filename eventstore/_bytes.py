@@ -328,6 +328,14 @@ _PG_SNAPSHOT_TAKEN = (
 )
 
 
+# The first of the streams (in the order given) whose newest event is of another stream type.
+_PG_OTHER_TYPE = (
+    "SELECT c.stream_id, h.stream_type FROM unnest($1::text[]) WITH ORDINALITY AS c(stream_id, k)"
+    " CROSS JOIN LATERAL (SELECT e.stream_type FROM facta_events e WHERE e.stream_id = c.stream_id"
+    " ORDER BY e.version DESC LIMIT 1) h WHERE h.stream_type <> $2 ORDER BY c.k LIMIT 1"
+)
+
+
 def _snapshot_taken(stream_id: str, version: int) -> RecordConflict:
     return RecordConflict(
         f"stream {stream_id!r} already has a snapshot at version {version}: nothing was written",
@@ -339,6 +347,9 @@ async def insert_byte_snapshots_postgres(connection: Any, stream_type: str, snap
     from asyncpg.exceptions import UniqueViolationError
 
     ids, versions = [s.stream_id for s in snaps], [s.version for s in snaps]
+    other = await connection.fetchrow(_PG_OTHER_TYPE, list(dict.fromkeys(ids)), stream_type)
+    if other is not None:  # a stream of another type: refused, as events are
+        raise StreamTypeMismatch(other[0], stream_type, other[1])
     try:
         await connection.execute(
             _PG_INSERT_SNAPSHOTS, stream_type, ids, versions, [payload_text(s.payload) for s in snaps],
@@ -362,6 +373,10 @@ def insert_byte_snapshots_sqlite(connection: sqlite3.Connection, stream_type: st
     """Inside ``BEGIN IMMEDIATE``: the write lock is held, so a snapshot found absent here
     stays absent until the insert (SQLite's trigger of revision 0004 would skip a stored
     one silently; this raises instead)."""
+    for stream_id in dict.fromkeys(s.stream_id for s in snaps):  # a stream of another type: refused, as events are
+        head = connection.execute(_SQLITE_TYPE_OF, (stream_id,)).fetchone()
+        if head is not None and head[0] != stream_type:
+            raise StreamTypeMismatch(stream_id, stream_type, head[0])
     for s in snaps:
         if connection.execute(_SQLITE_SNAPSHOT_EXISTS, (s.stream_id, s.version)).fetchone() is not None:
             raise _snapshot_taken(s.stream_id, s.version)
@@ -384,11 +399,13 @@ _PG_BYTES = "coalesce(payload_bytes, convert_to(payload::text, 'UTF8'))"
 _SQLITE_BYTES = "coalesce(payload_bytes, CAST(payload AS BLOB))"
 
 
-def _bounded(postgres: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
-    """The version bounds, order and limit of a stream or snapshot read; parameters after
-    the stream id: [gt,] [lte,] [limit]."""
-    names = iter(f"${k}" for k in range(2, 6)) if postgres else iter("???")
+def _bounded(postgres: bool, typed: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
+    """The stream type, version bounds, order and limit of a stream or snapshot read;
+    parameters after the stream id: [stream type,] [gt,] [lte,] [limit]."""
+    names = iter(f"${k}" for k in range(2, 7)) if postgres else iter("????")
     sql = ""
+    if typed:
+        sql += f" AND stream_type = {next(names)}"
     if gt:
         sql += f" AND version > {next(names)}"
     if lte:
@@ -400,21 +417,22 @@ def _bounded(postgres: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> st
 
 
 @functools.lru_cache(maxsize=64)
-def stream_sql(postgres: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
+def stream_sql(postgres: bool, typed: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
     """A stream read's statement for these bounds, built once. Parameters: stream id,
-    [gt,] [lte,] [limit]."""
+    [stream type,] [gt,] [lte,] [limit]. With a stream type, a stream of another type
+    reads as empty (every row of a stream has its type: appends refuse another)."""
     return (f"SELECT position, stream_id, version, event_type, {_PG_BYTES if postgres else _SQLITE_BYTES}"
             f" FROM facta_events WHERE stream_id = {'$1' if postgres else '?'}"
-            + _bounded(postgres, gt, lte, desc, limit))
+            + _bounded(postgres, typed, gt, lte, desc, limit))
 
 
 @functools.lru_cache(maxsize=64)
-def snapshot_sql(postgres: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
+def snapshot_sql(postgres: bool, typed: bool, gt: bool, lte: bool, desc: bool, limit: bool) -> str:
     """A snapshot read's statement (rows: stream id, version, state schema, bytes)."""
     state = ("coalesce(state_bytes, convert_to(state::text, 'UTF8'))" if postgres
              else "coalesce(state_bytes, CAST(state AS BLOB))")
     return (f"SELECT stream_id, version, state_schema, {state} FROM facta_snapshots"
-            f" WHERE stream_id = {'$1' if postgres else '?'}" + _bounded(postgres, gt, lte, desc, limit))
+            f" WHERE stream_id = {'$1' if postgres else '?'}" + _bounded(postgres, typed, gt, lte, desc, limit))
 
 
 @functools.lru_cache(maxsize=256)

@@ -222,10 +222,11 @@ class BlockingEventStore:
 
     def read_byte_stream(
         self, stream_id: str, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
-        limit: int | None = None,
+        limit: int | None = None, stream_type: str | None = None,
     ) -> list[ByteEvent]:
         """:meth:`EventStore.read_byte_stream`."""
-        return self._run(self.store.read_byte_stream(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
+        return self._run(self.store.read_byte_stream(stream_id, gt=gt, lte=lte, desc=desc, limit=limit,
+                                                 stream_type=stream_type))
 
     def read_byte_log(
         self, stream_type: str | None, *, after: int, limit: int, stop: int | None = None,
@@ -257,10 +258,11 @@ class BlockingEventStore:
 
     def read_byte_snapshots(
         self, stream_id: str, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
-        limit: int | None = None,
+        limit: int | None = None, stream_type: str | None = None,
     ) -> list[ByteEvent]:
         """:meth:`EventStore.read_byte_snapshots`."""
-        return self._run(self.store.read_byte_snapshots(stream_id, gt=gt, lte=lte, desc=desc, limit=limit))
+        return self._run(self.store.read_byte_snapshots(stream_id, gt=gt, lte=lte, desc=desc, limit=limit,
+                                                 stream_type=stream_type))
 
     def record_tracking(
         self, name: str, position: int, *, with_: Callable[[Connection], T] | None = None

@@ -643,13 +643,16 @@ class EventStore:
 
     async def read_byte_stream(
         self, stream_id: str, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
-        limit: int | None = None,
+        limit: int | None = None, stream_type: str | None = None,
     ) -> list[ByteEvent]:
         """A stream's events as :class:`ByteEvent` (with their positions), in version
         order (``desc``: newest first), versions > ``gt`` and <= ``lte``, at most
-        ``limit``. The payload is the stored bytes; a facta event's is its payload's JSON
-        text encoded UTF-8. Raises :class:`InvalidValue` for a bad argument."""
-        return _bytes.byte_events(await self._byte_fetch(_bytes.stream_sql, stream_id, gt, lte, desc, limit))
+        ``limit``; with ``stream_type``, nothing when the stream is of another type (an
+        application reads only its own streams). The payload is the stored bytes; a facta
+        event's is its payload's JSON text encoded UTF-8. Raises :class:`InvalidValue` for
+        a bad argument."""
+        return _bytes.byte_events(
+            await self._byte_fetch(_bytes.stream_sql, stream_id, gt, lte, desc, limit, stream_type))
 
     async def read_byte_log(
         self, stream_type: str | None, *, after: int, limit: int, stop: int | None = None,
@@ -773,13 +776,14 @@ class EventStore:
 
     async def read_byte_snapshots(
         self, stream_id: str, *, gt: int | None = None, lte: int | None = None, desc: bool = False,
-        limit: int | None = None,
+        limit: int | None = None, stream_type: str | None = None,
     ) -> list[ByteEvent]:
         """A stream's snapshots as :class:`ByteEvent` (``event_type``: the snapshot's
         ``state_schema``; ``payload``: its exact bytes, or a facta snapshot's state as
         JSON text encoded UTF-8; ``position`` 0), in version order (``desc``: newest
-        first), versions > ``gt`` and <= ``lte``, at most ``limit``."""
-        rows = await self._byte_fetch(_bytes.snapshot_sql, stream_id, gt, lte, desc, limit)
+        first), versions > ``gt`` and <= ``lte``, at most ``limit``; with ``stream_type``,
+        only snapshots stored with that stream type."""
+        rows = await self._byte_fetch(_bytes.snapshot_sql, stream_id, gt, lte, desc, limit, stream_type)
         return [ByteEvent(row[0], row[1], row[2], bytes(row[3])) for row in rows]
 
     async def record_tracking(
@@ -809,18 +813,20 @@ class EventStore:
         check_text("tracking name", name)
         return await self.database.read(_bytes.tracking_position_tx, name)
 
-    async def _byte_fetch(self, statement: Callable[[bool, bool, bool, bool, bool], str], stream_id: str,
-                          gt: int | None, lte: int | None, desc: bool, limit: int | None) -> list[Any]:
+    async def _byte_fetch(self, statement: Callable[[bool, bool, bool, bool, bool, bool], str], stream_id: str,
+                          gt: int | None, lte: int | None, desc: bool, limit: int | None,
+                          stream_type: str | None) -> list[Any]:
         """The rows of a stream's byte events or snapshots (``statement``: which, for
         these bounds), the arguments checked first."""
         check_text("stream id", stream_id)
+        check_text("stream type", stream_type, optional=True)
         check_version("gt", gt, optional=True)
         check_version("lte", lte, optional=True)
         check_bool_arg("desc", desc)
         check_limit("limit", limit, optional=True)
-        args = [stream_id, *(v for v in (gt, lte, limit) if v is not None)]
+        args = [stream_id, *(v for v in (stream_type, gt, lte, limit) if v is not None)]
         postgres = self.database.dialect == "postgresql"
-        sql = statement(postgres, gt is not None, lte is not None, desc, limit is not None)
+        sql = statement(postgres, stream_type is not None, gt is not None, lte is not None, desc, limit is not None)
         if postgres:
             async with self.database.driver_connection() as conn:
                 return list(await conn.fetch(sql, *args))

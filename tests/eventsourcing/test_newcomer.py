@@ -110,9 +110,6 @@ async def test_an_event_on_a_stream_of_facta_own_account_is_an_integrity_error(m
     assert str(refused.value) == "stream 'acc-shared' is of stream type 'account', not 'Dogs'"
 
 
-@pytest.mark.xfail(strict=True, reason="break-it finding: byte reads of a stream do not filter by stream type "
-                   "(eventstore/_bytes.py stream_sql, EventStore.read_byte_stream), so an application reads "
-                   "another application's or facta's events by id")
 async def test_an_application_does_not_read_another_stream_type_events(migrated_url: str) -> None:
     await _open_account(migrated_url, "acc-shared")
 
@@ -123,11 +120,9 @@ async def test_an_application_does_not_read_another_stream_type_events(migrated_
         finally:
             app.close()
 
-    assert await asyncio.to_thread(get) == []  # today: ['account.opened', 'account.deposited']
+    assert await asyncio.to_thread(get) == []  # facta's Account's events are not this application's
 
 
-@pytest.mark.xfail(strict=True, reason="break-it finding: byte snapshots are stored without checking the "
-                   "stream's type (eventstore/_bytes.py insert_byte_snapshots_*), unlike byte events")
 async def test_a_snapshot_on_a_stream_of_another_stream_type_is_refused(migrated_url: str) -> None:
     await _open_account(migrated_url, "acc-shared")
 
