@@ -95,7 +95,7 @@ FORGOTTEN_STREAM_TYPE = "facta.gdpr"
 # base64 token may match too; positional_floats then skips it as a string).
 _EXPONENT_HINT = re.compile(r"[0-9][eE][-+0-9]")
 _CACHE_LIMIT = 100_000  # subjects whose sealing keys a store keeps at most (then it starts over)
-_SUBJECT_LIMIT = 244  # the record stream "facta.gdpr/<subject>" is a stream id of at most 255
+_SUBJECT_LIMIT = 255  # a stream id's limit: a stream can be its own subject (PersonalData())
 
 
 @runtime_checkable
@@ -571,13 +571,20 @@ def _marked(record: RecordedEvent) -> tuple[tuple[str, str | None], ...]:
 
 
 def forgotten_stream(subject: str) -> str:
-    """The facta-owned stream recording the erasure of ``subject``."""
-    return f"facta.gdpr/{subject}"
+    """The facta-owned stream recording the erasure of ``subject``: ``facta.gdpr/<subject>``,
+    or ``facta.gdpr/sha256:<hex of the subject's UTF-8 SHA-256>`` when that would be longer
+    than a stream id's 255 characters (a subject may be any stream id)."""
+    stream = f"facta.gdpr/{subject}"
+    if len(stream) <= _SUBJECT_LIMIT:
+        return stream
+    return "facta.gdpr/sha256:" + hashlib.sha256(subject.encode()).hexdigest()
 
 
 async def forget_subject(store: EventStore, subject: str, *, actor: str | None) -> bool:
     """Destroy ``subject``'s data key and record the erasure: a :class:`SubjectForgotten`
-    event (actor ``actor``, the subject; never the data) to the stream ``facta.gdpr/<subject>`` (stream type :data:`FORGOTTEN_STREAM_TYPE`).
+    event (actor ``actor``, the subject; never the data) to the stream
+    :func:`forgotten_stream` names, ``facta.gdpr/<subject>`` (stream type
+    :data:`FORGOTTEN_STREAM_TYPE`).
 
     When it destroys a key it then waits ``FACTA_KEY_CACHE_S`` seconds (the store's
     ``key_cache_s``, default 2) before it records the erasure and returns: every store,

@@ -13,7 +13,7 @@ from .app import async_command, cli, usage_error
 from .options import TEXT, Text, database_option, open_store
 from .output import echo_json, shown
 
-_SUBJECT = Text("subject", 244)  # facta.eventstore.personal_data._SUBJECT_LIMIT
+_SUBJECT = Text("subject", 255)  # facta.eventstore.personal_data._SUBJECT_LIMIT
 
 
 def _user() -> str | None:

@@ -39,5 +39,5 @@ def test_forget_without_yes_and_without_a_terminal_is_a_usage_error(sqlite_url: 
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("facta: error: forgetting cannot be undone: give --yes")
-    long = facta("gdpr", "forget", "x" * 245, "--yes", "--database-url", sqlite_url)
-    assert long.returncode == 2 and len(long.stderr.strip().splitlines()) == 1 and "244" in long.stderr
+    long = facta("gdpr", "forget", "x" * 256, "--yes", "--database-url", sqlite_url)
+    assert long.returncode == 2 and len(long.stderr.strip().splitlines()) == 1 and "255" in long.stderr

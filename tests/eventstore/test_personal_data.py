@@ -435,3 +435,24 @@ async def test_forget_then_the_chains_the_tree_and_an_earlier_digest_still_verif
     proof = await sealer.prove(store, opened.event_id)
     head = sealer.verify_proof(proof, key.public_key())
     assert head.tree_size == before.tree_size + 1
+
+
+async def test_a_stream_id_of_255_characters_is_its_own_subject_and_can_be_forgotten(store: EventStore) -> None:
+    """An aggregate whose stream is its own subject (``PersonalData()``, the reference
+    Account's owner) may have any stream id, up to 255 characters; its erasure record's
+    stream is then named by the subject's SHA-256 (``facta.gdpr/<subject>`` would not fit)."""
+    import hashlib
+
+    from facta.eventstore.personal_data import forgotten_stream
+
+    long_id = "acct-" + "y" * 250
+    account = Account.open(long_id, owner=OWNER, currency="EUR")
+    await Repository(store).save(account)
+    assert (await Repository(store).get(Account, long_id)).state.owner == OWNER
+    assert forgotten_stream("acct-1") == "facta.gdpr/acct-1"
+    assert forgotten_stream(long_id) == "facta.gdpr/sha256:" + hashlib.sha256(long_id.encode()).hexdigest()
+    assert await forget_subject(store, long_id, actor="dpo") is True
+    assert (await Repository(store).get(Account, long_id)).state.owner == ERASED
+    (record,) = await store.read_stream(forgotten_stream(long_id))
+    assert record.event == SubjectForgotten(subject=long_id, key_destroyed=True)
+    assert await forget_subject(store, long_id, actor="dpo") is False
