@@ -244,7 +244,7 @@ class BlockingEventStore:
         """After an append committed on another connection of this process: wake this
         store's :meth:`wait_for_append` callers at once (:meth:`EventStore.wake_append_waiters`
         on the loop). Thread-safe; does nothing when no one waits or the store is closed."""
-        if self.store._append_waiters and not self._closed:
+        if self.store.append_waited_for and not self._closed:
             with contextlib.suppress(RuntimeError):  # the loop stopped: no one waits any more
                 self._loop.call_soon_threadsafe(self.store.wake_append_waiters)
 

@@ -601,13 +601,13 @@ async def forget_subject(store: EventStore, subject: str, *, actor: str | None) 
         raise InvalidValue(f"subject must be a non-empty string of at most {_SUBJECT_LIMIT} characters,"
                            f" got {type(subject).__name__} {subject!r}")
     destroyed = await store.key_store.forget(subject)
-    store._shredder.forget_cached(subject)
-    if destroyed and store._shredder.cache_s > 0:
+    store.shredder.forget_cached(subject)
+    if destroyed and store.shredder.cache_s > 0:
         # Every store may have fetched the key for sealing up to FACTA_KEY_CACHE_S ago:
         # once that has passed, none seals with it, so nothing appended after this call
         # returns is sealed with a destroyed key. (An append during the wait may be, and
         # then reads as erased: it was concurrent with the forget.)
-        await asyncio.sleep(store._shredder.cache_s)
+        await asyncio.sleep(store.shredder.cache_s)
     stream = forgotten_stream(subject)
     if not destroyed and await store.stream_version(stream) > 0:
         return False  # forgotten before, and recorded

@@ -84,7 +84,7 @@ class Repository:
         state, version = None, 0
         if snapshot is not None:
             # Its personal data opened, or erased: a snapshot stores it sealed, as events do.
-            snapshot = await self.store._shredder.reveal_snapshot(snapshot, cls.State)
+            snapshot = await self.store.shredder.reveal_snapshot(snapshot, cls.State)
             state = _snapshot_state(cls, snapshot)
             if state is None:
                 if snapshot.state_schema == schema and snapshot.version > 1:  # read from the snapshot on
@@ -142,7 +142,7 @@ class Repository:
         plaintext would outlive a forget (see :mod:`facta.eventstore.personal_data`)."""
         if not snaps:
             return snaps
-        return await self.store._shredder.seal_snapshots(snaps, [type(a).State for a in aggregates])
+        return await self.store.shredder.seal_snapshots(snaps, [type(a).State for a in aggregates])
 
     def _due(self, aggregate: Aggregate) -> bool:
         n = self.snapshot_every

@@ -746,6 +746,18 @@ class EventStore:
                 return int(await conn.fetchval(_PG_LATEST))
         return int((await self.database.read(_bytes.sqlite_fetch, _SQLITE_LATEST, []))[0][0])
 
+    @property
+    def shredder(self) -> Shredder:
+        """The store's personal-data sealer and opener (:mod:`facta.eventstore.personal_data`),
+        which the repository, the Kafka source and ``forget_subject`` use with this store's
+        key store and key cache."""
+        return self._shredder
+
+    @property
+    def append_waited_for(self) -> bool:
+        """True while a :meth:`wait_for_append` call of this store object is waiting."""
+        return bool(self._append_waiters)
+
     def wake_append_waiters(self) -> None:
         """Wake every :meth:`wait_for_append` of this store at once, for an append made on
         another connection of this process (``facta.eventsourcing``'s direct SQLite

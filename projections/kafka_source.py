@@ -223,7 +223,7 @@ async def _reveal(applier: Applier, walk: _Walk) -> None:
     only; see :mod:`facta.eventstore.personal_data`): one key store call per batch, and
     a forgotten subject's fields read as "[erased]", as from the store."""
     if walk.batch:
-        await applier.store._shredder.reveal([d.record for d in walk.batch])
+        await applier.store.shredder.reveal([d.record for d in walk.batch])
 
 
 def _learn(seen: _Seen, walk: _Walk) -> None:
