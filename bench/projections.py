@@ -544,9 +544,10 @@ ES_CLASSES: dict[str, type[ESEvent]] = {}
 def _es_class(event_cls: type[DomainEvent]) -> type[ESEvent]:
     """An eventsourcing event class with the same fields as a facta event class."""
     name = "ES_" + event_cls.event_type.replace(".", "_")
-    cls = dataclasses.make_dataclass(
-        name, [(f, Any) for f in event_cls.model_fields], bases=(ESEvent,), frozen=True, namespace={"__module__": __name__}
-    )
+    fields = event_cls.model_fields
+    spec: list[Any] = [(f, Any) for f, info in fields.items() if info.is_required()]
+    spec += [(f, Any, dataclasses.field(default=info.default)) for f, info in fields.items() if not info.is_required()]
+    cls = dataclasses.make_dataclass(name, spec, bases=(ESEvent,), frozen=True, namespace={"__module__": __name__})
     globals()[name] = cls  # so that eventsourcing can resolve its topic
     return cls
 

@@ -344,7 +344,7 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
         raise InvalidValue(f"signing key file {str(path)!r} holds no unencrypted PEM private key: "
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise InvalidValue(f"signing key file {str(path)!r} holds a {type(key).__name__.lstrip('_')}, not an Ed25519 key")
+        raise InvalidValue(f"signing key file {str(path)!r} holds a key of type {type(key).__name__.lstrip('_')}, not an Ed25519 key")
     return key
 
 
@@ -360,7 +360,7 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
         raise InvalidValue(f"public key file {str(path)!r} holds no PEM public key: "
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise InvalidValue(f"public key file {str(path)!r} holds a {type(key).__name__.lstrip('_')}, not an Ed25519 key")
+        raise InvalidValue(f"public key file {str(path)!r} holds a key of type {type(key).__name__.lstrip('_')}, not an Ed25519 key")
     return key
 
 

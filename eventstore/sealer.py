@@ -290,7 +290,7 @@ def _proof_event(doc: dict[str, Any], source: str) -> tuple[uuid.UUID, dict[str,
     }
     for name, allowed in kinds.items():
         if type(event[name]) not in allowed:
-            raise InvalidValue(f"{source}'s event.{name} {event[name]!r} is not a {' or '.join(t.__name__ for t in allowed)}")
+            raise InvalidValue(f"{source}'s event.{name} {event[name]!r} is not of type {' or '.join(t.__name__ for t in allowed)}")
     fields = dict(event)
     if fields["payload_bytes"] is not None:
         try:

@@ -254,7 +254,7 @@ def test_key_files_load_and_bad_ones_are_refused(tmp_path: object) -> None:
     assert m.key_id(m.load_public_key(d / "pub.pem")) == m.key_id(key.public_key())
     (d / "ec.pem").write_bytes(generate_private_key(SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    with pytest.raises(InvalidValue, match=r"^signing key file '.*ec.pem' holds a \w+, not an Ed25519 key$"):
+    with pytest.raises(InvalidValue, match=r"^signing key file '.*ec.pem' holds a key of type \w+, not an Ed25519 key$"):
         m.load_private_key(d / "ec.pem")
     (d / "junk.pem").write_text("junk")
     with pytest.raises(InvalidValue, match=r"^signing key file '.*junk.pem' holds no unencrypted PEM private key"):
