@@ -519,12 +519,12 @@ class FactaRecorder:
 
     def _fetch(self, sql: str, args: Sequence[Any]) -> list[Any] | None:
         """Rows read in this thread on SQLite (:class:`SQLiteReads`), or None: read through the store."""
-        if self._direct is None or not self._direct_ok(self._direct):
+        if self._direct is None or not self._direct_ok():
             return None
         return self._direct.fetch(sql, args)
 
-    def _direct_ok(self, direct: SQLiteReads | SQLiteWrites) -> bool:
-        """Whether this thread may use ``direct`` (SQLite reads or writes): not when the
+    def _direct_ok(self) -> bool:
+        """Whether this thread may use the direct SQLite reads or writes: not when the
         store's own calls refuse (closed, forked after open:
         those raise their one line through :meth:`call`); never inside a running event loop
         (``OperationalError``, as on PostgreSQL)."""
@@ -617,7 +617,7 @@ class FactaAggregateRecorder(FactaRecorder, AggregateRecorder):
         if not events and checkpoint is None:
             return []
         stream_type = self.stream_type
-        if self._writes is not None and self._direct_ok(self._writes):
+        if self._writes is not None and self._direct_ok():
             try:
                 positions = self._writes.append(stream_type, events, checkpoint)
             except StoreError as exc:
@@ -642,7 +642,7 @@ class FactaSnapshotRecorder(FactaRecorder, AggregateRecorder):
         snapshots = self._byte_events(stored_events)
         if snapshots:
             stream_type = self.stream_type
-            if self._writes is not None and self._direct_ok(self._writes):
+            if self._writes is not None and self._direct_ok():
                 with eventsourcing_errors():
                     items = _bytes.check_byte_events(stream_type, snapshots, "snapshots")  # the store's checks
                     if self._writes.run(_bytes.insert_byte_snapshots_sqlite, stream_type, items) is not None:
@@ -755,7 +755,7 @@ class FactaTrackingRecorder(FactaRecorder, TrackingRecorder):
         written (``with_`` not run) when the notification id is not above the stored one;
         an error of ``with_`` rolls the tracking record back and propagates."""
         name, position = self.tracking_name(tracking.application_name), tracking.notification_id
-        if with_ is None and self._writes is not None and self._direct_ok(self._writes):
+        if with_ is None and self._writes is not None and self._direct_ok():
             with eventsourcing_errors():
                 checked = _bytes.check_tracking((name, position))  # the store's checks
                 assert checked is not None
