@@ -71,6 +71,10 @@ MODULE_LAYERS: dict[str, int] = {
     # How a name or an id is shown in a line (escapes, $'...' quoting; stdlib only): the
     # store's errors and the CLI use it.
     "facta.display": 0,
+    # OpenTelemetry traces and metrics (issue 15; opentelemetry-api only): the store, the
+    # relay and the runners record through them.
+    "facta.tracing": 0,
+    "facta.metrics": 0,
 }
 LAYER_NAMES = {0: "domain", 1: "eventstore", 2: "projections", 3: "replay", 4: "facta (top)"}
 
