@@ -298,8 +298,9 @@ async def audit_verify(digest_file: str | None, public_key_file: str | None, key
 
     Progress goes to stderr (a bar on a terminal, else a line every
     FACTA_PROGRESS_INTERVAL_S seconds). Exit code 0: intact; 1: something differs, a
-    head or digest another key signed (or the database could not be read); 2: usage. Events stored before revision 0010 count
-    as differences until `facta audit seal` gave them their hash.
+    head or digest another key signed (or the database could not be read); 2: usage.
+    Events stored before revision 0010 count as differences until `facta audit seal` gave
+    them their hash.
 
     \b
     Examples:

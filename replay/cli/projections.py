@@ -173,8 +173,9 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
                 for batch in (first, [i for i in range(len(runners)) if i not in first]):
                     # Each group's totals when it starts: what the process managers stored is in.
                     tasks = await _progress_tasks(display, store, [runners[i] for i in batch], kafka)
-                    done = await asyncio.gather(*(run_one(runners[i], task) for i, task in zip(batch, tasks, strict=True)),
-                                                return_exceptions=True)
+                    done = await asyncio.gather(
+                        *(run_one(runners[i], task) for i, task in zip(batch, tasks, strict=True)),
+                        return_exceptions=True)
                     for i, result in zip(batch, done, strict=True):
                         results[i] = result
         else:
@@ -205,7 +206,8 @@ async def _progress_tasks(display: ProgressDisplay, store: EventStore, runners: 
                           kafka: KafkaSettings | None) -> list[ProgressTask]:
     """A progress task per runner, its total what its checkpoints lag: on the store log
     the head less the checkpoint (positions), on Kafka the end offsets less the
-    checkpoints (records; unknown when Kafka's offsets cannot be read). Cheap reads, once."""
+    checkpoints (records; unknown when Kafka's offsets cannot be read within the Kafka
+    timeout, 5 s at most). Cheap reads, once."""
     if not runners:
         return []
     live = await checkpoints(store)
@@ -222,10 +224,11 @@ async def _progress_tasks(display: ProgressDisplay, store: EventStore, runners: 
             from facta.projections.kafka_source import kafka_offsets  # lazy: aiokafka
 
             unit = "records"
-            try:
-                beginning, end = await kafka_offsets(kafka, kafka.topics(runner.projection))
+            try:  # bounded: an unreachable Kafka is the runner's to report, within --kafka-timeout
+                beginning, end = await asyncio.wait_for(kafka_offsets(kafka, kafka.topics(runner.projection)),
+                                                        min(kafka.give_up_after, 5.0))
                 total = sum(max(end[tp] - at.get(tp, beginning.get(tp, 0)), 0) for tp in end)
-            except FactaError:
+            except (FactaError, TimeoutError):
                 total = None
         tasks.append(display.task(f"projection {quoted(name)}", unit, total))
     return tasks

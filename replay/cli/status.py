@@ -58,7 +58,8 @@ def status_lines(status: StoreStatus, rate: dict[Key, float]) -> list[str]:
     for f in status.relays + status.projections:
         r = rate.get((f.kind, f.name))
         rows.append([
-            f.kind, shown(f.name), f.source, coords_text(f.checkpoints), "?" if f.lag_events is None else str(f.lag_events),
+            f.kind, shown(f.name), f.source, coords_text(f.checkpoints),
+            "?" if f.lag_events is None else str(f.lag_events),
             "?" if f.lag_s is None else duration(f.lag_s) if f.lag_s else "0", "-" if r is None else f"{r:.0f}",
             iso(f.updated_at) or "-", printable(f.last_error) if f.last_error else "-",
         ])

@@ -161,6 +161,7 @@ async def test_a_kafka_projection_is_waited_for_per_partition(store: EventStore,
     with pytest.raises(ProjectionWaitTimeout) as timed_out:
         await wait_for_append(store, AccountBalances, late, timeout_s=1.0, kafka=settings)
     message = str(timed_out.value)
-    assert message.startswith(f"projection 'account_balances' did not reach position {late[0].positions[-1]} within 1 s:"
+    wanted = late[0].positions[-1]
+    assert message.startswith(f"projection 'account_balances' did not reach position {wanted} within 1 s:"
                               f" its checkpoint of {prefix}.account[")
     assert message.endswith("yet") and f", and the relay has not sent the event to {prefix}.account[" in message
