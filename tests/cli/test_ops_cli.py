@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select as sql_select
+from sqlalchemy import func, insert
+from sqlalchemy import select as sql_select
 
 from facta.domain.reference import Account
 from facta.eventstore import EventStore, Repository
@@ -133,6 +134,22 @@ def test_relay_once_logs_its_progress(city: str, kafka_broker: Any, prefix: str)
     assert json.loads(run.stdout) == {"name": "default", "published": head}
     found = lines_matching(run.stderr, "relay 'default'", "events")
     assert len(found) >= head // 200 and found[-1].startswith(f"relay 'default': {head}/{head} events (100%)")
+    # A Kafka runner counts records, out of the end offsets of its topics (account: one
+    # record per account event, as the relay published them).
+    accounts = asyncio.run(_count_stream_type(city, "account"))
+    applied = ok(facta("projections", "run", "account_balances", "--once", "--batch-size", "50", "--json",
+                       "--kafka-bootstrap", kafka_broker.bootstrap, "--topic-prefix", prefix, "--kafka-timeout", "60",
+                       "--group-prefix", f"{prefix}.", "--database-url", city, env=EVERY_BATCH))
+    assert json.loads(applied.stdout)[0]["source"] == "kafka"
+    records = lines_matching(applied.stderr, "projection 'account_balances'", "records")
+    assert len(records) >= accounts // 50 // 3  # per batch, on three partitions
+    assert records[-1].startswith(f"projection 'account_balances': {accounts}/{accounts} records (100%)")
+
+
+async def _count_stream_type(url: str, stream_type: str) -> int:
+    async with await EventStore.open(url) as store:
+        return int(await store.database.read(lambda conn: conn.execute(
+            sql_select(func.count()).where(events.c.stream_type == stream_type)).scalar_one()))
 
 
 def _on_pty(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
