@@ -148,6 +148,11 @@ async def test_a_kafka_projection_is_waited_for_per_partition(store: EventStore,
         for i in range(4):
             assert await _handler(store, repo, f"acct-k-{i}", 10 * (i + 1), kafka=settings) == 10 * (i + 1)
         assert await _handler(store, repo, "acct-k-0", 5, kafka=settings) == 15
+        # A ride's events: a stream type account_balances does not read from Kafka. Given
+        # its class, the wait knows there is nothing to apply and returns at once.
+        ride = await repo.save(Ride.request("ride-k-1", "rider-1", Location(lat=1, lon=1), Location(lat=2, lon=2)))
+        reached = await wait_for_append(store, AccountBalances, ride, timeout_s=0, kafka=settings)
+        assert reached and all(topic == f"{prefix}.account" for topic, _ in reached)
         # Without Kafka settings the wait says what it needs.
         with pytest.raises(ProjectionError, match="projection 'account_balances' reads Kafka: give kafka="):
             await wait_for_position(store, "account_balances", 1, timeout_s=1)
