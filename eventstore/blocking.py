@@ -106,6 +106,8 @@ class BlockingEventStore:
         try:
             return future.result(timeout_s)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the call itself raised a TimeoutError (a wait's): it stands
+                raise
             future.cancel()
             raise TimeoutError(f"store call did not finish within {timeout_s:g} s; it was cancelled") from None
         except concurrent.futures.CancelledError:

@@ -323,10 +323,14 @@ class Relay:
     # -- running ------------------------------------------------------------------------
 
     async def run(
-        self, *, once: bool = False, stop: asyncio.Event | None = None, give_up_after: float | None = None
+        self, *, once: bool = False, stop: asyncio.Event | None = None, give_up_after: float | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> int:
         """Publish until ``stop`` is set (or, with ``once``, until caught up). Returns the
-        number of events published (skipped events are not counted).
+        number of events published (skipped events are not counted). ``on_progress``, if
+        given, is called with the number published so far each time a page is
+        acknowledged (once per page, never per event; ``facta relay run --once`` draws its
+        progress with it).
 
         Raises :class:`RecordRefused` before an event that cannot be published (Kafka
         refused its record, or its topic name is not one Kafka allows), after publishing
@@ -384,6 +388,8 @@ class Relay:
                         checkpoint = await self._settle(in_flight[0], checkpoint, stop)
                         published += len(in_flight.popleft().rows)
                         self._answered()
+                        if on_progress is not None:
+                            on_progress(published)
                     if refused is not None:
                         raise refused
                     if not rows:

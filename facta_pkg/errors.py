@@ -35,7 +35,8 @@ all of them, or a branch::
     │       └── RecordRefused       Kafka refused the record of one event
     ├── ProjectionError             a projection stopped or cannot run as asked
     │   ├── UnknownProjection
-    │   └── RetentionGap            Kafka deleted records a consumer would need
+    │   ├── RetentionGap            Kafka deleted records a consumer would need
+    │   └── ProjectionWaitTimeout   a projection did not apply a position in time (also a TimeoutError)
     ├── DemoRefused                 ``facta demo`` on a database the demo did not make
     ├── BrokerError                 a development Kafka broker could not start or answer
     └── ApacheKafkaError            Apache Kafka could not be fetched or configured
@@ -72,6 +73,7 @@ __all__ = [
     "MigrationRefused",
     "PersonalDataError",
     "ProjectionError",
+    "ProjectionWaitTimeout",
     "RecordConflict",
     "RecordRefused",
     "RelayError",
@@ -306,6 +308,17 @@ class UnknownProjection(ProjectionError):
 
 class RetentionGap(ProjectionError):
     """Kafka deleted records a consumer or a replay would need: going on would skip events."""
+
+
+class ProjectionWaitTimeout(ProjectionError, TimeoutError):
+    """A projection did not apply a position within the time a read-your-writes wait gave it
+    (:mod:`facta.projections.wait`). ``projection``: its name; ``position``: the store
+    position wanted; ``reached``: where it is, in words; ``timeout_s``: the wait's bound."""
+
+    def __init__(self, projection: str, position: int, reached: str, timeout_s: float) -> None:
+        self.projection, self.position, self.reached, self.timeout_s = projection, position, reached, timeout_s
+        super().__init__(f"projection {projection!r} did not reach position {position} within {timeout_s:g} s:"
+                         f" {reached}")
 
 
 # -- the command line's demo and development brokers ---------------------------------------------

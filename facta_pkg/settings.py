@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     runner_poll_interval_s: float = Field(0.05, gt=0, le=_DAY_S, allow_inf_nan=False)
     """How often an idle runner looks at the log."""
     lock_poll_interval_s: float = Field(0.5, gt=0, le=_DAY_S, allow_inf_nan=False)
+    progress_interval_s: float = Field(5.0, gt=0, le=_DAY_S, allow_inf_nan=False)
+    """How often a long command (``relay run --once``, ``projections run --once``, ``replay``,
+    ``demo``, ``audit verify``) logs a progress line on a stderr that is not a terminal."""
     key_cache_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False)
     """How long an appending store keeps a subject's data key for sealing (0: it asks the key
     store on every append); ``forget_subject`` waits this long after destroying a key, so no

@@ -20,7 +20,7 @@ checkpoint stays just before it, and a restart retries it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -34,7 +34,7 @@ from facta.eventstore._diagnostics import describe
 from facta.eventstore.kafka_codec import collector_paused
 
 from . import _tracking as tracking
-from ._tracking import LIVE, Coord, Stale
+from ._tracking import LIVE, LOG, Coord, Stale
 from .api import REBUILD_SUFFIX, Handler, Projection
 from .writer import ReadModel
 
@@ -109,6 +109,9 @@ class Applier:
         self.skips: set[int] = set()
         self.applied = 0
         self._failed_before = False
+        # Called after each committed batch with ``moved`` (ProjectionRunner.run's on_progress).
+        self.on_progress: Callable[[int], None] | None = None
+        self.moved = 0  # how far the checkpoints moved, summed over coordinates
 
     async def open(self) -> dict[Coord, int]:
         """Make the live tables if needed; load generation, checkpoints, position floors
@@ -178,9 +181,13 @@ class Applier:
                 await self.apply([delivery])
             await self.apply([], advance)
             return
+        if self.on_progress is not None:
+            self.moved += _moved(batch, done, advance)
         self.checkpoints.update(advance)
         self.skips.difference_update(skipped)
         self.applied += len(work)
+        if self.on_progress is not None:
+            self.on_progress(self.moved)
 
     def _selects(self, event_type: str) -> bool:
         """Whether events of ``event_type`` are handled (others only move the checkpoint)."""
@@ -250,6 +257,22 @@ class Applier:
             except SQLAlchemyError:
                 pass
         raise ProjectionError(message) from cause
+
+
+def _moved(batch: Sequence[Delivery], done: Mapping[Coord, int], advance: Mapping[Coord, int]) -> int:
+    """How far ``advance`` moves the checkpoints ``done``, summed; a coordinate without a
+    checkpoint yet counts from 0 on the store log, and from its first delivery on a Kafka
+    partition (whose beginning may be past 0)."""
+    moved = 0
+    for coord, value in advance.items():
+        old = done.get(coord)
+        if old is None and coord == LOG:
+            old = 0
+        elif old is None:
+            firsts = [d.next - 1 for d in batch if d.coord == coord]
+            old = min(firsts) if firsts else value
+        moved += max(value - old, 0)
+    return moved
 
 
 def applier_for(store: EventStore, projection: type[Projection], *, source: str) -> Applier:

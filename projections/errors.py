@@ -6,6 +6,6 @@ module keeps the names importable from ``facta.projections.errors``.
 
 from __future__ import annotations
 
-from facta.errors import ProjectionError, RetentionGap, UnknownProjection
+from facta.errors import ProjectionError, ProjectionWaitTimeout, RetentionGap, UnknownProjection
 
-__all__ = ["ProjectionError", "RetentionGap", "UnknownProjection"]
+__all__ = ["ProjectionError", "ProjectionWaitTimeout", "RetentionGap", "UnknownProjection"]

@@ -821,6 +821,58 @@ async def first_records(settings: KafkaSettings, offsets: Mapping[Coord, int]) -
     return found
 
 
+async def partition_of(settings: KafkaSettings, topic: str, stream_id: str) -> Coord | None:
+    """The partition of ``topic`` the relay sends the events of ``stream_id`` to (aiokafka's
+    default partitioner over the topic's partitions, as the relay picks it; right while
+    the topic's partition count is what it was when they were sent); None while Kafka has
+    no such topic."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    try:
+        partitions = await _partitions(settings, [topic])
+    except ProjectionError:
+        return None
+    ordered = sorted(tp.partition for tp in partitions)
+    return (topic, int(DefaultPartitioner()(stream_id.encode(), ordered, ordered)))
+
+
+async def offset_reaching(settings: KafkaSettings, coord: Coord, start: int | None, position: int,
+                          deadline: float) -> int | None:
+    """The offset of the first record of partition ``coord``, from offset ``start`` on (None:
+    its beginning), whose ``position`` header is at least ``position``: once a runner's
+    checkpoint is past it, every event up to ``position`` of that partition is applied
+    (the relay sends a partition's events in log order; a republished copy comes after
+    the first). None if no such record arrived by ``deadline`` (the event loop's clock).
+    An offset Kafka deleted starts the search at the partition's beginning."""
+    consumer = _consumer(settings, group_id=None)
+    tp = TopicPartition(*coord)
+    loop = asyncio.get_running_loop()
+    try:
+        await consumer.start()
+        consumer.assign([tp])
+        if start is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, start)
+        while (left := deadline - loop.time()) > 0:
+            try:
+                fetched = await consumer.getmany(tp, timeout_ms=max(1, int(min(left, _FETCH_WAIT) * 1000)),
+                                                 max_records=1000)
+            except OffsetOutOfRangeError:
+                await consumer.seek_to_beginning(tp)
+                continue
+            for message in fetched.get(tp, ()):
+                _, found = peek(message)
+                if found is not None and found >= position:
+                    return int(message.offset)
+    except (KafkaError, OSError) as exc:
+        raise ProjectionError(f"cannot read {coord[0]}[{coord[1]}] from Kafka at {settings.bootstrap}:"
+                              f" {_describe(exc)}") from None
+    finally:
+        await _stop_quietly(consumer)
+    return None
+
+
 # -- the subscription ---------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ default, and the only one without Kafka) or Kafka (when ``kafka=`` settings are 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from facta.errors import InvalidValue
@@ -84,15 +85,22 @@ class ProjectionRunner:
     def applied(self) -> int:
         return self.applier.applied
 
-    async def run(self, *, once: bool = False, stop: asyncio.Event | None = None, wait: bool = True) -> int:
+    async def run(self, *, once: bool = False, stop: asyncio.Event | None = None, wait: bool = True,
+                  on_progress: Callable[[int], None] | None = None) -> int:
         """Apply events until ``stop`` is set (or, with ``once``, until caught up with what
         was there when it started). Returns the number of events handled.
 
         On the store log one runner per projection is active; another one waits to take
-        over, or with ``wait=False`` returns at once (``busy`` is then True)."""
+        over, or with ``wait=False`` returns at once (``busy`` is then True).
+
+        ``on_progress``, if given, is called after each committed batch with how far the
+        checkpoints moved since this run started, summed over coordinates: store
+        positions on the log, Kafka records on Kafka (handled, passed over and skipped
+        events alike; ``facta projections run --once`` draws its progress with it)."""
         check_bool_arg("once", once)
         check_bool_arg("wait", wait)
         stop = stop or asyncio.Event()
+        self.applier.on_progress = on_progress
         followed = await self.subscription.follow(self.applier, batch_size=self.config.batch_size, once=once,
                                                   stop=stop, wait=wait)
         if not followed:

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from facta.domain import FactaError
 from facta.eventstore import EventStore
+from facta.eventstore.kafka_codec import utc
+from facta.eventstore.relay_status import relays_at
 from facta.eventstore.schema import events
 
 from . import _tracking as tracking
 from .api import Projection
 from .subscriptions import KafkaSettings
 
-__all__ = ["ProjectionStatus", "checkpoints", "describe_projections", "fill_kafka_lag", "projection_status",
-           "skip_event", "skipped_events"]
+__all__ = ["Follower", "ProjectionStatus", "StoreStatus", "checkpoints", "describe_projections", "fill_kafka_lag",
+           "projection_status", "skip_event", "skipped_events", "store_status"]
 
 Coord = tuple[str, int]
 
@@ -138,6 +140,90 @@ async def projection_status(store: EventStore, classes: Sequence[type[Projection
     if kafka is not None:
         await fill_kafka_lag(kafka, classes, statuses, on_kafka_error)
     return statuses
+
+
+@dataclass(frozen=True)
+class Follower:
+    """A relay or a projection as :func:`store_status` sees it.
+
+    ``kind``: ``"relay"`` or ``"projection"``; ``source``: ``"log"`` (a relay, a projection
+    of the store log) or ``"kafka"``; ``checkpoints``: as :class:`ProjectionStatus`'s (a
+    relay's is ``{("", -1): position}``). ``lag_events``: store positions after the
+    checkpoint (the log is gap-free: one event each), counting events a projection does
+    not handle; None on Kafka (offsets; Kafka's end offsets are not read).
+    ``lag_s``: how long ago the oldest event not applied (or published) yet was recorded,
+    0.0 when caught up, None on Kafka. ``updated_at``: when its checkpoint or row was
+    last written (aware UTC; None: never). ``last_error``: a projection's recorded
+    failure (None: none; relays record none)."""
+
+    kind: str
+    name: str
+    source: str
+    checkpoints: dict[Coord, int]
+    lag_events: int | None
+    lag_s: float | None
+    updated_at: datetime | None
+    last_error: str | None = None
+
+    @property
+    def progress(self) -> int:
+        """The checkpoints summed: what a rate is measured on (positions, or offsets)."""
+        return sum(self.checkpoints.values())
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """One reading of a store (:func:`store_status`): its ``head`` (the last position),
+    when it was taken (``taken_at``, aware UTC), the relays then the projections."""
+
+    head: int
+    taken_at: datetime
+    relays: list[Follower]
+    projections: list[Follower]
+
+
+async def store_status(store: EventStore) -> StoreStatus:
+    """Where the store's log, its relays and every projection that has run are, from the
+    store alone (no Kafka connection), in cheap reads: the head, the relays' and the
+    projections' checkpoint rows, and the recorded-at of each one's first event not yet
+    applied (a primary-key read). ``facta status`` draws it."""
+    head = await store.head_position()
+    relays = await relays_at(store)
+    described = await store.database.read(tracking.describe)
+    taken_at = datetime.now(UTC)
+    nexts = {position + 1 for _, position, _ in relays if position < head}
+    for row in described.values():
+        at = row["checkpoints"].get(tracking.LOG)
+        if row["source"] == "log" and (at or 0) < head:
+            nexts.add((at or 0) + 1)
+    recorded = await store.database.read(_recorded_at, sorted(nexts))
+
+    def lag_s(position: int) -> float:
+        when = recorded.get(position + 1)
+        return 0.0 if position >= head or when is None else max((taken_at - when).total_seconds(), 0.0)
+
+    out_relays = [Follower("relay", name, "log", {tracking.LOG: position}, max(head - position, 0), lag_s(position),
+                           updated) for name, position, updated in relays]
+    out_projections = []
+    for name, row in sorted(described.items()):
+        cps: dict[Coord, int] = row["checkpoints"]
+        updated = row.get("updated_at")
+        if row["source"] == "log":
+            at = cps.get(tracking.LOG, 0)
+            lag: int | None = max(head - at, 0)
+            seconds: float | None = lag_s(at)
+        else:
+            lag = seconds = None
+        out_projections.append(Follower("projection", name, str(row["source"]), cps, lag, seconds,
+                                        None if updated is None else utc(updated), row.get("last_error")))
+    return StoreStatus(head, taken_at, out_relays, out_projections)
+
+
+def _recorded_at(conn: Connection, positions: list[int]) -> dict[int, datetime]:
+    if not positions:
+        return {}
+    rows = conn.execute(select(events.c.position, events.c.recorded_at).where(events.c.position.in_(positions)))
+    return {int(r[0]): utc(r[1]) for r in rows}
 
 
 async def checkpoints(store: EventStore) -> dict[str, dict[Coord, int]]:

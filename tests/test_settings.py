@@ -42,6 +42,7 @@ DEFAULTS = {
     "relay_max_backoff_s": ("FACTA_RELAY_MAX_BACKOFF_S", 5.0),
     "runner_poll_interval_s": ("FACTA_RUNNER_POLL_INTERVAL_S", 0.05),
     "lock_poll_interval_s": ("FACTA_LOCK_POLL_INTERVAL_S", 0.5),
+    "progress_interval_s": ("FACTA_PROGRESS_INTERVAL_S", 5.0),
     "key_cache_s": ("FACTA_KEY_CACHE_S", 2.0),
 }
 

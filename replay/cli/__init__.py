@@ -3,16 +3,18 @@
 ============================  ====================================================================
 ``app``                       the ``facta`` group; one-line errors (exit 1, usage: exit 2), signals
 ``options``                   option types (numbers, times, names, URLs) and the shared options
-``output``                    tables (rich), JSON, CSV, times, durations, progress, escaping
+``output``                    tables (rich), JSON, CSV, times, durations, escaping
 ``db``                        ``facta db upgrade|downgrade|current``
 ``demo``                      ``facta demo``
 ``relay``                     ``facta relay run|status|skip``
-``projections``               ``facta projections list|run|skip|skipped``
+``projections``               ``facta projections list|run|wait|skip|skipped``
 ``replay``                    ``facta replay``
 ``audit``                     ``facta audit history|state|diff|events|trace|verify|seal``
 ``proofs``                    ``facta audit keygen|digest|prove|verify-proof``
 ``gdpr``                      ``facta gdpr forget``
 ``dev``                       ``facta dev broker``
+``status``                    ``facta status``
+``progress``                  progress of the long commands on stderr (bars, log lines)
 ============================  ====================================================================
 
 Commands parse their options, call the library (``facta.eventstore``,
@@ -23,7 +25,7 @@ SQL and status computations live in the library.
 from __future__ import annotations
 
 # Importing the command modules adds their commands to the group.
-from . import audit, db, demo, dev, gdpr, projections, proofs, relay, replay
+from . import audit, db, demo, dev, gdpr, projections, proofs, relay, replay, status
 from .app import cli
 from .options import (
     MAX_PARTITION,
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 #: The command modules, one per group (importing them added their commands to ``cli``).
-COMMAND_MODULES = (db, demo, relay, projections, replay, audit, proofs, gdpr, dev)
+COMMAND_MODULES = (db, demo, relay, projections, replay, audit, proofs, gdpr, dev, status)
 
 
 def main() -> None:

@@ -60,6 +60,7 @@ from .output import (
     table,
     write_csv,
 )
+from .progress import ProgressDisplay
 
 
 @cli.group("audit")
@@ -295,9 +296,11 @@ async def audit_verify(digest_file: str | None, public_key_file: str | None, key
     leaves, the stored nodes and every signed head; with --against, prove the log extends
     the tree a digest saved earlier committed to.
 
-    Exit code 0: intact; 1: something differs, a head or digest another key signed (or
-    the database could not be read); 2: usage. Events stored before revision 0010 count
-    as differences until `facta audit seal` gave them their hash.
+    Progress goes to stderr (a bar on a terminal, else a line every
+    FACTA_PROGRESS_INTERVAL_S seconds). Exit code 0: intact; 1: something differs, a
+    head or digest another key signed (or the database could not be read); 2: usage.
+    Events stored before revision 0010 count as differences until `facta audit seal` gave
+    them their hash.
 
     \b
     Examples:
@@ -316,7 +319,10 @@ async def audit_verify(digest_file: str | None, public_key_file: str | None, key
             raise usage_error(str(exc)) from None
     tree: TreeReport | None = None
     async with await open_store(database_url) as store:
-        report = await integrity.verify(store)
+        # Progress on stderr, out of the log's head (the log is gap-free: one event per position).
+        with ProgressDisplay() as display:
+            task = display.task("audit verify", "events", await store.head_position())
+            report = await integrity.verify(store, progress=task)
         if key is not None and report.intact and (against is not None or await sealer.latest_head(store) is not None):
             tree = await sealer.verify_tree(store, key, against=against)
     first = report.first

@@ -14,7 +14,8 @@ from facta.replay.demo import CityView, check_demo_database, city_view, next_com
 
 from .app import async_command, cli
 from .options import MAX_POSITION, WholeNumber, database_option, kafka_option
-from .output import CountProgress, echo_json, plural, printable, shown, table_lines
+from .output import echo_json, plural, printable, shown, table_lines
+from .progress import ProgressDisplay
 
 
 @cli.command()
@@ -53,8 +54,11 @@ async def demo(database_url: str, rides: int, riders: int, drivers: int, seed: i
         await check_demo_database(database_url)
     if not as_json:
         click.echo(f"facta demo: {plural(rides, 'ride')}, {plural(riders, 'rider')}, {plural(drivers, 'driver')}", err=True)
-    with CountProgress("rides", quiet=as_json) as progress:
-        s = await run_demo(database_url, rides=rides, riders=riders, drivers=drivers, seed=seed, progress=progress,
+    with ProgressDisplay(quiet=as_json) as display:
+        # A line each tenth of the rides too (and every FACTA_PROGRESS_INTERVAL_S seconds).
+        task = display.task("  rides", "rides", rides, steps=10)
+        s = await run_demo(database_url, rides=rides, riders=riders, drivers=drivers, seed=seed,
+                           progress=lambda done, total: task.update(done, total),
                            project=not no_projections, force=True,  # checked above
                            notice=None if as_json else lambda line: click.echo(printable(line), err=True))
     streamed = await _demo_kafka(database_url, kafka_bootstrap, as_json, not no_idempotence) if kafka else None

@@ -1,4 +1,4 @@
-"""What the `facta` command line prints: tables, JSON and CSV, times, durations, progress,
+"""What the `facta` command line prints: tables, JSON and CSV, times, durations,
 and the rule for showing names, ids and reasons.
 
 Names, ids, reasons and messages reach the terminal through :func:`~facta.display.shown`,
@@ -9,8 +9,7 @@ Tables are drawn by `rich <https://rich.readthedocs.io>`_, without borders: colu
 spaces apart, every cell on one line whatever its length and the terminal's width (a
 long stream id or payload is never folded or cut, so the table stays parseable by
 column), no trailing spaces, and colour (bold headers) only when stdout is a terminal.
-Progress goes to stderr: a rich progress bar on a terminal, a plain line every few
-seconds otherwise.
+Progress goes to stderr (:mod:`facta.replay.cli.progress`).
 """
 
 from __future__ import annotations
@@ -19,11 +18,9 @@ import csv
 import io
 import json
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from types import SimpleNamespace, TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
 
@@ -31,11 +28,8 @@ from facta.display import escape, printable, quoted, shown
 from facta.eventstore.audit import utc_text
 from facta.projections._tracking import LOG
 
-if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
 __all__ = [
-    "EVENT_COLUMNS", "CountProgress", "ReplayProgressLine", "a", "clip", "compact", "compact_json", "coords_json", "coords_text",
+    "EVENT_COLUMNS", "a", "clip", "compact", "compact_json", "coords_json", "coords_text",
     "duration", "echo_json", "escape", "event_json", "event_row", "iso", "plural", "printable", "quoted", "shown",
     "table", "table_lines", "write_csv",
 ]
@@ -205,109 +199,3 @@ def table_lines(headers: Sequence[str], rows: Sequence[Sequence[str]], *, colour
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """:func:`table_lines` as one text (lines joined by newlines, no final newline)."""
     return "\n".join(table_lines(headers, rows))
-
-
-# -- progress -----------------------------------------------------------------------------------
-
-
-class _Bar:
-    """A rich progress bar on stderr with one task."""
-
-    def __init__(self, description: str, total: int, unit: str) -> None:
-        from rich.console import Console  # lazy: see table_lines
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress: Progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-            console=Console(stderr=True, highlight=False, markup=False, emoji=False), transient=False,
-        )
-        self.task: TaskID = self.progress.add_task(description, total=total, rate="")
-        self.progress.start()
-
-    def update(self, done: int, total: int, rate: str = "") -> None:
-        self.progress.update(self.task, completed=done, total=total, rate=rate)
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-
-class CountProgress:
-    """Progress of a count of work (the demo's rides) on stderr: a progress bar on a
-    terminal; otherwise ``  <label> done/total`` about every tenth and at the end.
-    Use as a callable ``(done, total)`` inside ``with``; ``quiet`` shows nothing."""
-
-    def __init__(self, label: str, *, quiet: bool = False) -> None:
-        self.label, self.quiet = label, quiet
-        self.tty = _is_terminal(sys.stderr)
-        self.last_shown = 0
-        self.bar: _Bar | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            if self.bar is None:
-                self.bar = _Bar(f"  {self.label}", total, "")
-            self.bar.update(done, total)
-        elif done - self.last_shown >= max(1, total // 10) or done == total:
-            self.last_shown = done
-            click.echo(f"  {self.label} {done}/{total}", err=True)
-
-    def __enter__(self) -> CountProgress:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
-class ReplayProgressLine:
-    """A replay's progress on stderr: a progress bar with the rate and the time left on a
-    terminal (redrawn at most every 0.5 s); otherwise a line every few seconds,
-    ``replay NAME: done/total events (p%), r events/s, ETA d``; always a final line."""
-
-    def __init__(self, label: str, unit: str, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.label, self.unit, self.clock = label, unit, clock
-        self.tty = _is_terminal(sys.stderr)
-        self.interval = 0.5 if self.tty else 5.0
-        # A terminal shows progress at once; a log gets a line every few seconds, and the final one.
-        self.last_shown = float("-inf") if self.tty else clock()
-        self.latest: Any = None
-        self.bar: _Bar | None = None
-
-    def __call__(self, progress: Any) -> None:
-        self.latest = progress
-        now = self.clock()
-        if now - self.last_shown >= self.interval:
-            self.last_shown = now
-            self._show(progress)
-
-    def _text(self, progress: Any, final: bool) -> str:
-        done, total = progress.done, progress.total
-        share = f" ({100 * done / total:.0f}%)" if total and done <= total else ""
-        eta = f", ETA {duration(progress.eta_seconds)}" if done < total else ""
-        tail = ", done" if final else eta
-        return f"replay {shown(self.label)}: {done}/{total} {self.unit}{share}, {progress.rate:.0f} {self.unit}/s{tail}"
-
-    def _show(self, progress: Any, *, final: bool = False) -> None:
-        if self.tty:
-            if self.bar is None:
-                self.bar = _Bar(f"replay {shown(self.label)}", progress.total, self.unit)
-            self.bar.update(progress.done, progress.total, f"{progress.rate:.0f} {self.unit}/s")
-            if final:
-                self.bar.stop()
-                self.bar = None
-                click.echo(self._text(progress, final), err=True)
-        else:
-            click.echo(self._text(progress, final), err=True)
-
-    def finish(self, total: int | None) -> None:
-        """After a replay of ``total`` planned events (None: it failed): show the final
-        state, and end a terminal's progress bar."""
-        if total is not None:
-            self._show(self.latest or SimpleNamespace(done=0, total=total, rate=0.0, eta_seconds=None), final=True)
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None

@@ -1,14 +1,26 @@
-"""`facta projections`: list them with their lag (list), keep them up to date (run), and
-record or list the events they skip (skip, skipped)."""
+"""`facta projections`: list them with their lag (list), keep them up to date (run), wait
+until one has applied a position (wait), and record or list the events they skip (skip,
+skipped)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import click
 
 from facta.domain import FactaError
-from facta.projections import ProcessManager, ProjectionRunner, RunnerConfig
+from facta.eventstore import EventStore
+from facta.projections import (
+    KafkaSettings,
+    ProcessManager,
+    Projection,
+    ProjectionRunner,
+    ProjectionWaitTimeout,
+    RunnerConfig,
+    wait_for_position,
+)
+from facta.projections._tracking import LOG
 from facta.projections.catalog import load_catalog
 from facta.projections.status import checkpoints, projection_status, skip_event, skipped_events
 
@@ -27,6 +39,7 @@ from .options import (
     topic_prefix_option,
 )
 from .output import coords_json, coords_text, echo_json, iso, plural, printable, quoted, shown, table
+from .progress import ProgressDisplay, ProgressTask
 from .relay import login_name
 
 
@@ -118,7 +131,8 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
 
     Runs until SIGINT or SIGTERM (finishing the batch in flight, then exit 0), or with
     --once until caught up with what was there when it started (process managers first,
-    then projections, so these see the events those stored). On the store log a second
+    then projections, so these see the events those stored), showing each one's progress
+    on stderr (bars on a terminal, else a line each every FACTA_PROGRESS_INTERVAL_S seconds). On the store log a second
     runner of the same projection waits and takes over; on Kafka the runners of a
     projection share its partitions in one consumer group and take over each other's. A
     failing handler stops the run with one line naming the event.
@@ -143,9 +157,9 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
                        f"{'Kafka at ' + kafka.bootstrap if kafka else 'the store log'}; SIGINT or SIGTERM stops",
                        err=True)
 
-        async def run_one(runner: ProjectionRunner) -> int:
+        async def run_one(runner: ProjectionRunner, task: ProgressTask | None = None) -> int:
             try:
-                return await runner.run(once=once, stop=stop)
+                return await runner.run(once=once, stop=stop, on_progress=task)
             except BaseException:
                 stop.set()  # one stopped: stop the others cleanly too
                 raise
@@ -155,10 +169,15 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
             # then there for the projections of the same run to apply (billing's table).
             first = [i for i, r in enumerate(runners) if issubclass(r.projection, ProcessManager)]
             results: list[int | BaseException] = [0] * len(runners)
-            for batch in (first, [i for i in range(len(runners)) if i not in first]):
-                done = await asyncio.gather(*(run_one(runners[i]) for i in batch), return_exceptions=True)
-                for i, result in zip(batch, done, strict=True):
-                    results[i] = result
+            with ProgressDisplay() as display:
+                for batch in (first, [i for i in range(len(runners)) if i not in first]):
+                    # Each group's totals when it starts: what the process managers stored is in.
+                    tasks = await _progress_tasks(display, store, [runners[i] for i in batch], kafka)
+                    done = await asyncio.gather(
+                        *(run_one(runners[i], task) for i, task in zip(batch, tasks, strict=True)),
+                        return_exceptions=True)
+                    for i, result in zip(batch, done, strict=True):
+                        results[i] = result
         else:
             results = await asyncio.gather(*(run_one(r) for r in runners), return_exceptions=True)
         live = await checkpoints(store)
@@ -181,6 +200,89 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         raise errors[0]
+
+
+async def _progress_tasks(display: ProgressDisplay, store: EventStore, runners: list[ProjectionRunner],
+                          kafka: KafkaSettings | None) -> list[ProgressTask]:
+    """A progress task per runner, its total what its checkpoints lag: on the store log
+    the head less the checkpoint (positions), on Kafka the end offsets less the
+    checkpoints (records; unknown when Kafka's offsets cannot be read within the Kafka
+    timeout, 5 s at most). Cheap reads, once."""
+    if not runners:
+        return []
+    live = await checkpoints(store)
+    head = await store.head_position()
+    tasks = []
+    for runner in runners:
+        name = runner.projection.name
+        at = live.get(name, {})
+        total: int | None
+        if kafka is None:
+            total = max(head - at.get(LOG, 0), 0)
+            unit = "events"
+        else:
+            from facta.projections.kafka_source import kafka_offsets  # lazy: aiokafka
+
+            unit = "records"
+            try:  # bounded: an unreachable Kafka is the runner's to report, within --kafka-timeout
+                beginning, end = await asyncio.wait_for(kafka_offsets(kafka, kafka.topics(runner.projection)),
+                                                        min(kafka.give_up_after, 5.0))
+                total = sum(max(end[tp] - at.get(tp, beginning.get(tp, 0)), 0) for tp in end)
+            except (FactaError, TimeoutError):
+                total = None
+        tasks.append(display.task(f"projection {quoted(name)}", unit, total))
+    return tasks
+
+
+@projections_group.command("wait")
+@click.argument("name", type=TEXT["projection"])
+@click.option("--position", required=True, type=POSITION, help="The store position to wait for.")
+@click.option("--timeout", "timeout_s", required=True, type=Seconds(0.0), metavar="SECONDS",
+              help="Give up after this many seconds (exit 1).")
+@database_option
+@kafka_option
+@topic_prefix_option
+@projections_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: {projection, position, reached, checkpoint, waited_s} (also when it timed out).")
+@async_command
+async def projections_wait(name: str, position: int, timeout_s: float, database_url: str,
+                           kafka_bootstrap: str | None, topic_prefix: str, projection_modules: str | None,
+                           as_json: bool) -> None:
+    """Wait until projection NAME has applied the event at a store position (read-your-writes).
+
+    On the store log: until its checkpoint is at or past the position (an event it does
+    not handle counts too). On Kafka (FACTA_KAFKA_BOOTSTRAP or --kafka-bootstrap): until
+    its checkpoint of the partition the relay sends the event to is past the event's
+    record. It polls the checkpoint with a backoff of 5 ms to 100 ms.
+
+    Exit code 0: applied; 1: not within --timeout seconds (one line naming where the
+    projection is), or a projection that never ran on this store; 2: usage.
+
+    \b
+    Examples:
+      facta projections wait ride_board --position 1234 --timeout 5
+      facta projections wait billing --position 1234 --timeout 30 --kafka-bootstrap 127.0.0.1:9092 --json
+    """
+    catalog = load_catalog(projection_modules)
+    projection: str | type[Projection] = catalog.get(name) if name in catalog else name
+    kafka = kafka_settings(kafka_bootstrap, topic_prefix)
+    quiet_logging(False)
+    started = time.monotonic()
+    async with await open_store(database_url) as store:
+        try:
+            reached = await wait_for_position(store, projection, position, timeout_s=timeout_s, kafka=kafka)
+        except ProjectionWaitTimeout:
+            if as_json:
+                echo_json({"projection": name, "position": position, "reached": False,
+                           "checkpoint": coords_json((await checkpoints(store)).get(name, {})),
+                           "waited_s": round(time.monotonic() - started, 3)})
+            raise
+    if as_json:
+        echo_json({"projection": name, "position": position, "reached": True, "checkpoint": coords_json(reached),
+                   "waited_s": round(time.monotonic() - started, 3)})
+    else:
+        click.echo(f"projection {quoted(name)} has applied position {position} ({coords_text(reached)})")
 
 
 @projections_group.command("skip")

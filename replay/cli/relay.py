@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from facta.eventstore.relay import Relay, RelayConfig, RelayError, RelaySkip
-from facta.eventstore.relay_status import relay_status
+from facta.eventstore.relay_status import relay_checkpoint, relay_status
 
 from .app import async_command, cli, quiet_logging, stop_on_signals
 from .options import (
@@ -24,6 +24,7 @@ from .options import (
     topic_prefix_callback,
 )
 from .output import echo_json, iso, plural, quoted, shown
+from .progress import ProgressDisplay
 
 
 @cli.group()
@@ -83,7 +84,8 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
     """Publish every stored event to Kafka, from the relay's checkpoint on.
 
     Runs until SIGINT or SIGTERM (finishing the page in flight), or with --once until
-    caught up. A second relay on the same store waits and takes over when the first stops.
+    caught up, showing its progress on stderr (a bar on a terminal, else a line every
+    FACTA_PROGRESS_INTERVAL_S seconds). A second relay on the same store waits and takes over when the first stops.
     An event Kafka refuses (too large, say) or whose topic is not a legal Kafka name stops
     it before that event, everything before it published; `facta relay skip` lets it past.
 
@@ -100,9 +102,16 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
     quiet_logging(verbose or not once)
     stop = stop_on_signals()
     async with await open_store(database_url) as store:
-        published = await Relay(store, config).run(
-            once=once, stop=stop, give_up_after=kafka_timeout if once else None
-        )
+        # --once: progress on stderr, out of the log's head less the relay's checkpoint
+        # (two indexed reads, once). A long-running relay logs instead.
+        with ProgressDisplay(quiet=not once) as display:
+            task = None
+            if once:
+                total = max(await store.head_position() - await relay_checkpoint(store, name), 0)
+                task = display.task(f"relay {quoted(name)}", "events", total)
+            published = await Relay(store, config).run(
+                once=once, stop=stop, give_up_after=kafka_timeout if once else None, on_progress=task,
+            )
     if as_json:
         echo_json({"name": name, "published": published})
     else:

@@ -32,7 +32,8 @@ from .options import (
 if TYPE_CHECKING:
     from facta.projections.replay import ReplayPlan
 
-from .output import ReplayProgressLine, coords_json, duration, echo_json, plural, printable, shown, table_lines
+from .output import coords_json, duration, echo_json, plural, printable, shown, table_lines
+from .progress import ProgressDisplay
 
 
 @cli.command("replay")
@@ -107,13 +108,14 @@ async def replay_command(name: str, from_position: int | None, from_offset: int 
             _print_plan(plan, as_json, as_slice)
             return
         stop = stop_on_signals()
-        line = ReplayProgressLine(name, "records" if kafka else "events")
-        result = None
-        try:
-            result = await replay(store, projection, start, kafka=kafka, batch_size=batch_size, progress=line,
-                                  stop=stop, slice=as_slice)
-        finally:
-            line.finish(None if result is None else result.plan.events)
+        with ProgressDisplay() as display:
+            # The plan's count of events (records on Kafka) is the total: the library's
+            # first progress call gives it.
+            task = display.task(f"replay {shown(name)}", "records" if kafka else "events")
+            result = await replay(store, projection, start, kafka=kafka, batch_size=batch_size,
+                                  progress=lambda p: task.update(p.done, p.total), stop=stop, slice=as_slice)
+            task.update(task.done, result.plan.events)
+            task.finish(line=True)
     where = "Kafka" if result.plan.source == "kafka" else "the store log"
     if as_json:
         echo_json({

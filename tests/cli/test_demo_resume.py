@@ -83,8 +83,8 @@ def _interrupt(url: str, cwd: Path, marker: str, sig: signal.Signals) -> int:
 
 # (what to wait for on stderr, the signal): among the rides, in billing, in the later projections.
 POINTS = [
-    ("rides 36/120", signal.SIGINT),
-    ("rides 96/120", signal.SIGKILL),
+    ("rides: 36/120", signal.SIGINT),
+    ("rides: 96/120", signal.SIGKILL),
     ("projection billing", signal.SIGINT),
     ("projection billing", signal.SIGKILL),
     ("projection ride_board", signal.SIGINT),

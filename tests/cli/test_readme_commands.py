@@ -81,6 +81,11 @@ SYNOPSES: dict[str, list[str]] = {
         "facta projections run account_balances --once --kafka-session-timeout 6 --group-prefix readme.",
         "facta projections run driver_earnings billing billing_process &",
     ],
+    "facta status [--interval S] [--json]": ["facta status --json --interval 0", "facta status --json --interval 0.1"],
+    "facta projections wait NAME --position P --timeout S [--json]": [
+        "facta projections wait account_balances --position 1 --timeout 30",
+        "facta projections wait account_balances --position 1 --timeout 30 --json",
+    ],
     "facta projections skip NAME --position P [--reason TEXT]": [
         "facta projections skip driver_earnings --position 1 --reason 'a README example'",
     ],
