@@ -54,8 +54,9 @@ from facta import __version__
 from facta.errors import FactaError
 
 __all__ = [
-    "HEAD_REFRESH_S", "SECONDS_BUCKETS", "Lag", "ProjectionMetrics", "RelayMetrics", "appended", "clock", "instrument", "instrumented",
-    "projection", "recording", "relay", "serve_prometheus", "use_meter_provider",
+    "HEAD_REFRESH_S", "SECONDS_BUCKETS", "Lag", "ProjectionMetrics", "RelayMetrics", "appended", "appended_bytes",
+    "clock", "instrument", "instrumented", "projection", "recording", "relay", "serve_prometheus",
+    "use_meter_provider",
 ]
 
 HEAD_REFRESH_S = 1.0
@@ -206,22 +207,33 @@ class Lag:
         return max(now_s - self.oldest_s, 0.0)
 
 
-class RelayMetrics:
-    """What one relay records: its published records and its :class:`Lag`."""
+class _Worker:
+    """What a relay or a projection records under its name (``kind``: the attribute's
+    last word, ``relay`` or ``projection``), and its :class:`Lag`."""
 
-    __slots__ = ("attributes", "lag")
+    __slots__ = ("attributes", "kind", "lag")
 
-    def __init__(self, name: str) -> None:
-        self.attributes = {"facta.relay": name}
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.attributes = {f"facta.{kind}": name}
         self.lag = Lag(self.attributes)
 
     def follow(self) -> Lag:
-        """This relay's :class:`Lag`, reported by the gauges from now on (a running relay
-        follows it; one that only reads its status does not)."""
-        _lags[("relay", self.attributes["facta.relay"])] = self.lag
+        """This worker's :class:`Lag`, reported by the gauges from now on: a running relay
+        or runner follows it; a relay that only reads its status, or a replay, does not."""
+        _lags[(self.kind, self.attributes[f"facta.{self.kind}"])] = self.lag
         if _instrumented:
             _current()  # the gauges exist from now on
         return self.lag
+
+
+class RelayMetrics(_Worker):
+    """What one relay records: its published records and its :class:`Lag`."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str) -> None:
+        super().__init__("relay", name)
 
     def published(self, records: int) -> None:
         """``records`` acknowledged by Kafka (one page)."""
@@ -229,22 +241,13 @@ class RelayMetrics:
             _current().published.add(records, self.attributes)
 
 
-class ProjectionMetrics:
+class ProjectionMetrics(_Worker):
     """What one projection records: events applied, handler time, failures, its :class:`Lag`."""
 
-    __slots__ = ("attributes", "lag")
+    __slots__ = ()
 
     def __init__(self, name: str) -> None:
-        self.attributes = {"facta.projection": name}
-        self.lag = Lag(self.attributes)
-
-    def follow(self) -> Lag:
-        """This projection's :class:`Lag`, reported by the gauges from now on (a runner
-        follows it; a replay does not)."""
-        _lags[("projection", self.attributes["facta.projection"])] = self.lag
-        if _instrumented:
-            _current()  # the gauges exist from now on
-        return self.lag
+        super().__init__("projection", name)
 
     def applied(self, events: int) -> None:
         """``events`` applied by one committed batch."""
@@ -361,5 +364,6 @@ def serve_prometheus(host: str, port: int) -> None:
         raise FactaError(f"cannot serve metrics on {where} (--metrics-port {port}): {exc.strerror or exc}") from None
     provider = SdkMeterProvider(metric_readers=[PrometheusMetricReader()],
                                 resource=Resource.create({"service.name": "facta"}))
-    otel.set_meter_provider(provider)
-    use_meter_provider(provider)
+    otel.set_meter_provider(provider)  # refused (a warning) if the process set one already
+    if otel.get_meter_provider() is not provider or _provider is not None:
+        use_meter_provider(provider)  # else the instruments made already (the API's proxies) record to it

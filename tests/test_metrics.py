@@ -8,12 +8,15 @@ a relay's router collect the metrics, so "behind" is seen at a known point, not 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import Column, Integer, String, insert
@@ -101,8 +104,12 @@ async def test_nothing_is_recorded_when_not_instrumented(store: EventStore, read
 
 
 def test_recording_tells_the_api_stand_in_from_an_sdk() -> None:
-    metrics.use_meter_provider(None)
-    assert not metrics.recording()  # this process never set a global provider: the API's proxy
+    # A fresh process has the API's proxy provider until one is set: not recording.
+    fresh = subprocess.run([sys.executable, "-c", "from facta import metrics; print(metrics.recording())"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    assert fresh.stdout.strip() == "False"
+    metrics.use_meter_provider(NoOpMeterProvider())
+    assert not metrics.recording()
     metrics.use_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     try:
         assert metrics.recording()
