@@ -70,6 +70,7 @@ SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 of microseconds to milliseconds (README, Benchmarks), a batch's handlers up to seconds. The
 SDK's default bounds (0 to 10,000) are made for milliseconds; a view can override these."""
 
+_NOT_RECORDING = (_ProxyMeterProvider, NoOpMeterProvider)
 _instrumented = True
 _provider: MeterProvider | None = None  # None: the global meter provider
 _instruments: _Instruments | None = None
@@ -105,7 +106,7 @@ def recording() -> bool:
     if not _instrumented:
         return False
     provider = _provider if _provider is not None else otel.get_meter_provider()
-    return not isinstance(provider, _ProxyMeterProvider | NoOpMeterProvider)
+    return not isinstance(provider, _NOT_RECORDING)
 
 
 def clock() -> float:
