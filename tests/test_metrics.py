@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from sqlalchemy import Column, Integer, String, insert
 
 from facta import metrics
@@ -60,7 +60,11 @@ def points(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any
                     continue
                 for point in metric.data.data_points:
                     key = tuple(sorted((point.attributes or {}).items()))
-                    found[key] = (point.count, point.sum) if hasattr(point, "count") else point.value
+                    if isinstance(point, HistogramDataPoint):
+                        found[key] = (point.count, point.sum)
+                    else:
+                        assert isinstance(point, NumberDataPoint)
+                        found[key] = point.value
     return found
 
 
@@ -228,3 +232,14 @@ def test_a_lag_keeps_the_highest_head_and_clears_its_age_when_caught_up() -> Non
     assert (lag.events, lag.seconds(1010.0)) == (10, 0.0)
     lag.caught_up(60)
     assert (lag.events, lag.oldest_s, lag.head) == (0, None, 60)
+
+
+def test_the_histograms_count_seconds_in_buckets_from_100_us_to_10_s(reader: InMemoryMetricReader) -> None:
+    metrics.projection("buckets").handled(metrics.clock())
+    data = reader.get_metrics_data()
+    assert data is not None
+    (point,) = [p for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+                if m.name == "facta.projection.handler.duration" for p in m.data.data_points]
+    assert isinstance(point, HistogramDataPoint)
+    assert tuple(point.explicit_bounds) == metrics.SECONDS_BUCKETS == (
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
