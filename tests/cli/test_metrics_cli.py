@@ -180,6 +180,29 @@ def test_the_relay_and_the_runners_serve_their_lag_and_counts_to_prometheus(
         assert "Traceback" not in (tmp_path / log).read_text()
 
 
+def test_a_runner_on_the_store_log_serves_its_lag_moving_to_zero(
+    backend_url: str, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    demo = facta("demo", "--rides", "4", "--seed", "5", "--json", "--no-projections", "--database-url", backend_url)
+    assert demo.returncode == 0, demo.stderr
+    head = json.loads(demo.stdout)["log_head"]
+    port, gate = free_port(), tmp_path / "gate"
+    runner = start("projections", "run", "gated_log", "--batch-size", "7", "--projections",
+                   "tests.cli._gated_projection", "--metrics-port", str(port),
+                   env={"FACTA_DATABASE_URL": backend_url, "FACTA_TEST_GATE": str(gate)}, log=tmp_path / "runner.log")
+    processes.append(runner)
+    gated = {"facta_projection": "gated_log"}
+    # Held in its first batch: every event after checkpoint 0 is behind.
+    until(port, lambda s: metric(s, "facta_projection_lag_events", **gated) == head
+          and (metric(s, "facta_projection_lag_seconds", **gated) or 0) > 0, "the lag while held", runner)
+    gate.touch()
+    done = until(port, lambda s: metric(s, "facta_projection_lag_events", **gated) == 0, "caught up", runner)
+    assert metric(done, "facta_projection_lag_seconds", **gated) == 0
+    assert metric(done, "facta_projection_events_applied_total", **gated) == head
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=60) == 0, (tmp_path / "runner.log").read_text()[-3000:]
+
+
 def test_metrics_options_refuse_a_bad_or_busy_port_and_a_missing_extra(sqlite_url: str) -> None:
     assert facta("db", "upgrade", "--database-url", sqlite_url).returncode == 0
     for command in (["relay", "run", "--once", "--kafka-bootstrap", "127.0.0.1:1"], ["projections", "run",
