@@ -135,6 +135,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, resolve_topic, strtobool
 from sqlalchemy import Connection
 
+from facta import metrics
 from facta.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -323,12 +324,14 @@ class SQLiteWrites:
         track = _bytes.check_tracking(tracking)
         if not items and track is None:
             return []
+        started = metrics.clock()
         done = self.run(_bytes.append_bytes_sqlite, stream_type, items, track)
         if done is None:
             return None
         positions = done[0][0]
         if positions:
             self._store.notify_append()
+        metrics.appended_bytes(stream_type, len(positions), started)
         return positions
 
     def _drop(self, conn: sqlite3.Connection) -> None:

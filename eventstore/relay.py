@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from facta import metrics
 from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
 from facta.errors import RecordRefused, RelayError
 from facta.settings import settings
@@ -75,6 +76,7 @@ from .kafka_codec import (
     decode_id,
     encode,
     encode_rows,
+    utc,
 )
 from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause, stop_quietly
 from .locks import active_lock
@@ -286,6 +288,7 @@ class Relay:
         self._give_up_after: float | None = None
         self._deadline: float | None = None  # with give_up_after: give up unless Kafka answers by then
         self._catching_up = True  # the last page read was full: read the next one's skips beside it
+        self._metrics = metrics.relay(config.name)
 
     # -- status and skips -------------------------------------------------------------------
 
@@ -361,6 +364,8 @@ class Relay:
         try:
             checkpoint = await self._checkpoint()
             after = checkpoint  # the read cursor: ahead of the checkpoint by the pages in flight
+            self._metrics.follow().at(checkpoint, checkpoint, None)
+            await self._lag(checkpoint, after, in_flight, caught_up=False)
             log.info("relay %r publishing from position %d to %s", self.config.name, checkpoint, self.config.bootstrap)
             self._answered()
             while not stop.is_set():
@@ -386,10 +391,11 @@ class Relay:
                     # or stopping before an event.
                     while in_flight and (len(in_flight) >= _MAX_PAGES_IN_FLIGHT or not rows or refused):
                         checkpoint = await self._settle(in_flight[0], checkpoint, stop)
-                        published += len(in_flight.popleft().rows)
+                        published += self._published(in_flight.popleft())
                         self._answered()
                         if on_progress is not None:
                             on_progress(published)
+                    await self._lag(checkpoint, after, in_flight, caught_up=not rows)
                     if refused is not None:
                         raise refused
                     if not rows:
@@ -426,6 +432,7 @@ class Relay:
                                        past_until_s=GIVE_UP_GRACE_S, unwind_s=1.0)
                     producer = None
                     self._give_up_if_late(last_failure, broken)
+                    await self._lag(checkpoint, checkpoint, in_flight, caught_up=False)
                     left = self._remaining()
                     await pause(stop, backoff if left is None else min(backoff, left))
                     backoff = min(backoff * 2, self.config.max_backoff)
@@ -440,7 +447,7 @@ class Relay:
             with contextlib.suppress(_Transient, _Stopping, _Refused):
                 while in_flight:
                     checkpoint = await self._settle(in_flight[0], checkpoint, stop)
-                    published += len(in_flight.popleft().rows)
+                    published += self._published(in_flight.popleft())
             await self._saved()
             return published
         finally:
@@ -455,6 +462,34 @@ class Relay:
             left = STOP_GRACE_S if self._leave_at is None else self._leave_at - asyncio.get_running_loop().time()
             await stop_quietly(producer, max(GIVE_UP_GRACE_S, left), unwind_s=1.0)
             await self._lock.release()
+
+    # -- metrics (facta.metrics: once per page) ---------------------------------------------------
+
+    def _published(self, page: _Page) -> int:
+        """The records of ``page``, acknowledged: counted (``facta.relay.published``)."""
+        self._metrics.published(len(page.rows))
+        return len(page.rows)
+
+    async def _lag(self, checkpoint: int, after: int, in_flight: deque[_Page], caught_up: bool) -> None:
+        """Per page (and per retry while Kafka fails): the lag gauges' figures. Caught up
+        (an empty page read, nothing in flight): 0. Else the events after ``checkpoint`` up
+        to the head, the last position read (``after``), and the oldest of them the first
+        one in flight. While an SDK records, at most every :data:`facta.metrics.HEAD_REFRESH_S`
+        while catching up or with nothing in flight (starting, Kafka down), the head and the
+        first event after the checkpoint are read from the store instead."""
+        if not metrics.instrumented():
+            return
+        lag = self._metrics.lag
+        if caught_up and not in_flight:
+            lag.caught_up(after)
+            return
+        oldest = next((page.rows[0] for page in in_flight if page.rows), None)
+        if (self._catching_up or oldest is None) and lag.head_due():
+            lag.head_read(await self.store.head_position())
+            if oldest is None:
+                first = await self.store.read_log_rows(checkpoint, 1)
+                oldest = first[0] if first else None
+        lag.at(checkpoint, after, None if oldest is None else utc(oldest[9]).timestamp())  # column 9: recorded_at
 
     # -- the Kafka timeout (give_up_after) ------------------------------------------------------
 

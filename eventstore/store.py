@@ -45,7 +45,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import Connection, Select, bindparam, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from facta import migrations
+from facta import metrics, migrations
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 from facta.errors import (
     ConcurrencyError,
@@ -266,6 +266,7 @@ class EventStore:
         """
         if nothing_to_append(appends, snapshots):
             return []
+        started = metrics.clock()
         now = datetime.now(UTC)
         batch = [(a, pending_events(a.events, now)) for a in appends]
         snapshots = check_append(batch, actor, correlation_id, causation_id, snapshots)
@@ -289,6 +290,7 @@ class EventStore:
                 results = await self._appender.append(plan)
                 if self._append_waiters:
                     self._wake()
+                metrics.appended(plan.streams, started)
                 return results
             except Rejected as rejected:
                 # Nothing was written. An identical earlier append explains it (a retry);
@@ -632,6 +634,7 @@ class EventStore:
         track = _bytes.check_tracking(tracking)
         if not items and track is None:
             return []
+        started = metrics.clock()
         if self.database.dialect == "postgresql":
             async with self.database.driver_connection() as conn:
                 positions, _ = await _bytes.append_bytes_postgres(conn, stream_type, items, track)
@@ -639,6 +642,7 @@ class EventStore:
             positions, _ = await self.database.sqlite_write(_bytes.append_bytes_sqlite, stream_type, items, track)
         if self._append_waiters and positions:
             self._wake()
+        metrics.appended_bytes(stream_type, len(positions), started)
         return positions
 
     async def read_byte_stream(

@@ -27,6 +27,7 @@ from typing import NoReturn
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from facta import metrics
 from facta.domain import DomainEvent
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
@@ -109,6 +110,7 @@ class Applier:
         self.skips: set[int] = set()
         self.applied = 0
         self._failed_before = False
+        self.metrics = metrics.projection(self.name)
         # Called after each committed batch with ``moved`` (ProjectionRunner.run's on_progress).
         self.on_progress: Callable[[int], None] | None = None
         self.moved = 0  # how far the checkpoints moved, summed over coordinates
@@ -186,6 +188,7 @@ class Applier:
         self.checkpoints.update(advance)
         self.skips.difference_update(skipped)
         self.applied += len(work)
+        self.metrics.applied(len(work))
         if self.on_progress is not None:
             self.on_progress(self.moved)
 
@@ -209,12 +212,15 @@ class Applier:
         rider = tracking.checkpoint_rider(conn, self.name, self.slot, self.checkpoints, advance)
         moved: int | None = None
         with collector_paused():
+            started = metrics.clock()
             for w in work:
                 if w.handler is not None:
                     try:
                         w.handler(projection, rm, w.event, w.record)
                     except Exception as exc:
                         raise _HandlerFailed(w.index, exc) from exc
+            if work and work[0].handler is not None:  # a process manager's ran before (ProcessApplier)
+                self.metrics.handled(started)
             try:
                 if rider is None:
                     rm.flush()
@@ -233,6 +239,7 @@ class Applier:
             self._failed_before = False
 
     async def _fail(self, batch: Sequence[Delivery], index: int, work: list[_Work], cause: BaseException) -> NoReturn:
+        self.metrics.failed()
         delivery = batch[index]
         record = delivery.record
         message = (
@@ -248,6 +255,7 @@ class Applier:
                 await self.store.database.write(self._commit, before, advance_over(prefix), [])
                 self.checkpoints.update(advance_over(prefix))
                 self.applied += len(before)
+                self.metrics.applied(len(before))
             except (Stale, _HandlerFailed, _FlushFailed, SQLAlchemyError):
                 log.warning("projection %r: could not commit the events before the failing one", self.name)
         if self.slot == LIVE:

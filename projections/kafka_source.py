@@ -60,6 +60,7 @@ from aiokafka.errors import (
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from facta import metrics
 from facta.domain import EventRegistry, default_registry
 from facta.errors import KafkaRecordError, ProjectionError, RetentionGap
 from facta.eventstore import EventStore, RecordedEvent
@@ -332,6 +333,7 @@ class _GroupSession:
         self.epoch = 0  # counts assignments: a fetch begun before the last one is stale
         self.targets: dict[Any, int] = {}  # where the last assignment sought each partition
         self.unassigned_since: float | None = None  # with once: since when it waits for partitions
+        self.lag = applier.metrics.follow()
 
     async def run(self) -> None:
         settings = self.settings
@@ -387,6 +389,7 @@ class _GroupSession:
                     await self._out_of_range(exc)
                 continue
             if not fetched:
+                self._lag({}, applied=True)
                 continue
             async with self.lock:
                 self._raise_failure()
@@ -398,9 +401,32 @@ class _GroupSession:
                         if tp in self.targets:
                             consumer.seek(tp, self.targets[tp])
                     continue
-                committed = await self._apply(fetched)
+                self._lag(fetched, applied=False)
+                try:
+                    committed = await self._apply(fetched)
+                except ProjectionError:
+                    self._lag(fetched, applied=False)  # stopped: behind from its checkpoints
+                    raise
+                self._lag(fetched, applied=True)
             if committed and self.settings.commit_to_kafka:
                 await self._commit_to_kafka(committed)
+
+    def _lag(self, fetched: Mapping[Any, Sequence[Any]], *, applied: bool) -> None:
+        """The lag gauges' figures, before and after a fetch is applied: per assigned
+        partition, Kafka's high watermark (as of the last fetch) less the checkpoint. The
+        oldest record not applied is the first one fetched (before), or taken as recorded
+        no earlier than the last one fetched of a partition (after); a record's timestamp
+        is its event's ``recorded_at``."""
+        if not metrics.instrumented():
+            return
+        consumer, done = self.consumer, self.applier.checkpoints
+        behind = 0
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is not None:
+                behind += max(end - done.get(_coord(tp), self.begins.get(tp, 0)), 0)
+        stamps = [messages[-1 if applied else 0].timestamp for messages in fetched.values() if messages]
+        self.lag.set(behind, min(stamps) / 1000 if stamps else None)
 
     async def _fetch(self) -> Mapping[Any, Sequence[Any]]:
         """The next messages; none if there were none within :data:`_FETCH_WAIT` seconds
@@ -521,6 +547,7 @@ class _GroupSession:
             await self._reload()
             return None
         if walk.failure is not None:
+            applier.metrics.failed()
             if applier.slot == LIVE:
                 with contextlib.suppress(SQLAlchemyError):
                     await applier.store.database.write(tracking.record_error, applier.name, str(walk.failure))
@@ -589,6 +616,7 @@ async def run_kafka(applier: Applier, settings: KafkaSettings, *, batch_size: in
     try:
         await _retrying(what, stop, attempt, settings.give_up_after if once else None)
     except RetentionGap as gap:  # kept for `facta projections list`, like a handler's failure
+        applier.metrics.failed()
         with contextlib.suppress(SQLAlchemyError):
             await applier.store.database.write(tracking.record_error, applier.name, str(gap))
         raise

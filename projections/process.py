@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from facta import metrics
 from facta.domain import Aggregate, DomainEvent
 from facta.domain.events import check_event_class
 from facta.errors import ProjectionError
@@ -262,11 +263,14 @@ class ProcessApplier(Applier):
         return self.projection.reaction_for(event_type) is not None
 
     async def _before_commit(self, batch: Sequence[Delivery], work: list[_Work]) -> None:
+        started = metrics.clock()
         for w in work:
             try:
                 await self.projection.handle(self.store, w.record, w.event)
             except Exception as exc:
                 await self._fail(batch, w.index, work, exc)
+        if work:
+            self.metrics.handled(started)
 
 
 ProcessManager._applier_class = ProcessApplier

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from sqlalchemy import Connection, func, select
 
+from facta import metrics
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore._rows import decode_records
@@ -213,6 +214,31 @@ def count_log(
     return int(row[0]), row[1], row[2]
 
 
+async def _log_lag(store: EventStore, lag: metrics.Lag, after: int, covered: int, records: list[RecordedEvent],
+                   full: bool, *, applied: bool) -> None:
+    """A store-log runner's lag gauges, once per page: read (``applied`` False: the page's
+    first event is the oldest not applied) and applied (a page that was not full leaves it
+    caught up; a full one leaves its last event as the bound on the next one's age). The
+    head is the page's end, or, while catching up, read from the store every
+    :data:`facta.metrics.HEAD_REFRESH_S` while an SDK records."""
+    if not metrics.instrumented():
+        return
+    if applied and not full:
+        lag.caught_up(covered)
+        return
+    if full and lag.head_due():
+        lag.head_read(await store.head_position())
+    oldest = (records[-1] if applied else records[0]).recorded_at.timestamp() if records else None
+    lag.at(after, covered, oldest)
+
+
+def _stopped_lag(lag: metrics.Lag, checkpoint: int, records: list[RecordedEvent]) -> None:
+    """A store-log runner stopped on an event: behind from ``checkpoint`` (just before it)."""
+    if metrics.instrumented():
+        rest = [r for r in records if r.position > checkpoint]
+        lag.at(checkpoint, 0, rest[0].recorded_at.timestamp() if rest else None)
+
+
 class StoreLogSubscription:
     """The store's log as a :class:`Subscription` of ``projection``.
 
@@ -255,9 +281,11 @@ class StoreLogSubscription:
         after = checkpoints.get(LOG, 0)
         pages = LogPages(store, self.projection.event_types(), batch_size)
         target = await store.head_position() if once else None
+        lag = applier.metrics.follow()
         try:
             while not stop.is_set():
                 records, covered = await pages.next(after)
+                await _log_lag(store, lag, after, covered, records, len(records) >= batch_size, applied=False)
                 if covered > after:
                     try:
                         await applier.apply([Delivery(r, LOG, r.position) for r in records], {LOG: covered})
@@ -265,7 +293,11 @@ class StoreLogSubscription:
                         log.info("projection %r: tables swapped or checkpoint moved; reloading", self.projection.name)
                         after = (await applier.open()).get(LOG, 0)
                         continue
+                    except ProjectionError:
+                        _stopped_lag(lag, applier.checkpoints.get(LOG, after), records)
+                        raise
                     after = covered
+                await _log_lag(store, lag, after, covered, records, len(records) >= batch_size, applied=True)
                 if target is not None and after >= target:
                     return
                 if len(records) < batch_size:

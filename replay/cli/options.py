@@ -45,8 +45,8 @@ __all__ = [
     "MAX_PARTITION", "MAX_POSITION", "MAX_SECONDS", "MAX_VERSION", "MODULES", "OFFSET", "PARTITION", "POSITION",
     "POSITION_OR_ZERO", "TEXT", "UTC_TIME", "VERSION", "VERSION_OR_ZERO", "DatabaseURL", "Folder", "KafkaBootstrap",
     "Revision", "Seconds", "Text", "UtcTime", "WholeNumber", "aggregates_option", "database_option",
-    "import_aggregates", "kafka_option", "kafka_settings", "open_store", "projections_option", "require_database",
-    "topic_prefix_option",
+    "import_aggregates", "kafka_option", "kafka_settings", "metrics_options", "open_store", "projections_option",
+    "require_database", "serve_metrics", "topic_prefix_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -314,6 +314,26 @@ def kafka_option(fn: F) -> F:
         type=KafkaBootstrap(),
         help="Kafka bootstrap servers, host:port[,host:port] (IPv6 as [::1]:9092; env: FACTA_KAFKA_BOOTSTRAP).",
     )(fn)
+
+
+def metrics_options(fn: F) -> F:
+    """``--metrics-port`` and ``--metrics-host`` (issue 15): serve facta's metrics in
+    Prometheus text format while the command runs (:func:`serve_metrics`)."""
+    fn = click.option("--metrics-host", default="127.0.0.1", show_default=True, type=Text("metrics host", 255),
+                      help="With --metrics-port: the address to serve on (0.0.0.0: every interface).")(fn)
+    return click.option("--metrics-port", default=None, type=WholeNumber(1, 65_535, "metrics port"),
+                        help="Serve metrics in Prometheus text format at http://HOST:PORT/metrics "
+                             "(needs pip install 'facta[telemetry]').")(fn)
+
+
+def serve_metrics(host: str, port: int | None) -> None:
+    """With a ``--metrics-port``: serve the metrics there (:func:`facta.metrics.serve_prometheus`,
+    which imports OpenTelemetry's SDK only then). Raises its one-line
+    :class:`~facta.errors.FactaError` for a missing extra or a port it cannot serve."""
+    if port is not None:
+        from facta.metrics import serve_prometheus
+
+        serve_prometheus(host, port)
 
 
 def require_database(database_url: str) -> None:

@@ -34,8 +34,10 @@ from .options import (
     from_settings,
     kafka_option,
     kafka_settings,
+    metrics_options,
     open_store,
     projections_option,
+    serve_metrics,
     topic_prefix_option,
 )
 from .output import coords_json, coords_text, echo_json, iso, plural, printable, quoted, shown, table
@@ -122,11 +124,12 @@ async def projections_list(database_url: str, kafka_bootstrap: str | None, topic
                    "frozen) before its partitions go to the others; brokers accept 6 to 1800 by default.")
 @click.option("--group-prefix", **from_settings("group_prefix"), type=TEXT["group_prefix"],
               help="With Kafka: each projection consumes in the consumer group <prefix><name>.")
+@metrics_options
 @async_command
 async def projections_run(names: tuple[str, ...], database_url: str, kafka_bootstrap: str | None, topic_prefix: str,
                           projection_modules: str | None, once: bool, batch_size: int, as_json: bool,
                           verbose: bool, kafka_timeout: float, kafka_session_timeout: float,
-                          group_prefix: str) -> None:
+                          group_prefix: str, metrics_port: int | None, metrics_host: str) -> None:
     """Keep the named projections up to date, side by side, from the store log or Kafka.
 
     Runs until SIGINT or SIGTERM (finishing the batch in flight, then exit 0), or with
@@ -142,11 +145,13 @@ async def projections_run(names: tuple[str, ...], database_url: str, kafka_boots
       facta projections run account_balances ride_board --once
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta projections run billing
       facta projections run billing --kafka-bootstrap 127.0.0.1:9092 --kafka-session-timeout 30 --group-prefix staging.
+      facta projections run account_balances ride_board --metrics-port 9465
     """
     classes = load_catalog(projection_modules).resolve(names)
     kafka = kafka_settings(kafka_bootstrap, topic_prefix, kafka_timeout, group_prefix=group_prefix,
                            session_timeout_ms=round(kafka_session_timeout * 1000))
     quiet_logging(verbose or not once)
+    serve_metrics(metrics_host, metrics_port)
     freeze_heap()
     stop = stop_on_signals()
     async with await open_store(database_url) as store:

@@ -20,7 +20,9 @@ from .options import (
     database_option,
     from_settings,
     kafka_option,
+    metrics_options,
     open_store,
+    serve_metrics,
     topic_prefix_callback,
 )
 from .output import echo_json, iso, plural, quoted, shown
@@ -77,10 +79,12 @@ def login_name() -> str | None:
                    "it fails and the relay publishes again from its checkpoint.")
 @click.option("-v", "--verbose", is_flag=True, help="With --once: log progress and retries too.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was published as JSON when it ends.")
+@metrics_options
 @async_command
 async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, name: str, topic_prefix: str,
                     partitions: int, replication_factor: int | None, batch_size: int, no_idempotence: bool,
-                    kafka_timeout: float, kafka_request_timeout: float, verbose: bool, as_json: bool) -> None:
+                    kafka_timeout: float, kafka_request_timeout: float, verbose: bool, as_json: bool,
+                    metrics_port: int | None, metrics_host: str) -> None:
     """Publish every stored event to Kafka, from the relay's checkpoint on.
 
     Runs until SIGINT or SIGTERM (finishing the page in flight), or with --once until
@@ -93,6 +97,7 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
     Examples:
       facta relay run --kafka-bootstrap 127.0.0.1:9092
       FACTA_KAFKA_BOOTSTRAP=127.0.0.1:9092 facta relay run --once
+      facta relay run --kafka-bootstrap 127.0.0.1:9092 --metrics-port 9464
     """
     config = _relay_config(kafka_bootstrap, name=name, topic_prefix=topic_prefix, partitions=partitions,
                            replication_factor=replication_factor, batch_size=batch_size,
@@ -100,6 +105,7 @@ async def relay_run(database_url: str, kafka_bootstrap: str | None, once: bool, 
                            request_timeout_ms=round(kafka_request_timeout * 1000))
     # A long-running relay logs what it does and waits for; --once stays quiet unless asked.
     quiet_logging(verbose or not once)
+    serve_metrics(metrics_host, metrics_port)
     stop = stop_on_signals()
     async with await open_store(database_url) as store:
         # --once: progress on stderr, out of the log's head less the relay's checkpoint
