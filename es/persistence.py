@@ -135,6 +135,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, resolve_topic, strtobool
 from sqlalchemy import Connection
 
+from facta import tracing
 from facta.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -323,7 +324,7 @@ class SQLiteWrites:
         track = _bytes.check_tracking(tracking)
         if not items and track is None:
             return []
-        done = self.run(_bytes.append_bytes_sqlite, stream_type, items, track)
+        done = self.run(_bytes.append_bytes_sqlite, stream_type, items, track, tracing.trace_fields())
         if done is None:
             return None
         positions = done[0][0]
