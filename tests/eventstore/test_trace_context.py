@@ -190,13 +190,15 @@ def test_context_of_reads_back_what_trace_fields_wrote_and_ignores_garbage() -> 
         0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, "a=1")
 
 
-def test_importing_the_store_does_not_load_opentelemetry() -> None:
-    """facta imports ``opentelemetry.trace`` only when someone else did (28 ms otherwise)."""
+def test_importing_the_store_does_not_load_opentelemetry_trace() -> None:
+    """facta imports ``opentelemetry.trace`` only when someone else did (28 ms otherwise),
+    and the SDK never."""
     import subprocess
 
     done = subprocess.run(
         [sys.executable, "-c", "import sys, facta.eventstore, facta.tracing; facta.tracing.tracer();"
-                               " print(any(m.startswith('opentelemetry') for m in sys.modules))"],
+                               " print(any(m.split('.')[:2] in (['opentelemetry', 'trace'], ['opentelemetry', 'sdk'])"
+                               " for m in sys.modules))"],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
