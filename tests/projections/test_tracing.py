@@ -16,7 +16,9 @@ spans carry it as the records' ``traceparent`` header, the runners read it back)
 
 against real Apache Kafka (tests/kafka_fixtures.py), on SQLite and PostgreSQL, with the
 OpenTelemetry SDK's in-memory exporter (the ``spans`` fixture). Then a replay of
-ride_board links its batch to the stored context: it survives a rebuild.
+ride_board links its batch to the stored context: it survives a rebuild. On Kafka the
+ride's records carry the stored context as their ``traceparent`` header. Without an SDK
+the same ride stores no context and the relay sends no such header.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from facta.projections import ProjectionRunner, RunnerConfig
 from facta.projections.kafka_source import KafkaSettings
 from facta.projections.reference import Billing, BillingProcess, RideBoard
 from facta.projections.replay import ReplayFrom, replay
+from tests.projections.test_source_contract import consume_all
 
 TARIFF = Tariff(currency="EUR", base=250, per_km=120, per_minute=30, minimum=700)
 RIDE = "ride-7f1c"
@@ -176,6 +179,11 @@ async def test_a_rides_trace_runs_from_the_command_to_the_read_models(
         # The Kafka source read the stored context back from the records' headers.
         assert board.attributes["messaging.destination.partition.id"] == partition
         expected_under_save.add(send.context.span_id)
+        # On Kafka, each of the ride's records carries the stored context as its header.
+        on_kafka = await consume_all(source.broker.bootstrap, [f"{source.prefix}.ride"],
+                                     len([r for r in await store.read_log() if r.stream_id == RIDE]))
+        last_two = sorted(on_kafka, key=lambda m: int(dict(m.headers)["position"]))[-2:]
+        assert [dict(m.headers).get("traceparent") for m in last_two] == [_fields(save).encode()] * 2
     assert {s.context.span_id for s in under_save} == expected_under_save
 
     trip_ended = stored[-1]
@@ -208,3 +216,23 @@ async def test_a_rides_trace_runs_from_the_command_to_the_read_models(
     linked = {link.context.span_id for s in rebuilt for link in s.links}
     assert save.context.span_id in linked
     assert {s.attributes["facta.slot"] for s in rebuilt} != {"live"}
+
+
+async def test_without_an_sdk_the_ride_records_no_context_anywhere(source: Source, store: EventStore) -> None:
+    """No SDK (no ``spans`` fixture): the same ride, relayed and billed, stores no trace
+    context, and the relay sends no ``traceparent`` header."""
+    assert tracing.tracer() is None
+    repo, ride = await _ride_until_the_trip(store)
+    ride.end_trip(TARIFF, duration_s=900)
+    await repo.save(ride, actor=DRIVER, correlation_id=RIDE)
+    await source.relay(store)
+    await source.run(store, RideBoard)
+    assert await source.run(store, BillingProcess) == 1
+    await source.relay(store)
+    log = await store.read_log()
+    assert [r.event_type for r in log][-2:] == ["account.transferred_out", "account.transferred_in"]
+    assert {(r.traceparent, r.tracestate) for r in log} == {(None, None)}
+    if source.kind == "kafka":
+        records = await consume_all(source.broker.bootstrap, [f"{source.prefix}.ride", f"{source.prefix}.account"],
+                                    len(log))
+        assert not [m for m in records if {"traceparent", "tracestate"} & {name for name, _ in m.headers}]
