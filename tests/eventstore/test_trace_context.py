@@ -247,3 +247,43 @@ async def test_a_store_upgraded_from_0012_keeps_its_events_and_records_contexts(
         assert [(r.position, r.traceparent) for r in await store.read_log()] == [(1, None), (2, None), (3, None)]
         await store.append("acct-new", "account", [Opened(owner="new")], expected_version=0)
         assert (await store.read_log(3))[0].stream_id == "acct-new"
+
+
+def _traceparent(trace_id: int, span_id: int) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
+
+
+def test_a_batch_of_one_context_is_its_child_and_of_several_a_new_trace_linked_to_each(spans: Any) -> None:
+    chosen = tracing.tracer()
+    assert chosen is not None
+    one = [(_traceparent(7, 1), None)] * 3
+    span = tracing.producer_span(chosen, "facta.ride", 2, [b"ride-1"] * 3, one)
+    tracing.end_producer_span(span, 41, None)
+    several = [(_traceparent(7, 1), None), (_traceparent(8, 2), "a=1"), (_traceparent(7, 1), None), (None, None)]
+    other = tracing.producer_span(chosen, "facta.ride", 0, [b"ride-1", b"ride-2", b"ride-1", b"ride-3"], several)
+    tracing.end_producer_span(other, None, None)  # abandoned: no offset
+    first, second = spans.get_finished_spans()
+    assert (first.parent.trace_id, first.parent.span_id, first.context.trace_id) == (7, 1, 7)
+    assert [(link.context.trace_id, link.context.span_id) for link in first.links] == [(7, 1)]
+    assert dict(first.attributes) == {
+        "messaging.system": "kafka", "messaging.operation.type": "send", "messaging.operation.name": "send",
+        "messaging.destination.name": "facta.ride", "messaging.destination.partition.id": "2",
+        "messaging.batch.message_count": 3, "messaging.kafka.message.key": "ride-1", "messaging.kafka.offset": 41,
+    }
+    assert second.parent is None and second.context.trace_id not in (7, 8)
+    assert [(link.context.trace_id, link.context.span_id, link.context.trace_state.to_header())
+            for link in second.links] == [(7, 1, ""), (8, 2, "a=1")]
+    assert "messaging.kafka.message.key" not in second.attributes  # several keys
+    assert "messaging.kafka.offset" not in second.attributes
+
+
+def test_a_refused_batch_ends_its_span_as_an_error_and_links_are_bounded(spans: Any) -> None:
+    chosen = tracing.tracer()
+    assert chosen is not None
+    many = [(_traceparent(9, n), None) for n in range(1, tracing.MAX_LINKS + 50)]
+    span = tracing.producer_span(chosen, "facta.ride", 0, [b"k"] * len(many), many)
+    tracing.end_producer_span(span, None, ValueError("record too large"))
+    (done,) = spans.get_finished_spans()
+    assert len(done.links) == tracing.MAX_LINKS
+    assert done.status.status_code.name == "ERROR" and done.attributes["error.type"] == "ValueError"
+    assert [e.name for e in done.events] == ["exception"]
