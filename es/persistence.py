@@ -135,7 +135,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, resolve_topic, strtobool
 from sqlalchemy import Connection
 
-from facta import metrics
+from facta import metrics, tracing
 from facta.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -325,7 +325,7 @@ class SQLiteWrites:
         if not items and track is None:
             return []
         started = metrics.clock()
-        done = self.run(_bytes.append_bytes_sqlite, stream_type, items, track)
+        done = self.run(_bytes.append_bytes_sqlite, stream_type, items, track, tracing.trace_fields())
         if done is None:
             return None
         positions = done[0][0]

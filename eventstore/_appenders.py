@@ -71,6 +71,9 @@ class AppendPlan:
     correlation_id: str | None
     causation_id: str | None
     snapshots: Sequence[Snapshot]
+    # The W3C trace context every event of the append records (facta.tracing.trace_fields).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def results(self, starts: Sequence[int], positions: dict[uuid.UUID, int], recorded_at: datetime) -> list[AppendResult]:
         return [
@@ -98,7 +101,7 @@ class AppendPlan:
 # -- PostgreSQL ------------------------------------------------------------------------------
 #
 # One autocommit call of facta_append() (created by migration 0001, replaced by 0004, 0007
-# and 0008) does the whole append. It takes one lock per stream in ascending key order (so
+# 0008, 0010 and 0013) does the whole append. It takes one lock per stream in ascending key order (so
 # appends sharing streams queue in one global order and never deadlock), stamps one
 # recorded_at for the whole append, reads each stream's head (the newest entry of the
 # (stream_id, version) index: O(log n)), and only if every expected version and stream
@@ -111,7 +114,7 @@ class AppendPlan:
 # function runs with plan_cache_mode = force_generic_plan: PostgreSQL otherwise re-plans
 # the statement for every call, which cost more than executing it.
 
-_POSTGRES_APPEND = "SELECT * FROM facta_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+_POSTGRES_APPEND = "SELECT * FROM facta_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
 
 
 def _postgres_args(plan: AppendPlan) -> list[Any]:
@@ -145,6 +148,8 @@ def _postgres_args(plan: AppendPlan) -> list[Any]:
         [s.stream_type for s in snaps],
         [s.state for s in snaps],
         [s.state_schema for s in snaps],
+        plan.traceparent,
+        plan.tracestate,
     ]
 
 
@@ -186,8 +191,8 @@ async def append_postgres(connection: Any, plan: AppendPlan) -> list[AppendResul
 _SQLITE_HEAD = "SELECT version, stream_type, event_hash FROM facta_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 _SQLITE_INSERT = (
     "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
-    " payload, occurred_at, recorded_at, actor, correlation_id, causation_id, event_hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " payload, occurred_at, recorded_at, actor, correlation_id, causation_id, event_hash, traceparent, tracestate)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQLITE_SNAPSHOT = (
     "INSERT OR IGNORE INTO facta_snapshots (stream_id, version, stream_type, state, state_schema, recorded_at,"
@@ -227,6 +232,7 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
 
     chain = Chainer()
     actor, correlation_id, causation_id = plan.actor, plan.correlation_id, plan.causation_id
+    traceparent, tracestate = plan.traceparent, plan.tracestate
     rows = []
     for stream, pending, encoded, start in zip(plan.streams, plan.pending, plan.payloads, starts, strict=True):
         sid = stream.stream_id
@@ -239,6 +245,7 @@ def append_sqlite(connection: sqlite3.Connection, plan: AppendPlan) -> list[Appe
                 event_id.hex, sid, stream.stream_type, n, event.event_type, event.schema_version, payload, at,
                 recorded, actor, correlation_id, causation_id,
                 chain.next(base, sid, event_id.bytes, n, event.event_type, event.schema_version, us, payload, None),
+                traceparent, tracestate,
             ))
     try:
         last: int | None

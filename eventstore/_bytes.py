@@ -183,7 +183,7 @@ def _tracking_behind(name: str, position: int, stored: int) -> RecordConflict:
 
 # -- appends: PostgreSQL -----------------------------------------------------------------------
 
-_PG_APPEND_BYTES = "SELECT * FROM facta_append_bytes($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_PG_APPEND_BYTES = "SELECT * FROM facta_append_bytes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _PG_TAKEN = (
     "SELECT e.stream_id, e.version FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS c(stream_id, version, k)"
     " JOIN facta_events e ON e.stream_id = c.stream_id AND e.version = c.version ORDER BY c.k LIMIT 1"
@@ -191,10 +191,12 @@ _PG_TAKEN = (
 
 
 async def append_bytes_postgres(
-    connection: Any, stream_type: str, events: Sequence[ByteEvent], tracking: tuple[str, int] | None
+    connection: Any, stream_type: str, events: Sequence[ByteEvent], tracking: tuple[str, int] | None,
+    context: tuple[str | None, str | None] = (None, None),
 ) -> tuple[list[int], datetime]:
     """One autocommit ``facta_append_bytes()`` call on an asyncpg connection: the
-    positions in the order given and the recorded time, or an error with nothing written."""
+    positions in the order given and the recorded time, or an error with nothing written.
+    ``context``: the ``(traceparent, tracestate)`` every event records (revision 0013)."""
     from asyncpg.exceptions import UniqueViolationError
 
     stream_ids = [e.stream_id for e in events]
@@ -204,7 +206,7 @@ async def append_bytes_postgres(
     try:
         row = await connection.fetchrow(
             _PG_APPEND_BYTES, stream_type, stream_ids, versions, [uuid.uuid4() for _ in events],
-            [e.event_type for e in events], [payload_text(b) for b in blobs], blobs, name, position,
+            [e.event_type for e in events], [payload_text(b) for b in blobs], blobs, name, position, *context,
         )
     except UniqueViolationError:
         found = await connection.fetchrow(_PG_TAKEN, stream_ids, versions)
@@ -227,7 +229,8 @@ _SQLITE_TYPE_OF = (
 )
 _SQLITE_INSERT_BYTES = (
     "INSERT INTO facta_events (event_id, stream_id, stream_type, version, event_type, schema_version,"
-    " payload, occurred_at, recorded_at, payload_bytes, event_hash) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
+    " payload, occurred_at, recorded_at, payload_bytes, event_hash, traceparent, tracestate)"
+    " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQLITE_TRACK = (
     "INSERT INTO facta_tracking (name, position, updated_at) VALUES (?, ?, ?)"
@@ -239,10 +242,12 @@ _SQLITE_HAS_VERSION = "SELECT event_id FROM facta_events WHERE stream_id = ? AND
 
 
 def append_bytes_sqlite(
-    connection: sqlite3.Connection, stream_type: str, events: Sequence[ByteEvent], tracking: tuple[str, int] | None
+    connection: sqlite3.Connection, stream_type: str, events: Sequence[ByteEvent], tracking: tuple[str, int] | None,
+    context: tuple[str | None, str | None] = (None, None),
 ) -> tuple[list[int], datetime]:
     """The byte append inside the caller's ``BEGIN IMMEDIATE`` (the writer thread's own
-    connection): the same steps as ``facta_append_bytes()``; raising rolls it all back."""
+    connection): the same steps as ``facta_append_bytes()``; raising rolls it all back.
+    ``context``: the ``(traceparent, tracestate)`` every event records (revision 0013)."""
     chain = Chainer()
     bases = {}
     for stream_id in dict.fromkeys(e.stream_id for e in events):
@@ -265,6 +270,7 @@ def append_bytes_sqlite(
         rows.append((
             event_id.hex(), e.stream_id, stream_type, e.version, e.event_type, text, recorded, recorded, e.payload,
             chain.next(bases[e.stream_id], e.stream_id, event_id, e.version, e.event_type, 1, us, text, e.payload),
+            *context,
         ))
     try:
         if len(rows) == 1:

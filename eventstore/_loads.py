@@ -211,7 +211,8 @@ WITH s AS MATERIALIZED (
 SELECT * FROM (
   SELECT NULL::bigint AS position, NULL::uuid AS event_id, stream_id, stream_type, version,
     state_schema AS event_type, NULL::integer AS schema_version, state AS payload, NULL::timestamptz AS occurred_at,
-    recorded_at, NULL::varchar AS actor, NULL::varchar AS correlation_id, NULL::varchar AS causation_id FROM s
+    recorded_at, NULL::varchar AS actor, NULL::varchar AS correlation_id, NULL::varchar AS causation_id,
+    NULL::varchar AS traceparent, NULL::varchar AS tracestate FROM s
   UNION ALL
   SELECT {', '.join(LOG_COLUMNS).replace('payload', 'payload::text')} FROM facta_events
   WHERE stream_id = $1 AND version <= $2 AND version >= coalesce((SELECT version FROM s WHERE state_schema = $3), 1)

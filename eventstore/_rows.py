@@ -26,7 +26,7 @@ from .schema import events
 
 __all__ = ["LOG_COLUMNS", "decode_records", "records_from_rows", "stored_time"]
 
-# The columns of facta_events in table order: RecordedEvent's fields up to causation_id.
+# The columns of facta_events in table order: RecordedEvent's fields up to tracestate.
 # payload_bytes (revision 0009, byte events only) is not one of them: a log read takes the
 # payload column (JSON text, or the placeholder of bytes that are not JSON, see
 # facta.eventstore._bytes); only the byte reads select the exact bytes.
@@ -48,7 +48,7 @@ def records_from_rows(rows: Iterable[Sequence[Any]], registry: EventRegistry = d
             to_uuid, time = _uuid_from_hex, _utc_text
             return [
                 RecordedEvent(row[0], to_uuid(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], time(row[8]),
-                              time(row[9]), row[10], row[11], row[12], registry)
+                              time(row[9]), row[10], row[11], row[12], row[13], row[14], registry)
                 for row in rows
             ]
         # Rows come in RecordedEvent's field order; mypy cannot count them.

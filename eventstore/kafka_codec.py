@@ -61,7 +61,7 @@ REQUIRED_HEADERS = (
     "event-type", "schema-version", "event-id", "stream-id", "stream-type", "stream-version", "position",
     "occurred-at", "recorded-at",
 )
-OPTIONAL_HEADERS = ("actor", "correlation-id", "causation-id")
+OPTIONAL_HEADERS = ("actor", "correlation-id", "causation-id", "traceparent", "tracestate")
 
 # A page's memo of encoded times: an append's events share their times.
 TimeMemo = dict[Any, tuple[bytes, int]]
@@ -132,7 +132,7 @@ def encode(record: RecordedEvent, times: TimeMemo | None = None) -> KafkaRecord:
     epoch ms)); an append's events share them."""
     row = (record.position, record.event_id, record.stream_id, record.stream_type, record.version,
            record.event_type, record.schema_version, record.payload, record.occurred_at, record.recorded_at,
-           record.actor, record.correlation_id, record.causation_id)
+           record.actor, record.correlation_id, record.causation_id, record.traceparent, record.tracestate)
     return KafkaRecord(*encode_rows((row,), {} if times is None else times)[0])
 
 
@@ -192,7 +192,7 @@ def _encode_rows(rows: Iterable[Sequence[Any]], times: TimeMemo) -> list[tuple[b
     recorded_headers: dict[Any, tuple[tuple[str, bytes], int]] = {}
     encoded = []
     for (position, event_id, stream_id, stream_type, version, event_type, schema_version, payload,
-         occurred_at, recorded_at, actor, correlation_id, causation_id) in rows:
+         occurred_at, recorded_at, actor, correlation_id, causation_id, traceparent, tracestate) in rows:
         stream = keys.get(stream_id)
         if stream is None:
             key = stream_id.encode()
@@ -227,6 +227,10 @@ def _encode_rows(rows: Iterable[Sequence[Any]], times: TimeMemo) -> list[tuple[b
             headers.append(("correlation-id", correlation_id.encode()))
         if causation_id is not None:
             headers.append(("causation-id", causation_id.encode()))
+        if traceparent is not None:  # the W3C propagation format's own header names
+            headers.append(("traceparent", traceparent.encode()))
+            if tracestate is not None:
+                headers.append(("tracestate", tracestate.encode()))
         encoded.append((stream[0], payload.encode(), headers, recorded[1]))
     return encoded
 
@@ -279,7 +283,8 @@ def decode(message: Any, registry: EventRegistry = default_registry) -> Recorded
                 int(h["position"]), decode_id(h["event-id"]), h["stream-id"], h["stream-type"],
                 int(h["stream-version"]), h["event-type"], int(h["schema-version"]), bytes(message.value).decode(),
                 _utc_text(h["occurred-at"]), _utc_text(h["recorded-at"]),
-                h.get("actor"), h.get("correlation-id"), h.get("causation-id"), registry,
+                h.get("actor"), h.get("correlation-id"), h.get("causation-id"), h.get("traceparent"),
+                h.get("tracestate"), registry,
             )
     except Exception:  # the careful path below names the problem
         pass
@@ -331,5 +336,7 @@ def _decode_carefully(message: Any, registry: EventRegistry) -> RecordedEvent:
         actor=headers.get("actor"),
         correlation_id=headers.get("correlation-id"),
         causation_id=headers.get("causation-id"),
+        traceparent=headers.get("traceparent"),
+        tracestate=headers.get("tracestate"),
         registry=registry,
     )

@@ -19,7 +19,9 @@ class RecordedEvent:
     the fields marked ``PersonalData`` opened by the store's reads (their plaintext, or
     ``"[erased]"`` once the subject is forgotten; see
     :mod:`facta.eventstore.personal_data`); ``event`` decodes it (upcasting older
-    versions) on first access."""
+    versions) on first access. ``traceparent`` / ``tracestate``: the W3C trace context of
+    the append that stored it (:mod:`facta.tracing`; None when it had none), which the
+    relay sends as Kafka headers and the runners' spans link to."""
 
     position: int
     event_id: uuid.UUID
@@ -34,6 +36,8 @@ class RecordedEvent:
     actor: str | None
     correlation_id: str | None
     causation_id: str | None
+    traceparent: str | None = None
+    tracestate: str | None = None
     registry: EventRegistry = field(default=default_registry, repr=False)
     _decoded: DomainEvent | None = field(default=None, repr=False)
 

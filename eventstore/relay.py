@@ -61,7 +61,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from facta import metrics
+from facta import metrics, tracing
 from facta.domain.names import KAFKA_TOPIC_MAX_LENGTH, kafka_topic_problem
 from facta.errors import RecordRefused, RelayError
 from facta.settings import settings
@@ -599,8 +599,9 @@ class Relay:
             if not future.done():
                 await self._acknowledged(future, stop)
             try:
-                future.result()
+                sent = future.result()
             except KafkaError as exc:
+                tracing.end_producer_span(page.spans.pop(future, None), None, exc)
                 failure = self._failure(page.rows[page.firsts[index]], exc)
                 if isinstance(failure, _Refused):
                     before = failure.row[0] - 1
@@ -612,6 +613,8 @@ class Relay:
                         )
                         failure.checkpoint = before
                 raise failure from None
+            if page.spans:
+                tracing.end_producer_span(page.spans.pop(future, None), getattr(sent, "offset", None), None)
         # Save in the background, strictly in order: the previous save has ended first. The
         # save checks the lock first (a round trip on PostgreSQL), off the send's path too.
         await self._saved()
@@ -821,7 +824,11 @@ class Relay:
         wanted = set(topics)
         partitions = await self._partitions(producer, wanted)
         partitioner = DefaultPartitioner()  # the producer's own, so keys land where they always did
-        # (topic, partition) -> [open batch, index of its first row, records in it]
+        # With an SDK recording, a PRODUCER span per batch sent (facta.tracing.producer_span),
+        # ended by _settle with the batch's offset: the rows each batch carries are noted.
+        chosen = tracing.tracer()
+        spans = page.spans
+        # (topic, partition) -> [open batch, index of its first row, records in it, rows in it when traced]
         open_batches: dict[tuple[str, int], list[Any]] = {}
         sent: list[tuple[int, asyncio.Future[Any]]] = []  # (index of the first row carried, future)
         refused: tuple[int, _Refused] | None = None
@@ -831,7 +838,7 @@ class Relay:
 
         async def flush(where: tuple[str, int]) -> None:
             nonlocal last
-            batch, first, count = open_batches.pop(where)
+            batch, first, count, traced = open_batches.pop(where)
             batch.close()
             last = None
             if count:
@@ -839,6 +846,8 @@ class Relay:
                     sent.append((first, await self._bounded(producer.send_batch(batch, where[0], partition=where[1]))))
                 except KafkaError as exc:
                     raise self._failure(rows[first], exc) from None
+                if chosen is not None:
+                    spans[sent[-1][1]] = self._producer_span(chosen, where, encoded, rows, traced)
 
         try:
             encoded = encode_rows(rows, {})
@@ -848,6 +857,8 @@ class Relay:
                     same = last[2]  # the same stream's batch: its partition is known
                     if same[0].append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is not None:
                         same[2] += 1
+                        if chosen is not None:
+                            same[3].append(index)
                         continue
                 ordered, by_key = partitions[topic]
                 partition = by_key.get(key)
@@ -871,22 +882,26 @@ class Relay:
                         refused = (index, failure)  # the records before it still go out
                         break
                     sent.append((index, future))
+                    if chosen is not None:
+                        spans[future] = self._producer_span(chosen, where, encoded, rows, [index])
                     continue
                 entry = open_batches.get(where)
                 if entry is None:
-                    entry = open_batches[where] = [producer.create_batch(), index, 0]
+                    entry = open_batches[where] = [producer.create_batch(), index, 0, []]
                 if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
                     await flush(where)  # full: queue it and start the next one
-                    entry = open_batches[where] = [producer.create_batch(), index, 0]
+                    entry = open_batches[where] = [producer.create_batch(), index, 0, []]
                     if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
                         raise RelayError(f"relay {self.config.name!r}: event at position {rows[index][0]} does not"
                                          " fit in an empty batch")
                 entry[2] += 1
+                if chosen is not None:
+                    entry[3].append(index)
                 last = (key, topic, entry)
             for where in list(open_batches):
                 await flush(where)
         except BaseException:
-            _abandon([_Page(rows, [future for _, future in sent], page.last)])
+            _abandon([_Page(rows, [future for _, future in sent], page.last, spans=spans)])
             raise
         if refused is not None:
             page.cut(*refused)
@@ -894,6 +909,13 @@ class Relay:
         page.futures = [future for _, future in sent]
         page.firsts = [first for first, _ in sent]
         return page
+
+    @staticmethod
+    def _producer_span(chosen: Any, where: tuple[str, int], encoded: Sequence[Any], rows: Sequence[Sequence[Any]],
+                       traced: Sequence[int]) -> Any:
+        """The PRODUCER span of a batch sent to ``where`` carrying the rows ``traced``."""
+        return tracing.producer_span(chosen, where[0], where[1], [encoded[i][0] for i in traced],
+                                     [(rows[i][13], rows[i][14]) for i in traced])
 
     def _failure(self, row: Sequence[Any], exc: BaseException) -> Exception:
         if is_transient(exc):
@@ -946,6 +968,7 @@ class _Page:
     topics: list[str] = field(default_factory=list)  # per row, its topic
     skipped: list[int] = field(default_factory=list)  # skipped positions at or before ``last``
     refused: _Refused | None = None
+    spans: dict[asyncio.Future[Any], Any] = field(default_factory=dict)  # per future, its PRODUCER span (traced)
 
     def cut(self, index: int, refused: _Refused) -> None:
         """Stop the page before its row ``index``, which cannot be published."""
@@ -969,6 +992,9 @@ def _abandon(pages: Iterable[_Page]) -> None:
                 future.cancel()
             elif not future.cancelled():
                 future.exception()
+        for span in page.spans.values():
+            tracing.end_producer_span(span, None, None)
+        page.spans.clear()
     if isinstance(pages, deque):
         pages.clear()
 

@@ -129,6 +129,11 @@ events = Table(
     # previous event (facta.eventstore.integrity); NULL for events stored before 0010
     # until `facta audit seal` fills it in. Not one of the log's columns either.
     Column("event_hash", LargeBinary()),
+    # Revision 0013: the W3C trace context of the append that stored the event (one per
+    # append call, facta.tracing), NULL when it had none. Operational telemetry, not
+    # history: not covered by the hash chain. Log columns, last (RecordedEvent's fields).
+    Column("traceparent", String(55)),
+    Column("tracestate", String(512)),
 )
 
 snapshots = Table(

@@ -45,7 +45,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import Connection, Select, bindparam, func, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from facta import metrics, migrations
+from facta import metrics, migrations, tracing
 from facta.domain import DomainEvent, EventRegistry, EventRegistryError, PendingEvent, default_registry
 from facta.errors import (
     ConcurrencyError,
@@ -273,15 +273,28 @@ class EventStore:
         _validate(batch)
         plain = [[encode_event(p.event) for p in pending] for _, pending in batch]
         payloads, keys = await self._shredder.seal(batch, plain)
-        plan = AppendPlan(
-            streams=[a for a, _ in batch],
-            pending=[pending for _, pending in batch],
-            payloads=payloads,
-            actor=actor,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            snapshots=snapshots,
-        )
+        # One database span per append call (facta.tracing: none without an SDK); its
+        # context, or the current one, is the trace context every event records.
+        with tracing.db_span(tracing.tracer(), "append", self.database.dialect,
+                             sum(len(pending) for _, pending in batch)) as span:
+            traceparent, tracestate = tracing.trace_fields(span)
+            plan = AppendPlan(
+                streams=[a for a, _ in batch],
+                pending=[pending for _, pending in batch],
+                payloads=payloads,
+                actor=actor,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                snapshots=snapshots,
+                traceparent=traceparent,
+                tracestate=tracestate,
+            )
+            return await self._run_append(batch, plan, keys, plain, started)
+
+    async def _run_append(self, batch: list[tuple[StreamAppend, list[PendingEvent]]], plan: AppendPlan, keys: Any,
+                          plain: Sequence[Sequence[str]], started: float) -> list[AppendResult]:
+        """Run ``plan``: its results, the original results of an identical earlier append
+        (a retry), or the conflict error; lost races are tried again (with a pause)."""
         deadline = time.monotonic() + _LOST_RACE_BUDGET
         attempts = 0
         while True:
@@ -495,7 +508,13 @@ class EventStore:
         check_limit("limit", limit)
         check_texts("event_types", event_types)
         check_texts("stream_types", stream_types)
-        return await self._records(await self._reader.read(after, limit, event_types, stream_types))
+        chosen = tracing.tracer()
+        if chosen is None:
+            return await self._records(await self._reader.read(after, limit, event_types, stream_types))
+        with tracing.db_span(chosen, "read_log", self.database.dialect, 0) as span:
+            rows = await self._reader.read(after, limit, event_types, stream_types)
+            tracing.set_batch_size(span, len(rows))
+        return await self._records(rows)
 
     async def read_log_window(
         self, after: int = 0, limit: int = 1000, *, event_types: Sequence[str] | None = None
@@ -506,7 +525,13 @@ class EventStore:
         check_position("after", after)
         check_limit("limit", limit)
         check_texts("event_types", event_types)
-        rows, covered = await self._reader.window(after, limit, event_types)
+        chosen = tracing.tracer()
+        if chosen is None:
+            rows, covered = await self._reader.window(after, limit, event_types)
+        else:
+            with tracing.db_span(chosen, "read_log", self.database.dialect, 0) as span:
+                rows, covered = await self._reader.window(after, limit, event_types)
+                tracing.set_batch_size(span, len(rows))
         return await self._records(rows), covered
 
     async def first_position_at(self, when: datetime) -> int:
@@ -544,7 +569,13 @@ class EventStore:
         the times are aware datetimes."""
         check_position("after", after)
         check_limit("limit", limit)
-        return await self._reader.rows(after, limit)
+        chosen = tracing.tracer()
+        if chosen is None:
+            return await self._reader.rows(after, limit)
+        with tracing.db_span(chosen, "read_log", self.database.dialect, 0) as span:
+            rows = await self._reader.rows(after, limit)
+            tracing.set_batch_size(span, len(rows))
+            return rows
 
     async def iter_log(
         self,
@@ -635,11 +666,14 @@ class EventStore:
         if not items and track is None:
             return []
         started = metrics.clock()
-        if self.database.dialect == "postgresql":
-            async with self.database.driver_connection() as conn:
-                positions, _ = await _bytes.append_bytes_postgres(conn, stream_type, items, track)
-        else:
-            positions, _ = await self.database.sqlite_write(_bytes.append_bytes_sqlite, stream_type, items, track)
+        with tracing.db_span(tracing.tracer(), "append_bytes", self.database.dialect, len(items)) as span:
+            context = tracing.trace_fields(span)
+            if self.database.dialect == "postgresql":
+                async with self.database.driver_connection() as conn:
+                    positions, _ = await _bytes.append_bytes_postgres(conn, stream_type, items, track, context)
+            else:
+                positions, _ = await self.database.sqlite_write(_bytes.append_bytes_sqlite, stream_type, items, track,
+                                                                context)
         if self._append_waiters and positions:
             self._wake()
         metrics.appended_bytes(stream_type, len(positions), started)

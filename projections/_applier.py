@@ -27,7 +27,7 @@ from typing import NoReturn
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from facta import metrics
+from facta import metrics, tracing
 from facta.domain import DomainEvent
 from facta.errors import ProjectionError
 from facta.eventstore import EventStore, RecordedEvent
@@ -134,7 +134,31 @@ class Applier:
     async def apply(self, batch: Sequence[Delivery], advance: Mapping[Coord, int] | None = None) -> None:
         """Apply ``batch`` and move the checkpoints to ``advance`` (default: just past the
         batch). Raises :class:`Stale` if this runner's view is out of date (reload), and
-        :class:`ProjectionError` if a handler failed."""
+        :class:`ProjectionError` if a handler failed.
+
+        With an OpenTelemetry SDK recording (:func:`facta.tracing.tracer`), a batch is one
+        CONSUMER span ``process <destination>`` (the topic, or ``facta_events`` for the
+        store log), the child of its events' stored trace context when they share one,
+        else linked to each (:func:`facta.tracing.consumer_span`)."""
+        chosen = tracing.tracer()
+        if chosen is None or not batch:
+            return await self._apply(batch, advance)
+        with tracing.consumer_span(
+            chosen, self.source, _destination(batch), len(batch),
+            [(d.record.traceparent, d.record.tracestate) for d in batch], self._span_attributes(batch),
+        ):
+            await self._apply(batch, advance)
+
+    def _span_attributes(self, batch: Sequence[Delivery]) -> dict[str, object]:
+        attributes: dict[str, object] = {"facta.projection": self.name, "facta.slot": self.slot}
+        partitions = {d.coord for d in batch}
+        if batch[0].offset is not None and len(partitions) == 1:
+            attributes["messaging.destination.partition.id"] = str(batch[0].coord[1])
+        if len(batch) == 1:
+            attributes["messaging.message.id"] = str(batch[0].record.event_id)
+        return attributes
+
+    async def _apply(self, batch: Sequence[Delivery], advance: Mapping[Coord, int] | None) -> None:
         done = self.checkpoints
         # A delivery at or behind its checkpoint was applied already (a redelivery, a
         # batch handed over twice): it changes nothing, and no checkpoint moves back.
@@ -281,6 +305,15 @@ def _moved(batch: Sequence[Delivery], done: Mapping[Coord, int], advance: Mappin
             old = min(firsts) if firsts else value
         moved += max(value - old, 0)
     return moved
+
+
+def _destination(batch: Sequence[Delivery]) -> str:
+    """What a batch's span names: its Kafka topic (``kafka`` when it spans several), or
+    ``facta_events`` for the store log."""
+    if batch[0].offset is None:
+        return "facta_events"
+    topics = {d.coord[0] for d in batch}
+    return str(batch[0].coord[0]) if len(topics) == 1 else "kafka"
 
 
 def applier_for(store: EventStore, projection: type[Projection], *, source: str) -> Applier:

@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from facta import metrics
+from facta import metrics, tracing
 from facta.domain import Aggregate, DomainEvent
 from facta.domain.events import check_event_class
 from facta.errors import ProjectionError
@@ -61,7 +61,7 @@ from facta.eventstore import (
     Repository,
 )
 
-from ._applier import Applier, Delivery, _Work
+from ._applier import Applier, Delivery, _destination, _Work
 from .api import Projection
 
 __all__ = ["ProcessContext", "ProcessManager", "reacts_to"]
@@ -264,9 +264,26 @@ class ProcessApplier(Applier):
 
     async def _before_commit(self, batch: Sequence[Delivery], work: list[_Work]) -> None:
         started = metrics.clock()
+        chosen = tracing.tracer()
         for w in work:
             try:
-                await self.projection.handle(self.store, w.record, w.event)
+                if chosen is None:
+                    await self.projection.handle(self.store, w.record, w.event)
+                    continue
+                # With an SDK recording: a CONSUMER span per event handled, so that the
+                # handler's saves carry the event's trace on: the child of the batch's span
+                # when that is in the event's trace already, else of the event's stored
+                # context, linked to the batch's span.
+                record, batch_span = w.record, tracing.current_span_context()
+                stored = tracing.context_of(record.traceparent, record.tracestate)
+                nested = stored is None or (batch_span is not None and batch_span.trace_id == stored.trace_id)
+                with tracing.consumer_span(
+                    chosen, self.source, _destination([batch[w.index]]), 1,
+                    [] if nested else [(record.traceparent, record.tracestate)],
+                    {"facta.projection": self.name, "messaging.message.id": str(record.event_id),
+                     "facta.event_type": record.event_type}, link=None if nested else batch_span,
+                ):
+                    await self.projection.handle(self.store, record, w.event)
             except Exception as exc:
                 await self._fail(batch, w.index, work, exc)
         if work:

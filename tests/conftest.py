@@ -19,7 +19,7 @@ from facta import migrations
 from facta.eventstore.store import EventStore
 
 # The Kafka fixtures (kafka_broker, managed_kafka_broker, kafka_cluster, ...), defined once.
-pytest_plugins = ["tests.kafka_fixtures"]
+pytest_plugins = ["tests.kafka_fixtures", "tests.tracing_fixtures"]
 
 POSTGRES_ADMIN = os.environ.get("FACTA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 

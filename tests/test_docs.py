@@ -54,8 +54,15 @@ def test_the_ride_example_bills_once_and_replays(tmp_path: Path) -> None:
         assert moves.fetchone() == (2,), "billing charged once, and the replay charged nothing"
 
 
-def test_the_testing_example_is_a_passing_test_module(tmp_path: Path) -> None:
+def test_the_traces_example_records_the_apps_trace_in_the_event(tmp_path: Path) -> None:
+    """Operating facta, Traces: the SDK's spans, and the event's stored context."""
     block = PYTHON_BLOCKS[2]
+    assert "trace.set_tracer_provider(provider)" in block
+    assert run_block(block, tmp_path).splitlines() == ["True", "['append facta_events', 'open account']"]
+
+
+def test_the_testing_example_is_a_passing_test_module(tmp_path: Path) -> None:
+    block = PYTHON_BLOCKS[3]
     assert block.startswith("# test_cart.py; your conftest.py has: pytest_plugins = [\"facta.testing\"]")
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["facta.testing"]\n')
     (tmp_path / "test_cart.py").write_text(block)
@@ -69,7 +76,7 @@ def test_the_testing_example_is_a_passing_test_module(tmp_path: Path) -> None:
 
 
 def test_the_byte_events_example_prints_what_its_comments_say(tmp_path: Path) -> None:
-    block = PYTHON_BLOCKS[3]
+    block = PYTHON_BLOCKS[4]
     assert "BlockingEventStore.open" in block
     lines = run_block(block, tmp_path).splitlines()
     assert lines[0] == "[b'{\"owner\": \"ann\"}', b'\\x00\\xff']"
@@ -81,9 +88,9 @@ EXAMPLE_FILES = ["bankaccounts.py", "bank_day.py", "bank_read_model.py"]
 
 
 def test_the_eventsourcing_example_shows_its_files_as_they_are() -> None:
-    """Blocks 4-6 are the files of examples/eventsourcing_bank/, which
+    """Blocks 5-7 are the files of examples/eventsourcing_bank/, which
     tests/eventsourcing_example/test_bank_example.py runs end to end."""
-    for block, name in zip(PYTHON_BLOCKS[4:7], EXAMPLE_FILES, strict=True):
+    for block, name in zip(PYTHON_BLOCKS[5:8], EXAMPLE_FILES, strict=True):
         header = f"# examples/eventsourcing_bank/{name}\n"
         assert block.startswith(header), block[:80]
         assert block.removeprefix(header) == (ROOT / "examples" / "eventsourcing_bank" / name).read_text(), name
@@ -91,4 +98,4 @@ def test_the_eventsourcing_example_shows_its_files_as_they_are() -> None:
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_every_python_block_is_covered(index: int) -> None:
-    assert index < 4 + len(EXAMPLE_FILES), "a new README example needs a test above"
+    assert index < 5 + len(EXAMPLE_FILES), "a new README example needs a test above"

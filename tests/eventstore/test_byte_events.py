@@ -383,7 +383,7 @@ def test_events_table_lists_payload_bytes_but_log_reads_do_not() -> None:
     from facta.eventstore._rows import LOG_COLUMNS
 
     assert "payload_bytes" in events_table.c and "payload_bytes" not in LOG_COLUMNS
-    assert LOG_COLUMNS[-1] == "causation_id"
+    assert LOG_COLUMNS[-3:] == ("causation_id", "traceparent", "tracestate")  # revision 0013
 
 
 async def test_each_append_gets_one_contiguous_range_under_concurrent_writers(migrated_url: str) -> None:

@@ -46,7 +46,7 @@ from facta.eventstore.relay import kafka_record
 from facta.eventstore.validation import INT32, INT64, TEXT_LIMITS
 
 FIELDS = ("position", "event_id", "stream_id", "stream_type", "version", "event_type", "schema_version", "payload",
-          "occurred_at", "recorded_at", "actor", "correlation_id", "causation_id")
+          "occurred_at", "recorded_at", "actor", "correlation_id", "causation_id", "traceparent", "tracestate")
 
 
 @dataclass
@@ -110,7 +110,7 @@ def test_one_records_bytes_are_pinned() -> None:
 def test_the_raw_rows_of_both_dialects_encode_to_the_pinned_bytes() -> None:
     e = PINNED_EVENT
     common = (e.stream_id, e.stream_type, e.version, e.event_type, e.schema_version, e.payload)
-    meta = (e.actor, e.correlation_id, e.causation_id)
+    meta = (e.actor, e.correlation_id, e.causation_id, e.traceparent, e.tracestate)
     # SQLite's driver rows: the event id as 32 hex digits, the times as naive UTC text.
     sqlite_row = (e.position, e.event_id.hex, *common, "2026-11-22 11:00:00.123456", "2026-11-22 11:00:01.000000",
                   *meta)
@@ -142,8 +142,15 @@ times = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 3
                      timezones=st.just(UTC))
 optional = {name: st.none() | text(TEXT_LIMITS[name], min_size=0)
             for name in ("actor", "correlation id", "causation id")}
+# A W3C trace context (revision 0013): a traceparent, with or without a tracestate (the
+# relay sends a tracestate only beside a traceparent, as the store records them).
+traceparents = st.builds(lambda t, s, f: f"00-{t:032x}-{s:016x}-{f:02x}", st.integers(1, 2**128 - 1),
+                         st.integers(1, 2**64 - 1), st.integers(0, 255))
+contexts = st.one_of(st.just((None, None)), st.tuples(traceparents, st.none() | st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=512)))
 events = st.builds(
-    RecordedEvent,
+    lambda context, **kw: RecordedEvent(**kw, traceparent=context[0], tracestate=context[1]),
+    context=contexts,
     position=st.integers(1, INT64[1]),
     event_id=st.uuids(),
     stream_id=text(TEXT_LIMITS["stream id"]),
@@ -179,7 +186,8 @@ def test_encode_then_decode_gives_back_the_same_event(record: RecordedEvent) -> 
     assert encoded.key == record.stream_id.encode() and encoded.value == record.payload.encode()
     assert encoded.timestamp_ms == int(record.recorded_at.timestamp() * 1000)
     assert [name for name, _ in encoded.headers] == [*REQUIRED_HEADERS] + [
-        name for name, value in zip(OPTIONAL_HEADERS, (record.actor, record.correlation_id, record.causation_id),
+        name for name, value in zip(OPTIONAL_HEADERS, (record.actor, record.correlation_id, record.causation_id,
+                                                       record.traceparent, record.tracestate),
                                     strict=True) if value is not None]
     assert peek(message(encoded)) == (record.event_type, record.position)
     # The careful path (taken when a header repeats) decodes the same event.

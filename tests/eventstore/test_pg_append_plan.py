@@ -151,19 +151,20 @@ async def test_a_first_append_to_a_new_stream_in_a_long_log_reads_no_rows(pg_sto
     assert await one_event(pg_store, "new") == 0
 
 
-# A head read of the shape issue 12 found: two aggregates read every row of the stream.
+# A head read of the shape issue 12 found: two aggregates read every row of the stream
+# (the head's hash left out: only the rows read are counted).
 _GOOD_HEAD = (
-    "SELECT e.version, e.stream_type INTO head_version, head_type\n"
+    "SELECT e.version, e.stream_type, e.event_hash INTO head_version, head_type, head_hash\n"
     "        FROM facta_events e WHERE e.stream_id = stream_ids[1] ORDER BY e.version DESC LIMIT 1;"
 )
 _BAD_HEAD = (
-    "SELECT max(e.version), min(e.stream_type) INTO head_version, head_type\n"
+    "SELECT max(e.version), min(e.stream_type), NULL::bytea INTO head_version, head_type, head_hash\n"
     "        FROM facta_events e WHERE e.stream_id = stream_ids[1];"
 )
 
 
 async def test_the_count_catches_a_head_read_that_walks_the_stream(pg_store: EventStore) -> None:
-    function = importlib.import_module("facta.migrations.versions.0008_contiguous_positions")._FACTA_APPEND
+    function = importlib.import_module("facta.migrations.versions.0013_trace_context")._FACTA_APPEND
     assert _GOOD_HEAD in function, "facta_append's head read changed: update this test's copy of it"
     async with pg_store.database.driver_connection() as conn:
         await conn.execute(function.replace(_GOOD_HEAD, _BAD_HEAD))
@@ -187,6 +188,10 @@ async def test_each_downgrade_puts_back_the_function_before_it(pg_store: EventSt
             return None if body is None else str(body)
 
     chains, positions = revision("0010_hash_chains"), revision("0008_contiguous_positions")
+    traced = revision("0013_trace_context")
+    assert await stored_body() == _body(traced._FACTA_APPEND)
+    assert await stored_body("facta_append_bytes") == _body(traced._FACTA_APPEND_BYTES)
+    await migrations.downgrade(pg_store.database, "0012")
     assert await stored_body() == _body(chains._FACTA_APPEND)
     assert await stored_body("facta_append_bytes") == _body(chains._FACTA_APPEND_BYTES)
     await migrations.downgrade(pg_store.database, "0009")
@@ -202,6 +207,6 @@ async def test_each_downgrade_puts_back_the_function_before_it(pg_store: EventSt
     await migrations.downgrade(pg_store.database, revisions[revisions.index("0007") - 1])
     assert await stored_body() == _body(revision("0004_append_integrity")._FACTA_APPEND)
     await migrations.upgrade(pg_store.database)
-    assert await stored_body() == _body(chains._FACTA_APPEND)
+    assert await stored_body() == _body(traced._FACTA_APPEND)
     assert await stored_body("facta_take_positions") == _body(newest._TAKE_POSITIONS)
     assert (await pg_store.append("after", "ticker", ticks(2), expected_version=0)).last_version == 2

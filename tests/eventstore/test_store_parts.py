@@ -38,19 +38,20 @@ async def _append(store: EventStore, stream: str, count: int, *, actor: str | No
 def test_log_columns_are_the_records_fields_in_order() -> None:
     assert LOG_COLUMNS == (
         "position", "event_id", "stream_id", "stream_type", "version", "event_type", "schema_version", "payload",
-        "occurred_at", "recorded_at", "actor", "correlation_id", "causation_id",
+        "occurred_at", "recorded_at", "actor", "correlation_id", "causation_id", "traceparent", "tracestate",
     )
 
 
 def test_a_sqlite_driver_row_gets_a_uuid_and_aware_utc_times() -> None:
     event_id = uuid.UUID("0123456789abcdef0123456789abcdef")
     row = (7, event_id.hex, "s-1", "marker", 2, "test.parts.marked", 1, '{"n":3}',
-           "2026-11-22 11:00:00.123456", "2026-11-22 11:00:01.000001", None, "c-1", None)
+           "2026-11-22 11:00:00.123456", "2026-11-22 11:00:01.000001", None, "c-1", None,
+           "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None)
     (record,) = records_from_rows([row])
     assert fields(record) == (
         7, event_id, "s-1", "marker", 2, "test.parts.marked", 1, '{"n":3}',
         datetime(2026, 11, 22, 11, 0, 0, 123456, tzinfo=UTC), datetime(2026, 11, 22, 11, 0, 1, 1, tzinfo=UTC),
-        None, "c-1", None,
+        None, "c-1", None, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None,
     )
     assert type(record.event_id) is uuid.UUID and record.occurred_at.tzinfo is UTC
     assert record.event == Marked(n=3)
