@@ -328,3 +328,19 @@ def test_status_of_a_store_where_nothing_ran(sqlite_url: str) -> None:
     # Not a terminal: each reading printed after the other.
     assert first.startswith("store head: position 0 (at ")
     assert second == "no relay or projection has run on this store\n"
+
+
+def test_status_interval_0_prints_one_reading_and_exits(city: str) -> None:
+    """``--interval 0`` is one reading (no rates) with or without --json: it used to be
+    turned into a refresh every 0.1 s, forever."""
+    ok(facta("projections", "run", "account_balances", "--once", "--database-url", city))
+    head = asyncio.run(_head(city))
+    try:
+        once = subprocess.run([*_command(), "status", "--interval", "0", "--database-url", city], env=_env(),
+                              capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired as still_running:
+        pytest.fail(f"`facta status --interval 0` did not exit: {str(still_running.stdout)[-300:]}")
+    assert once.returncode == 0 and once.stderr == "", once.stderr
+    assert once.stdout.count("store head: position") == 1
+    assert once.stdout.startswith(f"store head: position {head} (at ")
+    assert re.search(rf"projection\s+account_balances\s+log\s+position {head}\s+0\s+0\s+-\s", once.stdout), once.stdout
