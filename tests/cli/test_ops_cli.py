@@ -294,8 +294,10 @@ def test_status_live_view_refreshes_and_exits_0_on_sigint(city: str) -> None:
     screen = b""
     deadline = time.monotonic() + 120
     try:
-        # Two refreshes drawn (the second has a rate), then Ctrl-C.
-        while screen.count(b"store head: position") < 2 and time.monotonic() < deadline:
+        # Two refreshes drawn (the second has a rate: its whole row read, not just its
+        # head line, which arrives first), then Ctrl-C.
+        second = re.compile(rf"projection\s+account_balances\s+log\s+position {head}\s+0\s+0\s+0\s".encode())
+        while not second.search(screen) and time.monotonic() < deadline:
             ready, _, _ = select.select([leader], [], [], 0.5)
             if ready:
                 screen += os.read(leader, 65536)
