@@ -528,10 +528,11 @@ class EventStore:
         chosen = tracing.tracer()
         if chosen is None:
             rows, covered = await self._reader.window(after, limit, event_types)
-        else:
-            with tracing.db_span(chosen, "read_log", self.database.dialect, 0) as span:
-                rows, covered = await self._reader.window(after, limit, event_types)
-                tracing.set_batch_size(span, len(rows))
+        else:  # a poll: a span only when it read or passed over events (tracing.poll_span)
+            started = time.time_ns()
+            rows, covered = await self._reader.window(after, limit, event_types)
+            if rows or covered > after:
+                tracing.poll_span(chosen, "read_log", self.database.dialect, started, len(rows))
         return await self._records(rows), covered
 
     async def first_position_at(self, when: datetime) -> int:
@@ -572,10 +573,11 @@ class EventStore:
         chosen = tracing.tracer()
         if chosen is None:
             return await self._reader.rows(after, limit)
-        with tracing.db_span(chosen, "read_log", self.database.dialect, 0) as span:
-            rows = await self._reader.rows(after, limit)
-            tracing.set_batch_size(span, len(rows))
-            return rows
+        started = time.time_ns()  # a poll: a span only when it read events (tracing.poll_span)
+        rows = await self._reader.rows(after, limit)
+        if rows:
+            tracing.poll_span(chosen, "read_log", self.database.dialect, started, len(rows))
+        return rows
 
     async def iter_log(
         self,

@@ -29,7 +29,8 @@ spans, messaging spans; https://opentelemetry.io/docs/specs/semconv/):
 - appends and log reads: CLIENT ``<operation> facta_events`` with ``db.system.name``
   (``sqlite`` | ``postgresql``), ``db.operation.name`` (``append``, ``append_bytes``,
   ``read_log``), ``db.collection.name`` and, for two or more events,
-  ``db.operation.batch.size`` (the conventions: never 1);
+  ``db.operation.batch.size`` (the conventions: never 1); the relay's and runners' polls
+  only when they read events (:func:`poll_span`);
 - the relay: PRODUCER ``send <topic>`` per Kafka batch sent (:func:`producer_span`);
 - the runners: CONSUMER ``process <source>`` per projection batch, and per event a process
   manager handles (:func:`consumer_span`), linked to (or the child of) the events' stored
@@ -211,6 +212,23 @@ def db_span(chosen: Tracer | None, operation: str, dialect: str, batch_size: int
     if batch_size >= 2:
         attributes["db.operation.batch.size"] = batch_size
     return chosen.start_as_current_span(f"{operation} facta_events", kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def poll_span(chosen: Tracer, operation: str, dialect: str, started_ns: int, batch_size: int) -> None:
+    """A finished CLIENT span ``<operation> facta_events`` (as :func:`db_span`) from
+    ``started_ns`` (``time.time_ns()`` before the read) to now, for a poll of the log that
+    found work: the relay's and the store-log runners' reads, which poll an idle store
+    several times a second and so record no span for a poll that read nothing (else an
+    idle process would send a new trace per poll, forever; OpenTelemetry's own Kafka
+    consumer instrumentations likewise record no span for an empty poll)."""
+    from opentelemetry.trace import SpanKind
+
+    attributes: dict[str, Any] = {"db.system.name": dialect, "db.operation.name": operation,
+                                  "db.collection.name": "facta_events"}
+    if batch_size >= 2:
+        attributes["db.operation.batch.size"] = batch_size
+    chosen.start_span(f"{operation} facta_events", kind=SpanKind.CLIENT, attributes=attributes,
+                      start_time=started_ns).end()
 
 
 def set_batch_size(span: Span | None, batch_size: int) -> None:

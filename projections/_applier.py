@@ -102,6 +102,10 @@ class Applier:
         self.name = projection.name
         self.source = source
         self.slot = slot
+        # The Kafka consumer group the batches come through (set by the Kafka source's
+        # group session; None for the store log and a replay's group-less consumer): the
+        # CONSUMER spans' ``messaging.consumer.group.name`` (the messaging conventions).
+        self.consumer_group: str | None = None
         self.generation: int | None = None
         self.checkpoints: dict[Coord, int] = {}
         # Per Kafka partition: the store position up to which its events are applied (read
@@ -151,6 +155,8 @@ class Applier:
 
     def _span_attributes(self, batch: Sequence[Delivery]) -> dict[str, object]:
         attributes: dict[str, object] = {"facta.projection": self.name, "facta.slot": self.slot}
+        if self.consumer_group is not None:
+            attributes["messaging.consumer.group.name"] = self.consumer_group
         partitions = {d.coord for d in batch}
         if batch[0].offset is not None and len(partitions) == 1:
             attributes["messaging.destination.partition.id"] = str(batch[0].coord[1])

@@ -316,6 +316,7 @@ class _GroupSession:
         self.settings = settings
         self.topics = settings.topics(projection)
         self.group = settings.group(projection)
+        applier.consumer_group = self.group  # its spans name the group
         self.types = frozenset(projection.event_types())
         self.batch_size = batch_size
         self.once = once

@@ -281,7 +281,9 @@ class ProcessApplier(Applier):
                     chosen, self.source, _destination([batch[w.index]]), 1,
                     [] if nested else [(record.traceparent, record.tracestate)],
                     {"facta.projection": self.name, "messaging.message.id": str(record.event_id),
-                     "facta.event_type": record.event_type}, link=None if nested else batch_span,
+                     "facta.event_type": record.event_type,
+                     **({} if self.consumer_group is None else {"messaging.consumer.group.name": self.consumer_group})},
+                    link=None if nested else batch_span,
                 ):
                     await self.projection.handle(self.store, record, w.event)
             except Exception as exc:

@@ -35,6 +35,8 @@ NOT_AT_IMPORT = {
     "facta.migrations.versions": "alembic loads the revision scripts",
     "facta.eventstore.relay": "a public module, imported by who relays",
     "facta.projections": "the layer above",
+    "opentelemetry.trace": "the application's tracing: facta looks for it in sys.modules (README, Traces)",
+    "opentelemetry.sdk": "the application's, or --metrics-port",
 }
 #: What opening, appending to and reading a migrated SQLite store must not load either.
 NOT_ON_SQLITE_USE = sorted(set(NOT_AT_IMPORT) - {"pydantic_settings"})

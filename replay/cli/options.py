@@ -174,6 +174,21 @@ class Text(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic 
         return text
 
 
+class MetricsHost(Text):
+    """``--metrics-host``: a host name or address, an IPv6 one bare (``::1``) or in the
+    brackets of URLs and of ``--kafka-bootstrap`` (``[::1]``, RFC 3986's IP-literal),
+    given to the HTTP server bare."""
+
+    def __init__(self) -> None:
+        super().__init__("metrics host", 255)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        if text.startswith("[") and text.endswith("]") and ":" in text:
+            text = text[1:-1]
+        return text
+
+
 class DatabaseURL(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in newer click
     """A database URL facta can use: not empty, a supported dialect and driver, ports 1 to
     65535, only the query options :func:`~facta.eventstore.database.resolve_url` accepts,
@@ -319,8 +334,9 @@ def kafka_option(fn: F) -> F:
 def metrics_options(fn: F) -> F:
     """``--metrics-port`` and ``--metrics-host`` (issue 15): serve facta's metrics in
     Prometheus text format while the command runs (:func:`serve_metrics`)."""
-    fn = click.option("--metrics-host", default="127.0.0.1", show_default=True, type=Text("metrics host", 255),
-                      help="With --metrics-port: the address to serve on (0.0.0.0: every interface).")(fn)
+    fn = click.option("--metrics-host", default="127.0.0.1", show_default=True, type=MetricsHost(),
+                      help="With --metrics-port: the address to serve on (0.0.0.0: every interface; "
+                           "IPv6 as ::1 or [::1]).")(fn)
     return click.option("--metrics-port", default=None, type=WholeNumber(1, 65_535, "metrics port"),
                         help="Serve metrics in Prometheus text format at http://HOST:PORT/metrics "
                              "(needs pip install 'facta[telemetry]').")(fn)

@@ -74,7 +74,7 @@ def status_lines(status: StoreStatus, rate: dict[Key, float]) -> list[str]:
 @database_option
 @click.option("--interval", "interval_s", default=2.0, show_default=True, type=Seconds(0.0, 3600.0),
               metavar="SECONDS", help="Seconds between refreshes; with --json, between the two readings a rate is "
-                                      "measured over (0: one reading, no rates).")
+                                      "measured over (0: print one reading, no rates, and exit).")
 @click.option("--json", "as_json", is_flag=True, help="Print one reading as JSON and exit.")
 @async_command
 async def status_command(database_url: str, interval_s: float, as_json: bool) -> None:
@@ -103,7 +103,10 @@ async def status_command(database_url: str, interval_s: float, as_json: bool) ->
             now = (time.monotonic(), await store_status(store))
             echo_json(status_json(now[1], rates(before, now), interval_s), indent=2)
             return
-        await _live(store, max(interval_s, 0.1))
+        if interval_s == 0:  # one reading, as with --json: no view to refresh, no rates
+            click.echo("\n".join(status_lines(await store_status(store), {})))
+            return
+        await _live(store, interval_s)
 
 
 async def _live(store: Any, interval_s: float) -> None:

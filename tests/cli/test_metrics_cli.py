@@ -239,3 +239,24 @@ def test_without_metrics_port_no_sdk_is_imported(sqlite_url: str) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr
+
+
+def test_metrics_host_takes_an_ipv6_address_bare_or_in_brackets(sqlite_url: str) -> None:
+    """``--metrics-host [::1]`` (the bracketed form ``--kafka-bootstrap`` documents) serves
+    on ::1 like ``::1``: a runner serves there, and a taken port is named ``[::1]:PORT``."""
+    try:
+        taken = socket.socket(socket.AF_INET6)
+        taken.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    assert facta("db", "upgrade", "--database-url", sqlite_url).returncode == 0
+    with taken:
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for host in ("::1", "[::1]"):
+            one_line_error(facta("projections", "run", "account_balances", "--once", "--database-url", sqlite_url,
+                                 "--metrics-port", port, "--metrics-host", host),
+                           f"cannot serve metrics on [::1]:{port}", f"--metrics-port {port}")
+    served = facta("projections", "run", "account_balances", "--once", "--database-url", sqlite_url,
+                   "--metrics-port", str(free_port()), "--metrics-host", "[::1]")
+    assert served.returncode == 0, served.stderr

@@ -294,8 +294,10 @@ def test_status_live_view_refreshes_and_exits_0_on_sigint(city: str) -> None:
     screen = b""
     deadline = time.monotonic() + 120
     try:
-        # Two refreshes drawn (the second has a rate), then Ctrl-C.
-        while screen.count(b"store head: position") < 2 and time.monotonic() < deadline:
+        # Two refreshes drawn (the second has a rate: its whole row read, not just its
+        # head line, which arrives first), then Ctrl-C.
+        second = re.compile(rf"projection\s+account_balances\s+log\s+position {head}\s+0\s+0\s+0\s".encode())
+        while not second.search(screen) and time.monotonic() < deadline:
             ready, _, _ = select.select([leader], [], [], 0.5)
             if ready:
                 screen += os.read(leader, 65536)
@@ -328,3 +330,19 @@ def test_status_of_a_store_where_nothing_ran(sqlite_url: str) -> None:
     # Not a terminal: each reading printed after the other.
     assert first.startswith("store head: position 0 (at ")
     assert second == "no relay or projection has run on this store\n"
+
+
+def test_status_interval_0_prints_one_reading_and_exits(city: str) -> None:
+    """``--interval 0`` is one reading (no rates) with or without --json: it used to be
+    turned into a refresh every 0.1 s, forever."""
+    ok(facta("projections", "run", "account_balances", "--once", "--database-url", city))
+    head = asyncio.run(_head(city))
+    try:
+        once = subprocess.run([*_command(), "status", "--interval", "0", "--database-url", city], env=_env(),
+                              capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired as still_running:
+        pytest.fail(f"`facta status --interval 0` did not exit: {str(still_running.stdout)[-300:]}")
+    assert once.returncode == 0 and once.stderr == "", once.stderr
+    assert once.stdout.count("store head: position") == 1
+    assert once.stdout.startswith(f"store head: position {head} (at ")
+    assert re.search(rf"projection\s+account_balances\s+log\s+position {head}\s+0\s+0\s+-\s", once.stdout), once.stdout

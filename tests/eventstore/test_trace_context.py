@@ -140,6 +140,21 @@ async def test_log_reads_are_database_client_spans(store: EventStore, spans: Any
                and s.attributes["db.system.name"] == store.database.dialect for s in reads)
     # The batch size is the rows read, from 2 on (the conventions: never 1).
     assert [s.attributes.get("db.operation.batch.size") for s in reads] == [2, None, 2]
+    # The polls (the relay's read_log_rows, the runners' read_log_window) of a store with
+    # nothing new record no span: an idle relay or runner would otherwise start a trace
+    # per poll, several a second, forever. A read_log the application asks for still does.
+    spans.clear()
+    head = await store.head_position()
+    assert await store.read_log_rows(head, 10) == []
+    assert await store.read_log_window(head) == ([], head)
+    assert spans.get_finished_spans() == ()
+    assert await store.read_log(head) == []
+    assert [s.name for s in spans.get_finished_spans()] == ["read_log facta_events"]
+    # A window that passed over events of other types read something: it has its span.
+    spans.clear()
+    assert await store.read_log_window(0, event_types=["nothing.of.this.type"]) == ([], head)
+    (passed,) = spans.get_finished_spans()
+    assert passed.kind is SpanKind.CLIENT and passed.start_time < passed.end_time
 
 
 async def test_instrument_false_records_no_span_and_no_context(store: EventStore, spans: Any) -> None:

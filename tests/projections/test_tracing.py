@@ -162,6 +162,10 @@ async def test_a_rides_trace_runs_from_the_command_to_the_read_models(
         assert span.attributes["messaging.operation.type"] == "process"
         assert span.attributes["messaging.destination.name"] == source.destination("ride")
         assert [link.context.span_id for link in span.links] == [save.context.span_id]
+        # Kafka: the consumer group the batch came through (messaging.consumer.group.name,
+        # the messaging conventions' consumer attribute); the store log has no group.
+        group = f"g-{source.prefix}{span.attributes['facta.projection']}" if kafka else None
+        assert span.attributes.get("messaging.consumer.group.name") == group
     expected_under_save = {board.context.span_id, billing_batch.context.span_id}
     if kafka:
         send = _one(under_save, name=f"send {source.prefix}.ride")
@@ -192,6 +196,8 @@ async def test_a_rides_trace_runs_from_the_command_to_the_read_models(
     assert handling.attributes["messaging.message.id"] == str(trip_ended.event_id)
     assert handling.attributes["facta.event_type"] == "ride.trip_ended"
     assert handling.attributes["facta.projection"] == BillingProcess.name
+    assert handling.attributes.get("messaging.consumer.group.name") == (
+        f"g-{source.prefix}{BillingProcess.name}" if kafka else None)
     charge = _one(children(handling), name="append facta_events")
     assert charge.kind is SpanKind.CLIENT and charge.attributes["db.operation.batch.size"] == 2
     charges = [r for r in await store.read_log() if r.stream_type == "account"][-2:]
