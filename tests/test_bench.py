@@ -63,7 +63,6 @@ def test_relay_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 left open: the reference Account marks its owner as personal data, so the raw and eventsourcing contenders, which read facta_events' payloads directly, build the read model with the ciphertext while facta opens it: the read models differ and the bench refuses the run")
 def test_projections_benchmark_quick_run(postgres_available: bool, tmp_path: Path) -> None:
     needs_postgres_and_eventsourcing(postgres_available, "projections.py")
     out = quick_run("projections.py", tmp_path)
@@ -93,7 +92,6 @@ def test_audit_chain_benchmark_quick_run(postgres_available: bool, tmp_path: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 left open: the reference Account marks its owner as personal data, so the raw and eventsourcing contenders, which read facta_events' payloads directly, build the read model with the ciphertext while facta opens it: the read models differ and the bench refuses the run")
 def test_versus_benchmark_quick_run_prints_every_row(postgres_available: bool, tmp_path: Path) -> None:
     needs_postgres_and_eventsourcing(postgres_available, "versus.py")
     out = quick_run("versus.py", tmp_path)
