@@ -76,6 +76,23 @@ figures are medians, ratios are medians of per-round ratios. Aims: facta >= 0.5x
     python bench/projections.py --es-events 0      # eventsourcing over every event (slow)
     python bench/projections.py --quick            # smoke run, < 30 s
     python bench/projections.py --profile          # where facta's log replay spends its time
+    python bench/projections.py --telemetry        # the cost of facta's traces and metrics (issue 15)
+
+``--telemetry`` measures what facta's OpenTelemetry traces and metrics cost a projection
+on the store log: facta alone, as three contenders each in a process of its own
+(``_telemetry``): "none" (``facta.tracing.instrument(False)`` and
+``facta.metrics.instrument(False)``), "off" (no SDK: the default) and "on" (SDK providers,
+spans batched to an exporter that drops them, a metric reader that never exports). One
+base store is loaded with ``--events`` events of the mix; every round gives each
+contender its own copy (``CREATE DATABASE ... TEMPLATE``), an untimed warm-up replay, then
+(a) ``TELEMETRY_REPLAY_SLICES`` slices of one ``replay`` of account_balances from position
+0, and (b) after an untimed catch-up, ``TELEMETRY_FOLLOW_SLICES`` slices of: append the
+next ``TELEMETRY_CHUNK`` events of the same mix (untimed), then time a
+``ProjectionRunner(...).run(once=True)`` catching up with them. In each slice every
+contender runs one unit, the order rotated every slice; a contender's round time is the
+sum of its slices. Reported: events/s and the median (min-max) of the per-round ratios
+of each contender's time over "none"'s, against the aim "off" <= 1.02x, and "on"'s cost.
+After every round the three read models must be alike (rows and md5).
 """
 
 from __future__ import annotations
@@ -277,10 +294,11 @@ def handled_count(mix: Sequence[Planned], projection: type[Projection]) -> int:
     return sum(1 for p in mix if p.event.event_type in types)
 
 
-async def load_store(store: EventStore, mix: Sequence[Planned]) -> None:
+async def load_store(store: EventStore, mix: Sequence[Planned], versions: dict[str, int] | None = None) -> None:
     """The mix in ``LOAD_CHUNK``-event ``append_many`` calls; within one call a stream's
-    events are contiguous, in the order they were planned."""
-    versions: dict[str, int] = {}
+    events are contiguous, in the order they were planned. ``versions``: where each
+    stream stands before (updated; empty: every stream is new)."""
+    versions = {} if versions is None else versions
     for start in range(0, len(mix), LOAD_CHUNK):
         grouped: dict[str, list[Planned]] = {}
         for p in mix[start : start + LOAD_CHUNK]:
@@ -1195,6 +1213,121 @@ def profile(setup: Setup, batch: int) -> None:
         stats.sort_stats("cumulative").print_stats(40)
 
 
+# -- --telemetry: the cost of facta's traces and metrics (issue 15) -------------------------------------
+
+TELEMETRY_REPLAY_SLICES = 3
+TELEMETRY_FOLLOW_SLICES = 6
+TELEMETRY_CHUNK = 5_000  # events appended (untimed) before each timed catch-up of the runner
+
+_TEL: dict[str, Any] = {}  # the worker's open store, the mix and where its streams stand
+
+
+async def tel_open(url: str, events: int, extra: int) -> None:
+    """In a telemetry worker: open the store at ``url`` (a copy of the base store, loaded
+    with the first ``events`` events of ``build_mix(events + extra)``); keep the rest of
+    the mix for :func:`tel_follow`."""
+    key = (events, extra)
+    if _TEL.get("key") != key:
+        _TEL.update(key=key, mix=build_mix(events + extra))
+    mix = _TEL["mix"]
+    versions: dict[str, int] = {}
+    for p in mix[:events]:
+        versions[p.stream_id] = versions.get(p.stream_id, 0) + 1
+    _TEL.update(store=await EventStore.open(url), rest=mix[events:], versions=versions, at=0)
+
+
+async def tel_replay() -> tuple[int, float]:
+    """In a telemetry worker: one ``replay`` of account_balances from position 0."""
+    t0 = time.perf_counter()
+    result = await replay(_TEL["store"], AccountBalances, ReplayFrom(position=0), batch_size=1000)
+    return result.events, time.perf_counter() - t0
+
+
+async def tel_follow(chunk: int) -> tuple[int, float]:
+    """In a telemetry worker: append the next ``chunk`` events of the mix (untimed), then
+    time a ``ProjectionRunner(store, AccountBalances).run(once=True)`` catching up with
+    them (``chunk`` 0: an untimed catch-up with whatever is there)."""
+    store = _TEL["store"]
+    at = _TEL["at"]
+    if chunk:
+        await load_store(store, _TEL["rest"][at : at + chunk], _TEL["versions"])
+        _TEL["at"] = at + chunk
+    runner = ProjectionRunner(store, AccountBalances, config=RunnerConfig(batch_size=1000))
+    t0 = time.perf_counter()
+    applied = await runner.run(once=True)
+    return applied, time.perf_counter() - t0
+
+
+async def tel_close() -> None:
+    await _TEL.pop("store").close()
+
+
+def run_telemetry(args: argparse.Namespace) -> None:
+    """``--telemetry``: the cost of facta's traces and metrics on the store log (the
+    module docstring; ``_telemetry`` for the contenders and rounds)."""
+    import _telemetry
+    from _common import copy_database
+
+    replay_slices, follow_slices = (1, 2) if args.quick else (TELEMETRY_REPLAY_SLICES, TELEMETRY_FOLLOW_SLICES)
+    chunk = 500 if args.quick else TELEMETRY_CHUNK
+    extra = follow_slices * chunk
+    started = time.perf_counter()
+    base = fresh_database("postgresql", "tel_base")
+    workers: dict[str, Any] = {}
+    try:
+        mix = build_mix(args.events + extra)
+        asyncio.run(_load_facta(base, mix[: args.events]))
+        print(f"  base store loaded with {args.events:,} events in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr, flush=True)
+        for line in machine_facts(["postgresql"]):
+            print(line)
+        print(f"telemetry: {_telemetry.what_is_measured()}")
+        print(f"log: {args.events:,} events of the account/ride mix, account_balances handles"
+              f" {handled_count(mix[: args.events], AccountBalances):,}; each contender on its own copy of it"
+              f" (CREATE DATABASE ... TEMPLATE), a fresh copy every round")
+        print(f"rounds: {args.rounds}; (a) {replay_slices} slices of one replay each, (b) {follow_slices} slices of"
+              f" one catch-up each after {chunk:,} more events are appended (untimed); in each slice every contender"
+              " (a process of its own) runs one unit, the order rotated every slice. events/s: median (min-max) over"
+              " rounds; time / none: median (min-max) of the per-round ratios of the contender's time over none's;"
+              " every contender's read model checked against the others' (rows and md5) after each round\n",
+              flush=True)
+        workers = _telemetry.start_workers(["projections", "_telemetry"])
+        rebuild = _telemetry.Tally("(a) replay account_balances from position 0")
+        follow = _telemetry.Tally(f"(b) ProjectionRunner catch-up, {chunk:,} events appended")
+        for r in range(args.rounds):
+            copies = {mode: copy_database(base, f"tel_{mode}") for mode in _telemetry.MODES}
+            try:
+                for mode, w in workers.items():
+                    w.call("projections:tel_open", copies[mode].url, args.events, extra)
+                    w.call("projections:tel_replay")  # untimed warm-up: caches, first-call costs
+                rebuild.run_round(r, replay_slices, lambda mode, k: tuple(workers[mode].call("projections:tel_replay")))
+                for w in workers.values():
+                    w.call("projections:tel_follow", 0)  # untimed: the runner takes over from the replay
+                follow.run_round(r, follow_slices,
+                                 lambda mode, k: tuple(workers[mode].call("projections:tel_follow", chunk)))
+                for w in workers.values():
+                    w.call("projections:tel_close")
+                found = {mode: asyncio.run(digest(copies[mode].dsn, AccountBalances, live_table(AccountBalances)))
+                         for mode in _telemetry.MODES}
+                if len(set(found.values())) != 1 or not found["none"][0]:
+                    raise SystemExit(f"telemetry round {r + 1}: the read models differ: {found}")
+            finally:
+                for f in copies.values():
+                    f.drop()
+            print(f"  round {r + 1}: replay " + ", ".join(f"{m} {rebuild.seconds[m][-1]:.2f} s" for m in _telemetry.MODES)
+                  + "; catch-up " + ", ".join(f"{m} {follow.seconds[m][-1]:.2f} s" for m in _telemetry.MODES)
+                  + f"; read models alike ({found['none'][0]:,} rows)", file=sys.stderr, flush=True)
+        recorded = _telemetry.describe(workers)
+    finally:
+        for w in workers.values():
+            w.close()
+        base.drop()
+    print(_telemetry.render([rebuild, follow]))
+    print("what each contender's SDK received over the run:")
+    print("\n".join(recorded))
+    print(f"\n(total wall time {time.perf_counter() - started:.0f} s; at the end, {load_average()})")
+
+
 # -- main ----------------------------------------------------------------------------------------------
 
 
@@ -1214,7 +1347,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-kafka", action="store_true", help="the store log only: no broker, no Kafka rows")
     p.add_argument("--quick", action="store_true", help="smoke run: 3,000 events, one round, 20 latency samples")
     p.add_argument("--profile", action="store_true", help="instead of the comparison, profile facta's log replay")
+    p.add_argument("--telemetry", action="store_true",
+                   help="instead of the comparison, the cost of facta's traces and metrics on the store log: facta"
+                        " alone with telemetry none (instrument(False)), off (no SDK) and on (SDK, no-op export)")
     args = p.parse_args(argv)
+    if args.profile and args.telemetry:
+        p.error("--profile and --telemetry are separate runs: give one")
     if args.quick:
         args.events, args.rounds, args.samples = 3_000, 1, 20
     if args.events < 100 or args.rounds < 1 or args.batch < 1 or args.samples < 1:
@@ -1224,6 +1362,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.telemetry:
+        run_telemetry(args)
+        return
     started = time.perf_counter()
     skipped: dict[str, str] = {}
     if args.no_kafka or args.profile:
