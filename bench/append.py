@@ -55,11 +55,10 @@ a metric reader that never exports). Workloads on each backend: (a) 1,000-event 
 each to a new stream, 2 a unit; (b) one-event appends round robin over 4 streams, 100 a
 unit. Each round gives every contender a fresh database (and an untimed warm-up append
 of each size); then ``TELEMETRY_SLICES`` slices, in each of which every contender runs
-one unit, the order rotated every slice. A contender's round time is the sum of its
-slices; reported: events/s and the median (min-max) of the per-round ratios of each
-contender's time over "none"'s, against the aim "off" <= 1.02x, and "on"'s cost. Rows
-are counted after every round.
-"""
+one unit, in each of the six orders in turn. A contender's round time is the sum of its
+slices (wall time and its process's CPU time); reported: events/s and the medians
+(min-max) of the per-round ratios of each contender's wall and CPU time over "none"'s,
+against the aim "off" <= 1.02x, and "on"'s cost. Rows are counted after every round."""
 
 from __future__ import annotations
 
@@ -834,10 +833,11 @@ async def tel_open(url: str) -> None:
     await store.append("warmup-b", STREAM_TYPE, make_events(1, ride="warmup"), expected_version=0)
 
 
-async def tel_unit(events_per_append: int, appends: int) -> tuple[int, float]:
+async def tel_unit(events_per_append: int, appends: int) -> tuple[int, float, float]:
     """In a telemetry worker: ``appends`` appends of ``events_per_append`` events (built
     before the clock starts), 1,000-event appends each to a new stream, one-event appends
-    round robin over 4 streams at their versions. Returns (events, seconds)."""
+    round robin over 4 streams at their versions. Returns (events, wall seconds, CPU
+    seconds of this process)."""
     store = _TEL["store"]
     plan: list[Tx] = []
     for _ in range(appends):
@@ -849,10 +849,10 @@ async def tel_unit(events_per_append: int, appends: int) -> tuple[int, float]:
             s = n % STREAMS_PER_WRITER
             plan.append(Tx(f"s-{s}", _TEL["versions"][s], make_events(1, ride=f"s-{s}")))
             _TEL["versions"][s] += 1
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for tx in plan:
         await store.append(tx.stream, STREAM_TYPE, tx.events, expected_version=tx.expected_version)
-    return appends * events_per_append, time.perf_counter() - t0
+    return appends * events_per_append, time.perf_counter() - t0, time.process_time() - c0
 
 
 async def tel_close() -> None:
@@ -868,9 +868,9 @@ def run_telemetry(args: argparse.Namespace, backends: Sequence[str]) -> None:
         print(line)
     print(f"telemetry: {_telemetry.what_is_measured()}")
     print(f"rounds: {args.rounds}, each a fresh database per contender and {slices} slices; in each slice every"
-          " contender (a process of its own) runs one unit, the order rotated every slice. events/s: median"
-          " (min-max) over rounds; time / none: median (min-max) of the per-round ratios of the contender's time"
-          " over none's\n", flush=True)
+          " contender (a process of its own) runs one unit, in each of the 6 orders in turn. events/s: median"
+          " (min-max) over rounds; time / none and cpu / none: median (min-max) of the per-round ratios of the"
+          " contender's wall time and its process's CPU time over none's\n", flush=True)
     started = time.perf_counter()
     workers = _telemetry.start_workers(["append", "_telemetry", "facta.eventstore"])
     tallies = []
@@ -886,8 +886,8 @@ def run_telemetry(args: argparse.Namespace, backends: Sequence[str]) -> None:
                             asyncio.run(migrate(fresh[mode].url))
                             w.call("append:tel_open", fresh[mode].url)
 
-                        def unit(mode: str, k: int) -> tuple[int, float]:
-                            return tuple(workers[mode].call("append:tel_unit", size, per_slice))
+                        def unit(mode: str) -> Sequence[float]:
+                            return workers[mode].call("append:tel_unit", size, per_slice)  # type: ignore[no-any-return]
 
                         tally.run_round(r, slices, unit)
                         for mode, w in workers.items():
@@ -944,7 +944,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="events per contender and round in (a), in 1,000-event transactions; (b) writes a tenth"
         " of it, split over the 8 writers (default 30000: 30 batches, 8 x 375 single appends)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="rounds per contender, order rotated (default 3)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds per contender, order rotated (default 3; with --telemetry 5)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 8 x 25 single appends, one round")
     p.add_argument("--profile", action="store_true", help="instead of the comparison, cProfile facta's batch append")
     p.add_argument("--positions", action="store_true",
@@ -958,6 +959,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--positions and --telemetry are separate runs: give one")
     if args.positions and args.backend == "sqlite":
         p.error("--positions measures PostgreSQL's facta_append: not with --backend sqlite")
+    if args.rounds is None:
+        args.rounds = 5 if args.telemetry else 3
     if args.quick:
         args.events, args.rounds = 3_000, 1
     if args.events < BATCH or args.rounds < 1:

@@ -86,12 +86,13 @@ spans batched to an exporter that drops them, a metric reader that never exports
 base store is loaded with ``--events`` events of the mix; every round gives each
 contender its own copy (``CREATE DATABASE ... TEMPLATE``), an untimed warm-up replay, then
 (a) ``TELEMETRY_REPLAY_SLICES`` slices of one ``replay`` of account_balances from position
-0, and (b) after an untimed catch-up, ``TELEMETRY_FOLLOW_SLICES`` slices of: append the
-next ``TELEMETRY_CHUNK`` events of the same mix (untimed), then time a
-``ProjectionRunner(...).run(once=True)`` catching up with them. In each slice every
-contender runs one unit, the order rotated every slice; a contender's round time is the
-sum of its slices. Reported: events/s and the median (min-max) of the per-round ratios
-of each contender's time over "none"'s, against the aim "off" <= 1.02x, and "on"'s cost.
+0, and (b) after an untimed catch-up, ``TELEMETRY_FOLLOW_SLICES`` slices of: every
+contender appends the next ``TELEMETRY_CHUNK`` events of the same mix (untimed), then
+each times a ``ProjectionRunner(...).run(once=True)`` catching up with them. In each
+slice every contender runs one unit, in each of the six orders in turn; a contender's
+round time is the sum of its slices (wall time and its process's CPU time). Reported:
+events/s and the medians (min-max) of the per-round ratios of each contender's wall and
+CPU time over "none"'s, against the aim "off" <= 1.02x, and "on"'s cost.
 After every round the three read models must be alike (rows and md5).
 """
 
@@ -1236,26 +1237,28 @@ async def tel_open(url: str, events: int, extra: int) -> None:
     _TEL.update(store=await EventStore.open(url), rest=mix[events:], versions=versions, at=0)
 
 
-async def tel_replay() -> tuple[int, float]:
-    """In a telemetry worker: one ``replay`` of account_balances from position 0."""
-    t0 = time.perf_counter()
+async def tel_replay() -> tuple[int, float, float]:
+    """In a telemetry worker: one ``replay`` of account_balances from position 0. Returns
+    (events, wall seconds, CPU seconds of this process)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     result = await replay(_TEL["store"], AccountBalances, ReplayFrom(position=0), batch_size=1000)
-    return result.events, time.perf_counter() - t0
+    return result.events, time.perf_counter() - t0, time.process_time() - c0
 
 
-async def tel_follow(chunk: int) -> tuple[int, float]:
-    """In a telemetry worker: append the next ``chunk`` events of the mix (untimed), then
-    time a ``ProjectionRunner(store, AccountBalances).run(once=True)`` catching up with
-    them (``chunk`` 0: an untimed catch-up with whatever is there)."""
-    store = _TEL["store"]
+async def tel_grow(chunk: int) -> None:
+    """In a telemetry worker: append the next ``chunk`` events of the mix (untimed)."""
     at = _TEL["at"]
-    if chunk:
-        await load_store(store, _TEL["rest"][at : at + chunk], _TEL["versions"])
-        _TEL["at"] = at + chunk
-    runner = ProjectionRunner(store, AccountBalances, config=RunnerConfig(batch_size=1000))
-    t0 = time.perf_counter()
+    await load_store(_TEL["store"], _TEL["rest"][at : at + chunk], _TEL["versions"])
+    _TEL["at"] = at + chunk
+
+
+async def tel_catch_up() -> tuple[int, float, float]:
+    """In a telemetry worker: time a ``ProjectionRunner(store, AccountBalances).run(once=True)``
+    catching up with the log. Returns (events, wall seconds, CPU seconds)."""
+    runner = ProjectionRunner(_TEL["store"], AccountBalances, config=RunnerConfig(batch_size=1000))
+    t0, c0 = time.perf_counter(), time.process_time()
     applied = await runner.run(once=True)
-    return applied, time.perf_counter() - t0
+    return applied, time.perf_counter() - t0, time.process_time() - c0
 
 
 async def tel_close() -> None:
@@ -1287,8 +1290,9 @@ def run_telemetry(args: argparse.Namespace) -> None:
               f" (CREATE DATABASE ... TEMPLATE), a fresh copy every round")
         print(f"rounds: {args.rounds}; (a) {replay_slices} slices of one replay each, (b) {follow_slices} slices of"
               f" one catch-up each after {chunk:,} more events are appended (untimed); in each slice every contender"
-              " (a process of its own) runs one unit, the order rotated every slice. events/s: median (min-max) over"
-              " rounds; time / none: median (min-max) of the per-round ratios of the contender's time over none's;"
+              " (a process of its own) runs one unit, in each of the 6 orders in turn. events/s: median (min-max) over"
+              " rounds; time / none and cpu / none: median (min-max) of the per-round ratios of the contender's wall"
+              " time and its process's CPU time over none's;"
               " every contender's read model checked against the others' (rows and md5) after each round\n",
               flush=True)
         workers = _telemetry.start_workers(["projections", "_telemetry"])
@@ -1300,11 +1304,15 @@ def run_telemetry(args: argparse.Namespace) -> None:
                 for mode, w in workers.items():
                     w.call("projections:tel_open", copies[mode].url, args.events, extra)
                     w.call("projections:tel_replay")  # untimed warm-up: caches, first-call costs
-                rebuild.run_round(r, replay_slices, lambda mode, k: tuple(workers[mode].call("projections:tel_replay")))
+                rebuild.run_round(r, replay_slices, lambda mode: workers[mode].call("projections:tel_replay"))
                 for w in workers.values():
-                    w.call("projections:tel_follow", 0)  # untimed: the runner takes over from the replay
-                follow.run_round(r, follow_slices,
-                                 lambda mode, k: tuple(workers[mode].call("projections:tel_follow", chunk)))
+                    w.call("projections:tel_catch_up")  # untimed: the runner takes over from the replay
+
+                def grow() -> None:  # every contender's log grows before any is timed
+                    for w in workers.values():
+                        w.call("projections:tel_grow", chunk)
+
+                follow.run_round(r, follow_slices, lambda mode: workers[mode].call("projections:tel_catch_up"), grow)
                 for w in workers.values():
                     w.call("projections:tel_close")
                 found = {mode: asyncio.run(digest(copies[mode].dsn, AccountBalances, live_table(AccountBalances)))
@@ -1336,7 +1344,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--events", type=int, default=120_000, help="events in the log (default 120000)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds per contender, order rotated (default 3)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds per contender, order rotated (default 3; with --telemetry 5)")
     p.add_argument("--batch", type=int, default=1000, help="events per batch for facta and raw (default 1000)")
     p.add_argument(
         "--es-events", type=int, default=5_000,
@@ -1353,6 +1362,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.profile and args.telemetry:
         p.error("--profile and --telemetry are separate runs: give one")
+    if args.rounds is None:
+        args.rounds = 5 if args.telemetry else 3
     if args.quick:
         args.events, args.rounds, args.samples = 3_000, 1, 20
     if args.events < 100 or args.rounds < 1 or args.batch < 1 or args.samples < 1:
