@@ -55,7 +55,8 @@ a metric reader that never exports). Workloads on each backend: (a) 1,000-event 
 each to a new stream, 2 a unit; (b) one-event appends round robin over 4 streams, 100 a
 unit. Each round gives every contender a fresh database (and an untimed warm-up append
 of each size); then ``TELEMETRY_SLICES`` slices, in each of which every contender runs
-one unit, in each of the six orders in turn. A contender's round time is the sum of its
+one unit, in each of the six orders in turn, after a ``gc.collect()``. A contender's
+round time is the sum of its
 slices (wall time and its process's CPU time); reported: events/s and the medians
 (min-max) of the per-round ratios of each contender's wall and CPU time over "none"'s,
 against the aim "off" <= 1.02x, and "on"'s cost. Rows are counted after every round."""
@@ -65,6 +66,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import multiprocessing as mp
 import pstats
 import queue
@@ -849,6 +851,7 @@ async def tel_unit(events_per_append: int, appends: int) -> tuple[int, float, fl
             s = n % STREAMS_PER_WRITER
             plan.append(Tx(f"s-{s}", _TEL["versions"][s], make_events(1, ride=f"s-{s}")))
             _TEL["versions"][s] += 1
+    gc.collect()  # each unit pays for the garbage it makes, not for its plan's or an earlier unit's
     t0, c0 = time.perf_counter(), time.process_time()
     for tx in plan:
         await store.append(tx.stream, STREAM_TYPE, tx.events, expected_version=tx.expected_version)
