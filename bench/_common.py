@@ -33,6 +33,7 @@ __all__ = [
     "Fresh",
     "Result",
     "Telemetry",
+    "copy_database",
     "fresh_database",
     "load_average",
     "machine_facts",
@@ -121,6 +122,18 @@ def fresh_database(backend: str, label: str) -> Fresh:
     tmpdir = tempfile.mkdtemp(prefix=f"facta_bench_{label}_")
     path = str(Path(tmpdir) / "bench.db")
     return Fresh(backend, f"sqlite+aiosqlite:///{path}", path=path, _tmpdir=tmpdir)
+
+
+def copy_database(source: Fresh, label: str) -> Fresh:
+    """A new PostgreSQL database holding a copy of ``source`` (``CREATE DATABASE ...
+    TEMPLATE``; nothing may be connected to ``source`` meanwhile)."""
+    if source.backend != "postgresql":
+        raise SystemExit(f"copy_database copies PostgreSQL databases, not {source.backend}")
+    name = f"facta_bench_{label}_{uuid.uuid4().hex[:8]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source.dbname}"')
+    dsn = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+    return Fresh("postgresql", dsn.replace("postgresql://", "postgresql+asyncpg://", 1), dsn=dsn, dbname=name)
 
 
 async def migrate(url: str) -> None:

@@ -34,6 +34,7 @@ rounds; ratios are medians of the per-round ratios.
     python bench/append.py --quick               # smoke run, < 30 s
     python bench/append.py --profile --backend sqlite   # cProfile facta's batch append
     python bench/append.py --positions           # PostgreSQL: revision 0008's facta_append vs 0007's
+    python bench/append.py --telemetry           # the cost of facta's traces and metrics (issue 15)
 
 ``--positions`` measures what one unbroken range of positions per append costs: facta
 alone, with revision 0008's ``facta_append`` (positions from ``facta_take_positions``)
@@ -45,13 +46,27 @@ machine within a second of each other. Workloads: 1 event/tx from 1 and from 8 w
 processes, 1,000 events/tx from 1 and from 4. Besides events/s it reads the server's own
 time per ``facta_append`` call from ``pg_stat_user_functions`` (``track_functions =
 'pl'`` on the fresh databases).
-"""
+
+``--telemetry`` measures what facta's OpenTelemetry traces and metrics cost an append:
+facta alone, as three contenders each in a process of its own (``_telemetry``): "none"
+(``facta.tracing.instrument(False)`` and ``facta.metrics.instrument(False)``), "off" (no
+SDK: the default) and "on" (SDK providers, spans batched to an exporter that drops them,
+a metric reader that never exports). Workloads on each backend: (a) 1,000-event appends,
+each to a new stream, 2 a unit; (b) one-event appends round robin over 4 streams, 100 a
+unit. Each round gives every contender a fresh database (and an untimed warm-up append
+of each size); then ``TELEMETRY_SLICES`` slices, in each of which every contender runs
+one unit, in each of the six orders in turn, after a ``gc.collect()``. A contender's
+round time is the sum of its
+slices (wall time and its process's CPU time); reported: events/s and the medians
+(min-max) of the per-round ratios of each contender's wall and CPU time over "none"'s,
+against the aim "off" <= 1.02x, and "on"'s cost. Rows are counted after every round."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import cProfile
+import gc
 import multiprocessing as mp
 import pstats
 import queue
@@ -800,6 +815,104 @@ def run_positions(args: argparse.Namespace) -> None:
     print(f"\n(total wall time {time.perf_counter() - started:.0f} s; at the end, {load_average()})")
 
 
+# -- --telemetry: the cost of facta's traces and metrics (issue 15) --------------------------
+
+#: (workload, events per append, appends per slice; --quick's appends per slice)
+TELEMETRY_WORKLOADS = (("(a) 1,000 events/tx", BATCH, 2, 1), ("(b) 1 event/tx", 1, 100, 20))
+TELEMETRY_SLICES = 10
+
+_TEL: dict[str, Any] = {}  # the worker's open store and where its streams stand
+
+
+async def tel_open(url: str) -> None:
+    """In a telemetry worker: open a store on ``url`` (migrated) and write one untimed
+    warm-up append of each size."""
+    from facta.eventstore import EventStore
+
+    store = await EventStore.open(url, registry=BENCH_REGISTRY)
+    _TEL.update(store=store, appends=0, versions=[0] * STREAMS_PER_WRITER)
+    await store.append("warmup-a", STREAM_TYPE, make_events(BATCH, ride="warmup"), expected_version=0)
+    await store.append("warmup-b", STREAM_TYPE, make_events(1, ride="warmup"), expected_version=0)
+
+
+async def tel_unit(events_per_append: int, appends: int) -> tuple[int, float, float]:
+    """In a telemetry worker: ``appends`` appends of ``events_per_append`` events (built
+    before the clock starts), 1,000-event appends each to a new stream, one-event appends
+    round robin over 4 streams at their versions. Returns (events, wall seconds, CPU
+    seconds of this process)."""
+    store = _TEL["store"]
+    plan: list[Tx] = []
+    for _ in range(appends):
+        n = _TEL["appends"]
+        _TEL["appends"] += 1
+        if events_per_append > 1:
+            plan.append(Tx(f"t-{n}", 0, make_events(events_per_append, ride=f"t-{n}")))
+        else:
+            s = n % STREAMS_PER_WRITER
+            plan.append(Tx(f"s-{s}", _TEL["versions"][s], make_events(1, ride=f"s-{s}")))
+            _TEL["versions"][s] += 1
+    gc.collect()  # each unit pays for the garbage it makes, not for its plan's or an earlier unit's
+    t0, c0 = time.perf_counter(), time.process_time()
+    for tx in plan:
+        await store.append(tx.stream, STREAM_TYPE, tx.events, expected_version=tx.expected_version)
+    return appends * events_per_append, time.perf_counter() - t0, time.process_time() - c0
+
+
+async def tel_close() -> None:
+    await _TEL.pop("store").close()
+
+
+def run_telemetry(args: argparse.Namespace, backends: Sequence[str]) -> None:
+    """``--telemetry``: see the module docstring and ``_telemetry``."""
+    import _telemetry
+
+    slices = 2 if args.quick else TELEMETRY_SLICES
+    for line in machine_facts(backends):
+        print(line)
+    print(f"telemetry: {_telemetry.what_is_measured()}")
+    print(f"rounds: {args.rounds}, each a fresh database per contender and {slices} slices; in each slice every"
+          " contender (a process of its own) runs one unit, in each of the 6 orders in turn. events/s: median"
+          " (min-max) over rounds; time / none and cpu / none: median (min-max) of the per-round ratios of the"
+          " contender's wall time and its process's CPU time over none's\n", flush=True)
+    started = time.perf_counter()
+    workers = _telemetry.start_workers(["append", "_telemetry", "facta.eventstore"])
+    tallies = []
+    try:
+        for backend in backends:
+            for title, size, appends, quick_appends in TELEMETRY_WORKLOADS:
+                per_slice = quick_appends if args.quick else appends
+                tally = _telemetry.Tally(f"{title}, {backend}")
+                for r in range(args.rounds):
+                    fresh = {mode: fresh_database(backend, f"t_{mode}") for mode in _telemetry.MODES}
+                    try:
+                        for mode, w in workers.items():
+                            asyncio.run(migrate(fresh[mode].url))
+                            w.call("append:tel_open", fresh[mode].url)
+
+                        def unit(mode: str) -> Sequence[float]:
+                            return workers[mode].call("append:tel_unit", size, per_slice)  # type: ignore[no-any-return]
+
+                        tally.run_round(r, slices, unit)
+                        for mode, w in workers.items():
+                            w.call("append:tel_close")
+                            _check_rows(fresh[mode], "facta", tally.events[mode][-1] + BATCH + 1)
+                    finally:
+                        for f in fresh.values():
+                            f.drop()
+                    line = ", ".join(f"{m} {tally.seconds[m][-1]:.2f} s" for m in _telemetry.MODES)
+                    print(f"  {tally.title} round {r + 1}: {tally.events['none'][-1]:,} events each; {line}",
+                          file=sys.stderr, flush=True)
+                tallies.append(tally)
+        recorded = _telemetry.describe(workers)
+    finally:
+        for w in workers.values():
+            w.close()
+    print(_telemetry.render(tallies))
+    print("what each contender's SDK received over the run:")
+    print("\n".join(recorded))
+    print(f"\n(total wall time {time.perf_counter() - started:.0f} s; at the end, {load_average()})")
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -834,15 +947,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="events per contender and round in (a), in 1,000-event transactions; (b) writes a tenth"
         " of it, split over the 8 writers (default 30000: 30 batches, 8 x 375 single appends)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="rounds per contender, order rotated (default 3)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds per contender, order rotated (default 3; with --telemetry 5)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 batches, 8 x 25 single appends, one round")
     p.add_argument("--profile", action="store_true", help="instead of the comparison, cProfile facta's batch append")
     p.add_argument("--positions", action="store_true",
                    help="instead of the comparison, PostgreSQL only: revision 0008's facta_append (one range of"
                         " positions per append) against 0007's, facta alone")
+    p.add_argument("--telemetry", action="store_true",
+                   help="instead of the comparison, the cost of facta's traces and metrics: facta alone with"
+                        " telemetry none (instrument(False)), off (no SDK) and on (SDK, no-op export)")
     args = p.parse_args(argv)
+    if args.positions and args.telemetry:
+        p.error("--positions and --telemetry are separate runs: give one")
     if args.positions and args.backend == "sqlite":
         p.error("--positions measures PostgreSQL's facta_append: not with --backend sqlite")
+    if args.rounds is None:
+        args.rounds = 5 if args.telemetry else 3
     if args.quick:
         args.events, args.rounds = 3_000, 1
     if args.events < BATCH or args.rounds < 1:
@@ -862,6 +983,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.positions:
         run_positions(args)
+        return
+    if args.telemetry:
+        run_telemetry(args, backends)
         return
 
     titles = {

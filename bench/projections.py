@@ -40,6 +40,20 @@ source the relay then publishes the whole log to a local development broker (top
                    prefix. eventsourcing has no Kafka source: the Kafka rows compare facta
                    against the same run.
 
+    Personal data (issue 14): the reference ``AccountOpened`` marks ``owner`` as
+    ``PersonalData``, so facta_events (and the Kafka records the relay publishes) hold it
+    sealed (``pd1:...``, AES-GCM) and facta's reads open it. Every contender builds the
+    same read model from the same stored events, so each pays for that opening as facta
+    does: the raw loops find the rows holding a sealed field by the same ``pd1:`` test
+    facta's reads make on every payload and open them per batch through a store's
+    shredder (``store.shredder.reveal``: one key-store read per batch, AES-GCM per field),
+    the code facta's log and Kafka reads run. The workload keeps the sealed field rather
+    than dropping it because that is what facta's reference projections meet in use: a
+    bench without it would not measure facta's reads as they are. eventsourcing has no
+    sealed fields: its store is loaded (untimed) with the events as facta's reads return
+    them, owner in the clear, which is what an eventsourcing user would store; it opens
+    nothing, a small advantage to it (one event in 40 or fewer is an ``account.opened``).
+
     The read model each contender builds is checked against the others (row count and an
     md5 of every row in key order) after every run. Every run starts after a gc.collect()
     and a gc.freeze(), as `facta replay` and `facta projections run` do.
@@ -62,6 +76,26 @@ figures are medians, ratios are medians of per-round ratios. Aims: facta >= 0.5x
     python bench/projections.py --es-events 0      # eventsourcing over every event (slow)
     python bench/projections.py --quick            # smoke run, < 30 s
     python bench/projections.py --profile          # where facta's log replay spends its time
+    python bench/projections.py --telemetry        # the cost of facta's traces and metrics (issue 15)
+
+``--telemetry`` measures what facta's OpenTelemetry traces and metrics cost a projection
+on the store log: facta alone, as three contenders each in a process of its own
+(``_telemetry``): "none" (``facta.tracing.instrument(False)`` and
+``facta.metrics.instrument(False)``), "off" (no SDK: the default) and "on" (SDK providers,
+spans batched to an exporter that drops them, a metric reader that never exports). One
+base store is loaded with ``--events`` events of the mix; every round gives each
+contender its own copy (``CREATE DATABASE ... TEMPLATE``), an untimed warm-up replay, then
+(a) ``TELEMETRY_REPLAY_SLICES`` slices of one ``replay`` of account_balances from position
+0, and (b) after an untimed catch-up, ``TELEMETRY_FOLLOW_SLICES`` slices of: every
+contender appends the next ``TELEMETRY_CHUNK`` events of the same mix (untimed), then
+each times a ``ProjectionRunner(...).run(once=True)`` catching up with them. In each
+slice every contender runs one unit, in each of the six orders in turn, after a
+``gc.collect()`` (the worker's planned events frozen out of the collector's view at the
+round's start); a contender's round time is the sum of its slices (wall time and its
+process's CPU time). Reported:
+events/s and the medians (min-max) of the per-round ratios of each contender's wall and
+CPU time over "none"'s, against the aim "off" <= 1.02x, and "on"'s cost.
+After every round the three read models must be alike (rows and md5).
 """
 
 from __future__ import annotations
@@ -119,7 +153,9 @@ from facta.domain.reference import (
     TripStarted,
     Withdrawn,
 )
-from facta.eventstore import EventStore, StreamAppend
+from facta.eventstore import EventStore, RecordedEvent, StreamAppend
+from facta.eventstore.personal_data import PREFIX as SEALED
+from facta.eventstore.personal_data import Shredder
 from facta.eventstore.relay import Relay, RelayConfig
 from facta.projections import KafkaSettings, Projection, ProjectionRunner, RunnerConfig
 from facta.projections.reference import AccountBalances, RideBoard
@@ -136,6 +172,7 @@ POLL_S = 0.002  # the latency poller's interval
 LATENCY_ACCOUNTS = 8
 RUN_ID = uuid.uuid4().hex[:6]
 ES_APP = "bench"
+SEALED_BYTES = SEALED.encode()  # a sealed field's stored string starts with it
 BASE_TIME = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -260,10 +297,11 @@ def handled_count(mix: Sequence[Planned], projection: type[Projection]) -> int:
     return sum(1 for p in mix if p.event.event_type in types)
 
 
-async def load_store(store: EventStore, mix: Sequence[Planned]) -> None:
+async def load_store(store: EventStore, mix: Sequence[Planned], versions: dict[str, int] | None = None) -> None:
     """The mix in ``LOAD_CHUNK``-event ``append_many`` calls; within one call a stream's
-    events are contiguous, in the order they were planned."""
-    versions: dict[str, int] = {}
+    events are contiguous, in the order they were planned. ``versions``: where each
+    stream stands before (updated; empty: every stream is new)."""
+    versions = {} if versions is None else versions
     for start in range(0, len(mix), LOAD_CHUNK):
         grouped: dict[str, list[Planned]] = {}
         for p in mix[start : start + LOAD_CHUNK]:
@@ -429,17 +467,33 @@ async def raw_setup(conn: Any, projection: type[Projection], suffix: str = RAW_S
 
 
 RAW_LOG_READ = (
-    "SELECT position, stream_id, version, event_type, payload::text, occurred_at FROM facta_events"
+    "SELECT position, event_id, stream_id, version, event_type, payload::text, occurred_at FROM facta_events"
     " WHERE position > $1 AND position <= $4 AND event_type = ANY($2::text[]) ORDER BY position LIMIT $3"
 )
+
+
+async def open_sealed(shredder: Shredder, sealed: Sequence[Sequence[Any]]) -> dict[Any, str]:
+    """The payloads of ``sealed`` (rows of position or other key, event id, stream id,
+    version, event type, stored payload, occurred at), keyed by their first column, with
+    their ``PersonalData`` fields opened by the store's shredder: one key-store read for
+    the batch and AES-GCM per sealed field, the very work facta's reads (and its Kafka
+    source) do on a page. Every other row's payload is already plain."""
+    records = [RecordedEvent(0, event_id, stream, "", version, etype, 1, payload, occurred, occurred, None, None, None)
+               for _key, event_id, stream, version, etype, payload, occurred in sealed]
+    await shredder.reveal(records)
+    return {row[0]: record.payload for row, record in zip(sealed, records, strict=True)}
 
 
 async def raw_log(
     fresh: Fresh, projection: type[Projection], batch: int, *, until: int = 2**62, suffix: str = RAW_SUFFIX
 ) -> tuple[int, float]:
-    """The raw contender from the log (up to position ``until``, into ``<table><suffix>``)."""
+    """The raw contender from the log (up to position ``until``, into ``<table><suffix>``).
+    Rows holding a sealed field (``pd1:`` in the payload text, the test facta's reads
+    make too) are opened through a store's shredder (:func:`open_sealed`) before the fold."""
     conn = await asyncpg.connect(fresh.dsn)
+    store = await EventStore.open(fresh.url)  # for its key store only: the opening of sealed fields
     try:
+        shredder = store.shredder
         table = await raw_setup(conn, projection, suffix)
         await conn.execute("INSERT INTO raw_checkpoints VALUES ($1, -1, 0)", table)
         fold, upsert = RAW[projection.name]
@@ -453,9 +507,11 @@ async def raw_log(
             events = await conn.fetch(RAW_LOG_READ, after, types, batch, until)
             if not events:
                 break
+            sealed = [e for e in events if SEALED in e[5]]
+            opened = await open_sealed(shredder, sealed) if sealed else {}
             rows: dict[str, list[Any]] = {}
-            for _position, stream, version, etype, payload, occurred in events:
-                fold(rows, stream, version, etype, loads(payload), occurred)
+            for position, _event_id, stream, version, etype, payload, occurred in events:
+                fold(rows, stream, version, etype, loads(opened.get(position, payload) if opened else payload), occurred)
             after = events[-1][0]
             async with conn.transaction():
                 await conn.execute(upsert, *columns_of(rows))
@@ -464,11 +520,17 @@ async def raw_log(
         return handled, time.perf_counter() - t0
     finally:
         await conn.close()
+        await store.close()
 
 
 async def raw_kafka(fresh: Fresh, projection: type[Projection], kafka: KafkaSettings, batch: int) -> tuple[int, float]:
+    """The raw contender from Kafka. The records carry the stored ciphertext of sealed
+    fields (as the relay publishes them): those are opened per fetched batch through a
+    store's shredder (:func:`open_sealed`), as facta's Kafka source opens them."""
     conn = await asyncpg.connect(fresh.dsn)
+    store = await EventStore.open(fresh.url)  # for its key store only: the opening of sealed fields
     try:
+        shredder = store.shredder
         table = await raw_setup(conn, projection)
         fold, upsert = RAW[projection.name]
         upsert = upsert.format(t=table)
@@ -489,18 +551,27 @@ async def raw_kafka(fresh: Fresh, projection: type[Projection], kafka: KafkaSett
             index = {tp: i for i, tp in enumerate(parts)}
             while any(done[tp] < ends[tp] for tp in parts):
                 fetched = await consumer.getmany(timeout_ms=500, max_records=batch)
-                rows: dict[str, list[Any]] = {}
+                if not fetched:
+                    continue
+                mine: list[tuple[str, int, str, bytes, datetime]] = []
+                sealed: list[tuple[int, uuid.UUID, str, int, str, str, datetime]] = []
                 for tp, messages in fetched.items():
                     for m in messages:
                         headers = dict(m.headers)
                         etype = types.get(headers["event-type"])
                         if etype is not None:
-                            fold(rows, m.key.decode(), int(headers["stream-version"]), etype, loads(m.value),
-                                 fromiso(headers["occurred-at"].decode()))
-                            handled += 1
+                            stream, version = m.key.decode(), int(headers["stream-version"])
+                            occurred = fromiso(headers["occurred-at"].decode())
+                            if SEALED_BYTES in m.value:
+                                sealed.append((len(mine), uuid.UUID(headers["event-id"].decode()), stream, version,
+                                               etype, m.value.decode(), occurred))
+                            mine.append((stream, version, etype, m.value, occurred))
                     done[tp] = messages[-1].offset + 1
-                if not fetched:
-                    continue
+                opened = await open_sealed(shredder, sealed) if sealed else {}
+                rows: dict[str, list[Any]] = {}
+                for i, (stream, version, etype, value, occurred) in enumerate(mine):
+                    fold(rows, stream, version, etype, loads(opened.get(i, value) if opened else value), occurred)
+                handled += len(mine)
                 async with conn.transaction():
                     if rows:
                         await conn.execute(upsert, *columns_of(rows))
@@ -514,6 +585,7 @@ async def raw_kafka(fresh: Fresh, projection: type[Projection], kafka: KafkaSett
         return handled, time.perf_counter() - t0
     finally:
         await conn.close()
+        await store.close()
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
@@ -744,16 +816,19 @@ async def _load_facta(
         if not analyze:  # a store loaded in bulk and rebuilt at once: no statistics, not even autovacuum's
             await conn.execute("ALTER TABLE facta_events SET (autovacuum_enabled = off)")
         await load_store(store, mix)
-        rows = await conn.fetch(
-            "SELECT position, stream_id, version, event_type, payload::text, occurred_at FROM facta_events"
-            " ORDER BY position"
-        )
+        # The events as facta's reads give them, sealed fields opened: what eventsourcing
+        # is loaded with (it has no sealed fields; see the module's docstring).
+        rows: list[tuple[int, str, int, str, str, datetime]] = []
+        after = 0
+        while page := await store.read_log(after, LOAD_CHUNK):
+            rows += [(r.position, r.stream_id, r.version, r.event_type, r.payload, r.occurred_at) for r in page]
+            after = page[-1].position
         if analyze:
             await conn.execute("ANALYZE facta_events")
     finally:
         await conn.close()
         await store.close()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return rows
 
 
 async def _relay_all(fresh: Fresh, broker: Broker, prefix: str, expected: int) -> None:
@@ -1141,6 +1216,132 @@ def profile(setup: Setup, batch: int) -> None:
         stats.sort_stats("cumulative").print_stats(40)
 
 
+# -- --telemetry: the cost of facta's traces and metrics (issue 15) -------------------------------------
+
+TELEMETRY_REPLAY_SLICES = 3
+TELEMETRY_FOLLOW_SLICES = 6
+TELEMETRY_CHUNK = 5_000  # events appended (untimed) before each timed catch-up of the runner
+
+_TEL: dict[str, Any] = {}  # the worker's open store, the mix and where its streams stand
+
+
+async def tel_open(url: str, events: int, extra: int) -> None:
+    """In a telemetry worker: open the store at ``url`` (a copy of the base store, loaded
+    with the first ``events`` events of ``build_mix(events + extra)``); keep the rest of
+    the mix for :func:`tel_follow`."""
+    key = (events, extra)
+    if _TEL.get("key") != key:
+        _TEL.update(key=key, mix=build_mix(events + extra))
+    mix = _TEL["mix"]
+    versions: dict[str, int] = {}
+    for p in mix[:events]:
+        versions[p.stream_id] = versions.get(p.stream_id, 0) + 1
+    _TEL.update(store=await EventStore.open(url), rest=mix[events:], versions=versions, at=0)
+    gc.collect()
+    gc.freeze()  # the mix (every planned event) out of the collector's view, as `facta replay` does at start
+
+
+async def tel_replay() -> tuple[int, float, float]:
+    """In a telemetry worker: one ``replay`` of account_balances from position 0. Returns
+    (events, wall seconds, CPU seconds of this process)."""
+    gc.collect()  # each unit pays for the garbage it makes, not for an earlier unit's
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = await replay(_TEL["store"], AccountBalances, ReplayFrom(position=0), batch_size=1000)
+    return result.events, time.perf_counter() - t0, time.process_time() - c0
+
+
+async def tel_grow(chunk: int) -> None:
+    """In a telemetry worker: append the next ``chunk`` events of the mix (untimed)."""
+    at = _TEL["at"]
+    await load_store(_TEL["store"], _TEL["rest"][at : at + chunk], _TEL["versions"])
+    _TEL["at"] = at + chunk
+
+
+async def tel_catch_up() -> tuple[int, float, float]:
+    """In a telemetry worker: time a ``ProjectionRunner(store, AccountBalances).run(once=True)``
+    catching up with the log. Returns (events, wall seconds, CPU seconds)."""
+    runner = ProjectionRunner(_TEL["store"], AccountBalances, config=RunnerConfig(batch_size=1000))
+    gc.collect()  # each unit pays for the garbage it makes, not for the appends' or an earlier unit's
+    t0, c0 = time.perf_counter(), time.process_time()
+    applied = await runner.run(once=True)
+    return applied, time.perf_counter() - t0, time.process_time() - c0
+
+
+async def tel_close() -> None:
+    await _TEL.pop("store").close()
+
+
+def run_telemetry(args: argparse.Namespace) -> None:
+    """``--telemetry``: the cost of facta's traces and metrics on the store log (the
+    module docstring; ``_telemetry`` for the contenders and rounds)."""
+    import _telemetry
+    from _common import copy_database
+
+    replay_slices, follow_slices = (1, 2) if args.quick else (TELEMETRY_REPLAY_SLICES, TELEMETRY_FOLLOW_SLICES)
+    chunk = 500 if args.quick else TELEMETRY_CHUNK
+    extra = follow_slices * chunk
+    started = time.perf_counter()
+    base = fresh_database("postgresql", "tel_base")
+    workers: dict[str, Any] = {}
+    try:
+        mix = build_mix(args.events + extra)
+        asyncio.run(_load_facta(base, mix[: args.events]))
+        print(f"  base store loaded with {args.events:,} events in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr, flush=True)
+        for line in machine_facts(["postgresql"]):
+            print(line)
+        print(f"telemetry: {_telemetry.what_is_measured()}")
+        print(f"log: {args.events:,} events of the account/ride mix, account_balances handles"
+              f" {handled_count(mix[: args.events], AccountBalances):,}; each contender on its own copy of it"
+              f" (CREATE DATABASE ... TEMPLATE), a fresh copy every round")
+        print(f"rounds: {args.rounds}; (a) {replay_slices} slices of one replay each, (b) {follow_slices} slices of"
+              f" one catch-up each after {chunk:,} more events are appended (untimed); in each slice every contender"
+              " (a process of its own) runs one unit, in each of the 6 orders in turn. events/s: median (min-max) over"
+              " rounds; time / none and cpu / none: median (min-max) of the per-round ratios of the contender's wall"
+              " time and its process's CPU time over none's;"
+              " every contender's read model checked against the others' (rows and md5) after each round\n",
+              flush=True)
+        workers = _telemetry.start_workers(["projections", "_telemetry"])
+        rebuild = _telemetry.Tally("(a) replay account_balances from position 0")
+        follow = _telemetry.Tally(f"(b) ProjectionRunner catch-up, {chunk:,} events appended")
+        for r in range(args.rounds):
+            copies = {mode: copy_database(base, f"tel_{mode}") for mode in _telemetry.MODES}
+            try:
+                for mode, w in workers.items():
+                    w.call("projections:tel_open", copies[mode].url, args.events, extra)
+                    w.call("projections:tel_replay")  # untimed warm-up: caches, first-call costs
+                rebuild.run_round(r, replay_slices, lambda mode: workers[mode].call("projections:tel_replay"))
+                for w in workers.values():
+                    w.call("projections:tel_catch_up")  # untimed: the runner takes over from the replay
+
+                def grow() -> None:  # every contender's log grows before any is timed
+                    for w in workers.values():
+                        w.call("projections:tel_grow", chunk)
+
+                follow.run_round(r, follow_slices, lambda mode: workers[mode].call("projections:tel_catch_up"), grow)
+                for w in workers.values():
+                    w.call("projections:tel_close")
+                found = {mode: asyncio.run(digest(copies[mode].dsn, AccountBalances, live_table(AccountBalances)))
+                         for mode in _telemetry.MODES}
+                if len(set(found.values())) != 1 or not found["none"][0]:
+                    raise SystemExit(f"telemetry round {r + 1}: the read models differ: {found}")
+            finally:
+                for f in copies.values():
+                    f.drop()
+            print(f"  round {r + 1}: replay " + ", ".join(f"{m} {rebuild.seconds[m][-1]:.2f} s" for m in _telemetry.MODES)
+                  + "; catch-up " + ", ".join(f"{m} {follow.seconds[m][-1]:.2f} s" for m in _telemetry.MODES)
+                  + f"; read models alike ({found['none'][0]:,} rows)", file=sys.stderr, flush=True)
+        recorded = _telemetry.describe(workers)
+    finally:
+        for w in workers.values():
+            w.close()
+        base.drop()
+    print(_telemetry.render([rebuild, follow]))
+    print("what each contender's SDK received over the run:")
+    print("\n".join(recorded))
+    print(f"\n(total wall time {time.perf_counter() - started:.0f} s; at the end, {load_average()})")
+
+
 # -- main ----------------------------------------------------------------------------------------------
 
 
@@ -1149,7 +1350,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--events", type=int, default=120_000, help="events in the log (default 120000)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds per contender, order rotated (default 3)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds per contender, order rotated (default 3; with --telemetry 5)")
     p.add_argument("--batch", type=int, default=1000, help="events per batch for facta and raw (default 1000)")
     p.add_argument(
         "--es-events", type=int, default=5_000,
@@ -1160,7 +1362,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-kafka", action="store_true", help="the store log only: no broker, no Kafka rows")
     p.add_argument("--quick", action="store_true", help="smoke run: 3,000 events, one round, 20 latency samples")
     p.add_argument("--profile", action="store_true", help="instead of the comparison, profile facta's log replay")
+    p.add_argument("--telemetry", action="store_true",
+                   help="instead of the comparison, the cost of facta's traces and metrics on the store log: facta"
+                        " alone with telemetry none (instrument(False)), off (no SDK) and on (SDK, no-op export)")
     args = p.parse_args(argv)
+    if args.profile and args.telemetry:
+        p.error("--profile and --telemetry are separate runs: give one")
+    if args.rounds is None:
+        args.rounds = 5 if args.telemetry else 3
     if args.quick:
         args.events, args.rounds, args.samples = 3_000, 1, 20
     if args.events < 100 or args.rounds < 1 or args.batch < 1 or args.samples < 1:
@@ -1170,6 +1379,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.telemetry:
+        run_telemetry(args)
+        return
     started = time.perf_counter()
     skipped: dict[str, str] = {}
     if args.no_kafka or args.profile:

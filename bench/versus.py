@@ -79,26 +79,37 @@ BATCH = 1000
 # -- worker processes -----------------------------------------------------------------------
 
 
-def _worker_main(conn: Any, preload: Sequence[str]) -> None:
-    """A contender's process: imports ``preload``, says ready, then runs ``module:function``
-    calls until it gets None; coroutines are run with asyncio.run."""
+def _call(target: str, args: Sequence[Any]) -> Any:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def _worker_main(conn: Any, preload: Sequence[str], setup: tuple[str, tuple[Any, ...]] | None = None,
+                 keep_loop: bool = False) -> None:
+    """A contender's process: calls ``setup`` (``("module:function", args)``) if given,
+    imports ``preload``, says ready, then runs ``module:function`` calls until it gets
+    None; coroutines are run with asyncio.run, or with ``keep_loop`` on one event loop
+    kept for the life of the process (so that what a call opens can serve the next)."""
     try:
+        if setup is not None:
+            _call(*setup)
         for name in preload:
             importlib.import_module(name)
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
     conn.send(("ready", None))
+    loop = asyncio.new_event_loop() if keep_loop else None
     while (message := conn.recv()) is not None:
-        target, args = message
         try:
-            module, name = target.split(":")
-            value = getattr(importlib.import_module(module), name)(*args)
+            value = _call(*message)
             if asyncio.iscoroutine(value):
-                value = asyncio.run(value)
+                value = loop.run_until_complete(value) if loop is not None else asyncio.run(value)
             conn.send(("ok", value))
         except BaseException:
             conn.send(("error", traceback.format_exc()))
+    if loop is not None:
+        loop.close()
 
 
 def peak_mib(pid: int) -> float:
@@ -112,11 +123,13 @@ def peak_mib(pid: int) -> float:
 class Worker:
     """One spawned process for one contender of one row."""
 
-    def __init__(self, label: str, preload: Sequence[str]) -> None:
+    def __init__(self, label: str, preload: Sequence[str], *, setup: tuple[str, tuple[Any, ...]] | None = None,
+                 keep_loop: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self.label = label
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, list(preload)), name=f"versus-{label}", daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, list(preload), setup, keep_loop),
+                                name=f"versus-{label}", daemon=True)
         self.proc.start()
 
     def ready(self) -> None:
