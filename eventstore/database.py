@@ -497,10 +497,27 @@ SQLITE_APPEND_TEMP_STORE = "MEMORY"
 def _configure_sqlite(connection: sqlite3.Connection, timeout_s: float) -> None:
     # Take transaction control from the driver so BEGIN is ours to issue.
     connection.isolation_level = None
-    connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA busy_timeout={round(timeout_s * 1000)}")
+    if _wal_allowed(connection):
+        connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA foreign_keys=ON")
     connection.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
+
+
+# A database with facta's tables (a store, or one being migrated into a store).
+_FACTA_TABLE = r"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name LIKE 'facta\_%' ESCAPE '\' LIMIT 1"
+
+
+def _wal_allowed(connection: sqlite3.Connection) -> bool:
+    """Whether to put the file in WAL mode, which SQLite records in the file's header (a
+    write): yes on a facta store and on a database with no table yet (a store about to be
+    made), never on another program's database that the command is about to refuse ("has
+    no facta schema"): a refused database is left byte for byte as it was."""
+    if connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return False  # already
+    if connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None:
+        return True
+    return connection.execute(_FACTA_TABLE).fetchone() is not None
 
 
 def sqlite_append_connection(path: str, timeout_s: float, *, uri: bool = False) -> sqlite3.Connection:
