@@ -107,6 +107,8 @@ def _placeholder(param: click.Parameter) -> list[str]:
         return [str(max(param.type.low, 1))]
     if isinstance(param.type, Revision):
         return [param.type.alias]
+    if isinstance(param.type, Seconds):
+        return [f"{max(param.type.low, 1):g}"]
     return ["x"]
 
 
