@@ -1,6 +1,7 @@
 """What the relay and the projections' Kafka source share about talking to Kafka: which
 errors are worth a retry, which ones only a new producer clears, a pause that a stop
-request cuts short, and how a producer or consumer is stopped without hanging."""
+request cuts short, how a producer or consumer is stopped without hanging, and which
+partition a stream's events go to."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 from facta.errors import InvalidValue
 
-__all__ = ["bootstrap_problem", "is_transient", "needs_new_producer", "parse_bootstrap", "pause", "stop_quietly"]
+__all__ = ["bootstrap_problem", "is_transient", "needs_new_producer", "parse_bootstrap", "partition_for", "pause",
+           "stop_quietly"]
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?")
 
@@ -114,6 +116,16 @@ def needs_new_producer(exc: BaseException) -> bool:
 
     return isinstance(exc, (OutOfOrderSequenceNumber, DuplicateSequenceNumber, UnknownProducerId,
                             InvalidProducerIdMapping, InvalidProducerEpoch, ProducerFenced))
+
+
+def partition_for(key: bytes, partitions: list[int]) -> int:
+    """The partition of ``partitions`` (a topic's, sorted) that aiokafka's default
+    partitioner, the producer's own (murmur2, as Java's client), picks for ``key``: where
+    the relay sends a stream's events (the key is the stream id), and where a
+    read-your-writes wait (:mod:`facta.projections.wait`) looks for them."""
+    from aiokafka.partitioner import DefaultPartitioner  # lazy: aiokafka
+
+    return int(DefaultPartitioner()(key, partitions, partitions))
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:

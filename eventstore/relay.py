@@ -78,7 +78,7 @@ from .kafka_codec import (
     encode_rows,
     utc,
 )
-from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, pause, stop_quietly
+from .kafka_support import bootstrap_problem, is_transient, needs_new_producer, partition_for, pause, stop_quietly
 from .locks import active_lock
 from .records import RecordedEvent
 from .schema import events, relay_checkpoints, relay_skips
@@ -812,7 +812,6 @@ class Relay:
         partition's batches are queued in log order, so one stream's events reach the
         topic in version order, as with ``send()`` per record."""
         from aiokafka.errors import KafkaError
-        from aiokafka.partitioner import DefaultPartitioner
 
         if not page.rows:
             return page
@@ -823,7 +822,6 @@ class Relay:
         rows, topics = page.rows, page.topics
         wanted = set(topics)
         partitions = await self._partitions(producer, wanted)
-        partitioner = DefaultPartitioner()  # the producer's own, so keys land where they always did
         # With an SDK recording, a PRODUCER span per batch sent (facta.tracing.producer_span),
         # ended by _settle with the batch's offset: the rows each batch carries are noted.
         chosen = tracing.tracer()
@@ -863,7 +861,7 @@ class Relay:
                 ordered, by_key = partitions[topic]
                 partition = by_key.get(key)
                 if partition is None:
-                    partition = by_key[key] = partitioner(key, ordered, ordered)
+                    partition = by_key[key] = partition_for(key, ordered)  # the producer's own choice
                 where = (topic, partition)
                 if len(value) + len(key) > _SOLO_BYTES:
                     # A big record goes alone through send(), which checks its size and

@@ -67,7 +67,7 @@ from facta.eventstore import EventStore, RecordedEvent
 from facta.eventstore._diagnostics import describe as _describe
 from facta.eventstore.audit import utc_text
 from facta.eventstore.kafka_codec import decode, encode_time, peek, utc
-from facta.eventstore.kafka_support import is_transient, pause
+from facta.eventstore.kafka_support import is_transient, partition_for, pause
 from facta.eventstore.kafka_support import stop_quietly as _stop_quietly
 from facta.eventstore.schema import events
 
@@ -855,14 +855,11 @@ async def partition_of(settings: KafkaSettings, topic: str, stream_id: str) -> C
     default partitioner over the topic's partitions, as the relay picks it; right while
     the topic's partition count is what it was when they were sent); None while Kafka has
     no such topic."""
-    from aiokafka.partitioner import DefaultPartitioner
-
     try:
         partitions = await _partitions(settings, [topic])
     except ProjectionError:
         return None
-    ordered = sorted(tp.partition for tp in partitions)
-    return (topic, int(DefaultPartitioner()(stream_id.encode(), ordered, ordered)))
+    return (topic, partition_for(stream_id.encode(), sorted(tp.partition for tp in partitions)))
 
 
 async def offset_reaching(settings: KafkaSettings, coord: Coord, start: int | None, position: int,
