@@ -207,11 +207,8 @@ def db_span(chosen: Tracer | None, operation: str, dialect: str, batch_size: int
         return _NOTHING
     from opentelemetry.trace import SpanKind
 
-    attributes: dict[str, Any] = {"db.system.name": dialect, "db.operation.name": operation,
-                                  "db.collection.name": "facta_events"}
-    if batch_size >= 2:
-        attributes["db.operation.batch.size"] = batch_size
-    return chosen.start_as_current_span(f"{operation} facta_events", kind=SpanKind.CLIENT, attributes=attributes)
+    return chosen.start_as_current_span(f"{operation} facta_events", kind=SpanKind.CLIENT,
+                                        attributes=_db_attributes(operation, dialect, batch_size))
 
 
 def poll_span(chosen: Tracer, operation: str, dialect: str, started_ns: int, batch_size: int) -> None:
@@ -223,12 +220,18 @@ def poll_span(chosen: Tracer, operation: str, dialect: str, started_ns: int, bat
     consumer instrumentations likewise record no span for an empty poll)."""
     from opentelemetry.trace import SpanKind
 
+    chosen.start_span(f"{operation} facta_events", kind=SpanKind.CLIENT,
+                      attributes=_db_attributes(operation, dialect, batch_size), start_time=started_ns).end()
+
+
+def _db_attributes(operation: str, dialect: str, batch_size: int) -> dict[str, Any]:
+    """The database client attributes of a span on ``facta_events`` (the OpenTelemetry
+    database conventions: ``db.operation.batch.size`` only from 2 on)."""
     attributes: dict[str, Any] = {"db.system.name": dialect, "db.operation.name": operation,
                                   "db.collection.name": "facta_events"}
     if batch_size >= 2:
         attributes["db.operation.batch.size"] = batch_size
-    chosen.start_span(f"{operation} facta_events", kind=SpanKind.CLIENT, attributes=attributes,
-                      start_time=started_ns).end()
+    return attributes
 
 
 def set_batch_size(span: Span | None, batch_size: int) -> None:
