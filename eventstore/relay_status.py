@@ -25,7 +25,7 @@ _NO_KAFKA = "unused:9092"
 
 async def relay_names(store: EventStore) -> list[str]:
     """The names of the relays that have run on ``store`` (each has a checkpoint), sorted."""
-    return await store.database.read(_relay_names)
+    return [name for name, _, _ in await relays_at(store)]
 
 
 async def relay_checkpoint(store: EventStore, name: str = "default") -> int:
@@ -46,10 +46,6 @@ async def relays_at(store: EventStore) -> list[tuple[str, int, datetime | None]]
 def _relay_rows(conn: Connection) -> list[Any]:
     c = relay_checkpoints.c
     return list(conn.execute(select(c.name, c.position, c.updated_at).order_by(c.name)))
-
-
-def _relay_names(conn: Connection) -> list[str]:
-    return list(conn.execute(select(relay_checkpoints.c.name).order_by(relay_checkpoints.c.name)).scalars())
 
 
 async def relay_status(store: EventStore, name: str = "default", *, or_default: bool = False,
